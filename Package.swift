@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Kernels are SIMD code: build them for the CPU they run on (AVX-512 here), not baseline x86-64.
+let optimisation: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "native", "-enforce-exclusivity=unchecked"]),
+]
+
+let package = Package(
+    name: "SwiftGPT",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
+        .executable(name: "gpt", targets: ["gpt"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "TensorCore",
+            dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+            swiftSettings: optimisation,
+            linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
+        ),
+        .target(
+            name: "SwiftGPT",
+            dependencies: ["TensorCore"],
+            swiftSettings: optimisation
+        ),
+        .executableTarget(
+            name: "gpt",
+            dependencies: [
+                "SwiftGPT",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: optimisation
+        ),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: optimisation),
+        .testTarget(
+            name: "SwiftGPTTests",
+            dependencies: ["SwiftGPT"],
+            resources: [.copy("Resources")],
+            swiftSettings: optimisation
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,104 @@
+import TensorCore
+
+/// The shape and layout of a GPT model. One value describes GPT-1, GPT-2 and experiment sizes.
+public struct GPTConfig: Codable, Equatable, Sendable {
+    /// Where LayerNorm sits in a block.
+    public enum Layout: String, Codable, Sendable {
+        /// GPT-1: x = LN(x + sublayer(x)) after each sublayer, no final LayerNorm.
+        case postNorm = "post-ln"
+        /// GPT-2: x = x + sublayer(LN(x)), and a final LayerNorm after the last block.
+        case preNorm = "pre-ln"
+    }
+
+    /// How positions enter the model.
+    public enum Positions: String, Codable, Sendable {
+        /// A trained table of position embeddings.
+        case learned
+        /// The fixed sinusoidal table of "Attention Is All You Need".
+        case sinusoidal
+    }
+
+    public var vocabularySize: Int
+    public var contextLength: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var embeddingWidth: Int
+    /// Width of the MLP's hidden layer (4 × embeddingWidth in GPT-1/2).
+    public var mlpWidth: Int
+    public var activation: GELUApproximation
+    public var layerNormEpsilon: Float
+    /// Dropout on the embeddings and on each residual branch during training.
+    public var dropout: Float
+    public var positions: Positions
+    public var layout: Layout
+    /// Whether the output layer reuses the token embedding (as GPT-1 and GPT-2 do).
+    public var tiedOutputEmbedding: Bool
+
+    public init(
+        vocabularySize: Int, contextLength: Int, layerCount: Int, headCount: Int, embeddingWidth: Int,
+        mlpWidth: Int? = nil, activation: GELUApproximation = .tanh, layerNormEpsilon: Float = 1e-5,
+        dropout: Float = 0, positions: Positions = .learned, layout: Layout = .preNorm, tiedOutputEmbedding: Bool = true
+    ) {
+        self.vocabularySize = vocabularySize
+        self.contextLength = contextLength
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.embeddingWidth = embeddingWidth
+        self.mlpWidth = mlpWidth ?? 4 * embeddingWidth
+        self.activation = activation
+        self.layerNormEpsilon = layerNormEpsilon
+        self.dropout = dropout
+        self.positions = positions
+        self.layout = layout
+        self.tiedOutputEmbedding = tiedOutputEmbedding
+    }
+
+    /// Width of one attention head.
+    public var headWidth: Int { embeddingWidth / headCount }
+
+    /// Throws a `ConfigurationError` describing the first inconsistency, if any.
+    public func validate() throws {
+        func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError(message: message) } }
+        try check(vocabularySize > 0, "vocabulary size must be positive, got \(vocabularySize)")
+        try check(contextLength > 0, "context length must be positive, got \(contextLength)")
+        try check(layerCount > 0, "layer count must be positive, got \(layerCount)")
+        try check(headCount > 0, "head count must be positive, got \(headCount)")
+        try check(embeddingWidth > 0 && embeddingWidth % headCount == 0,
+                  "embedding width \(embeddingWidth) must be a positive multiple of the head count \(headCount)")
+        try check(mlpWidth > 0, "MLP width must be positive, got \(mlpWidth)")
+        try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got \(dropout)")
+        try check(layerNormEpsilon > 0, "LayerNorm epsilon must be positive")
+        try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
+    }
+
+    /// Presets by name: the published GPT-1 and GPT-2 sizes and small experiment sizes.
+    public static let presets: [String: GPTConfig] = [
+        "gpt1": GPTConfig(vocabularySize: 40478, contextLength: 512, layerCount: 12, headCount: 12, embeddingWidth: 768,
+                          dropout: 0.1, layout: .postNorm),
+        "gpt2": GPTConfig(vocabularySize: 50257, contextLength: 1024, layerCount: 12, headCount: 12, embeddingWidth: 768,
+                          dropout: 0.1),
+        "gpt2-medium": GPTConfig(vocabularySize: 50257, contextLength: 1024, layerCount: 24, headCount: 16,
+                                 embeddingWidth: 1024, dropout: 0.1),
+        "gpt2-large": GPTConfig(vocabularySize: 50257, contextLength: 1024, layerCount: 36, headCount: 20,
+                                embeddingWidth: 1280, dropout: 0.1),
+        "gpt2-xl": GPTConfig(vocabularySize: 50257, contextLength: 1024, layerCount: 48, headCount: 25,
+                             embeddingWidth: 1600, dropout: 0.1),
+        "baby": GPTConfig(vocabularySize: 65, contextLength: 64, layerCount: 4, headCount: 4, embeddingWidth: 128),
+        "shakespeare-char": GPTConfig(vocabularySize: 65, contextLength: 256, layerCount: 6, headCount: 6,
+                                      embeddingWidth: 384, dropout: 0.2),
+    ]
+
+    /// The preset called `name`, or a `ConfigurationError` listing the known names.
+    public static func preset(_ name: String) throws -> GPTConfig {
+        guard let config = presets[name] else {
+            throw ConfigurationError(message: "unknown preset '\(name)'; known: \(presets.keys.sorted().joined(separator: ", "))")
+        }
+        return config
+    }
+}
+
+/// A model configuration that cannot be built or loaded.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import TensorCore
+
+/// A decoder-only transformer: token and position embeddings, a stack of blocks of masked multi-head
+/// self-attention and a GELU MLP, LayerNorm placed per `GPTConfig.Layout`, and an output layer over the vocabulary.
+///
+/// Parameter names follow Hugging Face GPT-2 without the `transformer.` prefix (`wte.weight`, `h.0.attn.c_attn.weight`,
+/// `ln_f.weight`, …); weights are stored `[in, out]` as HF's Conv1D.
+public final class GPTModel {
+    public let config: GPTConfig
+    public let parameters: ParameterSet
+    /// The fixed position table when positions are sinusoidal.
+    private let sinusoidalPositions: Variable?
+
+    /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
+    /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. `extraParameters` adds task-head
+    /// parameters (initialised N(0, 0.02) if matrices, 0 otherwise) to the same arena so one optimizer steps all.
+    public init(config: GPTConfig, seed: UInt64 = 0, extraParameters: [(name: String, shape: [Int])] = []) throws {
+        try config.validate()
+        self.config = config
+        let specs = GPTModel.parameterShapes(config) + extraParameters
+        parameters = ParameterSet(specs)
+        sinusoidalPositions = config.positions == .sinusoidal
+            ? Variable(GPTModel.sinusoidalTable(length: config.contextLength, width: config.embeddingWidth)) : nil
+        var random = SeededRandom(seed: seed)
+        let residualStd = 0.02 / Float(2 * config.layerCount).squareRoot()
+        for (name, shape) in specs {
+            let p = parameters[name].value
+            if name.hasSuffix("ln_1.weight") || name.hasSuffix("ln_2.weight") || name.hasSuffix("ln_f.weight") {
+                p.fill(1)
+            } else if shape.count >= 2 {
+                let std = name.hasSuffix("c_proj.weight") ? residualStd : 0.02
+                random.fillNormal(p.buffer, mean: 0, std: std)
+            } else {
+                p.fill(0)
+            }
+        }
+    }
+
+    /// Names and shapes of the model's parameters, in arena order.
+    public static func parameterShapes(_ c: GPTConfig) -> [(name: String, shape: [Int])] {
+        var specs: [(name: String, shape: [Int])] = [("wte.weight", [c.vocabularySize, c.embeddingWidth])]
+        if c.positions == .learned { specs.append(("wpe.weight", [c.contextLength, c.embeddingWidth])) }
+        for i in 0..<c.layerCount {
+            let p = "h.\(i)."
+            specs += [
+                (p + "ln_1.weight", [c.embeddingWidth]), (p + "ln_1.bias", [c.embeddingWidth]),
+                (p + "attn.c_attn.weight", [c.embeddingWidth, 3 * c.embeddingWidth]),
+                (p + "attn.c_attn.bias", [3 * c.embeddingWidth]),
+                (p + "attn.c_proj.weight", [c.embeddingWidth, c.embeddingWidth]), (p + "attn.c_proj.bias", [c.embeddingWidth]),
+                (p + "ln_2.weight", [c.embeddingWidth]), (p + "ln_2.bias", [c.embeddingWidth]),
+                (p + "mlp.c_fc.weight", [c.embeddingWidth, c.mlpWidth]), (p + "mlp.c_fc.bias", [c.mlpWidth]),
+                (p + "mlp.c_proj.weight", [c.mlpWidth, c.embeddingWidth]), (p + "mlp.c_proj.bias", [c.embeddingWidth]),
+            ]
+        }
+        if c.layout == .preNorm { specs += [("ln_f.weight", [c.embeddingWidth]), ("ln_f.bias", [c.embeddingWidth])] }
+        if !c.tiedOutputEmbedding { specs.append(("lm_head.weight", [c.vocabularySize, c.embeddingWidth])) }
+        return specs
+    }
+
+    /// sin/cos position table: row p, columns 2i and 2i+1 hold sin and cos of p / 10000^(2i/width).
+    public static func sinusoidalTable(length: Int, width: Int) -> Tensor {
+        let t = Tensor(uninitializedShape: [length, width])
+        for p in 0..<length {
+            for i in stride(from: 0, to: width, by: 2) {
+                let angle = Double(p) / pow(10000, Double(i) / Double(width))
+                t.pointer[p * width + i] = Float(sin(angle))
+                t.pointer[p * width + i + 1] = Float(cos(angle))
+            }
+        }
+        return t
+    }
+
+    /// The result of running the transformer stack.
+    public struct Hidden {
+        /// Input of the first block: token plus position embeddings, `[batch, length, width]`.
+        public let embeddings: Variable
+        /// Raw output of each block.
+        public let blockOutputs: [Variable]
+        /// The final hidden state the output layer reads (after the final LayerNorm in the pre-LN layout).
+        public let final: Variable
+    }
+
+    /// Runs the embeddings and every block over `batch` rows of token ids of equal length (row-major), without
+    /// dropout (evaluation, inference, parity).
+    public func hidden(ids: [Int32], batch: Int, tape: Tape) -> Hidden {
+        var unused = SeededRandom(seed: 0)
+        return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused)
+    }
+
+    /// Runs the embeddings and every block with dropout (as configured) drawn from `random`: training.
+    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom) -> Hidden {
+        hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random)
+    }
+
+    private func hidden(ids: [Int32], batch: Int, tape: Tape, dropout applyDropout: Bool, random: inout SeededRandom) -> Hidden {
+        let c = config
+        let length = ids.count / batch
+        precondition(length <= c.contextLength, "sequence of \(length) tokens exceeds the context of \(c.contextLength)")
+        func dropout(_ x: Variable) -> Variable {
+            guard applyDropout, c.dropout > 0 else { return x }
+            return tape.dropout(x, probability: c.dropout, random: &random)
+        }
+        let positions = sinusoidalPositions ?? parameters["wpe.weight"]
+        var x = dropout(tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions))
+        let embeddings = x
+        var outputs: [Variable] = []
+        for i in 0..<c.layerCount {
+            let p = "h.\(i)."
+            func norm(_ v: Variable, _ name: String) -> Variable {
+                tape.layerNorm(v, weight: parameters[p + name + ".weight"], bias: parameters[p + name + ".bias"],
+                               epsilon: c.layerNormEpsilon)
+            }
+            func attention(_ v: Variable) -> Variable {
+                let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"], bias: parameters[p + "attn.c_attn.bias"])
+                let heads = tape.causalSelfAttention(qkv, heads: c.headCount)
+                return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
+                                           bias: parameters[p + "attn.c_proj.bias"]))
+            }
+            func mlp(_ v: Variable) -> Variable {
+                let h = tape.linear(v, weight: parameters[p + "mlp.c_fc.weight"], bias: parameters[p + "mlp.c_fc.bias"])
+                return dropout(tape.linear(tape.gelu(h, approximation: c.activation),
+                                           weight: parameters[p + "mlp.c_proj.weight"], bias: parameters[p + "mlp.c_proj.bias"]))
+            }
+            switch c.layout {
+            case .preNorm:
+                x = tape.add(x, attention(norm(x, "ln_1")))
+                x = tape.add(x, mlp(norm(x, "ln_2")))
+            case .postNorm:
+                let n = norm(tape.add(x, attention(x)), "ln_1")
+                x = norm(tape.add(n, mlp(n)), "ln_2")
+            }
+            outputs.append(x)
+        }
+        let final = c.layout == .preNorm
+            ? tape.layerNorm(x, weight: parameters["ln_f.weight"], bias: parameters["ln_f.bias"], epsilon: c.layerNormEpsilon)
+            : x
+        return Hidden(embeddings: embeddings, blockOutputs: outputs, final: final)
+    }
+
+    /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
+    public func logits(_ hidden: Variable, tape: Tape) -> Variable {
+        let head = config.tiedOutputEmbedding ? parameters["wte.weight"] : parameters["lm_head.weight"]
+        return tape.linear(hidden, weight: head, transposedWeight: true)
+    }
+
+    /// Mean next-token cross-entropy: the logits at position t are scored against the id at t + 1 of the same row.
+    public func languageModelLoss(_ logits: Variable, ids: [Int32], batch: Int, tape: Tape) -> Variable {
+        tape.crossEntropy(logits, targets: GPTModel.nextTokenTargets(ids, batch: batch))
+    }
+
+    /// Each id's successor in its row, and -1 (ignored) at the end of each row.
+    public static func nextTokenTargets(_ ids: [Int32], batch: Int) -> [Int32] {
+        let length = ids.count / batch
+        var targets = [Int32](repeating: -1, count: ids.count)
+        for b in 0..<batch { for t in 0..<(length - 1) { targets[b * length + t] = ids[b * length + t + 1] } }
+        return targets
+    }
+}

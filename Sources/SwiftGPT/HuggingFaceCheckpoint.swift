@@ -1,0 +1,164 @@
+import Foundation
+import TensorCore
+
+/// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT2LMHeadModel
+/// (`model_type` gpt2, also GPT2DoubleHeadsModel) and OpenAIGPTLMHeadModel (`model_type` openai-gpt).
+///
+/// The whole name mapping lives here: HF names carry a `transformer.` prefix, OpenAI-GPT calls the embeddings
+/// `tokens_embed`/`positions_embed`, a tied `lm_head.weight` is not stored, and attention buffers are skipped.
+/// Weight layouts need no transposes: SwiftGPT stores matrices `[in, out]` as HF's Conv1D does.
+public enum HuggingFaceCheckpoint {
+    /// The multiple-choice head of GPT2DoubleHeadsModel (a torch Linear from the hidden state to one score).
+    public static let multipleChoiceHead: [(name: String, shape: (Int) -> [Int])] = [
+        ("multiple_choice_head.summary.weight", { [1, $0] }), ("multiple_choice_head.summary.bias", { _ in [1] }),
+    ]
+
+    /// Loads the model in `directory`. Task-head tensors present in the file (the multiple-choice head) become
+    /// extra parameters of the model. Every problem throws an error naming the file.
+    public static func load(from directory: URL) throws -> GPTModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        let (config, modelType) = try readConfig(configURL)
+        let weightsURL = directory.appendingPathComponent("model.safetensors")
+        let file = try SafeTensors(contentsOf: weightsURL)
+        let names = Dictionary(uniqueKeysWithValues: file.names.map { (ourName($0, modelType: modelType), $0) })
+        let extras = multipleChoiceHead.filter { names[$0.name] != nil }.map { ($0.name, $0.shape(config.embeddingWidth)) }
+        let model = try GPTModel(config: config, extraParameters: extras)
+        var expected = Set(model.parameters.names)
+        if config.positions == .sinusoidal { expected.remove("wpe.weight") }
+        for (ours, theirs) in names {
+            if isBuffer(ours) || (ours == "lm_head.weight" && config.tiedOutputEmbedding) { continue }
+            if ours == "wpe.weight" && config.positions == .sinusoidal { continue }
+            guard model.parameters.contains(ours) else {
+                throw FileError(url: weightsURL, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
+            }
+            let target = model.parameters[ours].value
+            let entry = file.entries[theirs]!
+            guard entry.shape == target.shape else {
+                throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(entry.shape), the config needs \(target.shape)")
+            }
+            target.assign(try file.tensor(theirs))
+            expected.remove(ours)
+        }
+        if let missing = expected.sorted().first {
+            throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
+        }
+        return model
+    }
+
+    /// Writes `model` to `directory` (created if needed) as `config.json` + `model.safetensors` that Hugging Face
+    /// transformers loads unchanged. Both files are written atomically.
+    public static func save(_ model: GPTModel, to directory: URL) throws {
+        let c = model.config
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let modelType = c.layout == .preNorm ? "gpt2" : "openai-gpt"
+        guard modelType == "gpt2" || c.activation == .tanh else {
+            throw ConfigurationError(message: "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
+        }
+        var tensors = model.parameters.names.map { (name: hfName($0, modelType: modelType), tensor: model.parameters[$0].value) }
+        if c.positions == .sinusoidal {
+            // HF has no fixed table: store it as the learned one, so HF computes the same function.
+            tensors.append((hfName("wpe.weight", modelType: modelType),
+                            GPTModel.sinusoidalTable(length: c.contextLength, width: c.embeddingWidth)))
+        }
+        try SafeTensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
+        let data = try JSONSerialization.data(withJSONObject: hfConfig(c, modelType: modelType,
+                                                                      doubleHeads: model.parameters.contains(multipleChoiceHead[0].name)),
+                                              options: [.prettyPrinted, .sortedKeys])
+        try AtomicFile.write(data, to: directory.appendingPathComponent("config.json"))
+    }
+
+    // MARK: Configuration
+
+    static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
+        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
+        guard let modelType = json["model_type"] as? String else { throw fail("no model_type") }
+        guard modelType == "gpt2" || modelType == "openai-gpt" else {
+            throw fail("unsupported model_type '\(modelType)' (supported: gpt2, openai-gpt)")
+        }
+        func int(_ key: String, _ fallback: String? = nil) throws -> Int {
+            if let v = json[key] as? Int { return v }
+            if let f = fallback, let v = json[f] as? Int { return v }
+            throw fail("missing or non-integer '\(key)'")
+        }
+        func number(_ key: String, default value: Double) -> Double { (json[key] as? NSNumber)?.doubleValue ?? value }
+        if json["scale_attn_by_inverse_layer_idx"] as? Bool == true { throw fail("scale_attn_by_inverse_layer_idx is not supported") }
+        if json["scale_attn_weights"] as? Bool == false { throw fail("scale_attn_weights = false is not supported") }
+        if json["add_cross_attention"] as? Bool == true { throw fail("add_cross_attention is not supported") }
+        let width = try int("n_embd")
+        let activationName = (json[modelType == "gpt2" ? "activation_function" : "afn"] as? String) ?? "gelu_new"
+        let activation: GELUApproximation
+        switch (modelType, activationName) {
+        case (_, "gelu_new"), (_, "gelu_pytorch_tanh"), ("openai-gpt", "gelu"): activation = .tanh  // HF's OpenAI-GPT maps "gelu" to gelu_new
+        case ("gpt2", "gelu"): activation = .none
+        default: throw fail("unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
+        }
+        let dropout = [number("resid_pdrop", default: 0.1), number("embd_pdrop", default: 0.1)].max()!
+        let config = GPTConfig(
+            vocabularySize: try int("vocab_size"), contextLength: try int("n_positions", "n_ctx"),
+            layerCount: try int("n_layer"), headCount: try int("n_head"), embeddingWidth: width,
+            mlpWidth: (json["n_inner"] as? Int) ?? 4 * width, activation: activation,
+            layerNormEpsilon: Float(number("layer_norm_epsilon", default: 1e-5)), dropout: Float(dropout),
+            positions: json["swiftgpt_positions"] as? String == "sinusoidal" ? .sinusoidal : .learned,
+            layout: modelType == "gpt2" ? .preNorm : .postNorm,
+            tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
+        do { try config.validate() } catch { throw fail("\(error)") }
+        return (config, modelType)
+    }
+
+    static func hfConfig(_ c: GPTConfig, modelType: String, doubleHeads: Bool) -> [String: Any] {
+        var json: [String: Any] = [
+            "model_type": modelType, "vocab_size": c.vocabularySize, "n_positions": c.contextLength,
+            "n_embd": c.embeddingWidth, "n_layer": c.layerCount, "n_head": c.headCount,
+            "layer_norm_epsilon": Double(c.layerNormEpsilon), "resid_pdrop": Double(c.dropout),
+            "embd_pdrop": Double(c.dropout), "attn_pdrop": Double(c.dropout), "initializer_range": 0.02,
+            "tie_word_embeddings": c.tiedOutputEmbedding, "dtype": "float32",
+            "summary_type": "cls_index", "summary_use_proj": true, "summary_proj_to_labels": true,
+            "summary_first_dropout": 0.0, "summary_activation": NSNull(),
+        ]
+        let activation = c.activation == .tanh ? "gelu_new" : "gelu"
+        if modelType == "gpt2" {
+            json["architectures"] = [doubleHeads ? "GPT2DoubleHeadsModel" : "GPT2LMHeadModel"]
+            json["activation_function"] = activation
+            json["n_inner"] = c.mlpWidth
+            json["bos_token_id"] = 50256
+            json["eos_token_id"] = 50256
+        } else {
+            json["architectures"] = ["OpenAIGPTLMHeadModel"]
+            json["afn"] = "gelu"
+        }
+        if c.positions == .sinusoidal { json["swiftgpt_positions"] = "sinusoidal" }
+        if doubleHeads { json["num_labels"] = 1 }
+        return json
+    }
+
+    // MARK: Names
+
+    /// SwiftGPT's name for a checkpoint tensor name.
+    static func ourName(_ name: String, modelType: String) -> String {
+        var n = name.hasPrefix("transformer.") ? String(name.dropFirst("transformer.".count)) : name
+        if modelType == "openai-gpt" {
+            if n == "tokens_embed.weight" { n = "wte.weight" }
+            if n == "positions_embed.weight" { n = "wpe.weight" }
+        }
+        return n
+    }
+
+    /// The checkpoint name of a SwiftGPT parameter name.
+    public static func hfName(_ name: String, modelType: String) -> String {
+        if name.hasPrefix("multiple_choice_head.") || name == "lm_head.weight" { return name }
+        var n = name
+        if modelType == "openai-gpt" {
+            if n == "wte.weight" { n = "tokens_embed.weight" }
+            if n == "wpe.weight" { n = "positions_embed.weight" }
+        }
+        return "transformer." + n
+    }
+
+    /// Attention mask buffers that old GPT-2 checkpoints store; they are not parameters.
+    static func isBuffer(_ name: String) -> Bool {
+        let parts = name.split(separator: ".")
+        return parts.count >= 2 && parts[parts.count - 2] == "attn" && (parts.last == "bias" || parts.last == "masked_bias")
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import TensorCore
+
+/// All trainable parameters of a model in one contiguous arena, with their gradients in a second arena of the
+/// same layout: zeroing, clipping and the optimizer are single loops over memory, and each named parameter is a
+/// view into both arenas.
+public final class ParameterSet {
+    /// Every parameter's values, back to back.
+    public let values: Tensor
+    /// Every parameter's gradient, in the same layout as `values`.
+    public let gradients: Tensor
+    /// Parameter names in arena order.
+    public let names: [String]
+    /// Each parameter's element range in the arenas.
+    public let ranges: [String: Range<Int>]
+    private let variables: [String: Variable]
+
+    /// An arena for parameters of the given names and shapes (values unspecified, gradients zero).
+    public init(_ specs: [(name: String, shape: [Int])]) {
+        let total = specs.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        values = Tensor(uninitializedShape: [total])
+        gradients = Tensor(shape: [total])
+        var offset = 0
+        var ranges: [String: Range<Int>] = [:], variables: [String: Variable] = [:]
+        for (name, shape) in specs {
+            precondition(ranges[name] == nil, "duplicate parameter \(name)")
+            let n = shape.reduce(1, *)
+            ranges[name] = offset..<(offset + n)
+            variables[name] = Variable(Tensor(viewing: values.storage, offset: offset, shape: shape),
+                                       grad: Tensor(viewing: gradients.storage, offset: offset, shape: shape))
+            offset += n
+        }
+        names = specs.map(\.name)
+        self.ranges = ranges
+        self.variables = variables
+    }
+
+    /// The parameter called `name` (a programming error if absent).
+    public subscript(name: String) -> Variable {
+        guard let v = variables[name] else { preconditionFailure("no parameter \(name)") }
+        return v
+    }
+
+    /// Whether a parameter of that name exists.
+    public func contains(_ name: String) -> Bool { variables[name] != nil }
+
+    /// Total number of scalars.
+    public var count: Int { values.count }
+
+    /// Sets every gradient to zero.
+    public func zeroGradients() { gradients.fill(0) }
+
+    /// The L2 norm of all gradients together.
+    public func gradientNorm() -> Float {
+        let g = gradients.pointer, n = gradients.count
+        let chunk = 1 << 16, chunks = (n + chunk - 1) / chunk
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(chunks, costPerItem: chunk) { r in
+                for c in r {
+                    let lo = c * chunk, hi = min(n, lo + chunk)
+                    out[c] = Double(UnsafePointer(g + lo).dot(g + lo, hi - lo))
+                }
+            }
+        }
+        return Float(partial.reduce(0, +).squareRoot())
+    }
+
+    /// Scales gradients so their global norm is at most `maximum`; returns the norm before clipping.
+    @discardableResult
+    public func clipGradientNorm(to maximum: Float) -> Float {
+        let norm = gradientNorm()
+        if norm > maximum, norm.isFinite {
+            let s = maximum / (norm + 1e-6)
+            let g = gradients.pointer
+            forEachChunk(gradients.count) { lo, hi in for i in lo..<hi { g[i] *= s } }
+        }
+        return norm
+    }
+}
+
+/// Runs `body(lo, hi)` over 64K-element chunks of `0..<count`, in parallel.
+func forEachChunk(_ count: Int, _ body: (Int, Int) -> Void) {
+    let chunk = 1 << 16, chunks = (count + chunk - 1) / chunk
+    Parallel.forEach(chunks, costPerItem: chunk) { r in
+        for c in r { body(c * chunk, min(count, (c + 1) * chunk)) }
+    }
+}

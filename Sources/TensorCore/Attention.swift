@@ -1,0 +1,87 @@
+import Foundation
+
+extension Tape {
+    /// Fused causal multi-head self-attention.
+    ///
+    /// `qkv` is `[batch, length, 3·width]` with queries, keys and values side by side (as GPT's `c_attn` makes
+    /// them), each split into `heads` consecutive groups of `width / heads` columns. Returns `[batch, length, width]`:
+    /// softmax(q·kᵀ / √d, causal) · v with the heads merged back. The attention probabilities are kept for backward.
+    public func causalSelfAttention(_ qkv: Variable, heads: Int) -> Variable {
+        precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
+                     "attention: qkv \(qkv.shape) is not [batch, length, 3·width] with width divisible by \(heads) heads")
+        let batch = qkv.shape[0], length = qkv.shape[1], width = qkv.shape[2] / 3, d = width / heads
+        let scale = 1 / Float(d).squareRoot()
+        let y = Tensor(uninitializedShape: [batch, length, width])
+        let probabilities = Tensor(uninitializedShape: [batch, heads, length, length])
+        let q0 = qkv.value.pointer, yp = y.pointer, pp = probabilities.pointer
+        let stride = 3 * width, square = length * length
+        BLAS.singleThreaded {
+            Parallel.forEach(batch * heads, costPerItem: 2 * length * length * d) { range in
+                for bh in range {
+                    let b = bh / heads, h = bh % heads
+                    let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
+                    let p = pp + bh * square
+                    BLAS.gemm(transposeB: true, m: length, n: length, k: d, alpha: scale, a: q, lda: stride,
+                              b: k, ldb: stride, c: p, ldc: length)
+                    for i in 0..<length { causalSoftmaxRow(p + i * length, valid: i + 1, length: length) }
+                    BLAS.gemm(m: length, n: d, k: length, a: p, lda: length, b: v, ldb: stride,
+                              c: yp + b * length * width + h * d, ldc: width)
+                }
+            }
+        }
+        let out = output(y, inputs: [qkv])
+        record(out) {
+            let pp = probabilities.pointer  // keeps the saved probabilities alive until backward
+            let (dqkv, accumulate) = qkv.gradientTarget()
+            let dy = out.grad!.pointer, dq0 = dqkv.pointer, beta: Float = accumulate ? 1 : 0
+            BLAS.singleThreaded {
+                Parallel.forEach(batch * heads, costPerItem: 4 * length * length * d) { range in
+                    let scratch = Tensor(uninitializedShape: [length, length]), dp = scratch.pointer
+                    for bh in range {
+                        let b = bh / heads, h = bh % heads
+                        let offset = b * length * stride + h * d
+                        let q = q0 + offset, k = q + width, v = q + 2 * width
+                        let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
+                        let p = pp + bh * square, dout = dy + b * length * width + h * d
+                        // dP = dO · Vᵀ ; dV = Pᵀ · dO
+                        BLAS.gemm(transposeB: true, m: length, n: length, k: d, a: dout, lda: width, b: v, ldb: stride,
+                                  c: dp, ldc: length)
+                        BLAS.gemm(transposeA: true, m: length, n: d, k: length, a: p, lda: length, b: dout, ldb: width,
+                                  beta: beta, c: dv, ldc: stride)
+                        // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
+                        for i in 0..<length {
+                            let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = i + 1
+                            let dot = pr.dot(dr, valid)
+                            forEachLane(valid) { j, lanes in
+                                store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
+                            }
+                            (dr + valid).update(repeating: 0, count: length - valid)
+                        }
+                        // dQ = dS · K ; dK = dSᵀ · Q
+                        BLAS.gemm(m: length, n: d, k: length, a: dp, lda: length, b: k, ldb: stride,
+                                  beta: beta, c: dq, ldc: stride)
+                        BLAS.gemm(transposeA: true, m: length, n: d, k: length, a: dp, lda: length, b: q, ldb: stride,
+                                  beta: beta, c: dk, ldc: stride)
+                    }
+                    withExtendedLifetime(scratch) {}
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Softmax of the first `valid` entries of a row in place; entries from `valid` to `length` become 0 (masked).
+@inline(__always)
+func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, length: Int) {
+    let m = UnsafePointer(row).maximum(valid)
+    var acc = Float16x()
+    forEachLane(valid) { j, lanes in
+        let e = VectorMath.exp(load(row + j, lanes) - m)
+        store(e, row + j, lanes)
+        acc += lanes == 16 ? e : e.replacing(with: 0, where: laneIndices .>= Int32(lanes))
+    }
+    let inverse = 1 / acc.sum()
+    forEachLane(valid) { j, lanes in store(load(row + j, lanes) * inverse, row + j, lanes) }
+    (row + valid).update(repeating: 0, count: length - valid)
+}

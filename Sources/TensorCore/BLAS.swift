@@ -1,0 +1,47 @@
+#if canImport(Accelerate)
+import Accelerate
+#else
+import CBLAS
+#endif
+
+/// The one interface to the platform's tuned BLAS (OpenBLAS on Linux, Accelerate on macOS). Row-major throughout.
+public enum BLAS {
+    /// C = alpha · op(A) · op(B) + beta · C, with op(X) = Xᵀ when the matching `transpose` flag is set.
+    /// op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are the row strides as stored.
+    @inline(__always)
+    public static func gemm(
+        transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// Runs `body` with the BLAS limited to the calling thread, so that independent small products can be spread
+    /// over cores by the caller instead (e.g. one attention head per core).
+    public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+        #if canImport(Accelerate)
+        return try body()
+        #else
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(Parallel.threadCount)) }
+        return try body()
+        #endif
+    }
+
+    /// y = alpha · op(A) · x + beta · y, A stored m×n row-major.
+    @inline(__always)
+    public static func gemv(
+        transpose: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>
+    ) {
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda),
+                    x, 1, beta, y, 1)
+    }
+}

@@ -1,0 +1,51 @@
+extension Tape {
+    /// a + b, element-wise (same shapes): residual connections and sums of losses.
+    public func add(_ a: Variable, _ b: Variable) -> Variable {
+        precondition(a.shape == b.shape, "add: shapes \(a.shape) and \(b.shape) differ")
+        let y = Tensor(uninitializedShape: a.shape)
+        let ap = a.value.pointer, bp = b.value.pointer, yp = y.pointer
+        forEachBlock(y.count) { i, lanes in store(load(ap + i, lanes) + load(bp + i, lanes), yp + i, lanes) }
+        let out = output(y, inputs: [a, b])
+        record(out) {
+            let dy = out.grad!
+            for v in [a, b] where v.requiresGrad {
+                let (g, accumulate) = v.gradientTarget()
+                g.pointer.axpyParallel(1, dy.pointer, dy.count, accumulate: accumulate)
+            }
+        }
+        return out
+    }
+
+    /// x · factor, element-wise (weights a loss term, e.g. λ·L_LM).
+    public func scale(_ x: Variable, by factor: Float) -> Variable {
+        let y = Tensor(uninitializedShape: x.shape)
+        y.pointer.axpyParallel(factor, x.value.pointer, x.value.count, accumulate: false)
+        let out = output(y, inputs: [x])
+        record(out) {
+            let (g, accumulate) = x.gradientTarget()
+            g.pointer.axpyParallel(factor, out.grad!.pointer, g.count, accumulate: accumulate)
+        }
+        return out
+    }
+
+    /// The same elements seen with another shape; the gradient flows back unchanged.
+    public func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
+        let out = output(x.value.reshaped(shape), inputs: [x])
+        record(out) {
+            let (g, accumulate) = x.gradientTarget()
+            g.pointer.axpyParallel(1, out.grad!.pointer, g.count, accumulate: accumulate)
+        }
+        return out
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Float {
+    /// `axpy` split across cores for large arrays.
+    func axpyParallel(_ alpha: Float, _ x: UnsafePointer<Float>, _ count: Int, accumulate: Bool) {
+        let blocks = (count + 4095) / 4096
+        Parallel.forEach(blocks, costPerItem: 4096) { r in
+            let lo = r.lowerBound * 4096, hi = Swift.min(count, r.upperBound * 4096)
+            (self + lo).axpy(alpha, x + lo, hi - lo, accumulate: accumulate)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import Dispatch
+import Foundation
+
+/// Splits loops across the machine's cores.
+public enum Parallel {
+    /// Number of worker threads used by the kernels: `SWIFTGPT_THREADS` if set, else the active processor count.
+    nonisolated(unsafe) public static var threadCount: Int = {
+        if let value = ProcessInfo.processInfo.environment["SWIFTGPT_THREADS"], let n = Int(value), n > 0 { return n }
+        return ProcessInfo.processInfo.activeProcessorCount
+    }()
+
+    /// Waking another core costs tens of microseconds, so loops below this many element-operations run serially.
+    public static let minimumParallelWork = 32_768
+
+    /// Runs `body` over disjoint subranges covering `0..<count`, in parallel when `count * costPerItem` is large
+    /// enough to pay for waking the other cores. `body` must only write to memory owned by its subrange.
+    @inline(__always)
+    public static func forEach(_ count: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
+        let tasks = min(threadCount, count, max(1, count * costPerItem / minimumParallelWork))
+        if tasks <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: tasks) { t in
+            let lo = count * t / tasks, hi = count * (t + 1) / tasks
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+}

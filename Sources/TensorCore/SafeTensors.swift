@@ -1,0 +1,149 @@
+import Foundation
+
+/// A `.safetensors` file (Hugging Face's tensor container): an 8-byte little-endian header length, a JSON header
+/// naming each tensor's dtype, shape and byte range, then the raw little-endian data. Read memory-mapped.
+public struct SafeTensors {
+    /// Element types this reader understands.
+    public enum DType: String, Sendable {
+        case float32 = "F32", float16 = "F16", bfloat16 = "BF16", float64 = "F64", int64 = "I64", int32 = "I32"
+
+        var size: Int {
+            switch self {
+            case .float16, .bfloat16: 2
+            case .float32, .int32: 4
+            case .float64, .int64: 8
+            }
+        }
+    }
+
+    /// One tensor's place in the file.
+    public struct Entry: Sendable {
+        public let dtype: DType
+        public let shape: [Int]
+        let byteRange: Range<Int>
+    }
+
+    /// The file read.
+    public let url: URL
+    /// Tensors by name.
+    public let entries: [String: Entry]
+    /// The `__metadata__` map of the header.
+    public let metadata: [String: String]
+    private let data: Data
+    private let dataStart: Int
+
+    /// Opens and validates `url`; every problem is a `FileError` that names the file.
+    public init(contentsOf url: URL) throws {
+        self.url = url
+        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
+        guard FileManager.default.fileExists(atPath: url.path) else { throw fail("no such file") }
+        let data: Data
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch { throw fail("cannot read: \(error.localizedDescription)") }
+        guard data.count >= 8 else { throw fail("truncated safetensors file: \(data.count) bytes, no header") }
+        let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard headerLength <= UInt64(data.count - 8) else {
+            throw fail("corrupt safetensors header: it claims \(headerLength) bytes but the file has \(data.count - 8)")
+        }
+        let header = data.subdata(in: 8..<(8 + Int(headerLength)))
+        guard let json = (try? JSONSerialization.jsonObject(with: header)) as? [String: Any] else {
+            throw fail("corrupt safetensors header: not a JSON object")
+        }
+        let payload = data.count - 8 - Int(headerLength)
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in json {
+            if name == "__metadata__" {
+                metadata = (value as? [String: String]) ?? [:]
+                continue
+            }
+            guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
+                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
+            else { throw fail("corrupt safetensors header: entry '\(name)' lacks dtype, shape or data_offsets") }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw fail("tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16, F64, I64, I32)")
+            }
+            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= payload else {
+                throw fail("corrupt safetensors header: tensor '\(name)' lies outside the file (truncated?)")
+            }
+            guard offsets[1] - offsets[0] == shape.reduce(1, *) * dtype.size else {
+                throw fail("corrupt safetensors header: tensor '\(name)' of shape \(shape) does not fill its \(offsets[1] - offsets[0]) bytes")
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, byteRange: offsets[0]..<offsets[1])
+        }
+        self.entries = entries
+        self.metadata = metadata
+        self.data = data
+        self.dataStart = 8 + Int(headerLength)
+    }
+
+    /// Tensor names in the file, sorted.
+    public var names: [String] { entries.keys.sorted() }
+
+    /// The named tensor as float32 (F16, BF16 and F64 are converted).
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        let t = Tensor(uninitializedShape: e.shape)
+        let n = t.count
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let src = raw.baseAddress! + dataStart + e.byteRange.lowerBound
+            switch e.dtype {
+            case .float32: memcpy(t.pointer, src, n * 4)
+            case .float64: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            case .bfloat16:
+                for i in 0..<n { t.pointer[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+            case .float16: for i in 0..<n { t.pointer[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            case .int64: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+            case .int32: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+            }
+        }
+        return t
+    }
+
+    /// The named integer tensor (I64 or I32), flattened.
+    public func integers(_ name: String) throws -> [Int] {
+        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        let n = e.shape.reduce(1, *)
+        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let src = raw.baseAddress! + dataStart + e.byteRange.lowerBound
+            switch e.dtype {
+            case .int64: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            case .int32: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+            default: throw FileError(url: url, message: "tensor '\(name)' is \(e.dtype.rawValue), not an integer type")
+            }
+        }
+    }
+
+    /// Writes float32 tensors (in the given order) atomically to `url`.
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to url: URL) throws {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for (name, t) in tensors {
+            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
+            offset += 4 * t.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var length = UInt64(json.count).littleEndian
+        try AtomicFile.write(to: url) { handle in
+            try handle.write(contentsOf: Data(bytes: &length, count: 8))
+            try handle.write(contentsOf: json)
+            for (_, t) in tensors {
+                try handle.write(contentsOf: Data(bytesNoCopy: t.pointer, count: 4 * t.count, deallocator: .none))
+            }
+        }
+    }
+}
+
+/// IEEE half precision bits to float (handles subnormals, infinities and NaN).
+func halfToFloat(_ h: UInt16) -> Float {
+    let sign = UInt32(h & 0x8000) << 16
+    let exponent = Int((h >> 10) & 0x1F), mantissa = UInt32(h & 0x3FF)
+    switch exponent {
+    case 0:
+        let magnitude = Float(mantissa) * 0x1p-24
+        return sign == 0 ? magnitude : -magnitude
+    case 31: return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
+    default: return Float(bitPattern: sign | UInt32(exponent + 112) << 23 | (mantissa << 13))
+    }
+}

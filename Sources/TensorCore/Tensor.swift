@@ -1,0 +1,127 @@
+import Foundation
+
+/// A dense, contiguous, row-major float32 tensor.
+///
+/// `Tensor` is a reference to memory: a view made by `reshaped`, `rows(_:)` or `slice` shares its elements with
+/// the tensor it came from, and writing through one is seen through the other.
+public final class Tensor: @unchecked Sendable {
+    /// Size of each dimension, outermost first.
+    public let shape: [Int]
+    /// The storage this tensor (or view) lives in.
+    public let storage: TensorStorage
+    /// Pointer to the first element.
+    public let pointer: UnsafeMutablePointer<Float>
+
+    /// Number of elements.
+    public var count: Int { shape.reduce(1, *) }
+    /// Number of dimensions.
+    public var rank: Int { shape.count }
+
+    /// A tensor of the given shape with unspecified contents (fastest; use when every element is written next).
+    public init(uninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(uninitializedCount: shape.reduce(1, *))
+        self.pointer = storage.base
+    }
+
+    /// A tensor filled with `value`.
+    public convenience init(shape: [Int], repeating value: Float = 0) {
+        self.init(uninitializedShape: shape)
+        fill(value)
+    }
+
+    /// A tensor holding `values` in row-major order.
+    public convenience init(shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "\(values.count) values do not fill shape \(shape)")
+        self.init(uninitializedShape: shape)
+        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    /// A view of `count` elements of `storage` starting at `offset`.
+    public init(viewing storage: TensorStorage, offset: Int, shape: [Int]) {
+        precondition(offset >= 0 && offset + shape.reduce(1, *) <= storage.count, "view outside storage")
+        self.shape = shape
+        self.storage = storage
+        self.pointer = storage.base + offset
+    }
+
+    /// The elements as an array (a copy).
+    public var scalars: [Float] { Array(buffer) }
+
+    /// The elements as a mutable buffer (no copy).
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+
+    /// Element access by flat index.
+    public subscript(flat index: Int) -> Float {
+        get { pointer[index] }
+        set { pointer[index] = newValue }
+    }
+
+    /// Sets every element to `value`.
+    public func fill(_ value: Float) {
+        if value == 0 { memset(pointer, 0, count * MemoryLayout<Float>.stride) } else { pointer.update(repeating: value, count: count) }
+    }
+
+    /// A view of the same elements with another shape of equal element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        return Tensor(viewing: storage, offset: pointer - storage.base, shape: newShape)
+    }
+
+    /// A view of rows `range` along the first dimension.
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) outside \(shape)")
+        let inner = shape.dropFirst().reduce(1, *)
+        return Tensor(viewing: storage, offset: pointer - storage.base + range.lowerBound * inner,
+                      shape: [range.count] + shape.dropFirst())
+    }
+
+    /// A fresh copy that shares nothing with this tensor.
+    public func copy() -> Tensor {
+        let t = Tensor(uninitializedShape: shape)
+        t.pointer.update(from: pointer, count: count)
+        return t
+    }
+
+    /// Copies the elements of `other` (same element count) into this tensor.
+    public func assign(_ other: Tensor) {
+        precondition(other.count == count, "assigning \(other.shape) to \(shape)")
+        pointer.update(from: other.pointer, count: count)
+    }
+
+    /// A new tensor of `shape` filled from `random` with N(mean, std²).
+    public static func normal(shape: [Int], mean: Float = 0, std: Float = 1, using random: inout SeededRandom) -> Tensor {
+        let t = Tensor(uninitializedShape: shape)
+        random.fillNormal(t.buffer, mean: mean, std: std)
+        return t
+    }
+
+    /// A new tensor of `shape` filled from `random` with U[low, high).
+    public static func uniform(shape: [Int], low: Float = 0, high: Float = 1, using random: inout SeededRandom) -> Tensor {
+        let t = Tensor(uninitializedShape: shape)
+        for i in 0..<t.count { t.pointer[i] = low + (high - low) * random.nextFloat() }
+        return t
+    }
+
+    /// Joins tensors along their first dimension (the other dimensions must agree).
+    public static func concatenate(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty, "nothing to concatenate")
+        let inner = Array(parts[0].shape.dropFirst())
+        precondition(parts.allSatisfy { Array($0.shape.dropFirst()) == inner }, "shapes disagree: \(parts.map(\.shape))")
+        let result = Tensor(uninitializedShape: [parts.reduce(0) { $0 + $1.shape[0] }] + inner)
+        var offset = 0
+        for p in parts {
+            (result.pointer + offset).update(from: p.pointer, count: p.count)
+            offset += p.count
+        }
+        return result
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let shown = scalars.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
+        return "Tensor(\(shape): [\(shown)\(count > 8 ? ", …" : "")])"
+    }
+}

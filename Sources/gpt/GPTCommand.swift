@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct GPTCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gpt",
+        abstract: "SwiftGPT: train, evaluate and run GPT models.",
+        subcommands: [ParityCommand.self, BenchCommand.self]
+    )
+}
