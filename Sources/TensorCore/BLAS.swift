@@ -3,6 +3,7 @@ import Accelerate
 #else
 import CBLAS
 #endif
+import Foundation
 
 /// The one interface to the platform's tuned BLAS (OpenBLAS on Linux, Accelerate on macOS). Row-major throughout.
 public enum BLAS {
@@ -19,9 +20,43 @@ public enum BLAS {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        // Split the product across cores here rather than in the BLAS: one thread pool for the whole program, so
+        // the BLAS's own workers never spin against the kernels' threads.
+        let tasks = min(Parallel.threadCount, max(1, m * n * k / minimumSplitWork))
+        if tasks == 1 || !splitting {
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            return
+        }
+        if m >= n {
+            Parallel.forEach(tasks, costPerItem: Parallel.minimumParallelWork) { r in
+                for t in r {
+                    let lo = m * t / tasks, hi = m * (t + 1) / tasks
+                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                                Int32(hi - lo), Int32(n), Int32(k), alpha, transposeA ? a + lo : a + lo * lda, Int32(lda),
+                                b, Int32(ldb), beta, c + lo * ldc, Int32(ldc))
+                }
+            }
+        } else {
+            Parallel.forEach(tasks, costPerItem: Parallel.minimumParallelWork) { r in
+                for t in r {
+                    let lo = n * t / tasks, hi = n * (t + 1) / tasks
+                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                                Int32(m), Int32(hi - lo), Int32(k), alpha, a, Int32(lda),
+                                transposeB ? b + lo * ldb : b + lo, Int32(ldb), beta, c + lo, Int32(ldc))
+                }
+            }
+        }
     }
+
+    nonisolated(unsafe) static var splitting: Bool = {
+        let mode = ProcessInfo.processInfo.environment["SWIFTGPT_BLAS_SPLIT"] ?? "1"
+        #if !canImport(Accelerate)
+        if mode == "1" { openblas_set_num_threads(1) }
+        #endif
+        return mode == "1"
+    }()
+    static let minimumSplitWork = 1 << 18
 
     /// Runs `body` with the BLAS limited to the calling thread, so that independent small products can be spread
     /// over cores by the caller instead (e.g. one attention head per core).
@@ -29,6 +64,7 @@ public enum BLAS {
         #if canImport(Accelerate)
         return try body()
         #else
+        if splitting { return try body() }
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(Parallel.threadCount)) }
         return try body()

@@ -39,8 +39,13 @@ public enum VectorMath {
     /// e^x for each lane; relative error below 2e-7 over the float range, exactly 0 below -87.3.
     @inline(__always)
     public static func exp(_ x: Float16x) -> Float16x {
-        let clamped = x.clamped(lowerBound: Float16x(repeating: -87.3), upperBound: Float16x(repeating: 88.3))
-        let n = (clamped * 1.442_695_04).rounded(.toNearestOrEven)
+        let low = Float16x(repeating: -87.3), high = Float16x(repeating: 88.3)
+        let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
+        // Round x·log2(e) to the nearest integer n by adding 1.5·2²³: the sum's low mantissa bits then hold n,
+        // which also gives 2ⁿ by shifting n + 127 into the exponent field (no float→int conversion needed).
+        let magic = Float16x(repeating: 12_582_912)
+        let k = clamped * 1.442_695_04 + magic
+        let n = k - magic
         var r = clamped - n * 0.693_359_375
         r = r + n * 2.121_944_4e-4
         var p = Float16x(repeating: 1.987_569_15e-4)
@@ -50,19 +55,20 @@ public enum VectorMath {
         p = p * r + 1.666_666_55e-1
         p = p * r + 5.000_000_12e-1
         p = p * r * r + r + 1
-        let bits = (SIMD16<Int32>(n) &+ 127) &<< 23
-        let result = p * unsafeBitCast(bits, to: Float16x.self)
+        let exponent = (unsafeBitCast(k, to: SIMD16<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+        let result = p * unsafeBitCast(exponent, to: Float16x.self)
         return result.replacing(with: 0, where: x .< -87.3)
     }
 
     /// tanh(x) for each lane, as 1 − 2 / (e^{2x} + 1); absolute error below 1e-7.
     @inline(__always)
     public static func tanh(_ x: Float16x) -> Float16x {
-        let e = exp(2 * x.clamped(lowerBound: Float16x(repeating: -20), upperBound: Float16x(repeating: 20)))
+        let limit = Float16x(repeating: 20)
+        let e = exp(2 * x.replacing(with: -limit, where: x .< -limit).replacing(with: limit, where: x .> limit))
         return 1 - 2 / (e + 1)
     }
 
-    /// erf(x) for each lane (Abramowitz & Stegun 7.1.26 refined; absolute error below 2e-7).
+    /// erf(x) for each lane (Abramowitz & Stegun 7.1.26 refined; absolute error below 5e-7).
     @inline(__always)
     public static func erf(_ x: Float16x) -> Float16x {
         let a = x.replacing(with: -x, where: x .< 0)
@@ -88,7 +94,7 @@ extension UnsafePointer where Pointee == Float {
     @inline(__always) public func maximum(_ count: Int) -> Float {
         var m = Float16x(repeating: -.infinity)
         var i = 0
-        while i + 16 <= count { m = pointwiseMax(m, load(self + i)); i += 16 }
+        while i + 16 <= count { let v = load(self + i); m.replace(with: v, where: v .> m); i += 16 }
         var result = m.max()
         while i < count { result = Swift.max(result, self[i]); i += 1 }
         return result

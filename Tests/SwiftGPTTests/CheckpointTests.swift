@@ -1,0 +1,108 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+/// Saving and loading Hugging Face checkpoints, and the errors bad files give.
+final class CheckpointTests: XCTestCase {
+    private let ids: [Int32] = [1, 5, 22, 7, 7, 0, 3, 9, 11, 2]
+
+    func testRoundTripKeepsEveryParameterAndLogit() throws {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)] {
+            let model = try GPTModel(config: config, seed: 3)
+            let dir = try temporaryDirectory(self)
+            try HuggingFaceCheckpoint.save(model, to: dir)
+            let loaded = try HuggingFaceCheckpoint.load(from: dir)
+            XCTAssertEqual(loaded.config, config)
+            XCTAssertEqual(loaded.parameters.values.scalars, model.parameters.values.scalars)
+            XCTAssertEqual(logits(loaded, ids, batch: 2).scalars, logits(model, ids, batch: 2).scalars)
+        }
+    }
+
+    func testSavedCheckpointLoadsInTransformers() throws {
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "-c", "import torch, transformers, safetensors"]
+        python.standardError = FileHandle.nullDevice
+        try? python.run()
+        python.waitUntilExit()
+        try XCTSkipIf(python.terminationStatus != 0, "python3 with torch, transformers and safetensors is not installed (pip install torch transformers)")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/hf_check.py")
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)] {
+            let model = try GPTModel(config: config, seed: 4)
+            let dir = try temporaryDirectory(self)
+            try HuggingFaceCheckpoint.save(model, to: dir)
+            let check = dir.appendingPathComponent("check.safetensors")
+            try SafeTensors.write([("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),
+                                   ("logits", logits(model, ids, batch: 2))], to: check)
+            let run = Process()
+            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            run.arguments = ["python3", script.path, dir.path, check.path]
+            let pipe = Pipe()
+            run.standardOutput = pipe
+            run.standardError = pipe
+            try run.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            run.waitUntilExit()
+            XCTAssertEqual(run.terminationStatus, 0, "\(config.layout) \(config.positions): \(output)")
+        }
+    }
+
+    func testBadFilesGiveErrorsNamingTheProblem() throws {
+        let dir = try temporaryDirectory(self)
+        try HuggingFaceCheckpoint.save(try GPTModel(config: tinyConfig()), to: dir)
+        let weights = dir.appendingPathComponent("model.safetensors"), configURL = dir.appendingPathComponent("config.json")
+        let goodWeights = try Data(contentsOf: weights), goodConfig = try Data(contentsOf: configURL)
+
+        func expectError(_ fragment: String, file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertThrowsError(try HuggingFaceCheckpoint.load(from: dir), file: file, line: line) { error in
+                XCTAssertTrue("\(error)".contains(fragment), "'\(error)' does not mention '\(fragment)'", file: file, line: line)
+            }
+            try? goodWeights.write(to: weights)
+            try? goodConfig.write(to: configURL)
+        }
+
+        try FileManager.default.removeItem(at: weights)
+        expectError("model.safetensors: no such file")
+        try goodWeights.prefix(5).write(to: weights)
+        expectError("truncated")
+        try goodWeights.prefix(goodWeights.count - 10).write(to: weights)
+        expectError("lies outside the file")
+        var corrupt = goodWeights
+        corrupt[9] = UInt8(ascii: "#")
+        try corrupt.write(to: weights)
+        expectError("not a JSON object")
+        var wrongType = goodWeights
+        wrongType.replaceSubrange(wrongType.range(of: Data("\"F32\"".utf8))!, with: Data("\"U32\"".utf8))
+        try wrongType.write(to: weights)
+        expectError("unsupported dtype U32")
+        try Data("{\"model_type\": \"llama\"}".utf8).write(to: configURL)
+        expectError("unsupported model_type 'llama'")
+        try String(decoding: goodConfig, as: UTF8.self).replacingOccurrences(of: "\"n_embd\" : 12", with: "\"n_embd\" : 16")
+            .data(using: .utf8)!.write(to: configURL)
+        expectError("has shape")
+        try FileManager.default.removeItem(at: configURL)
+        expectError("config.json: no such file")
+
+        let model = try GPTModel(config: tinyConfig())
+        let tensors = model.parameters.names.map { (name: HuggingFaceCheckpoint.hfName($0, modelType: "gpt2"), tensor: model.parameters[$0].value) }
+        try SafeTensors.write(Array(tensors.dropLast()), to: weights)
+        expectError("missing tensor 'transformer.ln_f.bias'")
+        try SafeTensors.write(tensors + [(name: "transformer.extra.weight", tensor: Tensor(shape: [2]))], to: weights)
+        expectError("unexpected tensor 'transformer.extra.weight'")
+    }
+
+    func testFailedWriteLeavesNoPartialFile() throws {
+        let dir = try temporaryDirectory(self)
+        let target = dir.appendingPathComponent("file.bin")
+        try Data("old".utf8).write(to: target)
+        struct Interrupted: Error {}
+        XCTAssertThrowsError(try AtomicFile.write(to: target) { handle in
+            try handle.write(contentsOf: Data("partial".utf8))
+            throw Interrupted()
+        })
+        XCTAssertEqual(try String(contentsOf: target, encoding: .utf8), "old")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["file.bin"])
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+/// Model construction, initialisation, end-to-end gradients and the optimizer.
+final class ModelTests: XCTestCase {
+    func testPresetsAreValidAndSized() throws {
+        for (name, config) in GPTConfig.presets { XCTAssertNoThrow(try config.validate(), name) }
+        let gpt2 = try GPTConfig.preset("gpt2")
+        let count = GPTModel.parameterShapes(gpt2).reduce(0) { $0 + $1.shape.reduce(1, *) }
+        XCTAssertEqual(count, 124_439_808)  // GPT-2 small as published by Hugging Face
+        XCTAssertThrowsError(try GPTConfig.preset("gpt5"))
+        XCTAssertThrowsError(try GPTModel(config: GPTConfig(vocabularySize: 5, contextLength: 4, layerCount: 1, headCount: 3, embeddingWidth: 8)))
+    }
+
+    func testGPT2InitialisationScalesResidualProjections() throws {
+        let config = GPTConfig(vocabularySize: 50, contextLength: 32, layerCount: 8, headCount: 4, embeddingWidth: 64)
+        let model = try GPTModel(config: config, seed: 1)
+        func std(_ name: String) -> Float {
+            let v = model.parameters[name].value.scalars
+            let mean = v.reduce(0, +) / Float(v.count)
+            return (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(v.count)).squareRoot()
+        }
+        XCTAssertEqual(std("h.0.mlp.c_fc.weight"), 0.02, accuracy: 0.001)
+        XCTAssertEqual(std("h.0.mlp.c_proj.weight"), 0.02 / 4, accuracy: 0.0005)
+        XCTAssertEqual(std("h.3.attn.c_proj.weight"), 0.02 / 4, accuracy: 0.0005)
+        XCTAssertEqual(model.parameters["h.0.ln_1.weight"].value.scalars, [Float](repeating: 1, count: 64))
+        XCTAssertEqual(model.parameters["h.0.attn.c_attn.bias"].value.scalars, [Float](repeating: 0, count: 192))
+        let again = try GPTModel(config: config, seed: 1)
+        XCTAssertEqual(again.parameters.values.scalars, model.parameters.values.scalars, "same seed, same weights")
+    }
+
+    /// The whole model's loss gradient against finite differences, for both layouts and sinusoidal positions.
+    func testEndToEndGradientsMatchFiniteDifferences() throws {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false)] {
+            let model = try GPTModel(config: config, seed: 7)
+            var random = SeededRandom(seed: 1)
+            for name in model.parameters.names { random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.3) }
+            let ids: [Int32] = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
+            func loss() -> Double {
+                let tape = Tape(recording: false)
+                let logits = model.logits(model.hidden(ids: ids, batch: 2, tape: tape).final, tape: tape)
+                return Double(model.languageModelLoss(logits, ids: ids, batch: 2, tape: tape).value[flat: 0])
+            }
+            let tape = Tape()
+            let logits = model.logits(model.hidden(ids: ids, batch: 2, tape: tape).final, tape: tape)
+            tape.backward(from: model.languageModelLoss(logits, ids: ids, batch: 2, tape: tape))
+            let values = model.parameters.values, grads = model.parameters.gradients
+            for _ in 0..<60 {
+                let i = random.nextInt(below: values.count)
+                let saved = values[flat: i], h: Float = 1e-2
+                values[flat: i] = saved + h
+                let plus = loss()
+                values[flat: i] = saved - h
+                let minus = loss()
+                values[flat: i] = saved
+                let numeric = Float((plus - minus) / Double(2 * h))
+                XCTAssertEqual(grads[flat: i], numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(config.layout) element \(i)")
+            }
+        }
+    }
+
+    func testAdamWMatchesTheTorchFormulaOverSteps() throws {
+        let parameters = ParameterSet([("w", [2, 2]), ("b", [2])])
+        parameters.values.assign(Tensor(shape: [6], values: [0.5, -0.25, 1, 2, 0.1, -0.1]))
+        let optimizer = AdamW(parameters: parameters, settings: .init(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1))
+        var p = parameters.values.scalars.map(Double.init), m = [Double](repeating: 0, count: 6), v = m
+        for step in 1...3 {
+            let g = (0..<6).map { Float($0 + step) * 0.1 - 0.3 }
+            parameters.gradients.assign(Tensor(shape: [6], values: g))
+            optimizer.step(learningRate: 0.01)
+            for i in 0..<6 {
+                if i < 4 { p[i] *= 1 - 0.01 * 0.1 }  // decay on the matrix only
+                m[i] = 0.9 * m[i] + 0.1 * Double(g[i])
+                v[i] = 0.95 * v[i] + 0.05 * Double(g[i]) * Double(g[i])
+                let mHat = m[i] / (1 - pow(0.9, Double(step))), vHat = v[i] / (1 - pow(0.95, Double(step)))
+                p[i] -= 0.01 * mHat / (vHat.squareRoot() + 1e-8)
+                XCTAssertEqual(Double(parameters.values[flat: i]), p[i], accuracy: 1e-6, "step \(step) element \(i)")
+            }
+        }
+    }
+
+    func testGradientClippingBoundsTheGlobalNorm() {
+        let parameters = ParameterSet([("a", [3]), ("b", [1])])
+        parameters.gradients.assign(Tensor(shape: [4], values: [3, 4, 0, 12]))
+        XCTAssertEqual(parameters.clipGradientNorm(to: 1), 13, accuracy: 1e-5)
+        XCTAssertEqual(parameters.gradientNorm(), 1, accuracy: 1e-5)
+        XCTAssertEqual(parameters.clipGradientNorm(to: 5), 1, accuracy: 1e-5, "below the bound nothing changes")
+        XCTAssertEqual(parameters.gradientNorm(), 1, accuracy: 1e-5)
+    }
+
+    func testDropoutIsSeededAndOffAtInference() throws {
+        var config = tinyConfig()
+        config.dropout = 0.5
+        let model = try GPTModel(config: config, seed: 2)
+        let ids: [Int32] = [1, 2, 3, 4]
+        func train(seed: UInt64) -> [Float] {
+            var random = SeededRandom(seed: seed)
+            let tape = Tape()
+            return model.hidden(ids: ids, batch: 1, tape: tape, random: &random).final.value.scalars
+        }
+        XCTAssertEqual(train(seed: 5), train(seed: 5))
+        XCTAssertNotEqual(train(seed: 5), train(seed: 6))
+        let eval = model.hidden(ids: ids, batch: 1, tape: Tape(recording: false)).final.value.scalars
+        XCTAssertNotEqual(eval, train(seed: 5))
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+/// The golden folders: the project's own copy (always present) and, when it exists, `../shared/golden`.
+enum Golden {
+    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny"]
+
+    static func bundled(_ name: String) -> URL {
+        Bundle.module.url(forResource: "Resources", withExtension: nil)!.appendingPathComponent("golden/\(name)")
+    }
+
+    /// `../shared/golden/<name>` relative to the package root, or nil when the shared folder is absent.
+    static func shared(_ name: String) -> URL? {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let url = root.deletingLastPathComponent().appendingPathComponent("shared/golden/\(name)")
+        return FileManager.default.fileExists(atPath: url.appendingPathComponent("expected.safetensors").path) ? url : nil
+    }
+}
+
+/// A fresh temporary directory, removed at the end of the test.
+func temporaryDirectory(_ test: XCTestCase) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("swiftgpt-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+    return url
+}
+
+/// Logits of `model` for `ids` (`batch` rows), inference mode.
+func logits(_ model: GPTModel, _ ids: [Int32], batch: Int) -> Tensor {
+    let tape = Tape(recording: false)
+    return model.logits(model.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape).value
+}
+
+/// A small configuration for tests.
+func tinyConfig(layout: GPTConfig.Layout = .preNorm, positions: GPTConfig.Positions = .learned, tied: Bool = true) -> GPTConfig {
+    GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12,
+              positions: positions, layout: layout, tiedOutputEmbedding: tied)
+}
