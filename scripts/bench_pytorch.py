@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The shapes of `gpt bench` in PyTorch (fp32, 2 threads, random init), for side-by-side figures.
+
+Needs: pip install torch transformers. Prints the same kind of lines as `gpt bench`.
+"""
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+try:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+except ImportError:
+    sys.exit("bench_pytorch.py needs torch and transformers (pip install torch transformers)")
+
+PRESETS = {
+    "gpt2": dict(vocab_size=50257, n_positions=1024, n_layer=12, n_head=12, n_embd=768),
+    "baby": dict(vocab_size=65, n_positions=64, n_layer=4, n_head=4, n_embd=128),
+}
+
+
+def model_for(preset):
+    config = GPT2Config(**PRESETS[preset], resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    return GPT2LMHeadModel(config), config
+
+
+def train(preset, batch, seq, steps):
+    model, config = model_for(preset)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    times = []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step > 0:
+            times.append(time.perf_counter() - start)
+    ms = statistics.median(times) * 1000
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"pytorch train {preset} b{batch}×s{seq}: median {ms:.1f} ms/step, "
+          f"{batch * seq / ms * 1000:.0f} tokens/s, peak RSS {rss:.0f} MiB")
+
+
+def forward(preset, seq, steps):
+    model, config = model_for(preset)
+    model.eval()
+    ids = torch.randint(0, config.vocab_size, (1, seq))
+    times = []
+    with torch.no_grad():
+        for step in range(steps + 1):
+            start = time.perf_counter()
+            model(ids)
+            if step > 0:
+                times.append(time.perf_counter() - start)
+    ms = statistics.median(times) * 1000
+    print(f"pytorch forward {preset} s{seq}: median {ms:.1f} ms, {seq / ms * 1000:.0f} tokens/s (prefill)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("what", nargs="?", default="all",
+                        choices=["all", "train-gpt2", "train-baby", "forward-gpt2"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    # Each measurement runs in its own process so that peak RSS belongs to that step alone.
+    if args.what == "all":
+        import subprocess
+        for what in ["train-gpt2", "train-baby", "forward-gpt2"]:
+            subprocess.run([sys.executable, __file__, what, "--threads", str(args.threads)], check=True)
+    elif args.what == "train-gpt2":
+        train("gpt2", 4, 256, 5)
+    elif args.what == "train-baby":
+        train("baby", 12, 64, 20)
+    elif args.what == "forward-gpt2":
+        forward("gpt2", 512, 5)
+
+
+if __name__ == "__main__":
+    main()
