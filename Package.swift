@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
         .executable(name: "gpt", targets: ["gpt"]),
     ],
@@ -30,8 +31,14 @@ let package = Package(
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
         .target(
-            name: "SwiftGPT",
+            name: "Tokenizers",
             dependencies: ["TensorCore"],
+            resources: [.copy("Resources/gpt2")],
+            swiftSettings: optimisation
+        ),
+        .target(
+            name: "SwiftGPT",
+            dependencies: ["TensorCore", "Tokenizers"],
             swiftSettings: optimisation
         ),
         .executableTarget(
@@ -43,6 +50,7 @@ let package = Package(
             swiftSettings: optimisation
         ),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: optimisation),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
             dependencies: ["SwiftGPT"],

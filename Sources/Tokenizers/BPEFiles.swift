@@ -1,0 +1,109 @@
+import Foundation
+import TensorCore
+
+/// Reading and writing the vocabulary files of a byte-level BPE: `vocab.json` + `merges.txt` (Hugging Face names)
+/// or `encoder.json` + `vocab.bpe` (OpenAI's names for the same formats).
+extension BPETokenizer {
+    /// Loads the token → id map and the merge list. Errors name the file and, for merges, the line.
+    public static func load(vocabulary vocabularyURL: URL, merges mergesURL: URL, kind: String) throws -> BPETokenizer {
+        let vocabulary = try readVocabulary(vocabularyURL)
+        var tokens = [String?](repeating: nil, count: (vocabulary.values.max() ?? -1) + 1)
+        for (token, id) in vocabulary {
+            guard tokens[id] == nil else {
+                throw FileError(url: vocabularyURL, message: "id \(id) is given to two tokens")
+            }
+            tokens[id] = token
+        }
+        if let hole = tokens.firstIndex(of: nil) {
+            throw FileError(url: vocabularyURL, message: "no token has id \(hole); ids must be 0..<\(tokens.count)")
+        }
+        let mergeLines = try readMerges(mergesURL)
+        var merges: [(Int32, Int32)] = []
+        var madeByMerge = Set<Int>()
+        for (line, left, right) in mergeLines {
+            guard let a = vocabulary[left], let b = vocabulary[right] else {
+                throw FileError(url: mergesURL, message: "line \(line): \"\(left) \(right)\" uses a token missing from \(vocabularyURL.lastPathComponent)")
+            }
+            guard let c = vocabulary[left + right] else {
+                throw FileError(url: mergesURL, message: "line \(line): the merge of \"\(left) \(right)\" is missing from \(vocabularyURL.lastPathComponent)")
+            }
+            merges.append((Int32(a), Int32(b)))
+            madeByMerge.insert(c)
+        }
+        var bytes: [[UInt8]?] = [], specials: [String: Int32] = [:]
+        for (id, token) in tokens.enumerated() {
+            let decoded = ByteLevel.decode(token!)
+            if let decoded, decoded.count == 1 || madeByMerge.contains(id) {
+                bytes.append(decoded)
+            } else {
+                bytes.append(nil)
+                specials[token!] = Int32(id)
+            }
+        }
+        do {
+            return try BPETokenizer(tokens: bytes, specialTokens: specials, merges: merges, kind: kind)
+        } catch let error as TokenizerError {
+            throw FileError(url: mergesURL, message: error.message)
+        }
+    }
+
+    static func readVocabulary(_ url: URL) throws -> [String: Int] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FileError(url: url, message: "cannot read the vocabulary file (\(error.localizedDescription))")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data), let map = object as? [String: Any] else {
+            throw FileError(url: url, message: "not a JSON object mapping tokens to ids")
+        }
+        var vocabulary: [String: Int] = [:]
+        vocabulary.reserveCapacity(map.count)
+        for (token, value) in map {
+            guard let id = (value as? NSNumber)?.intValue, id >= 0, id < 1 << 30 else {
+                throw FileError(url: url, message: "token \(token.debugDescription) has no valid id")
+            }
+            vocabulary[token] = id
+        }
+        return vocabulary
+    }
+
+    static func readMerges(_ url: URL) throws -> [(line: Int, left: String, right: String)] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FileError(url: url, message: "cannot read the merges file (\(error.localizedDescription))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw FileError(url: url, message: "not valid UTF-8")
+        }
+        var result: [(Int, String, String)] = []
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let content = line.hasSuffix("\r") ? line.dropLast() : line
+            if content.isEmpty || (index == 0 && content.hasPrefix("#version")) { continue }
+            let parts = content.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw FileError(url: url, message: "line \(index + 1): expected two tokens separated by one space, found \(String(content).debugDescription)")
+            }
+            result.append((index + 1, String(parts[0]), String(parts[1])))
+        }
+        return result
+    }
+
+    /// Writes `vocab.json` and `merges.txt` into `directory`, atomically.
+    public func save(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var vocabulary: [String: Int] = [:]
+        for id in 0..<vocabularySize {
+            if let special = specialTokens.first(where: { $0.value == Int32(id) }) {
+                vocabulary[special.key] = id
+            } else {
+                vocabulary[ByteLevel.encode(bytes(of: Int32(id)))] = id
+            }
+        }
+        let json = try JSONSerialization.data(withJSONObject: vocabulary, options: [.sortedKeys, .withoutEscapingSlashes])
+        try AtomicFile.write(json, to: directory.appendingPathComponent("vocab.json"))
+        var text = "#version: 0.2\n"
+        for (left, right) in merges {
+            text += ByteLevel.encode(bytes(of: left)) + " " + ByteLevel.encode(bytes(of: right)) + "\n"
+        }
+        try AtomicFile.write(Data(text.utf8), to: directory.appendingPathComponent("merges.txt"))
+    }
+}

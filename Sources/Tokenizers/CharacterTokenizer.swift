@@ -1,0 +1,98 @@
+import Foundation
+import TensorCore
+
+/// One token per Unicode scalar, with the vocabulary taken from a corpus (as nanoGPT's shakespeare_char).
+public final class CharacterTokenizer: Tokenizer {
+    public static let fileName = "char_tokenizer.json"
+    public let kind = "char"
+    /// The vocabulary, in id order.
+    public let characters: [Unicode.Scalar]
+    private let ids: [UInt32: Int32]
+
+    public var vocabularySize: Int { characters.count }
+    public var endOfText: Int32? { nil }
+
+    /// A tokenizer whose vocabulary is `characters` in that order (they must be distinct).
+    public init(characters: [Unicode.Scalar]) throws {
+        var ids: [UInt32: Int32] = [:]
+        for (id, character) in characters.enumerated() {
+            guard ids.updateValue(Int32(id), forKey: character.value) == nil else {
+                throw TokenizerError("character \(String(character).debugDescription) appears twice in the vocabulary")
+            }
+        }
+        self.characters = characters
+        self.ids = ids
+    }
+
+    /// The vocabulary of a corpus: its distinct scalars in code-point order.
+    public convenience init(corpus: some Sequence<String>) throws {
+        var seen = Set<UInt32>()
+        for text in corpus { for scalar in text.unicodeScalars { seen.insert(scalar.value) } }
+        try self.init(characters: seen.sorted().map { Unicode.Scalar($0)! })
+    }
+
+    public func encode(bytes: [UInt8]) throws -> [Int32] {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw TokenizerError("the character tokenizer needs valid UTF-8 text")
+        }
+        var result: [Int32] = []
+        result.reserveCapacity(bytes.count)
+        for scalar in text.unicodeScalars {
+            guard let id = ids[scalar.value] else {
+                throw TokenizerError("character \(String(scalar).debugDescription) (U+\(String(scalar.value, radix: 16, uppercase: true))) is not in the vocabulary")
+            }
+            result.append(id)
+        }
+        return result
+    }
+
+    public func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
+        guard allowedSpecial.isEmpty else { throw TokenizerError("the character tokenizer has no special tokens") }
+        return try encode(bytes: Array(text.utf8))
+    }
+
+    public func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
+        var text = String.UnicodeScalarView()
+        for id in ids {
+            guard id >= 0, Int(id) < characters.count else {
+                throw TokenizerError("token id \(id) is outside the vocabulary (0..<\(characters.count))")
+            }
+            text.append(characters[Int(id)])
+        }
+        return Array(String(text).utf8)
+    }
+
+    private struct File: Codable {
+        var type = "char"
+        var characters: [String]
+    }
+
+    public func save(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted]
+        let data = try encoder.encode(File(characters: characters.map { String($0) }))
+        try AtomicFile.write(data, to: directory.appendingPathComponent(Self.fileName))
+    }
+
+    /// Reads a vocabulary written by `save(to:)`.
+    public static func load(from url: URL) throws -> CharacterTokenizer {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FileError(url: url, message: "cannot read the character vocabulary (\(error.localizedDescription))")
+        }
+        guard let file = try? JSONDecoder().decode(File.self, from: data), file.type == "char" else {
+            throw FileError(url: url, message: "not a character-tokenizer file (expected {\"type\": \"char\", \"characters\": [...]})")
+        }
+        var scalars: [Unicode.Scalar] = []
+        for text in file.characters {
+            guard text.unicodeScalars.count == 1 else {
+                throw FileError(url: url, message: "entry \(text.debugDescription) is not exactly one character")
+            }
+            scalars.append(text.unicodeScalars.first!)
+        }
+        do { return try CharacterTokenizer(characters: scalars) } catch let error as TokenizerError {
+            throw FileError(url: url, message: error.message)
+        }
+    }
+}
