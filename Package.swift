@@ -45,6 +45,7 @@ let package = Package(
             name: "gpt",
             dependencies: [
                 "SwiftGPT",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimisation

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure speed (build with -c release for meaningful figures).",
-        subcommands: [TrainBench.self, ForwardBench.self]
+        subcommands: [TrainBench.self, ForwardBench.self, TokenizerBench.self]
     )
 }
 

@@ -5,6 +5,6 @@ struct GPTCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gpt",
         abstract: "SwiftGPT: train, evaluate and run GPT models.",
-        subcommands: [ParityCommand.self, BenchCommand.self]
+        subcommands: [EncodeCommand.self, DecodeCommand.self, TokenizerCommand.self, ParityCommand.self, BenchCommand.self]
     )
 }

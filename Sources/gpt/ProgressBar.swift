@@ -1,0 +1,48 @@
+import Foundation
+
+/// A one-line progress display on standard error: a bar when it is a terminal, otherwise occasional plain lines.
+final class ProgressBar {
+    private let total: Int
+    private let label: String
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private var lastPlainPercent = -1
+
+    init(total: Int, label: String) {
+        self.total = max(total, 1)
+        self.label = label
+    }
+
+    /// Shows `done` of the total, with `detail` after the bar (drawn at most ten times a second).
+    func update(_ done: Int, detail: String = "") {
+        let fraction = min(1, Double(done) / Double(total))
+        if isTerminal {
+            let now = Date()
+            guard done >= total || now.timeIntervalSince(lastDraw) > 0.1 else { return }
+            lastDraw = now
+            let width = 30, filled = Int(fraction * Double(width))
+            let elapsed = now.timeIntervalSince(start)
+            let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            let line = String(format: "\r%@ %@ %3.0f%% %d/%d %@ ETA %@\u{1B}[K", label, bar, fraction * 100, done, total,
+                              detail, Self.duration(eta))
+            FileHandle.standardError.write(Data(line.utf8))
+        } else {
+            let percent = Int(fraction * 100) / 10 * 10
+            guard percent != lastPlainPercent else { return }
+            lastPlainPercent = percent
+            FileHandle.standardError.write(Data("\(label): \(percent)% (\(done)/\(total)) \(detail)\n".utf8))
+        }
+    }
+
+    /// Ends the bar's line.
+    func finish() {
+        if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}
