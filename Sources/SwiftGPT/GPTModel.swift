@@ -7,14 +7,17 @@ import TensorCore
 /// Parameter names follow Hugging Face GPT-2 without the `transformer.` prefix (`wte.weight`, `h.0.attn.c_attn.weight`,
 /// `ln_f.weight`, …); weights are stored `[in, out]` as HF's Conv1D.
 public final class GPTModel {
-    public let config: GPTConfig
+    public private(set) var config: GPTConfig
     public let parameters: ParameterSet
     /// The fixed position table when positions are sinusoidal.
-    private let sinusoidalPositions: Variable?
+    let sinusoidalPositions: Variable?
 
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
     /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. `extraParameters` adds task-head
     /// parameters (initialised N(0, 0.02) if matrices, 0 otherwise) to the same arena so one optimizer steps all.
+    /// Changes the dropout probability (the only setting that may differ between training runs of one model).
+    public func setDropout(_ probability: Float) { config.dropout = probability }
+
     public init(config: GPTConfig, seed: UInt64 = 0, extraParameters: [(name: String, shape: [Int])] = []) throws {
         try config.validate()
         self.config = config

@@ -73,7 +73,7 @@ extension Tape {
 
 /// Softmax of the first `valid` entries of a row in place; entries from `valid` to `length` become 0 (masked).
 @inline(__always)
-func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, length: Int) {
+public func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, length: Int) {
     let m = UnsafePointer(row).maximum(valid)
     var acc = Float16x()
     forEachLane(valid) { j, lanes in

@@ -22,7 +22,7 @@ public struct StreamingDecoder {
     }
 
     /// The length of the longest prefix that does not end inside a character that may still be completed.
-    static func completePrefixLength(_ bytes: [UInt8]) -> Int {
+    public static func completePrefixLength(_ bytes: [UInt8]) -> Int {
         let n = bytes.count
         // Look back at most 3 bytes for the start of a multi-byte character.
         var start = n - 1

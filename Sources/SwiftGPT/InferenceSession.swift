@@ -1,0 +1,134 @@
+import Foundation
+import TensorCore
+
+/// Incremental inference with a key/value cache for several sequences at once: each call feeds new tokens of some
+/// sequences and returns the logits after the last new token of each. Earlier tokens are never recomputed.
+public final class InferenceSession {
+    public let model: GPTModel
+    /// Number of sequence slots.
+    public let capacity: Int
+    /// Tokens held in each slot's cache.
+    public private(set) var lengths: [Int]
+    private let keys: [Tensor]
+    private let values: [Tensor]
+
+    /// Rows up to this count go through the matrix-vector kernels; more rows use the BLAS.
+    static let matrixVectorRows = 8
+
+    public init(model: GPTModel, sequences: Int) {
+        self.model = model
+        capacity = sequences
+        lengths = [Int](repeating: 0, count: sequences)
+        let c = model.config
+        keys = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: [sequences, c.contextLength, c.embeddingWidth]) }
+        values = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: [sequences, c.contextLength, c.embeddingWidth]) }
+    }
+
+    /// Empties a slot so it can hold a new sequence.
+    public func reset(sequence: Int) { lengths[sequence] = 0 }
+
+    /// Feeds `tokens` to each listed slot (one entry per distinct slot, each with at least one token) and returns
+    /// the logits [entries, vocabulary] after each entry's last token.
+    public func feed(_ entries: [(sequence: Int, tokens: [Int32])]) throws -> Tensor {
+        let c = model.config, width = c.embeddingWidth
+        var rowSequence: [Int] = [], rowPosition: [Int] = [], ids: [Int32] = []
+        for entry in entries {
+            guard !entry.tokens.isEmpty else { throw GenerationError("an entry with no tokens") }
+            guard lengths[entry.sequence] + entry.tokens.count <= c.contextLength else {
+                throw GenerationError("sequence of \(lengths[entry.sequence] + entry.tokens.count) tokens exceeds the context of \(c.contextLength)")
+            }
+            for (t, id) in entry.tokens.enumerated() {
+                guard id >= 0, Int(id) < c.vocabularySize else { throw GenerationError("token id \(id) is outside the vocabulary") }
+                rowSequence.append(entry.sequence)
+                rowPosition.append(lengths[entry.sequence] + t)
+                ids.append(id)
+            }
+        }
+        let rows = ids.count
+        let tape = Tape(recording: false)
+        let p = model.parameters
+        // Embeddings: token row plus the position row of each row's own position.
+        let x0 = Tensor(uninitializedShape: [rows, width])
+        let table = p["wte.weight"].value.pointer
+        let positionTable = (model.sinusoidalPositions ?? p["wpe.weight"]).value.pointer
+        for r in 0..<rows {
+            let out = x0.pointer + r * width, token = table + Int(ids[r]) * width, position = positionTable + rowPosition[r] * width
+            for j in 0..<width { out[j] = token[j] + position[j] }
+        }
+        var x = Variable(x0)
+        for layer in 0..<c.layerCount {
+            let prefix = "h.\(layer)."
+            func norm(_ v: Variable, _ name: String) -> Variable {
+                tape.layerNorm(v, weight: p[prefix + name + ".weight"], bias: p[prefix + name + ".bias"], epsilon: c.layerNormEpsilon)
+            }
+            func attention(_ v: Variable) -> Variable {
+                let qkv = project(v.value, prefix + "attn.c_attn")
+                let k = keys[layer].pointer, vv = values[layer].pointer
+                let stride = c.contextLength * width
+                for r in 0..<rows {
+                    let slot = rowSequence[r] * stride + rowPosition[r] * width
+                    (k + slot).update(from: qkv.pointer + r * 3 * width + width, count: width)
+                    (vv + slot).update(from: qkv.pointer + r * 3 * width + 2 * width, count: width)
+                }
+                let heads = Tensor(uninitializedShape: [rows, width])
+                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, heads: c.headCount,
+                                       cache: .init(keys: k, values: vv, sequenceStride: stride, width: width),
+                                       sequences: rowSequence, positions: rowPosition, into: heads.pointer)
+                return Variable(project(heads, prefix + "attn.c_proj"))
+            }
+            func mlp(_ v: Variable) -> Variable {
+                let h = tape.gelu(Variable(project(v.value, prefix + "mlp.c_fc")), approximation: c.activation)
+                return Variable(project(h.value, prefix + "mlp.c_proj"))
+            }
+            switch c.layout {
+            case .preNorm:
+                x = tape.add(x, attention(norm(x, "ln_1")))
+                x = tape.add(x, mlp(norm(x, "ln_2")))
+            case .postNorm:
+                let n = norm(tape.add(x, attention(x)), "ln_1")
+                x = norm(tape.add(n, mlp(n)), "ln_2")
+            }
+        }
+        for entry in entries { lengths[entry.sequence] += entry.tokens.count }
+        // Only each entry's last row needs logits.
+        var lastRows: [Int] = [], row = -1
+        for entry in entries { row += entry.tokens.count; lastRows.append(row) }
+        let last = Tensor(uninitializedShape: [entries.count, width])
+        for (i, r) in lastRows.enumerated() { (last.pointer + i * width).update(from: x.value.pointer + r * width, count: width) }
+        var final = Variable(last)
+        if c.layout == .preNorm {
+            final = tape.layerNorm(final, weight: p["ln_f.weight"], bias: p["ln_f.bias"], epsilon: c.layerNormEpsilon)
+        }
+        let head = (c.tiedOutputEmbedding ? p["wte.weight"] : p["lm_head.weight"]).value
+        let logits = Tensor(uninitializedShape: [entries.count, c.vocabularySize])
+        if entries.count <= Self.matrixVectorRows {
+            MatrixVector.multiplyTransposed(final.value.pointer, rows: entries.count, head.pointer, k: width,
+                                            n: c.vocabularySize, into: logits.pointer)
+        } else {
+            BLAS.gemm(transposeB: true, m: entries.count, n: c.vocabularySize, k: width, a: final.value.pointer, lda: width,
+                      b: head.pointer, ldb: width, c: logits.pointer, ldc: c.vocabularySize)
+        }
+        return logits
+    }
+
+    /// x · W + b for the Conv1D-layout weight `name.weight` [in, out] and bias `name.bias`.
+    private func project(_ x: Tensor, _ name: String) -> Tensor {
+        let w = model.parameters[name + ".weight"].value, b = model.parameters[name + ".bias"].value
+        let rows = x.count / w.shape[0], k = w.shape[0], n = w.shape[1]
+        let y = Tensor(uninitializedShape: [rows, n])
+        if rows <= Self.matrixVectorRows {
+            MatrixVector.multiply(x.pointer, rows: rows, w.pointer, k: k, n: n, bias: b.pointer, into: y.pointer)
+        } else {
+            for r in 0..<rows { (y.pointer + r * n).update(from: b.pointer, count: n) }
+            BLAS.gemm(m: rows, n: n, k: k, a: x.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
+        }
+        return y
+    }
+}
+
+/// A generation request that cannot be served.
+public struct GenerationError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

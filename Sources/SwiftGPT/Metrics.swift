@@ -1,0 +1,47 @@
+import Foundation
+import TensorCore
+
+/// The metrics log of a training run (`metrics.jsonl`, one JSON object per line) and its loss curve (`loss.svg`).
+enum Metrics {
+    static func url(_ output: URL) -> URL { output.appendingPathComponent("metrics.jsonl") }
+
+    static func append(_ record: [String: Any], in output: URL) throws {
+        var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+        line.append(UInt8(ascii: "\n"))
+        let url = url(output)
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: url)
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: line)
+    }
+
+    static func records(in output: URL) -> [[String: Any]] {
+        guard let data = FileManager.default.contents(atPath: url(output).path) else { return [] }
+        return data.split(separator: UInt8(ascii: "\n")).compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
+        }
+    }
+
+    /// Drops records after `step` (left by a run that stopped after its last checkpoint), so a resumed run's log
+    /// reads as one run.
+    static func keep(upTo step: Int, in output: URL) throws {
+        let records = records(in: output)
+        let kept = records.filter { ($0["step"] as? Int ?? 0) <= step && !(($0["step"] as? Int ?? 0) == step && $0["val_loss"] != nil) }
+        guard kept.count != records.count else { return }
+        var data = Data()
+        for record in kept {
+            data += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            data.append(UInt8(ascii: "\n"))
+        }
+        try AtomicFile.write(data, to: url(output))
+    }
+
+    static func drawCurve(in output: URL, title: String) throws {
+        let records = records(in: output)
+        let train = records.compactMap { r in (r["train_loss"] as? Double).map { (step: r["step"] as! Int, loss: Float($0)) } }
+        let val = records.compactMap { r in (r["val_loss"] as? Double).map { (step: r["step"] as! Int, loss: Float($0)) } }
+        let svg = LearningCurve.svg(train: train, validation: val, title: title)
+        try AtomicFile.write(Data(svg.utf8), to: output.appendingPathComponent("loss.svg"))
+    }
+}

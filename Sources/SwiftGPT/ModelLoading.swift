@@ -1,0 +1,29 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// Opens a model directory for inference: a SwiftGPT checkpoint, a training output directory (its best/ or last/
+/// model), or a Hugging Face GPT-2 / OpenAI-GPT folder, with the tokenizer it carries.
+public enum ModelLoading {
+    public static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
+        let directory = TrainingCheckpoint.modelDirectory(URL(fileURLWithPath: path))
+        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
+            throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
+        }
+        let model = try HuggingFaceCheckpoint.load(from: directory)
+        let tokenizer: any Tokenizer
+        if let tokenizerOverride {
+            tokenizer = try TokenizerLoading.load(tokenizerOverride)
+        } else if let carried = try? TokenizerLoading.load(directory: directory) {
+            tokenizer = carried
+        } else if model.config.vocabularySize == 50257 {
+            tokenizer = try TokenizerLoading.gpt2()
+        } else {
+            throw FileError(url: directory, message: "has no tokenizer files and its vocabulary (\(model.config.vocabularySize)) is not GPT-2's; pass a tokenizer")
+        }
+        guard tokenizer.vocabularySize <= model.config.vocabularySize else {
+            throw FileError(url: directory, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
+        }
+        return (model, tokenizer)
+    }
+}

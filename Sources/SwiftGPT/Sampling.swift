@@ -1,0 +1,139 @@
+import Foundation
+import TensorCore
+
+/// How to pick each next token and when to stop.
+public struct SamplingOptions: Sendable, Equatable {
+    /// New tokens at most per completion.
+    public var maxNewTokens = 128
+    /// 0 picks the most likely token (greedy); otherwise logits are divided by it before sampling.
+    public var temperature: Float = 1
+    /// Sample only among the k most likely tokens.
+    public var topK: Int?
+    /// Sample only among the most likely tokens whose probabilities sum to at least p (nucleus), in (0, 1].
+    public var topP: Float = 1
+    /// Drop tokens whose probability is below minP times the most likely one's, in [0, 1).
+    public var minP: Float = 0
+    /// Divides positive logits (multiplies negative ones) of tokens already in the prompt or output; 1 is off.
+    public var repetitionPenalty: Float = 1
+    /// Subtracted from the logit of every token already generated (OpenAI's presence penalty).
+    public var presencePenalty: Float = 0
+    /// Subtracted once per earlier occurrence in the output (OpenAI's frequency penalty).
+    public var frequencyPenalty: Float = 0
+    /// Added to the logits of the given tokens.
+    public var logitBias: [Int32: Float] = [:]
+    /// Seed of the sampling generator: the same seed gives the same completions.
+    public var seed: UInt64 = 0
+    /// Texts that end a completion when generated (not included in it), matched across token boundaries.
+    public var stop: [String] = []
+    /// Whether the end-of-text token ends a completion.
+    public var stopAtEndOfText = true
+    /// Completions per prompt.
+    public var count = 1
+    /// Report the log-probability of each chosen token and of this many most likely alternatives (nil: none).
+    public var logprobs: Int?
+    /// Prepend the prompt to the returned text.
+    public var echo = false
+    /// Cut prompts longer than the context from the left instead of rejecting them.
+    public var truncateLeft = false
+
+    public init() {}
+
+    /// Rejects settings outside their ranges, with a message naming the setting.
+    public func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws { if !condition { throw GenerationError(message) } }
+        try check(maxNewTokens >= 0, "max new tokens must not be negative")
+        try check(temperature >= 0 && temperature.isFinite, "temperature must be a finite number ≥ 0")
+        try check(topK.map { $0 > 0 } ?? true, "top-k must be positive")
+        try check(topP > 0 && topP <= 1, "top-p must be in (0, 1]")
+        try check(minP >= 0 && minP < 1, "min-p must be in [0, 1)")
+        try check(repetitionPenalty > 0 && repetitionPenalty.isFinite, "repetition penalty must be positive")
+        try check(presencePenalty.isFinite && frequencyPenalty.isFinite, "penalties must be finite")
+        try check(count >= 1, "the number of completions must be at least 1")
+        try check(logprobs.map { $0 >= 0 && $0 <= 20 } ?? true, "logprobs must be in 0...20")
+        try check(stop.allSatisfy { !$0.isEmpty }, "stop sequences must not be empty")
+    }
+}
+
+/// Turns a row of logits into the next token under `SamplingOptions`.
+struct TokenSampler {
+    let options: SamplingOptions
+    var random: SeededRandom
+    private var scratch: [Float] = []
+    private var order: [Int32] = []
+
+    init(options: SamplingOptions, stream: UInt64) {
+        self.options = options
+        random = SeededRandom(seed: options.seed &+ stream &* 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Picks a token from `logits` (count = vocabulary) given the tokens of the prompt and of the output so far.
+    mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
+        let o = options
+        scratch.removeAll(keepingCapacity: true)
+        scratch.append(contentsOf: UnsafeBufferPointer(start: logits, count: vocabulary))
+        for (token, bias) in o.logitBias where token >= 0 && Int(token) < vocabulary { scratch[Int(token)] += bias }
+        if o.repetitionPenalty != 1 {
+            for token in Set(context) {
+                let l = scratch[Int(token)]
+                scratch[Int(token)] = l > 0 ? l / o.repetitionPenalty : l * o.repetitionPenalty
+            }
+        }
+        if o.presencePenalty != 0 || o.frequencyPenalty != 0 {
+            for (token, n) in generated { scratch[Int(token)] -= o.presencePenalty + o.frequencyPenalty * Float(n) }
+        }
+        if o.temperature == 0 {
+            var best = 0
+            for i in 1..<vocabulary where scratch[i] > scratch[best] { best = i }
+            return Int32(best)
+        }
+        // Probabilities at the temperature, then the candidate set narrowed by top-k, top-p and min-p.
+        let inverse = 1 / o.temperature
+        let maximum = scratch.max()!
+        var total: Double = 0
+        for i in 0..<vocabulary {
+            let e = Foundation.exp((scratch[i] - maximum) * inverse)
+            scratch[i] = e
+            total += Double(e)
+        }
+        let needsOrder = o.topK != nil || o.topP < 1
+        if !needsOrder && o.minP == 0 {
+            return draw(total: total, vocabulary: vocabulary)
+        }
+        let threshold = Float(Double(o.minP))  // relative to the top probability, which is exp(0) = 1
+        order.removeAll(keepingCapacity: true)
+        for i in 0..<vocabulary where scratch[i] >= threshold { order.append(Int32(i)) }
+        if needsOrder {
+            let s = scratch
+            order.sort { s[Int($0)] > s[Int($1)] || (s[Int($0)] == s[Int($1)] && $0 < $1) }
+            if let k = o.topK, order.count > k { order.removeLast(order.count - k) }
+            if o.topP < 1 {
+                let kept = order.reduce(0.0) { $0 + Double(s[Int($1)]) }
+                var running: Double = 0
+                var keep = 0
+                for token in order {
+                    running += Double(s[Int(token)])
+                    keep += 1
+                    if running >= Double(o.topP) * kept { break }
+                }
+                order.removeLast(order.count - keep)
+            }
+        }
+        var candidateTotal: Double = 0
+        for token in order { candidateTotal += Double(scratch[Int(token)]) }
+        var u = random.nextDouble() * candidateTotal
+        for token in order {
+            u -= Double(scratch[Int(token)])
+            if u < 0 { return token }
+        }
+        return order.last!
+    }
+
+    private mutating func draw(total: Double, vocabulary: Int) -> Int32 {
+        var u = random.nextDouble() * total
+        for i in 0..<vocabulary {
+            u -= Double(scratch[i])
+            if u < 0 { return Int32(i) }
+        }
+        return Int32(vocabulary - 1)
+    }
+}

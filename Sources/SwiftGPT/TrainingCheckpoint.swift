@@ -1,0 +1,85 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// A checkpoint directory: the model as a Hugging Face folder (config.json + model.safetensors), the tokenizer's
+/// files, and, for resuming, the optimizer moments (optimizer.safetensors) and the loop state (training_state.json).
+/// A checkpoint is written into a temporary directory that then replaces the old one, so a reader never sees a
+/// half-written checkpoint.
+public enum TrainingCheckpoint {
+    /// The loop state needed to continue exactly where a run stopped.
+    public struct State: Codable, Equatable {
+        public var step: Int
+        public var optimizerSteps: Int
+        public var dataRandom: SeededRandom
+        public var dropoutRandom: SeededRandom
+        public var bestValLoss: Float?
+        public var configuration: TrainingConfiguration
+    }
+
+    static let stateFile = "training_state.json"
+    static let optimizerFile = "optimizer.safetensors"
+
+    /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically.
+    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: AdamW?, state: State?, to directory: URL) throws {
+        let fm = FileManager.default
+        let parent = directory.deletingLastPathComponent()
+        let partial = parent.appendingPathComponent(".\(directory.lastPathComponent).partial-\(getpid())")
+        let old = parent.appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
+        try? fm.removeItem(at: partial)
+        try? fm.removeItem(at: old)
+        do {
+            try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+            try HuggingFaceCheckpoint.save(model, to: partial)
+            try tokenizer.save(to: partial)
+            if let optimizer, let state {
+                try SafeTensors.write([("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)],
+                                      to: partial.appendingPathComponent(optimizerFile))
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try AtomicFile.write(try encoder.encode(state), to: partial.appendingPathComponent(stateFile))
+            }
+            if fm.fileExists(atPath: directory.path) { try fm.moveItem(at: directory, to: old) }
+            try fm.moveItem(at: partial, to: directory)
+            try? fm.removeItem(at: old)
+        } catch {
+            try? fm.removeItem(at: partial)
+            if !fm.fileExists(atPath: directory.path), fm.fileExists(atPath: old.path) { try? fm.moveItem(at: old, to: directory) }
+            throw error
+        }
+    }
+
+    /// Reads the loop state of a checkpoint written with one.
+    public static func loadState(from directory: URL) throws -> State {
+        let url = directory.appendingPathComponent(stateFile)
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw FileError(url: url, message: "missing: this checkpoint cannot be resumed")
+        }
+        do { return try JSONDecoder().decode(State.self, from: data) } catch {
+            throw FileError(url: url, message: "corrupt training state (\(error))")
+        }
+    }
+
+    /// Restores the optimizer moments saved with a checkpoint into `optimizer`.
+    public static func loadOptimizer(_ optimizer: AdamW, steps: Int, from directory: URL) throws {
+        let url = directory.appendingPathComponent(optimizerFile)
+        let file = try SafeTensors(contentsOf: url)
+        for (name, target) in [("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)] {
+            guard let entry = file.entries[name], entry.shape == target.shape else {
+                throw FileError(url: url, message: "tensor '\(name)' is missing or does not fit the model (\(target.shape))")
+            }
+            target.assign(try file.tensor(name))
+        }
+        optimizer.stepCount = steps
+    }
+
+    /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.
+    public static func modelDirectory(_ directory: URL) -> URL {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory.appendingPathComponent("config.json").path) { return directory }
+        for name in ["best", "last"] where fm.fileExists(atPath: directory.appendingPathComponent("\(name)/config.json").path) {
+            return directory.appendingPathComponent(name)
+        }
+        return directory
+    }
+}

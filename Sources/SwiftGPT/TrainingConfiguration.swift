@@ -1,0 +1,84 @@
+import Foundation
+
+/// Everything that defines a training run; stored with each checkpoint so that a run can be resumed exactly.
+public struct TrainingConfiguration: Codable, Equatable, Sendable {
+    /// Model preset (see `GPTConfig.presets`); the fields below override its sizes.
+    public var preset = "baby"
+    public var layers: Int?
+    public var heads: Int?
+    public var width: Int?
+    /// Context length of the model; also the length of training windows.
+    public var context: Int?
+    public var dropout: Float?
+
+    /// Directory prepared by `gpt prepare` (train.bin, val.bin, meta.json, tokenizer files).
+    public var data = "data"
+    /// Output directory for checkpoints, metrics and the loss curve.
+    public var out = "out"
+    /// `scratch`, or a model directory (a SwiftGPT checkpoint or a Hugging Face GPT-2 / OpenAI-GPT folder).
+    public var initFrom = "scratch"
+
+    public var batchSize = 12
+    public var gradientAccumulation = 1
+    public var maxIterations = 2000
+    public var learningRate: Float = 1e-3
+    public var minLearningRate: Float = 1e-4
+    public var warmupIterations = 100
+    /// Iterations of cosine decay (default: `maxIterations`).
+    public var decayIterations: Int?
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.99
+    public var epsilon: Float = 1e-8
+    public var weightDecay: Float = 0.1
+    /// Global gradient-norm clip; 0 turns clipping off.
+    public var gradientClip: Float = 1.0
+    public var evalInterval = 250
+    public var evalIterations = 20
+    public var logInterval = 10
+    public var seed: UInt64 = 1337
+
+    public init() {}
+
+    /// Learning rate at `step`: linear warmup, then cosine decay to the minimum (nanoGPT's schedule).
+    public func learningRate(at step: Int) -> Float {
+        if step < warmupIterations { return learningRate * Float(step + 1) / Float(warmupIterations + 1) }
+        let decay = decayIterations ?? maxIterations
+        if step > decay { return minLearningRate }
+        let ratio = Double(step - warmupIterations) / Double(max(decay - warmupIterations, 1))
+        let coefficient = Float(0.5 * (1 + cos(Double.pi * ratio)))
+        return minLearningRate + coefficient * (learningRate - minLearningRate)
+    }
+
+    /// The model configuration for a vocabulary of `vocabularySize` tokens.
+    public func modelConfig(vocabularySize: Int) throws -> GPTConfig {
+        var c = try GPTConfig.preset(preset)
+        c.vocabularySize = vocabularySize
+        if let layers { c.layerCount = layers }
+        if let heads { c.headCount = heads }
+        if let width {
+            c.embeddingWidth = width
+            c.mlpWidth = 4 * width
+        }
+        if let context { c.contextLength = context }
+        if let dropout { c.dropout = dropout }
+        try c.validate()
+        return c
+    }
+
+    /// Rejects settings that cannot run.
+    public func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws {
+            if !condition { throw ConfigurationError(message: message) }
+        }
+        try check(batchSize > 0, "batch size must be positive")
+        try check(gradientAccumulation > 0, "gradient accumulation must be positive")
+        try check(maxIterations >= 0, "max iterations must not be negative")
+        try check(learningRate >= 0 && minLearningRate >= 0, "learning rates must not be negative")
+        try check(warmupIterations >= 0, "warmup iterations must not be negative")
+        try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "betas must be in [0, 1)")
+        try check(epsilon > 0, "epsilon must be positive")
+        try check(weightDecay >= 0 && gradientClip >= 0, "weight decay and gradient clip must not be negative")
+        try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
+        try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+import Tokenizers
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Continue prompts with a trained model.",
+        discussion: """
+        --model is a SwiftGPT checkpoint, a training output directory (its best/ model), or a Hugging Face GPT-2 / \
+        OpenAI-GPT folder. Prompts come from --prompt (repeatable) or --file (JSON lines {"prompt": ...}); several \
+        prompts are generated together as one batch. A single completion is printed as it is generated; --json \
+        prints one JSON object per completion with its finish reason (stop, length or end_of_text).
+        """,
+        aliases: ["sample"]
+    )
+
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @Option(help: "A prompt (repeatable).") var prompt: [String] = []
+    @Option(help: "JSON lines file of prompts {\"prompt\": ...}.") var file: String?
+    @Option(name: [.customLong("max-tokens")], help: "New tokens at most per completion.") var maxTokens = 128
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 1
+    @Option(help: "Sample among the k most likely tokens.") var topK: Int?
+    @Option(help: "Nucleus sampling: the smallest set with this much probability, in (0, 1].") var topP: Float = 1
+    @Option(help: "Drop tokens below this fraction of the top token's probability.") var minP: Float = 0
+    @Option(help: "Penalty for tokens already present (1: off).") var repetitionPenalty: Float = 1
+    @Option(help: "OpenAI presence penalty.") var presencePenalty: Float = 0
+    @Option(help: "OpenAI frequency penalty.") var frequencyPenalty: Float = 0
+    @Option(help: "Bias a token: ID:BIAS (repeatable).") var logitBias: [String] = []
+    @Option(help: "A stop sequence (repeatable).") var stop: [String] = []
+    @Flag(help: "Keep going after the end-of-text token.") var ignoreEndOfText = false
+    @Option(help: "Completions per prompt.") var n = 1
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Report log-probabilities with this many alternatives (with --json).") var logprobs: Int?
+    @Flag(help: "Include the prompt in the output.") var echo = false
+    @Option(help: "\"left\": cut prompts longer than the context from the left instead of failing.") var truncate: String?
+    @Flag(help: "Print one JSON object per completion.") var json = false
+
+    struct PromptLine: Decodable { var prompt: String }
+
+    func options() throws -> SamplingOptions {
+        var o = SamplingOptions()
+        o.maxNewTokens = maxTokens
+        o.temperature = temperature
+        o.topK = topK
+        o.topP = topP
+        o.minP = minP
+        o.repetitionPenalty = repetitionPenalty
+        o.presencePenalty = presencePenalty
+        o.frequencyPenalty = frequencyPenalty
+        for item in logitBias {
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let id = Int32(parts[0]), let bias = Float(parts[1]) else {
+                throw ValidationError("--logit-bias takes ID:BIAS, e.g. 50256:-100")
+            }
+            o.logitBias[id] = bias
+        }
+        o.stop = stop
+        o.stopAtEndOfText = !ignoreEndOfText
+        o.count = n
+        o.seed = seed
+        o.logprobs = logprobs
+        o.echo = echo
+        if let truncate {
+            guard truncate == "left" else { throw ValidationError("--truncate takes \"left\"") }
+            o.truncateLeft = true
+        }
+        do { try o.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
+        return o
+    }
+
+    func run() throws {
+        let options = try options()
+        var texts = prompt
+        if let file {
+            texts += try Input.jsonLines(try Input.bytes(file: file), as: PromptLine.self,
+                                         expecting: "a JSON object {\"prompt\": string}").map(\.prompt)
+        }
+        guard !texts.isEmpty else { throw ValidationError("give a --prompt or a --file of prompts") }
+        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let prompts = try texts.map { try tok.encode($0) }
+        let streaming = !json && texts.count == 1 && n == 1
+        let start = Date()
+        let completions = try Generator(model: gpt, tokenizer: tok).generate(prompts: prompts, options: options) { event in
+            if streaming, case .text(_, _, let delta) = event {
+                FileHandle.standardOutput.write(Data(delta.utf8))
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        if streaming {
+            print("")
+        } else if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            for c in completions {
+                var record = Record(prompt: c.prompt, index: c.choice, text: c.text, finish_reason: c.finishReason.rawValue,
+                                    prompt_tokens: c.promptTokens, completion_tokens: c.tokens.count)
+                record.logprobs = c.logprobs?.map { .init(token: $0.text, logprob: $0.logprob,
+                                                          top: $0.alternatives.map { .init(token: $0.text, logprob: $0.logprob) }) }
+                print(String(decoding: try encoder.encode(record), as: UTF8.self))
+            }
+        } else {
+            for c in completions {
+                print("--- prompt \(c.prompt + 1), completion \(c.choice + 1) (\(c.finishReason.rawValue))")
+                print(c.text)
+            }
+        }
+        let generated = completions.reduce(0) { $0 + $1.tokens.count }
+        FileHandle.standardError.write(Data(String(format: "%d tokens in %.2f s (%.1f tokens/s)\n", generated, seconds,
+                                                   Double(generated) / seconds).utf8))
+    }
+
+    struct Record: Encodable {
+        struct Alternative: Encodable { var token: String; var logprob: Float }
+        struct Logprob: Encodable { var token: String; var logprob: Float; var top: [Alternative] }
+        var prompt: Int
+        var index: Int
+        var text: String
+        var finish_reason: String
+        var prompt_tokens: Int
+        var completion_tokens: Int
+        var logprobs: [Logprob]?
+    }
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+/// Set by SIGINT; the training loop checks it after each step.
+nonisolated(unsafe) private var interruptRequested = false
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Pretrain a GPT on a prepared data directory (next-token prediction).",
+        discussion: """
+        Settings come from --config (a JSON file with the field names of TrainingConfiguration, e.g. \
+        {"preset": "baby", "maxIterations": 2000}) and then from flags, which win. The output directory gets \
+        last/ (the latest checkpoint: Hugging Face model files, tokenizer, optimizer and loop state), best/ (the \
+        model with the lowest validation loss), metrics.jsonl and loss.svg. --resume continues the run in --out \
+        exactly where it stopped. Ctrl-C writes a checkpoint and exits.
+        """
+    )
+
+    @Option(help: "JSON file with settings (flags override it).") var config: String?
+    @Option(help: "Model preset: \(GPTConfig.presets.keys.sorted().joined(separator: ", ")).") var preset: String?
+    @Option(help: "Number of layers (overrides the preset).") var layers: Int?
+    @Option(help: "Attention heads (overrides the preset).") var heads: Int?
+    @Option(help: "Embedding width (overrides the preset; MLP is 4x).") var width: Int?
+    @Option(help: "Context length and training window (overrides the preset).") var context: Int?
+    @Option(help: "Dropout probability.") var dropout: Float?
+    @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String?
+    @Option(help: "Output directory.") var out: String?
+    @Option(help: "scratch, or a model directory (SwiftGPT or Hugging Face GPT-2/OpenAI-GPT) to start from.") var initFrom: String?
+    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
+    @Option(help: "Sequences per micro-batch.") var batchSize: Int?
+    @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation: Int?
+    @Option(help: "Optimizer steps in all.") var maxIterations: Int?
+    @Option(help: "Peak learning rate.") var learningRate: Float?
+    @Option(help: "Learning rate at the end of the cosine decay.") var minLearningRate: Float?
+    @Option(help: "Linear warmup steps.") var warmupIterations: Int?
+    @Option(help: "Steps of cosine decay (default: max iterations).") var decayIterations: Int?
+    @Option(help: "AdamW beta1.") var beta1: Float?
+    @Option(help: "AdamW beta2.") var beta2: Float?
+    @Option(help: "AdamW epsilon.") var epsilon: Float?
+    @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float?
+    @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float?
+    @Option(help: "Steps between evaluations and checkpoints.") var evalInterval: Int?
+    @Option(help: "Batches per evaluation.") var evalIterations: Int?
+    @Option(help: "Steps between metric log lines.") var logInterval: Int?
+    @Option(help: "Random seed (weights, batches, dropout).") var seed: UInt64?
+
+    func settings() throws -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else { throw CommandError("cannot read \(config)") }
+            do { c = try JSONDecoder().decode(TrainingConfiguration.self, from: data) } catch {
+                throw CommandError("\(config): not a valid training configuration (\(error))")
+            }
+        }
+        if let preset { c.preset = preset }
+        if let layers { c.layers = layers }
+        if let heads { c.heads = heads }
+        if let width { c.width = width }
+        if let context { c.context = context }
+        if let dropout { c.dropout = dropout }
+        if let data { c.data = data }
+        if let out { c.out = out }
+        if let initFrom { c.initFrom = initFrom }
+        if let batchSize { c.batchSize = batchSize }
+        if let gradientAccumulation { c.gradientAccumulation = gradientAccumulation }
+        if let maxIterations { c.maxIterations = maxIterations }
+        if let learningRate { c.learningRate = learningRate }
+        if let minLearningRate { c.minLearningRate = minLearningRate }
+        if let warmupIterations { c.warmupIterations = warmupIterations }
+        if let decayIterations { c.decayIterations = decayIterations }
+        if let beta1 { c.beta1 = beta1 }
+        if let beta2 { c.beta2 = beta2 }
+        if let epsilon { c.epsilon = epsilon }
+        if let weightDecay { c.weightDecay = weightDecay }
+        if let gradientClip { c.gradientClip = gradientClip }
+        if let evalInterval { c.evalInterval = evalInterval }
+        if let evalIterations { c.evalIterations = evalIterations }
+        if let logInterval { c.logInterval = logInterval }
+        if let seed { c.seed = seed }
+        return c
+    }
+
+    func run() throws {
+        let trainer: Trainer
+        if resume {
+            guard let out else { throw ValidationError("--resume needs --out, the directory of the run to continue") }
+            trainer = try Trainer.resume(output: URL(fileURLWithPath: out), maxIterations: maxIterations)
+            print("resuming \(out) at step \(trainer.step)")
+        } else {
+            trainer = try Trainer(configuration: settings())
+        }
+        let c = trainer.configuration, m = trainer.model.config
+        print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
+        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed)")
+        signal(SIGINT) { _ in interruptRequested = true }
+        let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
+        let start = Date()
+        let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in
+            switch event {
+            case .step(let r):
+                let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step", r.loss, r.tokensPerSecond, r.milliseconds)
+                if let bar { bar.update(r.step, detail: detail) } else if r.step % c.logInterval == 0 {
+                    print(String(format: "step %d/%d: %@, lr %.2e", r.step, c.maxIterations, detail, r.learningRate))
+                }
+            case .evaluation(let step, let trainLoss, let valLoss):
+                if bar != nil { print("") }
+                print(String(format: "step %d: train loss %.4f, val loss %.4f (%.1f s)", step, trainLoss, valLoss, Date().timeIntervalSince(start)))
+            case .checkpoint:
+                break
+            }
+            fflush(stdout)
+        }
+        bar?.finish()
+        let outDir = c.out
+        switch outcome {
+        case .finished:
+            print(String(format: "done in %.1f s; checkpoints in %@/last and %@/best, metrics in %@/metrics.jsonl, curve in %@/loss.svg",
+                         Date().timeIntervalSince(start), outDir, outDir, outDir, outDir))
+        case .interrupted:
+            print("interrupted at step \(trainer.step); checkpoint written to \(outDir)/last (continue with --resume --out \(outDir))")
+        }
+    }
+}
