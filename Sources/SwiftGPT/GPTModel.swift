@@ -15,9 +15,6 @@ public final class GPTModel {
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
     /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. `extraParameters` adds task-head
     /// parameters (initialised N(0, 0.02) if matrices, 0 otherwise) to the same arena so one optimizer steps all.
-    /// Changes the dropout probability (the only setting that may differ between training runs of one model).
-    public func setDropout(_ probability: Float) { config.dropout = probability }
-
     public init(config: GPTConfig, seed: UInt64 = 0, extraParameters: [(name: String, shape: [Int])] = []) throws {
         try config.validate()
         self.config = config
@@ -39,6 +36,9 @@ public final class GPTModel {
             }
         }
     }
+
+    /// Changes the dropout probability (the only setting that may differ between training runs of one model).
+    public func setDropout(_ probability: Float) { config.dropout = probability }
 
     /// Names and shapes of the model's parameters, in arena order.
     public static func parameterShapes(_ c: GPTConfig) -> [(name: String, shape: [Int])] {

@@ -88,7 +88,11 @@ public final class Trainer {
         dropoutRandom = state?.dropoutRandom ?? SeededRandom(seed: configuration.seed &+ 1)
         bestValLoss = state?.bestValLoss
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        try Metrics.keep(upTo: step, in: output)
+        if state == nil {
+            try? FileManager.default.removeItem(at: Metrics.url(output))
+        } else {
+            try Metrics.keep(upTo: step, in: output)
+        }
     }
 
     /// Runs until `maxIterations` steps are done, or `shouldStop` says so after a step (then a checkpoint is
@@ -137,7 +141,7 @@ public final class Trainer {
         let loss = lossSum / Float(c.gradientAccumulation)
         let norm = c.gradientClip > 0 ? model.parameters.clipGradientNorm(to: c.gradientClip) : model.parameters.gradientNorm()
         guard loss.isFinite, norm.isFinite else {
-            throw TrainingError(message: "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. The last checkpoint in \(output.appendingPathComponent("last").path) is kept.")
+            throw TrainingError(message: "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. \(keptCheckpointNote)")
         }
         optimizer.step(learningRate: c.learningRate(at: step))
         step += 1
@@ -161,6 +165,9 @@ public final class Trainer {
 
     private func evaluateAndCheckpoint(_ events: (Event) -> Void) throws {
         let trainLoss = try estimateLoss(train, salt: 1), valLoss = try estimateLoss(val, salt: 2)
+        guard trainLoss.isFinite, valLoss.isFinite else {
+            throw TrainingError(message: "step \(step): the evaluation loss is \(trainLoss.isFinite ? valLoss : trainLoss); stopping. \(keptCheckpointNote)")
+        }
         events(.evaluation(step: step, trainLoss: trainLoss, valLoss: valLoss))
         try Metrics.append(["step": step, "eval_train_loss": Double(trainLoss), "val_loss": Double(valLoss)], in: output)
         if bestValLoss.map({ valLoss < $0 }) ?? true {
@@ -171,6 +178,12 @@ public final class Trainer {
             }
         }
         if step > 0 { try saveCheckpoint(events) }
+    }
+
+    private var keptCheckpointNote: String {
+        let last = output.appendingPathComponent("last")
+        return FileManager.default.fileExists(atPath: last.path)
+            ? "The last checkpoint, \(last.path), is kept." : "No checkpoint was written before this step."
     }
 
     private func saveCheckpoint(_ events: (Event) -> Void) throws {

@@ -73,7 +73,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check(batchSize > 0, "batch size must be positive")
         try check(gradientAccumulation > 0, "gradient accumulation must be positive")
         try check(maxIterations >= 0, "max iterations must not be negative")
-        try check(learningRate >= 0 && minLearningRate >= 0, "learning rates must not be negative")
+        try check(learningRate >= 0 && minLearningRate >= 0 && learningRate.isFinite && minLearningRate.isFinite,
+                  "learning rates must be finite and not negative")
         try check(warmupIterations >= 0, "warmup iterations must not be negative")
         try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "betas must be in [0, 1)")
         try check(epsilon > 0, "epsilon must be positive")

@@ -90,20 +90,23 @@ extension BPETokenizer {
     /// Writes `vocab.json` and `merges.txt` into `directory`, atomically.
     public func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let (vocabulary, merges) = try vocabularyFiles()
+        try AtomicFile.write(vocabulary, to: directory.appendingPathComponent("vocab.json"))
+        try AtomicFile.write(merges, to: directory.appendingPathComponent("merges.txt"))
+    }
+
+    /// The contents of `vocab.json` and `merges.txt`.
+    func serialized() throws -> (Data, Data) {
         var vocabulary: [String: Int] = [:]
+        let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         for id in 0..<vocabularySize {
-            if let special = specialTokens.first(where: { $0.value == Int32(id) }) {
-                vocabulary[special.key] = id
-            } else {
-                vocabulary[ByteLevel.encode(bytes(of: Int32(id)))] = id
-            }
+            vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id
         }
         let json = try JSONSerialization.data(withJSONObject: vocabulary, options: [.sortedKeys, .withoutEscapingSlashes])
-        try AtomicFile.write(json, to: directory.appendingPathComponent("vocab.json"))
         var text = "#version: 0.2\n"
         for (left, right) in merges {
             text += ByteLevel.encode(bytes(of: left)) + " " + ByteLevel.encode(bytes(of: right)) + "\n"
         }
-        try AtomicFile.write(Data(text.utf8), to: directory.appendingPathComponent("merges.txt"))
+        return (json, Data(text.utf8))
     }
 }

@@ -4,7 +4,7 @@ import TensorCore
 
 /// Byte-level BPE as in GPT-2: GPT-2's pre-tokenization, then rank-ordered merges over each piece's bytes.
 /// Tokens that are neither single bytes nor made by a merge are special tokens (such as `<|endoftext|>`).
-public final class BPETokenizer: Tokenizer {
+public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     public let kind: String
     public let vocabularySize: Int
     public let endOfText: Int32?
@@ -18,6 +18,9 @@ public final class BPETokenizer: Tokenizer {
     private let byteTokens: [Int32]
     private let pieces: ByteStringTable
     private let mergeTable: MergeTable
+    /// The vocabulary files, made on the first save (checkpoints save the tokenizer many times).
+    private var files: (Data, Data)?
+    private let filesLock = NSLock()
 
     /// Builds a tokenizer from each id's bytes (nil for special tokens, given by `specialTokens`) and the merges.
     /// Every merge's result must be the concatenation of its two tokens.
@@ -224,6 +227,16 @@ public final class BPETokenizer: Tokenizer {
     /// The bytes of one token.
     public func bytes(of id: Int32) -> ArraySlice<UInt8> {
         tokenBytes[tokenOffsets[Int(id)]..<tokenOffsets[Int(id) + 1]]
+    }
+
+    /// The vocabulary files' contents, computed once.
+    func vocabularyFiles() throws -> (Data, Data) {
+        filesLock.lock()
+        defer { filesLock.unlock() }
+        if let files { return files }
+        let made = try serialized()
+        files = made
+        return made
     }
 
     /// Whether `id` is a special token.

@@ -1,0 +1,171 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import Tokenizers
+import XCTest
+
+final class GenerationTests: XCTestCase {
+    func randomIDs(_ count: Int, vocabulary: Int, seed: UInt64) -> [Int32] {
+        var random = SeededRandom(seed: seed)
+        return (0..<count).map { _ in Int32(random.nextInt(below: vocabulary)) }
+    }
+
+    func testCachedLogitsEqualFullForwardForBothLayouts() throws {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false)] {
+            let model = try GPTModel(config: config, seed: 9)
+            let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
+            let full = logits(model, ids, batch: 1)
+            let v = config.vocabularySize
+            let session = InferenceSession(model: model, sequences: 1)
+            var cached = try session.feed([(0, Array(ids[0..<5]))]).scalars
+            for t in 5..<ids.count { cached += try session.feed([(0, [ids[t]])]).scalars }
+            let expected = Array(full.scalars[(4 * v)...])
+            XCTAssertEqual(cached.count, expected.count)
+            for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(config.layout)") }
+        }
+    }
+
+    func testRaggedBatchEqualsOneSequenceAtATime() throws {
+        let model = try GPTModel(config: tinyConfig(), seed: 2)
+        let a = randomIDs(7, vocabulary: 23, seed: 1), b = randomIDs(3, vocabulary: 23, seed: 2)
+        let together = InferenceSession(model: model, sequences: 2)
+        let first = try together.feed([(0, a), (1, b)]).scalars
+        let second = try together.feed([(1, [5]), (0, [6])]).scalars
+        let alone = InferenceSession(model: model, sequences: 1)
+        let expectedB = try alone.feed([(0, b)]).scalars, expectedB2 = try alone.feed([(0, [5])]).scalars
+        alone.reset(sequence: 0)
+        let expectedA = try alone.feed([(0, a)]).scalars, expectedA2 = try alone.feed([(0, [6])]).scalars
+        for (x, y) in zip(first, expectedA + expectedB) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+        for (x, y) in zip(second, expectedB2 + expectedA2) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+    }
+
+    func testMatrixVectorKernelsMatchAReference() {
+        var random = SeededRandom(seed: 8)
+        for (rows, k, n) in [(1, 37, 53), (3, 64, 100), (8, 19, 16), (5, 128, 129)] {
+            let x = Tensor.normal(shape: [rows, k], using: &random), w = Tensor.normal(shape: [k, n], using: &random)
+            let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
+            let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])
+            MatrixVector.multiply(x.pointer, rows: rows, w.pointer, k: k, n: n, bias: bias.pointer, into: y.pointer)
+            MatrixVector.multiplyTransposed(x.pointer, rows: rows, wt.pointer, k: k, n: n, into: yt.pointer)
+            for r in 0..<rows {
+                for j in 0..<n {
+                    var s = Double(bias.pointer[j]), st = 0.0
+                    for i in 0..<k {
+                        s += Double(x.pointer[r * k + i]) * Double(w.pointer[i * n + j])
+                        st += Double(x.pointer[r * k + i]) * Double(wt.pointer[j * k + i])
+                    }
+                    XCTAssertEqual(Double(y.pointer[r * n + j]), s, accuracy: 1e-4)
+                    XCTAssertEqual(Double(yt.pointer[r * n + j]), st, accuracy: 1e-4)
+                }
+            }
+        }
+    }
+
+    /// A GPT-2-vocabulary model small enough for tests, with the GPT-2 tokenizer.
+    func gpt2Sized() throws -> Generator {
+        var config = tinyConfig()
+        config.vocabularySize = 50257
+        config.contextLength = 64
+        return Generator(model: try GPTModel(config: config, seed: 5), tokenizer: try TokenizerLoading.gpt2())
+    }
+
+    func testGreedyIsTheArgmaxLoopAndTopKOneIsGreedy() throws {
+        let model = try GPTModel(config: tinyConfig(), seed: 3)
+        let generator = Generator(model: model, tokenizer: try CharacterTokenizer(characters: (0..<23).map { Unicode.Scalar(UInt8(97 + $0)) }))
+        var options = SamplingOptions()
+        options.temperature = 0
+        options.maxNewTokens = 8
+        let prompt: [Int32] = [1, 2, 3]
+        let greedy = try generator.generate(prompts: [prompt], options: options)[0]
+        var ids = prompt
+        for _ in 0..<8 {
+            let row = Array(logits(model, ids, batch: 1).scalars.suffix(23))
+            ids.append(Int32(row.indices.max { row[$0] < row[$1] }!))
+        }
+        XCTAssertEqual(greedy.tokens, Array(ids.suffix(8)))
+        XCTAssertEqual(greedy.finishReason, .length)
+        options.temperature = 1
+        options.topK = 1
+        XCTAssertEqual(try generator.generate(prompts: [prompt], options: options)[0].tokens, greedy.tokens)
+    }
+
+    func testSeedsCompletionsAndContextLimits() throws {
+        let generator = try gpt2Sized()
+        var options = SamplingOptions()
+        options.maxNewTokens = 10
+        options.stopAtEndOfText = false
+        options.seed = 42
+        options.count = 3
+        options.topP = 0.9
+        options.minP = 0.01
+        options.repetitionPenalty = 1.3
+        options.frequencyPenalty = 0.5
+        options.logprobs = 2
+        let prompt = try generator.tokenizer.encode("Hello")
+        let first = try generator.generate(prompts: [prompt], options: options)
+        let again = try generator.generate(prompts: [prompt], options: options)
+        XCTAssertEqual(first.map(\.tokens), again.map(\.tokens), "same seed, same completions")
+        XCTAssertEqual(Set(first.map(\.tokens)).count, 3, "the n completions differ")
+        XCTAssertEqual(first[0].logprobs?.count, 10)
+        XCTAssertEqual(first[0].logprobs?[0].alternatives.count, 2)
+
+        let long = [Int32](repeating: 15496, count: 70)
+        XCTAssertThrowsError(try generator.generate(prompts: [long], options: options)) {
+            XCTAssertTrue("\($0)".contains("context"), "\($0)")
+        }
+        options.truncateLeft = true
+        options.count = 1
+        let truncated = try generator.generate(prompts: [long], options: options)[0]
+        XCTAssertEqual(truncated.promptTokens, 64)
+        XCTAssertEqual(truncated.finishReason, .length)
+        XCTAssertEqual(truncated.tokens.count, 1, "a full context leaves room for one token")
+
+        options.topP = 1.5
+        XCTAssertThrowsError(try generator.generate(prompts: [prompt], options: options))
+        options.topP = 1
+        options.temperature = -1
+        XCTAssertThrowsError(try generator.generate(prompts: [prompt], options: options))
+    }
+
+    func testStopSequencesAcrossTokensAndStreamingDeltas() throws {
+        let generator = try gpt2Sized()
+        var options = SamplingOptions()
+        options.maxNewTokens = 40
+        options.stopAtEndOfText = false
+        options.seed = 7
+        let prompt = try generator.tokenizer.encode("Once")
+        let free = try generator.generate(prompts: [prompt], options: options)[0]
+        // Choose a stop string that straddles the boundary of the 3rd and 4th generated tokens.
+        let bytes = try generator.tokenizer.decodeBytes(Array(free.tokens[0..<4]))
+        let third = try generator.tokenizer.decodeBytes(Array(free.tokens[0..<3])).count
+        let stopBytes = Array(bytes[(third - 1)...(third)])
+        guard let stop = String(validating: stopBytes, as: UTF8.self) else { throw XCTSkip("boundary bytes are not text") }
+        options.stop = [stop]
+        var deltas: [String] = []
+        let stopped = try generator.generate(prompts: [prompt], options: options) { event in
+            if case .text(_, _, let delta) = event { deltas.append(delta) }
+        }[0]
+        XCTAssertEqual(stopped.finishReason, .stop)
+        XCTAssertFalse(stopped.text.contains(stop))
+        XCTAssertTrue(free.text.hasPrefix(stopped.text))
+        XCTAssertEqual(deltas.joined(), stopped.text, "the streamed text is the completion")
+    }
+
+    func testStreamIsAnAsyncSequenceOfTheSameEvents() async throws {
+        let generator = try gpt2Sized()
+        var options = SamplingOptions()
+        options.maxNewTokens = 12
+        options.seed = 1
+        let prompt = try generator.tokenizer.encode("Hi")
+        let expected = try generator.generate(prompts: [prompt], options: options)[0]
+        var text = "", finished: Completion?
+        for try await event in generator.stream(prompts: [prompt], options: options) {
+            switch event {
+            case .text(_, _, let delta): text += delta
+            case .finished(let completion): finished = completion
+            }
+        }
+        XCTAssertEqual(text, expected.text)
+        XCTAssertEqual(finished?.tokens, expected.tokens)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import Tokenizers
+import XCTest
+
+final class TrainingTests: XCTestCase {
+    /// A small corpus written to `folder/corpus.txt`.
+    func corpus(in folder: URL) throws -> URL {
+        var random = SeededRandom(seed: 3)
+        let words = ["the ", "king ", "and ", "queen ", "of ", "hearts\n", "said ", "nothing. "]
+        let text = (0..<3000).map { _ in words[random.nextInt(below: words.count)] }.joined()
+        let url = folder.appendingPathComponent("corpus.txt")
+        try Data(text.utf8).write(to: url)
+        return url
+    }
+
+    func settings(data: URL, out: URL) -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.data = data.path
+        c.out = out.path
+        c.layers = 2
+        c.heads = 2
+        c.width = 32
+        c.context = 16
+        c.dropout = 0.1
+        c.batchSize = 4
+        c.gradientAccumulation = 2
+        c.maxIterations = 12
+        c.warmupIterations = 3
+        c.evalInterval = 4
+        c.evalIterations = 2
+        c.logInterval = 1
+        return c
+    }
+
+    func testPrepareWritesSplitsAndRejectsBadInput() throws {
+        let folder = try temporaryDirectory(self)
+        let text = try corpus(in: folder)
+        let tokenizer = try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)])
+        let out = folder.appendingPathComponent("data")
+        let meta = try DataPreparation.prepare(files: [text], tokenizer: tokenizer, output: out)
+        let train = try TokenFile(contentsOf: out.appendingPathComponent("train.bin"))
+        let val = try TokenFile(contentsOf: out.appendingPathComponent("val.bin"))
+        XCTAssertEqual(train.bytesPerToken, 2)
+        XCTAssertEqual(train.count + val.count, try String(contentsOf: text, encoding: .utf8).unicodeScalars.count)
+        XCTAssertEqual(val.count, meta.valTokens)
+        XCTAssertEqual(Double(val.count) / Double(train.count + val.count), 0.1, accuracy: 0.001)
+        XCTAssertEqual(try tokenizer.decode(train.ids() + val.ids()), try String(contentsOf: text, encoding: .utf8))
+        XCTAssertEqual(try DataPreparation.meta(in: out), meta)
+
+        let empty = folder.appendingPathComponent("empty.txt"), binary = folder.appendingPathComponent("binary.txt")
+        try Data().write(to: empty)
+        try Data([0x66, 0xFF, 0xFE]).write(to: binary)
+        let nothing = folder.appendingPathComponent("nothing")
+        for (file, message) in [(empty, "empty"), (binary, "UTF-8"), (folder.appendingPathComponent("missing.txt"), "cannot read")] {
+            XCTAssertThrowsError(try DataPreparation.prepare(files: [text, file], tokenizer: tokenizer, output: nothing)) {
+                XCTAssertTrue("\($0)".contains(message) && "\($0)".contains(file.lastPathComponent), "\($0)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: nothing.path), "no partial output")
+        }
+        var corrupt = try Data(contentsOf: out.appendingPathComponent("train.bin"))
+        corrupt.removeLast(3)
+        try corrupt.write(to: folder.appendingPathComponent("corrupt.bin"))
+        XCTAssertThrowsError(try TokenFile(contentsOf: folder.appendingPathComponent("corrupt.bin"))) {
+            XCTAssertTrue("\($0)".contains("truncated"), "\($0)")
+        }
+    }
+
+    func testLearningRateScheduleWarmsUpThenDecays() {
+        var c = TrainingConfiguration()
+        c.learningRate = 1e-3
+        c.minLearningRate = 1e-4
+        c.warmupIterations = 100
+        c.maxIterations = 2000
+        XCTAssertEqual(c.learningRate(at: 0), 1e-3 / 101, accuracy: 1e-9)
+        XCTAssertEqual(c.learningRate(at: 100), 1e-3, accuracy: 1e-9)
+        XCTAssertEqual(c.learningRate(at: 1050), 5.5e-4, accuracy: 1e-7)
+        XCTAssertEqual(c.learningRate(at: 2000), 1e-4, accuracy: 1e-9)
+        XCTAssertEqual(c.learningRate(at: 5000), 1e-4)
+    }
+
+    func testResumedRunIsBitIdenticalToAnUninterruptedOne() throws {
+        let folder = try temporaryDirectory(self)
+        let text = try corpus(in: folder)
+        let data = folder.appendingPathComponent("data")
+        _ = try DataPreparation.prepare(files: [text], tokenizer: try TokenizerLoading.gpt2(), output: data)
+
+        let straight = try Trainer(configuration: settings(data: data, out: folder.appendingPathComponent("a")))
+        XCTAssertEqual(try straight.run(), .finished)
+
+        let interrupted = try Trainer(configuration: settings(data: data, out: folder.appendingPathComponent("b")))
+        XCTAssertEqual(try interrupted.run(shouldStop: { interrupted.step == 7 }), .interrupted)
+        XCTAssertEqual(interrupted.step, 7)
+        let resumed = try Trainer.resume(output: folder.appendingPathComponent("b"))
+        XCTAssertEqual(resumed.step, 7)
+        XCTAssertEqual(try resumed.run(), .finished)
+
+        XCTAssertEqual(resumed.model.parameters.values.scalars, straight.model.parameters.values.scalars)
+        XCTAssertEqual(resumed.optimizer.secondMoment.scalars, straight.optimizer.secondMoment.scalars)
+        let metrics = { (name: String) -> [String] in
+            // Everything but the timings.
+            try String(contentsOf: folder.appendingPathComponent("\(name)/metrics.jsonl"), encoding: .utf8)
+                .split(separator: "\n").map { line in
+                    var record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                    record["tokens_per_s"] = nil
+                    record["ms_per_step"] = nil
+                    return String(decoding: try JSONSerialization.data(withJSONObject: record, options: .sortedKeys), as: UTF8.self)
+                }
+        }
+        XCTAssertEqual(try metrics("b"), try metrics("a"), "the resumed run's log reads as one run")
+        for file in ["last/model.safetensors", "last/config.json", "last/vocab.json", "best/model.safetensors", "loss.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("a/\(file)").path), file)
+        }
+        // The saved model loads for inference with its tokenizer.
+        let (model, tokenizer) = try ModelLoading.load(folder.appendingPathComponent("a/last").path)
+        XCTAssertEqual(model.parameters.values.scalars, straight.model.parameters.values.scalars)
+        XCTAssertEqual(tokenizer.vocabularySize, 50257)
+    }
+
+    func testNonFiniteLossStopsNamingTheStepAndKeepsTheCheckpoint() throws {
+        let folder = try temporaryDirectory(self)
+        let text = try corpus(in: folder)
+        let data = folder.appendingPathComponent("data")
+        _ = try DataPreparation.prepare(files: [text], tokenizer: try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)]), output: data)
+        var c = settings(data: data, out: folder.appendingPathComponent("run"))
+        c.maxIterations = 2
+        c.evalInterval = 1
+        XCTAssertEqual(try Trainer(configuration: c).run(), .finished)
+        XCTAssertEqual(try TrainingCheckpoint.loadState(from: folder.appendingPathComponent("run/last")).step, 2)
+        // A learning rate that blows the weights up: the next evaluation stops the run; the good checkpoint stays.
+        c.learningRate = 1e30
+        c.warmupIterations = 0
+        c.gradientClip = 0
+        c.maxIterations = 4
+        c.initFrom = folder.appendingPathComponent("run/last").path
+        XCTAssertThrowsError(try Trainer(configuration: c).run()) { error in
+            XCTAssertTrue("\(error)".contains("step 1") && "\(error)".contains("is kept"), "\(error)")
+        }
+        XCTAssertEqual(try TrainingCheckpoint.loadState(from: folder.appendingPathComponent("run/last")).step, 2)
+    }
+}
