@@ -45,9 +45,14 @@ public final class Generator: @unchecked Sendable {
     public let model: GPTModel
     public let tokenizer: any Tokenizer
 
+    /// The decoding copy of the weights, shared by every call.
+    private let weights: DecodeWeights
+
+    /// A generator for `model` as it is now (its weights are copied for decoding).
     public init(model: GPTModel, tokenizer: any Tokenizer) {
         self.model = model
         self.tokenizer = tokenizer
+        weights = DecodeWeights(model: model)
     }
 
     /// One sequence being generated.
@@ -98,7 +103,7 @@ public final class Generator: @unchecked Sendable {
                                           sampler: TokenSampler(options: options, stream: UInt64(slot))))
             }
         }
-        let session = InferenceSession(model: model, sequences: sequences.count)
+        let session = InferenceSession(model: model, sequences: sequences.count, weights: weights)
         var results: [Completion?] = Array(repeating: nil, count: sequences.count)
         if options.echo {
             for s in sequences { onEvent(.text(prompt: s.prompt, choice: s.choice, delta: try tokenizer.decode(s.promptTokens))) }

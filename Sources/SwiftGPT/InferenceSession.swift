@@ -11,17 +11,22 @@ public final class InferenceSession {
     public private(set) var lengths: [Int]
     private let keys: [Tensor]
     private let values: [Tensor]
+    private let weights: DecodeWeights
 
     /// Rows up to this count go through the matrix-vector kernels; more rows use the BLAS.
     static let matrixVectorRows = 8
 
-    public init(model: GPTModel, sequences: Int) {
+    /// A session with room for `sequences` sequences. `weights` (the model's matrices repacked for decoding) may be
+    /// shared by many sessions; they are made from the model's current values when not given.
+    public init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
         self.model = model
+        self.weights = weights ?? DecodeWeights(model: model)
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         let c = model.config
-        keys = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: [sequences, c.contextLength, c.embeddingWidth]) }
-        values = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: [sequences, c.contextLength, c.embeddingWidth]) }
+        let shape = [sequences, c.headCount, c.contextLength, c.headWidth]
+        keys = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: shape) }
+        values = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: shape) }
     }
 
     /// Empties a slot so it can hold a new sequence.
@@ -63,16 +68,14 @@ public final class InferenceSession {
             }
             func attention(_ v: Variable) -> Variable {
                 let qkv = project(v.value, prefix + "attn.c_attn")
-                let k = keys[layer].pointer, vv = values[layer].pointer
-                let stride = c.contextLength * width
+                let cache = CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer,
+                                                  heads: c.headCount, capacity: c.contextLength, headWidth: c.headWidth)
                 for r in 0..<rows {
-                    let slot = rowSequence[r] * stride + rowPosition[r] * width
-                    (k + slot).update(from: qkv.pointer + r * 3 * width + width, count: width)
-                    (vv + slot).update(from: qkv.pointer + r * 3 * width + 2 * width, count: width)
+                    let row = qkv.pointer + r * 3 * width
+                    cache.store(key: row + width, value: row + 2 * width, sequence: rowSequence[r], position: rowPosition[r])
                 }
                 let heads = Tensor(uninitializedShape: [rows, width])
-                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, heads: c.headCount,
-                                       cache: .init(keys: k, values: vv, sequenceStride: stride, width: width),
+                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache,
                                        sequences: rowSequence, positions: rowPosition, into: heads.pointer)
                 return Variable(project(heads, prefix + "attn.c_proj"))
             }
@@ -102,8 +105,7 @@ public final class InferenceSession {
         let head = (c.tiedOutputEmbedding ? p["wte.weight"] : p["lm_head.weight"]).value
         let logits = Tensor(uninitializedShape: [entries.count, c.vocabularySize])
         if entries.count <= Self.matrixVectorRows {
-            MatrixVector.multiplyTransposed(final.value.pointer, rows: entries.count, head.pointer, k: width,
-                                            n: c.vocabularySize, into: logits.pointer)
+            MatrixVector.multiply(final.value.pointer, rows: entries.count, weights.head, bias: nil, into: logits.pointer)
         } else {
             BLAS.gemm(transposeB: true, m: entries.count, n: c.vocabularySize, k: width, a: final.value.pointer, lda: width,
                       b: head.pointer, ldb: width, c: logits.pointer, ldc: c.vocabularySize)
@@ -117,12 +119,34 @@ public final class InferenceSession {
         let rows = x.count / w.shape[0], k = w.shape[0], n = w.shape[1]
         let y = Tensor(uninitializedShape: [rows, n])
         if rows <= Self.matrixVectorRows {
-            MatrixVector.multiply(x.pointer, rows: rows, w.pointer, k: k, n: n, bias: b.pointer, into: y.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[name]!, bias: b.pointer, into: y.pointer)
         } else {
             for r in 0..<rows { (y.pointer + r * n).update(from: b.pointer, count: n) }
             BLAS.gemm(m: rows, n: n, k: k, a: x.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
         }
         return y
+    }
+}
+
+/// The model's Conv1D matrices repacked for the decoding kernel (`MatrixVector.PackedMatrix`). They copy the
+/// weights: make new ones after the model is trained further.
+public final class DecodeWeights: @unchecked Sendable {
+    let matrices: [String: MatrixVector.PackedMatrix]
+    /// The output layer (the token embedding when tied), transposed.
+    let head: MatrixVector.PackedMatrix
+
+    public init(model: GPTModel) {
+        var matrices: [String: MatrixVector.PackedMatrix] = [:]
+        for layer in 0..<model.config.layerCount {
+            for name in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] {
+                let w = model.parameters["h.\(layer).\(name).weight"].value
+                matrices["h.\(layer).\(name)"] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1])
+            }
+        }
+        self.matrices = matrices
+        let c = model.config
+        let head = (c.tiedOutputEmbedding ? model.parameters["wte.weight"] : model.parameters["lm_head.weight"]).value
+        self.head = MatrixVector.packTransposed(head.pointer, n: c.vocabularySize, k: c.embeddingWidth)
     }
 }
 

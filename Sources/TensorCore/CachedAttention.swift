@@ -1,26 +1,46 @@
 /// Attention of new query rows over a key/value cache, for incremental decoding (no gradient).
 public enum CachedAttention {
-    /// Where the cache lives: for sequence s and position p, the keys of all heads are the `width` floats at
-    /// `keys + s * sequenceStride + p * width` (values alike); head h uses floats h·d ..< (h+1)·d of that row.
+    /// Where the cache lives: layout [sequence, head, position, d], so that one head's keys (and values) are
+    /// contiguous and stream in order. The key of sequence s, head h, position p is the d floats at
+    /// `keys + ((s * heads + h) * capacity + p) * d`.
     public struct Cache {
-        public let keys: UnsafePointer<Float>
-        public let values: UnsafePointer<Float>
-        public let sequenceStride: Int
-        public let width: Int
+        public let keys: UnsafeMutablePointer<Float>
+        public let values: UnsafeMutablePointer<Float>
+        public let heads: Int
+        /// Positions per sequence.
+        public let capacity: Int
+        /// Floats per head (d).
+        public let headWidth: Int
 
-        public init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, sequenceStride: Int, width: Int) {
+        public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, capacity: Int, headWidth: Int) {
             self.keys = keys
             self.values = values
-            self.sequenceStride = sequenceStride
-            self.width = width
+            self.heads = heads
+            self.capacity = capacity
+            self.headWidth = headWidth
+        }
+
+        /// Offset of (sequence, head, position).
+        @inline(__always)
+        public func offset(_ sequence: Int, _ head: Int, _ position: Int) -> Int {
+            ((sequence * heads + head) * capacity + position) * headWidth
+        }
+
+        /// Stores the key and value rows (all heads, `heads * d` floats each) of one position.
+        public func store(key: UnsafePointer<Float>, value: UnsafePointer<Float>, sequence: Int, position: Int) {
+            for h in 0..<heads {
+                let o = offset(sequence, h, position)
+                (keys + o).update(from: key + h * headWidth, count: headWidth)
+                (values + o).update(from: value + h * headWidth, count: headWidth)
+            }
         }
     }
 
     /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, 0...p_r, h]ᵀ / √d) · V[s_r, 0...p_r, h],
-    /// with q read from `queries + r * queryStride` and out written to `output + r * cache.width`.
-    public static func attend(queries: UnsafePointer<Float>, queryStride: Int, heads: Int, cache: Cache,
+    /// with q read from `queries + r * queryStride` and out written to `output + r * heads * d`.
+    public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache,
                               sequences: [Int], positions: [Int], into output: UnsafeMutablePointer<Float>) {
-        let rows = sequences.count, d = cache.width / heads
+        let rows = sequences.count, heads = cache.heads, d = cache.headWidth
         let scale = 1 / Float(d).squareRoot()
         let longest = (positions.max() ?? 0) + 1
         sequences.withUnsafeBufferPointer { sequences in
@@ -31,13 +51,14 @@ public enum CachedAttention {
                     for item in range {
                         let r = item / heads, h = item % heads
                         let q = queries + r * queryStride + h * d
-                        let base = sequences[r] * cache.sequenceStride + h * d
+                        let base = cache.offset(sequences[r], h, 0)
                         let count = positions[r] + 1
-                        for j in 0..<count { scores[j] = q.dot(cache.keys + base + j * cache.width, d) * scale }
+                        let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
+                        for j in 0..<count { scores[j] = q.dot(k + j * d, d) * scale }
                         causalSoftmaxRow(scores, valid: count, length: count)
-                        let o = output + r * cache.width + h * d
+                        let o = output + r * heads * d + h * d
                         o.update(repeating: 0, count: d)
-                        for j in 0..<count { o.axpy(scores[j], cache.values + base + j * cache.width, d) }
+                        for j in 0..<count { o.axpy(scores[j], v + j * d, d) }
                     }
                 }
             }

@@ -1,126 +1,123 @@
 /// Products of a few rows with a weight matrix, for decoding: each weight is read from memory once per call and
 /// streamed at full bandwidth (a BLAS sgemm with one row is several times slower here).
 public enum MatrixVector {
-    /// out[r, :] = bias + x[r, :] · w for `rows` rows; x is [rows, k], w is [k, n], out is [rows, n].
-    public static func multiply(_ x: UnsafePointer<Float>, rows: Int, _ w: UnsafePointer<Float>, k: Int, n: Int,
+    /// A [k, n] weight matrix repacked for `multiply`: column blocks of 32, each stored as k contiguous rows of 32
+    /// floats, so that one block streams from memory in order (the last block is zero-padded).
+    public struct PackedMatrix: @unchecked Sendable {
+        public let k: Int
+        public let n: Int
+        let storage: UnsafeMutablePointer<Float>
+        private let owner: Tensor
+
+        public init(_ w: UnsafePointer<Float>, k: Int, n: Int) {
+            self.k = k
+            self.n = n
+            let blocks = (n + 31) / 32
+            owner = Tensor(shape: [blocks * k * 32])
+            storage = owner.pointer
+            let storage = storage
+            Parallel.forEach(blocks, costPerItem: 32 * k) { range in
+                for b in range {
+                    let width = min(32, n - b * 32)
+                    for i in 0..<k { (storage + (b * k + i) * 32).update(from: w + i * n + b * 32, count: width) }
+                }
+            }
+        }
+
+        /// Packs the transpose of `w` ([n, k]).
+        init(transposing w: UnsafePointer<Float>, n: Int, k: Int) {
+            self.k = k
+            self.n = n
+            let blocks = (n + 31) / 32
+            owner = Tensor(shape: [blocks * k * 32])
+            storage = owner.pointer
+            let storage = storage
+            Parallel.forEach(blocks, costPerItem: 32 * k) { range in
+                for b in range {
+                    for j in 0..<min(32, n - b * 32) {
+                        let row = w + (b * 32 + j) * k, column = storage + b * k * 32 + j
+                        for i in 0..<k { column[i * 32] = row[i] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transpose of `w` ([n, k], one row per output, as a tied embedding), packed.
+    public static func packTransposed(_ w: UnsafePointer<Float>, n: Int, k: Int) -> PackedMatrix {
+        PackedMatrix(transposing: w, n: n, k: k)
+    }
+
+    /// out[r, :] = bias + x[r, :] · w for `rows` ≤ 8 rows; x is [rows, k], out is [rows, n].
+    /// Column blocks are split between cores; each block is read from memory once for all rows.
+    public static func multiply(_ x: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-        let blocks = (n + 15) / 16
-        Parallel.forEach(blocks, costPerItem: 16 * k * max(rows, 2) / 2) { range in
-            let lo = range.lowerBound * 16, hi = min(n, range.upperBound * 16)
-            // Column panels small enough that the output rows stay in L1 while the weight rows stream past.
-            let panel = 512
-            var p0 = lo
-            while p0 < hi {
-                let p1 = min(hi, p0 + panel)
-                for r in 0..<rows {
-                    let o = out + r * n
-                    if let bias { for j in p0..<p1 { o[j] = bias[j] } } else { for j in p0..<p1 { o[j] = 0 } }
-                }
-                var i = 0
-                while i + 4 <= k {
-                    let w0 = w + i * n, w1 = w0 + n, w2 = w1 + n, w3 = w2 + n
+        precondition(rows >= 1 && rows <= 8, "multiply takes 1...8 rows")
+        let k = w.k, n = w.n, blocks = (n + 31) / 32
+        Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * 32) { scratch in
+                for b in range {
+                    let width = min(32, n - b * 32)
+                    let direct = width == 32
+                    let target = direct ? out + b * 32 : scratch.baseAddress!
+                    let stride = direct ? n : 32
                     for r in 0..<rows {
-                        let xr = x + r * k + i
-                        accumulate4(out + r * n, w0, w1, w2, w3, xr[0], xr[1], xr[2], xr[3], p0, p1)
+                        let o = target + r * stride
+                        if let bias { o.update(from: bias + b * 32, count: width) } else { o.update(repeating: 0, count: width) }
+                        if !direct { (o + width).update(repeating: 0, count: 32 - width) }
                     }
-                    i += 4
-                }
-                while i < k {
-                    let wi = w + i * n
-                    for r in 0..<rows {
-                        let a = x[r * k + i], o = out + r * n
-                        for j in p0..<p1 { o[j] += a * wi[j] }
+                    block(x, rows, k, w.storage + b * k * 32, target, stride)
+                    if !direct {
+                        for r in 0..<rows { (out + r * n + b * 32).update(from: target + r * 32, count: width) }
                     }
-                    i += 1
                 }
-                p0 = p1
             }
         }
     }
 
+    /// out[r, 0..<32] += Σ_i x[r, i] · block[i, 0..<32] for `rows` ≤ 8 rows; the block is k rows of 32 floats,
+    /// x has row stride k, out has row stride `stride`. The 8 × 32 outputs stay in registers.
     @inline(__always)
-    private static func accumulate4(_ o: UnsafeMutablePointer<Float>, _ w0: UnsafePointer<Float>, _ w1: UnsafePointer<Float>,
-                                    _ w2: UnsafePointer<Float>, _ w3: UnsafePointer<Float>,
-                                    _ a0: Float, _ a1: Float, _ a2: Float, _ a3: Float, _ lo: Int, _ hi: Int) {
-        var j = lo
-        let v0 = SIMD16<Float>(repeating: a0), v1 = SIMD16<Float>(repeating: a1)
-        let v2 = SIMD16<Float>(repeating: a2), v3 = SIMD16<Float>(repeating: a3)
-        while j + 16 <= hi {
-            var acc = UnsafeRawPointer(o + j).loadUnaligned(as: SIMD16<Float>.self)
-            acc.addProduct(v0, UnsafeRawPointer(w0 + j).loadUnaligned(as: SIMD16<Float>.self))
-            acc.addProduct(v1, UnsafeRawPointer(w1 + j).loadUnaligned(as: SIMD16<Float>.self))
-            acc.addProduct(v2, UnsafeRawPointer(w2 + j).loadUnaligned(as: SIMD16<Float>.self))
-            acc.addProduct(v3, UnsafeRawPointer(w3 + j).loadUnaligned(as: SIMD16<Float>.self))
-            UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: SIMD16<Float>.self)
-            j += 16
-        }
-        while j < hi {
-            o[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
-            j += 1
-        }
-    }
-
-    /// out[r, v] = x[r, :] · w[v, :] for `rows` rows; x is [rows, k], w is [n, k] (one row per output, as a tied
-    /// embedding), out is [rows, n].
-    public static func multiplyTransposed(_ x: UnsafePointer<Float>, rows: Int, _ w: UnsafePointer<Float>, k: Int, n: Int,
-                                          into out: UnsafeMutablePointer<Float>) {
-        Parallel.forEach(n, costPerItem: k * max(rows, 2) / 2) { range in
-            var r0 = 0
-            while r0 < rows {
-                // Up to four input rows at a time against two weight rows: eight accumulators.
-                let count = min(4, rows - r0)
-                var v = range.lowerBound
-                while v + 2 <= range.upperBound {
-                    dots(x + r0 * k, count, w + v * k, w + (v + 1) * k, k) { r, d0, d1 in
-                        out[(r0 + r) * n + v] = d0
-                        out[(r0 + r) * n + v + 1] = d1
-                    }
-                    v += 2
-                }
-                if v < range.upperBound {
-                    dots(x + r0 * k, count, w + v * k, w + v * k, k) { r, d0, _ in out[(r0 + r) * n + v] = d0 }
-                }
-                r0 += count
+    private static func block(_ x: UnsafePointer<Float>, _ rows: Int, _ k: Int, _ w: UnsafePointer<Float>,
+                              _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+        @inline(__always) func store(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
+        let zero = SIMD16<Float>()
+        var a0 = load(out), a1 = load(out + 16)
+        var b0 = zero, b1 = zero, c0 = zero, c1 = zero, d0 = zero, d1 = zero
+        var e0 = zero, e1 = zero, f0 = zero, f1 = zero, g0 = zero, g1 = zero, h0 = zero, h1 = zero
+        if rows > 1 { b0 = load(out + stride); b1 = load(out + stride + 16) }
+        if rows > 2 { c0 = load(out + 2 * stride); c1 = load(out + 2 * stride + 16) }
+        if rows > 3 { d0 = load(out + 3 * stride); d1 = load(out + 3 * stride + 16) }
+        if rows > 4 { e0 = load(out + 4 * stride); e1 = load(out + 4 * stride + 16) }
+        if rows > 5 { f0 = load(out + 5 * stride); f1 = load(out + 5 * stride + 16) }
+        if rows > 6 { g0 = load(out + 6 * stride); g1 = load(out + 6 * stride + 16) }
+        if rows > 7 { h0 = load(out + 7 * stride); h1 = load(out + 7 * stride + 16) }
+        if rows == 1 {
+            for i in 0..<k {
+                let xa = SIMD16<Float>(repeating: x[i])
+                a0.addProduct(xa, load(w + i * 32)); a1.addProduct(xa, load(w + i * 32 + 16))
+            }
+        } else {
+            for i in 0..<k {
+                let w0 = load(w + i * 32), w1 = load(w + i * 32 + 16)
+                var v = SIMD16<Float>(repeating: x[i]); a0.addProduct(v, w0); a1.addProduct(v, w1)
+                v = SIMD16<Float>(repeating: x[k + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
+                if rows > 2 { v = SIMD16<Float>(repeating: x[2 * k + i]); c0.addProduct(v, w0); c1.addProduct(v, w1) }
+                if rows > 3 { v = SIMD16<Float>(repeating: x[3 * k + i]); d0.addProduct(v, w0); d1.addProduct(v, w1) }
+                if rows > 4 { v = SIMD16<Float>(repeating: x[4 * k + i]); e0.addProduct(v, w0); e1.addProduct(v, w1) }
+                if rows > 5 { v = SIMD16<Float>(repeating: x[5 * k + i]); f0.addProduct(v, w0); f1.addProduct(v, w1) }
+                if rows > 6 { v = SIMD16<Float>(repeating: x[6 * k + i]); g0.addProduct(v, w0); g1.addProduct(v, w1) }
+                if rows > 7 { v = SIMD16<Float>(repeating: x[7 * k + i]); h0.addProduct(v, w0); h1.addProduct(v, w1) }
             }
         }
-    }
-
-    @inline(__always)
-    private static func dots(_ x: UnsafePointer<Float>, _ rows: Int, _ wa: UnsafePointer<Float>, _ wb: UnsafePointer<Float>,
-                             _ k: Int, _ result: (Int, Float, Float) -> Void) {
-        var a = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
-        var b = a
-        var i = 0
-        while i + 16 <= k {
-            let va = UnsafeRawPointer(wa + i).loadUnaligned(as: SIMD16<Float>.self)
-            let vb = UnsafeRawPointer(wb + i).loadUnaligned(as: SIMD16<Float>.self)
-            let x0 = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            a.0.addProduct(va, x0); b.0.addProduct(vb, x0)
-            if rows > 1 {
-                let x1 = UnsafeRawPointer(x + k + i).loadUnaligned(as: SIMD16<Float>.self)
-                a.1.addProduct(va, x1); b.1.addProduct(vb, x1)
-            }
-            if rows > 2 {
-                let x2 = UnsafeRawPointer(x + 2 * k + i).loadUnaligned(as: SIMD16<Float>.self)
-                a.2.addProduct(va, x2); b.2.addProduct(vb, x2)
-            }
-            if rows > 3 {
-                let x3 = UnsafeRawPointer(x + 3 * k + i).loadUnaligned(as: SIMD16<Float>.self)
-                a.3.addProduct(va, x3); b.3.addProduct(vb, x3)
-            }
-            i += 16
-        }
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8) { sums in
-            sums[0] = a.0.sum(); sums[1] = b.0.sum(); sums[2] = a.1.sum(); sums[3] = b.1.sum()
-            sums[4] = a.2.sum(); sums[5] = b.2.sum(); sums[6] = a.3.sum(); sums[7] = b.3.sum()
-            while i < k {
-                for r in 0..<rows {
-                    sums[2 * r] += wa[i] * x[r * k + i]
-                    sums[2 * r + 1] += wb[i] * x[r * k + i]
-                }
-                i += 1
-            }
-            for r in 0..<rows { result(r, sums[2 * r], sums[2 * r + 1]) }
-        }
+        store(a0, out); store(a1, out + 16)
+        if rows > 1 { store(b0, out + stride); store(b1, out + stride + 16) }
+        if rows > 2 { store(c0, out + 2 * stride); store(c1, out + 2 * stride + 16) }
+        if rows > 3 { store(d0, out + 3 * stride); store(d1, out + 3 * stride + 16) }
+        if rows > 4 { store(e0, out + 4 * stride); store(e1, out + 4 * stride + 16) }
+        if rows > 5 { store(f0, out + 5 * stride); store(f1, out + 5 * stride + 16) }
+        if rows > 6 { store(g0, out + 6 * stride); store(g1, out + 6 * stride + 16) }
+        if rows > 7 { store(h0, out + 7 * stride); store(h1, out + 7 * stride + 16) }
     }
 }

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure speed (build with -c release for meaningful figures).",
-        subcommands: [TrainBench.self, ForwardBench.self, TokenizerBench.self]
+        subcommands: [TrainBench.self, ForwardBench.self, GenerateBench.self, TokenizerBench.self]
     )
 }
 
@@ -105,5 +105,43 @@ struct ForwardBench: ParsableCommand {
         print(String(format: "forward %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
                      model.preset, batch, model.seq, seconds * 1000, Double(batch * model.seq) / seconds,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
+    }
+}
+
+struct GenerateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate", abstract: "Decoding speed with the key/value cache, at batch 1 and at a larger batch.")
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Prompt length in tokens.") var promptTokens = 16
+    @Option(help: "New tokens per sequence.") var newTokens = 128
+    @Option(help: "Batch sizes to measure.") var batch: [Int] = [1, 8]
+
+    func run() throws {
+        var c = try GPTConfig.preset(model.preset)
+        c.dropout = 0
+        guard promptTokens > 0, newTokens > 0, promptTokens + newTokens <= c.contextLength else {
+            throw ValidationError("need prompt + new tokens within the context of \(c.contextLength)")
+        }
+        let gpt = try GPTModel(config: c, seed: model.seed)
+        let weightBytes = Double(gpt.parameters.count * 4)
+        print(String(format: "model: %@, %d parameters (%.0f MB of fp32 weights read per decoding step)", model.preset,
+                     gpt.parameters.count, weightBytes / 1e6))
+        let weights = DecodeWeights(model: gpt)
+        for b in batch where b > 0 {
+            let session = InferenceSession(model: gpt, sequences: b, weights: weights)
+            let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }
+            let prefill = try Benchmark.time { _ = try session.feed(prompts) }
+            var next = (0..<b).map { _ in Int32(0) }
+            var times: [Double] = []
+            for _ in 0..<newTokens {
+                var logits: Tensor?
+                times.append(try Benchmark.time { logits = try session.feed((0..<b).map { ($0, [next[$0]]) }) })
+                for s in 0..<b { next[s] = Int32(argmax(Array(UnsafeBufferPointer(start: logits!.pointer + s * c.vocabularySize, count: c.vocabularySize)))) }
+            }
+            let total = times.reduce(0, +), perStep = total / Double(newTokens)
+            print(String(format: "batch %d: %.1f tokens/s (%.2f ms/step, %.1f GB/s of weights; prefill of %d tokens %.1f ms)",
+                         b, Double(b * newTokens) / total, perStep * 1000, weightBytes / perStep / 1e9, promptTokens * b, prefill * 1000))
+        }
     }
 }

@@ -41,12 +41,12 @@ final class GenerationTests: XCTestCase {
 
     func testMatrixVectorKernelsMatchAReference() {
         var random = SeededRandom(seed: 8)
-        for (rows, k, n) in [(1, 37, 53), (3, 64, 100), (8, 19, 16), (5, 128, 129)] {
+        for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200)] {
             let x = Tensor.normal(shape: [rows, k], using: &random), w = Tensor.normal(shape: [k, n], using: &random)
             let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
             let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])
-            MatrixVector.multiply(x.pointer, rows: rows, w.pointer, k: k, n: n, bias: bias.pointer, into: y.pointer)
-            MatrixVector.multiplyTransposed(x.pointer, rows: rows, wt.pointer, k: k, n: n, into: yt.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(w.pointer, k: k, n: n), bias: bias.pointer, into: y.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.packTransposed(wt.pointer, n: n, k: k), bias: nil, into: yt.pointer)
             for r in 0..<rows {
                 for j in 0..<n {
                     var s = Double(bias.pointer[j]), st = 0.0
