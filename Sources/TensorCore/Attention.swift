@@ -21,11 +21,15 @@ extension Tape {
                     let b = bh / heads, h = bh % heads
                     let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
                     let p = pp + bh * square
-                    BLAS.gemm(transposeB: true, m: length, n: length, k: d, alpha: scale, a: q, lda: stride,
-                              b: k, ldb: stride, c: p, ldc: length)
-                    for i in 0..<length { causalSoftmaxRow(p + i * length, valid: i + 1, length: length) }
-                    BLAS.gemm(m: length, n: d, k: length, a: p, lda: length, b: v, ldb: stride,
-                              c: yp + b * length * width + h * d, ldc: width)
+                    // Row blocks: block [r0, r1) only sees keys before r1, so the masked triangle is never computed.
+                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                        let r1 = min(length, r0 + causalBlock)
+                        BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
+                                  b: k, ldb: stride, c: p + r0 * length, ldc: length)
+                        for i in r0..<r1 { causalSoftmaxRow(p + i * length, valid: i + 1, length: length) }
+                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: p + r0 * length, lda: length, b: v, ldb: stride,
+                                  c: yp + (b * length + r0) * width + h * d, ldc: width)
+                    }
                 }
             }
         }
@@ -43,11 +47,15 @@ extension Tape {
                         let q = q0 + offset, k = q + width, v = q + 2 * width
                         let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
                         let p = pp + bh * square, dout = dy + b * length * width + h * d
-                        // dP = dO · Vᵀ ; dV = Pᵀ · dO
-                        BLAS.gemm(transposeB: true, m: length, n: length, k: d, a: dout, lda: width, b: v, ldb: stride,
-                                  c: dp, ldc: length)
-                        BLAS.gemm(transposeA: true, m: length, n: d, k: length, a: p, lda: length, b: dout, ldb: width,
-                                  beta: beta, c: dv, ldc: stride)
+                        // dP = dO · Vᵀ (row blocks see keys before their end only); dV = Pᵀ · dO (column blocks
+                        // get contributions from later rows only).
+                        for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                            let r1 = min(length, r0 + causalBlock)
+                            BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, a: dout + r0 * width, lda: width,
+                                      b: v, ldb: stride, c: dp + r0 * length, ldc: length)
+                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: p + r0 * length + r0, lda: length,
+                                      b: dout + r0 * width, ldb: width, beta: beta, c: dv + r0 * stride, ldc: stride)
+                        }
                         // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
                         for i in 0..<length {
                             let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = i + 1
@@ -57,11 +65,14 @@ extension Tape {
                             }
                             (dr + valid).update(repeating: 0, count: length - valid)
                         }
-                        // dQ = dS · K ; dK = dSᵀ · Q
-                        BLAS.gemm(m: length, n: d, k: length, a: dp, lda: length, b: k, ldb: stride,
-                                  beta: beta, c: dq, ldc: stride)
-                        BLAS.gemm(transposeA: true, m: length, n: d, k: length, a: dp, lda: length, b: q, ldb: stride,
-                                  beta: beta, c: dk, ldc: stride)
+                        // dQ = dS · K ; dK = dSᵀ · Q, blocked as above.
+                        for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                            let r1 = min(length, r0 + causalBlock)
+                            BLAS.gemm(m: r1 - r0, n: d, k: r1, a: dp + r0 * length, lda: length, b: k, ldb: stride,
+                                      beta: beta, c: dq + r0 * stride, ldc: stride)
+                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: dp + r0 * length + r0, lda: length,
+                                      b: q + r0 * stride, ldb: stride, beta: beta, c: dk + r0 * stride, ldc: stride)
+                        }
                     }
                     withExtendedLifetime(scratch) {}
                 }
@@ -70,6 +81,10 @@ extension Tape {
         return out
     }
 }
+
+/// Rows per block in causal attention: large enough for efficient products, small enough to skip most of the
+/// masked triangle.
+let causalBlock = 64
 
 /// Softmax of the first `valid` entries of a row in place; entries from `valid` to `length` become 0 (masked).
 @inline(__always)
