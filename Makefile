@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test demo bench bench-pytorch clean
+.PHONY: all deps build test demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -23,20 +23,28 @@ test: deps
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build
 
-# The main job until pretraining lands: check parity with Hugging Face, then time training steps of the baby GPT.
+# The main job: nanoGPT's "baby GPT" recipe on Tiny Shakespeare at character level, then a sample.
+DEMO = .build/demo
 demo: build
-	@for f in gpt2-tiny openai-gpt-tiny gpt2-doubleheads-tiny; do \
-		echo "== gpt parity $(GOLDEN)/$$f"; $(GPT) parity $(GOLDEN)/$$f | tail -1 || exit 1; done
-	$(GPT) bench train --preset baby --batch 12 --seq 64 --steps 20
+	$(GPT) prepare --tokenizer char --out $(DEMO)/shakespeare-char data/tinyshakespeare/input.txt
+	$(GPT) train --config configs/baby-shakespeare-char.json
+	$(GPT) sample --model $(DEMO)/baby --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --top-k 200 --seed 1337 --sliding-window
 
 bench: build
 	$(GPT) bench train --preset gpt2 --batch 4 --seq 256
 	$(GPT) bench train --preset baby --batch 12 --seq 64 --steps 20
 	$(GPT) bench forward --preset gpt2 --seq 512
+	$(GPT) bench generate --preset gpt2 --prompt-tokens 16 --new-tokens 128
+	$(GPT) bench tokenizer --file data/tinyshakespeare/input.txt
 
-# The same shapes in PyTorch (needs: pip install torch).
+# The same shapes in PyTorch, and the demo's recipe in a PyTorch re-implementation of nanoGPT
+# (needs: pip install torch transformers).
 bench-pytorch:
 	python3 scripts/bench_pytorch.py
+
+demo-pytorch: build
+	$(GPT) prepare --tokenizer char --out $(DEMO)/shakespeare-char data/tinyshakespeare/input.txt
+	python3 scripts/nanogpt_baby.py data/tinyshakespeare/input.txt
 
 clean:
 	rm -rf .build

@@ -52,16 +52,34 @@ public final class AdamW {
         let p = parameters.values.pointer, g = parameters.gradients.pointer
         let m = firstMoment.pointer, v = secondMoment.pointer
         let decayFactor = 1 - lr * s.weightDecay
-        for r in decayed {
-            forEachChunk(r.count) { lo, hi in for i in (r.lowerBound + lo)..<(r.lowerBound + hi) { p[i] *= decayFactor } }
-        }
         let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon
+        let decayed = decayed
+        // One pass over memory: within each chunk, decay the parts that belong to decayed parameters, then apply
+        // the Adam update (16 lanes at a time; the same arithmetic as the scalar formula, no fused operations).
         forEachChunk(parameters.count) { lo, hi in
-            for i in lo..<hi {
+            for r in decayed where r.lowerBound < hi && r.upperBound > lo {
+                for i in max(lo, r.lowerBound)..<min(hi, r.upperBound) { p[i] *= decayFactor }
+            }
+            typealias V = SIMD16<Float>
+            var i = lo
+            while i + 16 <= hi {
+                let grad = UnsafeRawPointer(g + i).loadUnaligned(as: V.self)
+                var mi = UnsafeRawPointer(m + i).loadUnaligned(as: V.self)
+                var vi = UnsafeRawPointer(v + i).loadUnaligned(as: V.self)
+                mi += (1 - b1) * (grad - mi)
+                vi = b2 * vi + (1 - b2) * grad * grad
+                let pi = UnsafeRawPointer(p + i).loadUnaligned(as: V.self) - stepSize * mi / (vi.squareRoot() / root2 + eps)
+                UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: V.self)
+                UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: V.self)
+                UnsafeMutableRawPointer(p + i).storeBytes(of: pi, as: V.self)
+                i += 16
+            }
+            while i < hi {
                 let grad = g[i]
                 m[i] += (1 - b1) * (grad - m[i])
                 v[i] = b2 * v[i] + (1 - b2) * grad * grad
                 p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
+                i += 1
             }
         }
     }

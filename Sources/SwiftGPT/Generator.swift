@@ -67,6 +67,8 @@ public final class Generator: @unchecked Sendable {
         var logprobs: [TokenLogprob] = []
         var finish: FinishReason?
         var stopAt: Int?
+        /// What the next decoding step feeds for this sequence.
+        var nextInput: [Int32] = []
 
         init(prompt: Int, choice: Int, slot: Int, promptTokens: [Int32], sampler: TokenSampler) {
             self.prompt = prompt
@@ -125,7 +127,7 @@ public final class Generator: @unchecked Sendable {
                 try accept(token, into: s, options: options, stops: stops, session: session, onEvent: onEvent)
             }
             active = active.filter { $0.finish == nil }
-            feed = active.map { (sequence: $0.slot, tokens: [$0.tokens.last!]) }
+            feed = active.map { (sequence: $0.slot, tokens: $0.nextInput) }
         }
         for s in sequences {
             let completion = try finish(s, options: options)
@@ -143,13 +145,22 @@ public final class Generator: @unchecked Sendable {
         } else {
             s.tokens.append(token)
             s.counts[token, default: 0] += 1
+            s.nextInput = [token]
             s.bytes += try tokenizer.decodeBytes([token])
             if let match = Self.firstMatch(of: stops, in: s.bytes, from: max(0, s.emitted - (stops.map(\.count).max() ?? 0))) {
                 s.stopAt = match
                 s.finish = .stop
-            } else if s.tokens.count >= options.maxNewTokens || session.lengths[s.slot] >= model.config.contextLength {
+            } else if s.tokens.count >= options.maxNewTokens {
                 s.finish = .length
+            } else if session.lengths[s.slot] >= model.config.contextLength {
+                if options.slidingWindow {
+                    session.reset(sequence: s.slot)
+                    s.nextInput = Array((s.promptTokens + s.tokens).suffix(max(1, model.config.contextLength / 2)))
+                } else {
+                    s.finish = .length
+                }
             }
+
         }
         // Text is final up to the last complete character, less any tail that may begin a stop sequence.
         var end = s.stopAt ?? StreamingDecoder.completePrefixLength(s.bytes)

@@ -35,6 +35,9 @@ public struct SamplingOptions: Sendable, Equatable {
     public var echo = false
     /// Cut prompts longer than the context from the left instead of rejecting them.
     public var truncateLeft = false
+    /// When the context is full, keep generating from its last half (as nanoGPT's sampler crops its input)
+    /// instead of ending with `length`.
+    public var slidingWindow = false
 
     public init() {}
 

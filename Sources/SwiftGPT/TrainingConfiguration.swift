@@ -39,6 +39,46 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case preset, layers, heads, width, context, dropout, data, out, initFrom, batchSize, gradientAccumulation
+        case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
+        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed
+    }
+
+    /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
+    /// field is an error, so a misspelt setting is not silently ignored.
+    public init(from decoder: Decoder) throws {
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
+            throw DecodingError.dataCorrupted(.init(codingPath: [unknown], debugDescription: "unknown setting '\(unknown.stringValue)'; known: \(known.sorted().joined(separator: ", "))"))
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        var d = TrainingConfiguration()
+        func read<T: Decodable>(_ key: CodingKeys, _ target: inout T) throws {
+            if let value = try c.decodeIfPresent(T.self, forKey: key) { target = value }
+        }
+        func read<T: Decodable>(_ key: CodingKeys, _ target: inout T?) throws {
+            if let value = try c.decodeIfPresent(T.self, forKey: key) { target = value }
+        }
+        try read(.preset, &d.preset); try read(.layers, &d.layers); try read(.heads, &d.heads)
+        try read(.width, &d.width); try read(.context, &d.context); try read(.dropout, &d.dropout)
+        try read(.data, &d.data); try read(.out, &d.out); try read(.initFrom, &d.initFrom)
+        try read(.batchSize, &d.batchSize); try read(.gradientAccumulation, &d.gradientAccumulation)
+        try read(.maxIterations, &d.maxIterations); try read(.learningRate, &d.learningRate)
+        try read(.minLearningRate, &d.minLearningRate); try read(.warmupIterations, &d.warmupIterations)
+        try read(.decayIterations, &d.decayIterations); try read(.beta1, &d.beta1); try read(.beta2, &d.beta2)
+        try read(.epsilon, &d.epsilon); try read(.weightDecay, &d.weightDecay); try read(.gradientClip, &d.gradientClip)
+        try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
+        try read(.logInterval, &d.logInterval); try read(.seed, &d.seed)
+        self = d
+    }
+
     /// Learning rate at `step`: linear warmup, then cosine decay to the minimum (nanoGPT's schedule).
     public func learningRate(at step: Int) -> Float {
         if step < warmupIterations { return learningRate * Float(step + 1) / Float(warmupIterations + 1) }

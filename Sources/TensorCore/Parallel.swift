@@ -10,7 +10,7 @@ public enum Parallel {
     }()
 
     /// Waking another core costs tens of microseconds, so loops below this many element-operations run serially.
-    public static let minimumParallelWork = 32_768
+    public static let minimumParallelWork = 131_072
 
     /// Runs `body` over disjoint subranges covering `0..<count`, in parallel when `count * costPerItem` is large
     /// enough to pay for waking the other cores. `body` must only write to memory owned by its subrange.

@@ -36,6 +36,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Report log-probabilities with this many alternatives (with --json).") var logprobs: Int?
     @Flag(help: "Include the prompt in the output.") var echo = false
     @Option(help: "\"left\": cut prompts longer than the context from the left instead of failing.") var truncate: String?
+    @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
 
     struct PromptLine: Decodable { var prompt: String }
@@ -63,6 +64,7 @@ struct GenerateCommand: ParsableCommand {
         o.seed = seed
         o.logprobs = logprobs
         o.echo = echo
+        o.slidingWindow = slidingWindow
         if let truncate {
             guard truncate == "left" else { throw ValidationError("--truncate takes \"left\"") }
             o.truncateLeft = true

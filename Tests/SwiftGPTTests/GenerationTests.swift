@@ -120,6 +120,11 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(truncated.finishReason, .length)
         XCTAssertEqual(truncated.tokens.count, 1, "a full context leaves room for one token")
 
+        options.slidingWindow = true
+        options.maxNewTokens = 30
+        let sliding = try generator.generate(prompts: [long], options: options)[0]
+        XCTAssertEqual(sliding.tokens.count, 30, "a sliding window goes past the context")
+
         options.topP = 1.5
         XCTAssertThrowsError(try generator.generate(prompts: [prompt], options: options))
         options.topP = 1
