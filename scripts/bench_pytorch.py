@@ -61,10 +61,24 @@ def forward(preset, seq, steps):
     print(f"pytorch forward {preset} s{seq}: median {ms:.1f} ms, {seq / ms * 1000:.0f} tokens/s (prefill)")
 
 
+def generate(preset, prompt_tokens, new_tokens, batch):
+    model, config = model_for(preset)
+    model.eval()
+    ids = torch.randint(0, config.vocab_size, (batch, prompt_tokens))
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)  # warm-up
+        start = time.perf_counter()
+        model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                       pad_token_id=0)
+        seconds = time.perf_counter() - start
+    print(f"pytorch generate {preset} batch {batch}: {batch * new_tokens / seconds:.1f} tokens/s "
+          f"({seconds / new_tokens * 1000:.2f} ms/step incl. prefill of {prompt_tokens} tokens)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", nargs="?", default="all",
-                        choices=["all", "train-gpt2", "train-baby", "forward-gpt2"])
+                        choices=["all", "train-gpt2", "train-baby", "forward-gpt2", "generate-gpt2"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,7 +87,7 @@ def main():
     # Each measurement runs in its own process so that peak RSS belongs to that step alone.
     if args.what == "all":
         import subprocess
-        for what in ["train-gpt2", "train-baby", "forward-gpt2"]:
+        for what in ["train-gpt2", "train-baby", "forward-gpt2", "generate-gpt2"]:
             subprocess.run([sys.executable, __file__, what, "--threads", str(args.threads)], check=True)
     elif args.what == "train-gpt2":
         train("gpt2", 4, 256, 5)
@@ -81,6 +95,9 @@ def main():
         train("baby", 12, 64, 20)
     elif args.what == "forward-gpt2":
         forward("gpt2", 512, 5)
+    elif args.what == "generate-gpt2":
+        generate("gpt2", 16, 128, 1)
+        generate("gpt2", 16, 128, 8)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ final class GenerationTests: XCTestCase {
     }
 
     func testCachedLogitsEqualFullForwardForBothLayouts() throws {
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false)] {
+        var wide = tinyConfig()  // head width 64: the specialised attention kernel
+        wide.embeddingWidth = 128
+        wide.mlpWidth = 512
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide] {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
             let full = logits(model, ids, batch: 1)
