@@ -55,11 +55,16 @@ public final class Trainer {
         try self.init(configuration: configuration, model: model, state: nil)
     }
 
-    /// Continues the run whose checkpoint is `output/last`, exactly where it stopped.
+    /// Continues the run whose checkpoint is `output/last`, exactly where it stopped; `maxIterations` moves its end
+    /// (the learning-rate schedule stays the original one).
     public static func resume(output: URL, maxIterations: Int? = nil) throws -> Trainer {
         let last = output.appendingPathComponent("last")
         var state = try TrainingCheckpoint.loadState(from: last)
-        if let maxIterations { state.configuration.maxIterations = maxIterations }
+        if let maxIterations {
+            // A new end point keeps the learning-rate schedule the run started with.
+            if state.configuration.decayIterations == nil { state.configuration.decayIterations = state.configuration.maxIterations }
+            state.configuration.maxIterations = maxIterations
+        }
         state.configuration.out = output.path
         let model = try HuggingFaceCheckpoint.load(from: last)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
