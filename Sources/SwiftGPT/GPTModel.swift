@@ -125,20 +125,27 @@ public final class GPTModel {
                 return dropout(tape.linear(tape.gelu(h, approximation: c.activation),
                                            weight: parameters[p + "mlp.c_proj.weight"], bias: parameters[p + "mlp.c_proj.bias"]))
             }
-            switch c.layout {
-            case .preNorm:
-                x = tape.add(x, attention(norm(x, "ln_1")))
-                x = tape.add(x, mlp(norm(x, "ln_2")))
-            case .postNorm:
-                let n = norm(tape.add(x, attention(x)), "ln_1")
-                x = norm(tape.add(n, mlp(n)), "ln_2")
-            }
+            x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
             outputs.append(x)
         }
         let final = c.layout == .preNorm
             ? tape.layerNorm(x, weight: parameters["ln_f.weight"], bias: parameters["ln_f.bias"], epsilon: c.layerNormEpsilon)
             : x
         return Hidden(embeddings: embeddings, blockOutputs: outputs, final: final)
+    }
+
+    /// One transformer block around its sublayers: pre-LN (GPT-2: x + f(LN(x)) for attention, then the MLP) or
+    /// post-LN (GPT-1: LN(x + f(x)) for each). `norm(v, "ln_1" | "ln_2")` applies the block's LayerNorms.
+    static func block(_ x: Variable, layout: GPTConfig.Layout, tape: Tape, norm: (Variable, String) -> Variable,
+                      attention: (Variable) -> Variable, mlp: (Variable) -> Variable) -> Variable {
+        switch layout {
+        case .preNorm:
+            let h = tape.add(x, attention(norm(x, "ln_1")))
+            return tape.add(h, mlp(norm(h, "ln_2")))
+        case .postNorm:
+            let n = norm(tape.add(x, attention(x)), "ln_1")
+            return norm(tape.add(n, mlp(n)), "ln_2")
+        }
     }
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).

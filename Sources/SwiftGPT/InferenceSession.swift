@@ -83,14 +83,7 @@ public final class InferenceSession {
                 let h = tape.gelu(Variable(project(v.value, prefix + "mlp.c_fc")), approximation: c.activation)
                 return Variable(project(h.value, prefix + "mlp.c_proj"))
             }
-            switch c.layout {
-            case .preNorm:
-                x = tape.add(x, attention(norm(x, "ln_1")))
-                x = tape.add(x, mlp(norm(x, "ln_2")))
-            case .postNorm:
-                let n = norm(tape.add(x, attention(x)), "ln_1")
-                x = norm(tape.add(n, mlp(n)), "ln_2")
-            }
+            x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
         }
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
         // Only each entry's last row needs logits.

@@ -9,23 +9,25 @@ public enum MatrixVector {
         let storage: UnsafeMutablePointer<Float>
         private let owner: Tensor
 
+        /// Packs `w` ([k, n], row-major).
         public init(_ w: UnsafePointer<Float>, k: Int, n: Int) {
-            self.k = k
-            self.n = n
-            let blocks = (n + 31) / 32
-            owner = Tensor(shape: [blocks * k * 32])
-            storage = owner.pointer
-            let storage = storage
-            Parallel.forEach(blocks, costPerItem: 32 * k) { range in
-                for b in range {
-                    let width = min(32, n - b * 32)
-                    for i in 0..<k { (storage + (b * k + i) * 32).update(from: w + i * n + b * 32, count: width) }
-                }
+            self.init(k: k, n: n) { block, b, width in
+                for i in 0..<k { (block + i * 32).update(from: w + i * n + b * 32, count: width) }
             }
         }
 
         /// Packs the transpose of `w` ([n, k]).
         init(transposing w: UnsafePointer<Float>, n: Int, k: Int) {
+            self.init(k: k, n: n) { block, b, width in
+                for j in 0..<width {
+                    let row = w + (b * 32 + j) * k
+                    for i in 0..<k { block[i * 32 + j] = row[i] }
+                }
+            }
+        }
+
+        /// Allocates zeroed blocks and has `fill(block, index, width)` write each one, in parallel.
+        private init(k: Int, n: Int, fill: (UnsafeMutablePointer<Float>, Int, Int) -> Void) {
             self.k = k
             self.n = n
             let blocks = (n + 31) / 32
@@ -33,12 +35,7 @@ public enum MatrixVector {
             storage = owner.pointer
             let storage = storage
             Parallel.forEach(blocks, costPerItem: 32 * k) { range in
-                for b in range {
-                    for j in 0..<min(32, n - b * 32) {
-                        let row = w + (b * 32 + j) * k, column = storage + b * k * 32 + j
-                        for i in 0..<k { column[i * 32] = row[i] }
-                    }
-                }
+                for b in range { fill(storage + b * k * 32, b, min(32, n - b * 32)) }
             }
         }
     }
