@@ -116,7 +116,9 @@ public final class GPTModel {
             }
             func attention(_ v: Variable) -> Variable {
                 let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"], bias: parameters[p + "attn.c_attn.bias"])
-                let heads = tape.causalSelfAttention(qkv, heads: c.headCount)
+                let heads = applyDropout && c.dropout > 0
+                    ? tape.causalSelfAttention(qkv, heads: c.headCount, dropout: c.dropout, random: &random)
+                    : tape.causalSelfAttention(qkv, heads: c.headCount)
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }

@@ -7,27 +7,46 @@ extension Tape {
     /// them), each split into `heads` consecutive groups of `width / heads` columns. Returns `[batch, length, width]`:
     /// softmax(q·kᵀ / √d, causal) · v with the heads merged back. The attention probabilities are kept for backward.
     public func causalSelfAttention(_ qkv: Variable, heads: Int) -> Variable {
+        var unused = SeededRandom(seed: 0)
+        return causalSelfAttention(qkv, heads: heads, dropout: 0, random: &unused)
+    }
+
+    /// The same with dropout on the attention probabilities (as GPT-2's `attn_pdrop`): each is zeroed with
+    /// probability `dropout` and the rest scaled by 1 / (1 − dropout), drawn from `random`.
+    public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom) -> Variable {
         precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
                      "attention: qkv \(qkv.shape) is not [batch, length, 3·width] with width divisible by \(heads) heads")
         let batch = qkv.shape[0], length = qkv.shape[1], width = qkv.shape[2] / 3, d = width / heads
         let scale = 1 / Float(d).squareRoot()
         let y = Tensor(uninitializedShape: [batch, length, width])
         let probabilities = Tensor(uninitializedShape: [batch, heads, length, length])
-        let q0 = qkv.value.pointer, yp = y.pointer, pp = probabilities.pointer
+        // With dropout, the probabilities actually applied to v (zeroed or scaled) are kept as well.
+        let dropped = dropout > 0 ? Tensor(uninitializedShape: [batch, heads, length, length]) : probabilities
+        let seeds = dropout > 0 ? (0..<(batch * heads)).map { _ in random.next() } : []
+        let keep = 1 - dropout, inverseKeep = 1 / (1 - dropout)
+        let q0 = qkv.value.pointer, yp = y.pointer, pp = probabilities.pointer, dpp = dropped.pointer
         let stride = 3 * width, square = length * length
         BLAS.singleThreaded {
             Parallel.forEach(batch * heads, costPerItem: 2 * length * length * d) { range in
                 for bh in range {
                     let b = bh / heads, h = bh % heads
                     let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
-                    let p = pp + bh * square
+                    let p = pp + bh * square, applied = dpp + bh * square
+                    var headRandom = SeededRandom(seed: seeds.isEmpty ? 0 : seeds[bh])
                     // Row blocks: block [r0, r1) only sees keys before r1, so the masked triangle is never computed.
                     for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
                         let r1 = min(length, r0 + causalBlock)
                         BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
                                   b: k, ldb: stride, c: p + r0 * length, ldc: length)
-                        for i in r0..<r1 { causalSoftmaxRow(p + i * length, valid: i + 1, length: length) }
-                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: p + r0 * length, lda: length, b: v, ldb: stride,
+                        for i in r0..<r1 {
+                            causalSoftmaxRow(p + i * length, valid: i + 1, length: length)
+                            if dropout > 0 {
+                                for j in 0..<length {
+                                    applied[i * length + j] = j <= i && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
+                                }
+                            }
+                        }
+                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: applied + r0 * length, lda: length, b: v, ldb: stride,
                                   c: yp + (b * length + r0) * width + h * d, ldc: width)
                     }
                 }
@@ -35,7 +54,8 @@ extension Tape {
         }
         let out = output(y, inputs: [qkv])
         record(out) {
-            let pp = probabilities.pointer  // keeps the saved probabilities alive until backward
+            // Using the saved tensors here keeps them alive until backward.
+            let pp = probabilities.pointer, dpp = dropped.pointer
             let (dqkv, accumulate) = qkv.gradientTarget()
             let dy = out.grad!.pointer, dq0 = dqkv.pointer, beta: Float = accumulate ? 1 : 0
             BLAS.singleThreaded {
@@ -46,15 +66,19 @@ extension Tape {
                         let offset = b * length * stride + h * d
                         let q = q0 + offset, k = q + width, v = q + 2 * width
                         let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
-                        let p = pp + bh * square, dout = dy + b * length * width + h * d
+                        let p = pp + bh * square, applied = dpp + bh * square, dout = dy + b * length * width + h * d
                         // dP = dO · Vᵀ (row blocks see keys before their end only); dV = Pᵀ · dO (column blocks
                         // get contributions from later rows only).
                         for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
                             let r1 = min(length, r0 + causalBlock)
                             BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, a: dout + r0 * width, lda: width,
                                       b: v, ldb: stride, c: dp + r0 * length, ldc: length)
-                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: p + r0 * length + r0, lda: length,
+                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: applied + r0 * length + r0, lda: length,
                                       b: dout + r0 * width, ldb: width, beta: beta, c: dv + r0 * stride, ldc: stride)
+                        }
+                        if dropout > 0 {
+                            // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
+                            for i in 0..<square { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
                         }
                         // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
                         for i in 0..<length {

@@ -63,6 +63,20 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    func testAttentionWithDropout() {
+        // The same seed in every call gives the same mask, so finite differences apply.
+        checkGradients([randomTensor([2, 9, 3 * 8], seed: 21)], tolerance: 3e-2) { t, v in
+            var random = SeededRandom(seed: 5)
+            return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random)
+        }
+        // Dropout changes the output; probability 0 does not.
+        let x = Variable(randomTensor([1, 6, 12], seed: 22))
+        var random = SeededRandom(seed: 1)
+        let plain = Tape(recording: false).causalSelfAttention(x, heads: 1).value.scalars
+        XCTAssertNotEqual(Tape(recording: false).causalSelfAttention(x, heads: 1, dropout: 0.5, random: &random).value.scalars, plain)
+        XCTAssertEqual(Tape(recording: false).causalSelfAttention(x, heads: 1, dropout: 0, random: &random).value.scalars, plain)
+    }
+
     func testGradientsAccumulateAcrossCalls() {
         let x = Variable(randomTensor([3, 4], seed: 18), requiresGrad: true)
         for _ in 0..<2 {
