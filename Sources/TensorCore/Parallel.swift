@@ -9,7 +9,8 @@ public enum Parallel {
         return ProcessInfo.processInfo.activeProcessorCount
     }()
 
-    /// Waking another core costs tens of microseconds, so loops below this many element-operations run serially.
+    /// Handing work to another core costs microseconds (tens when its worker has gone to sleep), so loops below
+    /// this many element-operations run serially.
     public static let minimumParallelWork = 131_072
 
     /// Runs `body` over disjoint subranges covering `0..<count`, in parallel when `count * costPerItem` is large
@@ -21,7 +22,7 @@ public enum Parallel {
             if count > 0 { body(0..<count) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: tasks) { t in
+        WorkerPool.shared.run(tasks) { t in
             let lo = count * t / tasks, hi = count * (t + 1) / tasks
             if lo < hi { body(lo..<hi) }
         }
