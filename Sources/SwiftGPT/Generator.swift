@@ -55,8 +55,8 @@ public final class Generator: @unchecked Sendable {
         weights = DecodeWeights(model: model)
     }
 
-    /// One sequence being generated.
-    private final class Sequence {
+    /// One completion being generated.
+    private final class PendingCompletion {
         let prompt: Int, choice: Int, slot: Int
         let promptTokens: [Int32]
         var tokens: [Int32] = []
@@ -97,11 +97,11 @@ public final class Generator: @unchecked Sendable {
             }
         }
         let stops = options.stop.map { Array($0.utf8) }
-        var sequences: [Sequence] = []
+        var sequences: [PendingCompletion] = []
         for (p, prompt) in inputs.enumerated() {
             for choice in 0..<options.count {
                 let slot = sequences.count
-                sequences.append(Sequence(prompt: p, choice: choice, slot: slot, promptTokens: prompt,
+                sequences.append(PendingCompletion(prompt: p, choice: choice, slot: slot, promptTokens: prompt,
                                           sampler: TokenSampler(options: options, stream: UInt64(slot))))
             }
         }
@@ -138,7 +138,7 @@ public final class Generator: @unchecked Sendable {
     }
 
     /// Adds a sampled token to a sequence, emits the text that became final and decides whether it ends.
-    private func accept(_ token: Int32, into s: Sequence, options: SamplingOptions, stops: [[UInt8]],
+    private func accept(_ token: Int32, into s: PendingCompletion, options: SamplingOptions, stops: [[UInt8]],
                         session: InferenceSession, onEvent: (GenerationEvent) -> Void) throws {
         if options.stopAtEndOfText, token == tokenizer.endOfText {
             s.finish = .endOfText
@@ -160,7 +160,6 @@ public final class Generator: @unchecked Sendable {
                     s.finish = .length
                 }
             }
-
         }
         // Text is final up to the last complete character, less any tail that may begin a stop sequence.
         var end = s.stopAt ?? StreamingDecoder.completePrefixLength(s.bytes)
@@ -175,7 +174,7 @@ public final class Generator: @unchecked Sendable {
         }
     }
 
-    private func finish(_ s: Sequence, options: SamplingOptions) throws -> Completion {
+    private func finish(_ s: PendingCompletion, options: SamplingOptions) throws -> Completion {
         let body = s.bytes[..<(s.stopAt ?? s.bytes.count)]
         var text = String(decoding: body, as: UTF8.self)
         if options.echo { text = try tokenizer.decode(s.promptTokens) + text }

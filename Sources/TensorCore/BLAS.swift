@@ -70,14 +70,4 @@ public enum BLAS {
         return try body()
         #endif
     }
-
-    /// y = alpha · op(A) · x + beta · y, A stored m×n row-major.
-    @inline(__always)
-    public static func gemv(
-        transpose: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
-        x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>
-    ) {
-        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda),
-                    x, 1, beta, y, 1)
-    }
 }

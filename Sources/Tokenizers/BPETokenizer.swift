@@ -238,9 +238,6 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         files = made
         return made
     }
-
-    /// Whether `id` is a special token.
-    public func isSpecial(_ id: Int32) -> Bool { specialTokens.values.contains(id) }
 }
 
 extension ByteStringTable {
