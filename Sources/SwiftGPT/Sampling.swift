@@ -58,19 +58,20 @@ public struct SamplingOptions: Sendable, Equatable {
 }
 
 /// Turns a row of logits into the next token under `SamplingOptions`.
-struct TokenSampler {
+public struct TokenSampler {
     let options: SamplingOptions
     var random: SeededRandom
     private var scratch: [Float] = []
     private var order: [Int32] = []
 
-    init(options: SamplingOptions, stream: UInt64) {
+    /// A sampler whose random stream is fixed by the options' seed and `stream` (one per completion).
+    public init(options: SamplingOptions, stream: UInt64) {
         self.options = options
         random = SeededRandom(seed: options.seed &+ stream &* 0x9E37_79B9_7F4A_7C15)
     }
 
     /// Picks a token from `logits` (count = vocabulary) given the tokens of the prompt and of the output so far.
-    mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
+    public mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
         let o = options
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: UnsafeBufferPointer(start: logits, count: vocabulary))
@@ -106,20 +107,32 @@ struct TokenSampler {
         order.removeAll(keepingCapacity: true)
         for i in 0..<vocabulary where scratch[i] >= threshold { order.append(Int32(i)) }
         if needsOrder {
+            // The most likely candidates in order, popped from a heap only as far as top-k and top-p need
+            // (sorting the whole vocabulary for every token would cost more than a decoding step).
             let s = scratch
-            order.sort { s[Int($0)] > s[Int($1)] || (s[Int($0)] == s[Int($1)] && $0 < $1) }
-            if let k = o.topK, order.count > k { order.removeLast(order.count - k) }
-            if o.topP < 1 {
-                let kept = order.reduce(0.0) { $0 + Double(s[Int($1)]) }
-                var running: Double = 0
+            let kept = o.topK == nil ? order.reduce(0.0) { $0 + Double(s[Int($1)]) } : 0
+            var heap = CandidateHeap(order, scores: s)
+            var chosen: [Int32] = []
+            var running: Double = 0
+            while let token = heap.pop() {
+                chosen.append(token)
+                running += Double(s[Int(token)])
+                if let k = o.topK, chosen.count == k { break }
+                if o.topK == nil, running >= Double(o.topP) * kept { break }
+            }
+            if o.topK != nil, o.topP < 1 {
+                // Top-p within the top k, renormalised.
+                let mass = running
+                running = 0
                 var keep = 0
-                for token in order {
+                for token in chosen {
                     running += Double(s[Int(token)])
                     keep += 1
-                    if running >= Double(o.topP) * kept { break }
+                    if running >= Double(o.topP) * mass { break }
                 }
-                order.removeLast(order.count - keep)
+                chosen.removeLast(chosen.count - keep)
             }
+            order = chosen
         }
         var candidateTotal: Double = 0
         for token in order { candidateTotal += Double(scratch[Int(token)]) }
@@ -138,5 +151,47 @@ struct TokenSampler {
             if u < 0 { return Int32(i) }
         }
         return Int32(vocabulary - 1)
+    }
+}
+
+/// A max-heap of token ids by score (ties: the smaller id first), built in linear time.
+struct CandidateHeap {
+    private var items: [Int32]
+    private let scores: [Float]
+
+    init(_ items: [Int32], scores: [Float]) {
+        self.items = items
+        self.scores = scores
+        var i = items.count / 2 - 1
+        while i >= 0 { siftDown(i); i -= 1 }
+    }
+
+    @inline(__always)
+    private func before(_ a: Int32, _ b: Int32) -> Bool {
+        let sa = scores[Int(a)], sb = scores[Int(b)]
+        return sa > sb || (sa == sb && a < b)
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var top = i
+            if l < items.count, before(items[l], items[top]) { top = l }
+            if r < items.count, before(items[r], items[top]) { top = r }
+            if top == i { return }
+            items.swapAt(i, top)
+            i = top
+        }
+    }
+
+    mutating func pop() -> Int32? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            siftDown(0)
+        }
+        return first
     }
 }

@@ -92,6 +92,24 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(try generator.generate(prompts: [prompt], options: options)[0].tokens, greedy.tokens)
     }
 
+    func testTopKAndTopPKeepOnlyTheirCandidates() throws {
+        // Vocabulary of 5 with probabilities 0.5, 0.25, 0.15, 0.07, 0.03 (as logits).
+        let probabilities: [Float] = [0.07, 0.5, 0.03, 0.25, 0.15]
+        let logits = probabilities.map { Foundation.log($0) }
+        func draws(_ configure: (inout SamplingOptions) -> Void) -> Set<Int32> {
+            var options = SamplingOptions()
+            configure(&options)
+            var sampler = TokenSampler(options: options, stream: 0)
+            return Set((0..<400).map { _ in logits.withUnsafeBufferPointer { sampler.next($0.baseAddress!, vocabulary: 5, context: [], generated: [:]) } })
+        }
+        XCTAssertEqual(draws { $0.topK = 2 }, [1, 3])
+        XCTAssertEqual(draws { $0.topP = 0.7 }, [1, 3], "0.5 + 0.25 reaches 0.7")
+        XCTAssertEqual(draws { $0.topP = 0.8 }, [1, 3, 4])
+        XCTAssertEqual(draws { $0.topK = 3; $0.topP = 0.8 }, [1, 3], "0.75 of the top three's 0.9 reaches 0.8")
+        XCTAssertEqual(draws { $0.minP = 0.2 }, [1, 3, 4], "at least 0.2 × 0.5")
+        XCTAssertEqual(draws { _ in }, [0, 1, 2, 3, 4])
+    }
+
     func testSeedsCompletionsAndContextLimits() throws {
         let generator = try gpt2Sized()
         var options = SamplingOptions()
