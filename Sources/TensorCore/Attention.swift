@@ -108,7 +108,7 @@ extension Tape {
 
 /// Rows per block in causal attention: large enough for efficient products, small enough to skip most of the
 /// masked triangle.
-let causalBlock = 64
+let causalBlock = 128
 
 /// Softmax of the first `valid` entries of a row in place; entries from `valid` to `length` become 0 (masked).
 @inline(__always)
