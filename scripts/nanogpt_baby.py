@@ -6,7 +6,7 @@ its shakespeare_char data preparation and the README's CPU settings: n_layer 4, 
 batch 12, 2000 iterations, lr 1e-3, 100 warmup, cosine to 1e-4, betas (0.9, 0.99), weight decay 0.1, clip 1.0,
 dropout 0, bias False, exact GELU, eval every 250 iterations over 20 batches, 2 threads.
 
-Usage: python3 scripts/nanogpt_baby.py data/tinyshakespeare/input.txt [--max-iters 2000]
+Usage: python3 scripts/nanogpt_baby.py data/tinyshakespeare/input.txt [--max-iters 2000] [--seed 1337]
 """
 import argparse
 import math
@@ -79,9 +79,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("input")
     parser.add_argument("--max-iters", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    torch.manual_seed(1337)
+    torch.manual_seed(args.seed)
     text = open(args.input, encoding="utf-8").read()
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
