@@ -14,6 +14,7 @@ final class WorkerPool: @unchecked Sendable {
     private let finished = ManagedAtomic<Int>(0)
     private let busy = ManagedAtomic<Bool>(false)
     private var job: ((Int) -> Void)?
+    /// Kept to 32 bits, as it is stored in the high half of `state` (it wraps after 2³² jobs).
     private var jobID: UInt64 = 0
     private let condition = NSCondition()
     private var sleeping = 0
@@ -39,7 +40,7 @@ final class WorkerPool: @unchecked Sendable {
             return
         }
         withoutActuallyEscaping(body) { body in
-            jobID &+= 1
+            jobID = (jobID + 1) & 0xFFFF_FFFF
             job = body
             finished.store(0, ordering: .relaxed)
             state.store(jobID << 32 | UInt64(tasks) << 16, ordering: .releasing)
