@@ -70,27 +70,18 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     }
 
     public func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
-        var specials: [([UInt8], Int32)] = []
+        var names: [[UInt8]] = [], ids: [Int32] = []
         for name in allowedSpecial.sorted() {
             guard let id = specialTokens[name] else { throw TokenizerError("unknown special token \(name)") }
-            specials.append((Array(name.utf8), id))
+            names.append(Array(name.utf8))
+            ids.append(id)
         }
-        let bytes = Array(text.utf8)
-        guard !specials.isEmpty else { return try encode(bytes: bytes) }
-        // Longest special first, so that one special token that is a prefix of another does not shadow it.
-        specials.sort { $0.0.count > $1.0.count }
-        var result: [Int32] = [], start = 0, i = 0
-        while i < bytes.count {
-            if let (name, id) = specials.first(where: { bytes[i...].starts(with: $0.0) }) {
-                result += try encode(bytes: Array(bytes[start..<i]))
-                result.append(id)
-                i += name.count
-                start = i
-            } else {
-                i += 1
-            }
+        var result: [Int32] = []
+        for (run, special) in SpecialTokenSplit.segments(Array(text.utf8), specials: names) {
+            result += try encode(bytes: Array(run))
+            if let special { result.append(ids[special]) }
         }
-        return result + (try encode(bytes: Array(bytes[start...])))
+        return result
     }
 
     /// Encodes with all cores when the input is large: it is cut at positions where a piece certainly ends, so the

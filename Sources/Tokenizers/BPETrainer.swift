@@ -19,29 +19,13 @@ public struct BPETrainer {
 
         public init() {}
 
-        /// Adds the pieces of `bytes`.
+        /// Adds the pieces of `bytes`; text of the special tokens is left out.
         public mutating func add(_ bytes: [UInt8], specialTokens: [String]) {
-            for part in Self.splitting(bytes, around: specialTokens.map { Array($0.utf8) }) {
-                part.withUnsafeBufferPointer { buffer in
+            for (run, _) in SpecialTokenSplit.segments(bytes, specials: specialTokens.map { Array($0.utf8) }) {
+                Array(run).withUnsafeBufferPointer { buffer in
                     PreTokenizer.forEachPiece(buffer) { counts[Array(buffer[$0]), default: 0] += 1 }
                 }
             }
-        }
-
-        static func splitting(_ bytes: [UInt8], around specials: [[UInt8]]) -> [[UInt8]] {
-            guard !specials.isEmpty else { return [bytes] }
-            var parts: [[UInt8]] = [], start = 0, i = 0
-            while i < bytes.count {
-                if let special = specials.first(where: { !$0.isEmpty && bytes[i...].starts(with: $0) }) {
-                    parts.append(Array(bytes[start..<i]))
-                    i += special.count
-                    start = i
-                } else {
-                    i += 1
-                }
-            }
-            parts.append(Array(bytes[start...]))
-            return parts
         }
     }
 
