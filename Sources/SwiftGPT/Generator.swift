@@ -191,10 +191,9 @@ public final class Generator: @unchecked Sendable {
         var total: Double = 0
         for i in 0..<n { total += Double(Foundation.exp(logits[i] - maximum)) }
         let logTotal = Float(Foundation.log(total)) + maximum
-        var top: [Int32] = []
-        if alternatives > 0 {
-            top = Array((0..<Int32(n)).sorted { logits[Int($0)] > logits[Int($1)] }.prefix(alternatives))
-        }
+        // The most likely tokens from a heap, as the sampler takes its candidates (no sort of the vocabulary).
+        var heap = CandidateHeap(Array(0..<Int32(n)), scores: Array(UnsafeBufferPointer(start: logits, count: n)))
+        let top = (0..<alternatives).compactMap { _ in heap.pop() }
         return TokenLogprob(token: token, text: try tokenizer.decode([token]), logprob: logits[Int(token)] - logTotal,
                             alternatives: try top.map { ($0, try tokenizer.decode([$0]), logits[Int($0)] - logTotal) })
     }
