@@ -139,7 +139,7 @@ public final class DecodeWeights: @unchecked Sendable {
         self.matrices = matrices
         let c = model.config
         let head = (c.tiedOutputEmbedding ? model.parameters["wte.weight"] : model.parameters["lm_head.weight"]).value
-        self.head = MatrixVector.packTransposed(head.pointer, n: c.vocabularySize, k: c.embeddingWidth)
+        self.head = MatrixVector.PackedMatrix(transposing: head.pointer, n: c.vocabularySize, k: c.embeddingWidth)
     }
 }
 

@@ -22,28 +22,21 @@ public enum BLAS {
         }
         // Split the product across cores here rather than in the BLAS: one thread pool for the whole program, so
         // the BLAS's own workers never spin against the kernels' threads.
-        let tasks = min(Parallel.threadCount, max(1, m * n * k / minimumSplitWork))
-        if tasks == 1 || !splitting {
+        func product(_ m: Int, _ n: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
             cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-            return
         }
-        if m >= n {
-            Parallel.forEach(tasks, costPerItem: Parallel.minimumParallelWork) { r in
-                for t in r {
+        let tasks = min(Parallel.threadCount, max(1, m * n * k / minimumSplitWork))
+        guard tasks > 1, splitting else { return product(m, n, a, b, c) }
+        // Each task takes a share of the rows of C (or of its columns, when C is wide).
+        Parallel.forEach(tasks, costPerItem: Parallel.minimumParallelWork) { r in
+            for t in r {
+                if m >= n {
                     let lo = m * t / tasks, hi = m * (t + 1) / tasks
-                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                                Int32(hi - lo), Int32(n), Int32(k), alpha, transposeA ? a + lo : a + lo * lda, Int32(lda),
-                                b, Int32(ldb), beta, c + lo * ldc, Int32(ldc))
-                }
-            }
-        } else {
-            Parallel.forEach(tasks, costPerItem: Parallel.minimumParallelWork) { r in
-                for t in r {
+                    product(hi - lo, n, transposeA ? a + lo : a + lo * lda, b, c + lo * ldc)
+                } else {
                     let lo = n * t / tasks, hi = n * (t + 1) / tasks
-                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                                Int32(m), Int32(hi - lo), Int32(k), alpha, a, Int32(lda),
-                                transposeB ? b + lo * ldb : b + lo, Int32(ldb), beta, c + lo, Int32(ldc))
+                    product(m, hi - lo, a, transposeB ? b + lo * ldb : b + lo, c + lo)
                 }
             }
         }

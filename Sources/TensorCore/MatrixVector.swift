@@ -16,8 +16,8 @@ public enum MatrixVector {
             }
         }
 
-        /// Packs the transpose of `w` ([n, k]).
-        init(transposing w: UnsafePointer<Float>, n: Int, k: Int) {
+        /// Packs the transpose of `w` ([n, k]: one row per output, as a tied embedding).
+        public init(transposing w: UnsafePointer<Float>, n: Int, k: Int) {
             self.init(k: k, n: n) { block, b, width in
                 for j in 0..<width {
                     let row = w + (b * 32 + j) * k
@@ -38,11 +38,6 @@ public enum MatrixVector {
                 for b in range { fill(storage + b * k * 32, b, min(32, n - b * 32)) }
             }
         }
-    }
-
-    /// The transpose of `w` ([n, k], one row per output, as a tied embedding), packed.
-    public static func packTransposed(_ w: UnsafePointer<Float>, n: Int, k: Int) -> PackedMatrix {
-        PackedMatrix(transposing: w, n: n, k: k)
     }
 
     /// out[r, :] = bias + x[r, :] · w for `rows` ≤ 8 rows; x is [rows, k], out is [rows, n].

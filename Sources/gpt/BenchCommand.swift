@@ -23,9 +23,15 @@ struct ModelOptions: ParsableArguments {
     var seed: UInt64 = 0
 
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
-    func config() throws -> GPTConfig {
+    func presetWithoutDropout() throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
         c.dropout = 0
+        return c
+    }
+
+    /// `presetWithoutDropout()`, checked against --seq.
+    func config() throws -> GPTConfig {
+        let c = try presetWithoutDropout()
         guard seq > 0, seq <= c.contextLength else {
             throw ValidationError("--seq must be in 1...\(c.contextLength) for preset \(preset)")
         }
@@ -118,8 +124,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Batch sizes to measure.") var batch: [Int] = [1, 8]
 
     func run() throws {
-        var c = try GPTConfig.preset(model.preset)
-        c.dropout = 0
+        let c = try model.presetWithoutDropout()
         guard promptTokens > 0, newTokens > 0, promptTokens + newTokens <= c.contextLength else {
             throw ValidationError("need prompt + new tokens within the context of \(c.contextLength)")
         }

@@ -49,7 +49,7 @@ final class GenerationTests: XCTestCase {
             let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
             let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])
             MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(w.pointer, k: k, n: n), bias: bias.pointer, into: y.pointer)
-            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.packTransposed(wt.pointer, n: n, k: k), bias: nil, into: yt.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(transposing: wt.pointer, n: n, k: k), bias: nil, into: yt.pointer)
             for r in 0..<rows {
                 for j in 0..<n {
                     var s = Double(bias.pointer[j]), st = 0.0
