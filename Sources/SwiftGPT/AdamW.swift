@@ -26,8 +26,8 @@ public final class AdamW {
     public let secondMoment: Tensor
     /// Number of steps taken.
     public var stepCount = 0
-    /// Arena ranges that receive weight decay.
-    private let decayed: [Range<Int>]
+    /// The arena in order, cut where weight decay starts or stops applying.
+    private let segments: [(range: Range<Int>, decays: Bool)]
     private let parameters: ParameterSet
 
     /// An optimizer for `parameters`. By default weight decay applies to parameters of rank ≥ 2 only (matrices
@@ -38,11 +38,22 @@ public final class AdamW {
         self.settings = settings
         firstMoment = Tensor(shape: [parameters.count])
         secondMoment = Tensor(shape: [parameters.count])
-        decayed = parameters.names.filter { decays($0, parameters[$0].shape) }.map { parameters.ranges[$0]! }
+        var segments: [(range: Range<Int>, decays: Bool)] = []
+        for name in parameters.names {
+            let range = parameters.ranges[name]!, decay = decays(name, parameters[name].shape)
+            if let last = segments.last, last.decays == decay {
+                segments[segments.count - 1].range = last.range.lowerBound..<range.upperBound
+            } else {
+                segments.append((range, decay))
+            }
+        }
+        self.segments = segments
     }
 
-    /// Applies one update with `learningRate` to every parameter from its current gradient.
-    public func step(learningRate lr: Float) {
+    /// Applies one update with `learningRate` to every parameter from its current gradient times `gradientScale`
+    /// (the clipping factor from `ParameterSet.gradientClipping(maximum:)`; the stored gradients stay unscaled).
+    /// Scaling here gives the same result as scaling the gradients first, without another pass over them.
+    public func step(learningRate lr: Float, gradientScale: Float = 1) {
         stepCount += 1
         let s = settings
         let correction1 = 1 - pow(Double(s.beta1), Double(stepCount))
@@ -52,35 +63,49 @@ public final class AdamW {
         let p = parameters.values.pointer, g = parameters.gradients.pointer
         let m = firstMoment.pointer, v = secondMoment.pointer
         let decayFactor = 1 - lr * s.weightDecay
-        let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon
-        let decayed = decayed
-        // One pass over memory: within each chunk, decay the parts that belong to decayed parameters, then apply
-        // the Adam update (16 lanes at a time; the same arithmetic as the scalar formula, no fused operations).
-        forEachChunk(parameters.count) { lo, hi in
-            for r in decayed where r.lowerBound < hi && r.upperBound > lo {
-                for i in max(lo, r.lowerBound)..<min(hi, r.upperBound) { p[i] *= decayFactor }
-            }
-            typealias V = SIMD16<Float>
+        let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon, scale = gradientScale
+        // Arrays far larger than the caches are written with streaming stores: they are not read again before the
+        // next step, and skipping the read-for-ownership cuts the pass's memory traffic by 30%.
+        let streaming = parameters.count >= 1 << 22
+        /// The update of elements lo..<hi, whose weight-decay factor is `factor`: torch's decay-then-update in one
+        /// pass (the same arithmetic as the scalar formula, no fused operations), 16 lanes at a time.
+        func update(_ lo: Int, _ hi: Int, factor: Float) {
             var i = lo
-            while i + 16 <= hi {
-                let grad = UnsafeRawPointer(g + i).loadUnaligned(as: V.self)
-                var mi = UnsafeRawPointer(m + i).loadUnaligned(as: V.self)
-                var vi = UnsafeRawPointer(v + i).loadUnaligned(as: V.self)
-                mi += (1 - b1) * (grad - mi)
-                vi = b2 * vi + (1 - b2) * grad * grad
-                let pi = UnsafeRawPointer(p + i).loadUnaligned(as: V.self) - stepSize * mi / (vi.squareRoot() / root2 + eps)
-                UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: V.self)
-                UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: V.self)
-                UnsafeMutableRawPointer(p + i).storeBytes(of: pi, as: V.self)
-                i += 16
-            }
-            while i < hi {
-                let grad = g[i]
+            func scalar(_ i: Int) {
+                let grad = g[i] * scale
                 m[i] += (1 - b1) * (grad - m[i])
                 v[i] = b2 * v[i] + (1 - b2) * grad * grad
-                p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
-                i += 1
+                p[i] = p[i] * factor - stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
             }
+            // Streaming stores need whole aligned lines.
+            while i < hi, streaming, i % 16 != 0 { scalar(i); i += 1 }
+            while i + 16 <= hi {
+                let grad = load(g + i) * scale
+                var mi = load(m + i), vi = load(v + i)
+                mi += (1 - b1) * (grad - mi)
+                vi = b2 * vi + (1 - b2) * grad * grad
+                let pi = load(p + i) * factor - stepSize * mi / (vi.squareRoot() / root2 + eps)
+                if streaming {
+                    storeStreaming(mi, m + i); storeStreaming(vi, v + i); storeStreaming(pi, p + i)
+                } else {
+                    store(mi, m + i); store(vi, v + i); store(pi, p + i)
+                }
+                i += 16
+            }
+            while i < hi { scalar(i); i += 1 }
+        }
+        let segments = segments
+        forEachChunk(parameters.count) { lo, hi in
+            // Split the chunk where decayed and undecayed parameters meet.
+            var k = segments.firstIndex { $0.range.upperBound > lo }!
+            var start = lo
+            while start < hi {
+                let end = min(hi, segments[k].range.upperBound)
+                update(start, end, factor: segments[k].decays ? decayFactor : 1)
+                start = end
+                k += 1
+            }
+            if streaming { streamingStoreFence() }
         }
     }
 }

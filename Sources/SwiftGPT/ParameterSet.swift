@@ -66,16 +66,12 @@ public final class ParameterSet {
         return Float(partial.reduce(0, +).squareRoot())
     }
 
-    /// Scales gradients so their global norm is at most `maximum`; returns the norm before clipping.
-    @discardableResult
-    public func clipGradientNorm(to maximum: Float) -> Float {
+    /// The gradients' global norm and the factor that brings it to at most `maximum`, as
+    /// torch.nn.utils.clip_grad_norm_ computes them: min(1, maximum / (norm + 1e-6)); 1 when the norm is not
+    /// finite. Pass the factor to `AdamW.step(learningRate:gradientScale:)`, which applies it as it reads.
+    public func gradientClipping(maximum: Float) -> (norm: Float, scale: Float) {
         let norm = gradientNorm()
-        if norm > maximum, norm.isFinite {
-            let s = maximum / (norm + 1e-6)
-            let g = gradients.pointer
-            forEachChunk(gradients.count) { lo, hi in for i in lo..<hi { g[i] *= s } }
-        }
-        return norm
+        return (norm, norm.isFinite ? min(1, maximum / (norm + 1e-6)) : 1)
     }
 }
 

@@ -144,11 +144,12 @@ public final class Trainer {
             tape.backward(from: c.gradientAccumulation > 1 ? tape.scale(loss, by: 1 / Float(c.gradientAccumulation)) : loss)
         }
         let loss = lossSum / Float(c.gradientAccumulation)
-        let norm = c.gradientClip > 0 ? model.parameters.clipGradientNorm(to: c.gradientClip) : model.parameters.gradientNorm()
+        let (norm, scale) = c.gradientClip > 0
+            ? model.parameters.gradientClipping(maximum: c.gradientClip) : (model.parameters.gradientNorm(), 1)
         guard loss.isFinite, norm.isFinite else {
             throw TrainingError(message: "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. \(keptCheckpointNote)")
         }
-        optimizer.step(learningRate: c.learningRate(at: step))
+        optimizer.step(learningRate: c.learningRate(at: step), gradientScale: scale)
         step += 1
         return (loss, norm)
     }

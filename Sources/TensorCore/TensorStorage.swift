@@ -39,7 +39,9 @@ final class BufferPool: @unchecked Sendable {
             }
             lock.unlock()
         }
-        return UnsafeMutablePointer<Float>.allocate(capacity: n)
+        // Cache-line aligned, so that whole-line vector loads and streaming stores can start at the base.
+        return UnsafeMutableRawPointer.allocate(byteCount: n * MemoryLayout<Float>.stride, alignment: 64)
+            .bindMemory(to: Float.self, capacity: n)
     }
 
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
@@ -54,13 +56,13 @@ final class BufferPool: @unchecked Sendable {
             }
             lock.unlock()
         }
-        pointer.deallocate()
+        UnsafeMutableRawPointer(pointer).deallocate()
     }
 
     /// Returns every pooled buffer to the system.
     func drain() {
         lock.lock()
-        for (_, list) in free { for p in list { p.deallocate() } }
+        for (_, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() } }
         free = [:]
         pooledFloats = 0
         lock.unlock()

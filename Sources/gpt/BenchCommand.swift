@@ -71,8 +71,7 @@ struct TrainBench: ParsableCommand {
                 let l = gpt.languageModelLoss(logits, ids: ids, batch: batch, tape: tape)
                 loss = l.value[flat: 0]
                 tape.backward(from: l)
-                gpt.parameters.clipGradientNorm(to: 1)
-                optimizer.step(learningRate: 1e-4)
+                optimizer.step(learningRate: 1e-4, gradientScale: gpt.parameters.gradientClipping(maximum: 1).scale)
             }
             if step > 0 { times.append(t) }
             print(String(format: "step %d: %.1f ms, loss %.4f%@", step, t * 1000, loss, step == 0 ? " (warm-up)" : ""))

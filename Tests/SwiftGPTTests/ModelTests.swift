@@ -84,10 +84,41 @@ final class ModelTests: XCTestCase {
     func testGradientClippingBoundsTheGlobalNorm() {
         let parameters = ParameterSet([("a", [3]), ("b", [1])])
         parameters.gradients.assign(Tensor(shape: [4], values: [3, 4, 0, 12]))
-        XCTAssertEqual(parameters.clipGradientNorm(to: 1), 13, accuracy: 1e-5)
-        XCTAssertEqual(parameters.gradientNorm(), 1, accuracy: 1e-5)
-        XCTAssertEqual(parameters.clipGradientNorm(to: 5), 1, accuracy: 1e-5, "below the bound nothing changes")
-        XCTAssertEqual(parameters.gradientNorm(), 1, accuracy: 1e-5)
+        let clipped = parameters.gradientClipping(maximum: 1)
+        XCTAssertEqual(clipped.norm, 13, accuracy: 1e-5)
+        XCTAssertEqual(clipped.scale, 1 / (13 + 1e-6), accuracy: 1e-9)
+        XCTAssertEqual(parameters.gradientClipping(maximum: 20).scale, 1, "below the bound nothing changes")
+        parameters.gradients.assign(Tensor(shape: [4], values: [3, .nan, 0, 12]))
+        XCTAssertEqual(parameters.gradientClipping(maximum: 1).scale, 1, "a non-finite norm is reported, not applied")
+    }
+
+    /// AdamW with a gradient scale equals the scalar formula applied to scaled gradients, bit for bit, over an
+    /// arena large enough for the streaming-store path, with parameter boundaries off the 16-element grid.
+    func testAdamWWithGradientScaleMatchesTheScalarFormulaExactly() {
+        let parameters = ParameterSet([("w", [1031, 2053]), ("b", [7]), ("e", [1 << 21, 1])])
+        let n = parameters.count, decayed = 1031 * 2053, bias = decayed..<(decayed + 7)
+        XCTAssertGreaterThanOrEqual(n, 1 << 22)
+        var random = SeededRandom(seed: 3)
+        random.fillNormal(UnsafeMutableBufferPointer(start: parameters.values.pointer, count: n), mean: 0, std: 1)
+        var p = parameters.values.scalars, m = [Float](repeating: 0, count: n), v = m
+        let optimizer = AdamW(parameters: parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
+        let lr: Float = 0.01, scale: Float = 0.37
+        for step in 1...2 {
+            random.fillNormal(UnsafeMutableBufferPointer(start: parameters.gradients.pointer, count: n), mean: 0, std: 1)
+            let g = parameters.gradients.scalars
+            optimizer.step(learningRate: lr, gradientScale: scale)
+            let stepSize = Float(Double(lr) / (1 - pow(Double(Float(0.9)), Double(step))))
+            let root2 = Float((1 - pow(Double(Float(0.95)), Double(step))).squareRoot())
+            for i in 0..<n {
+                let grad = g[i] * scale
+                m[i] += (1 - 0.9) * (grad - m[i])
+                v[i] = 0.95 * v[i] + (1 - 0.95) * grad * grad
+                p[i] = p[i] * (bias.contains(i) ? 1 : 1 - lr * 0.1) - stepSize * m[i] / (v[i].squareRoot() / root2 + 1e-8)
+            }
+        }
+        XCTAssertTrue(parameters.values.scalars == p, "parameters")
+        XCTAssertTrue(optimizer.firstMoment.scalars == m && optimizer.secondMoment.scalars == v, "moments")
+        XCTAssertTrue(parameters.gradients.scalars.allSatisfy(\.isFinite), "gradients are left unscaled, not consumed")
     }
 
     func testDropoutIsSeededAndOffAtInference() throws {
