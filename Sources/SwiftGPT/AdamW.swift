@@ -65,7 +65,7 @@ public final class AdamW {
         let decayFactor = 1 - lr * s.weightDecay
         let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon, scale = gradientScale
         // Arrays far larger than the caches are written with streaming stores: they are not read again before the
-        // next step, and skipping the read-for-ownership cuts the pass's memory traffic by 30%.
+        // next step, and skipping the read-for-ownership cuts the pass's memory traffic from 10 to 7 array lengths.
         let streaming = parameters.count >= 1 << 22
         /// The update of elements lo..<hi, whose weight-decay factor is `factor`: torch's decay-then-update in one
         /// pass (the same arithmetic as the scalar formula, no fused operations), 16 lanes at a time.

@@ -1,12 +1,12 @@
-/// Vectorised transcendental functions on 16 float lanes (AVX-512 width) and the load/store helpers the kernels use.
-///
-/// libm works one element at a time (≈9 ns for tanhf here); these evaluate 16 lanes in a few nanoseconds.
-public typealias Float16x = SIMD16<Float>
-
 import Atomics
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
+
+/// Vectorised transcendental functions on 16 float lanes (AVX-512 width) and the load/store helpers the kernels use.
+///
+/// libm works one element at a time (≈9 ns for tanhf here); these evaluate 16 lanes in a few nanoseconds.
+public typealias Float16x = SIMD16<Float>
 
 /// The 16 floats at `p` (no alignment needed).
 @inlinable @inline(__always) public func load(_ p: UnsafePointer<Float>) -> Float16x {
@@ -37,7 +37,7 @@ import _Builtin_intrinsics.intel
 
 /// Orders earlier `storeStreaming` stores before later memory operations (they are weakly ordered on x86-64).
 @inlinable @inline(__always) public func streamingStoreFence() {
-    // A sequentially consistent fence (MFENCE on x86-64) also drains the write-combining buffers.
+    // On x86-64 this is a locked instruction, which also drains the write-combining buffers.
     atomicMemoryFence(ordering: .sequentiallyConsistent)
 }
 
