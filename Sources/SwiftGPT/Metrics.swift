@@ -9,7 +9,8 @@ enum Metrics {
         var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
         line.append(UInt8(ascii: "\n"))
         let url = url(output)
-        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        // A file that cannot be created makes the FileHandle below throw, with the reason.
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: url)
         defer { try? handle.close() }
         try handle.seekToEnd()
