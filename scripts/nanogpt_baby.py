@@ -135,6 +135,24 @@ def main():
         step_times.append(time.time() - t0)
     print(f"nanoGPT-equivalent (PyTorch {torch.__version__}, 2 threads): median {np.median(step_times) * 1000:.1f} ms/iteration, "
           f"{time.time() - start:.1f} s in all")
+    # The whole val split, every token predicted once in consecutive windows (as `gpt loss` does).
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        full = (len(val) - 1) // block
+        for i in range(0, full, 64):
+            rows = range(i, min(i + 64, full))
+            x = torch.stack([torch.from_numpy(val[r * block:(r + 1) * block]) for r in rows])
+            y = torch.stack([torch.from_numpy(val[r * block + 1:(r + 1) * block + 1]) for r in rows])
+            total += model(x, y).item() * x.numel()
+            count += x.numel()
+        rest = len(val) - 1 - full * block
+        if rest:
+            x = torch.from_numpy(val[full * block:full * block + rest]).unsqueeze(0)
+            y = torch.from_numpy(val[full * block + 1:]).unsqueeze(0)
+            total += model(x, y).item() * rest
+            count += rest
+    print(f"val loss {total / count:.4f} over the whole val split ({count} tokens in windows of {block})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+import Foundation
+import TensorCore
+
+/// The language-model loss of a model over a whole token file, without sampling noise: the file is cut into
+/// consecutive windows of `length` tokens and every token after the first is predicted once, from the tokens
+/// before it in its window (the same mix of context lengths as random training windows).
+public enum DatasetLoss {
+    /// Mean cross-entropy in nats per predicted token, over `tokens` predictions.
+    public struct Result: Sendable {
+        public var loss: Double
+        public var tokens: Int
+        /// exp(loss).
+        public var perplexity: Double { Foundation.exp(loss) }
+    }
+
+    /// Evaluates `model` on `file` in windows of `length` (at most the model's context), `batch` windows per
+    /// forward pass; `progress` is told how many of the predictions are done.
+    public static func evaluate(_ model: GPTModel, on file: TokenFile, length: Int, batch: Int,
+                                progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Result {
+        guard length > 0, length <= model.config.contextLength else {
+            throw FileError(url: file.url, message: "window of \(length) tokens does not fit the model's context of \(model.config.contextLength)")
+        }
+        guard batch > 0 else { throw FileError(url: file.url, message: "batch must be positive") }
+        let predictions = file.count - 1
+        guard predictions > 0 else { throw FileError(url: file.url, message: "has \(file.count) tokens; nothing to predict") }
+        let full = predictions / length
+        var total = 0.0, done = 0
+        var window = [Int32](repeating: 0, count: length + 1)
+        /// Loss summed over `count` windows of `size` inputs starting at window `first` (size ≤ length).
+        func run(first: Int, count: Int, size: Int) throws {
+            var inputs = [Int32](), targets = [Int32]()
+            inputs.reserveCapacity(count * size)
+            targets.reserveCapacity(count * size)
+            for w in first..<(first + count) {
+                window.withUnsafeMutableBufferPointer { file.copy(from: w * length, length: size + 1, into: $0.baseAddress!) }
+                guard window[0...size].allSatisfy({ $0 >= 0 && Int($0) < model.config.vocabularySize }) else {
+                    throw FileError(url: file.url, message: "holds token ids outside the model's vocabulary of \(model.config.vocabularySize) (prepared with another tokenizer?)")
+                }
+                inputs += window[0..<size]
+                targets += window[1...size]
+            }
+            let tape = Tape(recording: false)
+            let hidden = model.hidden(ids: inputs, batch: count, tape: tape)
+            let mean = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets).value[flat: 0]
+            total += Double(mean) * Double(count * size)
+            done += count * size
+            progress(done, predictions)
+        }
+        for first in stride(from: 0, to: full, by: batch) { try run(first: first, count: min(batch, full - first), size: length) }
+        if predictions % length > 0 { try run(first: full, count: 1, size: predictions % length) }
+        return Result(loss: total / Double(predictions), tokens: predictions)
+    }
+}
