@@ -67,6 +67,8 @@ public final class AdamW {
         // Arrays far larger than the caches are written with streaming stores: they are not read again before the
         // next step, and skipping the read-for-ownership cuts the pass's memory traffic from 10 to 7 array lengths.
         let streaming = parameters.count >= 1 << 22
+        precondition(!streaming || [p, m, v].allSatisfy { Int(bitPattern: $0) % 64 == 0 },
+                     "streaming stores need the arenas' 64-byte alignment (TensorStorage provides it)")
         /// The update of elements lo..<hi, whose weight-decay factor is `factor`: torch's decay-then-update in one
         /// pass (the same arithmetic as the scalar formula, no fused operations), 16 lanes at a time.
         func update(_ lo: Int, _ hi: Int, factor: Float) {
