@@ -110,6 +110,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let generated = completions.reduce(0) { $0 + $1.tokens.count }
+        fflush(stdout)  // the completions come before the summary, also when both streams go to one file
         FileHandle.standardError.write(Data(String(format: "%d tokens in %.2f s (%.1f tokens/s)\n", generated, seconds,
                                                    Double(generated) / seconds).utf8))
     }
