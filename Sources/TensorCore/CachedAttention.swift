@@ -74,7 +74,6 @@ public enum CachedAttention {
     private static func attend64(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ count: Int,
                                  _ scale: Float, _ scores: UnsafeMutablePointer<Float>, _ o: UnsafeMutablePointer<Float>) {
         typealias V = SIMD16<Float>
-        @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
         let q0 = load(q) * scale, q1 = load(q + 16) * scale, q2 = load(q + 32) * scale, q3 = load(q + 48) * scale
         for j in 0..<count {
             let kj = k + j * 64
@@ -91,9 +90,6 @@ public enum CachedAttention {
             o0.addProduct(p, load(vj)); o1.addProduct(p, load(vj + 16))
             o2.addProduct(p, load(vj + 32)); o3.addProduct(p, load(vj + 48))
         }
-        UnsafeMutableRawPointer(o).storeBytes(of: o0, as: V.self)
-        UnsafeMutableRawPointer(o + 16).storeBytes(of: o1, as: V.self)
-        UnsafeMutableRawPointer(o + 32).storeBytes(of: o2, as: V.self)
-        UnsafeMutableRawPointer(o + 48).storeBytes(of: o3, as: V.self)
+        store(o0, o); store(o1, o + 16); store(o2, o + 32); store(o3, o + 48)
     }
 }

@@ -72,8 +72,6 @@ public enum MatrixVector {
     @inline(__always)
     private static func block(_ x: UnsafePointer<Float>, _ rows: Int, _ k: Int, _ w: UnsafePointer<Float>,
                               _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
-        @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
-        @inline(__always) func store(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
         let zero = SIMD16<Float>()
         var a0 = load(out), a1 = load(out + 16)
         var b0 = zero, b1 = zero, c0 = zero, c1 = zero, d0 = zero, d1 = zero
