@@ -25,23 +25,15 @@ public enum DatasetLoss {
         guard predictions > 0 else { throw FileError(url: file.url, message: "has \(file.count) tokens; nothing to predict") }
         let full = predictions / length
         var total = 0.0, done = 0
-        var window = [Int32](repeating: 0, count: length + 1)
+        let dataset = TokenDataset(file: file)
+        let inVocabulary = { (id: Int32) in id >= 0 && Int(id) < model.config.vocabularySize }
         /// Loss summed over `count` windows of `size` inputs starting at window `first` (size ≤ length).
         func run(first: Int, count: Int, size: Int) throws {
-            var inputs = [Int32](), targets = [Int32]()
-            inputs.reserveCapacity(count * size)
-            targets.reserveCapacity(count * size)
-            for w in first..<(first + count) {
-                window.withUnsafeMutableBufferPointer { file.copy(from: w * length, length: size + 1, into: $0.baseAddress!) }
-                guard window[0...size].allSatisfy({ $0 >= 0 && Int($0) < model.config.vocabularySize }) else {
-                    throw FileError(url: file.url, message: "holds token ids outside the model's vocabulary of \(model.config.vocabularySize) (prepared with another tokenizer?)")
-                }
-                inputs += window[0..<size]
-                targets += window[1...size]
+            let (inputs, targets) = dataset.windows(at: (first..<(first + count)).map { $0 * length }, length: size)
+            guard inputs.allSatisfy(inVocabulary), targets.allSatisfy(inVocabulary) else {
+                throw FileError(url: file.url, message: "holds token ids outside the model's vocabulary of \(model.config.vocabularySize) (prepared with another tokenizer?)")
             }
-            let tape = Tape(recording: false)
-            let hidden = model.hidden(ids: inputs, batch: count, tape: tape)
-            let mean = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets).value[flat: 0]
+            let mean = model.evaluationLoss(inputs: inputs, targets: targets, batch: count)
             total += Double(mean) * Double(count * size)
             done += count * size
             progress(done, predictions)

@@ -161,6 +161,13 @@ public final class GPTModel {
         tape.crossEntropy(logits, targets: GPTModel.nextTokenTargets(ids, batch: batch))
     }
 
+    /// Mean cross-entropy of the predictions for `inputs` (`batch` rows) against `targets`, in inference mode (no
+    /// dropout, nothing recorded): what evaluations score.
+    public func evaluationLoss(inputs: [Int32], targets: [Int32], batch: Int) -> Float {
+        let tape = Tape(recording: false)
+        return tape.crossEntropy(logits(hidden(ids: inputs, batch: batch, tape: tape).final, tape: tape), targets: targets).value[flat: 0]
+    }
+
     /// Each id's successor in its row, and -1 (ignored) at the end of each row.
     public static func nextTokenTargets(_ ids: [Int32], batch: Int) -> [Int32] {
         let length = ids.count / batch

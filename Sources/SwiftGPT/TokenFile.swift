@@ -80,7 +80,8 @@ public struct TokenFile {
     }
 }
 
-/// Random training windows from a token file: each row is T + 1 consecutive ids (input and shifted target).
+/// Windows of consecutive ids from a token file, as inputs and next-token targets: random training batches, or
+/// windows at chosen offsets.
 public struct TokenDataset {
     public let file: TokenFile
 
@@ -91,11 +92,17 @@ public struct TokenDataset {
         guard file.count > length else {
             throw FileError(url: file.url, message: "has \(file.count) tokens, fewer than one window of \(length + 1)")
         }
-        var inputs = [Int32](repeating: 0, count: batch * length)
-        var targets = [Int32](repeating: 0, count: batch * length)
+        let starts = (0..<batch).map { _ in random.nextInt(below: file.count - length) }
+        return windows(at: starts, length: length)
+    }
+
+    /// The windows of `length` inputs beginning at each of `starts`, with their next-token targets (each window
+    /// reads `length` + 1 tokens, which must lie in the file).
+    public func windows(at starts: [Int], length: Int) -> (inputs: [Int32], targets: [Int32]) {
+        var inputs = [Int32](repeating: 0, count: starts.count * length)
+        var targets = [Int32](repeating: 0, count: starts.count * length)
         var window = [Int32](repeating: 0, count: length + 1)
-        for b in 0..<batch {
-            let start = random.nextInt(below: file.count - length)
+        for (b, start) in starts.enumerated() {
             window.withUnsafeMutableBufferPointer { file.copy(from: start, length: length + 1, into: $0.baseAddress!) }
             for t in 0..<length {
                 inputs[b * length + t] = window[t]

@@ -162,9 +162,7 @@ public final class Trainer {
         var total: Float = 0
         for _ in 0..<c.evalIterations {
             let (inputs, targets) = try dataset.batch(c.batchSize, length: length, random: &random)
-            let tape = Tape(recording: false)
-            let hidden = model.hidden(ids: inputs, batch: c.batchSize, tape: tape)
-            total += tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets).value[flat: 0]
+            total += model.evaluationLoss(inputs: inputs, targets: targets, batch: c.batchSize)
         }
         return total / Float(c.evalIterations)
     }
