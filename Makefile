@@ -8,11 +8,12 @@ GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
 all: build
 
-# OpenBLAS from Debian on Linux (Accelerate is part of macOS).
+# On Linux: oneDNN (matrix products, fp32 and bf16) and OpenBLAS from Debian. Accelerate is part of macOS.
 deps:
-	@if [ "$$(uname)" = Linux ] && ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/aarch64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ]; then \
-		echo "Installing OpenBLAS (libopenblas-dev, pkg-config)…"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config >/dev/null; \
+	@if [ "$$(uname)" = Linux ] && { ! [ -e /usr/include/oneapi/dnnl/dnnl.h ] || \
+		{ ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/aarch64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ]; }; }; then \
+		echo "Installing oneDNN and OpenBLAS (libdnnl-dev, libopenblas-dev, pkg-config)…"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libdnnl-dev libopenblas-dev pkg-config >/dev/null; \
 	fi
 
 build: deps
@@ -29,6 +30,7 @@ demo: build
 	$(GPT) prepare --tokenizer char --out $(DEMO)/shakespeare-char data/tinyshakespeare/input.txt
 	$(GPT) train --config configs/baby-shakespeare-char.json
 	$(GPT) sample --model $(DEMO)/baby --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --top-k 200 --seed 1337 --sliding-window
+	$(GPT) loss --model $(DEMO)/baby/last --data $(DEMO)/shakespeare-char --split val
 
 bench: build
 	$(GPT) bench train --preset gpt2 --batch 4 --seq 256

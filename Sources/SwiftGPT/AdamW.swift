@@ -62,6 +62,8 @@ public final class AdamW {
         let root2 = Float(correction2.squareRoot())
         let p = parameters.values.pointer, g = parameters.gradients.pointer
         let m = firstMoment.pointer, v = secondMoment.pointer
+        // Where bf16 copies are kept, they are rounded from the new values as those are written (no second pass).
+        let p16 = parameters.bfloat16Values?.pointer
         let decayFactor = 1 - lr * s.weightDecay
         let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon, scale = gradientScale
         // Arrays far larger than the caches are written with streaming stores: they are not read again before the
@@ -78,6 +80,7 @@ public final class AdamW {
                 m[i] += (1 - b1) * (grad - m[i])
                 v[i] = b2 * v[i] + (1 - b2) * grad * grad
                 p[i] = p[i] * factor - stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
+                p16?[i] = BFloat16(p[i])
             }
             // Streaming stores need whole aligned lines.
             while i < hi, streaming, i % 16 != 0 { scalar(i); i += 1 }
@@ -91,6 +94,9 @@ public final class AdamW {
                     storeStreaming(mi, m + i); storeStreaming(vi, v + i); storeStreaming(pi, p + i)
                 } else {
                     store(mi, m + i); store(vi, v + i); store(pi, p + i)
+                }
+                if let p16 {
+                    UnsafeMutableRawPointer(p16 + i).storeBytes(of: BFloat16Conversion.rounded(pi), as: SIMD16<UInt16>.self)
                 }
                 i += 16
             }
@@ -109,5 +115,6 @@ public final class AdamW {
             }
             if streaming { streamingStoreFence() }
         }
+        parameters.bfloat16IsCurrent = p16 != nil
     }
 }

@@ -104,6 +104,7 @@ public final class GPTModel {
             guard applyDropout, c.dropout > 0 else { return x }
             return tape.dropout(x, probability: c.dropout, random: &random)
         }
+        if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         let positions = sinusoidalPositions ?? parameters["wpe.weight"]
         var x = dropout(tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions))
         let embeddings = x
@@ -153,6 +154,7 @@ public final class GPTModel {
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
     public func logits(_ hidden: Variable, tape: Tape) -> Variable {
         let head = config.tiedOutputEmbedding ? parameters["wte.weight"] : parameters["lm_head.weight"]
+        if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         return tape.linear(hidden, weight: head, transposedWeight: true)
     }
 
@@ -163,8 +165,8 @@ public final class GPTModel {
 
     /// Mean cross-entropy of the predictions for `inputs` (`batch` rows) against `targets`, in inference mode (no
     /// dropout, nothing recorded): what evaluations score.
-    public func evaluationLoss(inputs: [Int32], targets: [Int32], batch: Int) -> Float {
-        let tape = Tape(recording: false)
+    public func evaluationLoss(inputs: [Int32], targets: [Int32], batch: Int, precision: ProductPrecision = .float32) -> Float {
+        let tape = Tape(recording: false, precision: precision)
         return tape.crossEntropy(logits(hidden(ids: inputs, batch: batch, tape: tape).final, tape: tape), targets: targets).value[flat: 0]
     }
 

@@ -44,6 +44,32 @@ public final class ParameterSet {
     /// Whether a parameter of that name exists.
     public func contains(_ name: String) -> Bool { variables[name] != nil }
 
+    /// bf16 copies of every parameter, in the arena's layout: made by the first `prepareBFloat16()` and kept
+    /// current from then on (AdamW rewrites them as it updates `values`; any other writer of `values` calls
+    /// `valuesDidChange()`). Each parameter variable's `bfloat16` is a view into it.
+    public private(set) var bfloat16Values: BFloat16Tensor?
+    /// Whether `bfloat16Values` holds the rounding of the current `values`.
+    var bfloat16IsCurrent = false
+
+    /// Makes every parameter's bf16 copy current (rounding the whole arena if anything changed since the last time).
+    public func prepareBFloat16() {
+        if bfloat16Values == nil {
+            let arena = BFloat16Tensor(uninitializedShape: [count])
+            for name in names {
+                let range = ranges[name]!, variable = self[name]
+                variable.bfloat16 = BFloat16Tensor(viewing: arena, offset: range.lowerBound, shape: variable.shape)
+            }
+            bfloat16Values = arena
+        }
+        if !bfloat16IsCurrent {
+            BFloat16Conversion.round(values.pointer, into: bfloat16Values!.pointer, count: count)
+            bfloat16IsCurrent = true
+        }
+    }
+
+    /// Says that `values` were written by something other than AdamW, so bf16 copies must be made again.
+    public func valuesDidChange() { bfloat16IsCurrent = false }
+
     /// Total number of scalars.
     public var count: Int { values.count }
 

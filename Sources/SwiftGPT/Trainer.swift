@@ -74,6 +74,8 @@ public final class Trainer {
     }
 
     private init(configuration: TrainingConfiguration, model: GPTModel, state: TrainingCheckpoint.State?) throws {
+        var configuration = configuration
+        configuration.precision = configuration.resolvedPrecision
         self.configuration = configuration
         self.model = model
         let data = URL(fileURLWithPath: configuration.data)
@@ -137,7 +139,7 @@ public final class Trainer {
         var lossSum: Float = 0
         for _ in 0..<c.gradientAccumulation {
             let (inputs, targets) = try train.batch(c.batchSize, length: length, random: &dataRandom)
-            let tape = Tape()
+            let tape = Tape(precision: c.resolvedPrecision)
             let hidden = model.hidden(ids: inputs, batch: c.batchSize, tape: tape, random: &dropoutRandom)
             let loss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
             lossSum += loss.value[flat: 0]
@@ -162,7 +164,7 @@ public final class Trainer {
         var total: Float = 0
         for _ in 0..<c.evalIterations {
             let (inputs, targets) = try dataset.batch(c.batchSize, length: length, random: &random)
-            total += model.evaluationLoss(inputs: inputs, targets: targets, batch: c.batchSize)
+            total += model.evaluationLoss(inputs: inputs, targets: targets, batch: c.batchSize, precision: c.resolvedPrecision)
         }
         return total / Float(c.evalIterations)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// Everything that defines a training run; stored with each checkpoint so that a run can be resumed exactly.
 public struct TrainingConfiguration: Codable, Equatable, Sendable {
@@ -36,13 +37,19 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var evalIterations = 20
     public var logInterval = 10
     public var seed: UInt64 = 1337
+    /// Matrix-product inputs: bf16 (mixed precision) or fp32; nil chooses bf16 where the CPU multiplies bf16
+    /// natively. A run keeps the precision it started with when resumed.
+    public var precision: ProductPrecision?
 
     public init() {}
+
+    /// The precision this configuration trains in.
+    public var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case preset, layers, heads, width, context, dropout, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
-        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed
+        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -75,7 +82,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.decayIterations, &d.decayIterations); try read(.beta1, &d.beta1); try read(.beta2, &d.beta2)
         try read(.epsilon, &d.epsilon); try read(.weightDecay, &d.weightDecay); try read(.gradientClip, &d.gradientClip)
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
-        try read(.logInterval, &d.logInterval); try read(.seed, &d.seed)
+        try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
         self = d
     }
 

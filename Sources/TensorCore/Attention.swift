@@ -26,29 +26,27 @@ extension Tape {
         let keep = 1 - dropout, inverseKeep = 1 / (1 - dropout)
         let q0 = qkv.value.pointer, yp = y.pointer, pp = probabilities.pointer, dpp = dropped.pointer
         let stride = 3 * width, square = length * length
-        BLAS.singleThreaded {
-            Parallel.forEach(batch * heads, costPerItem: 2 * length * length * d) { range in
-                for bh in range {
-                    let b = bh / heads, h = bh % heads
-                    let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
-                    let p = pp + bh * square, applied = dpp + bh * square
-                    var headRandom = SeededRandom(seed: seeds.isEmpty ? 0 : seeds[bh])
-                    // Row blocks: block [r0, r1) only sees keys before r1, so the masked triangle is never computed.
-                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                        let r1 = min(length, r0 + causalBlock)
-                        BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
-                                  b: k, ldb: stride, c: p + r0 * length, ldc: length)
-                        for i in r0..<r1 {
-                            causalSoftmaxRow(p + i * length, valid: i + 1, length: length)
-                            if dropout > 0 {
-                                for j in 0..<length {
-                                    applied[i * length + j] = j <= i && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
-                                }
+        Parallel.forEach(batch * heads, costPerItem: 2 * length * length * d) { range in
+            for bh in range {
+                let b = bh / heads, h = bh % heads
+                let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
+                let p = pp + bh * square, applied = dpp + bh * square
+                var headRandom = SeededRandom(seed: seeds.isEmpty ? 0 : seeds[bh])
+                // Row blocks: block [r0, r1) only sees keys before r1, so the masked triangle is never computed.
+                for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                    let r1 = min(length, r0 + causalBlock)
+                    BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
+                              b: k, ldb: stride, c: p + r0 * length, ldc: length)
+                    for i in r0..<r1 {
+                        causalSoftmaxRow(p + i * length, valid: i + 1, length: length)
+                        if dropout > 0 {
+                            for j in 0..<length {
+                                applied[i * length + j] = j <= i && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
                             }
                         }
-                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: applied + r0 * length, lda: length, b: v, ldb: stride,
-                                  c: yp + (b * length + r0) * width + h * d, ldc: width)
                     }
+                    BLAS.gemm(m: r1 - r0, n: d, k: r1, a: applied + r0 * length, lda: length, b: v, ldb: stride,
+                              c: yp + (b * length + r0) * width + h * d, ldc: width)
                 }
             }
         }
@@ -58,48 +56,46 @@ extension Tape {
             let pp = probabilities.pointer, dpp = dropped.pointer
             let (dqkv, accumulate) = qkv.gradientTarget()
             let dy = out.grad!.pointer, dq0 = dqkv.pointer, beta: Float = accumulate ? 1 : 0
-            BLAS.singleThreaded {
-                Parallel.forEach(batch * heads, costPerItem: 4 * length * length * d) { range in
-                    let scratch = Tensor(uninitializedShape: [length, length]), dp = scratch.pointer
-                    for bh in range {
-                        let b = bh / heads, h = bh % heads
-                        let offset = b * length * stride + h * d
-                        let q = q0 + offset, k = q + width, v = q + 2 * width
-                        let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
-                        let p = pp + bh * square, applied = dpp + bh * square, dout = dy + b * length * width + h * d
-                        // dP = dO · Vᵀ (row blocks see keys before their end only); dV = Pᵀ · dO (column blocks
-                        // get contributions from later rows only).
-                        for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                            let r1 = min(length, r0 + causalBlock)
-                            BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, a: dout + r0 * width, lda: width,
-                                      b: v, ldb: stride, c: dp + r0 * length, ldc: length)
-                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: applied + r0 * length + r0, lda: length,
-                                      b: dout + r0 * width, ldb: width, beta: beta, c: dv + r0 * stride, ldc: stride)
-                        }
-                        if dropout > 0 {
-                            // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
-                            for i in 0..<square { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
-                        }
-                        // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
-                        for i in 0..<length {
-                            let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = i + 1
-                            let dot = pr.dot(dr, valid)
-                            forEachLane(valid) { j, lanes in
-                                store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
-                            }
-                            (dr + valid).update(repeating: 0, count: length - valid)
-                        }
-                        // dQ = dS · K ; dK = dSᵀ · Q, blocked as above.
-                        for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                            let r1 = min(length, r0 + causalBlock)
-                            BLAS.gemm(m: r1 - r0, n: d, k: r1, a: dp + r0 * length, lda: length, b: k, ldb: stride,
-                                      beta: beta, c: dq + r0 * stride, ldc: stride)
-                            BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: dp + r0 * length + r0, lda: length,
-                                      b: q + r0 * stride, ldb: stride, beta: beta, c: dk + r0 * stride, ldc: stride)
-                        }
+            Parallel.forEach(batch * heads, costPerItem: 4 * length * length * d) { range in
+                let scratch = Tensor(uninitializedShape: [length, length]), dp = scratch.pointer
+                for bh in range {
+                    let b = bh / heads, h = bh % heads
+                    let offset = b * length * stride + h * d
+                    let q = q0 + offset, k = q + width, v = q + 2 * width
+                    let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
+                    let p = pp + bh * square, applied = dpp + bh * square, dout = dy + b * length * width + h * d
+                    // dP = dO · Vᵀ (row blocks see keys before their end only); dV = Pᵀ · dO (column blocks
+                    // get contributions from later rows only).
+                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                        let r1 = min(length, r0 + causalBlock)
+                        BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, a: dout + r0 * width, lda: width,
+                                  b: v, ldb: stride, c: dp + r0 * length, ldc: length)
+                        BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: applied + r0 * length + r0, lda: length,
+                                  b: dout + r0 * width, ldb: width, beta: beta, c: dv + r0 * stride, ldc: stride)
                     }
-                    withExtendedLifetime(scratch) {}
+                    if dropout > 0 {
+                        // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
+                        for i in 0..<square { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
+                    }
+                    // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
+                    for i in 0..<length {
+                        let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = i + 1
+                        let dot = pr.dot(dr, valid)
+                        forEachLane(valid) { j, lanes in
+                            store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
+                        }
+                        (dr + valid).update(repeating: 0, count: length - valid)
+                    }
+                    // dQ = dS · K ; dK = dSᵀ · Q, blocked as above.
+                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
+                        let r1 = min(length, r0 + causalBlock)
+                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: dp + r0 * length, lda: length, b: k, ldb: stride,
+                                  beta: beta, c: dq + r0 * stride, ldc: stride)
+                        BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: dp + r0 * length + r0, lda: length,
+                                  b: q + r0 * stride, ldb: stride, beta: beta, c: dk + r0 * stride, ldc: stride)
+                    }
                 }
+                withExtendedLifetime(scratch) {}
             }
         }
         return out

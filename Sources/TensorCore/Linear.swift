@@ -2,7 +2,9 @@ extension Tape {
     /// y = x · W + b over the last dimension of `x`, through BLAS.
     ///
     /// `weight` is stored `[in, out]` (Hugging Face Conv1D) or, with `transposedWeight`, `[out, in]` (torch Linear,
-    /// and a tied embedding used as output layer). `bias`, when given, has `out` elements.
+    /// and a tied embedding used as output layer). `bias`, when given, has `out` elements. Under bf16 precision the
+    /// three products read bf16 copies of x, W and the output gradient (W's from `weight.bfloat16` when its owner
+    /// keeps one), and accumulate in fp32.
     public func linear(_ x: Variable, weight: Variable, bias: Variable? = nil, transposedWeight: Bool = false) -> Variable {
         let w = weight.value
         precondition(w.rank == 2, "linear weight must be 2-D, got \(w.shape)")
@@ -16,27 +18,27 @@ extension Tape {
                 for i in r { (y.pointer + i * outputs).update(from: b.pointer, count: outputs) }
             }
         }
-        BLAS.gemm(transposeB: transposedWeight, m: rows, n: outputs, k: inputs,
-                  a: x.value.pointer, lda: inputs, b: w.pointer, ldb: transposedWeight ? inputs : outputs,
-                  beta: bias == nil ? 0 : 1, c: y.pointer, ldc: outputs)
+        let ldw = transposedWeight ? inputs : outputs
+        let operands = precision == .bfloat16
+            ? LinearOperands(x: BFloat16Tensor(rounding: x.value), weight: weight.bfloat16 ?? BFloat16Tensor(rounding: w))
+            : nil
+        if let operands {
+            BLAS.gemm(transposeB: transposedWeight, m: rows, n: outputs, k: inputs, a: operands.x.pointer, lda: inputs,
+                      b: operands.weight.pointer, ldb: ldw, beta: bias == nil ? 0 : 1, c: y.pointer, ldc: outputs)
+        } else {
+            BLAS.gemm(transposeB: transposedWeight, m: rows, n: outputs, k: inputs, a: x.value.pointer, lda: inputs,
+                      b: w.pointer, ldb: ldw, beta: bias == nil ? 0 : 1, c: y.pointer, ldc: outputs)
+        }
         let out = output(y, inputs: [x, weight] + (bias.map { [$0] } ?? []))
         record(out) {
             let dy = out.grad!
-            if x.requiresGrad {
-                let (dx, accumulate) = x.gradientTarget()
-                BLAS.gemm(transposeB: !transposedWeight, m: rows, n: inputs, k: outputs,
-                          a: dy.pointer, lda: outputs, b: w.pointer, ldb: transposedWeight ? inputs : outputs,
-                          beta: accumulate ? 1 : 0, c: dx.pointer, ldc: inputs)
-            }
-            if weight.requiresGrad {
-                let (dw, accumulate) = weight.gradientTarget()
-                if transposedWeight {
-                    BLAS.gemm(transposeA: true, m: outputs, n: inputs, k: rows, a: dy.pointer, lda: outputs,
-                              b: x.value.pointer, ldb: inputs, beta: accumulate ? 1 : 0, c: dw.pointer, ldc: inputs)
-                } else {
-                    BLAS.gemm(transposeA: true, m: inputs, n: outputs, k: rows, a: x.value.pointer, lda: inputs,
-                              b: dy.pointer, ldb: outputs, beta: accumulate ? 1 : 0, c: dw.pointer, ldc: outputs)
-                }
+            if let operands {
+                let dy16 = BFloat16Tensor(rounding: dy)
+                linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
+                               outputs: outputs, dy: dy16.pointer, xValues: operands.x.pointer, weightValues: operands.weight.pointer)
+            } else {
+                linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
+                               outputs: outputs, dy: dy.pointer, xValues: x.value.pointer, weightValues: w.pointer)
             }
             if let bias, bias.requiresGrad {
                 let (db, accumulate) = bias.gradientTarget()
@@ -44,6 +46,35 @@ extension Tape {
             }
         }
         return out
+    }
+}
+
+/// The bf16 copies a linear layer's products read under bf16 precision.
+private struct LinearOperands {
+    let x: BFloat16Tensor
+    let weight: BFloat16Tensor
+}
+
+/// dx (+)= dy · Wᵀ and dW (+)= xᵀ · dy (W as stored), with inputs of either element type.
+@inline(__always)
+private func linearBackward<Element: ProductElement>(
+    x: Variable, weight: Variable, transposedWeight: Bool, rows: Int, inputs: Int, outputs: Int,
+    dy: UnsafePointer<Element>, xValues: UnsafePointer<Element>, weightValues: UnsafePointer<Element>
+) {
+    if x.requiresGrad {
+        let (dx, accumulate) = x.gradientTarget()
+        Element.gemm(transposeA: false, transposeB: !transposedWeight, m: rows, n: inputs, k: outputs, a: dy, lda: outputs,
+                     b: weightValues, ldb: transposedWeight ? inputs : outputs, beta: accumulate ? 1 : 0, c: dx.pointer, ldc: inputs)
+    }
+    if weight.requiresGrad {
+        let (dw, accumulate) = weight.gradientTarget()
+        if transposedWeight {
+            Element.gemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, a: dy, lda: outputs,
+                         b: xValues, ldb: inputs, beta: accumulate ? 1 : 0, c: dw.pointer, ldc: inputs)
+        } else {
+            Element.gemm(transposeA: true, transposeB: false, m: inputs, n: outputs, k: rows, a: xValues, lda: inputs,
+                         b: dy, ldb: outputs, beta: accumulate ? 1 : 0, c: dw.pointer, ldc: outputs)
+        }
     }
 }
 

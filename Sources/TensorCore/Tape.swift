@@ -5,11 +5,15 @@
 public final class Tape {
     /// Whether backward steps are being recorded.
     public let isRecording: Bool
+    /// The element type of matrix-product inputs in the operations recorded here (results stay fp32).
+    public let precision: ProductPrecision
     private var backwardSteps: [() -> Void] = []
 
-    /// A tape; pass `recording: false` for inference, where no activations or backward steps are kept.
-    public init(recording: Bool = true) {
+    /// A tape; pass `recording: false` for inference, where no activations or backward steps are kept, and
+    /// `precision: .bfloat16` for bf16 matrix products (mixed precision).
+    public init(recording: Bool = true, precision: ProductPrecision = .float32) {
         isRecording = recording
+        self.precision = precision
     }
 
     /// Wraps an operation's result: it needs a gradient when recording and any input needs one.

@@ -6,6 +6,9 @@ public final class Variable: @unchecked Sendable {
     public internal(set) var grad: Tensor?
     /// Whether gradients are computed for this variable.
     public let requiresGrad: Bool
+    /// The value rounded to bfloat16, kept up to date by its owner (a parameter arena refreshes it once per
+    /// optimizer step); bf16 products read it instead of rounding `value` again.
+    public var bfloat16: BFloat16Tensor?
 
     /// A constant or a leaf. With `requiresGrad`, a gradient buffer is allocated when the first gradient arrives.
     public init(_ value: Tensor, requiresGrad: Bool = false) {

@@ -31,6 +31,9 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Whether a job is running: a parallel loop started now would run serially on its caller.
+    var isBusy: Bool { busy.load(ordering: .relaxed) }
+
     /// Runs `body(t)` for t in 0..<tasks on the calling thread and the workers, and returns when all are done.
     /// A call made while another job runs (nested, or from another thread) runs serially on its caller.
     func run(_ tasks: Int, _ body: (Int) -> Void) {

@@ -22,6 +22,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Random seed for weights and tokens.")
     var seed: UInt64 = 0
 
+    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
+    var precision: ProductPrecision = .machineDefault
+
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
@@ -59,13 +62,13 @@ struct TrainBench: ParsableCommand {
         let gpt = try GPTModel(config: c, seed: model.seed)
         let optimizer = AdamW(parameters: gpt.parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
         let ids = model.randomIDs(count: batch * model.seq, vocabulary: c.vocabularySize)
-        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(model.seq)")
+        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(model.seq); precision \(model.precision.rawValue)")
         var times: [Double] = []
         for step in 0...steps {
             var loss: Float = 0
             let t = Benchmark.time {
                 gpt.parameters.zeroGradients()
-                let tape = Tape()
+                let tape = Tape(precision: model.precision)
                 let logits = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
                 let l = gpt.languageModelLoss(logits, ids: ids, batch: batch, tape: tape)
                 loss = l.value[flat: 0]
@@ -104,7 +107,7 @@ struct ForwardBench: ParsableCommand {
         var times: [Double] = []
         for step in 0...steps {
             let t = Benchmark.time {
-                let tape = Tape(recording: false)
+                let tape = Tape(recording: false, precision: model.precision)
                 _ = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
             }
             if step > 0 { times.append(t) }
@@ -152,3 +155,5 @@ struct GenerateBench: ParsableCommand {
         }
     }
 }
+
+extension ProductPrecision: ExpressibleByArgument {}

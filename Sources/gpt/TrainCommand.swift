@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwiftGPT
+import TensorCore
 
 /// Set by SIGINT; the training loop checks it after each step.
 nonisolated(unsafe) private var interruptRequested = false
@@ -45,6 +46,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Batches per evaluation.") var evalIterations: Int?
     @Option(help: "Steps between metric log lines.") var logInterval: Int?
     @Option(help: "Random seed (weights, batches, dropout).") var seed: UInt64?
+    @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
 
     func settings() throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
@@ -79,6 +81,7 @@ struct TrainCommand: ParsableCommand {
         if let evalIterations { c.evalIterations = evalIterations }
         if let logInterval { c.logInterval = logInterval }
         if let seed { c.seed = seed }
+        if let precision { c.precision = precision }
         return c
     }
 
@@ -93,7 +96,7 @@ struct TrainCommand: ParsableCommand {
         }
         let c = trainer.configuration, m = trainer.model.config
         print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
-        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed)")
+        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
         signal(SIGINT) { _ in interruptRequested = true }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
         let start = Date()
