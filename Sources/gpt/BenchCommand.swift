@@ -22,9 +22,6 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Random seed for weights and tokens.")
     var seed: UInt64 = 0
 
-    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
-    var precision: ProductPrecision = .machineDefault
-
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
@@ -52,6 +49,8 @@ struct TrainBench: ParsableCommand {
         commandName: "train", abstract: "Time training steps: forward, backward and AdamW.")
 
     @OptionGroup var model: ModelOptions
+    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
+    var precision: ProductPrecision = .machineDefault
     @Option(help: "Sequences per step.") var batch = 4
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
 
@@ -62,13 +61,13 @@ struct TrainBench: ParsableCommand {
         let gpt = try GPTModel(config: c, seed: model.seed)
         let optimizer = AdamW(parameters: gpt.parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
         let ids = model.randomIDs(count: batch * model.seq, vocabulary: c.vocabularySize)
-        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(model.seq); precision \(model.precision.rawValue)")
+        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(model.seq); precision \(precision.rawValue)")
         var times: [Double] = []
         for step in 0...steps {
             var loss: Float = 0
             let t = Benchmark.time {
                 gpt.parameters.zeroGradients()
-                let tape = Tape(precision: model.precision)
+                let tape = Tape(precision: precision)
                 let logits = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
                 let l = gpt.languageModelLoss(logits, ids: ids, batch: batch, tape: tape)
                 loss = l.value[flat: 0]
@@ -96,6 +95,8 @@ struct ForwardBench: ParsableCommand {
         commandName: "forward", abstract: "Time inference forward passes (prefill: logits for every position).")
 
     @OptionGroup var model: ModelOptions
+    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
+    var precision: ProductPrecision = .machineDefault
     @Option(help: "Sequences per pass.") var batch = 1
     @Option(help: "Timed passes (after one warm-up pass).") var steps = 5
 
@@ -107,14 +108,14 @@ struct ForwardBench: ParsableCommand {
         var times: [Double] = []
         for step in 0...steps {
             let t = Benchmark.time {
-                let tape = Tape(recording: false, precision: model.precision)
+                let tape = Tape(recording: false, precision: precision)
                 _ = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
             }
             if step > 0 { times.append(t) }
         }
         let seconds = Benchmark.median(times)
-        print(String(format: "forward %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
-                     model.preset, batch, model.seq, seconds * 1000, Double(batch * model.seq) / seconds,
+        print(String(format: "forward %@ %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
+                     model.preset, precision.rawValue, batch, model.seq, seconds * 1000, Double(batch * model.seq) / seconds,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
     }
 }

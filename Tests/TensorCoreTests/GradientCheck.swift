@@ -2,14 +2,17 @@ import TensorCore
 import XCTest
 
 /// Compares the tape's gradients of `Σ output ⊙ R` (R random) with central finite differences for every input
-/// element (or a sample of them for large inputs).
+/// element (or a sample of them for large inputs). With `precision: .bfloat16` the analytic gradients come from
+/// bf16 products and the finite differences from the exact (fp32) function, so the tolerance must allow for bf16's
+/// 8-bit mantissa (relative rounding error 2⁻⁹ per input).
 func checkGradients(
-    _ inputs: [Tensor], tolerance: Float = 2e-2, step: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line,
+    _ inputs: [Tensor], tolerance: Float = 2e-2, step: Float = 1e-2, precision: ProductPrecision = .float32,
+    file: StaticString = #filePath, line: UInt = #line,
     _ operation: (Tape, [Variable]) -> Variable
 ) {
     var random = SeededRandom(seed: 99)
     let variables = inputs.map { Variable($0, requiresGrad: true) }
-    let tape = Tape()
+    let tape = Tape(precision: precision)
     let out = operation(tape, variables)
     let weights = Tensor.normal(shape: out.shape, using: &random)
     tape.backward(from: out, seed: weights)
