@@ -36,13 +36,15 @@ enum OneDNN {
         }
     }
 
-    /// Whether this CPU runs bf16 products natively (AVX512-BF16 or AMX); elsewhere oneDNN refuses them.
+    /// Whether this CPU runs bf16 products natively (AVX512-BF16 or AMX): elsewhere oneDNN offers no bf16 matmul
+    /// or only its slow reference code (`ref…`).
     static let supportsBFloat16: Bool = {
         let product = Product(transposeA: false, transposeB: false, m: 16, n: 16, k: 16, lda: 16, ldb: 16, ldc: 16,
                               alpha: 1, beta: 0, type: .bfloat16)
         return ThreadState.current.makePrimitive(for: product).map { !$0.implementation.hasPrefix("ref") } ?? false
     }()
 
+    /// The CPU engine every primitive and stream belongs to.
     static let engine: dnnl_engine_t = {
         var engine: dnnl_engine_t?
         check(dnnl_engine_create(&engine, dnnl_cpu, 0), "creating the CPU engine")
