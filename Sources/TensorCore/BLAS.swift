@@ -55,6 +55,9 @@ public enum BLAS {
     /// The engines a product can run on.
     enum Engine { case oneDNN, platformBLAS }
 
+    /// The element types a product's inputs may have.
+    enum ElementType: Hashable { case float32, bfloat16 }
+
     /// oneDNN where it is linked, unless `SWIFTGPT_MATMUL=blas` asks for the platform BLAS.
     static let engine: Engine = {
         #if canImport(CDNNL)
@@ -65,7 +68,7 @@ public enum BLAS {
     }()
 
     /// A product's shape, strides and scaling.
-    struct Shape {
+    struct Shape: Hashable {
         var transposeA: Bool, transposeB: Bool
         var m: Int, n: Int, k: Int
         var lda: Int, ldb: Int, ldc: Int
@@ -103,11 +106,9 @@ public enum BLAS {
     static let minimumSplitWork = 1 << 18
 
     @inline(__always)
-    static func multiplyOnOneDNN(_ s: Shape, type: OneDNNElementType, a: UnsafeRawPointer, b: UnsafeRawPointer, c: UnsafeMutablePointer<Float>) {
+    static func multiplyOnOneDNN(_ s: Shape, type: ElementType, a: UnsafeRawPointer, b: UnsafeRawPointer, c: UnsafeMutablePointer<Float>) {
         #if canImport(CDNNL)
-        OneDNN.multiply(.init(transposeA: s.transposeA, transposeB: s.transposeB, m: s.m, n: s.n, k: s.k, lda: s.lda,
-                              ldb: s.ldb, ldc: s.ldc, alpha: s.alpha, beta: s.beta, type: type),
-                        a: a, b: b, c: c)
+        OneDNN.multiply(.init(shape: s, type: type), a: a, b: b, c: c)
         #else
         preconditionFailure("oneDNN is not linked")
         #endif
@@ -138,13 +139,6 @@ public enum BLAS {
              lda: s.lda, b: wideB.pointer, ldb: s.ldb, beta: s.beta, c: c, ldc: s.ldc)
     }
 }
-
-#if canImport(CDNNL)
-typealias OneDNNElementType = OneDNN.ElementType
-#else
-/// Stands in for oneDNN's element types where oneDNN is not linked.
-enum OneDNNElementType { case float32, bfloat16 }
-#endif
 
 /// An element type matrix products read (fp32 or bf16), so that one kernel body serves both precisions.
 public protocol ProductElement {

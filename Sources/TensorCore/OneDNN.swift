@@ -8,20 +8,10 @@ import Foundation
 /// its own primitives, memory objects and stream, and runs oneDNN on one OpenMP thread: products are split across
 /// cores by `BLAS.gemm` on the project's worker pool, so that OpenMP's spinning threads never compete with it.
 enum OneDNN {
-    /// Element types a product's inputs may have.
-    enum ElementType: Hashable {
-        case float32, bfloat16
-
-        var dnnl: dnnl_data_type_t { self == .float32 ? dnnl_f32 : dnnl_bf16 }
-    }
-
-    /// Everything that fixes a primitive: shapes, strides, transposes, types and the scaling of the result.
+    /// Everything that fixes a primitive: the product's shape, strides and scaling, and its input type.
     struct Product: Hashable {
-        var transposeA: Bool, transposeB: Bool
-        var m: Int, n: Int, k: Int
-        var lda: Int, ldb: Int, ldc: Int
-        var alpha: Float, beta: Float
-        var type: ElementType
+        var shape: BLAS.Shape
+        var type: BLAS.ElementType
     }
 
     /// C = alpha · op(A) · op(B) + beta · C on the calling thread; A and B hold elements of `product.type`.
@@ -39,8 +29,8 @@ enum OneDNN {
     /// Whether this CPU runs bf16 products natively (AVX512-BF16 or AMX): elsewhere oneDNN offers no bf16 matmul
     /// or only its slow reference code (`ref…`).
     static let supportsBFloat16: Bool = {
-        let product = Product(transposeA: false, transposeB: false, m: 16, n: 16, k: 16, lda: 16, ldb: 16, ldc: 16,
-                              alpha: 1, beta: 0, type: .bfloat16)
+        let product = Product(shape: .init(transposeA: false, transposeB: false, m: 16, n: 16, k: 16, lda: 16, ldb: 16,
+                                           ldc: 16, alpha: 1, beta: 0), type: .bfloat16)
         return ThreadState.current.makePrimitive(for: product).map { !$0.implementation.hasPrefix("ref") } ?? false
     }()
 
@@ -102,7 +92,8 @@ enum OneDNN {
             return made
         }
 
-        func makePrimitive(for p: Product) -> Primitive? {
+        func makePrimitive(for product: Product) -> Primitive? {
+            let p = product.shape, type = product.type == .float32 ? dnnl_f32 : dnnl_bf16
             func descriptor(rows: Int, columns: Int, stride: Int, transposed: Bool, type: dnnl_data_type_t) -> dnnl_memory_desc_t {
                 var desc = dnnl_memory_desc_t()
                 var dims: dnnl_dims_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -121,8 +112,8 @@ enum OneDNN {
                 }
                 return desc
             }
-            var a = descriptor(rows: p.m, columns: p.k, stride: p.lda, transposed: p.transposeA, type: p.type.dnnl)
-            var b = descriptor(rows: p.k, columns: p.n, stride: p.ldb, transposed: p.transposeB, type: p.type.dnnl)
+            var a = descriptor(rows: p.m, columns: p.k, stride: p.lda, transposed: p.transposeA, type: type)
+            var b = descriptor(rows: p.k, columns: p.n, stride: p.ldb, transposed: p.transposeB, type: type)
             var c = descriptor(rows: p.m, columns: p.n, stride: p.ldc, transposed: false, type: dnnl_f32)
             var desc = dnnl_matmul_desc_t()
             check(dnnl_matmul_desc_init(&desc, &a, &b, nil, &c), "describing a matmul")
