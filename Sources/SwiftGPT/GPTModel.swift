@@ -9,16 +9,21 @@ import TensorCore
 public final class GPTModel {
     public private(set) var config: GPTConfig
     public let parameters: ParameterSet
+    /// The task head beside the language-model head, if any; its parameters are in `parameters`.
+    public let taskHead: TaskHead?
+    /// How task inputs are laid out as token sequences, for a fine-tuned model (saved with it).
+    public var inputFormat: InputFormat?
     /// The fixed position table when positions are sinusoidal.
     let sinusoidalPositions: Variable?
 
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
-    /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. `extraParameters` adds task-head
-    /// parameters (initialised N(0, 0.02) if matrices, 0 otherwise) to the same arena so one optimizer steps all.
-    public init(config: GPTConfig, seed: UInt64 = 0, extraParameters: [(name: String, shape: [Int])] = []) throws {
+    /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. A task head's parameters (initialised the
+    /// same way) share the arena, so one optimizer steps all.
+    public init(config: GPTConfig, seed: UInt64 = 0, taskHead: TaskHead? = nil) throws {
         try config.validate()
         self.config = config
-        let specs = GPTModel.parameterShapes(config) + extraParameters
+        self.taskHead = taskHead
+        let specs = GPTModel.parameterShapes(config) + (taskHead?.parameterShapes(width: config.embeddingWidth) ?? [])
         parameters = ParameterSet(specs)
         sinusoidalPositions = config.positions == .sinusoidal
             ? Variable(GPTModel.sinusoidalTable(length: config.contextLength, width: config.embeddingWidth)) : nil
@@ -35,6 +40,24 @@ public final class GPTModel {
                 p.fill(0)
             }
         }
+    }
+
+    /// A copy of this model whose vocabulary has `vocabularySize` rows (the new rows of the token embedding, and of
+    /// an untied output layer, initialised N(0, 0.02) from `seed`) and which carries `taskHead`, freshly initialised
+    /// as in `init` unless this model already has the same head, which is then kept.
+    public func adapted(vocabularySize: Int, taskHead: TaskHead?, seed: UInt64) throws -> GPTModel {
+        precondition(vocabularySize >= config.vocabularySize, "a vocabulary can only grow")
+        var newConfig = config
+        newConfig.vocabularySize = vocabularySize
+        let model = try GPTModel(config: newConfig, seed: seed, taskHead: taskHead)
+        let keepHead = taskHead == self.taskHead
+        for name in parameters.names where model.parameters.contains(name) && (keepHead || !TaskHead.isHeadParameter(name)) {
+            let source = parameters[name].value, target = model.parameters[name].value
+            // Token rows come first in both tables, so the old rows are a prefix of the new table.
+            target.pointer.update(from: source.pointer, count: source.count)
+        }
+        model.inputFormat = inputFormat
+        return model
     }
 
     /// Changes the dropout probability (the only setting that may differ between training runs of one model).
@@ -85,18 +108,20 @@ public final class GPTModel {
     }
 
     /// Runs the embeddings and every block over `batch` rows of token ids of equal length (row-major), without
-    /// dropout (evaluation, inference, parity).
-    public func hidden(ids: [Int32], batch: Int, tape: Tape) -> Hidden {
+    /// dropout (evaluation, inference, parity). `lengths`, for right-padded rows, gives each row's real length:
+    /// padding positions then attend to their row's real tokens only (real positions never see padding).
+    public func hidden(ids: [Int32], batch: Int, tape: Tape, lengths: [Int]? = nil) -> Hidden {
         var unused = SeededRandom(seed: 0)
-        return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused)
+        return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused, lengths: lengths)
     }
 
     /// Runs the embeddings and every block with dropout (as configured) drawn from `random`: training.
-    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom) -> Hidden {
-        hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random)
+    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom, lengths: [Int]? = nil) -> Hidden {
+        hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random, lengths: lengths)
     }
 
-    private func hidden(ids: [Int32], batch: Int, tape: Tape, dropout applyDropout: Bool, random: inout SeededRandom) -> Hidden {
+    private func hidden(ids: [Int32], batch: Int, tape: Tape, dropout applyDropout: Bool, random: inout SeededRandom,
+                        lengths: [Int]?) -> Hidden {
         let c = config
         let length = ids.count / batch
         precondition(length <= c.contextLength, "sequence of \(length) tokens exceeds the context of \(c.contextLength)")
@@ -117,9 +142,8 @@ public final class GPTModel {
             }
             func attention(_ v: Variable) -> Variable {
                 let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"], bias: parameters[p + "attn.c_attn.bias"])
-                let heads = applyDropout && c.dropout > 0
-                    ? tape.causalSelfAttention(qkv, heads: c.headCount, dropout: c.dropout, random: &random)
-                    : tape.causalSelfAttention(qkv, heads: c.headCount)
+                let heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
+                                                     random: &random, keyLengths: lengths)
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }

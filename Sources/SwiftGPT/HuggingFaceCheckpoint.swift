@@ -1,28 +1,30 @@
 import Foundation
 import TensorCore
 
-/// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT2LMHeadModel
-/// (`model_type` gpt2, also GPT2DoubleHeadsModel) and OpenAIGPTLMHeadModel (`model_type` openai-gpt).
+/// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT-2 (`model_type` gpt2)
+/// and OpenAI-GPT (`model_type` openai-gpt) models: the LM-head models, the double-heads models (multiple-choice
+/// head) and the sequence-classification models (`score` head, classification or regression).
 ///
 /// The whole name mapping lives here: HF names carry a `transformer.` prefix, OpenAI-GPT calls the embeddings
 /// `tokens_embed`/`positions_embed`, a tied `lm_head.weight` is not stored, and attention buffers are skipped.
 /// Weight layouts need no transposes: SwiftGPT stores matrices `[in, out]` as HF's Conv1D does.
 public enum HuggingFaceCheckpoint {
-    /// The multiple-choice head of GPT2DoubleHeadsModel (a torch Linear from the hidden state to one score).
-    public static let multipleChoiceHead: [(name: String, shape: (Int) -> [Int])] = [
-        ("multiple_choice_head.summary.weight", { [1, $0] }), ("multiple_choice_head.summary.bias", { _ in [1] }),
-    ]
-
-    /// Loads the model in `directory`. Task-head tensors present in the file (the multiple-choice head) become
-    /// extra parameters of the model. Every problem throws an error naming the file.
+    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, or a
+    /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
     public static func load(from directory: URL) throws -> GPTModel {
         let configURL = directory.appendingPathComponent("config.json")
         let (config, modelType) = try readConfig(configURL)
         let weightsURL = directory.appendingPathComponent("model.safetensors")
         let file = try SafeTensors(contentsOf: weightsURL)
         let names = Dictionary(uniqueKeysWithValues: file.names.map { (ourName($0, modelType: modelType), $0) })
-        let extras = multipleChoiceHead.filter { names[$0.name] != nil }.map { ($0.name, $0.shape(config.embeddingWidth)) }
-        let model = try GPTModel(config: config, extraParameters: extras)
+        var head: TaskHead?
+        if names[TaskHead.choiceWeight] != nil {
+            head = .multipleChoice
+        } else if let score = file.entries[TaskHead.scoreWeight] {
+            head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0))
+        }
+        let model = try GPTModel(config: config, taskHead: head)
+        model.inputFormat = try readInputFormat(configURL)
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove("wpe.weight") }
         for (ours, theirs) in names {
@@ -61,9 +63,11 @@ public enum HuggingFaceCheckpoint {
                             GPTModel.sinusoidalTable(length: c.contextLength, width: c.embeddingWidth)))
         }
         try SafeTensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
-        let data = try JSONSerialization.data(withJSONObject: hfConfig(c, modelType: modelType,
-                                                                      doubleHeads: model.parameters.contains(multipleChoiceHead[0].name)),
-                                              options: [.prettyPrinted, .sortedKeys])
+        var json = hfConfig(c, modelType: modelType, head: model.taskHead)
+        if let format = model.inputFormat {
+            json[inputFormatKey] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(format))
+        }
+        let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
         try AtomicFile.write(data, to: directory.appendingPathComponent("config.json"))
     }
 
@@ -107,7 +111,44 @@ public enum HuggingFaceCheckpoint {
         return (config, modelType)
     }
 
-    static func hfConfig(_ c: GPTConfig, modelType: String, doubleHeads: Bool) -> [String: Any] {
+    /// The config.json key under which a fine-tuned model keeps its `InputFormat` (transformers keeps unknown keys).
+    static let inputFormatKey = "swiftgpt_input_format"
+
+    static func readInputFormat(_ url: URL) throws -> InputFormat? {
+        guard let data = FileManager.default.contents(atPath: url.path),
+              let json = try JSONSerialization.jsonObject(with: data) as? [String: Any], let format = json[inputFormatKey] else { return nil }
+        do { return try JSONDecoder().decode(InputFormat.self, from: JSONSerialization.data(withJSONObject: format)) } catch {
+            throw FileError(url: url, message: "'\(inputFormatKey)' is not a valid input format (\(error))")
+        }
+    }
+
+    /// The sequence-classification head that config.json describes for a `score` of `labelCount` rows.
+    static func readClassification(_ url: URL, labelCount: Int) throws -> SequenceClassification {
+        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
+        guard let data = FileManager.default.contents(atPath: url.path),
+              let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
+        let labelNames = json["id2label"] as? [String: String] ?? [:]
+        let count = json["num_labels"] as? Int ?? (labelNames.isEmpty ? labelCount : labelNames.count)
+        guard count == labelCount, count > 0 else {
+            throw fail("num_labels / id2label give \(count) labels, but score.weight has \(labelCount) rows")
+        }
+        let labels = (0..<count).map { labelNames[String($0)] ?? "LABEL_\($0)" }
+        let problem: SequenceClassification.Problem
+        switch json["problem_type"] as? String {
+        case nil: problem = count == 1 ? .regression : .singleLabel
+        case let name?:
+            guard let known = SequenceClassification.Problem(rawValue: name) else {
+                throw fail("unsupported problem_type '\(name)' (supported: single_label_classification, regression)")
+            }
+            problem = known
+        }
+        guard let pad = json["pad_token_id"] as? Int else {
+            throw fail("a sequence-classification model needs 'pad_token_id' (the head reads each row's last non-pad token)")
+        }
+        return SequenceClassification(labels: labels, problem: problem, padTokenID: Int32(pad))
+    }
+
+    static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
         var json: [String: Any] = [
             "model_type": modelType, "vocab_size": c.vocabularySize, "n_positions": c.contextLength,
             "n_embd": c.embeddingWidth, "n_layer": c.layerCount, "n_head": c.headCount,
@@ -118,18 +159,29 @@ public enum HuggingFaceCheckpoint {
             "summary_first_dropout": 0.0, "summary_activation": NSNull(),
         ]
         let activation = c.activation == .tanh ? "gelu_new" : "gelu"
+        let family = modelType == "gpt2" ? "GPT2" : "OpenAIGPT"
+        switch head {
+        case nil: json["architectures"] = [family + "LMHeadModel"]
+        case .multipleChoice?:
+            json["architectures"] = [family + "DoubleHeadsModel"]
+            json["num_labels"] = 1
+        case .sequenceClassification(let classification)?:
+            json["architectures"] = [family + "ForSequenceClassification"]
+            json["num_labels"] = classification.labels.count
+            json["problem_type"] = classification.problem.rawValue
+            json["pad_token_id"] = Int(classification.padTokenID)
+            json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
+            json["label2id"] = Dictionary(classification.labels.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        }
         if modelType == "gpt2" {
-            json["architectures"] = [doubleHeads ? "GPT2DoubleHeadsModel" : "GPT2LMHeadModel"]
             json["activation_function"] = activation
             json["n_inner"] = c.mlpWidth
             json["bos_token_id"] = 50256
             json["eos_token_id"] = 50256
         } else {
-            json["architectures"] = ["OpenAIGPTLMHeadModel"]
             json["afn"] = "gelu"
         }
         if c.positions == .sinusoidal { json["swiftgpt_positions"] = "sinusoidal" }
-        if doubleHeads { json["num_labels"] = 1 }
         return json
     }
 
@@ -147,7 +199,7 @@ public enum HuggingFaceCheckpoint {
 
     /// The checkpoint name of a SwiftGPT parameter name.
     public static func hfName(_ name: String, modelType: String) -> String {
-        if name.hasPrefix("multiple_choice_head.") || name == "lm_head.weight" { return name }
+        if TaskHead.isHeadParameter(name) || name == "lm_head.weight" { return name }
         var n = name
         if modelType == "openai-gpt" {
             if n == "wte.weight" { n = "tokens_embed.weight" }

@@ -56,7 +56,7 @@ public enum Parity {
         let model = try HuggingFaceCheckpoint.load(from: folder)
         let (_, modelType) = try HuggingFaceCheckpoint.readConfig(folder.appendingPathComponent("config.json"))
         var items: [Item] = []
-        var unchecked = Set(expected.names).subtracting(["input_ids", "mc_token_ids", "mc_labels", "generate.prompt"])
+        var unchecked = Set(expected.names).subtracting(["input_ids", "attention_mask", "labels", "mc_token_ids", "mc_labels", "generate.prompt"])
         func check(_ name: String, _ value: Tensor) throws {
             guard expected.entries[name] != nil else { return }
             unchecked.remove(name)
@@ -72,28 +72,48 @@ public enum Parity {
         let doubleHeads = expected.entries["mc_token_ids"] != nil
         guard ids.allSatisfy({ $0 >= 0 && Int($0) < model.config.vocabularySize }) else { throw fail("input_ids outside the vocabulary") }
         guard length <= model.config.contextLength else { throw fail("input_ids longer than the context") }
+        // A right-padded batch: each row's real length, from the attention mask.
+        var lengths: [Int]?
+        if expected.entries["attention_mask"] != nil {
+            let mask = try expected.integers("attention_mask")
+            lengths = (0..<rows).map { r in mask[(r * length)..<((r + 1) * length)].reduce(0, +) }
+            guard lengths!.allSatisfy({ $0 >= 1 }) else { throw fail("a row of attention_mask has no real token") }
+        }
 
         // Forward and losses.
-        func losses(_ tape: Tape) throws -> (total: Variable, forward: GPTModel.Hidden, logits: Variable, parts: [String: Variable]) {
-            let hidden = model.hidden(ids: ids, batch: rows, tape: tape)
+        func losses(_ tape: Tape) throws -> (total: Variable, forward: GPTModel.Hidden, parts: [String: Variable]) {
+            let hidden = model.hidden(ids: ids, batch: rows, tape: tape, lengths: lengths)
+            if case .sequenceClassification(let head)? = model.taskHead {
+                let positions = head.pooledPositions(ids, length: length)
+                let logits = model.taskOutputs(hidden.final, rows: positions.enumerated().map { $0.offset * length + $0.element }, tape: tape)
+                let loss: Variable
+                switch head.problem {
+                case .singleLabel:
+                    let labels = try expected.integers("labels").map(Int32.init)
+                    guard labels.count == rows, labels.allSatisfy({ $0 >= 0 && Int($0) < head.labels.count }) else { throw fail("bad labels") }
+                    loss = tape.crossEntropy(logits, targets: labels)
+                case .regression:
+                    let labels = try expected.tensor("labels").scalars
+                    guard labels.count == rows else { throw fail("bad labels") }
+                    loss = tape.meanSquaredError(logits, targets: labels)
+                }
+                let pooled = Tensor(shape: [rows], values: positions.map(Float.init))
+                return (loss, hidden, ["logits": logits, "loss": loss, "last_non_pad_index": Variable(pooled)])
+            }
             let logits = model.logits(hidden.final, tape: tape)
             let lm = model.languageModelLoss(logits, ids: ids, batch: rows, tape: tape)
-            guard doubleHeads else { return (lm, hidden, logits, ["loss": lm]) }
+            guard doubleHeads else { return (lm, hidden, ["logits": logits, "loss": lm]) }
             let choices = try expected.integers("mc_token_ids")
             let labels = try expected.integers("mc_labels").map(Int32.init)
             guard choices.count == rows, choices.allSatisfy({ $0 >= 0 && $0 < length }) else { throw fail("bad mc_token_ids") }
-            let flat = tape.reshape(hidden.final, [rows * length, model.config.embeddingWidth])
-            let picked = tape.gatherRows(flat, choices.enumerated().map { $0.offset * length + $0.element })
-            let scores = tape.linear(picked, weight: model.parameters["multiple_choice_head.summary.weight"],
-                                     bias: model.parameters["multiple_choice_head.summary.bias"], transposedWeight: true)
+            let scores = model.taskOutputs(hidden.final, rows: choices.enumerated().map { $0.offset * length + $0.element }, tape: tape)
             let mcLogits = tape.reshape(scores, [labels.count, rows / labels.count])
             let mc = tape.crossEntropy(mcLogits, targets: labels)
             let total = tape.add(mc, tape.scale(lm, by: 0.5))
-            return (total, hidden, logits, ["lm_loss": lm, "mc_loss": mc, "total_loss": total, "mc_logits": mcLogits])
+            return (total, hidden, ["lm_logits": logits, "lm_loss": lm, "mc_loss": mc, "total_loss": total, "mc_logits": mcLogits])
         }
         let tape = Tape()
-        let (total, forward, logits, parts) = try losses(tape)
-        try check(doubleHeads ? "lm_logits" : "logits", logits.value)
+        let (total, forward, parts) = try losses(tape)
         for (name, v) in parts.sorted(by: { $0.key < $1.key }) { try check(name, v.value) }
         let layers = model.config.layerCount
         try check("hidden.0", forward.embeddings.value)

@@ -13,10 +13,18 @@ extension Tape {
 
     /// The same with dropout on the attention probabilities (as GPT-2's `attn_pdrop`): each is zeroed with
     /// probability `dropout` and the rest scaled by 1 / (1 − dropout), drawn from `random`.
-    public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom) -> Variable {
+    ///
+    /// `keyLengths`, for right-padded batches, gives each row's real length: no query sees a key at or beyond it
+    /// (Hugging Face's attention mask). Real positions are unaffected by the padding either way; the padding
+    /// positions then attend to the row's real tokens only.
+    public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom,
+                                    keyLengths: [Int]? = nil) -> Variable {
         precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
                      "attention: qkv \(qkv.shape) is not [batch, length, 3·width] with width divisible by \(heads) heads")
         let batch = qkv.shape[0], length = qkv.shape[1], width = qkv.shape[2] / 3, d = width / heads
+        precondition(keyLengths.map { $0.count == batch && $0.allSatisfy { (1...length).contains($0) } } ?? true,
+                     "attention: key lengths \(keyLengths ?? []) are not one in 1...\(length) per row")
+        let limits = keyLengths ?? [Int](repeating: length, count: batch)
         let scale = 1 / Float(d).squareRoot()
         let y = Tensor(uninitializedShape: [batch, length, width])
         let probabilities = Tensor(uninitializedShape: [batch, heads, length, length])
@@ -38,10 +46,11 @@ extension Tape {
                     BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
                               b: k, ldb: stride, c: p + r0 * length, ldc: length)
                     for i in r0..<r1 {
-                        causalSoftmaxRow(p + i * length, valid: i + 1, length: length)
+                        let valid = min(i + 1, limits[b])
+                        causalSoftmaxRow(p + i * length, valid: valid, length: length)
                         if dropout > 0 {
                             for j in 0..<length {
-                                applied[i * length + j] = j <= i && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
+                                applied[i * length + j] = j < valid && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
                             }
                         }
                     }
@@ -79,7 +88,7 @@ extension Tape {
                     }
                     // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
                     for i in 0..<length {
-                        let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = i + 1
+                        let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = min(i + 1, limits[b])
                         let dot = pr.dot(dr, valid)
                         forEachLane(valid) { j, lanes in
                             store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)

@@ -5,7 +5,7 @@ import XCTest
 
 /// The golden folders: the project's own copy (always present) and, when it exists, `../shared/golden`.
 enum Golden {
-    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny"]
+    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny", "gpt2-seqcls-tiny", "gpt2-regression-tiny"]
 
     static func bundled(_ name: String) -> URL {
         Bundle.module.url(forResource: "Resources", withExtension: nil)!.appendingPathComponent("golden/\(name)")

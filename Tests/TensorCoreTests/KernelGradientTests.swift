@@ -89,3 +89,62 @@ final class KernelGradientTests: XCTestCase {
         for i in 0..<12 { XCTAssertEqual(x.grad![flat: i], 2 * single.grad![flat: i], accuracy: 1e-6) }
     }
 }
+
+/// Losses of the task heads: regression and multiple choice.
+final class TaskLossTests: XCTestCase {
+    func testMeanSquaredError() {
+        let x = Tensor(shape: [3, 1], values: [1, -2, 0.5])
+        XCTAssertEqual(Tape(recording: false).meanSquaredError(Variable(x), targets: [0, 1, 0.5]).value[flat: 0], (1 + 9 + 0) / 3, accuracy: 1e-6)
+        checkGradients([randomTensor([5, 1], seed: 30)]) { t, v in t.meanSquaredError(v[0], targets: [0.5, -1, 2, 0, 3]) }
+    }
+
+    func testGroupedCrossEntropyMatchesPerGroupSoftmax() {
+        let scores: [Float] = [0.3, -1.2, 2.0, 0.7, 0.1]
+        let groups = [0..<2, 2..<5]
+        let loss = Tape(recording: false).groupedCrossEntropy(Variable(Tensor(shape: [5], values: scores)), groups: groups, targets: [1, 2])
+        func negativeLogSoftmax(_ s: [Float], _ t: Int) -> Double {
+            let total = s.map { exp(Double($0)) }.reduce(0, +)
+            return -(Double(s[t]) - log(total))
+        }
+        let expected = (negativeLogSoftmax([0.3, -1.2], 1) + negativeLogSoftmax([2.0, 0.7, 0.1], 2)) / 2
+        XCTAssertEqual(Double(loss.value[flat: 0]), expected, accuracy: 1e-6)
+        checkGradients([randomTensor([7], seed: 31)], step: 1e-2) { t, v in
+            t.groupedCrossEntropy(v[0], groups: [0..<3, 3..<4, 4..<7], targets: [2, 0, 1])
+        }
+    }
+}
+
+/// Attention over right-padded rows: the padding never reaches a real position, and padding positions see only
+/// their row's real keys (as Hugging Face's attention mask).
+final class PaddedAttentionTests: XCTestCase {
+    func testKeyLengthsMaskPaddingKeys() {
+        let (batch, length, heads, width) = (2, 6, 2, 8)
+        let qkv = randomTensor([batch, length, 3 * width], seed: 40)
+        var random = SeededRandom(seed: 0)
+        let masked = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &random,
+                                                                 keyLengths: [4, 6]).value
+        let d = width / heads
+        for b in 0..<batch {
+            let limit = [4, 6][b]
+            for h in 0..<heads {
+                for i in 0..<length {
+                    // Reference: plain softmax over the keys j ≤ i and j < limit.
+                    let visible = 0..<min(i + 1, limit)
+                    func at(_ t: Int, _ part: Int, _ c: Int) -> Double {
+                        Double(qkv[flat: (b * length + t) * 3 * width + part * width + h * d + c])
+                    }
+                    let scores = visible.map { j in (0..<d).reduce(0.0) { $0 + at(i, 0, $1) * at(j, 1, $1) } / Double(d).squareRoot() }
+                    let m = scores.max()!, e = scores.map { exp($0 - m) }, z = e.reduce(0, +)
+                    for c in 0..<d {
+                        let expected = zip(visible, e).reduce(0.0) { $0 + $1.1 / z * at($1.0, 2, c) }
+                        XCTAssertEqual(Double(masked[flat: (b * length + i) * width + h * d + c]), expected, accuracy: 1e-5)
+                    }
+                }
+            }
+        }
+        checkGradients([randomTensor([2, 9, 3 * 8], seed: 41)], tolerance: 3e-2) { t, v in
+            var random = SeededRandom(seed: 0)
+            return t.causalSelfAttention(v[0], heads: 2, dropout: 0, random: &random, keyLengths: [3, 9])
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+
+/// GPT-1's input transformations (section 3.3): how a task's texts become token sequences for a model with a
+/// task head, around three special tokens appended to the vocabulary (start, delimiter, extract). The head reads
+/// the final hidden state of the extract token, the last token of every sequence.
+public struct InputFormat: Codable, Equatable, Sendable {
+    /// The kinds of task and their layouts.
+    public enum Task: String, Codable, CaseIterable, Sendable {
+        /// `[start] text [extract]`
+        case classification
+        /// `[start] premise [delim] hypothesis [extract]`
+        case entailment
+        /// `[start] a [delim] b [extract]` and `[start] b [delim] a [extract]`; the two extract states are added.
+        case similarity
+        /// `[start] context [delim] choice [extract]` for each choice; one score each, softmax over the choices.
+        case multipleChoice = "multiple-choice"
+
+        /// How many text segments an input of this task has (multiple choice: the context and at least one choice).
+        var segmentCount: ClosedRange<Int> {
+            switch self {
+            case .classification: return 1...1
+            case .entailment, .similarity: return 2...2
+            case .multipleChoice: return 2...Int.max
+            }
+        }
+    }
+
+    /// Names of the special tokens in the tokenizer, in the order start, delimiter, extract.
+    public static let specialTokenNames = ["<|start|>", "<|delimiter|>", "<|extract|>"]
+
+    public var task: Task
+    public var start: Int32
+    public var delimiter: Int32
+    public var extract: Int32
+
+    public init(task: Task, start: Int32, delimiter: Int32, extract: Int32) {
+        self.task = task
+        self.start = start
+        self.delimiter = delimiter
+        self.extract = extract
+    }
+
+    /// The sequences of one input, and whether a text had to be cut to fit.
+    public struct Sequences: Equatable, Sendable {
+        public var rows: [[Int32]]
+        public var truncated: Bool
+    }
+
+    /// The token sequences for one input given as token segments: classification `[text]`, entailment
+    /// `[premise, hypothesis]`, similarity `[a, b]`, multiple choice `[context, choice, choice, …]`. A sequence
+    /// longer than `contextLength` loses tokens from the end of its longest text segment (never a special token).
+    public func sequences(_ segments: [[Int32]], contextLength: Int) -> Sequences {
+        precondition(task.segmentCount.contains(segments.count), "\(task.rawValue) takes \(task.segmentCount) segments, got \(segments.count)")
+        var truncated = false
+        func row(_ first: [Int32], _ second: [Int32]?) -> [Int32] {
+            var parts = second == nil ? [first] : [first, second!]
+            let budget = contextLength - parts.count - 1
+            precondition(budget >= parts.count, "a context of \(contextLength) cannot hold a \(task.rawValue) input")
+            var excess = parts.reduce(0) { $0 + $1.count } - budget
+            if excess > 0 { truncated = true }
+            while excess > 0 {
+                // Cut the longest segment down towards the next longest, at least one token at a time.
+                let order = parts.indices.sorted { parts[$0].count > parts[$1].count }
+                let longest = order[0], next = order.count > 1 ? parts[order[1]].count : 0
+                let cut = min(excess, max(1, parts[longest].count - next))
+                parts[longest].removeLast(cut)
+                excess -= cut
+            }
+            return [start] + parts[0] + (parts.count > 1 ? [delimiter] + parts[1] : []) + [extract]
+        }
+        let rows: [[Int32]]
+        switch task {
+        case .classification: rows = [row(segments[0], nil)]
+        case .entailment: rows = [row(segments[0], segments[1])]
+        case .similarity: rows = [row(segments[0], segments[1]), row(segments[1], segments[0])]
+        case .multipleChoice: rows = segments.dropFirst().map { row(segments[0], $0) }
+        }
+        return Sequences(rows: rows, truncated: truncated)
+    }
+}
