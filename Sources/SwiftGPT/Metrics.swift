@@ -28,7 +28,11 @@ enum Metrics {
     /// reads as one run.
     static func keep(upTo step: Int, in output: URL) throws {
         let records = records(in: output)
-        let kept = records.filter { ($0["step"] as? Int ?? 0) <= step && !(($0["step"] as? Int ?? 0) == step && $0["val_loss"] != nil) }
+        // An evaluation record at `step` is written again by the resumed run.
+        let kept = records.filter { record in
+            let recordStep = record["step"] as? Int ?? 0
+            return recordStep < step || (recordStep == step && record["score"] == nil && record["val_loss"] == nil)
+        }
         guard kept.count != records.count else { return }
         var data = Data()
         for record in kept {

@@ -2,13 +2,15 @@ import Foundation
 import TensorCore
 import Tokenizers
 
-/// The pretraining loop: next-token prediction on random windows of a prepared data directory, AdamW with warmup
-/// and cosine decay, gradient accumulation and clipping, periodic evaluation, checkpoints and exact resume.
+/// The training loop every trainer shares: AdamW with warmup and cosine or linear decay, gradient accumulation
+/// and clipping, periodic evaluation, checkpoints (`last/`, and `best/` by the evaluation's score), metrics and
+/// exact resume. What is optimised comes from a `TrainingObjective`: pretraining when the configuration has no
+/// fine-tuning settings, GPT-1 fine-tuning when it has.
 public final class Trainer {
     /// What the loop reports as it goes.
     public enum Event {
         case step(StepReport)
-        case evaluation(step: Int, trainLoss: Float, valLoss: Float)
+        case evaluation(step: Int, Evaluation)
         case checkpoint(step: Int, directory: URL)
     }
 
@@ -28,18 +30,21 @@ public final class Trainer {
     public let model: GPTModel
     public let tokenizer: any Tokenizer
     public let optimizer: AdamW
+    public let objective: any TrainingObjective
     public private(set) var step = 0
     private var dataRandom: SeededRandom
     private var dropoutRandom: SeededRandom
-    private var bestValLoss: Float?
-    private let train: TokenDataset
-    private let val: TokenDataset
+    private var bestScore: Double?
     private let output: URL
-    private let length: Int
 
-    /// A new run (from scratch or from the model in `configuration.initFrom`).
+    /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning that model.
     public convenience init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
+        if configuration.fineTuning != nil {
+            let (model, tokenizer) = try FineTuningObjective.startingModel(configuration)
+            try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
+            return
+        }
         let data = URL(fileURLWithPath: configuration.data)
         let meta = try DataPreparation.meta(in: data)
         let model: GPTModel
@@ -52,7 +57,7 @@ public final class Trainer {
                 throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")
             }
         }
-        try self.init(configuration: configuration, model: model, state: nil)
+        try self.init(configuration: configuration, model: model, tokenizer: try TokenizerLoading.load(directory: data), state: nil)
     }
 
     /// Continues the run whose checkpoint is `output/last`, exactly where it stopped; `maxIterations` moves its end
@@ -68,24 +73,32 @@ public final class Trainer {
         state.configuration.out = output.path
         let model = try HuggingFaceCheckpoint.load(from: last)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
-        let trainer = try Trainer(configuration: state.configuration, model: model, state: state)
+        let tokenizer = try TokenizerLoading.load(directory: state.configuration.fineTuning == nil
+                                                  ? URL(fileURLWithPath: state.configuration.data) : last)
+        let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
         try TrainingCheckpoint.loadOptimizer(trainer.optimizer, steps: state.optimizerSteps, from: last)
         return trainer
     }
 
-    private init(configuration: TrainingConfiguration, model: GPTModel, state: TrainingCheckpoint.State?) throws {
+    private init(configuration: TrainingConfiguration, model: GPTModel, tokenizer: any Tokenizer, state: TrainingCheckpoint.State?) throws {
         var configuration = configuration
         configuration.precision = configuration.resolvedPrecision
-        self.configuration = configuration
         self.model = model
-        let data = URL(fileURLWithPath: configuration.data)
-        tokenizer = try TokenizerLoading.load(directory: data)
-        train = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("train.bin")))
-        val = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("val.bin")))
-        length = min(configuration.context ?? model.config.contextLength, model.config.contextLength)
-        guard train.file.count > length, val.file.count > length else {
-            throw ConfigurationError(message: "train.bin (\(train.file.count) tokens) and val.bin (\(val.file.count) tokens) must each hold more than one window of \(length) tokens")
+        self.tokenizer = tokenizer
+        if configuration.fineTuning != nil {
+            let objective = try FineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            if state == nil {
+                // A new fine-tuning run: its length, warmup and evaluations follow from the epochs.
+                let settings = configuration.fineTuning!
+                configuration.maxIterations = settings.epochs * objective.stepsPerEpoch
+                configuration.warmupIterations = Int((settings.warmupFraction * Float(configuration.maxIterations)).rounded(.up))
+                configuration.evalInterval = objective.stepsPerEpoch
+            }
+            self.objective = objective
+        } else {
+            objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data), configuration: configuration)
         }
+        self.configuration = configuration
         optimizer = AdamW(parameters: model.parameters, settings: .init(
             beta1: configuration.beta1, beta2: configuration.beta2, epsilon: configuration.epsilon,
             weightDecay: configuration.weightDecay))
@@ -93,7 +106,7 @@ public final class Trainer {
         step = state?.step ?? 0
         dataRandom = state?.dataRandom ?? SeededRandom(seed: configuration.seed)
         dropoutRandom = state?.dropoutRandom ?? SeededRandom(seed: configuration.seed &+ 1)
-        bestValLoss = state?.bestValLoss
+        bestScore = state?.bestScore
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if state == nil {
             try? FileManager.default.removeItem(at: Metrics.url(output))
@@ -110,9 +123,9 @@ public final class Trainer {
         while step < c.maxIterations {
             if step % c.evalInterval == 0 { try evaluateAndCheckpoint(events) }
             let start = DispatchTime.now().uptimeNanoseconds
-            let (loss, norm) = try trainingStep()
+            let (loss, norm, tokens) = try trainingStep()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            window.append((seconds, Double(c.batchSize * c.gradientAccumulation * length)))
+            window.append((seconds, Double(tokens)))
             if window.count > 20 { window.removeFirst() }
             let tokensPerSecond = window.reduce(0) { $0 + $1.1 } / window.reduce(0) { $0 + $1.0 }
             let report = StepReport(step: step, loss: loss, learningRate: c.learningRate(at: step - 1), gradientNorm: norm,
@@ -128,24 +141,25 @@ public final class Trainer {
             }
         }
         try evaluateAndCheckpoint(events)
-        try Metrics.drawCurve(in: output, title: "SwiftGPT \(c.preset): loss")
+        try Metrics.drawCurve(in: output, title: "SwiftGPT \(c.fineTuning.map { "\($0.task.rawValue) fine-tuning" } ?? c.preset): loss")
         return .finished
     }
 
-    /// One optimizer step over `gradientAccumulation` micro-batches; returns the mean loss and the gradient norm.
-    private func trainingStep() throws -> (Float, Float) {
+    /// One optimizer step over `gradientAccumulation` micro-batches; returns the step's loss, the gradient norm
+    /// and the token positions processed.
+    private func trainingStep() throws -> (Float, Float, Int) {
         let c = configuration
         model.parameters.zeroGradients()
-        var lossSum: Float = 0
-        for _ in 0..<c.gradientAccumulation {
-            let (inputs, targets) = try train.batch(c.batchSize, length: length, random: &dataRandom)
+        var loss: Float = 0, tokens = 0
+        for microBatch in 0..<c.gradientAccumulation {
             let tape = Tape(precision: c.resolvedPrecision)
-            let hidden = model.hidden(ids: inputs, batch: c.batchSize, tape: tape, random: &dropoutRandom)
-            let loss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
-            lossSum += loss.value[flat: 0]
-            tape.backward(from: c.gradientAccumulation > 1 ? tape.scale(loss, by: 1 / Float(c.gradientAccumulation)) : loss)
+            guard let (microLoss, count) = try objective.microBatchLoss(
+                step: step, microBatch: microBatch, of: c.gradientAccumulation, tape: tape,
+                data: &dataRandom, dropout: &dropoutRandom) else { continue }
+            loss += microLoss.value[flat: 0]
+            tokens += count
+            tape.backward(from: microLoss)
         }
-        let loss = lossSum / Float(c.gradientAccumulation)
         let (norm, scale) = c.gradientClip > 0
             ? model.parameters.gradientClipping(maximum: c.gradientClip) : (model.parameters.gradientNorm(), 1)
         guard loss.isFinite, norm.isFinite else {
@@ -153,31 +167,21 @@ public final class Trainer {
         }
         optimizer.step(learningRate: c.learningRate(at: step), gradientScale: scale)
         step += 1
-        return (loss, norm)
-    }
-
-    /// Mean loss over `evalIterations` batches of `dataset`, without dropout, from a generator fixed by the step
-    /// (so evaluation never changes the training stream).
-    public func estimateLoss(_ dataset: TokenDataset, salt: UInt64) throws -> Float {
-        let c = configuration
-        var random = SeededRandom(seed: c.seed &+ salt &+ UInt64(step) &* 0x9E37_79B9)
-        var total: Float = 0
-        for _ in 0..<c.evalIterations {
-            let (inputs, targets) = try dataset.batch(c.batchSize, length: length, random: &random)
-            total += model.evaluationLoss(inputs: inputs, targets: targets, batch: c.batchSize, precision: c.resolvedPrecision)
-        }
-        return total / Float(c.evalIterations)
+        return (loss, norm, tokens)
     }
 
     private func evaluateAndCheckpoint(_ events: (Event) -> Void) throws {
-        let trainLoss = try estimateLoss(train, salt: 1), valLoss = try estimateLoss(val, salt: 2)
-        guard trainLoss.isFinite, valLoss.isFinite else {
-            throw TrainingError(message: "step \(step): the evaluation loss is \(trainLoss.isFinite ? valLoss : trainLoss); stopping. \(keptCheckpointNote)")
+        let evaluation = try objective.evaluate(step: step, precision: configuration.resolvedPrecision)
+        if let (name, value) = evaluation.metrics.first(where: { !$0.value.isFinite }) {
+            throw TrainingError(message: "step \(step): the evaluation's \(name) is \(value); stopping. \(keptCheckpointNote)")
         }
-        events(.evaluation(step: step, trainLoss: trainLoss, valLoss: valLoss))
-        try Metrics.append(["step": step, "eval_train_loss": Double(trainLoss), "val_loss": Double(valLoss)], in: output)
-        if bestValLoss.map({ valLoss < $0 }) ?? true {
-            bestValLoss = valLoss
+        events(.evaluation(step: step, evaluation))
+        var record: [String: Any] = evaluation.metrics
+        record["step"] = step
+        record["score"] = evaluation.score
+        try Metrics.append(record, in: output)
+        if bestScore.map({ evaluation.score > $0 }) ?? true {
+            bestScore = evaluation.score
             if step > 0 {
                 try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
                                             to: output.appendingPathComponent("best"))
@@ -194,7 +198,7 @@ public final class Trainer {
 
     private func saveCheckpoint(_ events: (Event) -> Void) throws {
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
-                                             dropoutRandom: dropoutRandom, bestValLoss: bestValLoss, configuration: configuration)
+                                             dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")
         try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: optimizer, state: state, to: directory)
         events(.checkpoint(step: step, directory: directory))

@@ -13,8 +13,46 @@ public enum TrainingCheckpoint {
         public var optimizerSteps: Int
         public var dataRandom: SeededRandom
         public var dropoutRandom: SeededRandom
-        public var bestValLoss: Float?
+        /// The highest evaluation score so far (the model in `best/`).
+        public var bestScore: Double?
         public var configuration: TrainingConfiguration
+
+        public init(step: Int, optimizerSteps: Int, dataRandom: SeededRandom, dropoutRandom: SeededRandom,
+                    bestScore: Double?, configuration: TrainingConfiguration) {
+            self.step = step
+            self.optimizerSteps = optimizerSteps
+            self.dataRandom = dataRandom
+            self.dropoutRandom = dropoutRandom
+            self.bestScore = bestScore
+            self.configuration = configuration
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case step, optimizerSteps, dataRandom, dropoutRandom, bestScore, configuration
+            /// Written by pretraining checkpoints before scores: the lowest validation loss (score = −loss).
+            case bestValLoss
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            step = try c.decode(Int.self, forKey: .step)
+            optimizerSteps = try c.decode(Int.self, forKey: .optimizerSteps)
+            dataRandom = try c.decode(SeededRandom.self, forKey: .dataRandom)
+            dropoutRandom = try c.decode(SeededRandom.self, forKey: .dropoutRandom)
+            bestScore = try c.decodeIfPresent(Double.self, forKey: .bestScore)
+                ?? c.decodeIfPresent(Float.self, forKey: .bestValLoss).map { -Double($0) }
+            configuration = try c.decode(TrainingConfiguration.self, forKey: .configuration)
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(step, forKey: .step)
+            try c.encode(optimizerSteps, forKey: .optimizerSteps)
+            try c.encode(dataRandom, forKey: .dataRandom)
+            try c.encode(dropoutRandom, forKey: .dropoutRandom)
+            try c.encodeIfPresent(bestScore, forKey: .bestScore)
+            try c.encode(configuration, forKey: .configuration)
+        }
     }
 
     static let stateFile = "training_state.json"

@@ -25,8 +25,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var learningRate: Float = 1e-3
     public var minLearningRate: Float = 1e-4
     public var warmupIterations = 100
-    /// Iterations of cosine decay (default: `maxIterations`).
+    /// Iterations of decay (default: `maxIterations`).
     public var decayIterations: Int?
+    /// The shape of the decay after warmup.
+    public var schedule = LearningRateSchedule.cosine
     public var beta1: Float = 0.9
     public var beta2: Float = 0.99
     public var epsilon: Float = 1e-8
@@ -40,6 +42,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Matrix-product inputs: bf16 (mixed precision) or fp32; nil chooses bf16 where the CPU multiplies bf16
     /// natively. A run keeps the precision it started with when resumed.
     public var precision: ProductPrecision?
+    /// Present for fine-tuning on a labelled task (`gpt finetune`); absent for pretraining on `data`.
+    public var fineTuning: FineTuningSettings?
 
     public init() {}
 
@@ -49,7 +53,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case preset, layers, heads, width, context, dropout, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
-        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision
+        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -83,16 +87,22 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.epsilon, &d.epsilon); try read(.weightDecay, &d.weightDecay); try read(.gradientClip, &d.gradientClip)
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
+        try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
         self = d
     }
 
-    /// Learning rate at `step`: linear warmup, then cosine decay to the minimum (nanoGPT's schedule).
+    /// Learning rate at `step`: linear warmup, then cosine (nanoGPT's schedule) or linear (GPT-1's fine-tuning)
+    /// decay to the minimum.
     public func learningRate(at step: Int) -> Float {
         if step < warmupIterations { return learningRate * Float(step + 1) / Float(warmupIterations + 1) }
         let decay = decayIterations ?? maxIterations
         if step > decay { return minLearningRate }
         let ratio = Double(step - warmupIterations) / Double(max(decay - warmupIterations, 1))
-        let coefficient = Float(0.5 * (1 + cos(Double.pi * ratio)))
+        let coefficient: Float
+        switch schedule {
+        case .cosine: coefficient = Float(0.5 * (1 + cos(Double.pi * ratio)))
+        case .linear: coefficient = Float(1 - ratio)
+        }
         return minLearningRate + coefficient * (learningRate - minLearningRate)
     }
 
@@ -128,5 +138,41 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check(weightDecay >= 0 && gradientClip >= 0, "weight decay and gradient clip must not be negative")
         try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
+        try fineTuning?.validate()
+    }
+}
+
+/// How the learning rate falls after warmup.
+public enum LearningRateSchedule: String, Codable, Sendable {
+    case cosine, linear
+}
+
+/// The settings of a fine-tuning run that pretraining does not have.
+public struct FineTuningSettings: Codable, Equatable, Sendable {
+    public var task: InputFormat.Task
+    /// JSONL files of labelled examples.
+    public var train: String
+    public var dev: String
+    /// λ in L = L_task + λ·L_LM (GPT-1: 0.5); 0 turns the auxiliary language-model loss off.
+    public var lmWeight: Float = 0.5
+    /// Dropout on the pooled state before the head.
+    public var headDropout: Float = 0.1
+    public var epochs = 3
+    /// Warmup as a fraction of all steps (GPT-1: 0.2%); sets `warmupIterations` when the run starts.
+    public var warmupFraction: Float = 0.002
+    /// Whether the body keeps the pretrained weights (false: the same architecture from random weights).
+    public var pretrained = true
+
+    public init(task: InputFormat.Task, train: String, dev: String) {
+        self.task = task
+        self.train = train
+        self.dev = dev
+    }
+
+    func validate() throws {
+        guard lmWeight >= 0, lmWeight.isFinite else { throw ConfigurationError(message: "the LM-loss weight must be finite and not negative") }
+        guard (0..<1).contains(headDropout) else { throw ConfigurationError(message: "head dropout must be in [0, 1)") }
+        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
     }
 }

@@ -215,6 +215,19 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         return bytes
     }
 
+    public func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
+        var specials = specialTokens
+        for (k, name) in names.enumerated() {
+            guard specials.updateValue(Int32(vocabularySize + k), forKey: name) == nil else {
+                throw TokenizerError("\(name) is already a special token of this vocabulary")
+            }
+        }
+        let specialIDs = Set(specialTokens.values)
+        let tokens = (0..<vocabularySize).map { specialIDs.contains(Int32($0)) ? nil : Array(bytes(of: Int32($0))) }
+            + [[UInt8]?](repeating: nil, count: names.count)
+        return try BPETokenizer(tokens: tokens, specialTokens: specials, merges: merges, kind: kind)
+    }
+
     /// The bytes of one token.
     public func bytes(of id: Int32) -> ArraySlice<UInt8> {
         tokenBytes[tokenOffsets[Int(id)]..<tokenOffsets[Int(id) + 1]]

@@ -1,27 +1,39 @@
 import Foundation
 import TensorCore
 
-/// One token per Unicode scalar, with the vocabulary taken from a corpus (as nanoGPT's shakespeare_char).
+/// One token per Unicode scalar, with the vocabulary taken from a corpus (as nanoGPT's shakespeare_char), and
+/// optional special tokens after the characters.
 public final class CharacterTokenizer: Tokenizer {
     public static let fileName = "char_tokenizer.json"
     public let kind = "char"
     /// The vocabulary, in id order.
     public let characters: [Unicode.Scalar]
+    /// Special tokens, with ids from `characters.count` on.
+    public let specialTokens: [String]
     private let ids: [UInt32: Int32]
 
-    public var vocabularySize: Int { characters.count }
+    public var vocabularySize: Int { characters.count + specialTokens.count }
     public var endOfText: Int32? { nil }
 
-    /// A tokenizer whose vocabulary is `characters` in that order (they must be distinct).
-    public init(characters: [Unicode.Scalar]) throws {
+    /// A tokenizer whose vocabulary is `characters` in that order, then `specialTokens` (all distinct).
+    public init(characters: [Unicode.Scalar], specialTokens: [String] = []) throws {
         var ids: [UInt32: Int32] = [:]
         for (id, character) in characters.enumerated() {
             guard ids.updateValue(Int32(id), forKey: character.value) == nil else {
                 throw TokenizerError("character \(String(character).debugDescription) appears twice in the vocabulary")
             }
         }
+        guard Set(specialTokens).count == specialTokens.count, !specialTokens.contains("") else {
+            throw TokenizerError("special tokens must be distinct and not empty")
+        }
         self.characters = characters
+        self.specialTokens = specialTokens
         self.ids = ids
+    }
+
+    public func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
+        if let name = names.first(where: specialTokens.contains) { throw TokenizerError("\(name) is already a special token of this vocabulary") }
+        return try CharacterTokenizer(characters: characters, specialTokens: specialTokens + names)
     }
 
     /// The vocabulary of a corpus: its distinct scalars in code-point order.
@@ -47,31 +59,45 @@ public final class CharacterTokenizer: Tokenizer {
     }
 
     public func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
-        guard allowedSpecial.isEmpty else { throw TokenizerError("the character tokenizer has no special tokens") }
-        return try encode(bytes: Array(text.utf8))
+        if let unknown = allowedSpecial.first(where: { !specialTokens.contains($0) }) {
+            throw TokenizerError("unknown special token \(unknown)")
+        }
+        let names = specialTokens.filter(allowedSpecial.contains)
+        var result: [Int32] = []
+        for (run, special) in SpecialTokenSplit.segments(Array(text.utf8), specials: names.map { Array($0.utf8) }) {
+            result += try encode(bytes: Array(run))
+            if let special { result.append(Int32(characters.count + specialTokens.firstIndex(of: names[special])!)) }
+        }
+        return result
     }
 
     public func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
-        var text = String.UnicodeScalarView()
+        var bytes: [UInt8] = []
         for id in ids {
-            guard id >= 0, Int(id) < characters.count else {
-                throw TokenizerError("token id \(id) is outside the vocabulary (0..<\(characters.count))")
+            guard id >= 0, Int(id) < vocabularySize else {
+                throw TokenizerError("token id \(id) is outside the vocabulary (0..<\(vocabularySize))")
             }
-            text.append(characters[Int(id)])
+            if Int(id) < characters.count {
+                bytes += Array(String(characters[Int(id)]).utf8)
+            } else {
+                bytes += Array(specialTokens[Int(id) - characters.count].utf8)
+            }
         }
-        return Array(String(text).utf8)
+        return bytes
     }
 
     private struct File: Codable {
         var type = "char"
         var characters: [String]
+        var specialTokens: [String]?
     }
 
     public func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted]
-        let data = try encoder.encode(File(characters: characters.map { String($0) }))
+        let data = try encoder.encode(File(characters: characters.map { String($0) },
+                                           specialTokens: specialTokens.isEmpty ? nil : specialTokens))
         try AtomicFile.write(data, to: directory.appendingPathComponent(Self.fileName))
     }
 
@@ -91,7 +117,7 @@ public final class CharacterTokenizer: Tokenizer {
             }
             scalars.append(text.unicodeScalars.first!)
         }
-        do { return try CharacterTokenizer(characters: scalars) } catch let error as TokenizerError {
+        do { return try CharacterTokenizer(characters: scalars, specialTokens: file.specialTokens ?? []) } catch let error as TokenizerError {
             throw FileError(url: url, message: error.message)
         }
     }

@@ -17,6 +17,9 @@ public protocol Tokenizer: Sendable {
     func decodeBytes(_ ids: [Int32]) throws -> [UInt8]
     /// Writes the files that describe this tokenizer into `directory` (a model directory carries them).
     func save(to directory: URL) throws
+    /// A copy with special tokens `names` appended, taking ids `vocabularySize`, `vocabularySize + 1`, …
+    /// (a name that is already a special token is an error).
+    func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer
 }
 
 extension Tokenizer {

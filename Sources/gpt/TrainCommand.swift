@@ -3,9 +3,6 @@ import Foundation
 import SwiftGPT
 import TensorCore
 
-/// Set by SIGINT; the training loop checks it after each step.
-nonisolated(unsafe) private var interruptRequested = false
-
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -94,35 +91,6 @@ struct TrainCommand: ParsableCommand {
         } else {
             trainer = try Trainer(configuration: settings())
         }
-        let c = trainer.configuration, m = trainer.model.config
-        print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
-        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
-        signal(SIGINT) { _ in interruptRequested = true }
-        let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
-        let start = Date()
-        let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in
-            switch event {
-            case .step(let r):
-                let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step", r.loss, r.tokensPerSecond, r.milliseconds)
-                if let bar { bar.update(r.step, detail: detail) } else if r.step % c.logInterval == 0 {
-                    print(String(format: "step %d/%d: %@, lr %.2e", r.step, c.maxIterations, detail, r.learningRate))
-                }
-            case .evaluation(let step, let trainLoss, let valLoss):
-                if bar != nil { print("") }
-                print(String(format: "step %d: train loss %.4f, val loss %.4f (%.1f s)", step, trainLoss, valLoss, Date().timeIntervalSince(start)))
-            case .checkpoint:
-                break
-            }
-            fflush(stdout)
-        }
-        bar?.finish()
-        let outDir = c.out
-        switch outcome {
-        case .finished:
-            print(String(format: "done in %.1f s; checkpoints in %@/last and %@/best, metrics in %@/metrics.jsonl, curve in %@/loss.svg",
-                         Date().timeIntervalSince(start), outDir, outDir, outDir, outDir))
-        case .interrupted:
-            print("interrupted at step \(trainer.step); checkpoint written to \(outDir)/last (continue with --resume --out \(outDir))")
-        }
+        try TrainingRun.run(trainer)
     }
 }

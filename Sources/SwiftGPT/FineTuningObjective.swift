@@ -1,0 +1,155 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// GPT-1's fine-tuning objective: L = L_task + λ·L_LM on batches of labelled examples, a new order of the training
+/// set every epoch (fixed by the seed and the epoch, so a resumed run sees the same batches), evaluated on the
+/// whole dev set after every epoch.
+public final class FineTuningObjective: TrainingObjective {
+    public let model: GPTModel
+    public let format: InputFormat
+    public let train: [EncodedExample]
+    public let dev: [EncodedExample]
+    public let settings: FineTuningSettings
+    /// Optimizer steps per pass over the training set.
+    public let stepsPerEpoch: Int
+    /// How many training and dev examples had a text cut to fit the context.
+    public let truncatedCount: (train: Int, dev: Int)
+    let batchSize: Int
+    let accumulation: Int
+    let seed: UInt64
+    private var order: (epoch: Int, indices: [Int])?
+
+    /// The pad id of the batches: the start token, which never ends a sequence (the head reads each row's last
+    /// non-pad token, as transformers does).
+    public var pad: Int32 { format.start }
+
+    /// An objective for `model` (which carries its task head and input format), reading and validating the
+    /// configuration's train and dev files.
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+        guard let settings = c.fineTuning, let format = model.inputFormat, model.taskHead != nil else {
+            throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")
+        }
+        self.model = model
+        self.format = format
+        self.settings = settings
+        let trainURL = URL(fileURLWithPath: settings.train), devURL = URL(fileURLWithPath: settings.dev)
+        let trainExamples = try TaskDataset.load(trainURL, task: settings.task, labelsRequired: true)
+        let devExamples = try TaskDataset.load(devURL, task: settings.task, labelsRequired: true)
+        try FineTuningObjective.checkLabels(trainExamples, url: trainURL, head: model.taskHead!)
+        try FineTuningObjective.checkLabels(devExamples, url: devURL, head: model.taskHead!)
+        let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
+        train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
+        dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
+        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        batchSize = c.batchSize
+        accumulation = c.gradientAccumulation
+        seed = c.seed
+        stepsPerEpoch = FineTuningObjective.stepsPerEpoch(examples: train.count, batchSize: c.batchSize,
+                                                         accumulation: c.gradientAccumulation)
+    }
+
+    /// Optimizer steps in one pass over `examples` (the last step of an epoch may be short).
+    public static func stepsPerEpoch(examples: Int, batchSize: Int, accumulation: Int) -> Int {
+        (examples + batchSize * accumulation - 1) / (batchSize * accumulation)
+    }
+
+    /// Every label must fit the head: a class below the number of labels, a value only for regression.
+    static func checkLabels(_ examples: [TaskExample], url: URL, head: TaskHead) throws {
+        for example in examples {
+            func fail(_ message: String) -> FileError { FileError(url: url, message: "line \(example.line): field 'label' \(message)") }
+            switch (head, example.label) {
+            case (.sequenceClassification(let h), .index(let i)?) where h.problem == .singleLabel && i >= h.labels.count:
+                throw fail("is \(i), but the model has \(h.labels.count) labels")
+            case (.sequenceClassification(let h), .value?) where h.problem == .singleLabel:
+                throw fail("is a real value, but the model is a classifier")
+            default: break
+            }
+        }
+    }
+
+    /// The order of the training set in `epoch`: a shuffle fixed by the seed and the epoch.
+    func epochOrder(_ epoch: Int) -> [Int] {
+        if let order, order.epoch == epoch { return order.indices }
+        var random = SeededRandom(seed: seed ^ (0xF1E7_0000 &+ UInt64(epoch)))
+        var indices = Array(train.indices)
+        for i in stride(from: indices.count - 1, to: 0, by: -1) { indices.swapAt(i, random.nextInt(below: i + 1)) }
+        order = (epoch, indices)
+        return indices
+    }
+
+    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+                               dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
+        let epoch = step / stepsPerEpoch, stepInEpoch = step % stepsPerEpoch
+        let stepStart = stepInEpoch * accumulation * batchSize
+        let stepEnd = min(train.count, stepStart + accumulation * batchSize)
+        let start = stepStart + microBatch * batchSize, end = min(stepEnd, start + batchSize)
+        guard start < end else { return nil }
+        let indices = epochOrder(epoch)[start..<end]
+        let examples = indices.map { train[$0] }
+        let batch = TaskBatch(examples, pad: pad)
+        var random: SeededRandom? = dropout
+        let forward = model.taskForward(batch, tape: tape, headDropout: settings.headDropout, random: &random)
+        dropout = random!
+        var loss = model.taskLoss(forward.outputs, batch: batch, labels: examples.map { $0.label! }, tape: tape)
+        if settings.lmWeight > 0 {
+            loss = tape.add(loss, tape.scale(model.taskLanguageModelLoss(forward.final, batch: batch, tape: tape), by: settings.lmWeight))
+        }
+        // Each micro-batch counts by its share of the step's examples.
+        let share = Float(end - start) / Float(stepEnd - stepStart)
+        return (share == 1 ? loss : tape.scale(loss, by: share), batch.positionCount)
+    }
+
+    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        let (predictions, loss) = model.predict(dev, batchSize: batchSize, precision: precision, pad: pad)
+        var metrics: [String: Double] = ["epoch": Double(step) / Double(stepsPerEpoch)]
+        if let loss { metrics["val_loss"] = Double(loss) }
+        let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label))
+        for (name, value) in scores { metrics["val_" + name] = value }
+        let primary = TaskMetrics.primary(scores)
+        let figures = scores.keys.sorted().map { String(format: "%@ %.4f", $0, scores[$0]!) }.joined(separator: ", ")
+        return Evaluation(metrics: metrics, score: primary?.value ?? -Double(loss ?? .infinity),
+                          summary: String(format: "epoch %.2f: dev loss %.4f, ", Double(step) / Double(stepsPerEpoch), loss ?? .nan) + figures)
+    }
+}
+
+extension FineTuningObjective {
+    /// The model a new fine-tuning run starts from: the configuration's `initFrom` model (pretrained weights, or
+    /// the same architecture from random weights when `pretrained` is false) with the three special tokens
+    /// appended to its vocabulary and its tokenizer, and a task head chosen by the task and the training labels
+    /// (multiple choice; regression when similarity labels are real values; otherwise as many classes as the
+    /// largest label + 1, at least 2).
+    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+        guard let settings = c.fineTuning else { throw ConfigurationError(message: "not a fine-tuning configuration") }
+        guard c.initFrom != "scratch" else {
+            throw ConfigurationError(message: "fine-tuning needs a model directory to start from (its architecture and tokenizer)")
+        }
+        let (base, baseTokenizer) = try ModelLoading.load(c.initFrom)
+        guard base.inputFormat == nil else {
+            throw ConfigurationError(message: "\(c.initFrom) is already fine-tuned (it has an input format); start from a pretrained model")
+        }
+        let examples = try TaskDataset.load(URL(fileURLWithPath: settings.train), task: settings.task, labelsRequired: true)
+        // Ids up to the model's vocabulary that the tokenizer lacks become unused special tokens, so the new ones
+        // get the same ids in both.
+        let fillers = (baseTokenizer.vocabularySize..<base.config.vocabularySize).map { "<|unused_\($0)|>" }
+        let tokenizer = try baseTokenizer.addingSpecialTokens(fillers + InputFormat.specialTokenNames)
+        let first = Int32(base.config.vocabularySize)
+        let format = InputFormat(task: settings.task, start: first, delimiter: first + 1, extract: first + 2)
+        let head: TaskHead
+        if settings.task == .multipleChoice {
+            head = .multipleChoice
+        } else if examples.contains(where: { if case .value = $0.label { return true }; return false }) {
+            head = .sequenceClassification(SequenceClassification(labels: ["score"], problem: .regression, padTokenID: format.start))
+        } else {
+            let largest = examples.map { if case .index(let i)? = $0.label { return i }; return 0 }.max() ?? 0
+            head = .sequenceClassification(SequenceClassification(labels: (0...max(1, largest)).map { "LABEL_\($0)" },
+                                                                  problem: .singleLabel, padTokenID: format.start))
+        }
+        var model = try base.adapted(vocabularySize: base.config.vocabularySize + InputFormat.specialTokenNames.count,
+                                     taskHead: head, seed: c.seed)
+        if !settings.pretrained { model = try GPTModel(config: model.config, seed: c.seed, taskHead: head) }
+        model.inputFormat = format
+        if let dropout = c.dropout { model.setDropout(dropout) }
+        return (model, tokenizer)
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import TensorCore
+
+/// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by
+/// the mean loss over random windows of train.bin and val.bin.
+public final class LanguageModelObjective: TrainingObjective {
+    public let model: GPTModel
+    public let train: TokenDataset
+    public let val: TokenDataset
+    /// Tokens per window.
+    public let length: Int
+    let batchSize: Int
+    let evalIterations: Int
+    let seed: UInt64
+
+    public init(model: GPTModel, data: URL, configuration c: TrainingConfiguration) throws {
+        self.model = model
+        train = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("train.bin")))
+        val = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("val.bin")))
+        length = min(c.context ?? model.config.contextLength, model.config.contextLength)
+        guard train.file.count > length, val.file.count > length else {
+            throw ConfigurationError(message: "train.bin (\(train.file.count) tokens) and val.bin (\(val.file.count) tokens) must each hold more than one window of \(length) tokens")
+        }
+        batchSize = c.batchSize
+        evalIterations = c.evalIterations
+        seed = c.seed
+    }
+
+    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+                               dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
+        let (inputs, targets) = try train.batch(batchSize, length: length, random: &data)
+        let hidden = model.hidden(ids: inputs, batch: batchSize, tape: tape, random: &dropout)
+        let loss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
+        return (count > 1 ? tape.scale(loss, by: 1 / Float(count)) : loss, batchSize * length)
+    }
+
+    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        let trainLoss = try estimateLoss(train, salt: 1, step: step, precision: precision)
+        let valLoss = try estimateLoss(val, salt: 2, step: step, precision: precision)
+        return Evaluation(metrics: ["eval_train_loss": Double(trainLoss), "val_loss": Double(valLoss)],
+                          score: valLoss.isFinite ? -Double(valLoss) : -.infinity,
+                          summary: String(format: "train loss %.4f, val loss %.4f", trainLoss, valLoss))
+    }
+
+    /// Mean loss over `evalIterations` batches of `dataset`, without dropout, from a generator fixed by the step
+    /// (so evaluation never changes the training stream).
+    public func estimateLoss(_ dataset: TokenDataset, salt: UInt64, step: Int, precision: ProductPrecision) throws -> Float {
+        var random = SeededRandom(seed: seed &+ salt &+ UInt64(step) &* 0x9E37_79B9)
+        var total: Float = 0
+        for _ in 0..<evalIterations {
+            let (inputs, targets) = try dataset.batch(batchSize, length: length, random: &random)
+            total += model.evaluationLoss(inputs: inputs, targets: targets, batch: batchSize, precision: precision)
+        }
+        return total / Float(evalIterations)
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// One labelled (or unlabelled) input of a fine-tuning task, as read from a JSONL line.
+public struct TaskExample: Equatable, Sendable {
+    /// The texts in the order `InputFormat.sequences` takes them: classification `[text]`, entailment
+    /// `[premise, hypothesis]`, similarity `[text_a, text_b]`, multiple choice `[context, choice, …]`.
+    public var segments: [String]
+    public var label: TaskLabel?
+    /// The 1-based line of the file it came from.
+    public var line: Int
+
+    public init(segments: [String], label: TaskLabel?, line: Int) {
+        self.segments = segments
+        self.label = label
+        self.line = line
+    }
+}
+
+/// A class index (classification, entailment, paraphrase, the right choice) or a real value (regression).
+public enum TaskLabel: Equatable, Sendable {
+    case index(Int)
+    case value(Float)
+}
+
+/// Reads and validates task files: JSONL, one object a line, with the fields of `../shared/data/README.md`:
+/// classification `{text, label}`, entailment `{premise, hypothesis, label}`, similarity `{text_a, text_b, label}`
+/// (an integer label is a class, a number written with a fraction or exponent makes the file a regression task),
+/// multiple choice `{context, choices, label}`. Every line is checked before anything is used; the first bad one
+/// is an error naming the file, the line and the field.
+public enum TaskDataset {
+    /// The text fields of each task, in segment order.
+    static func textFields(_ task: InputFormat.Task) -> [String] {
+        switch task {
+        case .classification: return ["text"]
+        case .entailment: return ["premise", "hypothesis"]
+        case .similarity: return ["text_a", "text_b"]
+        case .multipleChoice: return ["context"]
+        }
+    }
+
+    /// The examples of `url`. With `labelsRequired`, a line without a label is an error.
+    public static func load(_ url: URL, task: InputFormat.Task, labelsRequired: Bool) throws -> [TaskExample] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FileError(url: url, message: "cannot read (\(error.localizedDescription))")
+        }
+        var examples: [TaskExample] = []
+        var lineNumber = 0
+        for rawLine in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            func fail(_ message: String) -> FileError { FileError(url: url, message: "line \(lineNumber): \(message)") }
+            let line = rawLine.last == UInt8(ascii: "\r") ? rawLine.dropLast() : rawLine
+            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
+            guard String(validating: line, as: UTF8.self) != nil else { throw fail("not valid UTF-8") }
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
+                throw fail("not a JSON object")
+            }
+            var segments: [String] = []
+            for field in textFields(task) {
+                guard let value = object[field] else { throw fail("missing field '\(field)'") }
+                guard let text = value as? String else { throw fail("field '\(field)' must be a string") }
+                segments.append(text)
+            }
+            var choiceCount: Int?
+            if task == .multipleChoice {
+                guard let value = object["choices"] else { throw fail("missing field 'choices'") }
+                guard let choices = value as? [Any], !choices.isEmpty, choices.allSatisfy({ $0 is String }) else {
+                    throw fail("field 'choices' must be a non-empty list of strings")
+                }
+                segments += choices.map { $0 as! String }
+                choiceCount = choices.count
+            }
+            var label: TaskLabel?
+            if let value = object["label"], !(value is NSNull) {
+                label = try readLabel(value, task: task, choiceCount: choiceCount, fail: fail)
+            } else if labelsRequired {
+                throw fail("missing field 'label'")
+            }
+            examples.append(TaskExample(segments: segments, label: label, line: lineNumber))
+        }
+        guard !examples.isEmpty else { throw FileError(url: url, message: "holds no examples") }
+        return examples
+    }
+
+    private static func readLabel(_ value: Any, task: InputFormat.Task, choiceCount: Int?,
+                                  fail: (String) -> FileError) throws -> TaskLabel {
+        guard let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue.isFinite else {
+            throw fail("field 'label' must be a number")
+        }
+        let isInteger = !isFloatingPoint(number) && number.doubleValue == number.doubleValue.rounded()
+        if task == .similarity && !isInteger { return .value(number.floatValue) }
+        guard isInteger, number.intValue >= 0 else {
+            throw fail("field 'label' must be a class index (an integer ≥ 0), got \(number)")
+        }
+        if let choiceCount, number.intValue >= choiceCount {
+            throw fail("field 'label' is \(number.intValue), but there are only \(choiceCount) choices")
+        }
+        return .index(number.intValue)
+    }
+
+    /// Whether JSON wrote the number with a fraction or an exponent (5.0 is a real value, 5 a class).
+    static func isFloatingPoint(_ number: NSNumber) -> Bool {
+        let type = String(cString: number.objCType)
+        return type == "d" || type == "f"
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+import SwiftGPT
+
+/// Set by SIGINT; the training loop checks it after each step.
+nonisolated(unsafe) private var interruptRequested = false
+
+/// Runs a trainer in the terminal, for every command that trains: the settings, a progress bar (or periodic lines
+/// when not a terminal), evaluations, and where the results went; Ctrl-C writes a checkpoint and stops.
+enum TrainingRun {
+    static func run(_ trainer: Trainer) throws {
+        let c = trainer.configuration, m = trainer.model.config
+        print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
+        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
+        if let task = trainer.objective as? FineTuningObjective {
+            let t = task.truncatedCount
+            print("task: \(task.format.task.rawValue), \(task.train.count) train and \(task.dev.count) dev examples, \(task.stepsPerEpoch) steps per epoch, LM-loss weight \(task.settings.lmWeight), \(task.settings.pretrained ? "pretrained" : "random") body; cut to fit the context: \(t.train) train, \(t.dev) dev")
+        }
+        signal(SIGINT) { _ in interruptRequested = true }
+        let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
+        let start = Date()
+        let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in
+            switch event {
+            case .step(let r):
+                let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step", r.loss, r.tokensPerSecond, r.milliseconds)
+                if let bar { bar.update(r.step, detail: detail) } else if r.step % c.logInterval == 0 {
+                    print(String(format: "step %d/%d: %@, lr %.2e", r.step, c.maxIterations, detail, r.learningRate))
+                }
+            case .evaluation(let step, let evaluation):
+                if bar != nil { print("") }
+                print(String(format: "step %d: %@ (%.1f s)", step, evaluation.summary, Date().timeIntervalSince(start)))
+            case .checkpoint:
+                break
+            }
+            fflush(stdout)
+        }
+        bar?.finish()
+        let outDir = c.out
+        switch outcome {
+        case .finished:
+            print(String(format: "done in %.1f s; checkpoints in %@/last and %@/best, metrics in %@/metrics.jsonl, curve in %@/loss.svg",
+                         Date().timeIntervalSince(start), outDir, outDir, outDir, outDir))
+        case .interrupted:
+            print("interrupted at step \(trainer.step); checkpoint written to \(outDir)/last (continue with --resume --out \(outDir))")
+        }
+    }
+}
