@@ -32,31 +32,61 @@ public enum DataPreparation {
         return bytes
     }
 
-    /// Tokenizes `files` (documents separated by the end-of-text token when the tokenizer has one), keeps the last
-    /// `valFraction` of the tokens for validation and writes everything into `output`. Nothing is written unless
-    /// every file was read and encoded. `progress` gets (bytes done, bytes in all).
-    public static func prepare(files: [URL], tokenizer: any Tokenizer, valFraction: Double = 0.1, output: URL,
-                               progress: (Int, Int) -> Void = { _, _ in }) throws -> Meta {
+    /// The documents of a file: the whole text, or, for a `.jsonl` file read with `fields`, one document per line
+    /// holding those fields' texts (a string, or a list of strings) joined by newlines. A line that is not a JSON
+    /// object, or lacks every field, is an error naming the file and line.
+    public static func readDocuments(_ url: URL, fields: [String]?) throws -> [[UInt8]] {
+        let bytes = try readText(url)
+        guard let fields, !fields.isEmpty, url.pathExtension == "jsonl" else { return [bytes] }
+        var documents: [[UInt8]] = []
+        for (index, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+        where !line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
+                throw FileError(url: url, message: "line \(index + 1): not a JSON object")
+            }
+            let texts = fields.flatMap { field -> [String] in
+                if let text = object[field] as? String { return [text] }
+                return object[field] as? [String] ?? []
+            }
+            guard !texts.isEmpty else {
+                throw FileError(url: url, message: "line \(index + 1): none of the fields \(fields.joined(separator: ", ")) holds text")
+            }
+            documents.append(Array(texts.joined(separator: "\n").utf8))
+        }
+        return documents
+    }
+
+    /// Tokenizes `files` (documents separated by the end-of-text token when the tokenizer has one, else by a
+    /// newline between the documents of a JSONL file), keeps the last `valFraction` of the tokens for validation and writes
+    /// everything into `output`. `.jsonl` files contribute the given `fields` of each line (see `readDocuments`).
+    /// Nothing is written unless every file was read and encoded. `progress` gets (bytes done, bytes in all).
+    public static func prepare(files: [URL], fields: [String]? = nil, tokenizer: any Tokenizer, valFraction: Double = 0.1,
+                               output: URL, progress: (Int, Int) -> Void = { _, _ in }) throws -> Meta {
         guard !files.isEmpty else { throw TokenizerError("no input files") }
         guard valFraction >= 0, valFraction < 1 else { throw TokenizerError("the validation fraction must be in [0, 1)") }
-        let texts = try files.map(readText)
-        let total = texts.reduce(0) { $0 + $1.count }
+        let files = try files.map { ($0, try readDocuments($0, fields: fields)) }
+        let total = files.reduce(0) { $0 + $1.1.reduce(0) { $0 + $1.count } }
+        let newline = try tokenizer.encode(bytes: [UInt8(ascii: "\n")])
         var ids: [Int32] = []
         var done = 0
-        for (index, text) in texts.enumerated() {
-            do {
-                ids += try tokenizer.encode(bytes: text)
-            } catch let error as TokenizerError {
-                throw FileError(url: files[index], message: error.message)
+        for (index, (url, documents)) in files.enumerated() {
+            for (d, document) in documents.enumerated() {
+                do {
+                    ids += try tokenizer.encode(bytes: document)
+                } catch let error as TokenizerError {
+                    throw FileError(url: url, message: documents.count > 1 ? "document \(d + 1): \(error.message)" : error.message)
+                }
+                // Documents are separated by the end-of-text token, or within a JSONL file by a newline without one.
+                let last = index + 1 == files.count && d + 1 == documents.count
+                if let endOfText = tokenizer.endOfText, !last { ids.append(endOfText) } else if d + 1 < documents.count { ids += newline }
+                done += document.count
+                progress(done, total)
             }
-            if let endOfText = tokenizer.endOfText, index + 1 < texts.count { ids.append(endOfText) }
-            done += text.count
-            progress(done, total)
         }
         let valCount = Int((Double(ids.count) * valFraction).rounded())
         let trainCount = ids.count - valCount
         let meta = Meta(tokenizer: tokenizer.kind, vocabularySize: tokenizer.vocabularySize, trainTokens: trainCount,
-                        valTokens: valCount, sources: files.map(\.path), bytes: total)
+                        valTokens: valCount, sources: files.map(\.0.path), bytes: total)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try TokenFile.write(Array(ids[..<trainCount]), vocabularySize: tokenizer.vocabularySize,
                             to: output.appendingPathComponent("train.bin"))

@@ -8,6 +8,12 @@ public struct EncodedExample: Equatable, Sendable {
     public var label: TaskLabel?
     /// Whether a text was cut to fit the context.
     public var truncated: Bool
+
+    public init(rows: [[Int32]], label: TaskLabel?, truncated: Bool) {
+        self.rows = rows
+        self.label = label
+        self.truncated = truncated
+    }
 }
 
 extension InputFormat {

@@ -9,6 +9,12 @@ public struct TaskPrediction: Equatable, Sendable {
     public var probabilities: [Float]?
     /// The predicted value (regression).
     public var value: Float?
+
+    public init(index: Int? = nil, probabilities: [Float]? = nil, value: Float? = nil) {
+        self.index = index
+        self.probabilities = probabilities
+        self.value = value
+    }
 }
 
 extension GPTModel {

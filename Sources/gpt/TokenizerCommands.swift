@@ -1,4 +1,5 @@
 import ArgumentParser
+import SwiftGPT
 import Foundation
 import Tokenizers
 
@@ -139,7 +140,8 @@ struct TrainTokenizer: ParsableCommand {
     @Option(help: "Vocabulary size, special tokens included.") var vocabSize: Int
     @Option(help: "Output directory.") var out: String
     @Option(help: "A special token (repeatable).") var special: [String] = ["<|endoftext|>"]
-    @Argument(help: "Text files to learn from.") var files: [String]
+    @Option(help: "For .jsonl inputs: the comma-separated fields whose text each line contributes.") var fields: String?
+    @Argument(help: "Text files to learn from (or .jsonl files with --fields).") var files: [String]
 
     func run() throws {
         guard !files.isEmpty else { throw ValidationError("give at least one text file") }
@@ -147,9 +149,13 @@ struct TrainTokenizer: ParsableCommand {
         var words = BPETrainer.WordCounts()
         var bytes = 0
         for file in files {
-            let data = try Input.bytes(file: file)
-            bytes += data.count
-            words.add(data, specialTokens: special)
+            let documents = fields == nil || !file.hasSuffix(".jsonl")
+                ? [try Input.bytes(file: file)]
+                : try DataPreparation.readDocuments(URL(fileURLWithPath: file), fields: fields!.split(separator: ",").map(String.init))
+            for data in documents {
+                bytes += data.count
+                words.add(data, specialTokens: special)
+            }
         }
         let trainer = BPETrainer(vocabularySize: vocabSize, specialTokens: special)
         let bar = ProgressBar(total: max(vocabSize - 256 - special.count, 1), label: "merges")
