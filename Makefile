@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test demo finetune-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -31,6 +31,11 @@ demo: build
 	$(GPT) train --config configs/baby-shakespeare-char.json
 	$(GPT) sample --model $(DEMO)/baby --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --top-k 200 --seed 1337 --sliding-window
 	$(GPT) loss --model $(DEMO)/baby/last --data $(DEMO)/shakespeare-char --split val
+
+# GPT-1's claim at small scale: pretrain on unlabelled text, fine-tune on SST-2, RTE, MRPC, STS-B and COPA, against
+# the same architecture from scratch and without the auxiliary LM loss (scripts/finetune_demo.sh; about 2 hours here).
+finetune-demo: build
+	scripts/finetune_demo.sh
 
 bench: build
 	$(GPT) bench train --preset gpt2 --batch 4 --seq 256

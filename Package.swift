@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        .library(name: "GPTModels", targets: ["GPTModels"]),
+        .library(name: "GPTTraining", targets: ["GPTTraining"]),
         .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
         .executable(name: "gpt", targets: ["gpt"]),
     ],
@@ -43,8 +45,18 @@ let package = Package(
             swiftSettings: optimisation
         ),
         .target(
-            name: "SwiftGPT",
+            name: "GPTModels",
             dependencies: ["TensorCore", "Tokenizers"],
+            swiftSettings: optimisation
+        ),
+        .target(
+            name: "GPTTraining",
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels"],
+            swiftSettings: optimisation
+        ),
+        .target(
+            name: "SwiftGPT",
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining"],
             swiftSettings: optimisation
         ),
         .executableTarget(

@@ -2,6 +2,12 @@ import Foundation
 import TensorCore
 import Tokenizers
 
+/// A class index (classification, entailment, paraphrase, the right choice) or a real value (regression).
+public enum TaskLabel: Equatable, Sendable {
+    case index(Int)
+    case value(Float)
+}
+
 /// A task input as token sequences (one per row the model runs), with its label.
 public struct EncodedExample: Equatable, Sendable {
     public var rows: [[Int32]]
@@ -13,21 +19,6 @@ public struct EncodedExample: Equatable, Sendable {
         self.rows = rows
         self.label = label
         self.truncated = truncated
-    }
-}
-
-extension InputFormat {
-    /// Tokenizes every example's texts (read from `source`, which errors name with the line) and lays them out as
-    /// sequences of at most `contextLength` tokens.
-    public func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
-        try examples.map { example in
-            let segments: [[Int32]]
-            do { segments = try example.segments.map { try tokenizer.encode($0) } } catch {
-                throw FileError(url: source, message: "line \(example.line): \(error)")
-            }
-            let sequences = sequences(segments, contextLength: contextLength)
-            return EncodedExample(rows: sequences.rows, label: example.label, truncated: sequences.truncated)
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// Everything that defines a training run; stored with each checkpoint so that a run can be resumed exactly.

@@ -1,5 +1,4 @@
 import Foundation
-import TensorCore
 
 /// AdamW exactly as torch.optim.AdamW (decoupled weight decay, bias-corrected moments, no AMSGrad), over a whole
 /// `ParameterSet` in one pass.

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import GPTModels
 import Tokenizers
 
 /// One labelled (or unlabelled) input of a fine-tuning task, as read from a JSONL line.
@@ -16,12 +17,6 @@ public struct TaskExample: Equatable, Sendable {
         self.label = label
         self.line = line
     }
-}
-
-/// A class index (classification, entailment, paraphrase, the right choice) or a real value (regression).
-public enum TaskLabel: Equatable, Sendable {
-    case index(Int)
-    case value(Float)
 }
 
 /// Reads and validates task files: JSONL, one object a line, with the fields of `../shared/data/README.md`:
@@ -104,5 +99,20 @@ public enum TaskDataset {
     static func isFloatingPoint(_ number: NSNumber) -> Bool {
         let type = String(cString: number.objCType)
         return type == "d" || type == "f"
+    }
+}
+
+extension InputFormat {
+    /// Tokenizes every example's texts (read from `source`, which errors name with the line) and lays them out as
+    /// sequences of at most `contextLength` tokens.
+    public func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
+        try examples.map { example in
+            let segments: [[Int32]]
+            do { segments = try example.segments.map { try tokenizer.encode($0) } } catch {
+                throw FileError(url: source, message: "line \(example.line): \(error)")
+            }
+            let sequences = sequences(segments, contextLength: contextLength)
+            return EncodedExample(rows: sequences.rows, label: example.label, truncated: sequences.truncated)
+        }
     }
 }

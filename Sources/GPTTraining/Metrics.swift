@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// The metrics log of a training run (`metrics.jsonl`, one JSON object per line) and its loss curve (`loss.svg`).

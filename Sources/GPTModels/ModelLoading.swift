@@ -6,7 +6,7 @@ import Tokenizers
 /// model), or a Hugging Face GPT-2 / OpenAI-GPT folder, with the tokenizer it carries.
 public enum ModelLoading {
     public static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
-        let directory = TrainingCheckpoint.modelDirectory(URL(fileURLWithPath: path))
+        let directory = modelDirectory(URL(fileURLWithPath: path))
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
         }
@@ -25,5 +25,15 @@ public enum ModelLoading {
             throw FileError(url: directory, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
         }
         return (model, tokenizer)
+    }
+
+    /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.
+    public static func modelDirectory(_ directory: URL) -> URL {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory.appendingPathComponent("config.json").path) { return directory }
+        for name in ["best", "last"] where fm.fileExists(atPath: directory.appendingPathComponent("\(name)/config.json").path) {
+            return directory.appendingPathComponent(name)
+        }
+        return directory
     }
 }

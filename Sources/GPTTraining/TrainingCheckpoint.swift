@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 import Tokenizers
 
@@ -109,15 +110,5 @@ public enum TrainingCheckpoint {
             target.assign(try file.tensor(name))
         }
         optimizer.stepCount = steps
-    }
-
-    /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.
-    public static func modelDirectory(_ directory: URL) -> URL {
-        let fm = FileManager.default
-        if fm.fileExists(atPath: directory.appendingPathComponent("config.json").path) { return directory }
-        for name in ["best", "last"] where fm.fileExists(atPath: directory.appendingPathComponent("\(name)/config.json").path) {
-            return directory.appendingPathComponent(name)
-        }
-        return directory
     }
 }

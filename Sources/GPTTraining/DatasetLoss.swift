@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// The language-model loss of a model over a whole token file, without sampling noise: the file is cut into

@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 import Tokenizers
 

@@ -100,5 +100,6 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 /// A model configuration that cannot be built or loaded.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// What a training run optimises. `Trainer` owns the loop (schedule, accumulation, clipping, AdamW, evaluation,

@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by

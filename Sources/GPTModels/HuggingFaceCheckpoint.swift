@@ -73,7 +73,8 @@ public enum HuggingFaceCheckpoint {
 
     // MARK: Configuration
 
-    static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
+    /// The model configuration and `model_type` that a config.json describes; errors name the file and the field.
+    public static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
         func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
         guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }

@@ -195,3 +195,10 @@ struct CandidateHeap {
         return first
     }
 }
+
+/// Index of the largest value; the first one on ties, as torch.argmax.
+public func argmax(_ values: [Float]) -> Int {
+    var best = 0
+    for i in values.indices where values[i] > values[best] { best = i }
+    return best
+}

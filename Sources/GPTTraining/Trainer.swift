@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 import Tokenizers
 
@@ -51,7 +52,7 @@ public final class Trainer {
         if configuration.initFrom == "scratch" {
             model = try GPTModel(config: configuration.modelConfig(vocabularySize: meta.vocabularySize), seed: configuration.seed)
         } else {
-            model = try HuggingFaceCheckpoint.load(from: TrainingCheckpoint.modelDirectory(URL(fileURLWithPath: configuration.initFrom)))
+            model = try HuggingFaceCheckpoint.load(from: ModelLoading.modelDirectory(URL(fileURLWithPath: configuration.initFrom)))
             if let dropout = configuration.dropout { model.setDropout(dropout) }
             guard model.config.vocabularySize >= meta.vocabularySize else {
                 throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")

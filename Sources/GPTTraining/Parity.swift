@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import TensorCore
 
 /// Checks SwiftGPT against reference outputs written by Hugging Face transformers: a folder holding a checkpoint
@@ -173,11 +174,4 @@ public enum Parity {
         }
         return items
     }
-}
-
-/// Index of the largest value; the first one on ties, as torch.argmax.
-public func argmax(_ values: [Float]) -> Int {
-    var best = 0
-    for i in values.indices where values[i] > values[best] { best = i }
-    return best
 }
