@@ -19,7 +19,8 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
-    func testSavedCheckpointLoadsInTransformers() throws {
+    /// Runs scripts/hf_check.py on a saved model folder and the outputs SwiftGPT computed (skips without torch).
+    private func checkInTransformers(_ dir: URL, _ tensors: [(name: String, tensor: Tensor)], _ what: String) throws {
         let python = Process()
         python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         python.arguments = ["python3", "-c", "import torch, transformers, safetensors"]
@@ -29,23 +30,65 @@ final class CheckpointTests: XCTestCase {
         try XCTSkipIf(python.terminationStatus != 0, "python3 with torch, transformers and safetensors is not installed (pip install torch transformers)")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/hf_check.py")
+        let check = dir.appendingPathComponent("check.safetensors")
+        try SafeTensors.write(tensors, to: check)
+        let run = Process()
+        run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        run.arguments = ["python3", script.path, dir.path, check.path]
+        let pipe = Pipe()
+        run.standardOutput = pipe
+        run.standardError = pipe
+        try run.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        run.waitUntilExit()
+        XCTAssertEqual(run.terminationStatus, 0, "\(what): \(output)")
+    }
+
+    func testSavedCheckpointLoadsInTransformers() throws {
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)] {
             let model = try GPTModel(config: config, seed: 4)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
-            let check = dir.appendingPathComponent("check.safetensors")
-            try SafeTensors.write([("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),
-                                   ("logits", logits(model, ids, batch: 2))], to: check)
-            let run = Process()
-            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            run.arguments = ["python3", script.path, dir.path, check.path]
-            let pipe = Pipe()
-            run.standardOutput = pipe
-            run.standardError = pipe
-            try run.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            run.waitUntilExit()
-            XCTAssertEqual(run.terminationStatus, 0, "\(config.layout) \(config.positions): \(output)")
+            try checkInTransformers(dir, [("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),
+                                          ("logits", logits(model, ids, batch: 2))], "\(config.layout) \(config.positions)")
+        }
+    }
+
+    /// Fine-tuned models load as transformers' sequence-classification and double-heads classes and give the
+    /// same outputs on right-padded rows of different lengths.
+    func testFineTunedCheckpointsLoadInTransformers() throws {
+        let format = InputFormat(task: .classification, start: 20, delimiter: 21, extract: 22)
+        let rows: [[Int32]] = [[20, 3, 4, 5, 21, 6, 22], [20, 7, 21, 8, 22], [20, 9, 9, 2, 1, 21, 0, 1, 17, 22]]
+        func classification(_ labels: Int, _ problem: SequenceClassification.Problem) -> TaskHead {
+            .sequenceClassification(SequenceClassification(labels: (0..<labels).map { "L\($0)" }, problem: problem, padTokenID: 20))
+        }
+        let cases: [(TaskHead, GPTConfig, InputFormat.Task)] = [
+            (classification(3, .singleLabel), tinyConfig(), .classification),
+            (classification(3, .singleLabel), tinyConfig(layout: .postNorm), .entailment),
+            (classification(1, .regression), tinyConfig(), .similarity),
+            (.multipleChoice, tinyConfig(), .multipleChoice),
+            (.multipleChoice, tinyConfig(layout: .postNorm), .multipleChoice),
+        ]
+        for (head, config, task) in cases {
+            let model = try GPTModel(config: config, seed: 6, taskHead: head)
+            var taskFormat = format
+            taskFormat.task = task == .similarity ? .classification : task  // transformers scores one order
+            model.inputFormat = taskFormat
+            let dir = try temporaryDirectory(self)
+            try HuggingFaceCheckpoint.save(model, to: dir)
+            let examples = task == .multipleChoice
+                ? [EncodedExample(rows: rows, label: nil, truncated: false)]
+                : rows.map { EncodedExample(rows: [$0], label: nil, truncated: false) }
+            let batch = TaskBatch(examples, pad: 20)
+            var none: SeededRandom?
+            let outputs = model.taskForward(batch, tape: Tape(recording: false), random: &none).outputs.value
+            let ids = Tensor(shape: task == .multipleChoice ? [1, 3, batch.length] : [3, batch.length], values: batch.ids.map(Float.init))
+            let tensors: [(name: String, tensor: Tensor)] = task == .multipleChoice
+                ? [("input_ids", ids), ("mc_token_ids", Tensor(shape: [1, 3], values: batch.lengths.map { Float($0 - 1) })),
+                   ("mc_logits", outputs.reshaped([1, 3]))]
+                : [("input_ids", ids), ("logits", outputs)]
+            try checkInTransformers(dir, tensors, "\(task.rawValue) \(config.layout)")
+            XCTAssertEqual(try HuggingFaceCheckpoint.load(from: dir).taskHead, head)
         }
     }
 
