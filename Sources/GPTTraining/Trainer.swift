@@ -37,6 +37,8 @@ public final class Trainer {
     private var dropoutRandom: SeededRandom
     private var bestScore: Double?
     private let output: URL
+    /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
+    public private(set) var trainingSeconds: Double = 0
 
     /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning that model.
     public convenience init(configuration: TrainingConfiguration) throws {
@@ -126,6 +128,7 @@ public final class Trainer {
             let start = DispatchTime.now().uptimeNanoseconds
             let (loss, norm, tokens) = try trainingStep()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            trainingSeconds += seconds
             window.append((seconds, Double(tokens)))
             if window.count > 20 { window.removeFirst() }
             let tokensPerSecond = window.reduce(0) { $0 + $1.1 } / window.reduce(0) { $0 + $1.0 }
@@ -180,6 +183,7 @@ public final class Trainer {
         var record: [String: Any] = evaluation.metrics
         record["step"] = step
         record["score"] = evaluation.score
+        record["train_seconds"] = trainingSeconds
         try Metrics.append(record, in: output)
         if bestScore.map({ evaluation.score > $0 }) ?? true {
             bestScore = evaluation.score
