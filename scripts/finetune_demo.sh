@@ -4,13 +4,14 @@
 # weights, and the pretrained model without the auxiliary LM loss, on SST-2, RTE, MRPC, STS-B and COPA; print the dev
 # metrics side by side. Stages whose output exists are skipped, so an interrupted run continues.
 #   usage: scripts/finetune_demo.sh [OUT]   (default OUT: .build/finetune-demo)
-# Settings (environment): PRETRAIN_STEPS (1500), TRAIN_LIMIT (2000 training examples per task), EPOCHS (3).
+# Settings (environment): PRETRAIN_STEPS (1500), TRAIN_LIMIT (1000 training examples per task), EPOCHS (3).
+# A finished run leaves loss.svg in its directory; an unfinished one is resumed or started again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPT=${GPT:-.build/release/gpt}
 OUT=${1:-.build/finetune-demo}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
-TRAIN_LIMIT=${TRAIN_LIMIT:-2000}
+TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
 EPOCHS=${EPOCHS:-3}
 FIELDS=text,premise,hypothesis,text_a,text_b,context,choices
 CORPUS="data/sst2/train.jsonl data/rte/train.jsonl data/mrpc/train.jsonl data/stsb/train.jsonl data/copa/train.jsonl data/tinyshakespeare/input.txt"
@@ -22,7 +23,7 @@ start=$(date +%s)
 [ -e "$OUT/corpus/meta.json" ] || $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
 
 # 2. Pretraining: 4 layers, 4 heads, width 256, context 128 (5.3M parameters), next-token prediction.
-if [ ! -e "$OUT/pretrained/best/config.json" ]; then
+if [ ! -e "$OUT/pretrained/loss.svg" ]; then
     if [ -e "$OUT/pretrained/last/training_state.json" ]; then
         $GPT train --resume --out "$OUT/pretrained"
     else
@@ -35,12 +36,12 @@ echo "pretraining done after $(( $(date +%s) - start )) s"
 
 # 3. Fine-tuning: the first TRAIN_LIMIT training examples of each task, the whole dev split.
 declare -A KIND=([sst2]=classification [rte]=entailment [mrpc]=similarity [stsb]=similarity [copa]=multiple-choice)
-mkdir -p "$OUT/tasks"
+mkdir -p "$OUT/tasks" "$OUT/finetuned"
 for task in sst2 rte mrpc stsb copa; do
     head -n "$TRAIN_LIMIT" "data/$task/train.jsonl" > "$OUT/tasks/$task-train.jsonl"
     for variant in pretrained scratch no-lm; do
         run="$OUT/finetuned/$task-$variant"
-        [ -e "$run/best/config.json" ] && [ ! -e "$run/last/training_state.json.partial" ] && grep -q '"epoch":'"$EPOCHS" "$run/metrics.jsonl" 2>/dev/null && continue
+        [ -e "$run/loss.svg" ] && continue
         init=pretrained; weight=0.5
         [ "$variant" = scratch ] && init=scratch
         [ "$variant" = no-lm ] && weight=0

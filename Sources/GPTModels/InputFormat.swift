@@ -40,6 +40,9 @@ public struct InputFormat: Codable, Equatable, Sendable {
         self.extract = extract
     }
 
+    /// The shortest context that holds an input's special tokens.
+    public var minimumContext: Int { task == .classification ? 2 : 3 }
+
     /// The sequences of one input, and whether a text had to be cut to fit.
     public struct Sequences: Equatable, Sendable {
         public var rows: [[Int32]]
@@ -48,14 +51,15 @@ public struct InputFormat: Codable, Equatable, Sendable {
 
     /// The token sequences for one input given as token segments: classification `[text]`, entailment
     /// `[premise, hypothesis]`, similarity `[a, b]`, multiple choice `[context, choice, choice, …]`. A sequence
-    /// longer than `contextLength` loses tokens from the end of its longest text segment (never a special token).
+    /// longer than `contextLength` (at least `minimumContext`) loses tokens from the end of its longest text segment
+    /// (never a special token).
     public func sequences(_ segments: [[Int32]], contextLength: Int) -> Sequences {
         precondition(task.segmentCount.contains(segments.count), "\(task.rawValue) takes \(task.segmentCount) segments, got \(segments.count)")
         var truncated = false
         func row(_ first: [Int32], _ second: [Int32]?) -> [Int32] {
             var parts = second == nil ? [first] : [first, second!]
             let budget = contextLength - parts.count - 1
-            precondition(budget >= parts.count, "a context of \(contextLength) cannot hold a \(task.rawValue) input")
+            precondition(budget >= 0, "a context of \(contextLength) cannot hold the special tokens of a \(task.rawValue) input")
             var excess = parts.reduce(0) { $0 + $1.count } - budget
             if excess > 0 { truncated = true }
             while excess > 0 {

@@ -40,6 +40,9 @@ public final class FineTuningObjective: TrainingObjective {
         try FineTuningObjective.checkLabels(trainExamples, url: trainURL, head: model.taskHead!)
         try FineTuningObjective.checkLabels(devExamples, url: devURL, head: model.taskHead!)
         let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
+        guard context >= format.minimumContext else {
+            throw ConfigurationError(message: "a context of \(context) tokens cannot hold a \(format.task.rawValue) input's special tokens")
+        }
         train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)

@@ -62,14 +62,16 @@ struct FinetuneCommand: ParsableCommand {
                 throw ValidationError("--initialization is pretrained or scratch")
             }
             var c = TrainingConfiguration()
-            var settings = FineTuningSettings(task: task, train: train, dev: dev)
+            // Absolute paths, so that --resume works from any directory.
+            func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+            var settings = FineTuningSettings(task: task, train: absolute(train), dev: absolute(dev))
             settings.lmWeight = lmWeight
             settings.headDropout = headDropout
             settings.epochs = epochs
             settings.warmupFraction = warmupFraction
             settings.pretrained = initialization == "pretrained"
             c.fineTuning = settings
-            c.initFrom = model
+            c.initFrom = absolute(model)
             c.out = out
             c.context = context
             c.dropout = dropout
