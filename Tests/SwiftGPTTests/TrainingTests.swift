@@ -67,6 +67,23 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    func testPrepareReadsTheNamedFieldsOfJSONLines() throws {
+        let folder = try temporaryDirectory(self)
+        let url = folder.appendingPathComponent("pairs.jsonl")
+        try Data("{\"text_a\": \"ab\", \"text_b\": \"c\", \"label\": 1}\n\n{\"text_a\": \"ba\", \"choices\": [\"a\", \"b\"]}\n".utf8).write(to: url)
+        XCTAssertEqual(try DataPreparation.readDocuments(url, fields: ["text_a", "text_b", "choices"]).map { String(decoding: $0, as: UTF8.self) },
+                       ["ab\nc", "ba\na\nb"])
+        // Without an end-of-text token, the documents of a file are joined by a newline.
+        let tokenizer = try CharacterTokenizer(characters: Array("abc\n".unicodeScalars))
+        let out = folder.appendingPathComponent("data")
+        _ = try DataPreparation.prepare(files: [url], fields: ["text_a", "text_b"], tokenizer: tokenizer, valFraction: 0, output: out)
+        XCTAssertEqual(try tokenizer.decode(try TokenFile(contentsOf: out.appendingPathComponent("train.bin")).ids()), "ab\nc\nba")
+        try Data("{\"text_a\": \"ab\"}\n{\"label\": 2}\n".utf8).write(to: url)
+        XCTAssertThrowsError(try DataPreparation.readDocuments(url, fields: ["text_a"])) {
+            XCTAssertTrue("\($0)".contains("pairs.jsonl: line 2: none of the fields text_a holds text"), "\($0)")
+        }
+    }
+
     func testLearningRateScheduleWarmsUpThenDecays() {
         var c = TrainingConfiguration()
         c.learningRate = 1e-3

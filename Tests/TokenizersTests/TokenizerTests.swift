@@ -102,6 +102,29 @@ final class GPT2TokenizerTests: XCTestCase {
         XCTAssertEqual(try tokenizer.decode([50256]), "<|endoftext|>")
     }
 
+    func testAddedSpecialTokensTakeTheNextIdsAndAreSaved() throws {
+        let gpt2 = try TokenizerLoading.gpt2()
+        let extended = try gpt2.addingSpecialTokens(["<|start|>", "<|extract|>"])
+        XCTAssertEqual(extended.vocabularySize, 50259)
+        XCTAssertEqual(try extended.encode("hi<|extract|>", allowedSpecial: ["<|extract|>"]), [5303, 50258])
+        XCTAssertEqual(try extended.encode("hi<|extract|>"), try gpt2.encode("hi<|extract|>"))
+        XCTAssertEqual(try extended.decode([50257, 5303]), "<|start|>hi")
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("special-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try extended.save(to: folder)
+        let reloaded = try TokenizerLoading.load(directory: folder)
+        XCTAssertEqual(try reloaded.encode("a<|start|>b", allowedSpecial: ["<|start|>"]), try extended.encode("a<|start|>b", allowedSpecial: ["<|start|>"]))
+        XCTAssertThrowsError(try extended.addingSpecialTokens(["<|start|>"]))
+
+        let characters = try CharacterTokenizer(characters: Array("ab".unicodeScalars)).addingSpecialTokens(["<|x|>"])
+        XCTAssertEqual(characters.vocabularySize, 3)
+        XCTAssertEqual(try characters.encode("a<|x|>b", allowedSpecial: ["<|x|>"]), [0, 2, 1])
+        XCTAssertEqual(try characters.decode([1, 2]), "b<|x|>")
+        XCTAssertThrowsError(try characters.encode("a<|x|>b"))  // "<", "|" and "x" are not in the vocabulary
+        try characters.save(to: folder)
+        XCTAssertEqual(try TokenizerLoading.load(directory: folder).encode("b<|x|>", allowedSpecial: ["<|x|>"]), [1, 2])
+    }
+
     func testIdsOutsideTheVocabularyAreErrors() throws {
         let tokenizer = try TokenizerLoading.gpt2()
         XCTAssertThrowsError(try tokenizer.decode([50257])) { XCTAssertTrue("\($0)".contains("50257")) }
