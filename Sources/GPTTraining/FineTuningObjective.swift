@@ -12,14 +12,11 @@ public final class FineTuningObjective: TrainingObjective {
     public let train: [EncodedExample]
     public let dev: [EncodedExample]
     public let settings: FineTuningSettings
-    /// Optimizer steps per pass over the training set.
-    public let stepsPerEpoch: Int
+    /// The training set's batches, epoch by epoch.
+    public let batches: EpochBatches
     /// How many training and dev examples had a text cut to fit the context.
     public let truncatedCount: (train: Int, dev: Int)
     let batchSize: Int
-    let accumulation: Int
-    let seed: UInt64
-    private var order: (epoch: Int, indices: [Int])?
 
     /// The pad id of the batches: the start token, which never ends a sequence (the head reads each row's last
     /// non-pad token, as transformers does).
@@ -47,15 +44,7 @@ public final class FineTuningObjective: TrainingObjective {
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
         batchSize = c.batchSize
-        accumulation = c.gradientAccumulation
-        seed = c.seed
-        stepsPerEpoch = FineTuningObjective.stepsPerEpoch(examples: train.count, batchSize: c.batchSize,
-                                                         accumulation: c.gradientAccumulation)
-    }
-
-    /// Optimizer steps in one pass over `examples` (the last step of an epoch may be short).
-    public static func stepsPerEpoch(examples: Int, batchSize: Int, accumulation: Int) -> Int {
-        (examples + batchSize * accumulation - 1) / (batchSize * accumulation)
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
     /// Every label must fit the head: a class below the number of labels, a value only for regression.
@@ -72,24 +61,9 @@ public final class FineTuningObjective: TrainingObjective {
         }
     }
 
-    /// The order of the training set in `epoch`: a shuffle fixed by the seed and the epoch.
-    func epochOrder(_ epoch: Int) -> [Int] {
-        if let order, order.epoch == epoch { return order.indices }
-        var random = SeededRandom(seed: seed ^ (0xF1E7_0000 &+ UInt64(epoch)))
-        var indices = Array(train.indices)
-        for i in stride(from: indices.count - 1, to: 0, by: -1) { indices.swapAt(i, random.nextInt(below: i + 1)) }
-        order = (epoch, indices)
-        return indices
-    }
-
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        let epoch = step / stepsPerEpoch, stepInEpoch = step % stepsPerEpoch
-        let stepStart = stepInEpoch * accumulation * batchSize
-        let stepEnd = min(train.count, stepStart + accumulation * batchSize)
-        let start = stepStart + microBatch * batchSize, end = min(stepEnd, start + batchSize)
-        guard start < end else { return nil }
-        let indices = epochOrder(epoch)[start..<end]
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
         let examples = indices.map { train[$0] }
         let batch = TaskBatch(examples, pad: pad)
         var random: SeededRandom? = dropout
@@ -100,20 +74,19 @@ public final class FineTuningObjective: TrainingObjective {
             loss = tape.add(loss, tape.scale(model.taskLanguageModelLoss(forward.final, batch: batch, tape: tape), by: settings.lmWeight))
         }
         // Each micro-batch counts by its share of the step's examples.
-        let share = Float(end - start) / Float(stepEnd - stepStart)
         return (share == 1 ? loss : tape.scale(loss, by: share), batch.positionCount)
     }
 
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         let (predictions, loss) = model.predict(dev, batchSize: batchSize, precision: precision, pad: pad)
-        var metrics: [String: Double] = ["epoch": Double(step) / Double(stepsPerEpoch)]
+        var metrics: [String: Double] = ["epoch": batches.epoch(afterSteps: step)]
         if let loss { metrics["val_loss"] = Double(loss) }
         let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label))
         for (name, value) in scores { metrics["val_" + name] = value }
         let primary = TaskMetrics.primary(scores)
         let figures = scores.keys.sorted().map { String(format: "%@ %.4f", $0, scores[$0]!) }.joined(separator: ", ")
         return Evaluation(metrics: metrics, score: primary?.value ?? -Double(loss ?? .infinity),
-                          summary: String(format: "epoch %.2f: dev loss %.4f, ", Double(step) / Double(stepsPerEpoch), loss ?? .nan) + figures)
+                          summary: String(format: "epoch %.2f: dev loss %.4f, ", batches.epoch(afterSteps: step), loss ?? .nan) + figures)
     }
 }
 

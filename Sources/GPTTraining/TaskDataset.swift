@@ -37,21 +37,7 @@ public enum TaskDataset {
 
     /// The examples of `url`. With `labelsRequired`, a line without a label is an error.
     public static func load(_ url: URL, task: InputFormat.Task, labelsRequired: Bool) throws -> [TaskExample] {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw FileError(url: url, message: "cannot read (\(error.localizedDescription))")
-        }
-        var examples: [TaskExample] = []
-        var lineNumber = 0
-        for rawLine in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            func fail(_ message: String) -> FileError { FileError(url: url, message: "line \(lineNumber): \(message)") }
-            let line = rawLine.last == UInt8(ascii: "\r") ? rawLine.dropLast() : rawLine
-            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
-            guard String(validating: line, as: UTF8.self) != nil else { throw fail("not valid UTF-8") }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
-                throw fail("not a JSON object")
-            }
+        try JSONLines.map(url) { line, object, fail in
             var segments: [String] = []
             for field in textFields(task) {
                 guard let value = object[field] else { throw fail("missing field '\(field)'") }
@@ -73,10 +59,8 @@ public enum TaskDataset {
             } else if labelsRequired {
                 throw fail("missing field 'label'")
             }
-            examples.append(TaskExample(segments: segments, label: label, line: lineNumber))
+            return TaskExample(segments: segments, label: label, line: line)
         }
-        guard !examples.isEmpty else { throw FileError(url: url, message: "holds no examples") }
-        return examples
     }
 
     private static func readLabel(_ value: Any, task: InputFormat.Task, choiceCount: Int?,

@@ -43,8 +43,9 @@ public final class Trainer {
     /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning that model.
     public convenience init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
-        if configuration.fineTuning != nil {
-            let (model, tokenizer) = try FineTuningObjective.startingModel(configuration)
+        if configuration.fineTuning != nil || configuration.rewardModeling != nil {
+            let (model, tokenizer) = configuration.fineTuning != nil
+                ? try FineTuningObjective.startingModel(configuration) : try RewardObjective.startingModel(configuration)
             try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
             return
         }
@@ -76,8 +77,8 @@ public final class Trainer {
         state.configuration.out = output.path
         let model = try HuggingFaceCheckpoint.load(from: last)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
-        let tokenizer = try TokenizerLoading.load(directory: state.configuration.fineTuning == nil
-                                                  ? URL(fileURLWithPath: state.configuration.data) : last)
+        let pretraining = state.configuration.fineTuning == nil && state.configuration.rewardModeling == nil
+        let tokenizer = try TokenizerLoading.load(directory: pretraining ? URL(fileURLWithPath: state.configuration.data) : last)
         let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
         try TrainingCheckpoint.loadOptimizer(trainer.optimizer, steps: state.optimizerSteps, from: last)
         return trainer
@@ -88,15 +89,20 @@ public final class Trainer {
         configuration.precision = configuration.resolvedPrecision
         self.model = model
         self.tokenizer = tokenizer
-        if configuration.fineTuning != nil {
+        // A new run over a set of examples: its length, warmup and evaluations follow from the epochs.
+        func schedule(_ batches: EpochBatches, epochs: Int, warmupFraction: Float) {
+            guard state == nil else { return }
+            configuration.maxIterations = epochs * batches.stepsPerEpoch
+            configuration.warmupIterations = Int((warmupFraction * Float(configuration.maxIterations)).rounded(.up))
+            configuration.evalInterval = batches.stepsPerEpoch
+        }
+        if let settings = configuration.fineTuning {
             let objective = try FineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration)
-            if state == nil {
-                // A new fine-tuning run: its length, warmup and evaluations follow from the epochs.
-                let settings = configuration.fineTuning!
-                configuration.maxIterations = settings.epochs * objective.stepsPerEpoch
-                configuration.warmupIterations = Int((settings.warmupFraction * Float(configuration.maxIterations)).rounded(.up))
-                configuration.evalInterval = objective.stepsPerEpoch
-            }
+            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
+            self.objective = objective
+        } else if let settings = configuration.rewardModeling {
+            let objective = try RewardObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
             self.objective = objective
         } else {
             objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data), configuration: configuration)
@@ -145,7 +151,8 @@ public final class Trainer {
             }
         }
         try evaluateAndCheckpoint(events)
-        try Metrics.drawCurve(in: output, title: "SwiftGPT \(c.fineTuning.map { "\($0.task.rawValue) fine-tuning" } ?? c.preset): loss")
+        let title = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" } ?? (c.rewardModeling != nil ? "reward model" : c.preset)
+        try Metrics.drawCurve(in: output, title: "SwiftGPT \(title): loss")
         return .finished
     }
 
@@ -185,12 +192,11 @@ public final class Trainer {
         record["score"] = evaluation.score
         record["train_seconds"] = trainingSeconds
         try Metrics.append(record, in: output)
-        if bestScore.map({ evaluation.score > $0 }) ?? true {
+        // The starting model is not a candidate: best/ holds the best model the run trained.
+        if step > 0, bestScore.map({ evaluation.score > $0 }) ?? true {
             bestScore = evaluation.score
-            if step > 0 {
-                try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
-                                            to: output.appendingPathComponent("best"))
-            }
+            try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
+                                        to: output.appendingPathComponent("best"))
         }
         if step > 0 { try saveCheckpoint(events) }
     }

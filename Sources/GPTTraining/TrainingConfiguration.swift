@@ -43,8 +43,11 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Matrix-product inputs: bf16 (mixed precision) or fp32; nil chooses bf16 where the CPU multiplies bf16
     /// natively. A run keeps the precision it started with when resumed.
     public var precision: ProductPrecision?
-    /// Present for fine-tuning on a labelled task (`gpt finetune`); absent for pretraining on `data`.
+    /// Present for fine-tuning on a labelled task (`gpt finetune`).
     public var fineTuning: FineTuningSettings?
+    /// Present for training a reward model on preference pairs (`gpt reward train`). With neither, the run
+    /// pretrains on `data`.
+    public var rewardModeling: RewardModelingSettings?
 
     public init() {}
 
@@ -55,6 +58,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         case preset, layers, heads, width, context, dropout, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
         case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
+        case rewardModeling
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -89,6 +93,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
         try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
+        try read(.rewardModeling, &d.rewardModeling)
         self = d
     }
 
@@ -140,6 +145,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
         try fineTuning?.validate()
+        try rewardModeling?.validate()
+        try check(fineTuning == nil || rewardModeling == nil, "a run fine-tunes a task or trains a reward model, not both")
     }
 }
 
@@ -173,6 +180,26 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
     func validate() throws {
         guard lmWeight >= 0, lmWeight.isFinite else { throw ConfigurationError(message: "the LM-loss weight must be finite and not negative") }
         guard (0..<1).contains(headDropout) else { throw ConfigurationError(message: "head dropout must be in [0, 1)") }
+        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+    }
+}
+
+/// The settings of a reward-modelling run that pretraining does not have.
+public struct RewardModelingSettings: Codable, Equatable, Sendable {
+    /// JSONL files of preference pairs (`{"prompt", "chosen", "rejected"}`).
+    public var train: String
+    public var dev: String
+    public var epochs = 1
+    /// Warmup as a fraction of all steps; sets `warmupIterations` when the run starts.
+    public var warmupFraction: Float = 0.03
+
+    public init(train: String, dev: String) {
+        self.train = train
+        self.dev = dev
+    }
+
+    func validate() throws {
         guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
         guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
     }

@@ -13,7 +13,11 @@ enum TrainingRun {
         print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
         if let task = trainer.objective as? FineTuningObjective {
             let t = task.truncatedCount
-            print("task: \(task.format.task.rawValue), \(task.train.count) train and \(task.dev.count) dev examples, \(task.stepsPerEpoch) steps per epoch, LM-loss weight \(task.settings.lmWeight), \(task.settings.pretrained ? "pretrained" : "random") body; cut to fit the context: \(t.train) train, \(t.dev) dev")
+            print("task: \(task.format.task.rawValue), \(task.train.count) train and \(task.dev.count) dev examples, \(task.batches.stepsPerEpoch) steps per epoch, LM-loss weight \(task.settings.lmWeight), \(task.settings.pretrained ? "pretrained" : "random") body; cut to fit the context: \(t.train) train, \(t.dev) dev")
+        }
+        if let reward = trainer.objective as? RewardObjective {
+            let t = reward.truncatedCount
+            print("reward model: \(reward.train.count) train and \(reward.dev.count) dev pairs, \(reward.batches.stepsPerEpoch) steps per epoch; cut to fit the context: \(t.train) train, \(t.dev) dev")
         }
         signal(SIGINT) { _ in interruptRequested = true }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil

@@ -1,0 +1,110 @@
+import Foundation
+import GPTModels
+import TensorCore
+import Tokenizers
+
+/// A reward model from human comparisons (InstructGPT's step 2): a GPT body and a scalar head on each row's last
+/// token, trained with the Bradley–Terry loss −log σ(r_chosen − r_rejected) (a softmax over each pair with the
+/// chosen reply as the target), evaluated on the dev pairs by pairwise accuracy, mean margin and the rewards'
+/// mean and spread.
+public final class RewardObjective: TrainingObjective {
+    public let model: GPTModel
+    public let train: [EncodedExample]
+    public let dev: [EncodedExample]
+    public let batches: EpochBatches
+    /// How many training and dev pairs had a row cut to fit the context (their prompts lose their beginning).
+    public let truncatedCount: (train: Int, dev: Int)
+    let pad: Int32
+    let batchSize: Int
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+        guard let settings = c.rewardModeling, case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
+            throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")
+        }
+        self.model = model
+        pad = head.padTokenID
+        let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
+        let trainURL = URL(fileURLWithPath: settings.train), devURL = URL(fileURLWithPath: settings.dev)
+        train = try PreferenceDataset.encode(try PreferenceDataset.load(trainURL), from: trainURL, tokenizer: tokenizer, contextLength: context)
+        dev = try PreferenceDataset.encode(try PreferenceDataset.load(devURL), from: devURL, tokenizer: tokenizer, contextLength: context)
+        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        batchSize = c.batchSize
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
+    }
+
+    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+                               dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
+        let batch = TaskBatch(indices.map { train[$0] }, pad: pad)
+        var random: SeededRandom? = dropout
+        let rewards = model.taskForward(batch, tape: tape, random: &random).outputs
+        dropout = random!
+        let loss = RewardObjective.pairwiseLoss(rewards, batch: batch, tape: tape)
+        return (share == 1 ? loss : tape.scale(loss, by: share), batch.positionCount)
+    }
+
+    /// The Bradley–Terry loss of rewards `[2·pairs, 1]` (chosen, rejected, chosen, …): mean −log σ(r_c − r_r).
+    public static func pairwiseLoss(_ rewards: Variable, batch: TaskBatch, tape: Tape) -> Variable {
+        tape.groupedCrossEntropy(rewards, groups: batch.exampleRows, targets: [Int](repeating: 0, count: batch.exampleRows.count))
+    }
+
+    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        var chosen: [Double] = [], rejected: [Double] = [], lossSum = 0.0
+        for start in stride(from: 0, to: dev.count, by: batchSize) {
+            let slice = dev[start..<min(dev.count, start + batchSize)]
+            let batch = TaskBatch(slice, pad: pad), tape = Tape(recording: false, precision: precision)
+            var none: SeededRandom?
+            let rewards = model.taskForward(batch, tape: tape, random: &none).outputs
+            lossSum += Double(RewardObjective.pairwiseLoss(rewards, batch: batch, tape: tape).value[flat: 0]) * Double(slice.count)
+            let values = rewards.value.scalars.map(Double.init)
+            for k in 0..<slice.count {
+                chosen.append(values[2 * k])
+                rejected.append(values[2 * k + 1])
+            }
+        }
+        let metrics = RewardObjective.pairMetrics(chosen: chosen, rejected: rejected)
+            .merging(["val_loss": lossSum / Double(dev.count), "epoch": batches.epoch(afterSteps: step)]) { a, _ in a }
+        return Evaluation(metrics: metrics, score: metrics["val_accuracy"]!, summary: String(
+            format: "epoch %.2f: dev loss %.4f, pairwise accuracy %.4f ± %.4f, margin %.3f, rewards %.3f ± %.3f",
+            metrics["epoch"]!, metrics["val_loss"]!, metrics["val_accuracy"]!, metrics["val_accuracy_stderr"]!,
+            metrics["val_margin"]!, metrics["val_reward_mean"]!, metrics["val_reward_std"]!))
+    }
+
+    /// Pairwise accuracy (ties count half) with its standard error, mean margin r_c − r_r, and the mean and
+    /// standard deviation of all rewards.
+    public static func pairMetrics(chosen: [Double], rejected: [Double]) -> [String: Double] {
+        let n = Double(chosen.count)
+        let wins = zip(chosen, rejected).map { $0 > $1 ? 1.0 : $0 == $1 ? 0.5 : 0 }
+        let accuracy = wins.reduce(0, +) / n
+        let all = chosen + rejected, mean = all.reduce(0, +) / Double(all.count)
+        let variance = all.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(all.count)
+        return ["val_accuracy": accuracy, "val_accuracy_stderr": (accuracy * (1 - accuracy) / n).squareRoot(),
+                "val_margin": zip(chosen, rejected).map { $0 - $1 }.reduce(0, +) / n,
+                "val_reward_mean": mean, "val_reward_std": variance.squareRoot()]
+    }
+}
+
+extension RewardObjective {
+    /// The model a new reward-modelling run starts from: the configuration's `initFrom` model with a one-output
+    /// head (N(0, 0.02)). Rows are padded with the end-of-text token, or with a `<|pad|>` token added to the
+    /// vocabulary when the tokenizer has none, so the head reads each row's last real token as transformers does.
+    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "a reward model starts from a model directory") }
+        let (base, baseTokenizer) = try ModelLoading.load(c.initFrom)
+        var tokenizer = baseTokenizer, vocabulary = base.config.vocabularySize
+        let pad: Int32
+        if let endOfText = baseTokenizer.endOfText {
+            pad = endOfText
+        } else {
+            let fillers = (baseTokenizer.vocabularySize..<vocabulary).map { "<|unused_\($0)|>" }
+            tokenizer = try baseTokenizer.addingSpecialTokens(fillers + ["<|pad|>"])
+            pad = Int32(vocabulary)
+            vocabulary += 1
+        }
+        let head = TaskHead.sequenceClassification(SequenceClassification(labels: ["reward"], problem: .regression, padTokenID: pad))
+        let model = try base.adapted(vocabularySize: vocabulary, taskHead: head, seed: c.seed)
+        model.inputFormat = nil
+        if let dropout = c.dropout { model.setDropout(dropout) }
+        return (model, tokenizer)
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+struct RewardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reward",
+        abstract: "Reward models from human preferences: train one, or score responses with one.",
+        subcommands: [RewardTrainCommand.self, RewardScoreCommand.self]
+    )
+}
+
+struct RewardTrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a reward model on preference pairs (Bradley–Terry loss).",
+        discussion: """
+        Pairs are JSONL lines {"prompt", "chosen", "rejected"} (HH-RLHF's form: prompt + chosen is the preferred \
+        dialogue); each line is checked before training starts. The model reads prompt + reply and a scalar head \
+        on the last token gives the reward; the loss is −log σ(r_chosen − r_rejected). A row longer than the \
+        context keeps its end. The dev pairs are evaluated after every epoch (pairwise accuracy with its standard \
+        error, mean margin, rewards' mean and spread); best/ keeps the most accurate model. Checkpoints load in \
+        transformers as GPT2ForSequenceClassification with num_labels 1. --resume continues exactly.
+        """
+    )
+
+    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face GPT-2 / OpenAI-GPT folder).") var model: String?
+    @Option(help: "Training pairs (JSONL).") var train: String?
+    @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
+    @Option(help: "Output directory.") var out: String
+    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
+    @Option(help: "Passes over the training pairs.") var epochs = 1
+    @Option(help: "Peak learning rate.") var learningRate: Float = 1e-5
+    @Option(help: "Pairs per micro-batch.") var batchSize = 8
+    @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation = 1
+    @Option(help: "Warmup as a fraction of all steps, then linear decay to 0.") var warmupFraction: Float = 0.03
+    @Option(help: "Dropout in the body (default: the model's own).") var dropout: Float?
+    @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0.01
+    @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float = 1
+    @Option(help: "Longest row in tokens (default: the model's context).") var context: Int?
+    @Option(help: "Steps between metric log lines.") var logInterval = 10
+    @Option(help: "Random seed (head, order, dropout).") var seed: UInt64 = 1337
+    @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
+
+    func run() throws {
+        let trainer: Trainer
+        if resume {
+            trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
+            guard trainer.configuration.rewardModeling != nil else { throw CommandError("\(out) is not a reward-model run") }
+            print("resuming \(out) at step \(trainer.step)")
+        } else {
+            guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
+            func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+            var settings = RewardModelingSettings(train: absolute(train), dev: absolute(dev))
+            settings.epochs = epochs
+            settings.warmupFraction = warmupFraction
+            var c = TrainingConfiguration()
+            c.rewardModeling = settings
+            c.initFrom = absolute(model)
+            c.out = out
+            c.context = context
+            c.dropout = dropout
+            c.batchSize = batchSize
+            c.gradientAccumulation = gradientAccumulation
+            c.learningRate = learningRate
+            c.minLearningRate = 0
+            c.schedule = .linear
+            c.beta1 = 0.9
+            c.beta2 = 0.999
+            c.weightDecay = weightDecay
+            c.gradientClip = gradientClip
+            c.logInterval = logInterval
+            c.seed = seed
+            c.precision = precision
+            trainer = try Trainer(configuration: c)
+        }
+        try TrainingRun.run(trainer)
+    }
+}
+
+struct RewardScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Rate responses with a reward model: one JSON line {\"reward\": r} per input line {\"prompt\", \"response\"}.",
+        discussion: "With --pairs, the input is preference pairs {\"prompt\", \"chosen\", \"rejected\"} and the pairwise accuracy is printed too."
+    )
+
+    @Option(help: "Reward model directory (from gpt reward train: the output directory, best/ or last/).") var model: String
+    @Option(help: "JSONL input.") var data: String
+    @Flag(help: "The input holds preference pairs; print the pairwise accuracy.") var pairs = false
+    @Option(help: "Write the rewards here instead of standard output.") var output: String?
+    @Option(help: "Rows per forward pass.") var batchSize = 16
+    @Option(help: "Matrix-product inputs: bf16 or fp32.") var precision: ProductPrecision = .float32
+
+    func run() throws {
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        let (gpt, tokenizer) = try ModelLoading.load(model)
+        guard case .sequenceClassification(let head)? = gpt.taskHead, head.labels.count == 1 else {
+            throw CommandError("\(model) is not a reward model (no one-output sequence-classification head)")
+        }
+        let url = URL(fileURLWithPath: data)
+        let examples: [EncodedExample]
+        if pairs {
+            examples = try PreferenceDataset.encode(try PreferenceDataset.load(url), from: url, tokenizer: tokenizer,
+                                                    contextLength: gpt.config.contextLength)
+        } else {
+            examples = try JSONLines.map(url) { line, object, fail in
+                guard let prompt = object["prompt"] as? String else { throw fail("field 'prompt' is missing or not a string") }
+                guard let response = object["response"] as? String else { throw fail("field 'response' is missing or not a string") }
+                let ids: [Int32]
+                do { ids = try tokenizer.encode(prompt + response) } catch { throw fail("\(error)") }
+                return EncodedExample(rows: [Array(ids.suffix(gpt.config.contextLength))], label: nil,
+                                      truncated: ids.count > gpt.config.contextLength)
+            }
+        }
+        // One row per prediction: pairs are scored as their two rows.
+        let rows = examples.flatMap { $0.rows.map { EncodedExample(rows: [$0], label: nil, truncated: false) } }
+        let rewards = gpt.predict(rows, batchSize: batchSize, precision: precision, pad: head.padTokenID).predictions.map { Double($0.value!) }
+        var lines = Data()
+        if pairs {
+            for k in 0..<examples.count {
+                lines += try JSONSerialization.data(withJSONObject: ["chosen": rewards[2 * k], "rejected": rewards[2 * k + 1]], options: [.sortedKeys])
+                lines.append(UInt8(ascii: "\n"))
+            }
+        } else {
+            for reward in rewards {
+                lines += try JSONSerialization.data(withJSONObject: ["reward": reward], options: [.sortedKeys])
+                lines.append(UInt8(ascii: "\n"))
+            }
+        }
+        if let output { try AtomicFile.write(lines, to: URL(fileURLWithPath: output)) } else { FileHandle.standardOutput.write(lines) }
+        var summary = "\(examples.count) \(pairs ? "pairs" : "responses") scored"
+        let truncated = examples.filter(\.truncated).count
+        if truncated > 0 { summary += ", \(truncated) cut to fit the context" }
+        if pairs {
+            let m = RewardObjective.pairMetrics(chosen: stride(from: 0, to: rewards.count, by: 2).map { rewards[$0] },
+                                                rejected: stride(from: 1, to: rewards.count, by: 2).map { rewards[$0] })
+            summary += String(format: "; pairwise accuracy %.4f ± %.4f, margin %.3f", m["val_accuracy"]!, m["val_accuracy_stderr"]!, m["val_margin"]!)
+        }
+        FileHandle.standardError.write(Data((summary + "\n").utf8))
+    }
+}
