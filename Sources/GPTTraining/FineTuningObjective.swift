@@ -115,10 +115,10 @@ extension FineTuningObjective {
         let head: TaskHead
         if settings.task == .multipleChoice {
             head = .multipleChoice
-        } else if examples.contains(where: { if case .value = $0.label { return true }; return false }) {
+        } else if examples.contains(where: { $0.label?.classIndex == nil }) {
             head = .sequenceClassification(SequenceClassification(labels: ["score"], problem: .regression, padTokenID: format.start))
         } else {
-            let largest = examples.map { if case .index(let i)? = $0.label { return i }; return 0 }.max() ?? 0
+            let largest = examples.compactMap { $0.label?.classIndex }.max() ?? 0
             head = .sequenceClassification(SequenceClassification(labels: (0...max(1, largest)).map { "LABEL_\($0)" },
                                                                   problem: .singleLabel, padTokenID: format.start))
         }

@@ -11,14 +11,12 @@ public enum TaskMetrics {
         guard !pairs.isEmpty else { return [:] }
         if pairs[0].0.value != nil {
             let predicted = pairs.map { Double($0.0.value!) }
-            let truth = pairs.map { pair -> Double in
-                switch pair.1 { case .value(let v): return Double(v); case .index(let i): return Double(i) }
-            }
+            let truth = pairs.map { Double($0.1.target) }
             let mse = zip(predicted, truth).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Double(pairs.count)
             return ["pearson": pearson(predicted, truth), "spearman": pearson(ranks(predicted), ranks(truth)), "mse": mse]
         }
         let predicted = pairs.map { $0.0.index! }
-        let truth = pairs.map { pair -> Int in if case .index(let i) = pair.1 { return i }; return -1 }
+        let truth = pairs.map { $0.1.classIndex ?? -1 }
         var metrics = ["accuracy": Double(zip(predicted, truth).filter { $0 == $1 }.count) / Double(pairs.count)]
         if pairs[0].0.probabilities?.count == 2 {
             let truePositive = Double(zip(predicted, truth).filter { $0 == 1 && $1 == 1 }.count)
