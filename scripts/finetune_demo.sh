@@ -4,7 +4,8 @@
 # weights, and the pretrained model without the auxiliary LM loss, on SST-2, RTE, MRPC, STS-B and COPA; print the dev
 # metrics side by side. Stages whose output exists are skipped, so an interrupted run continues.
 #   usage: scripts/finetune_demo.sh [OUT]   (default OUT: .build/finetune-demo)
-# Settings (environment): PRETRAIN_STEPS (1500), TRAIN_LIMIT (1000 training examples per task), EPOCHS (3).
+# Settings (environment): PRETRAIN_STEPS (1500), TRAIN_LIMIT (1000 training examples per task), EPOCHS (3),
+# LEARNING_RATE (GPT-1's 6.25e-5), TASKS (sst2 rte mrpc stsb copa), VARIANTS (pretrained scratch no-lm).
 # A finished run leaves loss.svg in its directory; an unfinished one is resumed or started again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ OUT=${1:-.build/finetune-demo}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
 TRAIN_LIMIT=${TRAIN_LIMIT:-1000}
 EPOCHS=${EPOCHS:-3}
+LEARNING_RATE=${LEARNING_RATE:-6.25e-5}
+TASKS=${TASKS:-sst2 rte mrpc stsb copa}
+VARIANTS=${VARIANTS:-pretrained scratch no-lm}
 FIELDS=text,premise,hypothesis,text_a,text_b,context,choices
 CORPUS="data/sst2/train.jsonl data/rte/train.jsonl data/mrpc/train.jsonl data/stsb/train.jsonl data/copa/train.jsonl data/tinyshakespeare/input.txt"
 mkdir -p "$OUT"
@@ -36,11 +40,12 @@ echo "pretraining done after $(( $(date +%s) - start )) s"
 
 # 3. Fine-tuning: the first TRAIN_LIMIT training examples of each task, the whole dev split.
 declare -A KIND=([sst2]=classification [rte]=entailment [mrpc]=similarity [stsb]=similarity [copa]=multiple-choice)
-mkdir -p "$OUT/tasks" "$OUT/finetuned"
-for task in sst2 rte mrpc stsb copa; do
+FT="$OUT/finetuned-lr$LEARNING_RATE"
+mkdir -p "$OUT/tasks" "$FT"
+for task in $TASKS; do
     head -n "$TRAIN_LIMIT" "data/$task/train.jsonl" > "$OUT/tasks/$task-train.jsonl"
-    for variant in pretrained scratch no-lm; do
-        run="$OUT/finetuned/$task-$variant"
+    for variant in $VARIANTS; do
+        run="$FT/$task-$variant"
         [ -e "$run/loss.svg" ] && continue
         init=pretrained; weight=0.5
         [ "$variant" = scratch ] && init=scratch
@@ -48,18 +53,20 @@ for task in sst2 rte mrpc stsb copa; do
         task_start=$(date +%s)
         $GPT finetune --task "${KIND[$task]}" --model "$OUT/pretrained/best" --train "$OUT/tasks/$task-train.jsonl" \
             --dev "data/$task/dev.jsonl" --out "$run" --initialization $init --lm-weight $weight --epochs "$EPOCHS" \
-            --log-interval 20 --seed 1 > "$run.log" 2>&1 || { cat "$run.log"; exit 1; }
+            --learning-rate "$LEARNING_RATE" --log-interval 20 --seed 1 > "$run.log" 2>&1 || { cat "$run.log"; exit 1; }
         echo "$task $variant: $(( $(date +%s) - task_start )) s; $(grep 'epoch' "$run.log" | tail -1)"
     done
 done
 
-# 4. The table: each run's best dev figures (accuracy and F1, or Pearson and Spearman for STS-B).
+# 4. The table: each run's best dev figures after an epoch of training (accuracy and F1, or Pearson and Spearman
+#    for STS-B), as kept in its best/.
 echo
+echo "dev figures, learning rate $LEARNING_RATE, first $TRAIN_LIMIT training examples, $EPOCHS epochs:"
 printf "%-6s %-34s %-34s %-34s\n" task "pretrained, λ=0.5" "from scratch, λ=0.5" "pretrained, λ=0"
-for task in sst2 rte mrpc stsb copa; do
+for task in $TASKS; do
     row=$(printf "%-6s" $task)
-    for variant in pretrained scratch no-lm; do
-        best=$(awk '/"score"/ {
+    for variant in $VARIANTS; do
+        best=$(awk '/"score"/ && !/"step":0[,}]/ {
                 match($0, /"score":[-0-9.e]+/); score = substr($0, RSTART + 8, RLENGTH - 8) + 0
                 if (!seen || score > top) { top = score; line = $0; seen = 1 }
             }
@@ -72,7 +79,7 @@ for task in sst2 rte mrpc stsb copa; do
                     out = out sprintf("%s%s %.3f", out == "" ? "" : ", ", keys[k], value)
                 }
                 match(line, /"epoch":[0-9.]+/); print out " (epoch " substr(line, RSTART + 8, RLENGTH - 8) ")"
-            }' "$OUT/finetuned/$task-$variant/metrics.jsonl" 2>/dev/null || echo "-")
+            }' "$FT/$task-$variant/metrics.jsonl" 2>/dev/null || echo "-")
         row="$row $(printf "%-34s" "$best")"
     done
     echo "$row"

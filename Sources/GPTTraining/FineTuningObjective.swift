@@ -81,7 +81,7 @@ public final class FineTuningObjective: TrainingObjective {
         let (predictions, loss) = model.predict(dev, batchSize: batchSize, precision: precision, pad: pad)
         var metrics: [String: Double] = ["epoch": batches.epoch(afterSteps: step)]
         if let loss { metrics["val_loss"] = Double(loss) }
-        let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label))
+        let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label), choices: format.task == .multipleChoice)
         for (name, value) in scores { metrics["val_" + name] = value }
         let primary = TaskMetrics.primary(scores)
         let figures = scores.keys.sorted().map { String(format: "%@ %.4f", $0, scores[$0]!) }.joined(separator: ", ")

@@ -3,9 +3,9 @@ import GPTModels
 
 /// The figures a task is judged by.
 public enum TaskMetrics {
-    /// Accuracy (and F1 of class 1 when there are two classes) for class predictions; Pearson and Spearman
-    /// correlation and mean squared error for values. Examples without a label are left out.
-    public static func compute(_ predictions: [TaskPrediction], labels: [TaskLabel?]) -> [String: Double] {
+    /// Accuracy (and, for a classifier of two classes, F1 of class 1) for class or choice predictions; Pearson and
+    /// Spearman correlation and mean squared error for values. Examples without a label are left out.
+    public static func compute(_ predictions: [TaskPrediction], labels: [TaskLabel?], choices: Bool = false) -> [String: Double] {
         var pairs: [(TaskPrediction, TaskLabel)] = []
         for (p, l) in zip(predictions, labels) { if let l { pairs.append((p, l)) } }
         guard !pairs.isEmpty else { return [:] }
@@ -18,7 +18,7 @@ public enum TaskMetrics {
         let predicted = pairs.map { $0.0.index! }
         let truth = pairs.map { $0.1.classIndex ?? -1 }
         var metrics = ["accuracy": Double(zip(predicted, truth).filter { $0 == $1 }.count) / Double(pairs.count)]
-        if pairs[0].0.probabilities?.count == 2 {
+        if !choices && pairs[0].0.probabilities?.count == 2 {
             let truePositive = Double(zip(predicted, truth).filter { $0 == 1 && $1 == 1 }.count)
             let predictedPositive = Double(predicted.filter { $0 == 1 }.count), actualPositive = Double(truth.filter { $0 == 1 }.count)
             metrics["f1"] = predictedPositive + actualPositive == 0 ? 0 : 2 * truePositive / (predictedPositive + actualPositive)

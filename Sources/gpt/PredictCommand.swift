@@ -53,7 +53,7 @@ struct PredictCommand: ParsableCommand {
         let truncated = encoded.filter(\.truncated).count
         if truncated > 0 { summary += ", \(truncated) cut to fit the context" }
         if let loss { summary += String(format: ", loss %.4f", loss) }
-        let metrics = TaskMetrics.compute(predictions, labels: examples.map(\.label))
+        let metrics = TaskMetrics.compute(predictions, labels: examples.map(\.label), choices: format.task == .multipleChoice)
         for name in metrics.keys.sorted() { summary += String(format: ", %@ %.4f", name, metrics[name]!) }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
