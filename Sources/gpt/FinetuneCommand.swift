@@ -29,65 +29,26 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Pretrained model directory (a SwiftGPT checkpoint or training output, or a Hugging Face GPT-2 / OpenAI-GPT folder).") var model: String?
     @Option(help: "Training examples (JSONL).") var train: String?
     @Option(help: "Dev examples (JSONL), evaluated after every epoch.") var dev: String?
-    @Option(help: "Output directory.") var out: String
-    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
     @Option(help: "λ, the weight of the auxiliary language-model loss (0: off).") var lmWeight: Float = 0.5
-    @Option(help: "Passes over the training set.") var epochs = 3
-    @Option(help: "Peak learning rate.") var learningRate: Float = 6.25e-5
-    @Option(help: "Examples per micro-batch.") var batchSize = 32
-    @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation = 1
-    @Option(help: "Warmup as a fraction of all steps.") var warmupFraction: Float = 0.002
-    @Option(help: "Decay after warmup: linear or cosine.") var schedule = LearningRateSchedule.linear
     @Option(help: "Dropout on the pooled state before the head.") var headDropout: Float = 0.1
-    @Option(help: "Dropout in the body (default: the model's own).") var dropout: Float?
-    @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0.01
-    @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float = 1
-    @Option(help: "Longest sequence in tokens (default: the model's context); longer inputs lose tokens from their longest text.") var context: Int?
-    @Option(help: "Steps between metric log lines.") var logInterval = 10
-    @Option(help: "Random seed (head, new embeddings, order, dropout).") var seed: UInt64 = 1337
-    @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
+    @OptionGroup var options: ExampleTrainingOptions
 
     func run() throws {
-        let trainer: Trainer
-        if resume {
-            trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
-            guard trainer.configuration.fineTuning != nil else { throw CommandError("\(out) is a pretraining run; resume it with gpt train --resume") }
-            print("resuming \(out) at step \(trainer.step)")
-        } else {
-            guard let task, let model, let train, let dev else {
-                throw ValidationError("a new run needs --task, --model, --train and --dev")
-            }
+        let defaults = ExampleTrainingOptions.Defaults(epochs: 3, learningRate: 6.25e-5, batchSize: 32, warmupFraction: 0.002)
+        let trainer = try options.trainer(kind: "fine-tuning", isKind: { $0.fineTuning != nil }) {
+            guard let task, let model, let train, let dev else { throw ValidationError("a new run needs --task, --model, --train and --dev") }
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")
             }
-            var c = TrainingConfiguration()
-            // Absolute paths, so that --resume works from any directory.
-            func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
-            var settings = FineTuningSettings(task: task, train: absolute(train), dev: absolute(dev))
+            var settings = FineTuningSettings(task: task, train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev))
+            (settings.epochs, settings.warmupFraction) = options.schedule(defaults)
             settings.lmWeight = lmWeight
             settings.headDropout = headDropout
-            settings.epochs = epochs
-            settings.warmupFraction = warmupFraction
             settings.pretrained = initialization == "pretrained"
+            var c = options.configuration(model: model, defaults: defaults)
             c.fineTuning = settings
-            c.initFrom = absolute(model)
-            c.out = out
-            c.context = context
-            c.dropout = dropout
-            c.batchSize = batchSize
-            c.gradientAccumulation = gradientAccumulation
-            c.learningRate = learningRate
-            c.minLearningRate = 0
-            c.schedule = schedule
-            c.beta1 = 0.9
-            c.beta2 = 0.999
-            c.weightDecay = weightDecay
-            c.gradientClip = gradientClip
-            c.logInterval = logInterval
-            c.seed = seed
-            c.precision = precision
-            trainer = try Trainer(configuration: c)
+            return c
         }
         try TrainingRun.run(trainer)
     }

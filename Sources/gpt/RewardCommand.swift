@@ -27,52 +27,17 @@ struct RewardTrainCommand: ParsableCommand {
     @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face GPT-2 / OpenAI-GPT folder).") var model: String?
     @Option(help: "Training pairs (JSONL).") var train: String?
     @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
-    @Option(help: "Output directory.") var out: String
-    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
-    @Option(help: "Passes over the training pairs.") var epochs = 1
-    @Option(help: "Peak learning rate.") var learningRate: Float = 1e-5
-    @Option(help: "Pairs per micro-batch.") var batchSize = 8
-    @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation = 1
-    @Option(help: "Warmup as a fraction of all steps, then linear decay to 0.") var warmupFraction: Float = 0.03
-    @Option(help: "Dropout in the body (default: the model's own).") var dropout: Float?
-    @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0.01
-    @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float = 1
-    @Option(help: "Longest row in tokens (default: the model's context).") var context: Int?
-    @Option(help: "Steps between metric log lines.") var logInterval = 10
-    @Option(help: "Random seed (head, order, dropout).") var seed: UInt64 = 1337
-    @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
+    @OptionGroup var options: ExampleTrainingOptions
 
     func run() throws {
-        let trainer: Trainer
-        if resume {
-            trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
-            guard trainer.configuration.rewardModeling != nil else { throw CommandError("\(out) is not a reward-model run") }
-            print("resuming \(out) at step \(trainer.step)")
-        } else {
+        let defaults = ExampleTrainingOptions.Defaults(epochs: 1, learningRate: 1e-5, batchSize: 8, warmupFraction: 0.03)
+        let trainer = try options.trainer(kind: "reward-model", isKind: { $0.rewardModeling != nil }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
-            func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
-            var settings = RewardModelingSettings(train: absolute(train), dev: absolute(dev))
-            settings.epochs = epochs
-            settings.warmupFraction = warmupFraction
-            var c = TrainingConfiguration()
+            var settings = RewardModelingSettings(train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev))
+            (settings.epochs, settings.warmupFraction) = options.schedule(defaults)
+            var c = options.configuration(model: model, defaults: defaults)
             c.rewardModeling = settings
-            c.initFrom = absolute(model)
-            c.out = out
-            c.context = context
-            c.dropout = dropout
-            c.batchSize = batchSize
-            c.gradientAccumulation = gradientAccumulation
-            c.learningRate = learningRate
-            c.minLearningRate = 0
-            c.schedule = .linear
-            c.beta1 = 0.9
-            c.beta2 = 0.999
-            c.weightDecay = weightDecay
-            c.gradientClip = gradientClip
-            c.logInterval = logInterval
-            c.seed = seed
-            c.precision = precision
-            trainer = try Trainer(configuration: c)
+            return c
         }
         try TrainingRun.run(trainer)
     }
