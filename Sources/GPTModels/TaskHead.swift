@@ -66,12 +66,6 @@ extension GPTModel {
              tape: tape)
     }
 
-    /// The same with dropout of probability `dropout` on the pooled states, drawn from `random` (training).
-    public func taskOutputs(_ final: Variable, rows: [Int], tape: Tape, dropout: Float, random: inout SeededRandom) -> Variable {
-        let pooled = tape.gatherRows(tape.reshape(final, [final.value.count / config.embeddingWidth, config.embeddingWidth]), rows)
-        return head(dropout > 0 ? tape.dropout(pooled, probability: dropout, random: &random) : pooled, tape: tape)
-    }
-
     /// The task head applied to pooled states `[rows, width]`.
     public func head(_ pooled: Variable, tape: Tape) -> Variable {
         guard let taskHead else { preconditionFailure("the model has no task head") }

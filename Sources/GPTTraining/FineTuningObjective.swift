@@ -16,7 +16,6 @@ public final class FineTuningObjective: TrainingObjective {
     public let batches: EpochBatches
     /// How many training and dev examples had a text cut to fit the context.
     public let truncatedCount: (train: Int, dev: Int)
-    let batchSize: Int
 
     /// The pad id of the batches: the start token, which never ends a sequence (the head reads each row's last
     /// non-pad token, as transformers does).
@@ -43,7 +42,6 @@ public final class FineTuningObjective: TrainingObjective {
         train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
-        batchSize = c.batchSize
         batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
@@ -78,7 +76,7 @@ public final class FineTuningObjective: TrainingObjective {
     }
 
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
-        let (predictions, loss) = model.predict(dev, batchSize: batchSize, precision: precision, pad: pad)
+        let (predictions, loss) = model.predict(dev, batchSize: batches.batchSize, precision: precision, pad: pad)
         var metrics: [String: Double] = ["epoch": batches.epoch(afterSteps: step)]
         if let loss { metrics["val_loss"] = Double(loss) }
         let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label), choices: format.task == .multipleChoice)

@@ -15,7 +15,6 @@ public final class RewardObjective: TrainingObjective {
     /// How many training and dev pairs had a row cut to fit the context (their prompts lose their beginning).
     public let truncatedCount: (train: Int, dev: Int)
     let pad: Int32
-    let batchSize: Int
 
     public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
         guard let settings = c.rewardModeling, case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
@@ -28,7 +27,6 @@ public final class RewardObjective: TrainingObjective {
         train = try PreferenceDataset.encode(try PreferenceDataset.load(trainURL), from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try PreferenceDataset.encode(try PreferenceDataset.load(devURL), from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
-        batchSize = c.batchSize
         batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
@@ -50,8 +48,8 @@ public final class RewardObjective: TrainingObjective {
 
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         var chosen: [Double] = [], rejected: [Double] = [], lossSum = 0.0
-        for start in stride(from: 0, to: dev.count, by: batchSize) {
-            let slice = dev[start..<min(dev.count, start + batchSize)]
+        for start in stride(from: 0, to: dev.count, by: batches.batchSize) {
+            let slice = dev[start..<min(dev.count, start + batches.batchSize)]
             let batch = TaskBatch(slice, pad: pad), tape = Tape(recording: false, precision: precision)
             var none: SeededRandom?
             let rewards = model.taskForward(batch, tape: tape, random: &none).outputs

@@ -36,8 +36,7 @@ struct PredictCommand: ParsableCommand {
         let start = Date()
         let (predictions, loss) = gpt.predict(encoded, batchSize: batchSize, precision: precision, pad: format.start)
         let seconds = Date().timeIntervalSince(start)
-        var lines = Data()
-        for prediction in predictions {
+        try JSONLinesOutput.write(predictions.map { prediction in
             var record: [String: Any] = [:]
             if let index = prediction.index {
                 record["prediction"] = index
@@ -45,10 +44,8 @@ struct PredictCommand: ParsableCommand {
             }
             if let probabilities = prediction.probabilities { record["probabilities"] = probabilities.map(Double.init) }
             if let value = prediction.value { record["score"] = Double(value) }
-            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-            lines.append(UInt8(ascii: "\n"))
-        }
-        if let output { try AtomicFile.write(lines, to: URL(fileURLWithPath: output)) } else { FileHandle.standardOutput.write(lines) }
+            return record
+        }, to: output)
         var summary = String(format: "%d examples in %.1f s (%.1f examples/s)", examples.count, seconds, Double(examples.count) / seconds)
         let truncated = encoded.filter(\.truncated).count
         if truncated > 0 { summary += ", \(truncated) cut to fit the context" }

@@ -81,19 +81,10 @@ struct RewardScoreCommand: ParsableCommand {
         // One row per prediction: pairs are scored as their two rows.
         let rows = examples.flatMap { $0.rows.map { EncodedExample(rows: [$0], label: nil, truncated: false) } }
         let rewards = gpt.predict(rows, batchSize: batchSize, precision: precision, pad: head.padTokenID).predictions.map { Double($0.value!) }
-        var lines = Data()
-        if pairs {
-            for k in 0..<examples.count {
-                lines += try JSONSerialization.data(withJSONObject: ["chosen": rewards[2 * k], "rejected": rewards[2 * k + 1]], options: [.sortedKeys])
-                lines.append(UInt8(ascii: "\n"))
-            }
-        } else {
-            for reward in rewards {
-                lines += try JSONSerialization.data(withJSONObject: ["reward": reward], options: [.sortedKeys])
-                lines.append(UInt8(ascii: "\n"))
-            }
-        }
-        if let output { try AtomicFile.write(lines, to: URL(fileURLWithPath: output)) } else { FileHandle.standardOutput.write(lines) }
+        let records: [[String: Any]] = pairs
+            ? (0..<examples.count).map { k -> [String: Any] in ["chosen": rewards[2 * k], "rejected": rewards[2 * k + 1]] }
+            : rewards.map { reward -> [String: Any] in ["reward": reward] }
+        try JSONLinesOutput.write(records, to: output)
         var summary = "\(examples.count) \(pairs ? "pairs" : "responses") scored"
         let truncated = examples.filter(\.truncated).count
         if truncated > 0 { summary += ", \(truncated) cut to fit the context" }
