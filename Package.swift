@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "GPTModels", targets: ["GPTModels"]),
         .library(name: "GPTTraining", targets: ["GPTTraining"]),
+        .library(name: "GPTEvaluation", targets: ["GPTEvaluation"]),
         .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
         .executable(name: "gpt", targets: ["gpt"]),
     ],
@@ -55,8 +56,14 @@ let package = Package(
             swiftSettings: optimisation
         ),
         .target(
+            name: "GPTEvaluation",
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels"],
+            resources: [.copy("Resources/tasks")],
+            swiftSettings: optimisation
+        ),
+        .target(
             name: "SwiftGPT",
-            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining"],
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation"],
             swiftSettings: optimisation
         ),
         .executableTarget(

@@ -32,9 +32,25 @@ public final class InferenceSession {
     /// Empties a slot so it can hold a new sequence.
     public func reset(sequence: Int) { lengths[sequence] = 0 }
 
+    /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several
+    /// continuations of one prefix are computed from a single pass over the prefix.
+    public func copy(sequence source: Int, to target: Int) {
+        let c = model.config, count = lengths[source] * c.headWidth
+        for layer in 0..<c.layerCount {
+            for head in 0..<c.headCount {
+                let from = (source * c.headCount + head) * c.contextLength * c.headWidth
+                let to = (target * c.headCount + head) * c.contextLength * c.headWidth
+                (keys[layer].pointer + to).update(from: keys[layer].pointer + from, count: count)
+                (values[layer].pointer + to).update(from: values[layer].pointer + from, count: count)
+            }
+        }
+        lengths[target] = lengths[source]
+    }
+
     /// Feeds `tokens` to each listed slot (one entry per distinct slot, each with at least one token) and returns
-    /// the logits [entries, vocabulary] after each entry's last token.
-    public func feed(_ entries: [(sequence: Int, tokens: [Int32])]) throws -> Tensor {
+    /// the logits [entries, vocabulary] after each entry's last token, or with `everyToken` the logits
+    /// [tokens, vocabulary] after every token fed, in the order of the entries.
+    public func feed(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool = false) throws -> Tensor {
         let c = model.config, width = c.embeddingWidth
         var rowSequence: [Int] = [], rowPosition: [Int] = [], ids: [Int32] = []
         for entry in entries {
@@ -86,21 +102,25 @@ public final class InferenceSession {
             x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
         }
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
-        // Only each entry's last row needs logits.
-        var lastRows: [Int] = [], row = -1
-        for entry in entries { row += entry.tokens.count; lastRows.append(row) }
-        let last = Tensor(uninitializedShape: [entries.count, width])
-        for (i, r) in lastRows.enumerated() { (last.pointer + i * width).update(from: x.value.pointer + r * width, count: width) }
-        var final = Variable(last)
+        // Unless every row's logits are asked for, only each entry's last row needs them.
+        var final = x
+        if !everyToken {
+            var lastRows: [Int] = [], row = -1
+            for entry in entries { row += entry.tokens.count; lastRows.append(row) }
+            let last = Tensor(uninitializedShape: [entries.count, width])
+            for (i, r) in lastRows.enumerated() { (last.pointer + i * width).update(from: x.value.pointer + r * width, count: width) }
+            final = Variable(last)
+        }
         if c.layout == .preNorm {
             final = tape.layerNorm(final, weight: p["ln_f.weight"], bias: p["ln_f.bias"], epsilon: c.layerNormEpsilon)
         }
         let head = (c.tiedOutputEmbedding ? p["wte.weight"] : p["lm_head.weight"]).value
-        let logits = Tensor(uninitializedShape: [entries.count, c.vocabularySize])
-        if entries.count <= Self.matrixVectorRows {
-            MatrixVector.multiply(final.value.pointer, rows: entries.count, weights.head, bias: nil, into: logits.pointer)
+        let outputRows = final.value.count / width
+        let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
+        if outputRows <= Self.matrixVectorRows {
+            MatrixVector.multiply(final.value.pointer, rows: outputRows, weights.head, bias: nil, into: logits.pointer)
         } else {
-            BLAS.gemm(transposeB: true, m: entries.count, n: c.vocabularySize, k: width, a: final.value.pointer, lda: width,
+            BLAS.gemm(transposeB: true, m: outputRows, n: c.vocabularySize, k: width, a: final.value.pointer, lda: width,
                       b: head.pointer, ldb: width, c: logits.pointer, ldc: c.vocabularySize)
         }
         return logits

@@ -57,7 +57,7 @@ extension Tape {
 
 /// The row maximum m and log Σ exp(row[i] − m): log Σ exp(row) = m + logSum, computed stably.
 @inline(__always)
-func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maximum: Float, logSum: Float) {
+public func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maximum: Float, logSum: Float) {
     let m = row.maximum(count)
     var acc = Float16x()
     forEachLane(count) { i, lanes in

@@ -1,0 +1,179 @@
+import Foundation
+import TensorCore
+
+/// How a task's examples are scored.
+public enum EvaluationOutputType: String, Sendable, CaseIterable {
+    /// Each choice scored by the summed log-likelihood of its tokens after the prompt: `acc`, `acc_norm` and,
+    /// with an unconditional prompt, `acc_uncond`.
+    case multipleChoice = "multiple_choice"
+    /// One target continuation: whether greedy decoding gives it (`acc`) and `perplexity`.
+    case loglikelihood
+    /// Greedy generation until a stop sequence: `exact_match` and `f1` after normalisation.
+    case generateUntil = "generate_until"
+    /// Documents scored whole in overlapping windows: token, byte and word perplexity and bits per byte.
+    case rollingPerplexity = "rolling_perplexity"
+}
+
+/// A task for `gpt eval`, read from a small JSON file: where the examples are, how a prompt is written and how the
+/// answer is scored. Prompts follow lm-evaluation-harness: an optional description, then each demonstration as
+/// `template + target_delimiter + answer + fewshot_delimiter`, then the query's `template`; a choice or target is
+/// scored as the continuation `target_delimiter + choice`.
+public struct EvaluationTask: Sendable {
+    public var name: String
+    public var outputType: EvaluationOutputType
+    /// The examples: JSONL (one object a line); for `rolling_perplexity` also a plain text file (one document).
+    public var data: URL
+    /// Where demonstrations come from (default: `data`, never the query itself).
+    public var fewShotData: URL?
+    /// Text put once at the very start of every prompt (GPT-3's task description), as written.
+    public var description: String
+    public var template: PromptTemplate
+    public var targetDelimiter: String
+    public var fewShotDelimiter: String
+    public var choices: ChoiceSource?
+    public var answer: PromptTemplate?
+    /// A neutral prompt such as "Answer:": with it, multiple choice also reports `acc_uncond`, each choice's
+    /// log-likelihood less its log-likelihood after this prompt (GPT-3's normalisation).
+    public var unconditionalPrompt: String?
+    public var stop: [String]
+    public var maxNewTokens: Int
+    /// For `rolling_perplexity`: tokens of each window that only give context, as a fraction of the model's
+    /// context (0 scores disjoint windows, as lm-evaluation-harness does).
+    public var rollingOverlap: Double
+
+    /// Where the choices of a multiple-choice example come from.
+    public enum ChoiceSource: Sendable {
+        /// The same list for every example, each a template.
+        case templates([PromptTemplate])
+        /// A field holding a list; `template` renders each item as `{choice}` (with the example's other fields).
+        case field(String, template: PromptTemplate)
+    }
+
+    /// The tasks shipped with the project.
+    public static var builtInNames: [String] {
+        let urls = (try? FileManager.default.contentsOfDirectory(at: builtInDirectory, includingPropertiesForKeys: nil)) ?? []
+        return urls.filter { $0.pathExtension == "json" }.map { $0.deletingPathExtension().lastPathComponent }.sorted()
+    }
+
+    static var builtInDirectory: URL { Bundle.module.resourceURL!.appendingPathComponent("tasks") }
+
+    /// The definition file of a built-in task.
+    public static func builtInURL(_ name: String) -> URL { builtInDirectory.appendingPathComponent(name + ".json") }
+
+    /// A built-in task by name, or a task file. Data paths in a task file are relative to the file; those of a
+    /// built-in task are relative to the current directory (the project root, where `data/` is).
+    public static func load(_ nameOrPath: String) throws -> EvaluationTask {
+        let builtIn = builtInURL(nameOrPath)
+        if !nameOrPath.contains("/"), !nameOrPath.hasSuffix(".json"), FileManager.default.fileExists(atPath: builtIn.path) {
+            return try load(file: builtIn, dataBase: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+        }
+        let url = URL(fileURLWithPath: nameOrPath)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw TaskDefinitionError("no task \"\(nameOrPath)\": not a file, nor a built-in task (\(builtInNames.joined(separator: ", ")))")
+        }
+        return try load(file: url, dataBase: url.deletingLastPathComponent())
+    }
+
+    /// Reads a task file; its data paths are resolved against `dataBase`. Every error names the file and the field.
+    public static func load(file: URL, dataBase: URL) throws -> EvaluationTask {
+        let contents: Data
+        do { contents = try Data(contentsOf: file) } catch { throw FileError(url: file, message: "cannot read (\(error.localizedDescription))") }
+        guard let object = (try? JSONSerialization.jsonObject(with: contents)) as? [String: Any] else {
+            throw FileError(url: file, message: "not a JSON object")
+        }
+        do {
+            return try EvaluationTask(object: object, defaultName: file.deletingPathExtension().lastPathComponent, dataBase: dataBase)
+        } catch let error as TaskDefinitionError {
+            throw FileError(url: file, message: error.message)
+        }
+    }
+
+    static let knownKeys: Set<String> = ["name", "output_type", "data", "fewshot_data", "description", "template",
+                                         "target_delimiter", "fewshot_delimiter", "choices", "choice_template", "answer",
+                                         "unconditional_prompt", "stop", "max_new_tokens", "rolling_overlap"]
+
+    /// A task from its JSON object (the keys of a task file).
+    public init(object: [String: Any], defaultName: String, dataBase: URL) throws {
+        if let unknown = object.keys.filter({ !Self.knownKeys.contains($0) }).sorted().first {
+            throw TaskDefinitionError("unknown field \"\(unknown)\" (known: \(Self.knownKeys.sorted().joined(separator: ", ")))")
+        }
+        func string(_ key: String) throws -> String? {
+            guard let value = object[key] else { return nil }
+            guard let string = value as? String else { throw TaskDefinitionError("field \"\(key)\" must be a string") }
+            return string
+        }
+        func path(_ key: String) throws -> URL? {
+            guard let value = try string(key) else { return nil }
+            return value.hasPrefix("/") ? URL(fileURLWithPath: value) : dataBase.appendingPathComponent(value)
+        }
+        name = try string("name") ?? defaultName
+        guard let typeName = try string("output_type") else {
+            throw TaskDefinitionError("field \"output_type\" is missing (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard let type = EvaluationOutputType(rawValue: typeName) else {
+            throw TaskDefinitionError("field \"output_type\": unknown type \"\(typeName)\" (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        outputType = type
+        guard let data = try path("data") else { throw TaskDefinitionError("field \"data\" is missing (the examples, a JSONL file)") }
+        self.data = data
+        fewShotData = try path("fewshot_data")
+        description = try string("description") ?? ""
+        func template(_ key: String) throws -> PromptTemplate? {
+            guard let source = try string(key) else { return nil }
+            do { return try PromptTemplate(source) } catch let error as TaskDefinitionError {
+                throw TaskDefinitionError("field \"\(key)\": \(error.message)")
+            }
+        }
+        if let template = try template("template") {
+            self.template = template
+        } else if type == .rollingPerplexity {
+            self.template = try PromptTemplate("{text}")
+        } else {
+            throw TaskDefinitionError("field \"template\" is missing (the prompt, with {field} placeholders)")
+        }
+        targetDelimiter = try string("target_delimiter") ?? " "
+        fewShotDelimiter = try string("fewshot_delimiter") ?? "\n\n"
+        answer = try template("answer")
+        unconditionalPrompt = try string("unconditional_prompt")
+        switch object["choices"] {
+        case nil:
+            choices = nil
+        case let field as String:
+            choices = .field(field, template: try template("choice_template") ?? PromptTemplate("{choice}"))
+        case let list as [Any]:
+            guard object["choice_template"] == nil else { throw TaskDefinitionError("field \"choice_template\" goes with \"choices\" naming a field, not a list") }
+            choices = .templates(try list.enumerated().map { index, item in
+                guard let source = item as? String else { throw TaskDefinitionError("field \"choices\": item \(index + 1) is not a string") }
+                do { return try PromptTemplate(source) } catch let error as TaskDefinitionError {
+                    throw TaskDefinitionError("field \"choices\": \(error.message)")
+                }
+            })
+        default:
+            throw TaskDefinitionError("field \"choices\" must be a list of strings or the name of a field that holds the list")
+        }
+        switch object["stop"] {
+        case nil: stop = [fewShotDelimiter]
+        case let list as [String]: stop = list
+        default: throw TaskDefinitionError("field \"stop\" must be a list of strings")
+        }
+        switch object["max_new_tokens"] {
+        case nil: maxNewTokens = 32
+        case let number as Int where number > 0: maxNewTokens = number
+        default: throw TaskDefinitionError("field \"max_new_tokens\" must be a positive integer")
+        }
+        switch object["rolling_overlap"] {
+        case nil: rollingOverlap = 0.5
+        case let number as Double where number >= 0 && number < 1: rollingOverlap = number
+        default: throw TaskDefinitionError("field \"rolling_overlap\" must be a number in [0, 1)")
+        }
+        switch type {
+        case .multipleChoice:
+            guard choices != nil else { throw TaskDefinitionError("field \"choices\" is missing (multiple_choice needs the choices)") }
+            guard answer != nil else { throw TaskDefinitionError("field \"answer\" is missing (the correct choice: its index or its text)") }
+        case .loglikelihood, .generateUntil:
+            guard answer != nil else { throw TaskDefinitionError("field \"answer\" is missing (the target text, a template)") }
+        case .rollingPerplexity:
+            break
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Evaluate a model in context: zero-, one- and few-shot, scored as lm-evaluation-harness scores.",
+        discussion: """
+        --task is a built-in task (\(EvaluationTask.builtInNames.joined(separator: ", ")); their data paths are \
+        relative to the current directory, the project root) or a task file (JSON; data paths relative to it). \
+        Prints a table (task, shots, metric, value, standard error) and the speed; --output writes the figures as \
+        JSON, --log-samples every example's prompt and scores as JSON lines, --plot an SVG of the first metric \
+        against the number of shots. Demonstrations are drawn per example from the task's few-shot pool with \
+        --seed, never the example itself. See README ("In-context evaluation") for the task file format.
+        """
+    )
+
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, or a Hugging Face GPT-2 folder).") var model: String
+    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @Option(help: "Task: a built-in name or a task file (repeatable; or comma-separated).") var task: [String]
+    @Option(help: "Numbers of demonstrations, comma-separated.") var shots = "0"
+    @Option(help: "Evaluate only the first N examples.") var limit: Int?
+    @Option(help: "Seed of the demonstrations' draw.") var seed: UInt64 = 1234
+    @Option(help: "Examples from this file instead of the task's data (same schema).") var data: String?
+    @Option(help: "Demonstrations from this file instead of the task's few-shot pool (same schema).") var fewshotData: String?
+    @Option(help: "Write the figures here (JSON).") var output: String?
+    @Option(help: "Write one JSON line per example and number of shots here.") var logSamples: String?
+    @Option(help: "Write an SVG of the metric against the number of shots here.") var plot: String?
+    @Option(help: "The metric of --plot (default: the first of each task).") var plotMetric: String?
+
+    func run() throws {
+        let shotCounts = try shots.split(separator: ",").map { item -> Int in
+            guard let count = Int(item.trimmingCharacters(in: .whitespaces)), count >= 0 else {
+                throw ValidationError("--shots takes non-negative integers separated by commas, e.g. 0,1,5")
+            }
+            return count
+        }
+        guard !shotCounts.isEmpty else { throw ValidationError("--shots is empty") }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+        let names = task.flatMap { $0.split(separator: ",").map { String($0) } }
+        guard !names.isEmpty else { throw ValidationError("give a task with --task") }
+        if names.count > 1, data != nil || fewshotData != nil {
+            throw ValidationError("--data and --fewshot-data apply to a single task")
+        }
+        let tasks = try names.map { try EvaluationTask.load($0) }
+        let (gpt, tokenizer) = try ModelLoading.load(model, tokenizer: self.tokenizer)
+        let evaluator = Evaluator(model: gpt, tokenizer: tokenizer)
+        var results: [EvaluationResult] = [], speeds: [[String: Any]] = [], samples: [[String: Any]] = []
+        for var task in tasks {
+            if let data { task.data = URL(fileURLWithPath: data) }
+            if let fewshotData { task.fewShotData = URL(fileURLWithPath: fewshotData) }
+            let all = try task.examples()
+            let examples = limit.map { Array(all.prefix($0)) } ?? all
+            let poolURL = task.fewShotData ?? task.data
+            let poolIsData = poolURL.standardizedFileURL == task.data.standardizedFileURL
+            let pool = shotCounts.contains(where: { $0 > 0 }) ? (poolIsData ? all : try task.examples(from: poolURL)) : []
+            for count in shotCounts {
+                let evaluation = try evaluator.evaluate(task, shots: count, examples: examples, pool: pool,
+                                                        poolIsData: poolIsData, seed: seed)
+                results += evaluation.results
+                samples += evaluation.samples
+                speeds.append(["task": task.name, "shots": count, "examples": examples.count,
+                               "seconds": evaluation.seconds, "examples_per_second": evaluation.examplesPerSecond])
+                var line = String(format: "%@ %d-shot: %d examples in %.2f s (%.1f examples/s)", task.name, count,
+                                  examples.count, evaluation.seconds, evaluation.examplesPerSecond)
+                if let truncated = evaluation.results.first?.truncated, truncated > 0 {
+                    line += ", \(truncated) prompt\(truncated == 1 ? "" : "s") cut to fit the context of \(gpt.config.contextLength)"
+                }
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        }
+        print(Self.table(results))
+        if let output {
+            let document: [String: Any] = [
+                "model": model, "seed": seed, "limit": limit as Any? ?? NSNull(), "shots": shotCounts,
+                "results": results.map { result -> [String: Any] in
+                    ["task": result.task, "shots": result.shots, "metric": result.metric, "value": result.value,
+                     "stderr": result.standardError as Any? ?? NSNull(), "examples": result.examples, "truncated": result.truncated]
+                },
+                "speed": speeds,
+            ]
+            try AtomicFile.write(try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted]),
+                                 to: URL(fileURLWithPath: output))
+        }
+        if let logSamples { try JSONLinesOutput.write(samples, to: logSamples) }
+        if let plot {
+            let metric = plotMetric ?? results.first?.metric ?? "acc"
+            let title = "\(URL(fileURLWithPath: model).lastPathComponent): \(metric) against shots"
+            try AtomicFile.write(Data(ShotsPlot.svg(results, metric: metric, title: title).utf8), to: URL(fileURLWithPath: plot))
+        }
+    }
+
+    /// The figures as an aligned text table.
+    static func table(_ results: [EvaluationResult]) -> String {
+        var rows = [["task", "shots", "metric", "value", "stderr", "examples", "truncated"]]
+        for r in results {
+            rows.append([r.task, String(r.shots), r.metric, String(format: "%.4f", r.value),
+                         r.standardError.map { String(format: "%.4f", $0) } ?? "-", String(r.examples), String(r.truncated)])
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
+        return rows.map { row in
+            zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                .trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n")
+    }
+}
+
+struct ICLDataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "icl-data",
+        abstract: "Write the synthetic key-value recall task: a pretraining corpus and an evaluation split.",
+        discussion: """
+        Each episode maps a few letters to random digits and shows pairs "k7" (a letter, then its digit), one a line; episodes are separated \
+        by blank lines. Writes corpus.txt (pretraining text), eval.jsonl and pool.jsonl (one fixed mapping: queries \
+        and demonstrations) and kv-recall.json (the task for gpt eval) into --out. With the defaults, eval.jsonl and \
+        pool.jsonl are the files of the built-in task kv-recall (data/kv-recall).
+        """
+    )
+
+    @Option(help: "Output directory.") var out: String
+    @Option(help: "Episodes in the pretraining corpus (0: none).") var episodes = 20000
+    @Option(help: "Queries, and demonstrations in the pool.") var examples = 200
+    @Option(help: "Letters each episode maps.") var keys = 4
+    @Option(help: "Pairs each episode shows.") var lines = 24
+    @Option(help: "Random seed.") var seed: UInt64 = 1
+
+    func run() throws {
+        guard (1...26).contains(keys) else { throw ValidationError("--keys must be in 1...26") }
+        guard lines > 0, examples > 0, episodes >= 0 else { throw ValidationError("--lines and --examples must be positive, --episodes not negative") }
+        var recall = KeyValueRecall()
+        recall.keysPerEpisode = keys
+        recall.linesPerEpisode = lines
+        recall.seed = seed
+        try recall.write(to: URL(fileURLWithPath: out), episodes: episodes, examples: examples)
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+final class EvaluationTests: XCTestCase {
+    let base = URL(fileURLWithPath: "/tmp")
+
+    func task(_ object: [String: Any]) throws -> EvaluationTask {
+        var fields: [String: Any] = ["output_type": "multiple_choice", "data": "unused.jsonl", "template": "{q}",
+                                     "choices": [" no", " yes"], "answer": "{label}"]
+        fields.merge(object) { $1 }
+        return try EvaluationTask(object: fields, defaultName: "test", dataBase: base)
+    }
+
+    func testPromptRenderingIsByteForByte() throws {
+        let t = try task(["description": "Answer the questions.\n\n", "template": "Q: {q}\nA:", "target_delimiter": "",
+                          "fewshot_delimiter": "\n\n"])
+        let demos = [try t.example(line: 1, ["q": "one", "label": 1]), try t.example(line: 2, ["q": "two", "label": 0])]
+        let query = try t.example(line: 3, ["q": "three", "label": 1])
+        let assembly = PromptAssembly(task: t, tokenizer: try TokenizerLoading.gpt2(), contextLength: 1024)
+        XCTAssertEqual(assembly.text(query: query, demonstrations: demos),
+                       "Answer the questions.\n\nQ: one\nA: yes\n\nQ: two\nA: no\n\nQ: three\nA:")
+        XCTAssertEqual(assembly.text(query: query, demonstrations: []), "Answer the questions.\n\nQ: three\nA:")
+        XCTAssertEqual(assembly.continuationTexts(query), [" no", " yes"])
+        // The default target delimiter is a space, put between the prompt and every choice.
+        let spaced = try task(["template": "{q}:", "choices": ["no", "yes"]])
+        let example = try spaced.example(line: 1, ["q": "x", "label": 0])
+        let spacedAssembly = PromptAssembly(task: spaced, tokenizer: try TokenizerLoading.gpt2(), contextLength: 1024)
+        XCTAssertEqual(spacedAssembly.text(query: example, demonstrations: [example]), "x: no\n\nx:")
+        XCTAssertEqual(spacedAssembly.continuationTexts(example), [" no", " yes"])
+    }
+
+    func testBuiltInTasksRenderLmEvaluationHarnessPrompts() throws {
+        let copa = try EvaluationTask.load(file: EvaluationTask.builtInURL("copa"), dataBase: base)
+        let example = try copa.example(line: 1, ["context": "The man broke his toe. ", "question": "cause",
+                                                 "choices": ["He dropped a hammer on his foot.", "Ok."], "label": 0])
+        XCTAssertEqual(example.query, "The man broke his toe because")
+        XCTAssertEqual(example.choices, [" he dropped a hammer on his foot.", " ok."])
+        XCTAssertEqual(example.gold, 0)
+        let sst2 = try EvaluationTask.load(file: EvaluationTask.builtInURL("sst2"), dataBase: base)
+        let review = try sst2.example(line: 1, ["text": "a gem", "label": 1])
+        XCTAssertEqual(review.query, "a gem\nQuestion: Is this sentence positive or negative?\nAnswer:")
+        XCTAssertEqual(review.choices, [" negative", " positive"])
+        XCTAssertEqual(review.gold, 1)
+        let rte = try EvaluationTask.load(file: EvaluationTask.builtInURL("rte"), dataBase: base)
+        let pair = try rte.example(line: 1, ["premise": "P.", "hypothesis": "H.", "label": 0])
+        XCTAssertEqual(pair.query, "P.\nQuestion: H. True or False?\nAnswer:")
+        XCTAssertEqual(pair.choices[pair.gold!], " True")
+        XCTAssertEqual(Set(EvaluationTask.builtInNames), ["copa", "kv-recall", "mrpc", "rte", "sst2"])
+    }
+
+    func testTemplateErrorsNameTheFieldAndTheFile() throws {
+        XCTAssertThrowsError(try PromptTemplate("{a|shout}")) { XCTAssert("\($0)".contains("unknown filter \"shout\"")) }
+        XCTAssertThrowsError(try PromptTemplate("{a")) { XCTAssert("\($0)".contains("without its \"}\"")) }
+        XCTAssertEqual(try PromptTemplate("{{x}} {a}").render(["a": 3]), "{x} 3")
+        XCTAssertThrowsError(try PromptTemplate("{q|map:a=b}").render(["q": "c"])) { XCTAssert("\($0)".contains("not in the map")) }
+        XCTAssertThrowsError(try task(["output_type": "ranking"])) { XCTAssert("\($0)".contains("unknown type \"ranking\"")) }
+        XCTAssertThrowsError(try task(["templat": "{q}"])) { XCTAssert("\($0)".contains("unknown field \"templat\"")) }
+        XCTAssertThrowsError(try task(["choices": 3])) { XCTAssert("\($0)".contains("\"choices\"")) }
+
+        let dir = try temporaryDirectory(self)
+        try Data("{\"q\": \"fine\", \"label\": 1}\n{\"label\": 0}\n".utf8).write(to: dir.appendingPathComponent("data.jsonl"))
+        try Data("{\"output_type\": \"multiple_choice\", \"data\": \"data.jsonl\", \"template\": \"{q}\", \"choices\": [\"a\", \"b\"], \"answer\": \"{label}\"}".utf8)
+            .write(to: dir.appendingPathComponent("t.json"))
+        let loaded = try EvaluationTask.load(dir.appendingPathComponent("t.json").path)
+        XCTAssertThrowsError(try loaded.examples()) {
+            XCTAssert("\($0)".contains("data.jsonl: line 2: no field \"q\""), "\($0)")
+        }
+        try Data("{\"output_type\": \"multiple_choice\", \"data\": \"data.jsonl\", \"template\": \"{q}\", \"choices\": [\"a\", \"b\"]}".utf8)
+            .write(to: dir.appendingPathComponent("u.json"))
+        XCTAssertThrowsError(try EvaluationTask.load(dir.appendingPathComponent("u.json").path)) {
+            XCTAssert("\($0)".contains("u.json: field \"answer\" is missing"), "\($0)")
+        }
+        XCTAssertThrowsError(try EvaluationTask.load("no-such-task")) { XCTAssert("\($0)".contains("built-in task")) }
+    }
+
+    func testFewShotSamplingIsDeterministicAndNeverTheQuery() {
+        let sampler = FewShotSampler(poolSize: 10, poolIsData: true, seed: 7)
+        for query in 0..<10 {
+            let drawn = sampler.sample(5, forQuery: query)
+            XCTAssertEqual(drawn, sampler.sample(5, forQuery: query))
+            XCTAssertEqual(drawn.count, 5)
+            XCTAssertEqual(Set(drawn).count, 5)
+            XCTAssertFalse(drawn.contains(query))
+        }
+        XCTAssertEqual(sampler.sample(9, forQuery: 3).sorted(), [0, 1, 2, 4, 5, 6, 7, 8, 9])
+        XCTAssertNotEqual(sampler.sample(5, forQuery: 0), FewShotSampler(poolSize: 10, poolIsData: true, seed: 8).sample(5, forQuery: 0))
+        XCTAssertEqual(FewShotSampler(poolSize: 3, poolIsData: false, seed: 1).sample(3, forQuery: 0).sorted(), [0, 1, 2])
+    }
+
+    /// A tiny GPT-2-vocabulary model and the scorer's answers against log-softmax sums of a full forward pass.
+    func testScoresEqualLogSoftmaxSumsOfAFullPass() throws {
+        let config = GPTConfig(vocabularySize: 50257, contextLength: 32, layerCount: 2, headCount: 2, embeddingWidth: 16)
+        let model = try GPTModel(config: config, seed: 5)
+        let context: [Int32] = [464, 3290, 318, 257], choices: [[Int32]] = [[922], [1263, 290, 11], [4171, 13]]
+        let scored = try LoglikelihoodScorer(model: model, slots: 4).score([
+            ScoringRequest(context: context, continuations: choices),
+            ScoringRequest(context: [50256], continuations: [[11, 12, 13, 14]]),
+        ])
+        func reference(_ context: [Int32], _ continuation: [Int32]) -> (Double, Bool) {
+            let ids = context + continuation.dropLast()
+            let rows = logits(model, ids, batch: 1)
+            var total = 0.0, greedy = true
+            for (i, token) in continuation.enumerated() {
+                let row = Array(rows.scalars[(context.count - 1 + i) * 50257..<(context.count + i) * 50257]).map(Double.init)
+                let m = row.max()!
+                let logSum = Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) }) + m
+                total += row[Int(token)] - logSum
+                greedy = greedy && row.firstIndex(of: m)! == Int(token)
+            }
+            return (total, greedy)
+        }
+        for (i, choice) in choices.enumerated() {
+            let (expected, greedy) = reference(context, choice)
+            XCTAssertEqual(scored[0][i].logLikelihood, expected, accuracy: 1e-4)
+            XCTAssertEqual(scored[0][i].isGreedy, greedy)
+            XCTAssertEqual(scored[0][i].tokenCount, choice.count)
+        }
+        XCTAssertEqual(scored[1][0].logLikelihood, reference([50256], [11, 12, 13, 14]).0, accuracy: 1e-4)
+        // The cache reuse across choices and requests gives what one request at a time, one slot each, gives.
+        let alone = try LoglikelihoodScorer(model: model, slots: 3).score(choices.map { ScoringRequest(context: context, continuations: [$0]) })
+        for i in choices.indices { XCTAssertEqual(alone[i][0].logLikelihood, scored[0][i].logLikelihood, accuracy: 1e-5) }
+        XCTAssertThrowsError(try LoglikelihoodScorer(model: model, slots: 2).score([ScoringRequest(context: Array(repeating: 1, count: 30), continuations: [[1, 2, 3, 4]])])) {
+            XCTAssert("\($0)".contains("exceed the model's context of 32"))
+        }
+    }
+
+    func testContinuationsAreSplitAsLmEvaluationHarnessDoes() throws {
+        let t = try task(["template": "{q}"])
+        let tokenizer = try TokenizerLoading.gpt2()
+        let assembly = PromptAssembly(task: t, tokenizer: tokenizer, contextLength: 1024)
+        // The trailing space moves to the continuation: "Answer:" + " yes" rather than "Answer: " + "yes".
+        let (context, continuations) = try assembly.encode(context: "Answer: ", continuations: ["yes", "no way"])
+        XCTAssertEqual(context, try tokenizer.encode("Answer:"))
+        XCTAssertEqual(continuations[0], try tokenizer.encode(" yes"))
+        XCTAssertEqual(continuations[1], try tokenizer.encode(" no way"))
+        let (empty, _) = try assembly.encode(context: "", continuations: ["x"])
+        XCTAssertEqual(empty, [50256])
+    }
+
+    func testLongPromptsDropDemonstrationsThenCutFromTheLeft() throws {
+        let t = try task(["template": "{q}", "target_delimiter": " ", "choices": ["yes", "no"]])
+        let tokenizer = try TokenizerLoading.gpt2()
+        let demo = try t.example(line: 1, ["q": String(repeating: "word ", count: 20), "label": 0])
+        let short = try t.example(line: 2, ["q": "short question", "label": 0])
+        let assembly = PromptAssembly(task: t, tokenizer: tokenizer, contextLength: 50)
+        let fits = try assembly.assemble(query: short, demonstrations: [demo, demo, demo])
+        XCTAssertEqual(fits.demonstrations, 2)
+        XCTAssertEqual(fits.droppedDemonstrations, 1)
+        XCTAssertFalse(fits.truncatedLeft)
+        XCTAssertLessThanOrEqual(fits.context.count + 1 - 1, 50)
+        let long = try t.example(line: 3, ["q": String(repeating: "long ", count: 80) + "end", "label": 1])
+        let cut = try assembly.assemble(query: long, demonstrations: [demo])
+        XCTAssertEqual(cut.demonstrations, 0)
+        XCTAssertTrue(cut.truncatedLeft)
+        XCTAssertEqual(cut.context.count, 50)
+        let (full, _) = try assembly.encode(context: long.query, continuations: [" yes"])
+        XCTAssertEqual(cut.context, Array(full.suffix(50)))
+    }
+
+    func testRollingWindowsScoreEveryTokenOnce() {
+        let tokens = (0..<37).map(Int32.init)
+        for overlap in [1, 4, 8] {
+            let windows = RollingWindows.windows(tokens, prefix: 99, length: 8, overlap: overlap)
+            XCTAssertEqual(windows.flatMap(\.predicted), tokens)
+            XCTAssertEqual(windows[0].context, [99])
+            for window in windows {
+                XCTAssertLessThanOrEqual(window.context.count + window.predicted.count - 1, 8)
+                if window != windows[0] {
+                    let start = Int(window.predicted[0])
+                    XCTAssertEqual(window.context, Array(tokens[max(0, start + window.predicted.count - 9)..<start]))
+                }
+            }
+        }
+        XCTAssertEqual(RollingWindows.windows(tokens, prefix: nil, length: 8, overlap: 1).flatMap(\.predicted), Array(tokens.dropFirst()))
+    }
+
+    func testMetrics() {
+        XCTAssertEqual(EvaluationMetrics.exactMatch("The Eiffel tower!", "eiffel  Tower"), 1)
+        XCTAssertEqual(EvaluationMetrics.tokenF1("a red big car", "the big red bus"), 2.0 / 3.0, accuracy: 1e-12)
+        XCTAssertEqual(EvaluationMetrics.wordCount("two words"), 2)
+        XCTAssertEqual(EvaluationMetrics.wordCount(" lead\nand  trail "), 5)
+        let (mean, error) = EvaluationMetrics.mean([1, 0, 1, 1])
+        XCTAssertEqual(mean, 0.75)
+        XCTAssertEqual(error!, (0.25 / 4).squareRoot(), accuracy: 1e-12)
+    }
+
+    func testEvaluatorEndToEndAndErrors() throws {
+        let dir = try temporaryDirectory(self)
+        try KeyValueRecall().write(to: dir, episodes: 0, examples: 12)
+        let task = try EvaluationTask.load(dir.appendingPathComponent("kv-recall.json").path)
+        let examples = try task.examples(), pool = try task.examples(from: task.fewShotData)
+        let tokenizer = try CharacterTokenizer(characters: Array("abcdefghijklmnopqrstuvwxyz0123456789=\n".unicodeScalars))
+        let model = try GPTModel(config: GPTConfig(vocabularySize: 38, contextLength: 64, layerCount: 1, headCount: 2, embeddingWidth: 8), seed: 2)
+        let evaluator = Evaluator(model: model, tokenizer: tokenizer)
+        let run = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
+        XCTAssertEqual(run.results.map(\.metric), ["acc", "acc_norm"])
+        XCTAssertEqual(run.samples.count, 12)
+        let again = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
+        XCTAssertEqual(run.results, again.results)
+        let first = run.samples[0]
+        XCTAssertEqual((first["prompt"] as! String).split(separator: "\n").count, 4)
+        XCTAssertEqual(first["loglikelihoods"] as! [Double], again.samples[0]["loglikelihoods"] as! [Double])
+        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 13, examples: examples, pool: pool, poolIsData: false, seed: 1)) {
+            XCTAssert("\($0)".contains("13 shots asked, but the few-shot pool has 12 examples"), "\($0)")
+        }
+        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 12, examples: examples, pool: examples, poolIsData: true, seed: 1))
+    }
+
+    func testShippedKeyValueRecallDataIsTheGeneratorsOutput() throws {
+        let dir = try temporaryDirectory(self)
+        try KeyValueRecall().write(to: dir, episodes: 0, examples: 200)
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("data/kv-recall")
+        for name in ["eval.jsonl", "pool.jsonl"] {
+            XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent(name)), try Data(contentsOf: shipped.appendingPathComponent(name)), name)
+        }
+    }
+}
