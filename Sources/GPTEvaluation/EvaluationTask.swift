@@ -25,6 +25,9 @@ public struct EvaluationTask: Sendable {
     public var data: URL
     /// Where demonstrations come from (default: `data`, never the query itself).
     public var fewShotData: URL?
+    /// A field whose value groups the examples: a query's demonstrations come only from pool examples with the
+    /// same value (for instance one subject of many, or one synthetic episode).
+    public var fewShotGroup: String?
     /// Text put once at the very start of every prompt (GPT-3's task description), as written.
     public var description: String
     public var template: PromptTemplate
@@ -88,7 +91,7 @@ public struct EvaluationTask: Sendable {
         }
     }
 
-    static let knownKeys: Set<String> = ["name", "output_type", "data", "fewshot_data", "description", "template",
+    static let knownKeys: Set<String> = ["name", "output_type", "data", "fewshot_data", "fewshot_group", "description", "template",
                                          "target_delimiter", "fewshot_delimiter", "choices", "choice_template", "answer",
                                          "unconditional_prompt", "stop", "max_new_tokens", "rolling_overlap"]
 
@@ -117,6 +120,7 @@ public struct EvaluationTask: Sendable {
         guard let data = try path("data") else { throw TaskDefinitionError("field \"data\" is missing (the examples, a JSONL file)") }
         self.data = data
         fewShotData = try path("fewshot_data")
+        fewShotGroup = try string("fewshot_group")
         description = try string("description") ?? ""
         func template(_ key: String) throws -> PromptTemplate? {
             guard let source = try string(key) else { return nil }

@@ -49,12 +49,18 @@ public final class Evaluator {
     public func evaluate(_ task: EvaluationTask, shots: Int, examples: [EvaluationExample], pool: [EvaluationExample],
                          poolIsData: Bool, seed: UInt64) throws -> TaskEvaluation {
         let start = Date()
-        let sampler = FewShotSampler(poolSize: pool.count, poolIsData: poolIsData, seed: seed)
+        let sampler = FewShotSampler(poolGroups: pool.map(\.group), poolIsData: poolIsData, seed: seed)
         if task.outputType == .rollingPerplexity, shots > 0 {
             throw TaskDefinitionError("task \(task.name): rolling_perplexity scores documents whole and takes no demonstrations (use --shots 0)")
         }
-        guard shots <= sampler.available else {
-            throw TaskDefinitionError("task \(task.name): \(shots) shots asked, but the few-shot pool has \(sampler.available) example\(sampler.available == 1 ? "" : "s") to draw from")
+        if shots > 0 {
+            for (index, example) in examples.enumerated() {
+                let available = sampler.available(forQuery: index, group: example.group)
+                guard shots <= available else {
+                    let scope = example.group.map { " in group \(PromptTemplate.quoted($0)) (line \(example.line))" } ?? ""
+                    throw TaskDefinitionError("task \(task.name): \(shots) shots asked, but the few-shot pool has \(available) example\(available == 1 ? "" : "s")\(scope) to draw from")
+                }
+            }
         }
         let assembly = PromptAssembly(task: task, tokenizer: tokenizer, contextLength: model.config.contextLength)
         var evaluation: TaskEvaluation
@@ -63,7 +69,7 @@ public final class Evaluator {
             evaluation = try rollingPerplexity(task, examples)
         case .multipleChoice, .loglikelihood, .generateUntil:
             let prompts = try examples.enumerated().map { index, example in
-                try assembly.assemble(query: example, demonstrations: sampler.sample(shots, forQuery: index).map { pool[$0] })
+                try assembly.assemble(query: example, demonstrations: sampler.sample(shots, forQuery: index, group: example.group).map { pool[$0] })
             }
             evaluation = task.outputType == .generateUntil
                 ? try generation(task, examples, prompts)

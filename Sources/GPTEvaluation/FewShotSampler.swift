@@ -1,39 +1,56 @@
 import TensorCore
 
 /// Draws the demonstrations of each query from a pool, deterministically: the same seed and query index give the
-/// same demonstrations in the same order, whatever else is evaluated. When the pool is the evaluated file itself,
-/// the query is never among its own demonstrations.
+/// same demonstrations in the same order, whatever else is evaluated. A task with a few-shot group draws only
+/// from the pool examples of the query's group. When the pool is the evaluated file itself, the query is never
+/// among its own demonstrations.
 public struct FewShotSampler: Sendable {
-    public let poolSize: Int
+    /// Pool indices by group (all under nil for a task without groups).
+    private let members: [String?: [Int]]
     /// Whether pool index i is query i (the pool is the data file).
     public let poolIsData: Bool
     public let seed: UInt64
 
-    public init(poolSize: Int, poolIsData: Bool, seed: UInt64) {
-        self.poolSize = poolSize
+    /// A sampler over a pool whose examples belong to `poolGroups` (one entry per pool example; all nil without
+    /// groups).
+    public init(poolGroups: [String?], poolIsData: Bool, seed: UInt64) {
+        var members: [String?: [Int]] = [:]
+        for (index, group) in poolGroups.enumerated() { members[group, default: []].append(index) }
+        self.members = members
         self.poolIsData = poolIsData
         self.seed = seed
     }
 
-    /// The largest number of demonstrations a query can have.
-    public var available: Int { poolIsData ? poolSize - 1 : poolSize }
+    /// A sampler over a pool of `poolSize` examples without groups.
+    public init(poolSize: Int, poolIsData: Bool, seed: UInt64) {
+        self.init(poolGroups: [String?](repeating: nil, count: poolSize), poolIsData: poolIsData, seed: seed)
+    }
 
-    /// `count` distinct pool indices for query `query`, in random order (Floyd's sampling, then a shuffle: work in
-    /// the number drawn, not the pool's size).
-    public func sample(_ count: Int, forQuery query: Int) -> [Int] {
-        precondition(count <= available, "more demonstrations than the pool holds")
+    /// The pool examples `query` may draw from, itself excluded.
+    private func candidates(forQuery query: Int, group: String?) -> [Int] {
+        let all = members[group] ?? []
+        return poolIsData ? all.filter { $0 != query } : all
+    }
+
+    /// The largest number of demonstrations `query` (of `group`) can have.
+    public func available(forQuery query: Int, group: String?) -> Int {
+        candidates(forQuery: query, group: group).count
+    }
+
+    /// `count` distinct pool indices for query `query`, in random order (Floyd's sampling, then a shuffle).
+    public func sample(_ count: Int, forQuery query: Int, group: String? = nil) -> [Int] {
         guard count > 0 else { return [] }
+        let candidates = candidates(forQuery: query, group: group)
+        precondition(count <= candidates.count, "more demonstrations than the pool holds")
         var random = SeededRandom(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(query) &* 0xBF58_476D_1CE4_E5B9 &+ 1)
-        let draw = poolIsData ? count + 1 : count
-        var chosen: [Int] = [], members = Set<Int>()
-        for j in (poolSize - draw)..<poolSize {
+        var chosen: [Int] = [], taken = Set<Int>()
+        for j in (candidates.count - count)..<candidates.count {
             let t = random.nextInt(below: j + 1)
-            let pick = members.contains(t) ? j : t
-            members.insert(pick)
+            let pick = taken.contains(t) ? j : t
+            taken.insert(pick)
             chosen.append(pick)
         }
         chosen.shuffle(using: &random)
-        if poolIsData { chosen.removeAll { $0 == query } }
-        return Array(chosen.prefix(count))
+        return chosen.map { candidates[$0] }
     }
 }

@@ -13,6 +13,8 @@ public struct EvaluationExample: Sendable {
     public var gold: Int?
     /// The target (loglikelihood, generate_until) or the document (rolling_perplexity).
     public var target: String
+    /// The value of the task's few-shot group field: demonstrations come from examples of the same group.
+    public var group: String? = nil
 
     /// The text of this example as a demonstration, before the few-shot delimiter.
     func demonstration(targetDelimiter: String) -> String {
@@ -40,6 +42,16 @@ extension EvaluationTask {
     /// One example from its JSON object (`line`: where it came from).
     public func example(line: Int, _ object: [String: Any]) throws -> EvaluationExample {
         let query = try template.render(object)
+        var example = try content(line: line, query: query, object)
+        if let field = fewShotGroup {
+            guard let value = object[field] else { throw TaskDefinitionError("no field \"\(field)\" (the few-shot group)") }
+            example.group = try PromptTemplate.text(of: value, field: field)
+        }
+        return example
+    }
+
+    /// The example's choices and answer, or its target.
+    private func content(line: Int, query: String, _ object: [String: Any]) throws -> EvaluationExample {
         switch outputType {
         case .rollingPerplexity:
             return EvaluationExample(line: line, query: "", choices: [], gold: nil, target: query)

@@ -109,29 +109,35 @@ struct EvalCommand: ParsableCommand {
 struct ICLDataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "icl-data",
-        abstract: "Write the synthetic key-value recall task: a pretraining corpus and an evaluation split.",
+        abstract: "Write the synthetic noisy-label task: a pretraining corpus and an evaluation split.",
         discussion: """
-        Each episode maps a few letters to random digits and shows pairs "k7" (a letter, then its digit), one a line; episodes are separated \
-        by blank lines. Writes corpus.txt (pretraining text), eval.jsonl and pool.jsonl (one fixed mapping: queries \
-        and demonstrations) and kv-recall.json (the task for gpt eval) into --out. With the defaults, eval.jsonl and \
-        pool.jsonl are the files of the built-in task kv-recall (data/kv-recall).
+        Each episode draws a random label (a digit) and shows lines "k7": a random letter, then the label, a \
+        --noise fraction of them a random digit instead; episodes are separated by blank lines. Only the context \
+        tells an episode's label, so accuracy with no demonstrations is chance and rises with their number. Writes \
+        corpus.txt (pretraining text), eval.jsonl and pool.jsonl (ten episodes, labels 0-9 in random order: \
+        queries and noisy demonstrations, grouped by the field "episode") and noisy-label.json (the task for gpt \
+        eval) into --out. With the defaults, eval.jsonl and pool.jsonl are the files of the built-in task \
+        noisy-label (data/noisy-label).
         """
     )
 
     @Option(help: "Output directory.") var out: String
     @Option(help: "Episodes in the pretraining corpus (0: none).") var episodes = 20000
-    @Option(help: "Queries, and demonstrations in the pool.") var examples = 200
-    @Option(help: "Letters each episode maps.") var keys = 4
-    @Option(help: "Pairs each episode shows.") var lines = 24
+    @Option(help: "Queries per evaluation episode.") var queries = 20
+    @Option(help: "Demonstrations per evaluation episode in the pool.") var demonstrations = 40
+    @Option(help: "Lines each pretraining episode shows.") var lines = 24
+    @Option(help: "Fraction of lines with a random digit, in [0, 1).") var noise = 0.25
     @Option(help: "Random seed.") var seed: UInt64 = 1
 
     func run() throws {
-        guard (1...26).contains(keys) else { throw ValidationError("--keys must be in 1...26") }
-        guard lines > 0, examples > 0, episodes >= 0 else { throw ValidationError("--lines and --examples must be positive, --episodes not negative") }
-        var recall = KeyValueRecall()
-        recall.keysPerEpisode = keys
-        recall.linesPerEpisode = lines
-        recall.seed = seed
-        try recall.write(to: URL(fileURLWithPath: out), episodes: episodes, examples: examples)
+        guard lines > 0, queries > 0, demonstrations > 0, episodes >= 0 else {
+            throw ValidationError("--lines, --queries and --demonstrations must be positive, --episodes not negative")
+        }
+        guard noise >= 0, noise < 1 else { throw ValidationError("--noise must be in [0, 1)") }
+        var task = NoisyLabelTask()
+        task.linesPerEpisode = lines
+        task.noise = noise
+        task.seed = seed
+        try task.write(to: URL(fileURLWithPath: out), episodes: episodes, queries: queries, demonstrations: demonstrations)
     }
 }

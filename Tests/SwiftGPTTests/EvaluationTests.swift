@@ -47,7 +47,7 @@ final class EvaluationTests: XCTestCase {
         let pair = try rte.example(line: 1, ["premise": "P.", "hypothesis": "H.", "label": 0])
         XCTAssertEqual(pair.query, "P.\nQuestion: H. True or False?\nAnswer:")
         XCTAssertEqual(pair.choices[pair.gold!], " True")
-        XCTAssertEqual(Set(EvaluationTask.builtInNames), ["copa", "kv-recall", "mrpc", "rte", "sst2"])
+        XCTAssertEqual(Set(EvaluationTask.builtInNames), ["copa", "mrpc", "noisy-label", "rte", "sst2"])
     }
 
     func testTemplateErrorsNameTheFieldAndTheFile() throws {
@@ -188,33 +188,88 @@ final class EvaluationTests: XCTestCase {
 
     func testEvaluatorEndToEndAndErrors() throws {
         let dir = try temporaryDirectory(self)
-        try KeyValueRecall().write(to: dir, episodes: 0, examples: 12)
-        let task = try EvaluationTask.load(dir.appendingPathComponent("kv-recall.json").path)
+        try NoisyLabelTask().write(to: dir, episodes: 0, queries: 2, demonstrations: 4)
+        let task = try EvaluationTask.load(dir.appendingPathComponent("noisy-label.json").path)
         let examples = try task.examples(), pool = try task.examples(from: task.fewShotData)
         let tokenizer = try CharacterTokenizer(characters: Array("abcdefghijklmnopqrstuvwxyz0123456789=\n".unicodeScalars))
         let model = try GPTModel(config: GPTConfig(vocabularySize: 38, contextLength: 64, layerCount: 1, headCount: 2, embeddingWidth: 8), seed: 2)
         let evaluator = Evaluator(model: model, tokenizer: tokenizer)
         let run = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
         XCTAssertEqual(run.results.map(\.metric), ["acc", "acc_norm"])
-        XCTAssertEqual(run.samples.count, 12)
+        XCTAssertEqual(run.samples.count, 20)
         let again = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
         XCTAssertEqual(run.results, again.results)
         let first = run.samples[0]
         XCTAssertEqual((first["prompt"] as! String).split(separator: "\n").count, 4)
         XCTAssertEqual(first["loglikelihoods"] as! [Double], again.samples[0]["loglikelihoods"] as! [Double])
-        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 13, examples: examples, pool: pool, poolIsData: false, seed: 1)) {
-            XCTAssert("\($0)".contains("13 shots asked, but the few-shot pool has 12 examples"), "\($0)")
+        // Demonstrations come from the query's own episode only.
+        for sample in run.samples {
+            let episode = examples[sample["index"] as! Int].group!
+            let lines = (sample["prompt"] as! String).split(separator: "\n").dropLast()
+            let shown = pool.filter { $0.group == episode }.map { $0.query + $0.choices[$0.gold!] }
+            for line in lines { XCTAssert(shown.contains(String(line)), "\(line) is not from episode \(episode)") }
         }
-        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 12, examples: examples, pool: examples, poolIsData: true, seed: 1))
+        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 5, examples: examples, pool: pool, poolIsData: false, seed: 1)) {
+            XCTAssert("\($0)".contains("5 shots asked, but the few-shot pool has 4 examples in group \"0\" (line 1)"), "\($0)")
+        }
+        XCTAssertThrowsError(try evaluator.evaluate(task, shots: 2, examples: examples, pool: examples, poolIsData: true, seed: 1))
     }
 
-    func testShippedKeyValueRecallDataIsTheGeneratorsOutput() throws {
+    func testShippedNoisyLabelDataIsTheGeneratorsOutput() throws {
         let dir = try temporaryDirectory(self)
-        try KeyValueRecall().write(to: dir, episodes: 0, examples: 200)
+        try NoisyLabelTask().write(to: dir, episodes: 0, queries: 20, demonstrations: 40)
         let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("data/kv-recall")
+            .deletingLastPathComponent().appendingPathComponent("data/noisy-label")
         for name in ["eval.jsonl", "pool.jsonl"] {
             XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent(name)), try Data(contentsOf: shipped.appendingPathComponent(name)), name)
         }
+    }
+
+    /// Rolling perplexity over several windows equals the per-token log-probabilities of one full pass; the other
+    /// output types run end to end on a small model.
+    func testRollingPerplexityLoglikelihoodAndGenerationTasks() throws {
+        let dir = try temporaryDirectory(self)
+        let text = "to be or not to be that is the question whether tis nobler in the mind to suffer"
+        try Data(text.utf8).write(to: dir.appendingPathComponent("doc.txt"))
+        let tokenizer = try TokenizerLoading.gpt2()
+        let model = try GPTModel(config: GPTConfig(vocabularySize: 50257, contextLength: 8, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 9)
+        let rolling = try EvaluationTask(object: ["output_type": "rolling_perplexity", "data": "doc.txt", "rolling_overlap": 0.0],
+                                         defaultName: "doc", dataBase: dir)
+        let run = try Evaluator(model: model, tokenizer: tokenizer).evaluate(rolling, shots: 0, examples: try rolling.examples(), pool: [], poolIsData: true, seed: 0)
+        let tokens = try tokenizer.encode(text)
+        XCTAssertGreaterThan(tokens.count, 8)
+        XCTAssertEqual(run.samples[0]["scored_tokens"] as? Int, tokens.count)
+        // The reference: each window's tokens scored by a full pass over that window alone.
+        var expected = 0.0
+        for window in RollingWindows.windows(tokens, prefix: 50256, length: 8, overlap: 1) {
+            let ids = window.context + window.predicted.dropLast()
+            let rows = logits(model, ids, batch: 1)
+            for (i, token) in window.predicted.enumerated() {
+                let row = Array(rows.scalars[(window.context.count - 1 + i) * 50257..<(window.context.count + i) * 50257]).map(Double.init)
+                let m = row.max()!
+                expected += row[Int(token)] - m - Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) })
+            }
+        }
+        XCTAssertEqual(run.samples[0]["loglikelihood"] as! Double, expected, accuracy: 1e-3)
+        let byToken = run.results.first { $0.metric == "token_perplexity" }!.value
+        XCTAssertEqual(byToken, Foundation.exp(-expected / Double(tokens.count)), accuracy: 1e-3 * byToken)
+        let words = run.results.first { $0.metric == "word_perplexity" }!.value
+        XCTAssertEqual(words, Foundation.exp(-expected / 18), accuracy: 1e-3 * words)
+
+        try Data("{\"q\": \"to be or\", \"a\": \"not\"}\n{\"q\": \"the\", \"a\": \"mind\"}\n".utf8).write(to: dir.appendingPathComponent("qa.jsonl"))
+        let likelihood = try EvaluationTask(object: ["output_type": "loglikelihood", "data": "qa.jsonl", "template": "{q}", "answer": "{a}"],
+                                            defaultName: "qa", dataBase: dir)
+        let scored = try Evaluator(model: model, tokenizer: tokenizer).evaluate(likelihood, shots: 1, examples: try likelihood.examples(),
+                                                                                pool: try likelihood.examples(), poolIsData: true, seed: 0)
+        XCTAssertEqual(scored.results.map(\.metric), ["acc", "perplexity"])
+        XCTAssertEqual(scored.samples[0]["prompt"] as? String, "the mind\n\nto be or")
+        let generate = try EvaluationTask(object: ["output_type": "generate_until", "data": "qa.jsonl", "template": "{q}", "answer": "{a}",
+                                                   "max_new_tokens": 3, "stop": ["."]], defaultName: "qa", dataBase: dir)
+        let generated = try Evaluator(model: model, tokenizer: tokenizer).evaluate(generate, shots: 0, examples: try generate.examples(),
+                                                                                   pool: [], poolIsData: true, seed: 0)
+        let greedy = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode("to be or")], options: {
+            var o = SamplingOptions(); o.temperature = 0; o.maxNewTokens = 3; o.stop = ["."]; return o }())
+        XCTAssertEqual(generated.samples[0]["completion"] as? String, greedy[0].text)
+        XCTAssertEqual(generated.results.map(\.metric), ["exact_match", "f1"])
     }
 }
