@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test demo finetune-demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test demo finetune-demo icl-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -36,6 +36,15 @@ demo: build
 # the same architecture from scratch and without the auxiliary LM loss (scripts/finetune_demo.sh; about 1.5 hours here).
 finetune-demo: build
 	scripts/finetune_demo.sh
+
+# In-context learning at small scale: a model pretrained on episodes whose label only the context reveals, then its
+# accuracy against the number of demonstrations (gpt eval; table, results.json and accuracy.svg in .build/icl-demo).
+ICL = .build/icl-demo
+icl-demo: build
+	$(GPT) icl-data --out $(ICL)
+	$(GPT) prepare --tokenizer char --out $(ICL)/prepared $(ICL)/corpus.txt
+	$(GPT) train --config configs/noisy-label-char.json
+	$(GPT) eval --model $(ICL)/model --task $(ICL)/noisy-label.json --shots 0,1,2,4,8,16 --plot $(ICL)/accuracy.svg --output $(ICL)/results.json
 
 bench: build
 	$(GPT) bench train --preset gpt2 --batch 4 --seq 256

@@ -272,4 +272,33 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(generated.samples[0]["completion"] as? String, greedy[0].text)
         XCTAssertEqual(generated.results.map(\.metric), ["exact_match", "f1"])
     }
+
+    /// scripts/lmeval_compare.py on a tiny random GPT-2: gpt eval against lm-evaluation-harness example by example,
+    /// at 0 shots (both render the prompts) and at 2 shots (lm-eval's prompts). Skips without lm-eval.
+    func testSameScoresAsLmEvaluationHarness() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["python3", "-c", "import lm_eval, lm_eval.models.huggingface"]
+        probe.standardError = FileHandle.nullDevice
+        try? probe.run()
+        probe.waitUntilExit()
+        try XCTSkipIf(probe.terminationStatus != 0, "lm-evaluation-harness is not installed (pip install lm-eval accelerate)")
+        let gpt = root.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        for arguments in [["--task", "copa"], ["--task", "sst2", "--limit", "40", "--shots", "2"]] {
+            let run = Process()
+            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            run.arguments = ["python3", root.appendingPathComponent("scripts/lmeval_compare.py").path, "--model", "random-gpt2-tiny",
+                             "--gpt", gpt.path] + arguments
+            let pipe = Pipe()
+            run.standardOutput = pipe
+            run.standardError = pipe
+            try run.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            run.waitUntilExit()
+            XCTAssertEqual(run.terminationStatus, 0, output)
+            XCTAssert(output.contains("SAME"), output)
+        }
+    }
 }
