@@ -82,7 +82,7 @@ public struct NoisyLabelTask: Sendable {
         try AtomicFile.write(try lines(queryRows), to: directory.appendingPathComponent("eval.jsonl"))
         try AtomicFile.write(try lines(poolRows), to: directory.appendingPathComponent("pool.jsonl"))
         let task = Self.taskDefinition(data: "eval.jsonl", fewShotData: "pool.jsonl")
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: task, options: [.sortedKeys, .prettyPrinted]),
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: task, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]),
                              to: directory.appendingPathComponent("noisy-label.json"))
     }
 }

@@ -76,41 +76,53 @@ public final class InferenceSession {
             let out = x0.pointer + r * width, token = table + Int(ids[r]) * width, position = positionTable + rowPosition[r] * width
             for j in 0..<width { out[j] = token[j] + position[j] }
         }
+        // Unless every row's logits are asked for, only each entry's last row needs them; the last layer then
+        // computes the keys and values of every row (for the cache) but the rest only for those rows.
+        var lastRows: [Int] = [], row = -1
+        for entry in entries { row += entry.tokens.count; lastRows.append(row) }
+        let pruneLastLayer = !everyToken && lastRows.count < rows
         var x = Variable(x0)
         for layer in 0..<c.layerCount {
             let prefix = "h.\(layer)."
             func norm(_ v: Variable, _ name: String) -> Variable {
                 tape.layerNorm(v, weight: p[prefix + name + ".weight"], bias: p[prefix + name + ".bias"], epsilon: c.layerNormEpsilon)
             }
-            func attention(_ v: Variable) -> Variable {
+            let cache = CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer,
+                                              heads: c.headCount, capacity: c.contextLength, headWidth: c.headWidth)
+            /// q | k | v of every row, its keys and values stored in the cache.
+            func queriesKeysValues(_ v: Variable) -> Tensor {
                 let qkv = project(v.value, prefix + "attn.c_attn")
-                let cache = CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer,
-                                                  heads: c.headCount, capacity: c.contextLength, headWidth: c.headWidth)
                 for r in 0..<rows {
                     let row = qkv.pointer + r * 3 * width
                     cache.store(key: row + width, value: row + 2 * width, sequence: rowSequence[r], position: rowPosition[r])
                 }
-                let heads = Tensor(uninitializedShape: [rows, width])
+                return qkv
+            }
+            func attend(_ qkv: Tensor, sequences: [Int], positions: [Int]) -> Variable {
+                let heads = Tensor(uninitializedShape: [sequences.count, width])
                 CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache,
-                                       sequences: rowSequence, positions: rowPosition, into: heads.pointer)
+                                       sequences: sequences, positions: positions, into: heads.pointer)
                 return Variable(project(heads, prefix + "attn.c_proj"))
             }
             func mlp(_ v: Variable) -> Variable {
                 let h = tape.gelu(Variable(project(v.value, prefix + "mlp.c_fc")), approximation: c.activation)
                 return Variable(project(h.value, prefix + "mlp.c_proj"))
             }
-            x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
+            if layer == c.layerCount - 1, pruneLastLayer {
+                let qkv = queriesKeysValues(c.layout == .preNorm ? norm(x, "ln_1") : x)
+                let keptQKV = Self.rows(lastRows, of: qkv, width: 3 * width)
+                x = Variable(Self.rows(lastRows, of: x.value, width: width))
+                let sequences = lastRows.map { rowSequence[$0] }, positions = lastRows.map { rowPosition[$0] }
+                x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm,
+                                   attention: { _ in attend(keptQKV, sequences: sequences, positions: positions) }, mlp: mlp)
+            } else {
+                x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm,
+                                   attention: { attend(queriesKeysValues($0), sequences: rowSequence, positions: rowPosition) }, mlp: mlp)
+            }
         }
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
-        // Unless every row's logits are asked for, only each entry's last row needs them.
         var final = x
-        if !everyToken {
-            var lastRows: [Int] = [], row = -1
-            for entry in entries { row += entry.tokens.count; lastRows.append(row) }
-            let last = Tensor(uninitializedShape: [entries.count, width])
-            for (i, r) in lastRows.enumerated() { (last.pointer + i * width).update(from: x.value.pointer + r * width, count: width) }
-            final = Variable(last)
-        }
+        if !everyToken, !pruneLastLayer { final = Variable(Self.rows(lastRows, of: x.value, width: width)) }
         if c.layout == .preNorm {
             final = tape.layerNorm(final, weight: p["ln_f.weight"], bias: p["ln_f.bias"], epsilon: c.layerNormEpsilon)
         }
@@ -124,6 +136,13 @@ public final class InferenceSession {
                       b: head.pointer, ldb: width, c: logits.pointer, ldc: c.vocabularySize)
         }
         return logits
+    }
+
+    /// The listed rows of a [rows, width] tensor.
+    private static func rows(_ indices: [Int], of tensor: Tensor, width: Int) -> Tensor {
+        let result = Tensor(uninitializedShape: [indices.count, width])
+        for (i, r) in indices.enumerated() { (result.pointer + i * width).update(from: tensor.pointer + r * width, count: width) }
+        return result
     }
 
     /// x · W + b for the Conv1D-layout weight `name.weight` [in, out] and bias `name.bias`.

@@ -80,7 +80,7 @@ struct EvalCommand: ParsableCommand {
                 },
                 "speed": speeds,
             ]
-            try AtomicFile.write(try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted]),
+            try AtomicFile.write(try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]),
                                  to: URL(fileURLWithPath: output))
         }
         if let logSamples { try JSONLinesOutput.write(samples, to: logSamples) }

@@ -7,7 +7,7 @@ enum JSONLinesOutput {
     static func write(_ records: [[String: Any]], to path: String?) throws {
         var lines = Data()
         for record in records {
-            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes])
             lines.append(UInt8(ascii: "\n"))
         }
         if let path { try AtomicFile.write(lines, to: URL(fileURLWithPath: path)) } else { FileHandle.standardOutput.write(lines) }

@@ -21,27 +21,11 @@ final class CheckpointTests: XCTestCase {
 
     /// Runs scripts/hf_check.py on a saved model folder and the outputs SwiftGPT computed (skips without torch).
     private func checkInTransformers(_ dir: URL, _ tensors: [(name: String, tensor: Tensor)], _ what: String) throws {
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "-c", "import torch, transformers, safetensors"]
-        python.standardError = FileHandle.nullDevice
-        try? python.run()
-        python.waitUntilExit()
-        try XCTSkipIf(python.terminationStatus != 0, "python3 with torch, transformers and safetensors is not installed (pip install torch transformers)")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("scripts/hf_check.py")
+        try requirePython("torch, transformers, safetensors", install: "pip install torch transformers")
         let check = dir.appendingPathComponent("check.safetensors")
         try SafeTensors.write(tensors, to: check)
-        let run = Process()
-        run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        run.arguments = ["python3", script.path, dir.path, check.path]
-        let pipe = Pipe()
-        run.standardOutput = pipe
-        run.standardError = pipe
-        try run.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        run.waitUntilExit()
-        XCTAssertEqual(run.terminationStatus, 0, "\(what): \(output)")
+        let (status, output) = try runPythonScript("hf_check.py", [dir.path, check.path])
+        XCTAssertEqual(status, 0, "\(what): \(output)")
     }
 
     func testSavedCheckpointLoadsInTransformers() throws {

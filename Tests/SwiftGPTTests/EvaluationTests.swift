@@ -218,8 +218,7 @@ final class EvaluationTests: XCTestCase {
     func testShippedNoisyLabelDataIsTheGeneratorsOutput() throws {
         let dir = try temporaryDirectory(self)
         try NoisyLabelTask().write(to: dir, episodes: 0, queries: 20, demonstrations: 40)
-        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("data/noisy-label")
+        let shipped = packageRoot.appendingPathComponent("data/noisy-label")
         for name in ["eval.jsonl", "pool.jsonl"] {
             XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent(name)), try Data(contentsOf: shipped.appendingPathComponent(name)), name)
         }
@@ -276,28 +275,12 @@ final class EvaluationTests: XCTestCase {
     /// scripts/lmeval_compare.py on a tiny random GPT-2: gpt eval against lm-evaluation-harness example by example,
     /// at 0 shots (both render the prompts) and at 2 shots (lm-eval's prompts). Skips without lm-eval.
     func testSameScoresAsLmEvaluationHarness() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import lm_eval, lm_eval.models.huggingface"]
-        probe.standardError = FileHandle.nullDevice
-        try? probe.run()
-        probe.waitUntilExit()
-        try XCTSkipIf(probe.terminationStatus != 0, "lm-evaluation-harness is not installed (pip install lm-eval accelerate)")
-        let gpt = root.appendingPathComponent(".build/release/gpt")
+        try requirePython("lm_eval, lm_eval.models.huggingface", install: "pip install lm-eval accelerate")
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
         try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
         for arguments in [["--task", "copa"], ["--task", "sst2", "--limit", "40", "--shots", "2"]] {
-            let run = Process()
-            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            run.arguments = ["python3", root.appendingPathComponent("scripts/lmeval_compare.py").path, "--model", "random-gpt2-tiny",
-                             "--gpt", gpt.path] + arguments
-            let pipe = Pipe()
-            run.standardOutput = pipe
-            run.standardError = pipe
-            try run.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            run.waitUntilExit()
-            XCTAssertEqual(run.terminationStatus, 0, output)
+            let (status, output) = try runPythonScript("lmeval_compare.py", ["--model", "random-gpt2-tiny", "--gpt", gpt.path] + arguments)
+            XCTAssertEqual(status, 0, output)
             XCTAssert(output.contains("SAME"), output)
         }
     }

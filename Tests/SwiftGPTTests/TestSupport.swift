@@ -13,7 +13,7 @@ enum Golden {
 
     /// `../shared/golden/<name>` relative to the package root, or nil when the shared folder is absent.
     static func shared(_ name: String) -> URL? {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = packageRoot
         let url = root.deletingLastPathComponent().appendingPathComponent("shared/golden/\(name)")
         return FileManager.default.fileExists(atPath: url.appendingPathComponent("expected.safetensors").path) ? url : nil
     }
@@ -37,4 +37,32 @@ func logits(_ model: GPTModel, _ ids: [Int32], batch: Int) -> Tensor {
 func tinyConfig(layout: GPTConfig.Layout = .preNorm, positions: GPTConfig.Positions = .learned, tied: Bool = true) -> GPTConfig {
     GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12,
               positions: positions, layout: layout, tiedOutputEmbedding: tied)
+}
+
+/// The package root (where `scripts/` and `data/` are).
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Skips the test unless python3 can import `modules` (a comma-separated list); `install` says how to get them.
+func requirePython(_ modules: String, install: String) throws {
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    probe.arguments = ["python3", "-c", "import \(modules)"]
+    probe.standardError = FileHandle.nullDevice
+    try? probe.run()
+    probe.waitUntilExit()
+    try XCTSkipIf(probe.terminationStatus != 0, "python3 with \(modules) is not installed (\(install))")
+}
+
+/// Runs `scripts/<script>` with python3: its exit status and its output (standard output and error together).
+func runPythonScript(_ script: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let run = Process()
+    run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    run.arguments = ["python3", packageRoot.appendingPathComponent("scripts/\(script)").path] + arguments
+    let pipe = Pipe()
+    run.standardOutput = pipe
+    run.standardError = pipe
+    try run.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    run.waitUntilExit()
+    return (run.terminationStatus, output)
 }
