@@ -69,7 +69,11 @@ public final class Evaluator {
             evaluation = try rollingPerplexity(task, examples)
         case .multipleChoice, .loglikelihood, .generateUntil:
             let prompts = try examples.enumerated().map { index, example in
-                try assembly.assemble(query: example, demonstrations: sampler.sample(shots, forQuery: index, group: example.group).map { pool[$0] })
+                do {
+                    return try assembly.assemble(query: example, demonstrations: sampler.sample(shots, forQuery: index, group: example.group).map { pool[$0] })
+                } catch let error as TaskDefinitionError {
+                    throw TaskDefinitionError("task \(task.name), example \(index + 1) (line \(example.line)): \(error.message)")
+                }
             }
             evaluation = task.outputType == .generateUntil
                 ? try generation(task, examples, prompts)

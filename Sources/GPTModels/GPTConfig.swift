@@ -18,6 +18,15 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         case sinusoidal
     }
 
+    /// Which earlier positions a query sees in one layer.
+    public enum AttentionPattern: Codable, Equatable, Sendable {
+        /// Every earlier position and itself (causal).
+        case dense
+        /// The last `window` positions: key j is visible from query i when i − window < j ≤ i (GPT-Neo's local
+        /// layers, GPT-3's locally banded ones).
+        case local(window: Int)
+    }
+
     public var vocabularySize: Int
     public var contextLength: Int
     public var layerCount: Int
@@ -33,6 +42,12 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     public var layout: Layout
     /// Whether the output layer reuses the token embedding (as GPT-1 and GPT-2 do).
     public var tiedOutputEmbedding: Bool
+    /// Each layer's attention pattern; nil: every layer dense.
+    public var attentionPatterns: [AttentionPattern]? = nil
+    /// The factor of the attention scores q·k; nil: 1/√(head width) (GPT-2). GPT-Neo uses 1.
+    public var attentionScale: Float? = nil
+    /// Whether the query, key and value projections have a bias (GPT-2: yes; GPT-Neo: no).
+    public var attentionBias = true
 
     public init(
         vocabularySize: Int, contextLength: Int, layerCount: Int, headCount: Int, embeddingWidth: Int,
@@ -56,6 +71,17 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// Width of one attention head.
     public var headWidth: Int { embeddingWidth / headCount }
 
+    /// The attention pattern of layer `layer`.
+    public func attentionPattern(layer: Int) -> AttentionPattern { attentionPatterns?[layer] ?? .dense }
+
+    /// The window of layer `layer`'s attention, nil for a dense layer.
+    public func attentionWindow(layer: Int) -> Int? {
+        if case .local(let window) = attentionPattern(layer: layer) { window } else { nil }
+    }
+
+    /// The factor the attention scores are multiplied by.
+    public var scoreScale: Float { attentionScale ?? 1 / Float(headWidth).squareRoot() }
+
     /// Throws a `ConfigurationError` describing the first inconsistency, if any.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError(message: message) } }
@@ -69,6 +95,11 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got \(dropout)")
         try check(layerNormEpsilon > 0, "LayerNorm epsilon must be positive")
         try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
+        if let patterns = attentionPatterns {
+            try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
+            for case .local(let window) in patterns { try check(window >= 1, "a local attention window must be positive, got \(window)") }
+        }
+        try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
     }
 
     /// Presets by name: the published GPT-1 and GPT-2 sizes and small experiment sizes.

@@ -72,7 +72,9 @@ public final class GPTModel {
             specs += [
                 (p + "ln_1.weight", [c.embeddingWidth]), (p + "ln_1.bias", [c.embeddingWidth]),
                 (p + "attn.c_attn.weight", [c.embeddingWidth, 3 * c.embeddingWidth]),
-                (p + "attn.c_attn.bias", [3 * c.embeddingWidth]),
+            ]
+            if c.attentionBias { specs.append((p + "attn.c_attn.bias", [3 * c.embeddingWidth])) }
+            specs += [
                 (p + "attn.c_proj.weight", [c.embeddingWidth, c.embeddingWidth]), (p + "attn.c_proj.bias", [c.embeddingWidth]),
                 (p + "ln_2.weight", [c.embeddingWidth]), (p + "ln_2.bias", [c.embeddingWidth]),
                 (p + "mlp.c_fc.weight", [c.embeddingWidth, c.mlpWidth]), (p + "mlp.c_fc.bias", [c.mlpWidth]),
@@ -141,9 +143,11 @@ public final class GPTModel {
                                epsilon: c.layerNormEpsilon)
             }
             func attention(_ v: Variable) -> Variable {
-                let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"], bias: parameters[p + "attn.c_attn.bias"])
+                let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"],
+                                      bias: c.attentionBias ? parameters[p + "attn.c_attn.bias"] : nil)
                 let heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
-                                                     random: &random, keyLengths: lengths)
+                                                     random: &random, keyLengths: lengths, window: c.attentionWindow(layer: i),
+                                                     scale: c.scoreScale)
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }

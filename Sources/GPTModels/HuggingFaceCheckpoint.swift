@@ -16,9 +16,9 @@ public enum HuggingFaceCheckpoint {
         let (config, modelType) = try readConfig(configURL)
         let weightsURL = directory.appendingPathComponent("model.safetensors")
         let file = try SafeTensors(contentsOf: weightsURL)
-        let names = Dictionary(uniqueKeysWithValues: file.names.map { (ourName($0, modelType: modelType), $0) })
+        let stored = try storedTensors(file, modelType: modelType, config: config)
         var head: TaskHead?
-        if names[TaskHead.choiceWeight] != nil {
+        if stored[TaskHead.choiceWeight] != nil {
             head = .multipleChoice
         } else if let score = file.entries[TaskHead.scoreWeight] {
             head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0))
@@ -27,18 +27,18 @@ public enum HuggingFaceCheckpoint {
         model.inputFormat = try readInputFormat(configURL)
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove("wpe.weight") }
-        for (ours, theirs) in names {
-            if isBuffer(ours) || (ours == "lm_head.weight" && config.tiedOutputEmbedding) { continue }
+        for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
+            if ours == "lm_head.weight" && config.tiedOutputEmbedding { continue }
             if ours == "wpe.weight" && config.positions == .sinusoidal { continue }
+            let theirs = hfName(ours, modelType: modelType)
             guard model.parameters.contains(ours) else {
                 throw FileError(url: weightsURL, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
             }
             let target = model.parameters[ours].value
-            let entry = file.entries[theirs]!
-            guard entry.shape == target.shape else {
-                throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(entry.shape), the config needs \(target.shape)")
+            guard tensor.shape == target.shape else {
+                throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
             }
-            target.assign(try file.tensor(theirs))
+            target.assign(tensor)
             expected.remove(ours)
         }
         if let missing = expected.sorted().first {
@@ -52,11 +52,8 @@ public enum HuggingFaceCheckpoint {
     public static func save(_ model: GPTModel, to directory: URL) throws {
         let c = model.config
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let modelType = c.layout == .preNorm ? "gpt2" : "openai-gpt"
-        guard modelType == "gpt2" || c.activation == .tanh else {
-            throw ConfigurationError(message: "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
-        }
-        var tensors = model.parameters.names.map { (name: hfName($0, modelType: modelType), tensor: model.parameters[$0].value) }
+        let modelType = try checkpointType(c)
+        var tensors = exportedTensors(model) { model.parameters[$0].value }
         if c.positions == .sinusoidal {
             // HF has no fixed table: store it as the learned one, so HF computes the same function.
             tensors.append((hfName("wpe.weight", modelType: modelType),
@@ -79,9 +76,10 @@ public enum HuggingFaceCheckpoint {
         guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let modelType = json["model_type"] as? String else { throw fail("no model_type") }
-        guard modelType == "gpt2" || modelType == "openai-gpt" else {
-            throw fail("unsupported model_type '\(modelType)' (supported: gpt2, openai-gpt)")
+        guard modelType == "gpt2" || modelType == "openai-gpt" || modelType == "gpt_neo" else {
+            throw fail("unsupported model_type '\(modelType)' (supported: gpt2, openai-gpt, gpt_neo)")
         }
+        if modelType == "gpt_neo" { return (try readNeoConfig(json, fail: fail), modelType) }
         func int(_ key: String, _ fallback: String? = nil) throws -> Int {
             if let v = json[key] as? Int { return v }
             if let f = fallback, let v = json[f] as? Int { return v }
@@ -100,7 +98,7 @@ public enum HuggingFaceCheckpoint {
         default: throw fail("unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
         }
         let dropout = [number("resid_pdrop", default: 0.1), number("embd_pdrop", default: 0.1)].max()!
-        let config = GPTConfig(
+        var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("n_positions", "n_ctx"),
             layerCount: try int("n_layer"), headCount: try int("n_head"), embeddingWidth: width,
             mlpWidth: (json["n_inner"] as? Int) ?? 4 * width, activation: activation,
@@ -108,8 +106,83 @@ public enum HuggingFaceCheckpoint {
             positions: json["swiftgpt_positions"] as? String == "sinusoidal" ? .sinusoidal : .learned,
             layout: modelType == "gpt2" ? .preNorm : .postNorm,
             tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
+        if let layers = json[attentionLayersKey] {
+            config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], fail: fail)
+        }
         do { try config.validate() } catch { throw fail("\(error)") }
         return (config, modelType)
+    }
+
+    /// Keys under which a GPT-2 or OpenAI-GPT config.json keeps local attention layers (only SwiftGPT reads them).
+    static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size"
+
+    /// Per-layer patterns from a list of "global" / "local" and the window of the local ones.
+    static func attentionPatterns(_ layers: Any, window: Any?, fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
+        guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of \"global\" / \"local\"") }
+        return try kinds.map { kind in
+            switch kind {
+            case "global": return .dense
+            case "local":
+                guard let window = window as? Int, window > 0 else { throw fail("local attention layers need a positive integer window size") }
+                return .local(window: window)
+            default: throw fail("unknown attention type '\(kind)' (supported: global, local)")
+            }
+        }
+    }
+
+    /// A GPT-Neo config.json: GPT-2's architecture with bias-free q/k/v projections, unscaled attention scores and
+    /// `attention_types` alternating global and local (windowed) layers.
+    static func readNeoConfig(_ json: [String: Any], fail: (String) -> FileError) throws -> GPTConfig {
+        func int(_ key: String) throws -> Int {
+            guard let v = json[key] as? Int else { throw fail("missing or non-integer '\(key)'") }
+            return v
+        }
+        func number(_ key: String, default value: Double) -> Double { (json[key] as? NSNumber)?.doubleValue ?? value }
+        let width = try int("hidden_size"), layerCount = try int("num_layers")
+        // attention_types: [[["global", "local"], 2]] → global, local, global, local.
+        guard let types = json["attention_types"] as? [[Any]] else { throw fail("missing or malformed 'attention_types'") }
+        var kinds: [String] = []
+        for entry in types {
+            guard entry.count == 2, let pattern = entry[0] as? [String], let repeats = entry[1] as? Int, repeats >= 0 else {
+                throw fail("malformed 'attention_types' entry (expected [[kinds…], repeats])")
+            }
+            for _ in 0..<repeats { kinds += pattern }
+        }
+        guard kinds.count == layerCount else { throw fail("'attention_types' gives \(kinds.count) layers, num_layers is \(layerCount)") }
+        let activation: GELUApproximation
+        switch (json["activation_function"] as? String) ?? "gelu_new" {
+        case "gelu_new", "gelu_pytorch_tanh": activation = .tanh
+        case "gelu": activation = .none
+        case let other: throw fail("unsupported activation '\(other)' (supported: gelu_new, gelu)")
+        }
+        var config = GPTConfig(
+            vocabularySize: try int("vocab_size"), contextLength: try int("max_position_embeddings"), layerCount: layerCount,
+            headCount: try int("num_heads"), embeddingWidth: width, mlpWidth: (json["intermediate_size"] as? Int) ?? 4 * width,
+            activation: activation, layerNormEpsilon: Float(number("layer_norm_epsilon", default: 1e-5)),
+            dropout: Float([number("resid_dropout", default: 0), number("embed_dropout", default: 0)].max()!),
+            layout: .preNorm, tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
+        config.attentionPatterns = try attentionPatterns(kinds, window: json["window_size"], fail: fail)
+        config.attentionScale = 1
+        config.attentionBias = false
+        do { try config.validate() } catch { throw fail("\(error)") }
+        return config
+    }
+
+    /// The checkpoint format a configuration is saved as: GPT-Neo's for bias-free, unscaled attention; GPT-2's
+    /// (pre-LN) or OpenAI-GPT's (post-LN) otherwise, local layers then kept under SwiftGPT's own config keys.
+    static func checkpointType(_ c: GPTConfig) throws -> String {
+        if !c.attentionBias || c.attentionScale != nil {
+            guard !c.attentionBias, c.attentionScale == 1, c.layout == .preNorm, c.positions == .learned else {
+                throw ConfigurationError(message: "no Hugging Face format holds this attention (GPT-Neo's needs pre-LN, learned positions, bias-free q/k/v and unscaled scores)")
+            }
+            let windows = Set((0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) })
+            guard windows.count <= 1 else { throw ConfigurationError(message: "GPT-Neo checkpoints have one window size for every local layer") }
+            return "gpt_neo"
+        }
+        guard c.layout == .preNorm || c.activation == .tanh else {
+            throw ConfigurationError(message: "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
+        }
+        return c.layout == .preNorm ? "gpt2" : "openai-gpt"
     }
 
     /// The config.json key under which a fine-tuned model keeps its `InputFormat` (transformers keeps unknown keys).
@@ -150,6 +223,27 @@ public enum HuggingFaceCheckpoint {
     }
 
     static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
+        let kinds = (0..<c.layerCount).map { c.attentionWindow(layer: $0) == nil ? "global" : "local" }
+        let window = (0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) }.first
+        if modelType == "gpt_neo" {
+            var json: [String: Any] = [
+                "model_type": modelType, "architectures": [head == nil ? "GPTNeoForCausalLM" : "GPTNeoForSequenceClassification"],
+                "vocab_size": c.vocabularySize, "max_position_embeddings": c.contextLength, "hidden_size": c.embeddingWidth,
+                "num_layers": c.layerCount, "num_heads": c.headCount, "intermediate_size": c.mlpWidth,
+                "attention_types": kinds.map { [[$0], 1] as [Any] }, "attention_layers": kinds, "window_size": window ?? 256,
+                "activation_function": c.activation == .tanh ? "gelu_new" : "gelu",
+                "layer_norm_epsilon": Double(c.layerNormEpsilon), "resid_dropout": Double(c.dropout),
+                "embed_dropout": Double(c.dropout), "attention_dropout": Double(c.dropout), "initializer_range": 0.02,
+                "tie_word_embeddings": c.tiedOutputEmbedding, "bos_token_id": 50256, "eos_token_id": 50256, "dtype": "float32",
+            ]
+            if case .sequenceClassification(let classification)? = head {
+                json["num_labels"] = classification.labels.count
+                json["problem_type"] = classification.problem.rawValue
+                json["pad_token_id"] = Int(classification.padTokenID)
+                json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
+            }
+            return json
+        }
         var json: [String: Any] = [
             "model_type": modelType, "vocab_size": c.vocabularySize, "n_positions": c.contextLength,
             "n_embd": c.embeddingWidth, "n_layer": c.layerCount, "n_head": c.headCount,
@@ -183,10 +277,87 @@ public enum HuggingFaceCheckpoint {
             json["afn"] = "gelu"
         }
         if c.positions == .sinusoidal { json["swiftgpt_positions"] = "sinusoidal" }
+        if c.attentionPatterns != nil {
+            json[attentionLayersKey] = kinds
+            if let window { json[windowKey] = window }
+        }
         return json
     }
 
-    // MARK: Names
+    // MARK: Names and layouts
+
+    /// The tensors of a checkpoint under SwiftGPT's names and layouts (attention buffers left out). GPT-Neo's
+    /// separate q/k/v projections become one `c_attn` and its `nn.Linear` matrices ([out, in]) are transposed.
+    static func storedTensors(_ file: SafeTensors, modelType: String, config: GPTConfig) throws -> [String: Tensor] {
+        var result: [String: Tensor] = [:]
+        guard modelType == "gpt_neo" else {
+            for name in file.names where !isBuffer(ourName(name, modelType: modelType)) {
+                result[ourName(name, modelType: modelType)] = try file.tensor(name)
+            }
+            return result
+        }
+        let width = config.embeddingWidth
+        func matrix(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let tensor = try file.tensor(name)
+            guard tensor.shape == shape else {
+                throw FileError(url: file.url, message: "tensor '\(name)' has shape \(tensor.shape), the config needs \(shape)")
+            }
+            return tensor
+        }
+        var consumed = Set<String>()
+        for layer in 0..<config.layerCount {
+            let prefix = "transformer.h.\(layer).", attention = prefix + "attn.attention."
+            let qkv = Tensor(uninitializedShape: [width, 3 * width])
+            for (part, name) in ["q_proj", "k_proj", "v_proj"].enumerated() {
+                let w = try matrix(attention + name + ".weight", [width, width])
+                for i in 0..<width { for o in 0..<width { qkv.pointer[i * 3 * width + part * width + o] = w.pointer[o * width + i] } }
+                consumed.insert(attention + name + ".weight")
+            }
+            result["h.\(layer).attn.c_attn.weight"] = qkv
+            for (theirs, ours, shape) in [("attn.attention.out_proj.weight", "attn.c_proj.weight", [width, width]),
+                                          ("mlp.c_fc.weight", "mlp.c_fc.weight", [config.mlpWidth, width]),
+                                          ("mlp.c_proj.weight", "mlp.c_proj.weight", [width, config.mlpWidth])] {
+                result["h.\(layer)." + ours] = try matrix(prefix + theirs, shape).transposed2D()
+                consumed.insert(prefix + theirs)
+            }
+            result["h.\(layer).attn.c_proj.bias"] = try file.tensor(attention + "out_proj.bias")
+            consumed.insert(attention + "out_proj.bias")
+        }
+        for name in file.names where !consumed.contains(name) {
+            let ours = ourName(name, modelType: modelType)
+            if ours.hasSuffix("attn.attention.bias") || ours.hasSuffix("attn.attention.masked_bias") { continue }
+            result[ours] = try file.tensor(name)
+        }
+        return result
+    }
+
+    /// The model's tensors under the checkpoint's names and layouts, `tensor(name)` giving the value (or the
+    /// gradient) of each SwiftGPT parameter: what `save` writes, and what parity compares gradients by.
+    public static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) -> [(name: String, tensor: Tensor)] {
+        let c = model.config
+        guard let modelType = try? checkpointType(c) else { return [] }
+        guard modelType == "gpt_neo" else { return model.parameters.names.map { (hfName($0, modelType: modelType), tensor($0)) } }
+        let width = c.embeddingWidth
+        var result: [(name: String, tensor: Tensor)] = []
+        for name in model.parameters.names {
+            let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
+            guard parts.count == 3, parts[0] == "h" else { result.append((hfName(name, modelType: modelType), tensor(name))); continue }
+            let prefix = "transformer.h.\(parts[1]).", value = tensor(name)
+            switch parts[2] {
+            case "attn.c_attn.weight":
+                for (part, projection) in ["q_proj", "k_proj", "v_proj"].enumerated() {
+                    let w = Tensor(uninitializedShape: [width, width])
+                    for i in 0..<width { for o in 0..<width { w.pointer[o * width + i] = value.pointer[i * 3 * width + part * width + o] } }
+                    result.append((prefix + "attn.attention.\(projection).weight", w))
+                }
+            case "attn.c_proj.weight": result.append((prefix + "attn.attention.out_proj.weight", value.transposed2D()))
+            case "attn.c_proj.bias": result.append((prefix + "attn.attention.out_proj.bias", value))
+            case "mlp.c_fc.weight", "mlp.c_proj.weight": result.append((prefix + parts[2], value.transposed2D()))
+            default: result.append((prefix + parts[2], value))
+            }
+        }
+        return result
+    }
 
     /// SwiftGPT's name for a checkpoint tensor name.
     static func ourName(_ name: String, modelType: String) -> String {

@@ -100,8 +100,9 @@ public final class InferenceSession {
             }
             func attend(_ qkv: Tensor, sequences: [Int], positions: [Int]) -> Variable {
                 let heads = Tensor(uninitializedShape: [sequences.count, width])
-                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache,
-                                       sequences: sequences, positions: positions, into: heads.pointer)
+                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache, sequences: sequences,
+                                       positions: positions, window: c.attentionWindow(layer: layer), scale: c.scoreScale,
+                                       into: heads.pointer)
                 return Variable(project(heads, prefix + "attn.c_proj"))
             }
             func mlp(_ v: Variable) -> Variable {
@@ -147,13 +148,16 @@ public final class InferenceSession {
 
     /// x · W + b for the Conv1D-layout weight `name.weight` [in, out] and bias `name.bias`.
     private func project(_ x: Tensor, _ name: String) -> Tensor {
-        let w = model.parameters[name + ".weight"].value, b = model.parameters[name + ".bias"].value
+        let w = model.parameters[name + ".weight"].value
+        let b = model.parameters.contains(name + ".bias") ? model.parameters[name + ".bias"].value : nil
         let rows = x.count / w.shape[0], k = w.shape[0], n = w.shape[1]
         let y = Tensor(uninitializedShape: [rows, n])
         if rows <= Self.matrixVectorRows {
-            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[name]!, bias: b.pointer, into: y.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[name]!, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
         } else {
-            for r in 0..<rows { (y.pointer + r * n).update(from: b.pointer, count: n) }
+            for r in 0..<rows {
+                if let b { (y.pointer + r * n).update(from: b.pointer, count: n) } else { (y.pointer + r * n).update(repeating: 0, count: n) }
+            }
             BLAS.gemm(m: rows, n: n, k: k, a: x.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
         }
         return y

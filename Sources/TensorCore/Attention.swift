@@ -17,15 +17,21 @@ extension Tape {
     /// `keyLengths`, for right-padded batches, gives each row's real length: no query sees a key at or beyond it
     /// (Hugging Face's attention mask). Real positions are unaffected by the padding either way; the padding
     /// positions then attend to the row's real tokens only.
+    ///
+    /// `window` makes the attention local: query i sees keys i − window < j ≤ i only (at least its own position).
+    /// `scale` replaces the factor 1/√d of the scores.
     public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom,
-                                    keyLengths: [Int]? = nil) -> Variable {
+                                    keyLengths: [Int]? = nil, window: Int? = nil, scale: Float? = nil) -> Variable {
         precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
                      "attention: qkv \(qkv.shape) is not [batch, length, 3·width] with width divisible by \(heads) heads")
         let batch = qkv.shape[0], length = qkv.shape[1], width = qkv.shape[2] / 3, d = width / heads
         precondition(keyLengths.map { $0.count == batch && $0.allSatisfy { (1...length).contains($0) } } ?? true,
                      "attention: key lengths \(keyLengths ?? []) are not one in 1...\(length) per row")
         let limits = keyLengths ?? [Int](repeating: length, count: batch)
-        let scale = 1 / Float(d).squareRoot()
+        let scale = scale ?? 1 / Float(d).squareRoot()
+        precondition(window.map { $0 >= 1 } ?? true, "attention: the window must be positive")
+        /// The first key row i sees.
+        func first(_ i: Int, _ valid: Int) -> Int { window.map { min(max(0, i - $0 + 1), valid - 1) } ?? 0 }
         let y = Tensor(uninitializedShape: [batch, length, width])
         let probabilities = Tensor(uninitializedShape: [batch, heads, length, length])
         // With dropout, the probabilities actually applied to v (zeroed or scaled) are kept as well.
@@ -46,11 +52,12 @@ extension Tape {
                     BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
                               b: k, ldb: stride, c: p + r0 * length, ldc: length)
                     for i in r0..<r1 {
-                        let valid = min(i + 1, limits[b])
-                        causalSoftmaxRow(p + i * length, valid: valid, length: length)
+                        let valid = min(i + 1, limits[b]), start = first(i, valid)
+                        (p + i * length).update(repeating: 0, count: start)
+                        causalSoftmaxRow(p + i * length + start, valid: valid - start, length: length - start)
                         if dropout > 0 {
                             for j in 0..<length {
-                                applied[i * length + j] = j < valid && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
+                                applied[i * length + j] = j >= start && j < valid && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
                             }
                         }
                     }
@@ -86,7 +93,8 @@ extension Tape {
                         // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
                         for i in 0..<square { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
                     }
-                    // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero above the diagonal since P is)
+                    // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero wherever P is: above the diagonal, and
+                    // before the window)
                     for i in 0..<length {
                         let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = min(i + 1, limits[b])
                         let dot = pr.dot(dr, valid)

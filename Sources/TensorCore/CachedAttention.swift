@@ -37,11 +37,12 @@ public enum CachedAttention {
     }
 
     /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, 0...p_r, h]ᵀ / √d) · V[s_r, 0...p_r, h],
-    /// with q read from `queries + r * queryStride` and out written to `output + r * heads * d`.
-    public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache,
-                              sequences: [Int], positions: [Int], into output: UnsafeMutablePointer<Float>) {
+    /// with q read from `queries + r * queryStride` and out written to `output + r * heads * d`. With `window`,
+    /// only the keys of the last `window` positions (p_r − window < j ≤ p_r) are read; `scale` replaces 1/√d.
+    public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
+                              window: Int? = nil, scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
         let rows = sequences.count, heads = cache.heads, d = cache.headWidth
-        let scale = 1 / Float(d).squareRoot()
+        let scale = scale ?? 1 / Float(d).squareRoot()
         let longest = (positions.max() ?? 0) + 1
         sequences.withUnsafeBufferPointer { sequences in
             positions.withUnsafeBufferPointer { positions in
@@ -51,8 +52,9 @@ public enum CachedAttention {
                     for item in range {
                         let r = item / heads, h = item % heads
                         let q = queries + r * queryStride + h * d
-                        let base = cache.offset(sequences[r], h, 0)
-                        let count = positions[r] + 1
+                        let start = window.map { max(0, positions[r] - $0 + 1) } ?? 0
+                        let base = cache.offset(sequences[r], h, start)
+                        let count = positions[r] + 1 - start
                         let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
                         let o = output + r * heads * d + h * d
                         if d == 64 {

@@ -84,6 +84,15 @@ public final class Tensor: @unchecked Sendable {
         return t
     }
 
+    /// The transpose of a matrix: a new [columns, rows] tensor.
+    public func transposed2D() -> Tensor {
+        precondition(rank == 2, "transposing a tensor of shape \(shape)")
+        let rows = shape[0], columns = shape[1]
+        let t = Tensor(uninitializedShape: [columns, rows])
+        for r in 0..<rows { for c in 0..<columns { t.pointer[c * rows + r] = pointer[r * columns + c] } }
+        return t
+    }
+
     /// Copies the elements of `other` (same element count) into this tensor.
     public func assign(_ other: Tensor) {
         precondition(other.count == count, "assigning \(other.shape) to \(shape)")

@@ -29,13 +29,37 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testSavedCheckpointLoadsInTransformers() throws {
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)] {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false),
+                       tinyNeoConfig()] {
             let model = try GPTModel(config: config, seed: 4)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             try checkInTransformers(dir, [("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),
                                           ("logits", logits(model, ids, batch: 2))], "\(config.layout) \(config.positions)")
         }
+    }
+
+    /// GPT-Neo checkpoints round-trip (separate q/k/v, [out, in] matrices, attention_types), and local layers of a
+    /// GPT-2-style model survive under SwiftGPT's own config keys.
+    func testLocalAttentionCheckpointsRoundTrip() throws {
+        var gpt3Style = tinyConfig()
+        gpt3Style.attentionPatterns = [.dense, .local(window: 5)]
+        for (config, type) in [(tinyNeoConfig(), "gpt_neo"), (gpt3Style, "gpt2")] {
+            let model = try GPTModel(config: config, seed: 8)
+            let dir = try temporaryDirectory(self)
+            try HuggingFaceCheckpoint.save(model, to: dir)
+            let (read, modelType) = try HuggingFaceCheckpoint.readConfig(dir.appendingPathComponent("config.json"))
+            XCTAssertEqual(modelType, type)
+            XCTAssertEqual(read.attentionPatterns, config.attentionPatterns)
+            let loaded = try HuggingFaceCheckpoint.load(from: dir)
+            XCTAssertEqual(loaded.config, config)
+            for name in model.parameters.names {
+                XCTAssertEqual(loaded.parameters[name].value.scalars, model.parameters[name].value.scalars, name)
+            }
+        }
+        var mixed = tinyNeoConfig()
+        mixed.attentionScale = nil
+        XCTAssertThrowsError(try HuggingFaceCheckpoint.save(try GPTModel(config: mixed), to: try temporaryDirectory(self)))
     }
 
     /// Fine-tuned models load as transformers' sequence-classification and double-heads classes and give the

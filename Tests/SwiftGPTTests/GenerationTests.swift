@@ -14,7 +14,10 @@ final class GenerationTests: XCTestCase {
         var wide = tinyConfig()  // head width 64: the specialised attention kernel
         wide.embeddingWidth = 128
         wide.mlpWidth = 512
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide] {
+        var local = tinyConfig()  // GPT-3's layout: dense and local layers with GPT-2's conventions
+        local.attentionPatterns = [.local(window: 4), .dense]
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide,
+                       tinyNeoConfig(), local] {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
             let full = logits(model, ids, batch: 1)

@@ -5,7 +5,7 @@ import XCTest
 
 /// The golden folders: the project's own copy (always present) and, when it exists, `../shared/golden`.
 enum Golden {
-    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny", "gpt2-seqcls-tiny", "gpt2-regression-tiny"]
+    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny", "gpt2-seqcls-tiny", "gpt2-regression-tiny", "gptneo-tiny"]
 
     static func bundled(_ name: String) -> URL {
         Bundle.module.url(forResource: "Resources", withExtension: nil)!.appendingPathComponent("golden/\(name)")
@@ -37,6 +37,15 @@ func logits(_ model: GPTModel, _ ids: [Int32], batch: Int) -> Tensor {
 func tinyConfig(layout: GPTConfig.Layout = .preNorm, positions: GPTConfig.Positions = .learned, tied: Bool = true) -> GPTConfig {
     GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12,
               positions: positions, layout: layout, tiedOutputEmbedding: tied)
+}
+
+/// A small GPT-Neo-style configuration: a dense then a local layer (window 3), unscaled scores, bias-free q/k/v.
+func tinyNeoConfig() -> GPTConfig {
+    var config = tinyConfig()
+    config.attentionPatterns = [.dense, .local(window: 3)]
+    config.attentionScale = 1
+    config.attentionBias = false
+    return config
 }
 
 /// The package root (where `scripts/` and `data/` are).
