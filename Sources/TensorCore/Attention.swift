@@ -30,39 +30,45 @@ extension Tape {
         let limits = keyLengths ?? [Int](repeating: length, count: batch)
         let scale = scale ?? 1 / Float(d).squareRoot()
         precondition(window.map { $0 >= 1 } ?? true, "attention: the window must be positive")
+        let band = AttentionBand(length: length, window: window)
         /// The first key row i sees.
         func first(_ i: Int, _ valid: Int) -> Int { window.map { min(max(0, i - $0 + 1), valid - 1) } ?? 0 }
         let y = Tensor(uninitializedShape: [batch, length, width])
-        let probabilities = Tensor(uninitializedShape: [batch, heads, length, length])
+        // Probabilities of the kept tiles only: row block by row block, each row over the block's key band.
+        let probabilities = Tensor(uninitializedShape: [batch * heads, band.size])
         // With dropout, the probabilities actually applied to v (zeroed or scaled) are kept as well.
-        let dropped = dropout > 0 ? Tensor(uninitializedShape: [batch, heads, length, length]) : probabilities
+        let dropped = dropout > 0 ? Tensor(uninitializedShape: [batch * heads, band.size]) : probabilities
         let seeds = dropout > 0 ? (0..<(batch * heads)).map { _ in random.next() } : []
         let keep = 1 - dropout, inverseKeep = 1 / (1 - dropout)
         let q0 = qkv.value.pointer, yp = y.pointer, pp = probabilities.pointer, dpp = dropped.pointer
-        let stride = 3 * width, square = length * length
-        Parallel.forEach(batch * heads, costPerItem: 2 * length * length * d) { range in
+        let stride = 3 * width
+        Parallel.forEach(batch * heads, costPerItem: 2 * band.size * d) { range in
             for bh in range {
                 let b = bh / heads, h = bh % heads
                 let q = q0 + b * length * stride + h * d, k = q + width, v = q + 2 * width
-                let p = pp + bh * square, applied = dpp + bh * square
                 var headRandom = SeededRandom(seed: seeds.isEmpty ? 0 : seeds[bh])
-                // Row blocks: block [r0, r1) only sees keys before r1, so the masked triangle is never computed.
-                for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                    let r1 = min(length, r0 + causalBlock)
-                    BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, alpha: scale, a: q + r0 * stride, lda: stride,
-                              b: k, ldb: stride, c: p + r0 * length, ldc: length)
-                    for i in r0..<r1 {
+                for tile in band.tiles {
+                    let p = pp + bh * band.size + tile.offset, applied = dpp + bh * band.size + tile.offset
+                    let columns = tile.keyEnd - tile.keyStart
+                    BLAS.gemm(transposeB: true, m: tile.rowEnd - tile.rowStart, n: columns, k: d, alpha: scale,
+                              a: q + tile.rowStart * stride, lda: stride, b: k + tile.keyStart * stride, ldb: stride, c: p, ldc: columns)
+                    for i in tile.rowStart..<tile.rowEnd {
+                        let row = p + (i - tile.rowStart) * columns
                         let valid = min(i + 1, limits[b]), start = first(i, valid)
-                        (p + i * length).update(repeating: 0, count: start)
-                        causalSoftmaxRow(p + i * length + start, valid: valid - start, length: length - start)
+                        // A padding row whose window holds no real key reads the band's first key (its output is
+                        // never used by a real position).
+                        let to = max(1, valid - tile.keyStart), from = min(max(0, start - tile.keyStart), to - 1)
+                        row.update(repeating: 0, count: from)
+                        causalSoftmaxRow(row + from, valid: to - from, length: columns - from)
                         if dropout > 0 {
-                            for j in 0..<length {
-                                applied[i * length + j] = j >= start && j < valid && headRandom.nextFloat() < keep ? p[i * length + j] * inverseKeep : 0
+                            let appliedRow = applied + (i - tile.rowStart) * columns
+                            for j in 0..<columns {
+                                appliedRow[j] = j >= from && j < to && headRandom.nextFloat() < keep ? row[j] * inverseKeep : 0
                             }
                         }
                     }
-                    BLAS.gemm(m: r1 - r0, n: d, k: r1, a: applied + r0 * length, lda: length, b: v, ldb: stride,
-                              c: yp + (b * length + r0) * width + h * d, ldc: width)
+                    BLAS.gemm(m: tile.rowEnd - tile.rowStart, n: d, k: columns, a: applied, lda: columns, b: v + tile.keyStart * stride,
+                              ldb: stride, c: yp + (b * length + tile.rowStart) * width + h * d, ldc: width)
                 }
             }
         }
@@ -72,50 +78,84 @@ extension Tape {
             let pp = probabilities.pointer, dpp = dropped.pointer
             let (dqkv, accumulate) = qkv.gradientTarget()
             let dy = out.grad!.pointer, dq0 = dqkv.pointer, beta: Float = accumulate ? 1 : 0
-            Parallel.forEach(batch * heads, costPerItem: 4 * length * length * d) { range in
-                let scratch = Tensor(uninitializedShape: [length, length]), dp = scratch.pointer
+            Parallel.forEach(batch * heads, costPerItem: 4 * band.size * d) { range in
+                let scratch = Tensor(uninitializedShape: [band.largestTile]), dp = scratch.pointer
                 for bh in range {
                     let b = bh / heads, h = bh % heads
                     let offset = b * length * stride + h * d
                     let q = q0 + offset, k = q + width, v = q + 2 * width
                     let dq = dq0 + offset, dk = dq + width, dv = dq + 2 * width
-                    let p = pp + bh * square, applied = dpp + bh * square, dout = dy + b * length * width + h * d
-                    // dP = dO · Vᵀ (row blocks see keys before their end only); dV = Pᵀ · dO (column blocks
-                    // get contributions from later rows only).
-                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                        let r1 = min(length, r0 + causalBlock)
-                        BLAS.gemm(transposeB: true, m: r1 - r0, n: r1, k: d, a: dout + r0 * width, lda: width,
-                                  b: v, ldb: stride, c: dp + r0 * length, ldc: length)
-                        BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: applied + r0 * length + r0, lda: length,
-                                  b: dout + r0 * width, ldb: width, beta: beta, c: dv + r0 * stride, ldc: stride)
-                    }
-                    if dropout > 0 {
-                        // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
-                        for i in 0..<square { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
-                    }
-                    // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero wherever P is: above the diagonal, and
-                    // before the window)
-                    for i in 0..<length {
-                        let pr = UnsafePointer(p + i * length), dr = dp + i * length, valid = min(i + 1, limits[b])
-                        let dot = pr.dot(dr, valid)
-                        forEachLane(valid) { j, lanes in
-                            store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
+                    let dout = dy + b * length * width + h * d
+                    // Key bands overlap from one row block to the next: dK and dV accumulate over the blocks.
+                    if !accumulate {
+                        for t in 0..<length {
+                            (dk + t * stride).update(repeating: 0, count: d)
+                            (dv + t * stride).update(repeating: 0, count: d)
                         }
-                        (dr + valid).update(repeating: 0, count: length - valid)
                     }
-                    // dQ = dS · K ; dK = dSᵀ · Q, blocked as above.
-                    for r0 in Swift.stride(from: 0, to: length, by: causalBlock) {
-                        let r1 = min(length, r0 + causalBlock)
-                        BLAS.gemm(m: r1 - r0, n: d, k: r1, a: dp + r0 * length, lda: length, b: k, ldb: stride,
-                                  beta: beta, c: dq + r0 * stride, ldc: stride)
-                        BLAS.gemm(transposeA: true, m: r1 - r0, n: d, k: length - r0, a: dp + r0 * length + r0, lda: length,
-                                  b: q + r0 * stride, ldb: stride, beta: beta, c: dk + r0 * stride, ldc: stride)
+                    for tile in band.tiles {
+                        let p = pp + bh * band.size + tile.offset, applied = dpp + bh * band.size + tile.offset
+                        let rows = tile.rowEnd - tile.rowStart, columns = tile.keyEnd - tile.keyStart
+                        let blockOut = dout + tile.rowStart * width
+                        // dP = dO · Vᵀ and dV += Pᵀ · dO over the tile.
+                        BLAS.gemm(transposeB: true, m: rows, n: columns, k: d, a: blockOut, lda: width,
+                                  b: v + tile.keyStart * stride, ldb: stride, c: dp, ldc: columns)
+                        BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: applied, lda: columns, b: blockOut, ldb: width,
+                                  beta: 1, c: dv + tile.keyStart * stride, ldc: stride)
+                        if dropout > 0 {
+                            // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
+                            for i in 0..<(rows * columns) { dp[i] = applied[i] == 0 ? 0 : dp[i] * inverseKeep }
+                        }
+                        // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero wherever P is: masked or outside the window).
+                        for i in 0..<rows {
+                            let pr = UnsafePointer(p + i * columns), dr = dp + i * columns
+                            let dot = pr.dot(dr, columns)
+                            forEachLane(columns) { j, lanes in
+                                store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
+                            }
+                        }
+                        // dQ = dS · K (rows of this block only) ; dK += dSᵀ · Q.
+                        BLAS.gemm(m: rows, n: d, k: columns, a: dp, lda: columns, b: k + tile.keyStart * stride, ldb: stride,
+                                  beta: beta, c: dq + tile.rowStart * stride, ldc: stride)
+                        BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: dp, lda: columns, b: q + tile.rowStart * stride,
+                                  ldb: stride, beta: 1, c: dk + tile.keyStart * stride, ldc: stride)
                     }
                 }
                 withExtendedLifetime(scratch) {}
             }
         }
         return out
+    }
+}
+
+/// The tiles causal (optionally local) attention computes: rows in blocks of `causalBlock`, each block against the
+/// band of keys its rows can see: from the window's start for the block's first row (0 when dense) to the block's
+/// last row. The masked triangle beyond the diagonal, and the keys before the window, are never touched.
+struct AttentionBand {
+    struct Tile {
+        let rowStart: Int, rowEnd: Int, keyStart: Int, keyEnd: Int
+        /// Where the tile's [rows, keys] probabilities start in the band storage.
+        let offset: Int
+    }
+
+    let tiles: [Tile]
+    /// Floats of all tiles together, and of the largest one.
+    let size: Int
+    let largestTile: Int
+
+    init(length: Int, window: Int?) {
+        var tiles: [Tile] = [], size = 0, largest = 0
+        for rowStart in stride(from: 0, to: length, by: causalBlock) {
+            let rowEnd = min(length, rowStart + causalBlock)
+            let keyStart = window.map { max(0, rowStart - $0 + 1) } ?? 0
+            tiles.append(Tile(rowStart: rowStart, rowEnd: rowEnd, keyStart: keyStart, keyEnd: rowEnd, offset: size))
+            let floats = (rowEnd - rowStart) * (rowEnd - keyStart)
+            size += floats
+            largest = max(largest, floats)
+        }
+        self.tiles = tiles
+        self.size = size
+        largestTile = largest
     }
 }
 
