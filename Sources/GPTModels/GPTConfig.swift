@@ -79,6 +79,20 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         if case .local(let window) = attentionPattern(layer: layer) { window } else { nil }
     }
 
+    /// Per-layer patterns from kinds cycled over `layers` layers: "global" (or "dense") and "local" (with `window`),
+    /// as GPT-Neo's `attention_types` expand.
+    public static func patterns(cycling kinds: [String], window: Int, layers: Int) throws -> [AttentionPattern] {
+        guard !kinds.isEmpty else { throw ConfigurationError(message: "no attention kinds given") }
+        let cycle = try kinds.map { kind -> AttentionPattern in
+            switch kind {
+            case "global", "dense": return .dense
+            case "local": return .local(window: window)
+            default: throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: global, local)")
+            }
+        }
+        return (0..<layers).map { cycle[$0 % cycle.count] }
+    }
+
     /// The factor the attention scores are multiplied by.
     public var scoreScale: Float { attentionScale ?? 1 / Float(headWidth).squareRoot() }
 
@@ -102,8 +116,24 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
     }
 
-    /// Presets by name: the published GPT-1 and GPT-2 sizes and small experiment sizes.
+    /// GPT-3's published sizes (Brown et al. 2020, table 2.1): context 2048, GPT-2's vocabulary and conventions,
+    /// dense and locally banded layers alternating (window 256, GPT-Neo's choice; the paper gives no width).
+    static func gpt3(layers: Int, width: Int, heads: Int) -> GPTConfig {
+        var config = GPTConfig(vocabularySize: 50257, contextLength: 2048, layerCount: layers, headCount: heads,
+                               embeddingWidth: width)
+        config.attentionPatterns = (0..<layers).map { $0 % 2 == 0 ? .dense : .local(window: 256) }
+        return config
+    }
+
+    /// Presets by name: the published GPT-1, GPT-2 and GPT-3 sizes and small experiment sizes.
     public static let presets: [String: GPTConfig] = [
+        "gpt3-small": gpt3(layers: 12, width: 768, heads: 12),
+        "gpt3-medium": gpt3(layers: 24, width: 1024, heads: 16),
+        "gpt3-large": gpt3(layers: 24, width: 1536, heads: 16),
+        "gpt3-xl": gpt3(layers: 24, width: 2048, heads: 24),
+        "gpt3-2.7b": gpt3(layers: 32, width: 2560, heads: 32),
+        "gpt3-6.7b": gpt3(layers: 32, width: 4096, heads: 32),
+        "gpt3-175b": gpt3(layers: 96, width: 12288, heads: 96),
         "gpt1": GPTConfig(vocabularySize: 40478, contextLength: 512, layerCount: 12, headCount: 12, embeddingWidth: 768,
                           dropout: 0.1, layout: .postNorm),
         "gpt2": GPTConfig(vocabularySize: 50257, contextLength: 1024, layerCount: 12, headCount: 12, embeddingWidth: 768,

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure speed (build with -c release for meaningful figures).",
-        subcommands: [TrainBench.self, ForwardBench.self, GenerateBench.self, TokenizerBench.self]
+        subcommands: [TrainBench.self, ForwardBench.self, GenerateBench.self, AttentionBench.self, TokenizerBench.self]
     )
 }
 
@@ -117,6 +117,62 @@ struct ForwardBench: ParsableCommand {
         print(String(format: "forward %@ %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
                      model.preset, precision.rawValue, batch, model.seq, seconds * 1000, Double(batch * model.seq) / seconds,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
+    }
+}
+
+struct AttentionBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attention",
+        abstract: "Time the training attention kernel (forward, and forward + backward) by pattern and length.",
+        discussion: """
+        One line per length: forward and forward + backward median times, and the memory the kernel holds \
+        (growth of resident memory from its input to the end of backward: kept probabilities, output, input \
+        gradient). \
+        scripts/bench_attention_pytorch.py runs PyTorch's scaled_dot_product_attention on the same shapes.
+        """
+    )
+
+    @Option(help: "dense or local.") var pattern = "dense"
+    @Option(help: "Window of the local pattern.") var window = 256
+    @Option(help: "Sequence lengths, comma-separated.") var seq = "1024,2048,4096"
+    @Option(help: "Attention heads.") var heads = 12
+    @Option(help: "Width of a head.") var headWidth = 64
+    @Option(help: "Timed repetitions (after one warm-up).") var steps = 3
+
+    func run() throws {
+        guard pattern == "dense" || pattern == "local" else { throw ValidationError("--pattern takes dense or local") }
+        guard window > 0, heads > 0, headWidth > 0, steps > 0 else { throw ValidationError("--window, --heads, --head-width and --steps must be positive") }
+        let lengths = try seq.split(separator: ",").map { item -> Int in
+            guard let n = Int(item), n > 0 else { throw ValidationError("--seq takes positive integers separated by commas") }
+            return n
+        }
+        let localWindow = pattern == "local" ? window : nil
+        let width = heads * headWidth
+        for length in lengths {
+            var random = SeededRandom(seed: 1)
+            let qkv = Tensor.normal(shape: [1, length, 3 * width], using: &random)
+            let seed = Tensor.normal(shape: [1, length, width], using: &random)
+            var forward: [Double] = [], both: [Double] = [], held = 0
+            for step in 0...steps {
+                var unused = SeededRandom(seed: 0)
+                let f = Benchmark.time {
+                    _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow)
+                }
+                let before = Benchmark.residentBytes()
+                let b = Benchmark.time {
+                    let tape = Tape()
+                    let input = Variable(qkv, requiresGrad: true)
+                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow)
+                    tape.backward(from: y, seed: seed)
+                    held = max(held, Benchmark.residentBytes() - before)
+                }
+                if step > 0 { forward.append(f); both.append(b) }
+            }
+            let name = pattern == "local" ? "local (w=\(window))" : "dense"
+            print(String(format: "attention %@ B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
+                         name, heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
+                         Double(held) / 1_048_576))
+        }
     }
 }
 

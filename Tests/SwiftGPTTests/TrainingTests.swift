@@ -157,4 +157,26 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertEqual(try TrainingCheckpoint.loadState(from: folder.appendingPathComponent("run/last")).step, 2)
     }
+
+    /// GPT-3 presets alternate dense and local layers; --attention and --window override them, cycled over the layers.
+    func testAttentionPatternsFromPresetsAndSettings() throws {
+        var settings = TrainingConfiguration()
+        settings.preset = "gpt3-small"
+        settings.layers = 3
+        settings.window = 64
+        let gpt3 = try settings.modelConfig(vocabularySize: 100)
+        XCTAssertEqual(gpt3.attentionPatterns, [.dense, .local(window: 64), .dense])
+        XCTAssertEqual(gpt3.contextLength, 2048)
+        settings.preset = "baby"
+        settings.attention = ["local", "local", "global"]
+        settings.layers = 4
+        settings.window = nil
+        XCTAssertEqual(try settings.modelConfig(vocabularySize: 65).attentionPatterns,
+                       [.local(window: 256), .local(window: 256), .dense, .local(window: 256)])
+        settings.attention = ["sparse"]
+        XCTAssertThrowsError(try settings.modelConfig(vocabularySize: 65)) { XCTAssert("\($0)".contains("unknown attention kind 'sparse'")) }
+        let decoded = try JSONDecoder().decode(TrainingConfiguration.self, from: Data(#"{"attention": ["global", "local"], "window": 8}"#.utf8))
+        XCTAssertEqual(decoded.attention, ["global", "local"])
+        XCTAssertEqual(decoded.window, 8)
+    }
 }
