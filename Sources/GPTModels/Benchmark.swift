@@ -49,12 +49,4 @@ public enum Benchmark {
         return Int(usage.ru_maxrss) * 1024
         #endif
     }
-
-    /// Resident memory of this process right now, in bytes (Linux: /proc/self/statm; 0 where unknown).
-    public static func residentBytes() -> Int {
-        guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = statm.split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
 }

@@ -27,11 +27,15 @@ final class BufferPool: @unchecked Sendable {
     private let minimumPooledCount = 4096
     /// Pooled memory above this bound is released to the system.
     private let maximumPooledFloats = 1 << 31
+    /// Floats of the poolable buffers in use now, and the most in use since the last reset.
+    private(set) var liveFloats = 0, peakLiveFloats = 0
 
     func take(_ count: Int) -> UnsafeMutablePointer<Float> {
         let n = max(count, 1)
         if n >= minimumPooledCount {
             lock.lock()
+            liveFloats += n
+            peakLiveFloats = max(peakLiveFloats, liveFloats)
             if let p = free[n]?.popLast() {
                 pooledFloats -= n
                 lock.unlock()
@@ -48,6 +52,7 @@ final class BufferPool: @unchecked Sendable {
         let n = max(count, 1)
         if n >= minimumPooledCount {
             lock.lock()
+            liveFloats -= n
             if pooledFloats + n <= maximumPooledFloats {
                 free[n, default: []].append(pointer)
                 pooledFloats += n
@@ -59,6 +64,13 @@ final class BufferPool: @unchecked Sendable {
         UnsafeMutableRawPointer(pointer).deallocate()
     }
 
+    /// Starts a new peak from the memory in use now.
+    func resetPeak() {
+        lock.lock()
+        peakLiveFloats = liveFloats
+        lock.unlock()
+    }
+
     /// Returns every pooled buffer to the system.
     func drain() {
         lock.lock()
@@ -67,4 +79,14 @@ final class BufferPool: @unchecked Sendable {
         pooledFloats = 0
         lock.unlock()
     }
+}
+
+/// Memory held by tensors (buffers of 16 KiB and more, which is where the memory is), for benchmarks: unlike the
+/// process's resident size, it falls when tensors are released even though their buffers stay pooled.
+public enum TensorMemory {
+    /// Bytes held by live tensors now.
+    public static var liveBytes: Int { BufferPool.shared.liveFloats * MemoryLayout<Float>.stride }
+    /// The most bytes held at once since the last `resetPeak()`.
+    public static var peakBytes: Int { BufferPool.shared.peakLiveFloats * MemoryLayout<Float>.stride }
+    public static func resetPeak() { BufferPool.shared.resetPeak() }
 }

@@ -22,10 +22,25 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Random seed for weights and tokens.")
     var seed: UInt64 = 0
 
+    @Option(help: "Context length (overrides the preset's).")
+    var context: Int?
+
+    @Option(help: "Attention kind per layer, cycled: global, local (overrides the preset's).")
+    var attention: String?
+
+    @Option(help: "Window of the local layers.")
+    var window = 256
+
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
         c.dropout = 0
+        if let context { c.contextLength = context }
+        if let attention {
+            c.attentionPatterns = try GPTConfig.patterns(cycling: attention.split(separator: ",").map(String.init), window: window,
+                                                         layers: c.layerCount)
+        }
+        try c.validate()
         return c
     }
 
@@ -125,9 +140,9 @@ struct AttentionBench: ParsableCommand {
         commandName: "attention",
         abstract: "Time the training attention kernel (forward, and forward + backward) by pattern and length.",
         discussion: """
-        One line per length: forward and forward + backward median times, and the memory the kernel holds \
-        (growth of resident memory from its input to the end of backward: kept probabilities, output, input \
-        gradient). \
+        One line per length: forward and forward + backward median times, and the peak memory of forward + \
+        backward beyond its input (kept probabilities, output, scratch and the input's gradient, as tensors hold \
+        them). \
         scripts/bench_attention_pytorch.py runs PyTorch's scaled_dot_product_attention on the same shapes.
         """
     )
@@ -158,14 +173,15 @@ struct AttentionBench: ParsableCommand {
                 let f = Benchmark.time {
                     _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow)
                 }
-                let before = Benchmark.residentBytes()
+                let before = TensorMemory.liveBytes
+                TensorMemory.resetPeak()
                 let b = Benchmark.time {
                     let tape = Tape()
                     let input = Variable(qkv, requiresGrad: true)
                     let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow)
                     tape.backward(from: y, seed: seed)
-                    held = max(held, Benchmark.residentBytes() - before)
                 }
+                held = max(held, TensorMemory.peakBytes - before)
                 if step > 0 { forward.append(f); both.append(b) }
             }
             let name = pattern == "local" ? "local (w=\(window))" : "dense"
