@@ -3,6 +3,10 @@ import TensorCore
 
 /// Incremental inference with a key/value cache for several sequences at once: each call feeds new tokens of some
 /// sequences and returns the logits after the last new token of each. Earlier tokens are never recomputed.
+///
+/// A local layer (window w) keeps only the last 2w positions of each sequence, as a ring: its cache stays bounded
+/// whatever the length. Feeds longer than w tokens a sequence then go through in chunks of w, so that no position
+/// a query still sees is overwritten before it is read.
 public final class InferenceSession {
     public let model: GPTModel
     /// Number of sequence slots.
@@ -11,6 +15,10 @@ public final class InferenceSession {
     public private(set) var lengths: [Int]
     private let keys: [Tensor]
     private let values: [Tensor]
+    /// Positions each layer's cache holds per sequence (the context, or 2w for a local layer).
+    private let positionsHeld: [Int]
+    /// The most tokens of one sequence a single pass may take (the smallest window, or the context).
+    private let chunk: Int
     private let weights: DecodeWeights
 
     /// Rows up to this count go through the matrix-vector kernels; more rows use the BLAS.
@@ -24,9 +32,10 @@ public final class InferenceSession {
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         let c = model.config
-        let shape = [sequences, c.headCount, c.contextLength, c.headWidth]
-        keys = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: shape) }
-        values = (0..<c.layerCount).map { _ in Tensor(uninitializedShape: shape) }
+        positionsHeld = (0..<c.layerCount).map { layer in c.attentionWindow(layer: layer).map { min(c.contextLength, 2 * $0) } ?? c.contextLength }
+        chunk = (0..<c.layerCount).compactMap { layer in c.attentionWindow(layer: layer) }.min() ?? c.contextLength
+        keys = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
+        values = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
     }
 
     /// Empties a slot so it can hold a new sequence.
@@ -35,11 +44,12 @@ public final class InferenceSession {
     /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several
     /// continuations of one prefix are computed from a single pass over the prefix.
     public func copy(sequence source: Int, to target: Int) {
-        let c = model.config, count = lengths[source] * c.headWidth
+        let c = model.config
         for layer in 0..<c.layerCount {
+            let held = positionsHeld[layer], count = min(lengths[source], held) * c.headWidth
             for head in 0..<c.headCount {
-                let from = (source * c.headCount + head) * c.contextLength * c.headWidth
-                let to = (target * c.headCount + head) * c.contextLength * c.headWidth
+                let from = (source * c.headCount + head) * held * c.headWidth
+                let to = (target * c.headCount + head) * held * c.headWidth
                 (keys[layer].pointer + to).update(from: keys[layer].pointer + from, count: count)
                 (values[layer].pointer + to).update(from: values[layer].pointer + from, count: count)
             }
@@ -51,6 +61,38 @@ public final class InferenceSession {
     /// the logits [entries, vocabulary] after each entry's last token, or with `everyToken` the logits
     /// [tokens, vocabulary] after every token fed, in the order of the entries.
     public func feed(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool = false) throws -> Tensor {
+        guard entries.contains(where: { $0.tokens.count > chunk }) else { return try pass(entries, everyToken: everyToken) }
+        // Chunks of at most `chunk` tokens a sequence, pass after pass; the logits are put back in entry order.
+        let vocabulary = model.config.vocabularySize
+        let outputRows = everyToken ? entries.reduce(0) { $0 + $1.tokens.count } : entries.count
+        let logits = Tensor(uninitializedShape: [outputRows, vocabulary])
+        var firstRow: [Int] = [], row = 0
+        for entry in entries { firstRow.append(row); row += everyToken ? entry.tokens.count : 1 }
+        var start = 0
+        while true {
+            let active = entries.indices.filter { entries[$0].tokens.count > start }
+            guard !active.isEmpty else { break }
+            let part = active.map { (sequence: entries[$0].sequence, tokens: Array(entries[$0].tokens[start..<min(start + chunk, entries[$0].tokens.count)])) }
+            let result = try pass(part, everyToken: everyToken)
+            var resultRow = 0
+            for (index, piece) in zip(active, part) {
+                let isLast = start + chunk >= entries[index].tokens.count
+                if everyToken {
+                    (logits.pointer + (firstRow[index] + start) * vocabulary)
+                        .update(from: result.pointer + resultRow * vocabulary, count: piece.tokens.count * vocabulary)
+                    resultRow += piece.tokens.count
+                } else {
+                    if isLast { (logits.pointer + firstRow[index] * vocabulary).update(from: result.pointer + resultRow * vocabulary, count: vocabulary) }
+                    resultRow += 1
+                }
+            }
+            start += chunk
+        }
+        return logits
+    }
+
+    /// One pass of the model over the entries' tokens.
+    private func pass(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool) throws -> Tensor {
         let c = model.config, width = c.embeddingWidth
         var rowSequence: [Int] = [], rowPosition: [Int] = [], ids: [Int32] = []
         for entry in entries {
@@ -88,7 +130,7 @@ public final class InferenceSession {
                 tape.layerNorm(v, weight: p[prefix + name + ".weight"], bias: p[prefix + name + ".bias"], epsilon: c.layerNormEpsilon)
             }
             let cache = CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer,
-                                              heads: c.headCount, capacity: c.contextLength, headWidth: c.headWidth)
+                                              heads: c.headCount, capacity: positionsHeld[layer], headWidth: c.headWidth)
             /// q | k | v of every row, its keys and values stored in the cache.
             func queriesKeysValues(_ v: Variable) -> Tensor {
                 let qkv = project(v.value, prefix + "attn.c_attn")

@@ -20,10 +20,11 @@ public enum CachedAttention {
             self.headWidth = headWidth
         }
 
-        /// Offset of (sequence, head, position).
+        /// Offset of (sequence, head, position): positions beyond the capacity wrap around (a ring that keeps the
+        /// last `capacity` positions).
         @inline(__always)
         public func offset(_ sequence: Int, _ head: Int, _ position: Int) -> Int {
-            ((sequence * heads + head) * capacity + position) * headWidth
+            ((sequence * heads + head) * capacity + position % capacity) * headWidth
         }
 
         /// Stores the key and value rows (all heads, `heads * d` floats each) of one position.
@@ -53,10 +54,21 @@ public enum CachedAttention {
                         let r = item / heads, h = item % heads
                         let q = queries + r * queryStride + h * d
                         let start = window.map { max(0, positions[r] - $0 + 1) } ?? 0
-                        let base = cache.offset(sequences[r], h, start)
                         let count = positions[r] + 1 - start
-                        let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
                         let o = output + r * heads * d + h * d
+                        let first = start % cache.capacity
+                        if first + count > cache.capacity {
+                            // The positions wrap around a ring: each key and value where its position lands.
+                            let ring = cache.offset(sequences[r], h, 0)
+                            func slot(_ j: Int) -> Int { ring + ((first + j) % cache.capacity) * d }
+                            for j in 0..<count { scores[j] = q.dot(cache.keys + slot(j), d) * scale }
+                            causalSoftmaxRow(scores, valid: count, length: count)
+                            o.update(repeating: 0, count: d)
+                            for j in 0..<count { o.axpy(scores[j], cache.values + slot(j), d) }
+                            continue
+                        }
+                        let base = cache.offset(sequences[r], h, start)
+                        let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
                         if d == 64 {
                             attend64(q, k, v, count, scale, scores, o)
                             continue

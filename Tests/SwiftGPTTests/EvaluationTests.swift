@@ -91,8 +91,14 @@ final class EvaluationTests: XCTestCase {
 
     /// A tiny GPT-2-vocabulary model and the scorer's answers against log-softmax sums of a full forward pass.
     func testScoresEqualLogSoftmaxSumsOfAFullPass() throws {
-        let config = GPTConfig(vocabularySize: 50257, contextLength: 32, layerCount: 2, headCount: 2, embeddingWidth: 16)
-        let model = try GPTModel(config: config, seed: 5)
+        var config = GPTConfig(vocabularySize: 50257, contextLength: 32, layerCount: 2, headCount: 2, embeddingWidth: 16)
+        try checkScores(try GPTModel(config: config, seed: 5))
+        // A local layer of window 2: its cache is a ring of 4 positions, and feeds go in chunks of 2 tokens.
+        config.attentionPatterns = [.local(window: 2), .dense]
+        try checkScores(try GPTModel(config: config, seed: 5))
+    }
+
+    private func checkScores(_ model: GPTModel) throws {
         let context: [Int32] = [464, 3290, 318, 257], choices: [[Int32]] = [[922], [1263, 290, 11], [4171, 13]]
         let scored = try LoglikelihoodScorer(model: model, slots: 4).score([
             ScoringRequest(context: context, continuations: choices),
