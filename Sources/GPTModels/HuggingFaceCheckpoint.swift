@@ -1,13 +1,15 @@
 import Foundation
 import TensorCore
 
-/// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT-2 (`model_type` gpt2)
-/// and OpenAI-GPT (`model_type` openai-gpt) models: the LM-head models, the double-heads models (multiple-choice
-/// head) and the sequence-classification models (`score` head, classification or regression).
+/// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT-2 (`model_type` gpt2),
+/// OpenAI-GPT (`model_type` openai-gpt) and GPT-Neo (`model_type` gpt_neo) models: the LM-head models, the
+/// double-heads models (multiple-choice head) and the sequence-classification models (`score` head, classification
+/// or regression).
 ///
-/// The whole name mapping lives here: HF names carry a `transformer.` prefix, OpenAI-GPT calls the embeddings
-/// `tokens_embed`/`positions_embed`, a tied `lm_head.weight` is not stored, and attention buffers are skipped.
-/// Weight layouts need no transposes: SwiftGPT stores matrices `[in, out]` as HF's Conv1D does.
+/// The whole name and layout mapping lives here: HF names carry a `transformer.` prefix, OpenAI-GPT calls the
+/// embeddings `tokens_embed`/`positions_embed`, a tied `lm_head.weight` is not stored, and attention buffers are
+/// skipped. GPT-2 and OpenAI-GPT need no transposes (SwiftGPT stores matrices `[in, out]` as HF's Conv1D does);
+/// GPT-Neo's `nn.Linear` matrices are transposed and its q/k/v projections fused into one `c_attn`.
 public enum HuggingFaceCheckpoint {
     /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, or a
     /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
@@ -119,15 +121,9 @@ public enum HuggingFaceCheckpoint {
     /// Per-layer patterns from a list of "global" / "local" and the window of the local ones.
     static func attentionPatterns(_ layers: Any, window: Any?, fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
         guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of \"global\" / \"local\"") }
-        return try kinds.map { kind in
-            switch kind {
-            case "global": return .dense
-            case "local":
-                guard let window = window as? Int, window > 0 else { throw fail("local attention layers need a positive integer window size") }
-                return .local(window: window)
-            default: throw fail("unknown attention type '\(kind)' (supported: global, local)")
-            }
-        }
+        let size = window as? Int
+        if kinds.contains("local"), (size ?? 0) <= 0 { throw fail("local attention layers need a positive integer window size") }
+        do { return try GPTConfig.patterns(cycling: kinds, window: size ?? 1, layers: kinds.count) } catch { throw fail("\(error)") }
     }
 
     /// A GPT-Neo config.json: GPT-2's architecture with bias-free q/k/v projections, unscaled attention scores and

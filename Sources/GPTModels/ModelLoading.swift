@@ -3,7 +3,7 @@ import TensorCore
 import Tokenizers
 
 /// Opens a model directory for inference: a SwiftGPT checkpoint, a training output directory (its best/ or last/
-/// model), or a Hugging Face GPT-2 / OpenAI-GPT folder, with the tokenizer it carries.
+/// model), or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder, with the tokenizer it carries.
 public enum ModelLoading {
     public static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
         let directory = modelDirectory(URL(fileURLWithPath: path))

@@ -22,7 +22,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var data = "data"
     /// Output directory for checkpoints, metrics and the loss curve.
     public var out = "out"
-    /// `scratch`, or a model directory (a SwiftGPT checkpoint or a Hugging Face GPT-2 / OpenAI-GPT folder).
+    /// `scratch`, or a model directory (a SwiftGPT checkpoint or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder).
     public var initFrom = "scratch"
 
     public var batchSize = 12

@@ -9,7 +9,7 @@ struct GenerateCommand: ParsableCommand {
         abstract: "Continue prompts with a trained model.",
         discussion: """
         --model is a SwiftGPT checkpoint, a training output directory (its best/ model), or a Hugging Face GPT-2 / \
-        OpenAI-GPT folder. Prompts come from --prompt (repeatable) or --file (JSON lines {"prompt": ...}); several \
+        OpenAI-GPT / GPT-Neo folder. Prompts come from --prompt (repeatable) or --file (JSON lines {"prompt": ...}); several \
         prompts are generated together as one batch. A single completion is printed as it is generated; --json \
         prints one JSON object per completion with its finish reason (stop, length or end_of_text).
         """,
