@@ -25,6 +25,9 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         /// The last `window` positions: key j is visible from query i when i − window < j ≤ i (GPT-Neo's local
         /// layers, GPT-3's locally banded ones).
         case local(window: Int)
+        /// The last `window` positions and every `stride`-th one before them ((i − j) mod stride = 0): Sparse
+        /// Transformer's strided pattern with window 1, GPT-3's "local and strided" with window = stride.
+        case strided(window: Int, stride: Int)
     }
 
     public var vocabularySize: Int
@@ -76,21 +79,43 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 
     /// The window of layer `layer`'s attention, nil for a dense layer.
     public func attentionWindow(layer: Int) -> Int? {
-        if case .local(let window) = attentionPattern(layer: layer) { window } else { nil }
+        switch attentionPattern(layer: layer) {
+        case .dense: nil
+        case .local(let window), .strided(let window, _): window
+        }
     }
 
-    /// Per-layer patterns from kinds cycled over `layers` layers: "global" (or "dense") and "local" (with `window`),
-    /// as GPT-Neo's `attention_types` expand.
-    public static func patterns(cycling kinds: [String], window: Int, layers: Int) throws -> [AttentionPattern] {
+    /// The stride of layer `layer`'s strided keys, nil when it has none.
+    public func attentionStride(layer: Int) -> Int? {
+        if case .strided(_, let stride) = attentionPattern(layer: layer) { stride } else { nil }
+    }
+
+    /// Per-layer patterns from kinds cycled over `layers` layers, as GPT-Neo's `attention_types` expand:
+    /// "global" (or "dense"), "local" (with `window`), "strided" (every `stride`-th position, itself included) and
+    /// "local+strided" (both).
+    public static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, layers: Int) throws -> [AttentionPattern] {
         guard !kinds.isEmpty else { throw ConfigurationError(message: "no attention kinds given") }
         let cycle = try kinds.map { kind -> AttentionPattern in
             switch kind {
             case "global", "dense": return .dense
             case "local": return .local(window: window)
-            default: throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: global, local)")
+            case "strided": return .strided(window: 1, stride: stride ?? window)
+            case "local+strided": return .strided(window: window, stride: stride ?? window)
+            default: throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: global, local, strided, local+strided)")
             }
         }
         return (0..<layers).map { cycle[$0 % cycle.count] }
+    }
+
+    /// The kind names of the layers ("global", "local", "strided", "local+strided"), as `patterns(cycling:)` reads them.
+    public var attentionKinds: [String] {
+        (0..<layerCount).map { layer in
+            switch attentionPattern(layer: layer) {
+            case .dense: "global"
+            case .local: "local"
+            case .strided(let window, _): window == 1 ? "strided" : "local+strided"
+            }
+        }
     }
 
     /// The factor the attention scores are multiplied by.
@@ -111,7 +136,10 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
         if let patterns = attentionPatterns {
             try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
-            for case .local(let window) in patterns { try check(window >= 1, "a local attention window must be positive, got \(window)") }
+            for layer in 0..<layerCount {
+                try check((attentionWindow(layer: layer) ?? 1) >= 1, "an attention window must be positive")
+                try check((attentionStride(layer: layer) ?? 1) >= 1, "an attention stride must be positive")
+            }
         }
         try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
     }

@@ -19,7 +19,13 @@ public final class GPTModel {
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
     /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. A task head's parameters (initialised the
     /// same way) share the arena, so one optimizer steps all.
-    public init(config: GPTConfig, seed: UInt64 = 0, taskHead: TaskHead? = nil) throws {
+    public convenience init(config: GPTConfig, seed: UInt64 = 0, taskHead: TaskHead? = nil) throws {
+        try self.init(config: config, seed: seed, taskHead: taskHead, initializeWeights: true)
+    }
+
+    /// A model whose weights are left unset when `initializeWeights` is false: for loading a checkpoint, which sets
+    /// every one (drawing them first would only cost time).
+    init(config: GPTConfig, seed: UInt64, taskHead: TaskHead?, initializeWeights: Bool) throws {
         try config.validate()
         self.config = config
         self.taskHead = taskHead
@@ -27,6 +33,7 @@ public final class GPTModel {
         parameters = ParameterSet(specs)
         sinusoidalPositions = config.positions == .sinusoidal
             ? Variable(GPTModel.sinusoidalTable(length: config.contextLength, width: config.embeddingWidth)) : nil
+        guard initializeWeights else { return }
         var random = SeededRandom(seed: seed)
         let residualStd = 0.02 / Float(2 * config.layerCount).squareRoot()
         for (name, shape) in specs {
@@ -147,7 +154,7 @@ public final class GPTModel {
                                       bias: c.attentionBias ? parameters[p + "attn.c_attn.bias"] : nil)
                 let heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
                                                      random: &random, keyLengths: lengths, window: c.attentionWindow(layer: i),
-                                                     scale: c.scoreScale)
+                                                     stride: c.attentionStride(layer: i), scale: c.scoreScale)
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }

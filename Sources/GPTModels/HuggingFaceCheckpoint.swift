@@ -25,7 +25,7 @@ public enum HuggingFaceCheckpoint {
         } else if let score = file.entries[TaskHead.scoreWeight] {
             head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0))
         }
-        let model = try GPTModel(config: config, taskHead: head)
+        let model = try GPTModel(config: config, seed: 0, taskHead: head, initializeWeights: false)
         model.inputFormat = try readInputFormat(configURL)
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove("wpe.weight") }
@@ -109,21 +109,25 @@ public enum HuggingFaceCheckpoint {
             layout: modelType == "gpt2" ? .preNorm : .postNorm,
             tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
         if let layers = json[attentionLayersKey] {
-            config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], fail: fail)
+            config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey], fail: fail)
         }
         do { try config.validate() } catch { throw fail("\(error)") }
         return (config, modelType)
     }
 
     /// Keys under which a GPT-2 or OpenAI-GPT config.json keeps local attention layers (only SwiftGPT reads them).
-    static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size"
+    static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size", strideKey = "swiftgpt_stride"
 
-    /// Per-layer patterns from a list of "global" / "local" and the window of the local ones.
-    static func attentionPatterns(_ layers: Any, window: Any?, fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
-        guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of \"global\" / \"local\"") }
-        let size = window as? Int
-        if kinds.contains("local"), (size ?? 0) <= 0 { throw fail("local attention layers need a positive integer window size") }
-        do { return try GPTConfig.patterns(cycling: kinds, window: size ?? 1, layers: kinds.count) } catch { throw fail("\(error)") }
+    /// Per-layer patterns from a list of kinds ("global", "local", "strided", "local+strided"), the window and the
+    /// stride.
+    static func attentionPatterns(_ layers: Any, window: Any?, stride: Any? = nil, fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
+        guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of kinds (global, local, …)") }
+        let size = window as? Int, step = stride as? Int
+        if kinds.contains(where: { $0 == "local" || $0 == "local+strided" }), (size ?? 0) <= 0 {
+            throw fail("local attention layers need a positive integer window size")
+        }
+        if kinds.contains(where: { $0.hasSuffix("strided") }), (step ?? 0) <= 0 { throw fail("strided attention layers need a positive integer stride") }
+        do { return try GPTConfig.patterns(cycling: kinds, window: size ?? 1, stride: step, layers: kinds.count) } catch { throw fail("\(error)") }
     }
 
     /// A GPT-Neo config.json: GPT-2's architecture with bias-free q/k/v projections, unscaled attention scores and
@@ -173,6 +177,9 @@ public enum HuggingFaceCheckpoint {
             }
             let windows = Set((0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) })
             guard windows.count <= 1 else { throw ConfigurationError(message: "GPT-Neo checkpoints have one window size for every local layer") }
+            guard (0..<c.layerCount).allSatisfy({ c.attentionStride(layer: $0) == nil }) else {
+                throw ConfigurationError(message: "GPT-Neo checkpoints have no strided attention")
+            }
             return "gpt_neo"
         }
         guard c.layout == .preNorm || c.activation == .tanh else {
@@ -274,8 +281,9 @@ public enum HuggingFaceCheckpoint {
         }
         if c.positions == .sinusoidal { json["swiftgpt_positions"] = "sinusoidal" }
         if c.attentionPatterns != nil {
-            json[attentionLayersKey] = kinds
+            json[attentionLayersKey] = c.attentionKinds
             if let window { json[windowKey] = window }
+            if let stride = (0..<c.layerCount).compactMap({ c.attentionStride(layer: $0) }).first { json[strideKey] = stride }
         }
         return json
     }

@@ -5,7 +5,7 @@ import TensorCore
 /// sequences and returns the logits after the last new token of each. Earlier tokens are never recomputed.
 ///
 /// A local layer (window w) keeps only the last 2w positions of each sequence, as a ring: its cache stays bounded
-/// whatever the length. Feeds longer than w tokens a sequence then go through in chunks of w, so that no position
+/// whatever the length (a strided layer keeps every position). Feeds longer than w tokens a sequence then go through in chunks of w, so that no position
 /// a query still sees is overwritten before it is read.
 public final class InferenceSession {
     public let model: GPTModel
@@ -32,8 +32,12 @@ public final class InferenceSession {
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         let c = model.config
-        positionsHeld = (0..<c.layerCount).map { layer in c.attentionWindow(layer: layer).map { min(c.contextLength, 2 * $0) } ?? c.contextLength }
-        chunk = (0..<c.layerCount).compactMap { layer in c.attentionWindow(layer: layer) }.min() ?? c.contextLength
+        // Only purely local layers can forget: a strided layer still sees every stride-th position.
+        let ringWindows = (0..<c.layerCount).map { layer -> Int? in
+            if case .local(let window) = c.attentionPattern(layer: layer) { window } else { nil }
+        }
+        positionsHeld = ringWindows.map { $0.map { min(c.contextLength, 2 * $0) } ?? c.contextLength }
+        chunk = ringWindows.compactMap { $0 }.min() ?? c.contextLength
         keys = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
         values = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
     }
@@ -143,7 +147,8 @@ public final class InferenceSession {
             func attend(_ qkv: Tensor, sequences: [Int], positions: [Int]) -> Variable {
                 let heads = Tensor(uninitializedShape: [sequences.count, width])
                 CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache, sequences: sequences,
-                                       positions: positions, window: c.attentionWindow(layer: layer), scale: c.scoreScale,
+                                       positions: positions, window: c.attentionWindow(layer: layer),
+                                       stride: c.attentionStride(layer: layer), scale: c.scoreScale,
                                        into: heads.pointer)
                 return Variable(project(heads, prefix + "attn.c_proj"))
             }

@@ -39,9 +39,10 @@ public enum CachedAttention {
 
     /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, 0...p_r, h]ᵀ / √d) · V[s_r, 0...p_r, h],
     /// with q read from `queries + r * queryStride` and out written to `output + r * heads * d`. With `window`,
-    /// only the keys of the last `window` positions (p_r − window < j ≤ p_r) are read; `scale` replaces 1/√d.
+    /// only the keys of the last `window` positions (p_r − window < j ≤ p_r) are read, and with `stride` also every
+    /// stride-th one before them ((p_r − j) mod stride = 0); `scale` replaces 1/√d.
     public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
-                              window: Int? = nil, scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
+                              window: Int? = nil, stride: Int? = nil, scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
         let rows = sequences.count, heads = cache.heads, d = cache.headWidth
         let scale = scale ?? 1 / Float(d).squareRoot()
         let longest = (positions.max() ?? 0) + 1
@@ -57,6 +58,19 @@ public enum CachedAttention {
                         let count = positions[r] + 1 - start
                         let o = output + r * heads * d + h * d
                         let first = start % cache.capacity
+                        if let stride, let window {
+                            // The window's keys and the strided ones before it (a strided layer's cache is no ring).
+                            let ring = cache.offset(sequences[r], h, 0)
+                            let nearest = positions[r] - (window + stride - 1) / stride * stride
+                            let extra = nearest >= 0 ? nearest / stride + 1 : 0
+                            func key(_ t: Int) -> Int { t < extra ? nearest % stride + t * stride : start + t - extra }
+                            let total = extra + count
+                            for t in 0..<total { scores[t] = q.dot(cache.keys + ring + key(t) * d, d) * scale }
+                            causalSoftmaxRow(scores, valid: total, length: total)
+                            o.update(repeating: 0, count: d)
+                            for t in 0..<total { o.axpy(scores[t], cache.values + ring + key(t) * d, d) }
+                            continue
+                        }
                         if first + count > cache.capacity {
                             // The positions wrap around a ring: each key and value where its position lands.
                             let ring = cache.offset(sequences[r], h, 0)

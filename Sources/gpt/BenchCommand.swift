@@ -25,11 +25,14 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Context length (overrides the preset's).")
     var context: Int?
 
-    @Option(help: "Attention kind per layer, cycled: global, local (overrides the preset's).")
+    @Option(help: "Attention kind per layer, cycled: global, local, strided, local+strided (overrides the preset's).")
     var attention: String?
 
     @Option(help: "Window of the local layers.")
     var window = 256
+
+    @Option(help: "Stride of the strided layers (default: the window).")
+    var stride: Int?
 
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
@@ -38,7 +41,7 @@ struct ModelOptions: ParsableArguments {
         if let context { c.contextLength = context }
         if let attention {
             c.attentionPatterns = try GPTConfig.patterns(cycling: attention.split(separator: ",").map(String.init), window: window,
-                                                         layers: c.layerCount)
+                                                         stride: stride, layers: c.layerCount)
         }
         try c.validate()
         return c
@@ -147,21 +150,25 @@ struct AttentionBench: ParsableCommand {
         """
     )
 
-    @Option(help: "dense or local.") var pattern = "dense"
+    @Option(help: "dense, local, strided or local+strided.") var pattern = "dense"
     @Option(help: "Window of the local pattern.") var window = 256
+    @Option(help: "Stride of the strided patterns (default: the window).") var stride: Int?
     @Option(help: "Sequence lengths, comma-separated.") var seq = "1024,2048,4096"
     @Option(help: "Attention heads.") var heads = 12
     @Option(help: "Width of a head.") var headWidth = 64
     @Option(help: "Timed repetitions (after one warm-up).") var steps = 3
 
     func run() throws {
-        guard pattern == "dense" || pattern == "local" else { throw ValidationError("--pattern takes dense or local") }
+        guard ["dense", "local", "strided", "local+strided"].contains(pattern) else {
+            throw ValidationError("--pattern takes dense, local, strided or local+strided")
+        }
         guard window > 0, heads > 0, headWidth > 0, steps > 0 else { throw ValidationError("--window, --heads, --head-width and --steps must be positive") }
         let lengths = try seq.split(separator: ",").map { item -> Int in
             guard let n = Int(item), n > 0 else { throw ValidationError("--seq takes positive integers separated by commas") }
             return n
         }
-        let localWindow = pattern == "local" ? window : nil
+        let localWindow = pattern == "dense" ? nil : pattern == "strided" ? 1 : window
+        let step = pattern.hasSuffix("strided") ? stride ?? window : nil
         let width = heads * headWidth
         for length in lengths {
             var random = SeededRandom(seed: 1)
@@ -171,20 +178,22 @@ struct AttentionBench: ParsableCommand {
             for step in 0...steps {
                 var unused = SeededRandom(seed: 0)
                 let f = Benchmark.time {
-                    _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow)
+                    _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow,
+                                                              stride: step)
                 }
                 let before = TensorMemory.liveBytes
                 TensorMemory.resetPeak()
                 let b = Benchmark.time {
                     let tape = Tape()
                     let input = Variable(qkv, requiresGrad: true)
-                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow)
+                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow, stride: step)
                     tape.backward(from: y, seed: seed)
                 }
                 held = max(held, TensorMemory.peakBytes - before)
                 if step > 0 { forward.append(f); both.append(b) }
             }
-            let name = pattern == "local" ? "local (w=\(window))" : "dense"
+            let name = pattern == "dense" ? "dense" : pattern == "local" ? "local (w=\(window))"
+                : pattern == "strided" ? "strided (s=\(step!))" : "local+strided (w=\(window), s=\(step!))"
             print(String(format: "attention %@ B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
                          name, heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
                          Double(held) / 1_048_576))

@@ -44,7 +44,9 @@ final class CheckpointTests: XCTestCase {
     func testLocalAttentionCheckpointsRoundTrip() throws {
         var gpt3Style = tinyConfig()
         gpt3Style.attentionPatterns = [.dense, .local(window: 5)]
-        for (config, type) in [(tinyNeoConfig(), "gpt_neo"), (gpt3Style, "gpt2")] {
+        var sparse = tinyConfig()
+        sparse.attentionPatterns = [.strided(window: 4, stride: 4), .strided(window: 1, stride: 4)]
+        for (config, type) in [(tinyNeoConfig(), "gpt_neo"), (gpt3Style, "gpt2"), (sparse, "gpt2")] {
             let model = try GPTModel(config: config, seed: 8)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)

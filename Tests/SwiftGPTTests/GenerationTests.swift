@@ -16,8 +16,12 @@ final class GenerationTests: XCTestCase {
         wide.mlpWidth = 512
         var local = tinyConfig()  // GPT-3's layout: dense and local layers with GPT-2's conventions
         local.attentionPatterns = [.local(window: 4), .dense]
+        var strided = tinyConfig()  // Sparse Transformer's strided pattern, and local + strided
+        strided.attentionPatterns = [.strided(window: 1, stride: 4), .strided(window: 2, stride: 3)]
+        var wideStrided = wide
+        wideStrided.attentionPatterns = [.strided(window: 3, stride: 3), .local(window: 2)]
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide,
-                       tinyNeoConfig(), local] {
+                       tinyNeoConfig(), local, strided, wideStrided] {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
             let full = logits(model, ids, batch: 1)

@@ -173,6 +173,11 @@ final class TrainingTests: XCTestCase {
         settings.window = nil
         XCTAssertEqual(try settings.modelConfig(vocabularySize: 65).attentionPatterns,
                        [.local(window: 256), .local(window: 256), .dense, .local(window: 256)])
+        settings.attention = ["strided", "local+strided"]
+        settings.window = 16
+        settings.stride = 8
+        XCTAssertEqual(try settings.modelConfig(vocabularySize: 65).attentionPatterns,
+                       [.strided(window: 1, stride: 8), .strided(window: 16, stride: 8), .strided(window: 1, stride: 8), .strided(window: 16, stride: 8)])
         settings.attention = ["sparse"]
         XCTAssertThrowsError(try settings.modelConfig(vocabularySize: 65)) { XCTAssert("\($0)".contains("unknown attention kind 'sparse'")) }
         let decoded = try JSONDecoder().decode(TrainingConfiguration.self, from: Data(#"{"attention": ["global", "local"], "window": 8}"#.utf8))

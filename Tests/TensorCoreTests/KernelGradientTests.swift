@@ -63,33 +63,42 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
-    func testLocalAttentionAgainstANaiveReferenceAndFiniteDifferences() {
-        // Windows shorter and longer than the sequence, a sequence over two row blocks, one head; scale 1 (GPT-Neo).
-        for (batch, length, heads, width, window, scale) in [(1, 5, 1, 4, 8, Float(1)), (2, 9, 2, 8, 3, 0.5), (1, 70, 2, 8, 8, 1),
-                                                             (1, 6, 1, 4, 1, 1)] as [(Int, Int, Int, Int, Int, Float)] {
-            let qkv = randomTensor([batch, length, 3 * width], seed: 23)
+    func testLocalAndStridedAttentionAgainstANaiveReferenceAndFiniteDifferences() {
+        // Windows shorter and longer than the sequence, a sequence over two row blocks, one head; scale 1 (GPT-Neo);
+        // strided keys alone (window 1), with a window equal to the stride (GPT-3) and with a wider window.
+        let cases: [(batch: Int, length: Int, heads: Int, width: Int, window: Int, stride: Int?, scale: Float)] = [
+            (1, 5, 1, 4, 8, nil, 1), (2, 9, 2, 8, 3, nil, 0.5), (1, 70, 2, 8, 8, nil, 1), (1, 6, 1, 4, 1, nil, 1),
+            (1, 20, 2, 8, 1, 4, 0.5), (1, 70, 2, 8, 8, 8, 0.5), (2, 9, 1, 4, 3, 2, 1),
+        ]
+        for c in cases {
+            let qkv = randomTensor([c.batch, c.length, 3 * c.width], seed: 23)
             var unused = SeededRandom(seed: 0)
-            let value = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused,
-                                                                   window: window, scale: scale).value.scalars
-            let d = width / heads
-            for b in 0..<batch {
-                for h in 0..<heads {
-                    for i in 0..<length {
-                        func at(_ t: Int, _ part: Int, _ k: Int) -> Float { qkv.scalars[(b * length + t) * 3 * width + part * width + h * d + k] }
-                        let keys = Array(max(0, i - window + 1)...i)
-                        let scores = keys.map { j in Double((0..<d).reduce(0) { $0 + at(i, 0, $1) * at(j, 1, $1) } * scale) }
+            let value = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: c.heads, dropout: 0, random: &unused,
+                                                                   window: c.window, stride: c.stride, scale: c.scale).value.scalars
+            let d = c.width / c.heads
+            for b in 0..<c.batch {
+                for h in 0..<c.heads {
+                    for i in 0..<c.length {
+                        func at(_ t: Int, _ part: Int, _ k: Int) -> Float { qkv.scalars[(b * c.length + t) * 3 * c.width + part * c.width + h * d + k] }
+                        let keys = (0...i).filter { j in i - j < c.window || c.stride.map { (i - j) % $0 == 0 } == true }
+                        let scores = keys.map { j in Double((0..<d).reduce(0) { $0 + at(i, 0, $1) * at(j, 1, $1) } * c.scale) }
                         let m = scores.max()!, exps = scores.map { Foundation.exp($0 - m) }, total = exps.reduce(0, +)
                         for k in 0..<d {
                             let expected = zip(keys, exps).reduce(0.0) { $0 + $1.1 / total * Double(at($1.0, 2, k)) }
-                            XCTAssertEqual(Double(value[(b * length + i) * width + h * d + k]), expected, accuracy: 1e-5)
+                            XCTAssertEqual(Double(value[(b * c.length + i) * c.width + h * d + k]), expected, accuracy: 1e-5, "\(c)")
                         }
                     }
                 }
             }
             checkGradients([qkv], tolerance: 3e-2) { t, v in
                 var random = SeededRandom(seed: 0)
-                return t.causalSelfAttention(v[0], heads: heads, dropout: 0, random: &random, window: window, scale: scale)
+                return t.causalSelfAttention(v[0], heads: c.heads, dropout: 0, random: &random, window: c.window, stride: c.stride, scale: c.scale)
             }
+        }
+        // Dropout reaches the strided keys too (the same seed gives the same mask, so finite differences apply).
+        checkGradients([randomTensor([1, 20, 3 * 8], seed: 24)], tolerance: 3e-2) { t, v in
+            var random = SeededRandom(seed: 5)
+            return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random, window: 2, stride: 3)
         }
     }
 
