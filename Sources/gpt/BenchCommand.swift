@@ -168,7 +168,7 @@ struct AttentionBench: ParsableCommand {
             return n
         }
         let localWindow = pattern == "dense" ? nil : pattern == "strided" ? 1 : window
-        let step = pattern.hasSuffix("strided") ? stride ?? window : nil
+        let keyStride = pattern.hasSuffix("strided") ? stride ?? window : nil
         let width = heads * headWidth
         for length in lengths {
             var random = SeededRandom(seed: 1)
@@ -179,21 +179,21 @@ struct AttentionBench: ParsableCommand {
                 var unused = SeededRandom(seed: 0)
                 let f = Benchmark.time {
                     _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow,
-                                                              stride: step)
+                                                              stride: keyStride)
                 }
                 let before = TensorMemory.liveBytes
                 TensorMemory.resetPeak()
                 let b = Benchmark.time {
                     let tape = Tape()
                     let input = Variable(qkv, requiresGrad: true)
-                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow, stride: step)
+                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow, stride: keyStride)
                     tape.backward(from: y, seed: seed)
                 }
                 held = max(held, TensorMemory.peakBytes - before)
                 if step > 0 { forward.append(f); both.append(b) }
             }
             let name = pattern == "dense" ? "dense" : pattern == "local" ? "local (w=\(window))"
-                : pattern == "strided" ? "strided (s=\(step!))" : "local+strided (w=\(window), s=\(step!))"
+                : pattern == "strided" ? "strided (s=\(keyStride!))" : "local+strided (w=\(window), s=\(keyStride!))"
             print(String(format: "attention %@ B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
                          name, heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
                          Double(held) / 1_048_576))
