@@ -25,14 +25,12 @@ TASKS = {
                  doc_to_choice='{{[" no", " yes"]}}'),
     "copa": dict(folder="copa",
                  doc_to_text="{{context.strip()[:-1]}} {{ {'cause': 'because', 'effect': 'so'}[question] }}",
-                 doc_to_choice="{{ choices | map('first_lower') | list }}"),
+                 doc_to_choice='{{ [" " + choices[0][0]|lower + choices[0][1:], " " + choices[1][0]|lower + choices[1][1:]] }}'),
 }
 
 
 def lmeval_yaml(name, spec, data_dir):
     choice = spec["doc_to_choice"]
-    if "first_lower" in choice:  # COPA: " " + the choice with its first letter lower-cased
-        choice = '{{ [" " + choices[0][0]|lower + choices[0][1:], " " + choices[1][0]|lower + choices[1][1:]] }}'
     return "\n".join([
         f"task: {name}",
         "dataset_path: json",

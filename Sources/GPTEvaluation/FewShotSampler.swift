@@ -26,10 +26,23 @@ public struct FewShotSampler: Sendable {
         self.init(poolGroups: [String?](repeating: nil, count: poolSize), poolIsData: poolIsData, seed: seed)
     }
 
-    /// The pool examples `query` may draw from, itself excluded.
-    private func candidates(forQuery query: Int, group: String?) -> [Int] {
+    /// The pool examples `query` may draw from: its group's members (ascending), less the query itself, whose
+    /// position among them is `skipped` (found by bisection: no pass over the pool per query).
+    private struct Candidates {
+        let members: [Int], skipped: Int?
+        var count: Int { members.count - (skipped == nil ? 0 : 1) }
+        subscript(t: Int) -> Int { members[skipped.map { t >= $0 ? t + 1 : t } ?? t] }
+    }
+
+    private func candidates(forQuery query: Int, group: String?) -> Candidates {
         let all = members[group] ?? []
-        return poolIsData ? all.filter { $0 != query } : all
+        guard poolIsData else { return Candidates(members: all, skipped: nil) }
+        var low = 0, high = all.count
+        while low < high {
+            let middle = (low + high) / 2
+            if all[middle] < query { low = middle + 1 } else { high = middle }
+        }
+        return Candidates(members: all, skipped: low < all.count && all[low] == query ? low : nil)
     }
 
     /// The largest number of demonstrations `query` (of `group`) can have.

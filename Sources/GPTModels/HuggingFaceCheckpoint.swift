@@ -55,7 +55,7 @@ public enum HuggingFaceCheckpoint {
         let c = model.config
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let modelType = try checkpointType(c)
-        var tensors = exportedTensors(model) { model.parameters[$0].value }
+        var tensors = try exportedTensors(model) { model.parameters[$0].value }
         if c.positions == .sinusoidal {
             // HF has no fixed table: store it as the learned one, so HF computes the same function.
             tensors.append((hfName("wpe.weight", modelType: modelType),
@@ -226,7 +226,7 @@ public enum HuggingFaceCheckpoint {
     }
 
     static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
-        let kinds = (0..<c.layerCount).map { c.attentionWindow(layer: $0) == nil ? "global" : "local" }
+        let kinds = c.attentionKinds
         let window = (0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) }.first
         if modelType == "gpt_neo" {
             var json: [String: Any] = [
@@ -281,7 +281,7 @@ public enum HuggingFaceCheckpoint {
         }
         if c.positions == .sinusoidal { json["swiftgpt_positions"] = "sinusoidal" }
         if c.attentionPatterns != nil {
-            json[attentionLayersKey] = c.attentionKinds
+            json[attentionLayersKey] = kinds
             if let window { json[windowKey] = window }
             if let stride = (0..<c.layerCount).compactMap({ c.attentionStride(layer: $0) }).first { json[strideKey] = stride }
         }
@@ -337,9 +337,9 @@ public enum HuggingFaceCheckpoint {
 
     /// The model's tensors under the checkpoint's names and layouts, `tensor(name)` giving the value (or the
     /// gradient) of each SwiftGPT parameter: what `save` writes, and what parity compares gradients by.
-    public static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) -> [(name: String, tensor: Tensor)] {
+    public static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) throws -> [(name: String, tensor: Tensor)] {
         let c = model.config
-        guard let modelType = try? checkpointType(c) else { return [] }
+        let modelType = try checkpointType(c)
         guard modelType == "gpt_neo" else { return model.parameters.names.map { (hfName($0, modelType: modelType), tensor($0)) } }
         let width = c.embeddingWidth
         var result: [(name: String, tensor: Tensor)] = []

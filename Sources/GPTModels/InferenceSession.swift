@@ -5,8 +5,8 @@ import TensorCore
 /// sequences and returns the logits after the last new token of each. Earlier tokens are never recomputed.
 ///
 /// A local layer (window w) keeps only the last 2w positions of each sequence, as a ring: its cache stays bounded
-/// whatever the length (a strided layer keeps every position). Feeds longer than w tokens a sequence then go through in chunks of w, so that no position
-/// a query still sees is overwritten before it is read.
+/// whatever the length (a strided layer keeps every position). Feeds longer than w tokens a sequence then go
+/// through in chunks of w, so that no position a query still sees is overwritten before it is read.
 public final class InferenceSession {
     public let model: GPTModel
     /// Number of sequence slots.

@@ -125,12 +125,12 @@ public enum Parity {
         // Gradients, then one AdamW step.
         // Gradients and values are compared under the checkpoint's names and layouts (GPT-Neo's q/k/v apart).
         tape.backward(from: total)
-        let gradients = HuggingFaceCheckpoint.exportedTensors(model) { model.parameters[$0].grad! }
+        let gradients = try HuggingFaceCheckpoint.exportedTensors(model) { model.parameters[$0].grad! }
         for (name, gradient) in gradients { try check("grad." + name, gradient) }
         let optimizer = AdamW(parameters: model.parameters, settings: .init(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1))
         optimizer.step(learningRate: 1e-3)
         let gradientsByName = Dictionary(uniqueKeysWithValues: gradients.map { ($0.name, $0.tensor) })
-        for (hf, value) in HuggingFaceCheckpoint.exportedTensors(model, { model.parameters[$0].value }) {
+        for (hf, value) in try HuggingFaceCheckpoint.exportedTensors(model, { model.parameters[$0].value }) {
             // Where a gradient is rounding noise (mathematically zero, e.g. a bias that softmax is invariant to), the
             // update lr·g/(|g| + ε) has condition number ~lr/ε = 1e5 and no two implementations agree on it.
             guard expected.entries["step1." + hf] != nil else { continue }

@@ -196,14 +196,13 @@ func jointSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, tail: Int, ext
 /// The strided keys each row sees beyond its local window: j = i − k·stride ≥ 0 with i − j ≥ window (and j within
 /// the row's key length), farthest first; where their probabilities sit in a per-head buffer.
 struct StridedKeys {
-    let length: Int, window: Int, stride: Int?
+    let window: Int, stride: Int?
     let limits: [Int]
     /// Start of row i's keys for batch row b, and floats per head.
     private let offsets: [[Int]]
     let size: Int
 
     init(length: Int, window: Int, stride: Int?, limits: [Int]) {
-        self.length = length
         self.window = window
         self.stride = stride
         self.limits = limits

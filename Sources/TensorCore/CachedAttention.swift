@@ -61,10 +61,9 @@ public enum CachedAttention {
                         if let stride, let window {
                             // The window's keys and the strided ones before it (a strided layer's cache is no ring).
                             let ring = cache.offset(sequences[r], h, 0)
-                            let nearest = positions[r] - (window + stride - 1) / stride * stride
-                            let extra = nearest >= 0 ? nearest / stride + 1 : 0
-                            func key(_ t: Int) -> Int { t < extra ? nearest % stride + t * stride : start + t - extra }
-                            let total = extra + count
+                            let extra = StridedKeys.keys(positions[r], limit: positions[r] + 1, window: window, stride: stride)
+                            func key(_ t: Int) -> Int { t < extra.count ? extra[t] : start + t - extra.count }
+                            let total = extra.count + count
                             for t in 0..<total { scores[t] = q.dot(cache.keys + ring + key(t) * d, d) * scale }
                             causalSoftmaxRow(scores, valid: total, length: total)
                             o.update(repeating: 0, count: d)
