@@ -145,7 +145,8 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// GPT-3's published sizes (Brown et al. 2020, table 2.1): context 2048, GPT-2's vocabulary and conventions,
-    /// dense and locally banded layers alternating (window 256, GPT-Neo's choice; the paper gives no width).
+    /// dense and locally banded layers alternating (window 256, GPT-Neo's choice; the paper gives no width). The
+    /// table's XL row (width 2048, 24 heads of 128) is inconsistent; gpt3-xl takes 16 heads of 128 (GPT-Neo 1.3B's).
     static func gpt3(layers: Int, width: Int, heads: Int) -> GPTConfig {
         var config = GPTConfig(vocabularySize: 50257, contextLength: 2048, layerCount: layers, headCount: heads,
                                embeddingWidth: width)
@@ -158,7 +159,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         "gpt3-small": gpt3(layers: 12, width: 768, heads: 12),
         "gpt3-medium": gpt3(layers: 24, width: 1024, heads: 16),
         "gpt3-large": gpt3(layers: 24, width: 1536, heads: 16),
-        "gpt3-xl": gpt3(layers: 24, width: 2048, heads: 24),
+        "gpt3-xl": gpt3(layers: 24, width: 2048, heads: 16),
         "gpt3-2.7b": gpt3(layers: 32, width: 2560, heads: 32),
         "gpt3-6.7b": gpt3(layers: 32, width: 4096, heads: 32),
         "gpt3-175b": gpt3(layers: 96, width: 12288, heads: 96),
