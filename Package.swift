@@ -8,19 +8,22 @@ let optimisation: [SwiftSetting] = [
 
 let package = Package(
     name: "SwiftGPT",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v14)],
     products: [
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "GPTModels", targets: ["GPTModels"]),
         .library(name: "GPTTraining", targets: ["GPTTraining"]),
         .library(name: "GPTEvaluation", targets: ["GPTEvaluation"]),
+        .library(name: "GPTServer", targets: ["GPTServer"]),
         .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
         .executable(name: "gpt", targets: ["gpt"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
     ],
     targets: [
         .systemLibrary(
@@ -62,8 +65,18 @@ let package = Package(
             swiftSettings: optimisation
         ),
         .target(
+            name: "GPTServer",
+            dependencies: [
+                "TensorCore", "Tokenizers", "GPTModels",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            resources: [.copy("Resources/chat")],
+            swiftSettings: optimisation
+        ),
+        .target(
             name: "SwiftGPT",
-            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation"],
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer"],
             swiftSettings: optimisation
         ),
         .executableTarget(

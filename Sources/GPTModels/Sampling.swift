@@ -33,6 +33,9 @@ public struct SamplingOptions: Sendable, Equatable {
     public var logprobs: Int?
     /// Prepend the prompt to the returned text.
     public var echo = false
+    /// Report the log-probability of each prompt token after the first (with `logprobs` alternatives), as
+    /// scoring a text needs; the prompt is then read with every position's logits.
+    public var promptLogprobs = false
     /// Cut prompts longer than the context from the left instead of rejecting them.
     public var truncateLeft = false
     /// When the context is full, keep generating from its last half (as nanoGPT's sampler crops its input)

@@ -196,6 +196,7 @@ final class GenerationTests: XCTestCase {
             switch event {
             case .text(_, _, let delta): text += delta
             case .finished(let completion): finished = completion
+            case .token: XCTFail("log-probabilities were not asked for")
             }
         }
         XCTAssertEqual(text, expected.text)

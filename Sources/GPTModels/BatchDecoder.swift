@@ -1,0 +1,333 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// A prompt to continue, with how to sample its completions.
+public struct GenerationRequest: Sendable {
+    /// Token ids of the prompt (within the model's context).
+    public var prompt: [Int32]
+    public var options: SamplingOptions
+    /// Index reported in the events of this request's completions.
+    public var index: Int
+    /// Random stream of the first completion; completion i draws from stream + i, so a seed gives the same
+    /// completions whatever else is decoded in the same batch.
+    public var stream: UInt64
+
+    public init(prompt: [Int32], options: SamplingOptions, index: Int = 0, stream: UInt64 = 0) {
+        self.prompt = prompt
+        self.options = options
+        self.index = index
+        self.stream = stream
+    }
+}
+
+/// Continuous batching: requests join and leave a running batch between steps. Each `step` feeds every running
+/// sequence its next token in one pass of the model, together with a bounded share of the prompts still being
+/// read (chunked prefill, so that a long prompt never stalls the running streams for long), then samples.
+///
+/// A request with n completions reads its prompt once: the cache is copied to the other n − 1 slots when the
+/// prompt is done. Not thread-safe: one owner calls it.
+public final class BatchDecoder {
+    public let model: GPTModel
+    public let tokenizer: any Tokenizer
+    /// Most prompt tokens read in one step, over all requests (nil: every waiting prompt whole).
+    public let prefillBudget: Int?
+    private let session: InferenceSession
+    private var freeSlots: [Int]
+    private var requests: [Int: RequestState] = [:]
+    /// Request ids in arrival order: prefill goes first come, first served.
+    private var order: [Int] = []
+    private var nextID = 0
+
+    /// A decoder with `slots` sequence slots (each completion of a running request holds one).
+    public init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prefillBudget = prefillBudget
+        session = InferenceSession(model: model, sequences: slots, weights: weights)
+        freeSlots = Array((0..<slots).reversed())
+    }
+
+    /// Slots not held by a running request.
+    public var availableSlots: Int { freeSlots.count }
+    /// Completions being generated.
+    public var runningSequences: Int { session.capacity - freeSlots.count }
+    /// Whether no request is running.
+    public var isIdle: Bool { requests.isEmpty }
+
+    /// Starts a request; `onEvent` receives its text as it becomes final and each completion as it ends (the
+    /// request then leaves the batch). Returns the id to cancel it by.
+    @discardableResult
+    public func add(_ request: GenerationRequest, onEvent: @escaping (GenerationEvent) -> Void) throws -> Int {
+        let o = request.options
+        try o.validate()
+        let c = model.config
+        guard !request.prompt.isEmpty else { throw GenerationError("prompt \(request.index + 1) is empty") }
+        guard request.prompt.count <= c.contextLength else {
+            throw GenerationError("prompt \(request.index + 1) has \(request.prompt.count) tokens, more than the model's context of \(c.contextLength)")
+        }
+        if let bad = request.prompt.first(where: { $0 < 0 || Int($0) >= c.vocabularySize }) {
+            throw GenerationError("token id \(bad) is outside the vocabulary of \(c.vocabularySize)")
+        }
+        guard o.count <= freeSlots.count else {
+            throw GenerationError("\(o.count) completions need as many free slots; \(freeSlots.count) are free")
+        }
+        let id = nextID
+        nextID += 1
+        let slots = (0..<o.count).map { _ in freeSlots.removeLast() }
+        let state = RequestState(request: request, slots: slots, tokenizer: tokenizer, onEvent: onEvent)
+        for slot in slots { session.reset(sequence: slot) }
+        requests[id] = state
+        order.append(id)
+        if o.echo {
+            let text = try tokenizer.decode(request.prompt)
+            for s in state.sequences { onEvent(.text(prompt: request.index, choice: s.choice, delta: text)) }
+        }
+        if o.maxNewTokens == 0 && !o.promptLogprobs {
+            for s in state.sequences { s.finish = .length }
+            try end(id)
+        }
+        return id
+    }
+
+    /// Drops a request without further events and frees its slots.
+    public func cancel(_ id: Int) {
+        guard let state = requests.removeValue(forKey: id) else { return }
+        order.removeAll { $0 == id }
+        freeSlots += state.slots
+    }
+
+    /// One pass of the model: every running completion's next token, and the next part of the waiting prompts.
+    public func step() throws {
+        guard !requests.isEmpty else { return }
+        let vocabulary = model.config.vocabularySize
+        // What each sequence reads this step: decoding ones their last token, prefilling ones a part of the prompt
+        // (rows for every token when the prompt's own log-probabilities are wanted, a separate pass).
+        var lastRow: [Feed] = [], everyRow: [Feed] = []
+        var budget = prefillBudget ?? Int.max
+        for id in order {
+            let state = requests[id]!
+            if state.prefilled < state.request.prompt.count {
+                guard budget > 0 else { continue }
+                let end = min(state.request.prompt.count, state.prefilled + budget)
+                let part = Array(state.request.prompt[state.prefilled..<end])
+                budget -= part.count
+                let feed = Feed(id: id, sequence: nil, slot: state.slots[0], tokens: part, start: state.prefilled)
+                if state.request.options.promptLogprobs { everyRow.append(feed) } else { lastRow.append(feed) }
+                state.prefilled = end
+            } else {
+                for s in state.sequences where s.finish == nil {
+                    lastRow.append(Feed(id: id, sequence: s.choice, slot: s.slot, tokens: s.nextInput, start: 0))
+                }
+            }
+        }
+        var rows: [(feed: Feed, logits: UnsafePointer<Float>)] = []
+        let lastLogits = lastRow.isEmpty ? nil : try session.feed(lastRow.map { ($0.slot, $0.tokens) })
+        if let lastLogits {
+            for (i, feed) in lastRow.enumerated() { rows.append((feed, UnsafePointer(lastLogits.pointer + i * vocabulary))) }
+        }
+        let everyLogits = everyRow.isEmpty ? nil : try session.feed(everyRow.map { ($0.slot, $0.tokens) }, everyToken: true)
+        if let everyLogits {
+            var row = 0
+            for feed in everyRow {
+                let state = requests[feed.id]!
+                let prompt = state.request.prompt
+                for t in 0..<feed.tokens.count where feed.start + t + 1 < prompt.count {
+                    state.promptLogprobs.append(try logprob(of: prompt[feed.start + t + 1], in: everyLogits.pointer + (row + t) * vocabulary,
+                                                            alternatives: state.request.options.logprobs ?? 0))
+                }
+                row += feed.tokens.count
+                rows.append((feed, UnsafePointer(everyLogits.pointer + (row - 1) * vocabulary)))
+            }
+        }
+        // Sampling, in row order.
+        var touched: [Int] = []
+        for (feed, logits) in rows {
+            let state = requests[feed.id]!
+            if let choice = feed.sequence {
+                try sample(state.sequences[choice], of: state, from: logits)
+            } else if state.prefilled == state.request.prompt.count {
+                // The prompt is read: its cache goes to every completion's slot, each samples its first token.
+                for s in state.sequences.dropFirst() { session.copy(sequence: state.slots[0], to: s.slot) }
+                if state.request.options.maxNewTokens == 0 {
+                    for s in state.sequences { s.finish = .length }
+                } else {
+                    for s in state.sequences { try sample(s, of: state, from: logits) }
+                }
+            }
+            touched.append(feed.id)
+        }
+        for id in Set(touched) where requests[id]!.sequences.allSatisfy({ $0.finish != nil }) { try end(id) }
+    }
+
+    private struct Feed {
+        let id: Int
+        /// The completion decoding (nil: the request's prompt).
+        let sequence: Int?
+        let slot: Int
+        let tokens: [Int32]
+        /// Position in the prompt of the first token (prefill).
+        let start: Int
+    }
+
+    /// Ends a request whose completions are all finished: reports them and frees the slots.
+    private func end(_ id: Int) throws {
+        guard let state = requests[id] else { return }
+        let o = state.request.options
+        for s in state.sequences {
+            let body = s.bytes[..<(s.stopAt ?? s.bytes.count)]
+            var text = String(decoding: body, as: UTF8.self)
+            if o.echo { text = try tokenizer.decode(state.request.prompt) + text }
+            let completion = Completion(prompt: state.request.index, choice: s.choice, text: text, tokens: s.tokens,
+                                        finishReason: s.finish ?? .length, promptTokens: state.request.prompt.count,
+                                        logprobs: o.logprobs == nil ? nil : s.logprobs,
+                                        promptLogprobs: o.promptLogprobs ? state.promptLogprobs : nil)
+            state.onEvent(.finished(completion))
+        }
+        cancel(id)
+    }
+
+    /// Samples a sequence's next token, emits the text that became final and decides whether it ends.
+    private func sample(_ s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>) throws {
+        let o = state.request.options
+        let vocabulary = model.config.vocabularySize
+        let token = s.sampler.next(logits, vocabulary: vocabulary, context: state.request.prompt + s.tokens, generated: s.counts)
+        if let n = o.logprobs {
+            let logprob = try logprob(of: token, in: logits, alternatives: n)
+            s.logprobs.append(logprob)
+            state.onEvent(.token(prompt: state.request.index, choice: s.choice, logprob: logprob))
+        }
+        if o.stopAtEndOfText, token == tokenizer.endOfText {
+            s.finish = .endOfText
+        } else {
+            s.tokens.append(token)
+            s.counts[token, default: 0] += 1
+            s.nextInput = [token]
+            s.bytes += try tokenizer.decodeBytes([token])
+            if let match = StopSequences.firstMatch(of: state.stops, in: s.bytes, from: max(0, s.emitted - state.longestStop)) {
+                s.stopAt = match
+                s.finish = .stop
+            } else if s.tokens.count >= o.maxNewTokens {
+                s.finish = .length
+            } else if session.lengths[s.slot] >= model.config.contextLength {
+                if o.slidingWindow {
+                    session.reset(sequence: s.slot)
+                    s.nextInput = Array((state.request.prompt + s.tokens).suffix(max(1, model.config.contextLength / 2)))
+                } else {
+                    s.finish = .length
+                }
+            }
+        }
+        // Text is final up to the last complete character, less any tail that may begin a stop sequence.
+        var end = s.stopAt ?? StreamingDecoder.completePrefixLength(s.bytes)
+        if s.finish == nil {
+            end -= StopSequences.longestPrefix(of: state.stops, endingAt: end, in: s.bytes)
+        } else if s.stopAt == nil {
+            end = s.bytes.count
+        }
+        if end > s.emitted {
+            state.onEvent(.text(prompt: state.request.index, choice: s.choice, delta: String(decoding: s.bytes[s.emitted..<end], as: UTF8.self)))
+            s.emitted = end
+        }
+    }
+
+    /// The model's log-probability of `token` and of the `alternatives` most likely tokens (before any sampling
+    /// adjustments).
+    private func logprob(of token: Int32, in logits: UnsafePointer<Float>, alternatives: Int) throws -> TokenLogprob {
+        let n = model.config.vocabularySize
+        let maximum = logits.maximum(n)
+        var total: Double = 0
+        for i in 0..<n { total += Double(Foundation.exp(logits[i] - maximum)) }
+        let logTotal = Float(Foundation.log(total)) + maximum
+        var top: [Int32] = []
+        if alternatives > 0 {
+            // The most likely tokens from a heap, as the sampler takes its candidates (no sort of the vocabulary).
+            var heap = CandidateHeap(Array(0..<Int32(n)), scores: Array(UnsafeBufferPointer(start: logits, count: n)))
+            top = (0..<alternatives).compactMap { _ in heap.pop() }
+        }
+        return TokenLogprob(token: token, text: try tokenizer.decode([token]), bytes: try tokenizer.decodeBytes([token]),
+                            logprob: logits[Int(token)] - logTotal,
+                            alternatives: try top.map { .init(token: $0, text: try tokenizer.decode([$0]), bytes: try tokenizer.decodeBytes([$0]),
+                                                              logprob: logits[Int($0)] - logTotal) })
+    }
+}
+
+/// A running request: its prompt's progress and its completions.
+private final class RequestState {
+    let request: GenerationRequest
+    let slots: [Int]
+    let sequences: [SequenceState]
+    let onEvent: (GenerationEvent) -> Void
+    let stops: [[UInt8]]
+    let longestStop: Int
+    /// Prompt tokens read so far.
+    var prefilled = 0
+    /// Log-probabilities of the prompt's tokens after the first, when asked for.
+    var promptLogprobs: [TokenLogprob] = []
+
+    init(request: GenerationRequest, slots: [Int], tokenizer: any Tokenizer, onEvent: @escaping (GenerationEvent) -> Void) {
+        self.request = request
+        self.slots = slots
+        self.onEvent = onEvent
+        stops = request.options.stop.map { Array($0.utf8) }
+        longestStop = stops.map(\.count).max() ?? 0
+        sequences = slots.enumerated().map { choice, slot in
+            SequenceState(choice: choice, slot: slot,
+                          sampler: TokenSampler(options: request.options, stream: request.stream &+ UInt64(choice)))
+        }
+    }
+}
+
+/// One completion being generated.
+private final class SequenceState {
+    let choice: Int, slot: Int
+    var tokens: [Int32] = []
+    var counts: [Int32: Int] = [:]
+    var bytes: [UInt8] = []
+    /// Bytes already reported as text.
+    var emitted = 0
+    var sampler: TokenSampler
+    var logprobs: [TokenLogprob] = []
+    var finish: FinishReason?
+    var stopAt: Int?
+    /// What the next step feeds.
+    var nextInput: [Int32] = []
+
+    init(choice: Int, slot: Int, sampler: TokenSampler) {
+        self.choice = choice
+        self.slot = slot
+        self.sampler = sampler
+    }
+}
+
+/// Finding stop sequences in generated bytes, across token boundaries.
+enum StopSequences {
+    /// Start of the first occurrence of any of `needles` in `bytes` beginning at or after `from`.
+    static func firstMatch(of needles: [[UInt8]], in bytes: [UInt8], from: Int) -> Int? {
+        var best: Int?
+        for needle in needles where needle.count <= bytes.count {
+            var i = from
+            while i + needle.count <= bytes.count {
+                if bytes[i] == needle[0], bytes[i..<(i + needle.count)].elementsEqual(needle) {
+                    if best.map({ i < $0 }) ?? true { best = i }
+                    break
+                }
+                i += 1
+            }
+        }
+        return best
+    }
+
+    /// Length of the longest suffix of bytes[..<end] that is a proper prefix of a stop sequence.
+    static func longestPrefix(of stops: [[UInt8]], endingAt end: Int, in bytes: [UInt8]) -> Int {
+        var longest = 0
+        for stop in stops {
+            var length = min(stop.count - 1, end)
+            while length > longest {
+                if bytes[(end - length)..<end].elementsEqual(stop[0..<length]) { longest = length; break }
+                length -= 1
+            }
+        }
+        return longest
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import TensorCore
+import Tokenizers
+
+/// One message of a conversation.
+public struct ChatMessage: Sendable, Equatable, Codable {
+    /// Who says it.
+    public enum Role: String, Sendable, Codable, CaseIterable {
+        case system, user, assistant
+    }
+
+    public var role: Role
+    public var content: String
+
+    public init(role: Role, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
+/// How a conversation becomes the text a model reads, stored with the model as `chat_template.json`. Supervised
+/// fine-tuning, reward models, PPO, `gpt generate --chat` and the server's chat endpoint all render through it, so
+/// that a model is always prompted the way it was trained.
+///
+/// Each message is its role's pattern with `{content}` replaced; every assistant turn is followed by the end-of-turn
+/// marker, a special token when the tokenizer has one by that name. The default is the HH-RLHF form:
+/// `\n\nHuman: {message}\n\nAssistant: {reply}<|endoftext|>`.
+public struct ChatTemplate: Sendable, Equatable, Codable {
+    /// Pattern of a system message.
+    public var system: String
+    /// Pattern of a user message.
+    public var user: String
+    /// Pattern of an assistant message (the end-of-turn marker follows it).
+    public var assistant: String
+    /// Text that opens the assistant's turn the model is asked to write.
+    public var generationPrompt: String
+    /// Marks the end of an assistant turn: generation stops when the model writes it.
+    public var endOfTurn: String
+
+    /// The file a model directory keeps its template in.
+    public static let fileName = "chat_template.json"
+
+    /// The HH-RLHF dialogue form, with GPT-2's end-of-text token ending each assistant turn.
+    public static let `default` = ChatTemplate(
+        system: "{content}", user: "\n\nHuman: {content}", assistant: "\n\nAssistant: {content}",
+        generationPrompt: "\n\nAssistant:", endOfTurn: "<|endoftext|>")
+
+    public init(system: String, user: String, assistant: String, generationPrompt: String, endOfTurn: String) {
+        self.system = system
+        self.user = user
+        self.assistant = assistant
+        self.generationPrompt = generationPrompt
+        self.endOfTurn = endOfTurn
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case system, user, assistant
+        case generationPrompt = "generation_prompt"
+        case endOfTurn = "end_of_turn"
+    }
+
+    /// The template in `directory`'s `chat_template.json`, or the default when the model has none.
+    public static func load(modelDirectory directory: URL) throws -> ChatTemplate {
+        let url = directory.appendingPathComponent(fileName)
+        guard FileManager.default.fileExists(atPath: url.path) else { return .default }
+        let template: ChatTemplate
+        do {
+            template = try JSONDecoder().decode(ChatTemplate.self, from: try Data(contentsOf: url))
+        } catch {
+            throw FileError(url: url, message: "not a chat template (keys system, user, assistant, generation_prompt, end_of_turn): \(error)")
+        }
+        try template.validate(source: url.path)
+        return template
+    }
+
+    /// Writes the template into a model directory.
+    public func save(to directory: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(self), to: directory.appendingPathComponent(Self.fileName))
+    }
+
+    /// Checks that every role's pattern holds `{content}` once and that the end-of-turn marker is not empty.
+    public func validate(source: String) throws {
+        for (name, pattern) in [("system", system), ("user", user), ("assistant", assistant)]
+        where pattern.components(separatedBy: "{content}").count != 2 {
+            throw GenerationError("\(source): the \(name) pattern must contain {content} exactly once")
+        }
+        guard !endOfTurn.isEmpty else { throw GenerationError("\(source): end_of_turn must not be empty") }
+    }
+
+    /// What the model writes before a reply's content, after the generation prompt (a space in the default form):
+    /// cut from the start of generated replies.
+    public var replyPrefix: String {
+        let opening = assistant.components(separatedBy: "{content}")[0]
+        return opening.hasPrefix(generationPrompt) ? String(opening.dropFirst(generationPrompt.count)) : ""
+    }
+
+    /// The conversation's text, with the assistant's next turn opened when `addGenerationPrompt` is set, as pieces:
+    /// plain text, and end-of-turn markers kept apart so that only the template's own markers can become special
+    /// tokens (a marker typed inside a message stays text).
+    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> [Piece] {
+        var pieces: [Piece] = []
+        var text = ""
+        for message in messages {
+            let pattern = switch message.role {
+            case .system: system
+            case .user: user
+            case .assistant: assistant
+            }
+            text += pattern.replacingOccurrences(of: "{content}", with: message.content)
+            if message.role == .assistant {
+                pieces.append(.text(text))
+                pieces.append(.endOfTurn)
+                text = ""
+            }
+        }
+        if addGenerationPrompt { text += generationPrompt }
+        if !text.isEmpty { pieces.append(.text(text)) }
+        return pieces
+    }
+
+    /// A part of a rendered conversation.
+    public enum Piece: Equatable, Sendable {
+        case text(String)
+        case endOfTurn
+    }
+
+    /// The token ids of a rendered conversation: text pieces encoded as ordinary text, end-of-turn markers as the
+    /// tokenizer's special token of that name when it has one, else as text.
+    public func tokens(_ messages: [ChatMessage], addGenerationPrompt: Bool, tokenizer: any Tokenizer) throws -> [Int32] {
+        let marker = try endOfTurnToken(tokenizer)
+        var ids: [Int32] = []
+        for piece in render(messages, addGenerationPrompt: addGenerationPrompt) {
+            switch piece {
+            case .text(let text): ids += try tokenizer.encode(text)
+            case .endOfTurn:
+                if let marker { ids.append(marker) } else { ids += try tokenizer.encode(endOfTurn) }
+            }
+        }
+        return ids
+    }
+
+    /// The single special token that marks the end of a turn, if the tokenizer has one by that name.
+    public func endOfTurnToken(_ tokenizer: any Tokenizer) throws -> Int32? {
+        guard let ids = try? tokenizer.encode(endOfTurn, allowedSpecial: [endOfTurn]), ids.count == 1,
+              (try? tokenizer.encode(endOfTurn)) != ids else { return nil }
+        return ids[0]
+    }
+}

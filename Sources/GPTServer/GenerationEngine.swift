@@ -1,0 +1,191 @@
+import Atomics
+import Foundation
+import GPTModels
+
+/// The server's generation loop: one thread owns the model and a `BatchDecoder`; HTTP handlers submit requests
+/// to a bounded queue and read their events from an asynchronous stream. Between decoding steps the loop admits
+/// waiting requests while slots are free and drops the ones whose client went away or whose time ran out.
+final class GenerationEngine: @unchecked Sendable {
+    /// One HTTP request's generation: its prompts' requests, and the stream their events go to.
+    final class Ticket: @unchecked Sendable {
+        fileprivate let requests: [GenerationRequest]
+        fileprivate let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        fileprivate let arrival = ContinuousClock.now
+        fileprivate let deadline: ContinuousClock.Instant?
+        fileprivate let cancelled = ManagedAtomic(false)
+        // Engine thread only:
+        fileprivate var decoderIDs: [Int] = []
+        fileprivate var completionsLeft: Int
+        fileprivate var sawFirstToken = false
+
+        fileprivate init(requests: [GenerationRequest], deadline: ContinuousClock.Instant?,
+                         continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation) {
+            self.requests = requests
+            self.deadline = deadline
+            self.continuation = continuation
+            completionsLeft = requests.reduce(0) { $0 + $1.options.count }
+        }
+
+        /// Stops the generation (the client went away); its slots are freed before the next step.
+        func cancel() { cancelled.store(true, ordering: .relaxed) }
+
+        fileprivate var slotsNeeded: Int { requests.map(\.options.count).max() ?? 0 }
+    }
+
+    private let decoder: BatchDecoder
+    private let metrics: ServerMetrics
+    private let maxQueue: Int
+    private let timeout: Duration?
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var waiting: [Ticket] = []
+    private var stopping = false
+    // Engine thread only:
+    private var running: [Ticket] = []
+    /// Requests of admitted tickets not yet in the decoder (a ticket's prompts join as slots free up).
+    private var pending: [(ticket: Ticket, request: GenerationRequest)] = []
+    private var thread: Thread?
+    private let stopped = DispatchSemaphore(value: 0)
+
+    init(decoder: BatchDecoder, metrics: ServerMetrics, maxQueue: Int, timeout: Duration?) {
+        self.decoder = decoder
+        self.metrics = metrics
+        self.maxQueue = maxQueue
+        self.timeout = timeout
+    }
+
+    /// Starts the loop's thread.
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.stackSize = 8 << 20
+        thread.name = "generation"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Lets the running and waiting requests finish, then ends the loop.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
+        if thread != nil { stopped.wait() }
+    }
+
+    /// Queues the requests of one HTTP request; throws a 429 when the queue is full and a 503 while stopping.
+    func submit(_ requests: [GenerationRequest]) throws -> (Ticket, AsyncThrowingStream<GenerationEvent, any Error>) {
+        let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+        let ticket = Ticket(requests: requests, deadline: timeout.map { ContinuousClock.now + $0 }, continuation: continuation)
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { throw APIError.shuttingDown() }
+        guard waiting.count < maxQueue else { throw APIError.queueFull(waiting: waiting.count) }
+        waiting.append(ticket)
+        metrics.queueDepth.set(Double(waiting.count))
+        condition.signal()
+        return (ticket, stream)
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle { condition.wait() }
+            if stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
+                condition.unlock()
+                break
+            }
+            // Admit waiting tickets first come, first served, as far as the free slots reach.
+            var free = decoder.availableSlots - pending.reduce(0) { $0 + $1.request.options.count }
+            while let ticket = waiting.first, ticket.slotsNeeded <= max(free, 0) || (decoder.isIdle && pending.isEmpty) {
+                waiting.removeFirst()
+                running.append(ticket)
+                pending += ticket.requests.map { (ticket, $0) }
+                free -= ticket.requests.reduce(0) { $0 + $1.options.count }
+            }
+            metrics.queueDepth.set(Double(waiting.count))
+            condition.unlock()
+            dropAbandoned()
+            admitPending()
+            guard !decoder.isIdle else { continue }
+            let start = ContinuousClock.now
+            do {
+                try decoder.step()
+            } catch {
+                // A step fails only on a bug: every running request gets the error, the loop goes on.
+                for ticket in running { fail(ticket, APIError.internalError("generation failed: \(error)")) }
+            }
+            metrics.timePerOutputToken.record(ContinuousClock.now - start)
+            metrics.batchSize.set(Double(decoder.runningSequences))
+        }
+        stopped.signal()
+    }
+
+    /// Puts admitted prompts into the decoder while it has slots for them.
+    private func admitPending() {
+        while let (ticket, request) = pending.first, request.options.count <= decoder.availableSlots {
+            pending.removeFirst()
+            guard running.contains(where: { $0 === ticket }) else { continue }
+            do {
+                metrics.promptTokens.increment(by: Int64(request.prompt.count))
+                let id = try decoder.add(request) { [unowned self] event in handle(event, of: ticket) }
+                ticket.decoderIDs.append(id)
+            } catch {
+                fail(ticket, APIError.invalidRequest("\(error)"))
+            }
+        }
+    }
+
+    /// Cancels the tickets whose client went away or whose time is up.
+    private func dropAbandoned() {
+        let now = ContinuousClock.now
+        for ticket in running {
+            if ticket.cancelled.load(ordering: .relaxed) {
+                remove(ticket)
+                ticket.continuation.finish()
+            } else if let deadline = ticket.deadline, now >= deadline, let timeout {
+                fail(ticket, APIError.timedOut(seconds: Double(timeout.components.seconds)))
+            }
+        }
+        condition.lock()
+        let abandoned = waiting.filter { $0.cancelled.load(ordering: .relaxed) || ($0.deadline.map { now >= $0 } ?? false) }
+        waiting.removeAll { ticket in abandoned.contains { $0 === ticket } }
+        condition.unlock()
+        for ticket in abandoned {
+            if ticket.cancelled.load(ordering: .relaxed) { ticket.continuation.finish() } else if let timeout {
+                ticket.continuation.finish(throwing: APIError.timedOut(seconds: Double(timeout.components.seconds)))
+            }
+        }
+    }
+
+    private func handle(_ event: GenerationEvent, of ticket: Ticket) {
+        switch event {
+        case .text, .token:
+            if !ticket.sawFirstToken, ticket.decoderIDs.count == ticket.requests.count {
+                ticket.sawFirstToken = true
+                metrics.timeToFirstToken.record(ContinuousClock.now - ticket.arrival)
+            }
+        case .finished(let completion):
+            metrics.generatedTokens.increment(by: Int64(completion.tokens.count))
+            ticket.completionsLeft -= 1
+        }
+        ticket.continuation.yield(event)
+        if ticket.completionsLeft == 0 {
+            metrics.requestDuration.record(ContinuousClock.now - ticket.arrival)
+            running.removeAll { $0 === ticket }
+            ticket.continuation.finish()
+        }
+    }
+
+    private func fail(_ ticket: Ticket, _ error: APIError) {
+        remove(ticket)
+        ticket.continuation.finish(throwing: error)
+    }
+
+    /// Takes a ticket out of the batch and the pending list.
+    private func remove(_ ticket: Ticket) {
+        for id in ticket.decoderIDs { decoder.cancel(id) }
+        ticket.decoderIDs = []
+        pending.removeAll { $0.ticket === ticket }
+        running.removeAll { $0 === ticket }
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a model over an OpenAI-compatible HTTP API, with a chat page.",
+        discussion: """
+        Endpoints: POST /v1/completions and /v1/chat/completions (streaming with "stream": true), GET /v1/models, \
+        POST /tokenize and /detokenize, GET /health, GET /metrics (Prometheus) and a chat page at /. Requests decode \
+        together (continuous batching, at most --max-batch completions); more wait in a queue of --max-queue, beyond \
+        which the server answers 429. Chat messages are rendered with the model's chat_template.json (default: the \
+        HH-RLHF form "\\n\\nHuman: …\\n\\nAssistant: …"). SIGINT or SIGTERM stops accepting connections, lets the \
+        requests in flight finish and exits 0.
+        """
+    )
+
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder).") var model: String
+    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port (0: any free one; the address is printed).") var port = 8080
+    @Option(help: "Completions decoding together at most.") var maxBatch = 16
+    @Option(help: "Requests waiting at most before the server answers 429.") var maxQueue = 64
+    @Option(help: "Require this key as 'Authorization: Bearer KEY' (also read from the GPT_API_KEY environment variable).") var apiKey: String?
+    @Option(help: "The model name clients send (default: the model directory's name).") var servedModelName: String?
+    @Option(help: "Longest a request may take, in seconds.") var timeout: Double = 600
+    @Option(help: "Largest request body, in bytes.") var maxBodyBytes = 8 << 20
+    @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
+
+    func run() throws {
+        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let template = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: model)))
+        var configuration = ServerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.maxBatch = maxBatch
+        configuration.maxQueue = maxQueue
+        configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["GPT_API_KEY"]
+        configuration.servedModelName = servedModelName ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
+        configuration.requestTimeout = timeout
+        configuration.maxBodyBytes = maxBodyBytes
+        configuration.prefillBudget = prefillBudget
+        let server: OpenAIServer
+        do {
+            server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration)
+        } catch let error as GenerationError {
+            throw ValidationError(error.message)
+        }
+        let host = self.host, name = configuration.servedModelName
+        let finished = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var failure: (any Error)?
+        Task.detached {
+            do {
+                try await server.run { port in
+                    print("Serving \(name) on http://\(host):\(port) (OpenAI API under /v1, chat page at /)")
+                    fflush(stdout)
+                }
+            } catch {
+                failure = error
+            }
+            finished.signal()
+        }
+        finished.wait()
+        if let failure { throw CommandError("the server stopped: \(failure)") }
+    }
+}
