@@ -88,6 +88,7 @@ final class GenerationEngine: @unchecked Sendable {
 
     private func run() {
         while true {
+            metrics.batchSize.set(Double(decoder.runningSequences))
             condition.lock()
             while !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle { condition.wait() }
             if stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
@@ -106,6 +107,7 @@ final class GenerationEngine: @unchecked Sendable {
             condition.unlock()
             dropAbandoned()
             admitPending()
+            metrics.batchSize.set(Double(decoder.runningSequences))
             guard !decoder.isIdle else { continue }
             let start = ContinuousClock.now
             do {
@@ -115,7 +117,6 @@ final class GenerationEngine: @unchecked Sendable {
                 for ticket in running { fail(ticket, APIError.internalError("generation failed: \(error)")) }
             }
             metrics.timePerOutputToken.record(ContinuousClock.now - start)
-            metrics.batchSize.set(Double(decoder.runningSequences))
         }
         stopped.signal()
     }

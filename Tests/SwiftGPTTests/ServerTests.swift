@@ -1,0 +1,157 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import Tokenizers
+import XCTest
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `gpt serve` as users run it: the release binary on a free loopback port, serving a small random GPT-2 (GPT-2's
+/// vocabulary and tokenizer), driven over HTTP.
+final class ServerTests: XCTestCase {
+    static let apiKey = "sk-test"
+
+    /// A random GPT-2 with GPT-2's vocabulary, small enough to decode in a couple of milliseconds a step.
+    func modelDirectory() throws -> URL {
+        var config = tinyConfig()
+        config.vocabularySize = 50257
+        config.contextLength = 1024
+        config.embeddingWidth = 128
+        config.mlpWidth = 512
+        config.layerCount = 4
+        config.headCount = 4
+        let directory = try temporaryDirectory(self).appendingPathComponent("tiny-gpt2")
+        try HuggingFaceCheckpoint.save(try GPTModel(config: config, seed: 21), to: directory)
+        return directory
+    }
+
+    func testServesHTTPAndShutsDownCleanly() async throws {
+        let server = try ServerProcess(model: try modelDirectory(), arguments: ["--max-batch", "4", "--max-queue", "2", "--max-body-bytes", "65536",
+                                                                               "--api-key", Self.apiKey])
+        defer { server.kill() }
+        let health = try await server.request("GET", "/health", key: nil)
+        XCTAssertEqual(health.status, 200)
+        let unauthorized = try await server.request("GET", "/v1/models", key: nil)
+        XCTAssertEqual(unauthorized.status, 401, "the API needs the key")
+        let page = try await server.request("GET", "/", key: nil)
+        XCTAssertEqual(page.status, 200)
+        XCTAssertTrue(page.text.contains("<textarea"), "the chat page")
+
+        let completion = try await server.request("POST", "/v1/completions", json: #"{"model": "tiny-gpt2", "prompt": "Hello", "max_tokens": 5, "temperature": 0}"#)
+        XCTAssertEqual(completion.status, 200, completion.text)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(completion.text.utf8)) as? [String: Any])
+        XCTAssertEqual((object["usage"] as? [String: Any])?["completion_tokens"] as? Int, 5)
+        // The same greedy completion as `Generator` in this process on the same weights.
+        let model = try HuggingFaceCheckpoint.load(from: server.model)
+        let tokenizer = try TokenizerLoading.gpt2()
+        var options = SamplingOptions()
+        options.temperature = 0
+        options.maxNewTokens = 5
+        let expected = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode("Hello")], options: options)[0]
+        XCTAssertEqual(((object["choices"] as? [[String: Any]])?.first)?["text"] as? String, expected.text)
+
+        // Bad input: 4xx with OpenAI's error body naming the problem; the server keeps serving.
+        for (body, status, needle) in [(#"{"model": "tiny-gpt2", "prompt": "x", "max_tokens": 2, "temperatur": 1}"#, 400, "temperatur"),
+                                       (#"{"model": "tiny-gpt2", "prompt": "x", "max_tokens": "two"}"#, 400, "max_tokens"),
+                                       (#"{"model": "other", "prompt": "x"}"#, 404, "other"),
+                                       (#"{"model": "tiny-gpt2", "prompt": [\#(Array(repeating: "15496", count: 100).joined(separator: ","))], "max_tokens": 1000}"#, 400, "context"),
+                                       (#"{"model": "tiny-gpt2", "prompt": "#, 400, "JSON"),
+                                       (#"{"model": "tiny-gpt2", "prompt": "\#(String(repeating: "a", count: 70000))"}"#, 413, "65536")] {
+            let response = try await server.request("POST", "/v1/completions", json: body)
+            XCTAssertEqual(response.status, status, response.text)
+            XCTAssertTrue(response.text.contains("\"error\"") && response.text.contains(needle), response.text)
+        }
+        let invalidUTF8 = try await server.request("POST", "/v1/completions", body: Data([0x7B, 0x22, 0xFF, 0x22, 0x7D]))
+        XCTAssertEqual(invalidUTF8.status, 400, invalidUTF8.text)
+        XCTAssertTrue(invalidUTF8.text.contains("UTF-8"), invalidUTF8.text)
+        let unknownPath = try await server.request("GET", "/v2/nothing")
+        XCTAssertEqual(unknownPath.status, 404)
+
+        let metrics = try await server.request("GET", "/metrics")
+        for name in ["gpt_prompt_tokens_total", "gpt_generated_tokens_total", "gpt_queue_depth", "gpt_batch_size",
+                     "gpt_time_to_first_token_seconds_bucket", "gpt_time_per_output_token_seconds_bucket", "gpt_requests_total"] {
+            XCTAssertTrue(metrics.text.contains(name), "\(name) in /metrics")
+        }
+
+        // SIGTERM: stop accepting, let the stream in flight finish, exit 0.
+        let stream = Task { try await server.request("POST", "/v1/completions", json: #"{"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 300, "stream": true, "temperature": 0}"#) }
+        try await Task.sleep(for: .milliseconds(100))
+        server.terminate()
+        let streamed = try await stream.value
+        XCTAssertEqual(streamed.status, 200)
+        XCTAssertTrue(streamed.text.hasSuffix("data: [DONE]\n\n"), String(streamed.text.suffix(200)))
+        XCTAssertEqual(server.waitForExit(), 0)
+    }
+
+    /// scripts/openai_client_check.py: the official `openai` package, unchanged, against the server (models,
+    /// completions, chat, streaming, seeds, logprobs, echo, errors, the queue limit, disconnects). Skips without it.
+    func testTheOfficialOpenAIClientWorksAgainstIt() throws {
+        try requirePython("openai, httpx", install: "pip install openai")
+        let server = try ServerProcess(model: try modelDirectory(), arguments: ["--max-batch", "4", "--max-queue", "2", "--api-key", Self.apiKey])
+        defer { server.kill() }
+        let (status, output) = try runPythonScript("openai_client_check.py", ["--base-url", "http://127.0.0.1:\(server.port)",
+                                                                              "--api-key", Self.apiKey, "--model", "tiny-gpt2"])
+        print(output)
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("OK"), output)
+    }
+}
+
+/// A `gpt serve` child process on a free port.
+final class ServerProcess: @unchecked Sendable {
+    let process = Process()
+    let model: URL
+    private(set) var port = 0
+    private var log = ""
+
+    init(model: URL, arguments: [String]) throws {
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        self.model = model
+        process.executableURL = gpt
+        process.arguments = ["serve", "--model", model.path, "--port", "0"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        // The port from the line "Serving NAME on http://127.0.0.1:PORT …".
+        let deadline = Date().addingTimeInterval(60)
+        while port == 0 {
+            let data = pipe.fileHandleForReading.availableData
+            guard !data.isEmpty, Date() < deadline else { throw GenerationError("gpt serve did not start: \(log)") }
+            log += String(decoding: data, as: UTF8.self)
+            if let range = log.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(log[range].split(separator: ":").last!)!
+            }
+        }
+        // Keep draining the output so that the server never blocks on a full pipe.
+        pipe.fileHandleForReading.readabilityHandler = { handle in _ = handle.availableData }
+    }
+
+    /// An HTTP request with the API key: status and body text.
+    func request(_ method: String, _ path: String, json: String? = nil, body: Data? = nil, key: String? = ServerTests.apiKey) async throws -> (status: Int, text: String) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        request.timeoutInterval = 60
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        if let data = body ?? json.map({ Data($0.utf8) }) {
+            request.httpBody = data
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
+    }
+
+    func terminate() { process.terminate() }
+
+    func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func kill() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
