@@ -7,10 +7,13 @@ At 0 shots both render the prompt themselves. At k shots lm-eval's sampler draws
 gpt eval's, so the prompts lm-eval rendered (its logged samples) are fed to `gpt eval` through a task whose
 template is the single field {prompt} with a "choices" field: the scoring is compared on identical text.
 
-usage: scripts/lmeval_compare.py --model DIR|random-gpt2|random-gpt2-tiny --task sst2|rte|copa|mrpc [--limit N] [--shots K]
+With --server, lm-eval scores through `gpt serve` instead of transformers: its `local-completions` model (the OpenAI
+completions API, prompts as token ids, `echo` with `logprobs`) against a server this script starts on a free port.
+
+usage: scripts/lmeval_compare.py --model DIR|random-gpt2|random-gpt2-tiny --task sst2|rte|copa|mrpc [--limit N] [--shots K] [--server]
 needs: pip install lm-eval (which brings torch and transformers)
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, re, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,13 +67,50 @@ def random_gpt2(directory, tiny):
         shutil.copy(os.path.join(ROOT, "Sources/Tokenizers/Resources/gpt2", name), directory)
 
 
-def run_lmeval(model, task_dir, task, shots, limit, batch_size):
+def hf_model(model, batch_size):
+    from lm_eval.models.huggingface import HFLM
+    return HFLM(pretrained=model, dtype="float32", batch_size=batch_size, device="cpu"), f"hf, batch size {batch_size}"
+
+
+class Server:
+    """`gpt serve` on a free loopback port, for as long as the `with` block runs."""
+
+    def __init__(self, gpt, model):
+        self.process = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--served-model-name", "swiftgpt"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        seen = ""
+        while not (match := re.search(r"Serving .* on http://127\.0\.0\.1:(\d+)", seen)):
+            line = self.process.stdout.readline()
+            if not line:
+                raise SystemExit(f"gpt serve did not start: {seen}")
+            seen += line
+        self.url = f"http://127.0.0.1:{match.group(1)}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def server_model(url, model, batch_size):
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+    with open(os.path.join(model, "config.json")) as f:
+        context = json.load(f)["n_positions"]
+    # lm-eval's API models keep max_length − 1 tokens of context + continuation (and ask for one more token), so
+    # context + 1 fills the model's window. Where an example is longer, lm-eval conditions its API models on one
+    # token less than HFLM (and gpt eval) do: compare on examples that fit.
+    lm = LocalCompletionsAPI(base_url=url + "/v1/completions", model="swiftgpt", tokenizer_backend="huggingface",
+                             tokenizer=model, batch_size=int(batch_size), num_concurrent=1, max_retries=1, max_length=context + 1)
+    return lm, f"local-completions through gpt serve, {batch_size} prompts a request"
+
+
+def run_lmeval(lm, task_dir, task, shots, limit):
     """lm-eval's figures, its per-example samples, and the seconds its model spent scoring (loglikelihood calls:
     tokenization and forward passes, as gpt eval's examples/s counts)."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    lm = HFLM(pretrained=model, dtype="float32", batch_size=batch_size, device="cpu")
     scoring = lm.loglikelihood
     spent = [0.0]
 
@@ -112,6 +152,7 @@ def main():
     parser.add_argument("--batch-size", default="8", help="lm-eval's batch size")
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--gpt", default=os.path.join(ROOT, ".build/release/gpt"))
+    parser.add_argument("--server", action="store_true", help="lm-eval scores through gpt serve (local-completions)")
     args = parser.parse_args()
     try:
         import lm_eval
@@ -129,7 +170,9 @@ def main():
         name = f"swiftgpt_{args.task}"
         with open(os.path.join(task_dir, f"{name}.yaml"), "w") as f:
             f.write(lmeval_yaml(name, TASKS[args.task], os.path.join(ROOT, "data", TASKS[args.task]["folder"])))
-        reference, ref_samples, ref_seconds = run_lmeval(model, task_dir, name, args.shots, args.limit, args.batch_size)
+        with Server(args.gpt, model) if args.server else contextlib.nullcontext() as server:
+            lm, described = server_model(server.url, model, args.batch_size) if server else hf_model(model, args.batch_size)
+            reference, ref_samples, ref_seconds = run_lmeval(lm, task_dir, name, args.shots, args.limit)
         if args.shots == 0:
             ours, our_samples, our_seconds = run_gpt(args.gpt, model, args.task, 0, args.limit, work, "gpt")
         else:
@@ -157,7 +200,7 @@ def main():
                 print(f"example {ref['doc_id']}: lm-eval acc {ref['acc']} acc_norm {ref['acc_norm']}, gpt eval predictions {our['prediction']} {our['prediction_norm']} (gold {our['gold']})")
         n = len(ref_samples)
         figures = {r["metric"]: r["value"] for r in ours["results"]}
-        print(f"lm-eval {lm_eval.__version__} (hf, batch size {args.batch_size}) vs gpt eval: {args.task}, {args.shots} shots, {n} examples")
+        print(f"lm-eval {lm_eval.__version__} ({described}) vs gpt eval: {args.task}, {args.shots} shots, {n} examples")
         print(f"  acc      lm-eval {reference['acc,none']:.4f}   gpt eval {figures['acc']:.4f}")
         print(f"  acc_norm lm-eval {reference['acc_norm,none']:.4f}   gpt eval {figures['acc_norm']:.4f}")
         print(f"  largest log-likelihood difference {worst:.2e} (tolerance {args.tolerance:g}); {mismatches} examples differ")

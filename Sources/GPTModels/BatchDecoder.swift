@@ -232,18 +232,23 @@ public final class BatchDecoder {
     }
 
     /// The model's log-probability of `token` and of the `alternatives` most likely tokens (before any sampling
-    /// adjustments).
+    /// adjustments; ties go to the lower id).
     private func logprob(of token: Int32, in logits: UnsafePointer<Float>, alternatives: Int) throws -> TokenLogprob {
         let n = model.config.vocabularySize
-        let maximum = logits.maximum(n)
-        var total: Double = 0
-        for i in 0..<n { total += Double(Foundation.exp(logits[i] - maximum)) }
-        let logTotal = Float(Foundation.log(total)) + maximum
+        let (maximum, logSum) = logSumExpOfRow(logits, n)
+        let logTotal = maximum + logSum
+        // The most likely tokens in one pass, kept sorted in a list as short as the request asks for.
         var top: [Int32] = []
         if alternatives > 0 {
-            // The most likely tokens from a heap, as the sampler takes its candidates (no sort of the vocabulary).
-            var heap = CandidateHeap(Array(0..<Int32(n)), scores: Array(UnsafeBufferPointer(start: logits, count: n)))
-            top = (0..<alternatives).compactMap { _ in heap.pop() }
+            top.reserveCapacity(alternatives + 1)
+            for i in 0..<n {
+                let score = logits[i]
+                if top.count == alternatives, score <= logits[Int(top[alternatives - 1])] { continue }
+                var at = top.count
+                while at > 0, score > logits[Int(top[at - 1])] { at -= 1 }
+                top.insert(Int32(i), at: at)
+                if top.count > alternatives { top.removeLast() }
+            }
         }
         return TokenLogprob(token: token, text: try tokenizer.decode([token]), bytes: try tokenizer.decodeBytes([token]),
                             logprob: logits[Int(token)] - logTotal,

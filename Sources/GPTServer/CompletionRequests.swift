@@ -216,11 +216,13 @@ enum CompletionRequests {
         }
     }
 
-    /// Rejects a prompt and completion that cannot fit the context, in OpenAI's words.
+    /// Rejects a prompt and completion that cannot fit the context, in OpenAI's words. The model reads the prompt
+    /// and every generated token but the last, so a prompt filling the context still gets one token (what
+    /// lm-evaluation-harness asks for when it scores a full-length window).
     static func checkLength(prompt: Int, completion: Int, field: String, model: ServedModel) throws {
-        guard prompt + completion <= model.contextLength else {
+        guard prompt + max(completion - 1, 0) <= model.contextLength else {
             throw APIError.invalidRequest(
-                "This model's maximum context length is \(model.contextLength) tokens. However, you requested \(prompt + completion) tokens (\(prompt) in the messages or prompt, \(completion) in the completion). Please reduce the length of the prompt or \(field).",
+                "This model's maximum context length is \(model.contextLength) tokens (it reads at most that many and writes one more). However, you requested \(prompt + completion) tokens (\(prompt) in the messages or prompt, \(completion) in the completion). Please reduce the length of the prompt or \(field).",
                 param: field, code: "context_length_exceeded")
         }
     }

@@ -290,4 +290,17 @@ final class EvaluationTests: XCTestCase {
             XCTAssert(output.contains("SAME"), output)
         }
     }
+
+    /// The same comparison with lm-eval scoring through `gpt serve` (its `local-completions` model: the completions
+    /// API with `echo` and `logprobs`): the server's scores equal `gpt eval`'s. Skips without lm-eval's API extras.
+    func testLmEvaluationHarnessThroughTheServerScoresAsGptEval() throws {
+        try requirePython("lm_eval, lm_eval.models.huggingface, tenacity", install: "pip install 'lm-eval[api]' accelerate")
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        for arguments in [["--task", "copa"], ["--task", "sst2", "--limit", "40", "--shots", "2"]] {
+            let (status, output) = try runPythonScript("lmeval_compare.py", ["--model", "random-gpt2-tiny", "--gpt", gpt.path, "--server"] + arguments)
+            XCTAssertEqual(status, 0, output)
+            XCTAssert(output.contains("SAME"), output)
+        }
+    }
 }
