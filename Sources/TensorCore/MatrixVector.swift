@@ -40,14 +40,14 @@ public enum MatrixVector {
         }
     }
 
-    /// out[r, :] = bias + x[r, :] · w for `rows` ≤ 8 rows; x is [rows, k], out is [rows, n].
+    /// out[r, :] = bias + x[r, :] · w for any number of rows; x is [rows, k], out is [rows, n].
     /// Column blocks are split between cores; each block is read from memory once for all rows.
     public static func multiply(_ x: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-        precondition(rows >= 1 && rows <= 8, "multiply takes 1...8 rows")
+        precondition(rows >= 1, "multiply takes at least one row")
         let k = w.k, n = w.n, blocks = (n + 31) / 32
         Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * 32) { scratch in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32) { scratch in
                 for b in range {
                     let width = min(32, n - b * 32)
                     let direct = width == 32
@@ -58,7 +58,23 @@ public enum MatrixVector {
                         if let bias { o.update(from: bias + b * 32, count: width) } else { o.update(repeating: 0, count: width) }
                         if !direct { (o + width).update(repeating: 0, count: 32 - width) }
                     }
-                    block(x, rows, k, w.storage + b * k * 32, target, stride)
+                    // Rows in groups that keep their outputs in registers, over chunks of the block small enough to
+                    // stay in the first-level cache for the groups after the first.
+                    var k0 = 0
+                    while k0 < k {
+                        let length = min(kChunk, k - k0)
+                        var first = 0
+                        while first < rows {
+                            let count = min(rowsPerPass, rows - first)
+                            if count == 2 && rowsPerPass == 2 {
+                                pairBlock(x + first * k + k0, length, k, w.storage + b * k * 32 + k0 * 32, target + first * stride, stride)
+                            } else {
+                                block(x + first * k + k0, count, length, k, w.storage + b * k * 32 + k0 * 32, target + first * stride, stride)
+                            }
+                            first += rowsPerPass
+                        }
+                        k0 += length
+                    }
                     if !direct {
                         for r in 0..<rows { (out + r * n + b * 32).update(from: target + r * 32, count: width) }
                     }
@@ -67,10 +83,37 @@ public enum MatrixVector {
         }
     }
 
-    /// out[r, 0..<32] += Σ_i x[r, i] · block[i, 0..<32] for `rows` ≤ 8 rows; the block is k rows of 32 floats,
-    /// x has row stride k, out has row stride `stride`. The 8 × 32 outputs stay in registers.
+    /// Rows one pass of `block` takes: its rows × 32 outputs stay in registers. 8 rows need 16 registers of 512
+    /// bits (AVX-512 has 32); with 16 registers of 256 bits (AVX2) or 128-bit vectors that many spill, so 2 there.
+    static let rowsPerPass: Int = {
+        #if arch(x86_64) && os(Linux)
+        if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8), info.contains(" avx512f") { return 8 }
+        #endif
+        return 2
+    }()
+
+    /// Weight rows of a block read per pass: 128 × 32 floats (16 KiB) stay in the first-level cache while the
+    /// groups of rows pass over them.
+    static let kChunk = 128
+
+    /// `block` for two rows, with only their four accumulators live (the general loop's sixteen spill on CPUs
+    /// with 16 vector registers).
     @inline(__always)
-    private static func block(_ x: UnsafePointer<Float>, _ rows: Int, _ k: Int, _ w: UnsafePointer<Float>,
+    private static func pairBlock(_ x: UnsafePointer<Float>, _ k: Int, _ xStride: Int, _ w: UnsafePointer<Float>,
+                                  _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
+        var a0 = load(out), a1 = load(out + 16), b0 = load(out + stride), b1 = load(out + stride + 16)
+        for i in 0..<k {
+            let w0 = load(w + i * 32), w1 = load(w + i * 32 + 16)
+            var v = SIMD16<Float>(repeating: x[i]); a0.addProduct(v, w0); a1.addProduct(v, w1)
+            v = SIMD16<Float>(repeating: x[xStride + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
+        }
+        store(a0, out); store(a1, out + 16); store(b0, out + stride); store(b1, out + stride + 16)
+    }
+
+    /// out[r, 0..<32] += Σ_i x[r, i] · block[i, 0..<32] for `rows` ≤ 8 rows and i < k; the block holds rows of 32
+    /// floats, x has row stride `xStride`, out has row stride `stride`. The rows × 32 outputs stay in registers.
+    @inline(__always)
+    private static func block(_ x: UnsafePointer<Float>, _ rows: Int, _ k: Int, _ xStride: Int, _ w: UnsafePointer<Float>,
                               _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
         let zero = SIMD16<Float>()
         var a0 = load(out), a1 = load(out + 16)
@@ -92,13 +135,13 @@ public enum MatrixVector {
             for i in 0..<k {
                 let w0 = load(w + i * 32), w1 = load(w + i * 32 + 16)
                 var v = SIMD16<Float>(repeating: x[i]); a0.addProduct(v, w0); a1.addProduct(v, w1)
-                v = SIMD16<Float>(repeating: x[k + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
-                if rows > 2 { v = SIMD16<Float>(repeating: x[2 * k + i]); c0.addProduct(v, w0); c1.addProduct(v, w1) }
-                if rows > 3 { v = SIMD16<Float>(repeating: x[3 * k + i]); d0.addProduct(v, w0); d1.addProduct(v, w1) }
-                if rows > 4 { v = SIMD16<Float>(repeating: x[4 * k + i]); e0.addProduct(v, w0); e1.addProduct(v, w1) }
-                if rows > 5 { v = SIMD16<Float>(repeating: x[5 * k + i]); f0.addProduct(v, w0); f1.addProduct(v, w1) }
-                if rows > 6 { v = SIMD16<Float>(repeating: x[6 * k + i]); g0.addProduct(v, w0); g1.addProduct(v, w1) }
-                if rows > 7 { v = SIMD16<Float>(repeating: x[7 * k + i]); h0.addProduct(v, w0); h1.addProduct(v, w1) }
+                v = SIMD16<Float>(repeating: x[xStride + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
+                if rows > 2 { v = SIMD16<Float>(repeating: x[2 * xStride + i]); c0.addProduct(v, w0); c1.addProduct(v, w1) }
+                if rows > 3 { v = SIMD16<Float>(repeating: x[3 * xStride + i]); d0.addProduct(v, w0); d1.addProduct(v, w1) }
+                if rows > 4 { v = SIMD16<Float>(repeating: x[4 * xStride + i]); e0.addProduct(v, w0); e1.addProduct(v, w1) }
+                if rows > 5 { v = SIMD16<Float>(repeating: x[5 * xStride + i]); f0.addProduct(v, w0); f1.addProduct(v, w1) }
+                if rows > 6 { v = SIMD16<Float>(repeating: x[6 * xStride + i]); g0.addProduct(v, w0); g1.addProduct(v, w1) }
+                if rows > 7 { v = SIMD16<Float>(repeating: x[7 * xStride + i]); h0.addProduct(v, w0); h1.addProduct(v, w1) }
             }
         }
         store(a0, out); store(a1, out + 16)

@@ -51,7 +51,7 @@ final class GenerationTests: XCTestCase {
 
     func testMatrixVectorKernelsMatchAReference() {
         var random = SeededRandom(seed: 8)
-        for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200)] {
+        for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200), (13, 300, 70), (2, 257, 33)] {
             let x = Tensor.normal(shape: [rows, k], using: &random), w = Tensor.normal(shape: [k, n], using: &random)
             let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
             let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Load test of `gpt serve` on loopback: for each concurrency level, that many streaming clients send completions
+back to back for a fixed time; reports total generated tokens/s, time to first token (p50/p99), errors and the
+server's resident memory over the run.
+
+Without --model it makes GPT-2 124M with random weights (one training step of `gpt train --preset gpt2` on Tiny
+Shakespeare), which decodes exactly as fast as the trained model.
+
+usage: scripts/serve_load.py [--model DIR] [--clients 1,8,32] [--seconds 60] [--prompt-tokens 32] [--max-tokens 128]
+needs: pip install httpx (the openai package brings it)
+"""
+import argparse, asyncio, json, os, random, re, statistics, subprocess, sys, tempfile, time
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_model(gpt, work):
+    data, run = os.path.join(work, "data"), os.path.join(work, "run")
+    subprocess.run([gpt, "prepare", "--tokenizer", "gpt2", "--out", data, os.path.join(ROOT, "data/tinyshakespeare/input.txt")],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([gpt, "train", "--preset", "gpt2", "--data", data, "--out", run, "--max-iterations", "1", "--batch-size", "1",
+                    "--context", "1024", "--eval-interval", "1", "--eval-iterations", "1", "--warmup-iterations", "0"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(run, "last")
+
+
+def start_server(gpt, model, max_batch):
+    process = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--max-batch", str(max_batch),
+                                "--max-queue", "256", "--served-model-name", "load"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    while not (match := re.search(r"Serving .* on (http://127\.0\.0\.1:\d+)", seen)):
+        line = process.stdout.readline()
+        if not line:
+            raise SystemExit(f"gpt serve did not start: {seen}")
+        seen += line
+    return process, match.group(1)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def percentile(values, q):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def client(http, url, prompts, args, deadline, results):
+    """Streams completions back to back until the deadline: (time to first token, completion tokens) per request."""
+    while time.monotonic() < deadline:
+        prompt = random.choice(prompts)
+        body = {"model": "load", "prompt": [prompt], "max_tokens": args.max_tokens, "temperature": 0.8, "stream": True,
+                "stream_options": {"include_usage": True}, "logit_bias": {"50256": -100}}
+        start = time.monotonic()
+        first, tokens = None, None
+        try:
+            async with http.stream("POST", url + "/v1/completions", json=body) as response:
+                if response.status_code != 200:
+                    results["errors"].append(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+                    continue
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        results["errors"].append(str(chunk["error"]))
+                    elif chunk.get("usage"):
+                        tokens = chunk["usage"]["completion_tokens"]
+                    elif first is None and chunk["choices"] and chunk["choices"][0]["text"]:
+                        first = time.monotonic() - start
+        except Exception as error:  # noqa: BLE001 - every failure is counted and shown
+            results["errors"].append(repr(error))
+            continue
+        if first is None or tokens is None:
+            results["errors"].append("a stream ended without text or usage")
+            continue
+        results["ttft"].append(first)
+        results["tokens"] += tokens
+        results["requests"] += 1
+
+
+async def level(url, prompts, clients, args, pid):
+    results = {"ttft": [], "tokens": 0, "requests": 0, "errors": []}
+    memory = []
+    start = time.monotonic()
+    deadline = start + args.seconds
+
+    async def sample_memory():
+        while True:
+            memory.append((time.monotonic() - start, rss_mib(pid)))
+            await asyncio.sleep(0.5)
+    sampler = asyncio.create_task(sample_memory())
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await asyncio.gather(*(client(http, url, prompts, args, deadline, results) for _ in range(clients)))
+    wall = time.monotonic() - start
+    sampler.cancel()
+    first_tenth = [m for t, m in memory if t <= wall * 0.2]
+    last_tenth = [m for t, m in memory if t >= wall * 0.8]
+    return {
+        "clients": clients, "wall_s": wall, "requests": results["requests"], "tokens": results["tokens"],
+        "tokens_per_s": results["tokens"] / wall, "ttft_p50_s": percentile(results["ttft"], 0.5),
+        "ttft_p99_s": percentile(results["ttft"], 0.99), "errors": len(results["errors"]),
+        "error_examples": results["errors"][:3], "rss_peak_mib": max(m for _, m in memory),
+        "rss_first_fifth_mib": max(first_tenth), "rss_last_fifth_mib": max(last_tenth),
+    }
+
+
+async def measure(url, prompts, args, pid):
+    rows = []
+    for clients in args.clients:
+        row = await level(url, prompts, clients, args, pid)
+        rows.append(row)
+        print(f"{clients:>3} clients: {row['tokens_per_s']:8.1f} tokens/s ({row['requests']} requests, {row['tokens']} tokens in "
+              f"{row['wall_s']:.1f} s), time to first token p50 {row['ttft_p50_s'] * 1000:.0f} ms p99 {row['ttft_p99_s'] * 1000:.0f} ms, "
+              f"errors {row['errors']}, RSS peak {row['rss_peak_mib']:.0f} MiB (first fifth {row['rss_first_fifth_mib']:.0f}, "
+              f"last fifth {row['rss_last_fifth_mib']:.0f})", flush=True)
+        for example in row["error_examples"]:
+            print("    error:", example)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpt", default=os.path.join(ROOT, ".build/release/gpt"))
+    parser.add_argument("--model", help="model directory (default: GPT-2 124M with random weights)")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels, comma-separated")
+    parser.add_argument("--seconds", type=float, default=60, help="duration of each level")
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
+    parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
+    parser.add_argument("--output", help="write the figures here as JSON")
+    args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
+        model = args.model or make_model(args.gpt, work)
+        process, url = start_server(args.gpt, model, args.max_batch)
+        try:
+            # Prompts of exactly --prompt-tokens tokens from Tiny Shakespeare.
+            text = open(os.path.join(ROOT, "data/tinyshakespeare/input.txt")).read()
+            ids = httpx.post(url + "/tokenize", json={"content": text[:200_000]}, timeout=60).json()["tokens"]
+            rng = random.Random(0)
+            prompts = [ids[s:s + args.prompt_tokens] for s in (rng.randrange(len(ids) - args.prompt_tokens) for _ in range(256))]
+            random.seed(0)
+            print(f"gpt serve on {model}: {args.seconds:g} s per level, {args.prompt_tokens}-token prompts, "
+                  f"{args.max_tokens} tokens per request, --max-batch {args.max_batch}", flush=True)
+            rows = asyncio.run(measure(url, prompts, args, process.pid))
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
+    base = rows[0]["tokens_per_s"]
+    for row in rows[1:]:
+        print(f"{row['clients']} clients / {rows[0]['clients']}: {row['tokens_per_s'] / base:.2f}x the total tokens/s")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
