@@ -96,6 +96,19 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("OK"), output)
     }
+
+    /// scripts/chat_page_check.py: the chat page in headless Chromium sends a message and shows a streamed reply.
+    /// Skips without Debian's chromium and chromium-driver or without selenium.
+    func testTheChatPageStreamsRepliesInAHeadlessBrowser() throws {
+        try requirePython("selenium", install: "pip install selenium")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: "/usr/bin/chromedriver"), "chromium-driver is not installed (apt-get install chromium chromium-driver)")
+        let server = try ServerProcess(model: try modelDirectory(), arguments: ["--api-key", Self.apiKey])
+        defer { server.kill() }
+        let (status, output) = try runPythonScript("chat_page_check.py", ["--base-url", "http://127.0.0.1:\(server.port)", "--api-key", Self.apiKey])
+        print(output)
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("OK"), output)
+    }
 }
 
 /// A `gpt serve` child process on a free port.
