@@ -50,8 +50,8 @@ public final class OpenAIServer: Sendable {
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }
 
-    /// The router with every endpoint, for `run` and for tests.
-    public func router() -> Router<BasicRequestContext> {
+    /// The router with every endpoint.
+    func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.middlewares.add(APIMiddleware(server: self))
         router.get("/") { _, _ in try Self.chatPage() }
@@ -83,11 +83,6 @@ public final class OpenAIServer: Sendable {
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) })
         try await app.runService()
     }
-
-    /// Starts the generation loop without HTTP (tests drive `router()` through Hummingbird's test client).
-    public func startEngine() { engine.start() }
-    /// Ends the generation loop once idle.
-    public func stopEngine() { engine.stop() }
 
     private var modelObject: JSONValue {
         ["id": .string(served.name), "object": "model", "created": JSONValue(started), "owned_by": "swiftgpt",
