@@ -75,17 +75,17 @@ public final class BatchDecoder {
         let id = nextID
         nextID += 1
         let slots = (0..<o.count).map { _ in freeSlots.removeLast() }
-        let state = RequestState(request: request, slots: slots, tokenizer: tokenizer, onEvent: onEvent)
+        let echoed = o.echo ? try tokenizer.decode(request.prompt) : ""
+        let state = RequestState(request: request, slots: slots, echoed: echoed, onEvent: onEvent)
         for slot in slots { session.reset(sequence: slot) }
         requests[id] = state
         order.append(id)
         if o.echo {
-            let text = try tokenizer.decode(request.prompt)
-            for s in state.sequences { onEvent(.text(prompt: request.index, choice: s.choice, delta: text)) }
+            for s in state.sequences { onEvent(.text(prompt: request.index, choice: s.choice, delta: echoed)) }
         }
         if o.maxNewTokens == 0 && !o.promptLogprobs {
             for s in state.sequences { s.finish = .length }
-            try end(id)
+            end(id)
         }
         return id
     }
@@ -157,7 +157,7 @@ public final class BatchDecoder {
             }
             touched.append(feed.id)
         }
-        for id in Set(touched) where requests[id]!.sequences.allSatisfy({ $0.finish != nil }) { try end(id) }
+        for id in Set(touched) where requests[id]!.sequences.allSatisfy({ $0.finish != nil }) { end(id) }
     }
 
     private struct Feed {
@@ -171,13 +171,12 @@ public final class BatchDecoder {
     }
 
     /// Ends a request whose completions are all finished: reports them and frees the slots.
-    private func end(_ id: Int) throws {
+    private func end(_ id: Int) {
         guard let state = requests[id] else { return }
         let o = state.request.options
         for s in state.sequences {
             let body = s.bytes[..<(s.stopAt ?? s.bytes.count)]
-            var text = String(decoding: body, as: UTF8.self)
-            if o.echo { text = try tokenizer.decode(state.request.prompt) + text }
+            let text = state.echoed + String(decoding: body, as: UTF8.self)
             let completion = Completion(prompt: state.request.index, choice: s.choice, text: text, tokens: s.tokens,
                                         finishReason: s.finish ?? .length, promptTokens: state.request.prompt.count,
                                         logprobs: o.logprobs == nil ? nil : s.logprobs,
@@ -265,14 +264,17 @@ private final class RequestState {
     let onEvent: (GenerationEvent) -> Void
     let stops: [[UInt8]]
     let longestStop: Int
+    /// The prompt's text when it is echoed (empty otherwise): it opens every completion's text.
+    let echoed: String
     /// Prompt tokens read so far.
     var prefilled = 0
     /// Log-probabilities of the prompt's tokens after the first, when asked for.
     var promptLogprobs: [TokenLogprob] = []
 
-    init(request: GenerationRequest, slots: [Int], tokenizer: any Tokenizer, onEvent: @escaping (GenerationEvent) -> Void) {
+    init(request: GenerationRequest, slots: [Int], echoed: String, onEvent: @escaping (GenerationEvent) -> Void) {
         self.request = request
         self.slots = slots
+        self.echoed = echoed
         self.onEvent = onEvent
         stops = request.options.stop.map { Array($0.utf8) }
         longestStop = stops.map(\.count).max() ?? 0

@@ -77,7 +77,6 @@ public final class Generator: @unchecked Sendable {
         let c = model.config
         var requests: [GenerationRequest] = []
         for (index, prompt) in prompts.enumerated() {
-            guard !prompt.isEmpty else { throw GenerationError("prompt \(index + 1) is empty") }
             var input = prompt
             if prompt.count > c.contextLength {
                 guard options.truncateLeft else {
