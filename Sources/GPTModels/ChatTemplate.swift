@@ -62,7 +62,11 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     /// The template in `directory`'s `chat_template.json`, or the default when the model has none.
     public static func load(modelDirectory directory: URL) throws -> ChatTemplate {
         let url = directory.appendingPathComponent(fileName)
-        guard FileManager.default.fileExists(atPath: url.path) else { return .default }
+        return FileManager.default.fileExists(atPath: url.path) ? try load(file: url) : .default
+    }
+
+    /// The template in a JSON file.
+    public static func load(file url: URL) throws -> ChatTemplate {
         let template: ChatTemplate
         do {
             template = try JSONDecoder().decode(ChatTemplate.self, from: try Data(contentsOf: url))
@@ -139,6 +143,35 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
             }
         }
         return ids
+    }
+
+    /// The token ids of a whole conversation for supervised fine-tuning, with whether each token is trained: the
+    /// assistant's replies (from after the generation prompt: the reply prefix, the content and the end-of-turn
+    /// marker) are, everything else is not. Everything before a reply is tokenized as one text, exactly as the
+    /// prompt is at generation time, so the model learns to continue the prompt it will be given.
+    public func trainingTokens(_ messages: [ChatMessage], tokenizer: any Tokenizer) throws -> (ids: [Int32], trained: [Bool]) {
+        let marker = try endOfTurnToken(tokenizer)
+        var ids: [Int32] = [], trained: [Bool] = [], context = ""
+        func append(_ tokens: [Int32], trainedAs flag: Bool) {
+            ids += tokens
+            trained += [Bool](repeating: flag, count: tokens.count)
+        }
+        for message in messages {
+            switch message.role {
+            case .system: context += system.replacingOccurrences(of: "{content}", with: message.content)
+            case .user: context += user.replacingOccurrences(of: "{content}", with: message.content)
+            case .assistant:
+                let parts = assistant.components(separatedBy: "{content}")
+                let opensWithPrompt = parts[0].hasPrefix(generationPrompt)
+                context += opensWithPrompt ? generationPrompt : parts[0]
+                append(try tokenizer.encode(context), trainedAs: false)
+                context = ""
+                append(try tokenizer.encode((opensWithPrompt ? replyPrefix : "") + message.content + parts[1]), trainedAs: true)
+                append(try marker.map { [$0] } ?? tokenizer.encode(endOfTurn), trainedAs: true)
+            }
+        }
+        if !context.isEmpty { append(try tokenizer.encode(context), trainedAs: false) }
+        return (ids, trained)
     }
 
     /// The single special token that marks the end of a turn, if the tokenizer has one by that name.

@@ -11,7 +11,7 @@ import TensorCore
 /// skipped. GPT-2 and OpenAI-GPT need no transposes (SwiftGPT stores matrices `[in, out]` as HF's Conv1D does);
 /// GPT-Neo's `nn.Linear` matrices are transposed and its q/k/v projections fused into one `c_attn`.
 public enum HuggingFaceCheckpoint {
-    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, or a
+    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, a PPO value head, or a
     /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
     public static func load(from directory: URL) throws -> GPTModel {
         let configURL = directory.appendingPathComponent("config.json")
@@ -22,6 +22,8 @@ public enum HuggingFaceCheckpoint {
         var head: TaskHead?
         if stored[TaskHead.choiceWeight] != nil {
             head = .multipleChoice
+        } else if stored[TaskHead.valueWeight] != nil {
+            head = .value
         } else if let score = file.entries[TaskHead.scoreWeight] {
             head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0))
         }
@@ -230,7 +232,7 @@ public enum HuggingFaceCheckpoint {
         let window = (0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) }.first
         if modelType == "gpt_neo" {
             var json: [String: Any] = [
-                "model_type": modelType, "architectures": [head == nil ? "GPTNeoForCausalLM" : "GPTNeoForSequenceClassification"],
+                "model_type": modelType, "architectures": [head == nil || head == .value ? "GPTNeoForCausalLM" : "GPTNeoForSequenceClassification"],
                 "vocab_size": c.vocabularySize, "max_position_embeddings": c.contextLength, "hidden_size": c.embeddingWidth,
                 "num_layers": c.layerCount, "num_heads": c.headCount, "intermediate_size": c.mlpWidth,
                 "attention_types": kinds.map { [[$0], 1] as [Any] }, "attention_layers": kinds, "window_size": window ?? 256,
@@ -259,7 +261,7 @@ public enum HuggingFaceCheckpoint {
         let activation = c.activation == .tanh ? "gelu_new" : "gelu"
         let family = modelType == "gpt2" ? "GPT2" : "OpenAIGPT"
         switch head {
-        case nil: json["architectures"] = [family + "LMHeadModel"]
+        case nil, .value?: json["architectures"] = [family + "LMHeadModel"]
         case .multipleChoice?:
             json["architectures"] = [family + "DoubleHeadsModel"]
             json["num_labels"] = 1

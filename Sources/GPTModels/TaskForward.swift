@@ -45,7 +45,7 @@ extension GPTModel {
             return tape.crossEntropy(outputs, targets: labels.map { Int32($0.classIndex ?? -1) })
         case .multipleChoice?:
             return tape.groupedCrossEntropy(outputs, groups: batch.exampleRows, targets: labels.map { $0.classIndex ?? 0 })
-        case nil:
+        case .value?, nil:
             preconditionFailure("the model has no task head")
         }
     }

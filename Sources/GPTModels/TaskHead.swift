@@ -9,23 +9,30 @@ public enum TaskHead: Equatable, Sendable {
     /// A linear map with bias from the hidden state to one score per choice (`multiple_choice_head.summary.*`):
     /// Hugging Face's `GPT2DoubleHeadsModel` / `OpenAIGPTDoubleHeadsModel`.
     case multipleChoice
+    /// A linear map with bias from the hidden state at every position to one value (`v_head.summary.*`), as TRL's
+    /// `AutoModelForCausalLMWithValueHead` stores it: PPO's critic sharing the policy's body. The checkpoint stays a
+    /// causal language model (transformers loads it as `GPT2LMHeadModel`, ignoring the value head).
+    case value
 
     /// The head's parameters for a model `width` wide, in arena order.
     public func parameterShapes(width: Int) -> [(name: String, shape: [Int])] {
         switch self {
         case .sequenceClassification(let head): return [(TaskHead.scoreWeight, [head.labels.count, width])]
         case .multipleChoice: return [(TaskHead.choiceWeight, [1, width]), (TaskHead.choiceBias, [1])]
+        case .value: return [(TaskHead.valueWeight, [1, width]), (TaskHead.valueBias, [1])]
         }
     }
 
     /// Whether `name` is a task-head parameter.
     public static func isHeadParameter(_ name: String) -> Bool {
-        name == scoreWeight || name.hasPrefix("multiple_choice_head.")
+        name == scoreWeight || name.hasPrefix("multiple_choice_head.") || name.hasPrefix("v_head.")
     }
 
     public static let scoreWeight = "score.weight"
     public static let choiceWeight = "multiple_choice_head.summary.weight"
     public static let choiceBias = "multiple_choice_head.summary.bias"
+    public static let valueWeight = "v_head.summary.weight"
+    public static let valueBias = "v_head.summary.bias"
 }
 
 /// What a sequence-classification head predicts and how a checkpoint describes it.
@@ -75,6 +82,9 @@ extension GPTModel {
             return tape.linear(pooled, weight: parameters[TaskHead.scoreWeight], transposedWeight: true)
         case .multipleChoice:
             return tape.linear(pooled, weight: parameters[TaskHead.choiceWeight], bias: parameters[TaskHead.choiceBias],
+                               transposedWeight: true)
+        case .value:
+            return tape.linear(pooled, weight: parameters[TaskHead.valueWeight], bias: parameters[TaskHead.valueBias],
                                transposedWeight: true)
         }
     }

@@ -38,7 +38,7 @@ extension GPTModel {
                 predictions += (0..<slice.count).map { TaskPrediction.choosing(Array(values[($0 * n)..<(($0 + 1) * n)])) }
             case .multipleChoice?:
                 predictions += batch.exampleRows.map { TaskPrediction.choosing(Array(values[$0])) }
-            case nil:
+            case .value?, nil:
                 preconditionFailure("the model has no task head")
             }
             let labels = slice.compactMap(\.label)

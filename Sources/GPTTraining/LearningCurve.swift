@@ -1,8 +1,10 @@
 import Foundation
 
-/// A loss-against-step chart as a self-contained SVG: training loss (as logged) and validation loss (at evals).
+/// A loss-against-step chart as a self-contained SVG: training loss (as logged) and validation loss (at evals), or
+/// any two series so named.
 public enum LearningCurve {
-    public static func svg(train: [(step: Int, loss: Float)], validation: [(step: Int, loss: Float)], title: String) -> String {
+    public static func svg(train: [(step: Int, loss: Float)], validation: [(step: Int, loss: Float)], title: String,
+                           trainLabel: String = "train loss", validationLabel: String = "val loss") -> String {
         let all = train + validation
         guard let maxStep = all.map(\.step).max(), let lo = all.map(\.loss).min(), let hi = all.map(\.loss).max() else {
             return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"400\"></svg>\n"
@@ -34,8 +36,8 @@ public enum LearningCurve {
         for point in validation {
             svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", x(point.step), y(point.loss))
         }
-        svg += "<text x=\"\(width - right - 110)\" y=\"\(top + 4)\" fill=\"#1f77b4\">train loss</text>\n"
-        svg += "<text x=\"\(width - right - 110)\" y=\"\(top + 20)\" fill=\"#d62728\">val loss</text>\n</svg>\n"
+        svg += "<text x=\"\(width - right - 110)\" y=\"\(top + 4)\" fill=\"#1f77b4\">\(trainLabel)</text>\n"
+        svg += "<text x=\"\(width - right - 110)\" y=\"\(top + 20)\" fill=\"#d62728\">\(validationLabel)</text>\n</svg>\n"
         return svg
     }
 }

@@ -6,7 +6,7 @@ import Tokenizers
 /// The training loop every trainer shares: AdamW with warmup and cosine or linear decay, gradient accumulation
 /// and clipping, periodic evaluation, checkpoints (`last/`, and `best/` by the evaluation's score), metrics and
 /// exact resume. What is optimised comes from a `TrainingObjective`: pretraining when the configuration has no
-/// fine-tuning settings, GPT-1 fine-tuning when it has.
+/// other settings, else GPT-1 fine-tuning, reward modelling, supervised fine-tuning or PPO.
 public final class Trainer {
     /// What the loop reports as it goes.
     public enum Event {
@@ -40,12 +40,15 @@ public final class Trainer {
     /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
     public private(set) var trainingSeconds: Double = 0
 
-    /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning that model.
+    /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning, reward
+    /// modelling or supervised fine-tuning of that model.
     public convenience init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
-        if configuration.fineTuning != nil || configuration.rewardModeling != nil {
-            let (model, tokenizer) = configuration.fineTuning != nil
-                ? try FineTuningObjective.startingModel(configuration) : try RewardObjective.startingModel(configuration)
+        if !configuration.isPretraining {
+            let (model, tokenizer) = configuration.fineTuning != nil ? try FineTuningObjective.startingModel(configuration)
+                : configuration.rewardModeling != nil ? try RewardObjective.startingModel(configuration)
+                : configuration.supervisedFineTuning != nil ? try SupervisedFineTuningObjective.startingModel(configuration)
+                : try PolicyOptimizationObjective.startingModel(configuration)
             try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
             return
         }
@@ -77,10 +80,10 @@ public final class Trainer {
         state.configuration.out = output.path
         let model = try HuggingFaceCheckpoint.load(from: last)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
-        let pretraining = state.configuration.fineTuning == nil && state.configuration.rewardModeling == nil
-        let tokenizer = try TokenizerLoading.load(directory: pretraining ? URL(fileURLWithPath: state.configuration.data) : last)
+        let tokenizer = try TokenizerLoading.load(directory: state.configuration.isPretraining ? URL(fileURLWithPath: state.configuration.data) : last)
         let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
         try TrainingCheckpoint.loadOptimizer(trainer.optimizer, steps: state.optimizerSteps, from: last)
+        try trainer.objective.restoreState(from: last)
         return trainer
     }
 
@@ -103,6 +106,18 @@ public final class Trainer {
         } else if let settings = configuration.rewardModeling {
             let objective = try RewardObjective(model: model, tokenizer: tokenizer, configuration: configuration)
             schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
+            self.objective = objective
+        } else if let settings = configuration.supervisedFineTuning {
+            let objective = try SupervisedFineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
+            self.objective = objective
+        } else if let settings = configuration.policyOptimization {
+            let objective = try PolicyOptimizationObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            if state == nil {
+                configuration.maxIterations = settings.iterations * objective.stepsPerIteration
+                configuration.warmupIterations = 0
+            }
+            configuration.evalInterval = objective.stepsPerIteration
             self.objective = objective
         } else {
             objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data), configuration: configuration)
@@ -151,8 +166,11 @@ public final class Trainer {
             }
         }
         try evaluateAndCheckpoint(events)
-        let title = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" } ?? (c.rewardModeling != nil ? "reward model" : c.preset)
+        let title = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" }
+            ?? (c.rewardModeling != nil ? "reward model" : c.supervisedFineTuning != nil ? "supervised fine-tuning"
+                : c.policyOptimization != nil ? "PPO" : c.preset)
         try Metrics.drawCurve(in: output, title: "SwiftGPT \(title): loss")
+        try objective.writeCharts(to: output, records: Metrics.records(in: output))
         return .finished
     }
 
@@ -196,7 +214,7 @@ public final class Trainer {
         if step > 0, bestScore.map({ evaluation.score > $0 }) ?? true {
             bestScore = evaluation.score
             try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
-                                        to: output.appendingPathComponent("best"))
+                                        to: output.appendingPathComponent("best"), extraFiles: objective.writeModelFiles)
         }
         if step > 0 { try saveCheckpoint(events) }
     }
@@ -211,7 +229,10 @@ public final class Trainer {
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
                                              dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")
-        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: optimizer, state: state, to: directory)
+        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: optimizer, state: state, to: directory) {
+            try self.objective.writeModelFiles(to: $0)
+            try self.objective.saveState(to: $0)
+        }
         events(.checkpoint(step: step, directory: directory))
     }
 }

@@ -59,8 +59,10 @@ public enum TrainingCheckpoint {
     static let stateFile = "training_state.json"
     static let optimizerFile = "optimizer.safetensors"
 
-    /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically.
-    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: AdamW?, state: State?, to directory: URL) throws {
+    /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically;
+    /// `extraFiles` adds files to the directory being written.
+    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: AdamW?, state: State?, to directory: URL,
+                            extraFiles: (URL) throws -> Void = { _ in }) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
         let partial = parent.appendingPathComponent(".\(directory.lastPathComponent).partial-\(getpid())")
@@ -71,6 +73,7 @@ public enum TrainingCheckpoint {
             try fm.createDirectory(at: partial, withIntermediateDirectories: true)
             try HuggingFaceCheckpoint.save(model, to: partial)
             try tokenizer.save(to: partial)
+            try extraFiles(partial)
             if let optimizer, let state {
                 try SafeTensors.write([("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)],
                                       to: partial.appendingPathComponent(optimizerFile))

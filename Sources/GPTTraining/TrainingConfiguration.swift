@@ -52,11 +52,19 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var precision: ProductPrecision?
     /// Present for fine-tuning on a labelled task (`gpt finetune`).
     public var fineTuning: FineTuningSettings?
-    /// Present for training a reward model on preference pairs (`gpt reward train`). With neither, the run
-    /// pretrains on `data`.
+    /// Present for training a reward model on preference pairs (`gpt reward train`).
     public var rewardModeling: RewardModelingSettings?
+    /// Present for supervised fine-tuning on demonstrations (`gpt sft`).
+    public var supervisedFineTuning: SupervisedFineTuningSettings?
+    /// Present for PPO against a reward (`gpt ppo`). With none of these settings, the run pretrains on `data`.
+    public var policyOptimization: PolicyOptimizationSettings?
 
     public init() {}
+
+    /// Whether the run pretrains on `data` (it has no fine-tuning, reward-modelling, demonstration or PPO settings).
+    public var isPretraining: Bool {
+        fineTuning == nil && rewardModeling == nil && supervisedFineTuning == nil && policyOptimization == nil
+    }
 
     /// The precision this configuration trains in.
     public var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
@@ -65,7 +73,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         case preset, layers, heads, width, context, dropout, attention, window, stride, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
         case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
-        case rewardModeling
+        case rewardModeling, supervisedFineTuning, policyOptimization
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -101,7 +109,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
         try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
-        try read(.rewardModeling, &d.rewardModeling)
+        try read(.rewardModeling, &d.rewardModeling); try read(.supervisedFineTuning, &d.supervisedFineTuning)
+        try read(.policyOptimization, &d.policyOptimization)
         self = d
     }
 
@@ -165,7 +174,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
         try fineTuning?.validate()
         try rewardModeling?.validate()
-        try check(fineTuning == nil || rewardModeling == nil, "a run fine-tunes a task or trains a reward model, not both")
+        try supervisedFineTuning?.validate()
+        try policyOptimization?.validate()
+        try check([fineTuning != nil, rewardModeling != nil, supervisedFineTuning != nil, policyOptimization != nil].filter { $0 }.count <= 1,
+                  "a run fine-tunes a task, trains a reward model, fine-tunes on demonstrations or runs PPO: one of them")
     }
 }
 
@@ -221,5 +233,91 @@ public struct RewardModelingSettings: Codable, Equatable, Sendable {
     func validate() throws {
         guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
         guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+    }
+}
+
+/// The settings of a supervised fine-tuning run that pretraining does not have.
+public struct SupervisedFineTuningSettings: Codable, Equatable, Sendable {
+    /// JSONL files of demonstrations (`{"instruction", "input", "response"}` or `{"messages": […]}`).
+    public var train: String
+    public var dev: String
+    /// How conversations become text; saved with every checkpoint.
+    public var chatTemplate: ChatTemplate
+    public var epochs = 2
+    /// Warmup as a fraction of all steps; sets `warmupIterations` when the run starts.
+    public var warmupFraction: Float = 0.03
+
+    public init(train: String, dev: String, chatTemplate: ChatTemplate) {
+        self.train = train
+        self.dev = dev
+        self.chatTemplate = chatTemplate
+    }
+
+    func validate() throws {
+        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+        try chatTemplate.validate(source: "the chat template")
+    }
+}
+
+/// The settings of a PPO run (InstructGPT's step 3) that pretraining does not have.
+public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
+    /// JSONL prompts: `{"prompt": text}` read as it is, or `{"messages": […]}` rendered by the chat template.
+    public var prompts: String
+    /// A reward model directory, or `classifier:DIR:LABEL`.
+    public var reward: String
+    public var chatTemplate: ChatTemplate
+    /// Rollouts, each followed by `epochsPerRollout` passes of mini-batch updates.
+    public var iterations = 20
+    /// Responses sampled per rollout (one per prompt).
+    public var rolloutSize = 64
+    public var epochsPerRollout = 4
+    public var maxNewTokens = 32
+    public var temperature: Float = 1
+    public var topP: Float = 1
+    /// Subtracted from the score of a response that does not end with the end-of-text token (0: none).
+    public var unfinishedPenalty: Float = 0
+    /// β, the KL penalty's coefficient (its starting value when adaptive).
+    public var klCoefficient: Float = 0.05
+    /// The KL per response that the adaptive controller steers toward; nil keeps β fixed.
+    public var targetKL: Float?
+    public var klHorizon: Float = 10000
+    public var klEstimator = KLEstimator.k1
+    /// GAE's discount γ and λ.
+    public var gamma: Float = 1
+    public var lambda: Float = 0.95
+    /// ε of the clipped policy objective and of the clipped value loss.
+    public var clipRange: Float = 0.2
+    public var valueClipRange: Float = 0.2
+    /// The value loss's weight in the loss.
+    public var valueCoefficient: Float = 0.1
+    /// Whiten the scores of each rollout (mean 0, standard deviation 1) before the KL penalty is added.
+    public var whitenScores = false
+    /// PPO-ptx: a prepared data directory whose next-token loss is mixed in with weight `pretrainingCoefficient`.
+    public var pretrainingData: String?
+    public var pretrainingCoefficient: Float = 0
+    /// Rollouts between logged sample responses.
+    public var sampleInterval = 5
+
+    public init(prompts: String, reward: String, chatTemplate: ChatTemplate) {
+        self.prompts = prompts
+        self.reward = reward
+        self.chatTemplate = chatTemplate
+    }
+
+    func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws {
+            if !condition { throw ConfigurationError(message: message) }
+        }
+        try check(iterations > 0 && rolloutSize > 0 && epochsPerRollout > 0 && maxNewTokens > 0 && sampleInterval > 0,
+                  "iterations, rollout size, epochs per rollout, max new tokens and sample interval must be positive")
+        try check(temperature > 0 && temperature.isFinite && topP > 0 && topP <= 1, "temperature must be positive and top-p in (0, 1]")
+        try check(klCoefficient >= 0 && klHorizon > 0 && (targetKL.map { $0 > 0 } ?? true), "β must not be negative, the horizon and target KL must be positive")
+        try check((0...1).contains(gamma) && (0...1).contains(lambda), "γ and λ must be in [0, 1]")
+        try check(clipRange > 0 && valueClipRange > 0 && valueCoefficient >= 0 && unfinishedPenalty >= 0,
+                  "clip ranges must be positive; the value coefficient and unfinished penalty not negative")
+        try check(pretrainingCoefficient >= 0 && (pretrainingCoefficient == 0 || pretrainingData != nil),
+                  "the pretraining coefficient must not be negative, and needs pretraining data")
+        try chatTemplate.validate(source: "the chat template")
     }
 }

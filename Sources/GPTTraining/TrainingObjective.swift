@@ -3,8 +3,9 @@ import GPTModels
 import TensorCore
 
 /// What a training run optimises. `Trainer` owns the loop (schedule, accumulation, clipping, AdamW, evaluation,
-/// checkpoints, resume); an objective owns the data and the loss: pretraining (`LanguageModelObjective`) and
-/// fine-tuning (`FineTuningObjective`) are objectives of the same loop.
+/// checkpoints, resume); an objective owns the data and the loss: pretraining (`LanguageModelObjective`),
+/// fine-tuning (`FineTuningObjective`), reward modelling (`RewardObjective`), supervised fine-tuning
+/// (`SupervisedFineTuningObjective`) and PPO (`PolicyOptimizationObjective`) are objectives of the same loop.
 public protocol TrainingObjective: AnyObject {
     /// Records on `tape` the loss of micro-batch `microBatch` (of `count`) of optimizer step `step`, already
     /// weighted so that the micro-batch losses of a step add up to the step's loss; returns it with the number of
@@ -15,6 +16,26 @@ public protocol TrainingObjective: AnyObject {
 
     /// Evaluates the model as it is after `step` optimizer steps.
     func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation
+
+    /// Writes what a model trained by this objective carries besides weights and tokenizer (a chat template) into a
+    /// checkpoint directory being written.
+    func writeModelFiles(to directory: URL) throws
+
+    /// Writes the objective's own resume state (beyond the loop's) into a `last/` checkpoint being written.
+    func saveState(to directory: URL) throws
+
+    /// Restores what `saveState` wrote, when a run resumes.
+    func restoreState(from directory: URL) throws
+
+    /// Draws the objective's own charts from the run's metrics records, when the run ends.
+    func writeCharts(to output: URL, records: [[String: Any]]) throws
+}
+
+extension TrainingObjective {
+    public func writeModelFiles(to directory: URL) throws {}
+    public func saveState(to directory: URL) throws {}
+    public func restoreState(from directory: URL) throws {}
+    public func writeCharts(to output: URL, records: [[String: Any]]) throws {}
 }
 
 /// The figures of one evaluation.

@@ -2,17 +2,17 @@ import ArgumentParser
 import Foundation
 import SwiftGPT
 
-/// The options of the commands that train on a set of examples in epochs (`gpt finetune`, `gpt reward train`):
+/// The options of the commands that train on a set of examples in epochs (`gpt finetune`, `gpt reward train`, `gpt sft`):
 /// output, resume and the loop's settings. Where the commands' defaults differ, the option is optional and each
 /// command gives its own `Defaults`.
 struct ExampleTrainingOptions: ParsableArguments {
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Option(help: "Passes over the training set (default: fine-tuning 3, reward model 1).") var epochs: Int?
-    @Option(help: "Peak learning rate (default: fine-tuning 6.25e-5, reward model 1e-5).") var learningRate: Float?
-    @Option(help: "Examples (reward model: pairs) per micro-batch (default: fine-tuning 32, reward model 8).") var batchSize: Int?
+    @Option(help: "Passes over the training set (default: fine-tuning 3, reward model 1, SFT 2).") var epochs: Int?
+    @Option(help: "Peak learning rate (default: fine-tuning 6.25e-5, reward model 1e-5, SFT 5e-5).") var learningRate: Float?
+    @Option(help: "Examples (reward model: pairs) per micro-batch (default: fine-tuning 32, reward model 8, SFT 8).") var batchSize: Int?
     @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation = 1
-    @Option(help: "Warmup as a fraction of all steps (default: fine-tuning 0.002, reward model 0.03).") var warmupFraction: Float?
+    @Option(help: "Warmup as a fraction of all steps (default: fine-tuning 0.002, reward model and SFT 0.03).") var warmupFraction: Float?
     @Option(help: "Decay after warmup, to 0: linear or cosine.") var schedule = LearningRateSchedule.linear
     @Option(help: "Dropout in the body (default: the model's own).") var dropout: Float?
     @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0.01

@@ -7,7 +7,8 @@ nonisolated(unsafe) private var interruptRequested = false
 /// Runs a trainer in the terminal, for every command that trains: the settings, a progress bar (or periodic lines
 /// when not a terminal), evaluations, and where the results went; Ctrl-C writes a checkpoint and stops.
 enum TrainingRun {
-    static func run(_ trainer: Trainer) throws {
+    @discardableResult
+    static func run(_ trainer: Trainer) throws -> Trainer.Outcome {
         let c = trainer.configuration, m = trainer.model.config
         print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
         print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
@@ -18,6 +19,14 @@ enum TrainingRun {
         if let reward = trainer.objective as? RewardObjective {
             let t = reward.truncatedCount
             print("reward model: \(reward.train.count) train and \(reward.dev.count) dev pairs, \(reward.batches.stepsPerEpoch) steps per epoch; cut to fit the context: \(t.train) train, \(t.dev) dev")
+        }
+        if let sft = trainer.objective as? SupervisedFineTuningObjective {
+            let t = sft.truncatedCount, d = sft.droppedCount
+            print("demonstrations: \(sft.train.count) train and \(sft.dev.count) dev, \(sft.batches.stepsPerEpoch) steps per epoch, \(sft.train.reduce(0) { $0 + $1.trained.filter { $0 }.count }) trained reply tokens; cut to fit the context: \(t.train) train, \(t.dev) dev; dropped (no reply left): \(d.train) train, \(d.dev) dev")
+        }
+        if let ppo = trainer.objective as? PolicyOptimizationObjective {
+            let s = ppo.settings
+            print("PPO: \(ppo.prompts.count) prompts, \(s.iterations) rollouts of \(min(s.rolloutSize, ppo.prompts.count)) responses (≤ \(s.maxNewTokens) tokens), \(s.epochsPerRollout) epochs × \(ppo.stepsPerEpoch) steps per rollout; β \(s.klCoefficient)\(s.targetKL.map { " adaptive toward KL \($0)" } ?? " fixed") (\(s.klEstimator.rawValue)); reward \(s.reward)")
         }
         signal(SIGINT) { _ in interruptRequested = true }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
@@ -46,5 +55,6 @@ enum TrainingRun {
         case .interrupted:
             print("interrupted at step \(trainer.step); checkpoint written to \(outDir)/last (continue with --resume --out \(outDir))")
         }
+        return outcome
     }
 }

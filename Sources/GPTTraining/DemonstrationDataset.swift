@@ -1,0 +1,91 @@
+import Foundation
+import GPTModels
+import TensorCore
+import Tokenizers
+
+/// One demonstration for supervised fine-tuning: a conversation whose assistant turns are what the model learns to
+/// write.
+public struct Demonstration: Equatable, Sendable {
+    public var messages: [ChatMessage]
+    /// The 1-based line of the file it came from.
+    public var line: Int
+
+    public init(messages: [ChatMessage], line: Int) {
+        self.messages = messages
+        self.line = line
+    }
+}
+
+/// A demonstration as tokens: the ids, and for each id whether the loss trains the model to write it.
+public struct EncodedDemonstration: Equatable, Sendable {
+    public var ids: [Int32]
+    public var trained: [Bool]
+    /// Whether it was cut to fit the context.
+    public var truncated: Bool
+
+    public init(ids: [Int32], trained: [Bool], truncated: Bool) {
+        precondition(ids.count == trained.count, "one flag per id")
+        self.ids = ids
+        self.trained = trained
+        self.truncated = truncated
+    }
+
+    /// Next-token targets of each position: the following id where that id is trained, else -1 (no loss).
+    public var targets: [Int32] {
+        (0..<ids.count).map { t in t + 1 < ids.count && trained[t + 1] ? ids[t + 1] : -1 }
+    }
+}
+
+/// Reads demonstration files: JSONL with either Alpaca's `{"instruction", "input", "response"}` (the user's turn is
+/// the instruction, followed by a blank line and the input when there is one; `input` may be absent) or
+/// `{"messages": [{"role", "content"}, …]}` with roles system, user and assistant and at least one assistant turn.
+/// Every line is checked first; the first bad one is an error naming the file, the line and the field.
+public enum DemonstrationDataset {
+    public static func load(_ url: URL) throws -> [Demonstration] {
+        try JSONLines.map(url) { line, object, fail in
+            if let value = object["messages"] {
+                guard let list = value as? [Any], !list.isEmpty else { throw fail("field 'messages' must be a non-empty list") }
+                let messages = try list.enumerated().map { k, item -> ChatMessage in
+                    guard let message = item as? [String: Any] else { throw fail("messages[\(k)] must be an object") }
+                    guard let name = message["role"] as? String, let role = ChatMessage.Role(rawValue: name) else {
+                        throw fail("messages[\(k)].role must be one of \(ChatMessage.Role.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    guard let content = message["content"] as? String else { throw fail("messages[\(k)].content must be a string") }
+                    return ChatMessage(role: role, content: content)
+                }
+                guard messages.contains(where: { $0.role == .assistant }) else { throw fail("'messages' has no assistant turn to learn") }
+                return Demonstration(messages: messages, line: line)
+            }
+            func text(_ field: String, required: Bool = true) throws -> String {
+                guard let value = object[field] else {
+                    if required { throw fail("missing field '\(field)' (a line holds instruction/input/response or messages)") }
+                    return ""
+                }
+                guard let text = value as? String else { throw fail("field '\(field)' must be a string") }
+                return text
+            }
+            let instruction = try text("instruction"), input = try text("input", required: false), response = try text("response")
+            let request = input.isEmpty ? instruction : instruction + "\n\n" + input
+            return Demonstration(messages: [ChatMessage(role: .user, content: request), ChatMessage(role: .assistant, content: response)],
+                                 line: line)
+        }
+    }
+
+    /// Each demonstration rendered by `template` and tokenized; one longer than `contextLength` keeps its first
+    /// `contextLength` tokens, and one left without a trained token is dropped (counted in `dropped`).
+    public static func encode(_ demonstrations: [Demonstration], from source: URL, template: ChatTemplate,
+                              tokenizer: any Tokenizer, contextLength: Int) throws -> (examples: [EncodedDemonstration], dropped: Int) {
+        var examples: [EncodedDemonstration] = [], dropped = 0
+        for demonstration in demonstrations {
+            let (ids, trained): ([Int32], [Bool])
+            do { (ids, trained) = try template.trainingTokens(demonstration.messages, tokenizer: tokenizer) } catch {
+                throw FileError(url: source, message: "line \(demonstration.line): \(error)")
+            }
+            let kept = min(ids.count, contextLength)
+            // The first token is never a target: a demonstration needs a trained token after it.
+            guard trained[1..<max(kept, 1)].contains(true) else { dropped += 1; continue }
+            examples.append(EncodedDemonstration(ids: Array(ids[..<kept]), trained: Array(trained[..<kept]), truncated: kept < ids.count))
+        }
+        return (examples, dropped)
+    }
+}

@@ -1,0 +1,376 @@
+import Foundation
+import GPTModels
+import TensorCore
+import Tokenizers
+
+/// PPO against a reward with a KL penalty toward a frozen reference policy (InstructGPT's step 3, Ziegler et al.'s
+/// recipe), as an objective of the shared training loop: an optimizer step is one PPO mini-batch update, and every
+/// `stepsPerIteration` steps the loop's evaluation samples a new rollout.
+///
+/// A rollout samples one response per prompt with the batched KV-cache sampler, then reads every sequence once
+/// with the policy (log-probabilities and values of the response tokens) and once with the reference policy. The
+/// reward of token t is −β·KL_t, plus the response's score at its last token; GAE(γ, λ) gives advantages (whitened
+/// over the rollout) and returns. Updates minimise the clipped policy loss plus `valueCoefficient` times the clipped
+/// value loss (plus `pretrainingCoefficient` times the LM loss on pretraining data: PPO-ptx), without dropout.
+///
+/// The value head (`v_head`, a linear map of the final hidden state) shares the policy's body, as TRL's
+/// `AutoModelForCausalLMWithValueHead` does: one forward pass gives both, and the critic starts from the policy's
+/// features instead of from scratch; its loss is weighted down (0.1) so that it does not pull the body away from
+/// the policy.
+public final class PolicyOptimizationObjective: TrainingObjective {
+    /// The policy, with its value head.
+    public let model: GPTModel
+    public let reference: GPTModel
+    public let tokenizer: any Tokenizer
+    public let reward: RewardFunction
+    public let settings: PolicyOptimizationSettings
+    /// Each prompt's text and tokens (cut from the left to leave room for a response).
+    public let prompts: [(text: String, ids: [Int32])]
+    /// Optimizer steps per pass over a rollout, and per rollout.
+    public let stepsPerEpoch: Int
+    public var stepsPerIteration: Int { settings.epochsPerRollout * stepsPerEpoch }
+    let batchSize: Int
+    let accumulation: Int
+    let seed: UInt64
+    let precision: ProductPrecision
+    let pretraining: TokenDataset?
+    let output: URL
+    private(set) var state: State
+
+    /// What a checkpoint keeps of the objective: the KL controller, the rollout being trained on and the update
+    /// statistics gathered since it was sampled.
+    struct State: Codable {
+        var controller: KLController
+        var rollout: Rollout?
+        var updates = UpdateStatistics()
+    }
+
+    /// One rollout: the sequences (prompt + response) and, per response token, what the updates need.
+    struct Rollout: Codable {
+        var step: Int
+        var sequences: [[Int32]]
+        var promptLengths: [Int]
+        var logProbabilities: [[Float]]
+        var values: [[Float]]
+        var advantages: [[Float]]
+        var returns: [[Float]]
+        var metrics: [String: Double]
+        var summary: String
+    }
+
+    /// Sums over the mini-batches of one rollout's updates.
+    struct UpdateStatistics: Codable {
+        var count = 0
+        var policyLoss = 0.0, valueLoss = 0.0, clipFraction = 0.0, valueClipFraction = 0.0, approximateKL = 0.0, entropy = 0.0
+
+        var metrics: [String: Double] {
+            guard count > 0 else { return [:] }
+            let n = Double(count)
+            return ["policy_loss": policyLoss / n, "value_loss": valueLoss / n, "clip_fraction": clipFraction / n,
+                    "value_clip_fraction": valueClipFraction / n, "approx_kl": approximateKL / n, "update_entropy": entropy / n]
+        }
+    }
+
+    static let stateFile = "ppo_state.json"
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+        guard let settings = c.policyOptimization, model.taskHead == .value else {
+            throw ConfigurationError(message: "PPO needs its settings and a policy with a value head")
+        }
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        (reference, _) = try ModelLoading.load(c.initFrom)
+        guard reference.config.vocabularySize == model.config.vocabularySize else {
+            throw ConfigurationError(message: "the reference policy \(c.initFrom) does not match the policy's vocabulary")
+        }
+        reward = try RewardFunction(specification: settings.reward)
+        let room = model.config.contextLength - settings.maxNewTokens
+        guard room > 0 else {
+            throw ConfigurationError(message: "\(settings.maxNewTokens) new tokens leave no room for a prompt in the context of \(model.config.contextLength)")
+        }
+        let url = URL(fileURLWithPath: settings.prompts)
+        let template = settings.chatTemplate
+        prompts = try JSONLines.map(url) { line, object, fail in
+            let text: String
+            if let prompt = object["prompt"] {
+                guard let prompt = prompt as? String, !prompt.isEmpty else { throw fail("field 'prompt' must be a non-empty string") }
+                text = prompt
+            } else if let list = object["messages"] as? [[String: Any]] {
+                let messages = try list.enumerated().map { k, message -> ChatMessage in
+                    guard let role = (message["role"] as? String).flatMap(ChatMessage.Role.init), let content = message["content"] as? String else {
+                        throw fail("messages[\(k)] needs a role (system, user, assistant) and a string content")
+                    }
+                    return ChatMessage(role: role, content: content)
+                }
+                text = template.render(messages, addGenerationPrompt: true).map { piece in
+                    if case .text(let t) = piece { return t }
+                    return template.endOfTurn
+                }.joined()
+            } else {
+                throw fail("a prompt line holds 'prompt' (text) or 'messages'")
+            }
+            let ids: [Int32]
+            do { ids = try tokenizer.encode(text, allowedSpecial: [template.endOfTurn]) } catch { throw fail("\(error)") }
+            return (text, Array(ids.suffix(room)))
+        }
+        batchSize = c.batchSize
+        accumulation = c.gradientAccumulation
+        seed = c.seed
+        precision = c.resolvedPrecision
+        output = URL(fileURLWithPath: c.out)
+        let responses = min(settings.rolloutSize, prompts.count)
+        stepsPerEpoch = (responses + batchSize * accumulation - 1) / (batchSize * accumulation)
+        pretraining = try settings.pretrainingData.map {
+            TokenDataset(file: try TokenFile(contentsOf: URL(fileURLWithPath: $0).appendingPathComponent("train.bin")))
+        }
+        state = State(controller: KLController(coefficient: settings.klCoefficient, target: settings.targetKL, horizon: settings.klHorizon))
+    }
+
+    // MARK: Rollouts
+
+    /// Samples the rollout of the iteration that starts at `step` (or returns the one restored from a checkpoint
+    /// taken there) and reports its figures: the policy as it is now, scored.
+    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        if let rollout = state.rollout, rollout.step == step {
+            return Evaluation(metrics: rollout.metrics, score: rollout.metrics["objective"]!, summary: rollout.summary)
+        }
+        let rollout = try sampleRollout(step: step)
+        state.rollout = rollout
+        state.updates = UpdateStatistics()
+        return Evaluation(metrics: rollout.metrics, score: rollout.metrics["objective"]!, summary: rollout.summary)
+    }
+
+    /// The prompts of the rollout at `iteration`: a slice of an order shuffled per pass over the prompts.
+    func promptIndices(iteration: Int) -> [Int] {
+        let order = EpochBatches(count: prompts.count, batchSize: min(settings.rolloutSize, prompts.count), accumulation: 1, seed: seed)
+        return Array(order.microBatch(step: iteration, microBatch: 0)!.indices)
+    }
+
+    func sampleRollout(step: Int) throws -> Rollout {
+        let iteration = step / stepsPerIteration
+        let chosen = promptIndices(iteration: iteration)
+        var options = SamplingOptions()
+        options.maxNewTokens = settings.maxNewTokens
+        options.temperature = settings.temperature
+        options.topP = settings.topP
+        options.seed = seed &+ 0x5EED &* UInt64(iteration + 1)
+        let completions = try Generator(model: model, tokenizer: tokenizer).generate(prompts: chosen.map { prompts[$0].ids }, options: options)
+        var sequences: [[Int32]] = [], promptLengths: [Int] = [], finished: [Bool] = []
+        for (index, completion) in zip(chosen, completions) {
+            let ended = completion.finishReason == .endOfText
+            sequences.append(prompts[index].ids + completion.tokens + (ended ? [tokenizer.endOfText!] : []))
+            promptLengths.append(prompts[index].ids.count)
+            finished.append(ended)
+        }
+        // The policy's and the reference's reading of every response token.
+        let (logProbabilities, entropies, values) = try read(sequences, promptLengths: promptLengths, with: model, values: true)
+        let (referenceLogProbabilities, _, _) = try read(sequences, promptLengths: promptLengths, with: reference, values: false)
+        let texts = zip(chosen, completions).map { prompts[$0].text + $1.text }
+        var scores = try reward.scores(texts, batchSize: batchSize, precision: precision)
+        for k in scores.indices where !finished[k] { scores[k] -= settings.unfinishedPenalty }
+        let shaped = settings.whitenScores ? AdvantageEstimation.whitened(scores) : scores
+        let beta = state.controller.coefficient
+        var kls: [Float] = [], advantages: [[Float]] = [], returns: [[Float]] = []
+        for k in sequences.indices {
+            let kl = zip(logProbabilities[k], referenceLogProbabilities[k]).map {
+                settings.klEstimator.estimate(logProbability: $0, referenceLogProbability: $1)
+            }
+            var rewards = kl.map { -beta * $0 }
+            rewards[rewards.count - 1] += shaped[k]
+            let estimate = AdvantageEstimation.generalized(rewards: rewards, values: values[k], gamma: settings.gamma, lambda: settings.lambda)
+            advantages.append(estimate.advantages)
+            returns.append(estimate.returns)
+            kls.append(kl.reduce(0, +))
+        }
+        // Advantages whitened over every response token of the rollout.
+        let counts = advantages.map(\.count)
+        var flat = AdvantageEstimation.whitened(advantages.flatMap { $0 })[...]
+        advantages = counts.map { n in defer { flat = flat.dropFirst(n) }; return Array(flat.prefix(n)) }
+        let meanKL = Double(kls.reduce(0, +)) / Double(kls.count)
+        state.controller.update(observedKL: Float(meanKL), responses: sequences.count)
+
+        func mean(_ x: [Float]) -> Double { x.isEmpty ? 0 : Double(x.reduce(0, +)) / Double(x.count) }
+        let meanScore = mean(scores)
+        let scoreSpread = (scores.map { (Double($0) - meanScore) * (Double($0) - meanScore) }.reduce(0, +) / Double(scores.count)).squareRoot()
+        var metrics: [String: Double] = [
+            "iteration": Double(iteration), "score": meanScore, "score_std": scoreSpread, "kl": meanKL, "beta": Double(beta),
+            "objective": meanScore - Double(beta) * meanKL, "entropy": mean(entropies.flatMap { $0 }),
+            "response_length": mean(counts.map(Float.init)), "finished": mean(finished.map { $0 ? 1 : 0 }),
+            "value_mean": mean(values.flatMap { $0 }), "return_mean": mean(returns.flatMap { $0 }),
+        ]
+        metrics.merge(state.updates.metrics) { a, _ in a }
+        if iteration % settings.sampleInterval == 0 || step == 0 {
+            try logSamples(iteration: iteration, prompts: chosen.prefix(3).map { prompts[$0].text },
+                           responses: completions.prefix(3).map(\.text), scores: Array(scores.prefix(3)))
+        }
+        let summary = String(format: "rollout %d: score %.4f ± %.4f, KL %.3f, β %.4f, entropy %.3f, length %.1f, finished %.2f",
+                             iteration, meanScore, scoreSpread, meanKL, beta, metrics["entropy"]!, metrics["response_length"]!, metrics["finished"]!)
+            + (state.updates.count > 0 ? String(format: "; last update: policy loss %.4f, value loss %.4f, clipped %.3f, approx KL %.4f",
+                                                metrics["policy_loss"]!, metrics["value_loss"]!, metrics["clip_fraction"]!, metrics["approx_kl"]!) : "")
+        return Rollout(step: step, sequences: sequences, promptLengths: promptLengths, logProbabilities: logProbabilities,
+                       values: values, advantages: advantages, returns: returns, metrics: metrics, summary: summary)
+    }
+
+    /// Log-probabilities and entropies (and, with `values`, the value head's outputs) of every response token,
+    /// read by `reader` without recording, `batchSize` sequences a pass.
+    func read(_ sequences: [[Int32]], promptLengths: [Int], with reader: GPTModel, values wantValues: Bool) throws
+        -> ([[Float]], [[Float]], [[Float]]) {
+        var logProbabilities: [[Float]] = [], entropies: [[Float]] = [], values: [[Float]] = []
+        for start in stride(from: 0, to: sequences.count, by: batchSize) {
+            let range = start..<min(sequences.count, start + batchSize)
+            let tape = Tape(recording: false, precision: precision)
+            let batch = ResponseBatch(Array(sequences[range]), promptLengths: Array(promptLengths[range]))
+            let states = batch.responseStates(reader, tape: tape)
+            let (lp, entropy) = actionLogProbabilities(reader.logits(states, tape: tape).value, actions: batch.actions)
+            let v = wantValues ? reader.head(states, tape: tape).value.scalars : []
+            for span in batch.spans {
+                logProbabilities.append(Array(lp[span]))
+                entropies.append(Array(entropy[span]))
+                if wantValues { values.append(Array(v[span])) }
+            }
+        }
+        return (logProbabilities, entropies, values)
+    }
+
+    func logSamples(iteration: Int, prompts: [String], responses: [String], scores: [Float]) throws {
+        var lines = Data()
+        for (prompt, (response, score)) in zip(prompts, zip(responses, scores)) {
+            let record: [String: Any] = ["iteration": iteration, "prompt": prompt, "response": response, "score": Double(score)]
+            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            lines.append(UInt8(ascii: "\n"))
+        }
+        let url = output.appendingPathComponent("samples.jsonl")
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: url)
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: lines)
+    }
+
+    // MARK: Updates
+
+    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+                               dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
+        guard let rollout = state.rollout, (rollout.step..<(rollout.step + stepsPerIteration)).contains(step) else {
+            throw TrainingError(message: "step \(step + 1): no rollout for this PPO iteration")
+        }
+        let order = EpochBatches(count: rollout.sequences.count, batchSize: batchSize, accumulation: accumulation,
+                                 seed: seed ^ UInt64(rollout.step))
+        guard let (indices, share) = order.microBatch(step: step - rollout.step, microBatch: microBatch) else { return nil }
+        let batch = ResponseBatch(indices.map { rollout.sequences[$0] }, promptLengths: indices.map { rollout.promptLengths[$0] })
+        let states = batch.responseStates(model, tape: tape)
+        let (policyLoss, statistics) = tape.clippedPolicyLoss(
+            model.logits(states, tape: tape), actions: batch.actions,
+            oldLogProbabilities: indices.flatMap { rollout.logProbabilities[$0] }, advantages: indices.flatMap { rollout.advantages[$0] },
+            clipRange: settings.clipRange)
+        let (valueLoss, valueClipFraction) = tape.clippedValueLoss(
+            model.head(states, tape: tape), oldValues: indices.flatMap { rollout.values[$0] },
+            returns: indices.flatMap { rollout.returns[$0] }, clipRange: settings.valueClipRange)
+        var loss = tape.add(policyLoss, tape.scale(valueLoss, by: settings.valueCoefficient))
+        var positions = batch.ids.count
+        if let pretraining, settings.pretrainingCoefficient > 0 {
+            let length = model.config.contextLength
+            let (inputs, targets) = try pretraining.batch(batchSize, length: length, random: &data)
+            let hidden = model.hidden(ids: inputs, batch: batchSize, tape: tape)
+            let lmLoss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
+            loss = tape.add(loss, tape.scale(lmLoss, by: settings.pretrainingCoefficient))
+            positions += inputs.count
+        }
+        var u = state.updates
+        u.count += 1
+        u.policyLoss += Double(policyLoss.value[flat: 0])
+        u.valueLoss += Double(valueLoss.value[flat: 0])
+        u.clipFraction += Double(statistics.clipFraction)
+        u.valueClipFraction += Double(valueClipFraction)
+        u.approximateKL += Double(statistics.approximateKL)
+        u.entropy += Double(statistics.entropy)
+        state.updates = u
+        return (share == 1 ? loss : tape.scale(loss, by: share), positions)
+    }
+
+    // MARK: Checkpoints
+
+    public func writeModelFiles(to directory: URL) throws { try settings.chatTemplate.save(to: directory) }
+
+    public func saveState(to directory: URL) throws {
+        try AtomicFile.write(try JSONEncoder().encode(state), to: directory.appendingPathComponent(Self.stateFile))
+    }
+
+    public func restoreState(from directory: URL) throws {
+        let url = directory.appendingPathComponent(Self.stateFile)
+        do { state = try JSONDecoder().decode(State.self, from: try Data(contentsOf: url)) } catch {
+            throw FileError(url: url, message: "missing or corrupt PPO state (\(error))")
+        }
+    }
+
+    public func writeCharts(to output: URL, records: [[String: Any]]) throws {
+        func series(_ key: String) -> [(step: Int, loss: Float)] {
+            records.compactMap { r in
+                guard r["iteration"] != nil, let value = r[key] as? Double, let step = r["step"] as? Int else { return nil }
+                return (step, Float(value))
+            }
+        }
+        let svg = LearningCurve.svg(train: series("score"), validation: series("kl"), title: "SwiftGPT PPO: score and KL per rollout",
+                                    trainLabel: "mean score", validationLabel: "KL per response")
+        try AtomicFile.write(Data(svg.utf8), to: output.appendingPathComponent("reward.svg"))
+    }
+}
+
+/// Sequences (prompt + response) as one right-padded batch, and where their response tokens are: the states that
+/// predict each response token are those at the positions before it.
+struct ResponseBatch {
+    let ids: [Int32]
+    let length: Int
+    let lengths: [Int]
+    /// Flat positions of the states that predict response tokens, sequence after sequence.
+    let positions: [Int]
+    /// The response tokens, in the same order.
+    let actions: [Int32]
+    /// Each sequence's range in `positions` and `actions`.
+    let spans: [Range<Int>]
+
+    init(_ sequences: [[Int32]], promptLengths: [Int]) {
+        length = sequences.map(\.count).max()!
+        lengths = sequences.map(\.count)
+        var ids = [Int32](repeating: 0, count: sequences.count * length)
+        var positions: [Int] = [], actions: [Int32] = [], spans: [Range<Int>] = []
+        for (r, sequence) in sequences.enumerated() {
+            ids.replaceSubrange((r * length)..<(r * length + sequence.count), with: sequence)
+            let first = positions.count
+            for t in (promptLengths[r] - 1)..<(sequence.count - 1) {
+                positions.append(r * length + t)
+                actions.append(sequence[t + 1])
+            }
+            spans.append(first..<positions.count)
+        }
+        self.ids = ids
+        self.positions = positions
+        self.actions = actions
+        self.spans = spans
+    }
+
+    /// The final hidden states `[responseTokens, width]` that predict the response tokens, without dropout.
+    func responseStates(_ model: GPTModel, tape: Tape) -> Variable {
+        let hidden = model.hidden(ids: ids, batch: lengths.count, tape: tape, lengths: lengths)
+        return tape.gatherRows(tape.reshape(hidden.final, [ids.count, model.config.embeddingWidth]), positions)
+    }
+}
+
+extension PolicyOptimizationObjective {
+    /// The policy a new run starts from: the configuration's `initFrom` model with a value head (N(0, 0.02)), or
+    /// with the value head it already has.
+    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "PPO starts from a policy directory") }
+        let (base, tokenizer) = try ModelLoading.load(c.initFrom)
+        guard base.taskHead == nil || base.taskHead == .value else {
+            throw ConfigurationError(message: "\(c.initFrom) has a task head; PPO starts from a language model")
+        }
+        guard tokenizer.endOfText != nil else {
+            throw ConfigurationError(message: "the policy's tokenizer has no end-of-text token to end responses with")
+        }
+        let model = try base.adapted(vocabularySize: base.config.vocabularySize, taskHead: .value, seed: c.seed)
+        if let dropout = c.dropout { model.setDropout(dropout) }
+        return (model, tokenizer)
+    }
+}

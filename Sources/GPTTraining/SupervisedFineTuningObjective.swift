@@ -1,0 +1,104 @@
+import Foundation
+import GPTModels
+import TensorCore
+import Tokenizers
+
+/// Supervised fine-tuning on demonstrations (InstructGPT's step 1): next-token prediction on the assistant's
+/// replies only, the prompts read but not trained on. Demonstrations are right-padded rows of a batch (each row
+/// attends to its own tokens only); the loss of a micro-batch is the mean over its trained tokens. Evaluated by the
+/// dev loss over every reply token (token-weighted) and its perplexity.
+public final class SupervisedFineTuningObjective: TrainingObjective {
+    public let model: GPTModel
+    public let template: ChatTemplate
+    public let train: [EncodedDemonstration]
+    public let dev: [EncodedDemonstration]
+    public let batches: EpochBatches
+    /// How many demonstrations were cut to fit the context, and how many were dropped for having no reply left.
+    public let truncatedCount: (train: Int, dev: Int)
+    public let droppedCount: (train: Int, dev: Int)
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+        guard let settings = c.supervisedFineTuning else {
+            throw ConfigurationError(message: "supervised fine-tuning needs its settings")
+        }
+        self.model = model
+        template = settings.chatTemplate
+        let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
+        func read(_ path: String) throws -> (examples: [EncodedDemonstration], dropped: Int) {
+            let url = URL(fileURLWithPath: path)
+            let encoded = try DemonstrationDataset.encode(try DemonstrationDataset.load(url), from: url, template: settings.chatTemplate,
+                                                          tokenizer: tokenizer, contextLength: context)
+            guard !encoded.examples.isEmpty else { throw FileError(url: url, message: "no demonstration keeps a reply token within the context of \(context)") }
+            return encoded
+        }
+        let trainSet = try read(settings.train), devSet = try read(settings.dev)
+        train = trainSet.examples
+        dev = devSet.examples
+        droppedCount = (trainSet.dropped, devSet.dropped)
+        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
+    }
+
+    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+                               dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
+        var random: SeededRandom? = dropout
+        let (loss, _, positions) = replyLoss(indices.map { train[$0] }, tape: tape, random: &random)
+        dropout = random!
+        return (share == 1 ? loss : tape.scale(loss, by: share), positions)
+    }
+
+    /// The mean cross-entropy over the trained tokens of `examples` run as one padded batch, the number of those
+    /// tokens, and the positions run. With `random`, dropout is on.
+    func replyLoss(_ examples: [EncodedDemonstration], tape: Tape, random: inout SeededRandom?) -> (Variable, Int, Int) {
+        let length = examples.map(\.ids.count).max()!
+        var ids = [Int32](repeating: 0, count: examples.count * length)
+        var gathered: [Int] = [], targets: [Int32] = []
+        for (r, example) in examples.enumerated() {
+            ids.replaceSubrange((r * length)..<(r * length + example.ids.count), with: example.ids)
+            for (t, target) in example.targets.enumerated() where target >= 0 {
+                gathered.append(r * length + t)
+                targets.append(target)
+            }
+        }
+        let lengths = examples.map(\.ids.count)
+        let hidden = random != nil
+            ? model.hidden(ids: ids, batch: examples.count, tape: tape, random: &random!, lengths: lengths)
+            : model.hidden(ids: ids, batch: examples.count, tape: tape, lengths: lengths)
+        let flat = tape.reshape(hidden.final, [ids.count, model.config.embeddingWidth])
+        let loss = tape.crossEntropy(model.logits(tape.gatherRows(flat, gathered), tape: tape), targets: targets)
+        return (loss, targets.count, ids.count)
+    }
+
+    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        var total = 0.0, tokens = 0
+        for start in stride(from: 0, to: dev.count, by: batches.batchSize) {
+            let tape = Tape(recording: false, precision: precision)
+            var none: SeededRandom?
+            let (loss, count, _) = replyLoss(Array(dev[start..<min(dev.count, start + batches.batchSize)]), tape: tape, random: &none)
+            total += Double(loss.value[flat: 0]) * Double(count)
+            tokens += count
+        }
+        let loss = total / Double(tokens)
+        return Evaluation(metrics: ["val_loss": loss, "val_perplexity": exp(loss), "epoch": batches.epoch(afterSteps: step)],
+                          score: loss.isFinite ? -loss : -.infinity,
+                          summary: String(format: "epoch %.2f: dev reply loss %.4f (perplexity %.2f) over %d tokens",
+                                          batches.epoch(afterSteps: step), loss, exp(loss), tokens))
+    }
+
+    public func writeModelFiles(to directory: URL) throws { try template.save(to: directory) }
+}
+
+extension SupervisedFineTuningObjective {
+    /// The model a new run starts from: the configuration's `initFrom` model and tokenizer, as they are (dropout as
+    /// configured).
+    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "supervised fine-tuning starts from a model directory") }
+        let (model, tokenizer) = try ModelLoading.load(c.initFrom)
+        guard model.taskHead == nil else {
+            throw ConfigurationError(message: "\(c.initFrom) has a task head; supervised fine-tuning starts from a language model")
+        }
+        if let dropout = c.dropout { model.setDropout(dropout) }
+        return (model, tokenizer)
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+final class SupervisedFineTuningTests: XCTestCase {
+    /// Only the replies (from after the generation prompt, end-of-turn token included) are trained, and what comes
+    /// before each reply is tokenized exactly as the prompt is at generation time.
+    func testOnlyTheRepliesAreTrained() throws {
+        let tokenizer = try TokenizerLoading.gpt2(), template = ChatTemplate.default
+        let messages = [ChatMessage(role: .user, content: "Hi"), ChatMessage(role: .assistant, content: "Hello there"),
+                        ChatMessage(role: .user, content: "Bye"), ChatMessage(role: .assistant, content: "Ok")]
+        let (ids, trained) = try template.trainingTokens(messages, tokenizer: tokenizer)
+        XCTAssertEqual(ids.count, trained.count)
+        let firstPrompt = try template.tokens(Array(messages.prefix(1)), addGenerationPrompt: true, tokenizer: tokenizer)
+        XCTAssertEqual(Array(ids.prefix(firstPrompt.count)), firstPrompt)
+        XCTAssertFalse(trained.prefix(firstPrompt.count).contains(true))
+        // The runs of trained and untrained tokens, decoded.
+        var runs: [(Bool, String)] = [], start = 0
+        for t in 1...ids.count where t == ids.count || trained[t] != trained[start] {
+            runs.append((trained[start], try tokenizer.decode(Array(ids[start..<t]))))
+            start = t
+        }
+        XCTAssertEqual(runs.map(\.0), [false, true, false, true])
+        XCTAssertEqual(runs.map(\.1), ["\n\nHuman: Hi\n\nAssistant:", " Hello there<|endoftext|>", "\n\nHuman: Bye\n\nAssistant:", " Ok<|endoftext|>"])
+        XCTAssertEqual(ids.last, tokenizer.endOfText)
+        // Targets: each position predicts the next id only where that id is trained.
+        let example = EncodedDemonstration(ids: ids, trained: trained, truncated: false)
+        for (t, target) in example.targets.enumerated() {
+            XCTAssertEqual(target, t + 1 < ids.count && trained[t + 1] ? ids[t + 1] : -1)
+        }
+    }
+
+    private func write(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
+        let url = folder.appendingPathComponent(name)
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
+        return url
+    }
+
+    func testDemonstrationFilesAndTheirErrors() throws {
+        let folder = try temporaryDirectory(self)
+        let url = try write([#"{"instruction": "Add.", "input": "1 2", "response": "3"}"#, #"{"instruction": "Hi.", "response": "Hello"}"#,
+                             #"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}"#],
+                            "demos.jsonl", in: folder)
+        let demonstrations = try DemonstrationDataset.load(url)
+        XCTAssertEqual(demonstrations.map(\.messages), [
+            [ChatMessage(role: .user, content: "Add.\n\n1 2"), ChatMessage(role: .assistant, content: "3")],
+            [ChatMessage(role: .user, content: "Hi."), ChatMessage(role: .assistant, content: "Hello")],
+            [ChatMessage(role: .system, content: "Be brief."), ChatMessage(role: .user, content: "Q"), ChatMessage(role: .assistant, content: "A")],
+        ])
+        let good = #"{"instruction": "a", "response": "b"}"#
+        for (line, message) in [(#"{"instruction": "a"}"#, "line 2: missing field 'response'"),
+                                (#"{"instruction": "a", "input": 3, "response": "b"}"#, "line 2: field 'input' must be a string"),
+                                (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0].role must be one of"),
+                                (#"{"messages": [{"role": "user", "content": "x"}]}"#, "line 2: 'messages' has no assistant turn"),
+                                ("not json", "line 2: not a JSON object")] {
+            XCTAssertThrowsError(try DemonstrationDataset.load(try write([good, line], "bad.jsonl", in: folder))) { error in
+                XCTAssertTrue("\(error)".contains("bad.jsonl: \(message)"), "\(error)")
+            }
+        }
+    }
+
+    /// A character-level setup: replies repeat the prompt's letter, which only reading the prompt reveals.
+    private let template = ChatTemplate(system: "{content}", user: "U{content}", assistant: "A{content}", generationPrompt: "A", endOfTurn: ";")
+
+    private func demonstrations(_ count: Int, seed: UInt64, in folder: URL, name: String) throws -> URL {
+        var random = SeededRandom(seed: seed)
+        let lines = (0..<count).map { _ -> String in
+            let letter = "abc".randomElement(using: &random)!
+            let filler = String((0..<(1 + random.nextInt(below: 3))).map { _ in "abc".randomElement(using: &random)! })
+            return #"{"instruction": "\#(filler)\#(letter)", "response": "\#(String(repeating: letter, count: 3))"}"#
+        }
+        return try write(lines, name, in: folder)
+    }
+
+    private func configuration(in folder: URL) throws -> TrainingConfiguration {
+        let tokenizer = try CharacterTokenizer(characters: Array("abcUA;\n".unicodeScalars))
+        let model = try GPTModel(config: GPTConfig(vocabularySize: 7, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 32), seed: 3)
+        let base = folder.appendingPathComponent("base")
+        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil, to: base)
+        var settings = SupervisedFineTuningSettings(train: try demonstrations(300, seed: 1, in: folder, name: "train.jsonl").path,
+                                                    dev: try demonstrations(60, seed: 2, in: folder, name: "dev.jsonl").path,
+                                                    chatTemplate: template)
+        settings.epochs = 8
+        var c = TrainingConfiguration()
+        c.supervisedFineTuning = settings
+        c.initFrom = base.path
+        c.out = folder.appendingPathComponent("run").path
+        c.batchSize = 16
+        c.learningRate = 3e-3
+        c.minLearningRate = 0
+        c.schedule = .linear
+        c.precision = .float32
+        return c
+    }
+
+    /// The dev loss is the mean cross-entropy over the reply tokens alone (checked against a full forward pass of
+    /// each demonstration), and training brings it down to what reading the prompt allows.
+    func testTheReplyLossIsMaskedAndFalls() throws {
+        let folder = try temporaryDirectory(self)
+        let c = try configuration(in: folder)
+        let trainer = try Trainer(configuration: c)
+        let objective = try XCTUnwrap(trainer.objective as? SupervisedFineTuningObjective)
+        var total = 0.0, count = 0
+        for example in objective.dev {
+            let logits = logits(trainer.model, example.ids, batch: 1)
+            for (t, target) in example.targets.enumerated() where target >= 0 {
+                let row = Array(logits.scalars[(t * 7)..<((t + 1) * 7)])
+                let logSum = log(row.map { exp(Double($0)) }.reduce(0, +))
+                total -= Double(row[Int(target)]) - logSum
+                count += 1
+            }
+        }
+        XCTAssertEqual(count, objective.dev.count * 4)  // "aaa" and ";"
+        let before = try objective.evaluate(step: 0, precision: .float32)
+        XCTAssertEqual(before.metrics["val_loss"]!, total / Double(count), accuracy: 1e-5)
+        var last: Evaluation?
+        XCTAssertEqual(try trainer.run(events: { if case .evaluation(_, let e) = $0 { last = e } }), .finished)
+        // Knowing the letter, the reply and its end are certain.
+        XCTAssertLessThan(last!.metrics["val_loss"]!, 0.1, last!.summary)
+        let saved = try ChatTemplate.load(modelDirectory: URL(fileURLWithPath: c.out).appendingPathComponent("best"))
+        XCTAssertEqual(saved, template)
+        // The trained model answers a new prompt.
+        let (model, tokenizer) = try ModelLoading.load(c.out)
+        var options = SamplingOptions()
+        options.maxNewTokens = 4
+        options.temperature = 0
+        let prompt = try template.tokens([ChatMessage(role: .user, content: "cab")], addGenerationPrompt: true, tokenizer: tokenizer)
+        XCTAssertEqual(try Generator(model: model, tokenizer: tokenizer).generate(prompts: [prompt], options: options)[0].text, "bbb;")
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# InstructGPT's three steps at this machine's scale, on the bundled data: a small GPT pretrained on the texts of the
+# demonstration, preference and review data (never a dev split), then (1) supervised fine-tuning on Alpaca
+# demonstrations, (2) a reward model on HH-RLHF preference pairs, (3) PPO against an SST-2 sentiment classifier
+# (the classic check: the policy learns to continue movie-review openings positively) with a KL penalty toward
+# the starting model. Stages whose output exists are skipped, so an interrupted run continues.
+#   usage: scripts/rlhf_demo.sh [OUT]   (default OUT: .build/rlhf-demo)
+# Settings (environment): PRETRAIN_STEPS (600), SFT_LIMIT (1500 demonstrations), RM_LIMIT (1500 pairs),
+# CLASSIFIER_LIMIT (3000 reviews), PPO_ITERATIONS (12).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GPT=${GPT:-.build/release/gpt}
+OUT=${1:-.build/rlhf-demo}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}
+SFT_LIMIT=${SFT_LIMIT:-1500}
+RM_LIMIT=${RM_LIMIT:-1500}
+CLASSIFIER_LIMIT=${CLASSIFIER_LIMIT:-3000}
+PPO_ITERATIONS=${PPO_ITERATIONS:-12}
+FIELDS=instruction,input,response,prompt,chosen,text
+CORPUS="data/alpaca/train.jsonl data/hh-rlhf/train.jsonl data/sst2/train.jsonl"
+mkdir -p "$OUT/data"
+start=$(date +%s)
+stage() { echo; echo "== $1 ($(( $(date +%s) - start )) s)"; }
+
+stage "tokenizer and corpus"
+[ -e "$OUT/tokenizer/vocab.json" ] || $GPT tokenizer train --vocab-size 8192 --out "$OUT/tokenizer" --fields $FIELDS $CORPUS
+[ -e "$OUT/corpus/meta.json" ] || $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
+
+stage "pretraining: 4 layers, 4 heads, width 192, context 128"
+[ -e "$OUT/pretrained/loss.svg" ] || $GPT train --data "$OUT/corpus" --out "$OUT/pretrained" --preset shakespeare-char \
+    --layers 4 --heads 4 --width 192 --context 128 --dropout 0 --batch-size 32 --max-iterations "$PRETRAIN_STEPS" \
+    --learning-rate 2e-3 --min-learning-rate 2e-4 --warmup-iterations 50 --eval-interval 200 --eval-iterations 5 \
+    --log-interval 50 --seed 1
+
+stage "1. supervised fine-tuning on Alpaca demonstrations"
+head -n "$SFT_LIMIT" data/alpaca/train.jsonl > "$OUT/data/alpaca-train.jsonl"
+[ -e "$OUT/sft/loss.svg" ] || $GPT sft --model "$OUT/pretrained/best" --train "$OUT/data/alpaca-train.jsonl" \
+    --dev data/alpaca/dev.jsonl --out "$OUT/sft" --epochs 1 --learning-rate 3e-4 --batch-size 8 --seed 1 --log-interval 50
+
+stage "2. reward model on HH-RLHF preference pairs"
+head -n "$RM_LIMIT" data/hh-rlhf/train.jsonl > "$OUT/data/hh-train.jsonl"
+[ -e "$OUT/rm/loss.svg" ] || $GPT reward train --model "$OUT/sft/best" --train "$OUT/data/hh-train.jsonl" \
+    --dev data/hh-rlhf/dev.jsonl --out "$OUT/rm" --epochs 1 --learning-rate 1e-4 --batch-size 8 --seed 1 --log-interval 50
+
+echo; echo "done in $(( $(date +%s) - start )) s"
