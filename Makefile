@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test demo finetune-demo icl-demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -36,6 +36,11 @@ demo: build
 # the same architecture from scratch and without the auxiliary LM loss (scripts/finetune_demo.sh; about 1.5 hours here).
 finetune-demo: build
 	scripts/finetune_demo.sh
+
+# The ChatGPT pipeline at small scale: pretraining, SFT on Alpaca, a reward model on HH-RLHF, an SST-2 sentiment
+# classifier, then PPO that teaches the SFT policy to continue review openings positively (scripts/rlhf_demo.sh).
+rlhf-demo: build
+	scripts/rlhf_demo.sh
 
 # In-context learning at small scale: a model pretrained on episodes whose label only the context reveals, then its
 # accuracy against the number of demonstrations (gpt eval; table, results.json and accuracy.svg in .build/icl-demo).

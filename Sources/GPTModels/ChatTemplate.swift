@@ -174,6 +174,13 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
         return (ids, trained)
     }
 
+    /// The stop sequences that end a generated reply: none when the end-of-turn marker is the tokenizer's end-of-text
+    /// token (generation stops there anyway), else the marker's text.
+    public func replyStops(_ tokenizer: any Tokenizer) throws -> [String] {
+        let marker = try endOfTurnToken(tokenizer)
+        return marker != nil && marker == tokenizer.endOfText ? [] : [endOfTurn]
+    }
+
     /// The single special token that marks the end of a turn, if the tokenizer has one by that name.
     public func endOfTurnToken(_ tokenizer: any Tokenizer) throws -> Int32? {
         guard let ids = try? tokenizer.encode(endOfTurn, allowedSpecial: [endOfTurn]), ids.count == 1,

@@ -76,8 +76,7 @@ enum CompletionRequests {
             throw APIError.invalidRequest("'top_logprobs' needs 'logprobs': true", param: "top_logprobs")
         }
         // The reply ends where the template ends an assistant turn: at its special token, or at its text.
-        let marker = try template.endOfTurnToken(model.tokenizer)
-        if marker == nil || marker != model.tokenizer.endOfText { options.stop.append(template.endOfTurn) }
+        options.stop += try template.replyStops(model.tokenizer)
         let (stream, includeUsage) = try streaming(&fields)
         try fields.finish()
         return ParsedRequest(prompts: [prompt], options: options, stream: stream, includeUsage: includeUsage,

@@ -155,6 +155,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         options.temperature = settings.temperature
         options.topP = settings.topP
         options.seed = seed &+ 0x5EED &* UInt64(iteration + 1)
+        if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
         let completions = try Generator(model: model, tokenizer: tokenizer).generate(prompts: chosen.map { prompts[$0].ids }, options: options)
         var sequences: [[Int32]] = [], promptLengths: [Int] = [], finished: [Bool] = []
         for (index, completion) in zip(chosen, completions) {
@@ -222,7 +223,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             let tape = Tape(recording: false, precision: precision)
             let batch = ResponseBatch(Array(sequences[range]), promptLengths: Array(promptLengths[range]))
             let states = batch.responseStates(reader, tape: tape)
-            let (lp, entropy) = actionLogProbabilities(reader.logits(states, tape: tape).value, actions: batch.actions)
+            let (lp, entropy) = actionLogProbabilities(policyLogits(reader, states, tape: tape).value, actions: batch.actions)
             let v = wantValues ? reader.head(states, tape: tape).value.scalars : []
             for span in batch.spans {
                 logProbabilities.append(Array(lp[span]))
@@ -232,6 +233,17 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         }
         return (logProbabilities, entropies, values)
     }
+
+    /// The logits of a policy (or of the reference) at `states`. With `fixedLength`, the end-of-text token, never
+    /// sampled, is left out of the distribution, so that log-probabilities, KL and entropy are those of the policy
+    /// that is sampled.
+    func policyLogits(_ reader: GPTModel, _ states: Variable, tape: Tape) -> Variable {
+        let logits = reader.logits(states, tape: tape)
+        return settings.fixedLength ? tape.fillingColumn(logits, column: Int(tokenizer.endOfText!), with: Self.excludedLogit) : logits
+    }
+
+    /// The logit of a token never sampled: far enough below any other that its probability underflows to 0.
+    static let excludedLogit: Float = -1e9
 
     func logSamples(iteration: Int, prompts: [String], responses: [String], scores: [Float]) throws {
         var lines = Data()
@@ -261,7 +273,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         let batch = ResponseBatch(indices.map { rollout.sequences[$0] }, promptLengths: indices.map { rollout.promptLengths[$0] })
         let states = batch.responseStates(model, tape: tape)
         let (policyLoss, statistics) = tape.clippedPolicyLoss(
-            model.logits(states, tape: tape), actions: batch.actions,
+            policyLogits(model, states, tape: tape), actions: batch.actions,
             oldLogProbabilities: indices.flatMap { rollout.logProbabilities[$0] }, advantages: indices.flatMap { rollout.advantages[$0] },
             clipRange: settings.clipRange)
         let (valueLoss, valueClipFraction) = tape.clippedValueLoss(

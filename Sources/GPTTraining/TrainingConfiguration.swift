@@ -275,6 +275,8 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     public var maxNewTokens = 32
     public var temperature: Float = 1
     public var topP: Float = 1
+    /// Sample every response to `maxNewTokens`: the end-of-text token is never sampled (TRL's sentiment recipe).
+    public var fixedLength = false
     /// Subtracted from the score of a response that does not end with the end-of-text token (0: none).
     public var unfinishedPenalty: Float = 0
     /// β, the KL penalty's coefficient (its starting value when adaptive).

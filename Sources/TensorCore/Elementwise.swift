@@ -16,6 +16,22 @@ extension Tape {
         return out
     }
 
+    /// `x` (`[..., columns]`) with element `column` of every row replaced by `value`, which then passes no gradient
+    /// back: a class left out of a softmax (a large negative `value`), e.g. a token a policy is never let to sample.
+    public func fillingColumn(_ x: Variable, column: Int, with value: Float) -> Variable {
+        let columns = x.shape.last!
+        precondition((0..<columns).contains(column), "fillingColumn: column \(column) outside 0..<\(columns)")
+        let y = x.value.copy()
+        for row in stride(from: column, to: y.count, by: columns) { y.pointer[row] = value }
+        let out = output(y, inputs: [x])
+        record(out) {
+            let (g, accumulate) = x.gradientTarget()
+            g.pointer.axpyParallel(1, out.grad!.pointer, g.count, accumulate: accumulate)
+            for row in stride(from: column, to: g.count, by: columns) { g.pointer[row] -= out.grad!.pointer[row] }
+        }
+        return out
+    }
+
     /// x · factor, element-wise (weights a loss term, e.g. λ·L_LM).
     public func scale(_ x: Variable, by factor: Float) -> Variable {
         let y = Tensor(uninitializedShape: x.shape)

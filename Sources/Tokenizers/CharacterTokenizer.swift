@@ -13,7 +13,8 @@ public final class CharacterTokenizer: Tokenizer {
     private let ids: [UInt32: Int32]
 
     public var vocabularySize: Int { characters.count + specialTokens.count }
-    public var endOfText: Int32? { nil }
+    /// The id of the special token `<|endoftext|>`, when the vocabulary has it.
+    public var endOfText: Int32? { specialTokens.firstIndex(of: "<|endoftext|>").map { Int32(characters.count + $0) } }
 
     /// A tokenizer whose vocabulary is `characters` in that order, then `specialTokens` (all distinct).
     public init(characters: [Unicode.Scalar], specialTokens: [String] = []) throws {

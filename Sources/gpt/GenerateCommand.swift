@@ -11,7 +11,10 @@ struct GenerateCommand: ParsableCommand {
         --model is a SwiftGPT checkpoint, a training output directory (its best/ model), or a Hugging Face GPT-2 / \
         OpenAI-GPT / GPT-Neo folder. Prompts come from --prompt (repeatable) or --file (JSON lines {"prompt": ...}); several \
         prompts are generated together as one batch. A single completion is printed as it is generated; --json \
-        prints one JSON object per completion with its finish reason (stop, length or end_of_text).
+        prints one JSON object per completion with its finish reason (stop, length or end_of_text). With --chat, \
+        each prompt is a user's message, rendered by the model's chat template (chat_template.json, as gpt sft \
+        saves it; else HH-RLHF's form) with the assistant's turn opened, and the template's end-of-turn marker ends \
+        the reply.
         """,
         aliases: ["sample"]
     )
@@ -38,6 +41,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "\"left\": cut prompts longer than the context from the left instead of failing.") var truncate: String?
     @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
+    @Flag(help: "Treat each prompt as a user's message in the model's chat template.") var chat = false
 
     struct PromptLine: Decodable { var prompt: String }
 
@@ -74,7 +78,7 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let options = try options()
+        var options = try options()
         var texts = prompt
         if let file {
             texts += try Input.jsonLines(try Input.bytes(file: file), as: PromptLine.self,
@@ -82,7 +86,14 @@ struct GenerateCommand: ParsableCommand {
         }
         guard !texts.isEmpty else { throw ValidationError("give a --prompt or a --file of prompts") }
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
-        let prompts = try texts.map { try tok.encode($0) }
+        let prompts: [[Int32]]
+        if chat {
+            let template = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: model)))
+            prompts = try texts.map { try template.tokens([ChatMessage(role: .user, content: $0)], addGenerationPrompt: true, tokenizer: tok) }
+            options.stop += try template.replyStops(tok)
+        } else {
+            prompts = try texts.map { try tok.encode($0) }
+        }
         let streaming = !json && texts.count == 1 && n == 1
         let start = Date()
         let completions = try Generator(model: gpt, tokenizer: tok).generate(prompts: prompts, options: options) { event in

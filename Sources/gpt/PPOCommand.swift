@@ -40,6 +40,7 @@ struct PPOCommand: ParsableCommand {
     @Option(help: "Longest response, in tokens.") var maxNewTokens = 32
     @Option(help: "Sampling temperature of rollouts.") var temperature: Float = 1
     @Option(help: "Nucleus sampling of rollouts.") var topP: Float = 1
+    @Flag(help: "Sample every response to --max-new-tokens (the end-of-text token is never sampled).") var fixedLength = false
     @Option(help: "Subtracted from the score of a response that does not end with the end-of-text token.") var unfinishedPenalty: Float = 0
     @Option(help: "β, the KL penalty's coefficient (its start when adaptive).") var klCoefficient: Float = 0.05
     @Option(help: "Adapt β toward this KL per response (default: β fixed).") var targetKl: Float?
@@ -79,6 +80,7 @@ struct PPOCommand: ParsableCommand {
             settings.maxNewTokens = maxNewTokens
             settings.temperature = temperature
             settings.topP = topP
+            settings.fixedLength = fixedLength
             settings.unfinishedPenalty = unfinishedPenalty
             settings.klCoefficient = klCoefficient
             settings.targetKL = targetKl

@@ -61,7 +61,7 @@ struct SFTCommand: ParsableCommand {
         sampling.topP = 0.9
         sampling.seed = options.seed
         sampling.truncateLeft = true
-        if try template.endOfTurnToken(tokenizer) != tokenizer.endOfText { sampling.stop = [template.endOfTurn] }
+        sampling.stop = try template.replyStops(tokenizer)
         let ids = try prompts.map { try template.tokens($0, addGenerationPrompt: true, tokenizer: tokenizer) }
         let completions = try Generator(model: gpt, tokenizer: tokenizer).generate(prompts: ids, options: sampling)
         var records: [[String: Any]] = []

@@ -127,5 +127,45 @@ final class SupervisedFineTuningTests: XCTestCase {
         options.temperature = 0
         let prompt = try template.tokens([ChatMessage(role: .user, content: "cab")], addGenerationPrompt: true, tokenizer: tokenizer)
         XCTAssertEqual(try Generator(model: model, tokenizer: tokenizer).generate(prompts: [prompt], options: options)[0].text, "bbb;")
+        // gpt generate --chat renders the prompt with the saved template and stops at its end-of-turn marker.
+        let (status, output) = try runGPT(["generate", "--model", c.out, "--chat", "--prompt", "cab", "--max-tokens", "6", "--temperature", "0"])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertEqual(output.split(separator: "\n").first, "bbb")
+    }
+
+    /// A bad line stops `gpt sft` before anything is written, with a message naming the file, line and field.
+    func testABadDemonstrationFileStopsTheCommand() throws {
+        let folder = try temporaryDirectory(self)
+        let c = try configuration(in: folder)
+        let bad = try write([#"{"instruction": "a", "response": "b"}"#, #"{"instruction": "a", "response": 7}"#], "bad.jsonl", in: folder)
+        let out = folder.appendingPathComponent("out")
+        let (status, output) = try runGPT(["sft", "--model", c.initFrom, "--train", bad.path, "--dev", c.supervisedFineTuning!.dev,
+                                           "--out", out.path, "--chat-template", try templateFile(in: folder).path])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(output.contains("bad.jsonl: line 2: field 'response' must be a string"), output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("last").path))
+    }
+
+    private func templateFile(in folder: URL) throws -> URL {
+        let url = folder.appendingPathComponent("template.json")
+        try template.save(to: folder)
+        try FileManager.default.moveItem(at: folder.appendingPathComponent(ChatTemplate.fileName), to: url)
+        return url
+    }
+
+    /// Runs the release build of gpt: its exit status and its output (standard output, then standard error).
+    private func runGPT(_ arguments: [String]) throws -> (Int32, String) {
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        let process = Process()
+        process.executableURL = gpt
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout + stderr, as: UTF8.self))
     }
 }
