@@ -36,8 +36,8 @@ def run_gpt(gpt, arguments):
     result = subprocess.run([gpt] + arguments, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"gpt {' '.join(arguments[:2])} failed:\n{result.stdout}\n{result.stderr}")
-    print(f"  gpt {arguments[0]} {arguments[1] if len(arguments) > 1 and not arguments[1].startswith('-') else ''}"
-          f"finished in {time.perf_counter() - start:.1f} s")
+    command = " ".join(arguments[:2] if len(arguments) > 1 and not arguments[1].startswith("-") else arguments[:1])
+    print(f"  gpt {command} finished in {time.perf_counter() - start:.1f} s")
     return result.stdout
 
 
@@ -95,8 +95,7 @@ def main():
           f"{args.threads} threads")
 
     model_dir = args.model
-    tokenizer = GPT2TokenizerFast(vocab_file=os.path.join(model_dir, "vocab.json"),
-                                  merges_file=os.path.join(model_dir, "merges.txt"))
+    tokenizer = GPT2TokenizerFast.from_pretrained(model_dir)
     tokenizer.pad_token = tokenizer.eos_token = "<|endoftext|>"
     context = json.load(open(os.path.join(model_dir, "config.json")))["n_positions"]
     train = read_jsonl(args.pairs_train, args.train_limit)
@@ -116,17 +115,17 @@ def main():
     swift_model = AutoModelForSequenceClassification.from_pretrained(os.path.join(swift_rm, "last"))
     swift_accuracy = pairwise_accuracy(swift_model, tokenizer, dev, context, torch)
 
-    def keep_end(text):
-        return tokenizer.decode(tokenizer(text)["input_ids"][-context:])
+    def keep_end(text):  # TRL appends an end-of-text token and drops rows longer than max_length
+        return tokenizer.decode(tokenizer(text)["input_ids"][-(context - 1):])
     trl_rm = os.path.join(args.out, "trl-rm")
     rm_model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
-    rm_model.config.pad_token_id = tokenizer.pad_token_id
+    rm_model.config.pad_token_id = rm_model.config.eos_token_id = rm_model.config.bos_token_id = tokenizer.eos_token_id
     dataset = Dataset.from_list([{"chosen": keep_end(p["prompt"] + p["chosen"]), "rejected": keep_end(p["prompt"] + p["rejected"])}
                                  for p in train])
     start = time.perf_counter()
     trainer = RewardTrainer(model=rm_model, processing_class=tokenizer, train_dataset=dataset, args=RewardConfig(
         output_dir=trl_rm, num_train_epochs=args.epochs, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
-        lr_scheduler_type="linear", warmup_ratio=0.03, weight_decay=0.01, max_grad_norm=1.0, max_length=context + 8,
+        lr_scheduler_type="linear", warmup_steps=-(-len(train) // args.batch_size) * args.epochs * 3 // 100 + 1, weight_decay=0.01, max_grad_norm=1.0, max_length=context,
         logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, seed=1, center_rewards_coefficient=None))
     trainer.train()
     print(f"  TRL RewardTrainer finished in {time.perf_counter() - start:.1f} s")
@@ -147,8 +146,7 @@ def main():
     swift_per_iteration = (times[-1] - times[0]) / (len(times) - 1)
 
     prompts = [row["prompt"] for row in read_jsonl(args.prompts)]
-    ppo_tokenizer = GPT2TokenizerFast(vocab_file=os.path.join(model_dir, "vocab.json"),
-                                      merges_file=os.path.join(model_dir, "merges.txt"), padding_side="left")
+    ppo_tokenizer = GPT2TokenizerFast.from_pretrained(model_dir, padding_side="left")
     ppo_tokenizer.pad_token = ppo_tokenizer.eos_token = "<|endoftext|>"
     prompt_dataset = Dataset.from_list([{"input_ids": ppo_tokenizer(p)["input_ids"]} for p in prompts])
     policy = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -156,7 +154,9 @@ def main():
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
     for m in (policy, reference, reward, value):
-        m.config.pad_token_id = ppo_tokenizer.pad_token_id
+        m.config.pad_token_id = m.config.eos_token_id = m.config.bos_token_id = ppo_tokenizer.eos_token_id
+        if getattr(m, "generation_config", None) is not None:
+            m.generation_config.pad_token_id = m.generation_config.eos_token_id = m.generation_config.bos_token_id = ppo_tokenizer.eos_token_id
     stamps = []
 
     class Stamp(transformers.TrainerCallback):

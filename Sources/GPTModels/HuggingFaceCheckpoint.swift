@@ -11,8 +11,8 @@ import TensorCore
 /// skipped. GPT-2 and OpenAI-GPT need no transposes (SwiftGPT stores matrices `[in, out]` as HF's Conv1D does);
 /// GPT-Neo's `nn.Linear` matrices are transposed and its q/k/v projections fused into one `c_attn`.
 public enum HuggingFaceCheckpoint {
-    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, a PPO value head, or a
-    /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
+    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, a PPO value head,
+    /// or a sequence-classification `score` described by config.json). Every problem throws an error naming the file.
     public static func load(from directory: URL) throws -> GPTModel {
         let configURL = directory.appendingPathComponent("config.json")
         let (config, modelType) = try readConfig(configURL)
@@ -227,6 +227,9 @@ public enum HuggingFaceCheckpoint {
         return SequenceClassification(labels: labels, problem: problem, padTokenID: Int32(pad))
     }
 
+    /// GPT-2's `<|endoftext|>` id, which its checkpoints name as their BOS and EOS tokens.
+    static let gpt2EndOfText = 50256
+
     static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
         let kinds = c.attentionKinds
         let window = (0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) }.first
@@ -239,8 +242,9 @@ public enum HuggingFaceCheckpoint {
                 "activation_function": c.activation == .tanh ? "gelu_new" : "gelu",
                 "layer_norm_epsilon": Double(c.layerNormEpsilon), "resid_dropout": Double(c.dropout),
                 "embed_dropout": Double(c.dropout), "attention_dropout": Double(c.dropout), "initializer_range": 0.02,
-                "tie_word_embeddings": c.tiedOutputEmbedding, "bos_token_id": 50256, "eos_token_id": 50256, "dtype": "float32",
+                "tie_word_embeddings": c.tiedOutputEmbedding, "dtype": "float32",
             ]
+            if c.vocabularySize > gpt2EndOfText { json["bos_token_id"] = gpt2EndOfText; json["eos_token_id"] = gpt2EndOfText }
             if case .sequenceClassification(let classification)? = head {
                 json["num_labels"] = classification.labels.count
                 json["problem_type"] = classification.problem.rawValue
@@ -276,8 +280,8 @@ public enum HuggingFaceCheckpoint {
         if modelType == "gpt2" {
             json["activation_function"] = activation
             json["n_inner"] = c.mlpWidth
-            json["bos_token_id"] = 50256
-            json["eos_token_id"] = 50256
+            // GPT-2's end-of-text id, where the vocabulary has it (a vocabulary trained here numbers it otherwise).
+            if c.vocabularySize > gpt2EndOfText { json["bos_token_id"] = gpt2EndOfText; json["eos_token_id"] = gpt2EndOfText }
         } else {
             json["afn"] = "gelu"
         }

@@ -46,7 +46,7 @@ extension GPTModel {
         case .multipleChoice?:
             return tape.groupedCrossEntropy(outputs, groups: batch.exampleRows, targets: labels.map { $0.classIndex ?? 0 })
         case .value?, nil:
-            preconditionFailure("the model has no task head")
+            preconditionFailure("the model has no classification or multiple-choice head")
         }
     }
 

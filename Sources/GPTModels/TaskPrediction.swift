@@ -39,7 +39,7 @@ extension GPTModel {
             case .multipleChoice?:
                 predictions += batch.exampleRows.map { TaskPrediction.choosing(Array(values[$0])) }
             case .value?, nil:
-                preconditionFailure("the model has no task head")
+                preconditionFailure("the model has no classification or multiple-choice head")
             }
             let labels = slice.compactMap(\.label)
             if labels.count == slice.count {

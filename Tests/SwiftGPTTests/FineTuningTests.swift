@@ -153,21 +153,15 @@ final class FineTuningTests: XCTestCase {
 
     // MARK: Data files
 
-    private func write(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
-        let url = folder.appendingPathComponent(name)
-        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
-        return url
-    }
-
     func testTaskFilesAreReadWithTheirLabelKinds() throws {
         let folder = try temporaryDirectory(self)
-        let stsb = try write([#"{"text_a": "a", "text_b": "b", "label": 5.0}"#, #"{"text_a": "c", "text_b": "d", "label": 3.8}"#], "s.jsonl", in: folder)
+        let stsb = try writeLines([#"{"text_a": "a", "text_b": "b", "label": 5.0}"#, #"{"text_a": "c", "text_b": "d", "label": 3.8}"#], "s.jsonl", in: folder)
         XCTAssertEqual(try TaskDataset.load(stsb, task: .similarity, labelsRequired: true).map(\.label), [.value(5), .value(3.8)])
-        let mrpc = try write([#"{"text_a": "a", "text_b": "b", "label": 1}"#, "", #"{"text_a": "c", "text_b": "d", "label": 0}"#], "m.jsonl", in: folder)
+        let mrpc = try writeLines([#"{"text_a": "a", "text_b": "b", "label": 1}"#, "", #"{"text_a": "c", "text_b": "d", "label": 0}"#], "m.jsonl", in: folder)
         let pairs = try TaskDataset.load(mrpc, task: .similarity, labelsRequired: true)
         XCTAssertEqual(pairs.map(\.label), [.index(1), .index(0)])
         XCTAssertEqual(pairs.map(\.line), [1, 3])
-        let copa = try write([#"{"context": "x", "question": "cause", "choices": ["p", "q", "r"], "label": 2}"#], "c.jsonl", in: folder)
+        let copa = try writeLines([#"{"context": "x", "question": "cause", "choices": ["p", "q", "r"], "label": 2}"#], "c.jsonl", in: folder)
         XCTAssertEqual(try TaskDataset.load(copa, task: .multipleChoice, labelsRequired: true),
                        [TaskExample(segments: ["x", "p", "q", "r"], label: .index(2), line: 1)])
     }
@@ -191,7 +185,7 @@ final class FineTuningTests: XCTestCase {
             .multipleChoice: #"{"context": "a", "choices": ["b", "c"], "label": 0}"#,
         ]
         for (task, line, message) in cases {
-            let url = try write([good[task]!, line], "bad.jsonl", in: folder)
+            let url = try writeLines([good[task]!, line], "bad.jsonl", in: folder)
             XCTAssertThrowsError(try TaskDataset.load(url, task: task, labelsRequired: true)) { error in
                 XCTAssertTrue("\(error)".contains(url.lastPathComponent) && "\(error)".contains(message), "'\(error)' lacks '\(message)'")
             }
@@ -203,7 +197,7 @@ final class FineTuningTests: XCTestCase {
         XCTAssertThrowsError(try TaskDataset.load(url, task: .classification, labelsRequired: true)) { error in
             XCTAssertTrue("\(error)".contains("line 2: not valid UTF-8"), "\(error)")
         }
-        let empty = try write([""], "empty.jsonl", in: folder)
+        let empty = try writeLines([""], "empty.jsonl", in: folder)
         XCTAssertThrowsError(try TaskDataset.load(empty, task: .classification, labelsRequired: true)) { error in
             XCTAssertTrue("\(error)".contains("holds no examples"), "\(error)")
         }
@@ -227,7 +221,7 @@ final class FineTuningTests: XCTestCase {
             let text = String((0..<(4 + random.nextInt(below: 8))).map { _ in "abc".randomElement(using: &random)! })
             return #"{"text": "\#(text)", "label": \#(text.first == "a" ? 1 : 0)}"#
         }
-        return try write(lines, name, in: folder)
+        return try writeLines(lines, name, in: folder)
     }
 
     private func settings(base: URL, train: URL, dev: URL, out: URL) -> TrainingConfiguration {
@@ -289,15 +283,15 @@ final class FineTuningTests: XCTestCase {
     func testABadTrainingFileStopsBeforeAnythingIsWritten() throws {
         let folder = try temporaryDirectory(self)
         let base = try baseModel(in: folder)
-        let train = try write([#"{"text": "ab", "label": 1}"#, #"{"text": "ax", "label": 0}"#], "train.jsonl", in: folder)
+        let train = try writeLines([#"{"text": "ab", "label": 1}"#, #"{"text": "ax", "label": 0}"#], "train.jsonl", in: folder)
         let dev = try syntheticTask(5, seed: 4, in: folder, name: "dev.jsonl")
         let out = folder.appendingPathComponent("run")
         XCTAssertThrowsError(try Trainer(configuration: settings(base: base, train: train, dev: dev, out: out))) { error in
             XCTAssertTrue("\(error)".contains("train.jsonl: line 2: character \"x\""), "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
-        let wrongLabel = try write([#"{"text": "ab", "label": 1}"#], "train2.jsonl", in: folder)
-        let devWithThree = try write([#"{"text": "ab", "label": 2}"#], "dev2.jsonl", in: folder)
+        let wrongLabel = try writeLines([#"{"text": "ab", "label": 1}"#], "train2.jsonl", in: folder)
+        let devWithThree = try writeLines([#"{"text": "ab", "label": 2}"#], "dev2.jsonl", in: folder)
         XCTAssertThrowsError(try Trainer(configuration: settings(base: base, train: wrongLabel, dev: devWithThree, out: out))) { error in
             XCTAssertTrue("\(error)".contains("dev2.jsonl: line 1: field 'label' is 2, but the model has 2 labels"), "\(error)")
         }

@@ -168,12 +168,6 @@ final class PolicyOptimizationTests: XCTestCase {
 
     // MARK: End to end
 
-    private func write(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
-        let url = folder.appendingPathComponent(name)
-        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
-        return url
-    }
-
     /// A policy over "a", "b" and an end-of-text token, a reward model trained to prefer replies of "a"s, and prompts.
     private func setup(in folder: URL) throws -> TrainingConfiguration {
         let policyTokenizer = try CharacterTokenizer(characters: Array("ab".unicodeScalars), specialTokens: ["<|endoftext|>"])
@@ -193,7 +187,7 @@ final class PolicyOptimizationTests: XCTestCase {
         try TrainingCheckpoint.save(model: try GPTModel(config: GPTConfig(vocabularySize: 2, contextLength: 16, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 3),
                                     tokenizer: try CharacterTokenizer(characters: Array("ab".unicodeScalars)), optimizer: nil, state: nil, to: rmBase)
         var rm = TrainingConfiguration()
-        let pairsURL = try write(pairs, "pairs.jsonl", in: folder)
+        let pairsURL = try writeLines(pairs, "pairs.jsonl", in: folder)
         rm.rewardModeling = RewardModelingSettings(train: pairsURL.path, dev: pairsURL.path)
         rm.rewardModeling!.epochs = 4
         rm.initFrom = rmBase.path
@@ -203,7 +197,7 @@ final class PolicyOptimizationTests: XCTestCase {
         rm.precision = .float32
         XCTAssertEqual(try Trainer(configuration: rm).run(), .finished)
 
-        let prompts = try write((0..<16).map { _ in #"{"prompt": "\#(text(2))"}"# }, "prompts.jsonl", in: folder)
+        let prompts = try writeLines((0..<16).map { _ in #"{"prompt": "\#(text(2))"}"# }, "prompts.jsonl", in: folder)
         var settings = PolicyOptimizationSettings(prompts: prompts.path, reward: rm.out, chatTemplate: .default)
         settings.iterations = 12
         settings.rolloutSize = 16

@@ -24,12 +24,6 @@ final class RewardModelTests: XCTestCase {
         XCTAssertEqual(m["val_reward_std"]!, ((0.765625 + 1.265625 + 0.015625 + 3.515625 + 0.015625 * 3 + 1.265625) / 8).squareRoot(), accuracy: 1e-12)
     }
 
-    private func write(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
-        let url = folder.appendingPathComponent(name)
-        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
-        return url
-    }
-
     /// Pairs whose chosen reply repeats the prompt's first character and whose rejected reply does not.
     private func pairs(_ count: Int, seed: UInt64, in folder: URL, name: String) throws -> URL {
         var random = SeededRandom(seed: seed)
@@ -40,7 +34,7 @@ final class RewardModelTests: XCTestCase {
             let good = text(random.nextInt(below: 3)) + String(first), bad = text(random.nextInt(below: 3)) + String(other)
             return #"{"prompt": "\#(prompt) ", "chosen": "\#(good)", "rejected": "\#(bad)"}"#
         }
-        return try write(lines, name, in: folder)
+        return try writeLines(lines, name, in: folder)
     }
 
     private func settings(in folder: URL, train: URL, dev: URL) throws -> TrainingConfiguration {
@@ -84,12 +78,12 @@ final class RewardModelTests: XCTestCase {
         for (line, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 2: missing field 'rejected'"),
                                 (#"{"prompt": "a", "chosen": 1, "rejected": "c"}"#, "line 2: field 'chosen' must be a string"),
                                 ("[1, 2]", "line 2: not a JSON object")] {
-            let url = try write([good, line], "pairs.jsonl", in: folder)
+            let url = try writeLines([good, line], "pairs.jsonl", in: folder)
             XCTAssertThrowsError(try PreferenceDataset.load(url)) { error in
                 XCTAssertTrue("\(error)".contains("pairs.jsonl: \(message)"), "\(error)")
             }
         }
-        let bad = try write([good, #"{"prompt": "x", "chosen": "b", "rejected": "c"}"#], "chars.jsonl", in: folder)
+        let bad = try writeLines([good, #"{"prompt": "x", "chosen": "b", "rejected": "c"}"#], "chars.jsonl", in: folder)
         XCTAssertThrowsError(try Trainer(configuration: try settings(in: folder, train: bad, dev: bad))) { error in
             XCTAssertTrue("\(error)".contains("chars.jsonl: line 2"), "\(error)")
         }

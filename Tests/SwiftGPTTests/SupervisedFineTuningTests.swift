@@ -31,15 +31,9 @@ final class SupervisedFineTuningTests: XCTestCase {
         }
     }
 
-    private func write(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
-        let url = folder.appendingPathComponent(name)
-        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
-        return url
-    }
-
     func testDemonstrationFilesAndTheirErrors() throws {
         let folder = try temporaryDirectory(self)
-        let url = try write([#"{"instruction": "Add.", "input": "1 2", "response": "3"}"#, #"{"instruction": "Hi.", "response": "Hello"}"#,
+        let url = try writeLines([#"{"instruction": "Add.", "input": "1 2", "response": "3"}"#, #"{"instruction": "Hi.", "response": "Hello"}"#,
                              #"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}"#],
                             "demos.jsonl", in: folder)
         let demonstrations = try DemonstrationDataset.load(url)
@@ -54,7 +48,7 @@ final class SupervisedFineTuningTests: XCTestCase {
                                 (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0].role must be one of"),
                                 (#"{"messages": [{"role": "user", "content": "x"}]}"#, "line 2: 'messages' has no assistant turn"),
                                 ("not json", "line 2: not a JSON object")] {
-            XCTAssertThrowsError(try DemonstrationDataset.load(try write([good, line], "bad.jsonl", in: folder))) { error in
+            XCTAssertThrowsError(try DemonstrationDataset.load(try writeLines([good, line], "bad.jsonl", in: folder))) { error in
                 XCTAssertTrue("\(error)".contains("bad.jsonl: \(message)"), "\(error)")
             }
         }
@@ -70,7 +64,7 @@ final class SupervisedFineTuningTests: XCTestCase {
             let filler = String((0..<(1 + random.nextInt(below: 3))).map { _ in "abc".randomElement(using: &random)! })
             return #"{"instruction": "\#(filler)\#(letter)", "response": "\#(String(repeating: letter, count: 3))"}"#
         }
-        return try write(lines, name, in: folder)
+        return try writeLines(lines, name, in: folder)
     }
 
     private func configuration(in folder: URL) throws -> TrainingConfiguration {
@@ -137,7 +131,7 @@ final class SupervisedFineTuningTests: XCTestCase {
     func testABadDemonstrationFileStopsTheCommand() throws {
         let folder = try temporaryDirectory(self)
         let c = try configuration(in: folder)
-        let bad = try write([#"{"instruction": "a", "response": "b"}"#, #"{"instruction": "a", "response": 7}"#], "bad.jsonl", in: folder)
+        let bad = try writeLines([#"{"instruction": "a", "response": "b"}"#, #"{"instruction": "a", "response": 7}"#], "bad.jsonl", in: folder)
         let out = folder.appendingPathComponent("out")
         let (status, output) = try runGPT(["sft", "--model", c.initFrom, "--train", bad.path, "--dev", c.supervisedFineTuning!.dev,
                                            "--out", out.path, "--chat-template", try templateFile(in: folder).path])

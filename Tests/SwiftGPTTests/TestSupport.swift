@@ -27,6 +27,13 @@ func temporaryDirectory(_ test: XCTestCase) throws -> URL {
     return url
 }
 
+/// Writes `lines` as the file `name` in `folder` (a JSONL file of test data), one a line.
+func writeLines(_ lines: [String], _ name: String, in folder: URL) throws -> URL {
+    let url = folder.appendingPathComponent(name)
+    try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
+    return url
+}
+
 /// Logits of `model` for `ids` (`batch` rows), inference mode.
 func logits(_ model: GPTModel, _ ids: [Int32], batch: Int) -> Tensor {
     let tape = Tape(recording: false)
