@@ -8,12 +8,15 @@ GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
 all: build
 
-# On Linux: oneDNN (matrix products, fp32 and bf16) and OpenBLAS from Debian. Accelerate is part of macOS.
+# On Linux: oneDNN (matrix products, fp32 and bf16), OpenBLAS and Open MPI (data-parallel training) from Debian.
+# Accelerate is part of macOS; Open MPI comes from Homebrew there (brew install open-mpi).
 deps:
 	@if [ "$$(uname)" = Linux ] && { ! [ -e /usr/include/oneapi/dnnl/dnnl.h ] || \
-		{ ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/aarch64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ]; }; }; then \
-		echo "Installing oneDNN and OpenBLAS (libdnnl-dev, libopenblas-dev, pkg-config)…"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libdnnl-dev libopenblas-dev pkg-config >/dev/null; \
+		{ ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/aarch64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ]; } || \
+		! pkg-config --exists ompi-c 2>/dev/null || ! command -v mpirun >/dev/null; }; then \
+		echo "Installing oneDNN, OpenBLAS and Open MPI (libdnnl-dev, libopenblas-dev, libopenmpi-dev, openmpi-bin, pkg-config)…"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libdnnl-dev libopenblas-dev \
+			libopenmpi-dev openmpi-bin pkg-config >/dev/null; \
 	fi
 
 build: deps

@@ -32,6 +32,11 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]
+        ),
         .target(
             name: "TensorCore",
             dependencies: [
@@ -55,7 +60,7 @@ let package = Package(
         ),
         .target(
             name: "GPTTraining",
-            dependencies: ["TensorCore", "Tokenizers", "GPTModels"],
+            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "CMPI"],
             swiftSettings: optimisation
         ),
         .target(

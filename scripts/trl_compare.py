@@ -163,11 +163,13 @@ def main():
         def on_step_end(self, *_args, **_kwargs):
             stamps.append(time.perf_counter())
 
-    config = PPOConfig(output_dir=os.path.join(args.out, "trl-ppo"), per_device_train_batch_size=args.mini_batch,
+    # TRL's rollout is per_device_train_batch_size × gradient_accumulation_steps responses, split into
+    # num_mini_batches mini-batches, each one optimizer step when it is one micro-batch: as SwiftGPT's run above.
+    config = PPOConfig(output_dir=os.path.join(args.out, "trl-ppo"), per_device_train_batch_size=args.rollout_size,
                        gradient_accumulation_steps=1, num_mini_batches=args.rollout_size // args.mini_batch,
                        total_episodes=args.rollout_size * (args.iterations + 1), num_ppo_epochs=args.ppo_epochs,
                        response_length=args.response_length, stop_token=None, temperature=1.0, learning_rate=5e-5,
-                       local_rollout_forward_batch_size=args.mini_batch, num_sample_generations=0, kl_coef=0.05,
+                       local_rollout_forward_batch_size=args.rollout_size, num_sample_generations=0, kl_coef=0.05,
                        report_to=[], use_cpu=True, save_strategy="no", logging_steps=1, seed=1)
     ppo = PPOTrainer(args=config, processing_class=ppo_tokenizer, model=policy, ref_model=reference, reward_model=reward,
                      value_model=value, train_dataset=prompt_dataset, eval_dataset=prompt_dataset.select(range(16)))

@@ -35,6 +35,18 @@ public final class EpochBatches {
         return (order(step / stepsPerEpoch)[start..<end], Float(end - start) / Float(stepEnd - stepStart))
     }
 
+    /// This rank's part of micro-batch `microBatch` of step `step` when the batch size is the global one (ranks
+    /// take consecutive equal parts), and the weight of its mean loss: with the ranks' gradients averaged, the
+    /// weights make the step's gradient that of the whole micro-batch weighted by its share. Nil when this rank's
+    /// part is empty.
+    public func microBatch(step: Int, microBatch: Int, shard: Shard) -> (indices: ArraySlice<Int>, weight: Float)? {
+        guard let (indices, share) = self.microBatch(step: step, microBatch: microBatch) else { return nil }
+        let part = (batchSize + shard.count - 1) / shard.count
+        let start = indices.startIndex + shard.index * part, end = min(indices.endIndex, start + part)
+        guard start < end else { return nil }
+        return (indices[start..<end], share * Float(shard.count) * Float(end - start) / Float(indices.count))
+    }
+
     /// The order of the examples in `epoch`: a shuffle fixed by the seed and the epoch.
     func order(_ epoch: Int) -> [Int] {
         if let order, order.epoch == epoch { return order.indices }

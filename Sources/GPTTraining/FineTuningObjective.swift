@@ -23,7 +23,11 @@ public final class FineTuningObjective: TrainingObjective {
 
     /// An objective for `model` (which carries its task head and input format), reading and validating the
     /// configuration's train and dev files.
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+    /// This process's share of each batch.
+    public let shard: Shard
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+        self.shard = shard
         guard let settings = c.fineTuning, let format = model.inputFormat, model.taskHead != nil else {
             throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")
         }
@@ -42,7 +46,7 @@ public final class FineTuningObjective: TrainingObjective {
         train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
-        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
     /// Every label must fit the head: a class below the number of labels, a value only for regression.
@@ -61,7 +65,7 @@ public final class FineTuningObjective: TrainingObjective {
 
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         let examples = indices.map { train[$0] }
         let batch = TaskBatch(examples, pad: pad)
         var random: SeededRandom? = dropout

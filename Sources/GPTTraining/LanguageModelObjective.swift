@@ -3,7 +3,8 @@ import GPTModels
 import TensorCore
 
 /// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by
-/// the mean loss over random windows of train.bin and val.bin.
+/// the mean loss over random windows of train.bin and val.bin. In a data-parallel run every rank draws the global
+/// batch's windows and reads its own consecutive rows of them.
 public final class LanguageModelObjective: TrainingObjective {
     public let model: GPTModel
     public let train: TokenDataset
@@ -13,9 +14,12 @@ public final class LanguageModelObjective: TrainingObjective {
     let batchSize: Int
     let evalIterations: Int
     let seed: UInt64
+    /// This process's share of each batch.
+    public let shard: Shard
 
-    public init(model: GPTModel, data: URL, configuration c: TrainingConfiguration) throws {
+    public init(model: GPTModel, data: URL, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.model = model
+        self.shard = shard
         train = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("train.bin")))
         val = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("val.bin")))
         length = min(c.context ?? model.config.contextLength, model.config.contextLength)
@@ -29,7 +33,9 @@ public final class LanguageModelObjective: TrainingObjective {
 
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        let (inputs, targets) = try train.batch(batchSize, length: length, random: &data)
+        let (allInputs, allTargets) = try train.batch(batchSize * shard.count, length: length, random: &data)
+        let rows = (shard.index * batchSize * length)..<((shard.index + 1) * batchSize * length)
+        let inputs = Array(allInputs[rows]), targets = Array(allTargets[rows])
         let hidden = model.hidden(ids: inputs, batch: batchSize, tape: tape, random: &dropout)
         let loss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
         return (count > 1 ? tape.scale(loss, by: 1 / Float(count)) : loss, batchSize * length)

@@ -16,7 +16,11 @@ public final class RewardObjective: TrainingObjective {
     public let truncatedCount: (train: Int, dev: Int)
     let pad: Int32
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+    /// This process's share of each batch.
+    public let shard: Shard
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+        self.shard = shard
         guard let settings = c.rewardModeling, case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
             throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")
         }
@@ -27,12 +31,12 @@ public final class RewardObjective: TrainingObjective {
         train = try PreferenceDataset.encode(try PreferenceDataset.load(trainURL), from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try PreferenceDataset.encode(try PreferenceDataset.load(devURL), from: devURL, tokenizer: tokenizer, contextLength: context)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
-        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         let batch = TaskBatch(indices.map { train[$0] }, pad: pad)
         var random: SeededRandom? = dropout
         let rewards = model.taskForward(batch, tape: tape, random: &random).outputs

@@ -17,7 +17,11 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
     public let truncatedCount: (train: Int, dev: Int)
     public let droppedCount: (train: Int, dev: Int)
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+    /// This process's share of each batch.
+    public let shard: Shard
+
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+        self.shard = shard
         guard let settings = c.supervisedFineTuning else {
             throw ConfigurationError(message: "supervised fine-tuning needs its settings")
         }
@@ -36,12 +40,12 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         dev = devSet.examples
         droppedCount = (trainSet.dropped, devSet.dropped)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
-        batches = EpochBatches(count: train.count, batchSize: c.batchSize, accumulation: c.gradientAccumulation, seed: c.seed)
+        batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch) else { return nil }
+        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         var random: SeededRandom? = dropout
         let (loss, _, positions) = replyLoss(indices.map { train[$0] }, tape: tape, random: &random)
         dropout = random!

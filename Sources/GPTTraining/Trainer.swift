@@ -32,6 +32,8 @@ public final class Trainer {
     public let tokenizer: any Tokenizer
     public let optimizer: AdamW
     public let objective: any TrainingObjective
+    /// The processes training together (this one alone unless started by `mpirun`); rank 0 writes the files.
+    public let group = ProcessGroup.world
     public private(set) var step = 0
     private var dataRandom: SeededRandom
     private var dropoutRandom: SeededRandom
@@ -92,6 +94,7 @@ public final class Trainer {
         configuration.precision = configuration.resolvedPrecision
         self.model = model
         self.tokenizer = tokenizer
+        let shard = Shard(index: group.rank, count: group.size)
         // A new run over a set of examples: its length, warmup and evaluations follow from the epochs.
         func schedule(_ batches: EpochBatches, epochs: Int, warmupFraction: Float) {
             guard state == nil else { return }
@@ -100,18 +103,19 @@ public final class Trainer {
             configuration.evalInterval = batches.stepsPerEpoch
         }
         if let settings = configuration.fineTuning {
-            let objective = try FineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            let objective = try FineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
             schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
             self.objective = objective
         } else if let settings = configuration.rewardModeling {
-            let objective = try RewardObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            let objective = try RewardObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
             schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
             self.objective = objective
         } else if let settings = configuration.supervisedFineTuning {
-            let objective = try SupervisedFineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            let objective = try SupervisedFineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
             schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
             self.objective = objective
         } else if let settings = configuration.policyOptimization {
+            guard group.size == 1 else { throw ConfigurationError(message: "PPO runs in one process, not under mpirun") }
             let objective = try PolicyOptimizationObjective(model: model, tokenizer: tokenizer, configuration: configuration)
             if state == nil {
                 configuration.maxIterations = settings.iterations * objective.stepsPerIteration
@@ -120,7 +124,8 @@ public final class Trainer {
             configuration.evalInterval = objective.stepsPerIteration
             self.objective = objective
         } else {
-            objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data), configuration: configuration)
+            objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data),
+                                                   configuration: configuration, shard: shard)
         }
         self.configuration = configuration
         optimizer = AdamW(parameters: model.parameters, settings: .init(
@@ -131,6 +136,10 @@ public final class Trainer {
         dataRandom = state?.dataRandom ?? SeededRandom(seed: configuration.seed)
         dropoutRandom = state?.dropoutRandom ?? SeededRandom(seed: configuration.seed &+ 1)
         bestScore = state?.bestScore
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        try group.checkSame(try encoder.encode(configuration), what: "settings")
+        guard group.isMain else { return }
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if state == nil {
             try? FileManager.default.removeItem(at: Metrics.url(output))
@@ -155,17 +164,19 @@ public final class Trainer {
             let tokensPerSecond = window.reduce(0) { $0 + $1.1 } / window.reduce(0) { $0 + $1.0 }
             let report = StepReport(step: step, loss: loss, learningRate: c.learningRate(at: step - 1), gradientNorm: norm,
                                     milliseconds: seconds * 1000, tokensPerSecond: tokensPerSecond)
-            if step % c.logInterval == 0 || step == c.maxIterations {
+            if group.isMain && (step % c.logInterval == 0 || step == c.maxIterations) {
                 try Metrics.append(["step": step, "train_loss": Double(loss), "lr": Double(report.learningRate),
                                     "grad_norm": Double(norm), "tokens_per_s": tokensPerSecond, "ms_per_step": seconds * 1000], in: output)
             }
             events(.step(report))
-            if shouldStop() && step < c.maxIterations {
+            // Every rank stops at the same step, when any is asked to.
+            if group.maximum([shouldStop() ? 1 : 0])[0] > 0 && step < c.maxIterations {
                 try saveCheckpoint(events)
                 return .interrupted
             }
         }
         try evaluateAndCheckpoint(events)
+        guard group.isMain else { return .finished }
         let title = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" }
             ?? (c.rewardModeling != nil ? "reward model" : c.supervisedFineTuning != nil ? "supervised fine-tuning"
                 : c.policyOptimization != nil ? "PPO" : c.preset)
@@ -189,6 +200,13 @@ public final class Trainer {
             tokens += count
             tape.backward(from: microLoss)
         }
+        if group.size > 1 {
+            // The mean of the ranks' gradients: the gradient of the global batch.
+            group.averageInPlace(model.parameters.gradients.pointer, count: model.parameters.gradients.count)
+            let totals = group.sum([Double(loss), Double(tokens)])
+            loss = Float(totals[0] / Double(group.size))
+            tokens = Int(totals[1])
+        }
         let (norm, scale) = c.gradientClip > 0
             ? model.parameters.gradientClipping(maximum: c.gradientClip) : (model.parameters.gradientNorm(), 1)
         guard loss.isFinite, norm.isFinite else {
@@ -205,6 +223,7 @@ public final class Trainer {
             throw TrainingError(message: "step \(step): the evaluation's \(name) is \(value); stopping. \(keptCheckpointNote)")
         }
         events(.evaluation(step: step, evaluation))
+        guard group.isMain else { return }
         var record: [String: Any] = evaluation.metrics
         record["step"] = step
         record["score"] = evaluation.score
@@ -226,6 +245,7 @@ public final class Trainer {
     }
 
     private func saveCheckpoint(_ events: (Event) -> Void) throws {
+        guard group.isMain else { return }
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
                                              dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")

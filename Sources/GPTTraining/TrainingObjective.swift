@@ -38,6 +38,22 @@ extension TrainingObjective {
     public func writeCharts(to output: URL, records: [[String: Any]]) throws {}
 }
 
+/// The share of every global batch one process takes in a data-parallel run: rank `index` of `count`. A global
+/// batch holds `count` times the configured batch size, so that N ranks of batch B step as one process of batch N·B.
+public struct Shard: Sendable, Equatable {
+    public var index: Int
+    public var count: Int
+
+    public init(index: Int, count: Int) {
+        precondition(count > 0 && (0..<count).contains(index), "rank \(index) of \(count)")
+        self.index = index
+        self.count = count
+    }
+
+    /// One process, the whole batch.
+    public static let whole = Shard(index: 0, count: 1)
+}
+
 /// The figures of one evaluation.
 public struct Evaluation: Sendable {
     /// Named figures for metrics.jsonl (`val_loss` among them).

@@ -9,9 +9,13 @@ nonisolated(unsafe) private var interruptRequested = false
 enum TrainingRun {
     @discardableResult
     static func run(_ trainer: Trainer) throws -> Trainer.Outcome {
+        signal(SIGINT) { _ in interruptRequested = true }
+        // Under mpirun the other ranks train silently: rank 0 reports for all.
+        guard trainer.group.isMain else { return try trainer.run(shouldStop: { interruptRequested }) }
         let c = trainer.configuration, m = trainer.model.config
         print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
-        print("training: batch \(c.batchSize) × \(c.gradientAccumulation), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
+        let ranks = trainer.group.size > 1 ? " × \(trainer.group.size) ranks" : ""
+        print("training: batch \(c.batchSize) × \(c.gradientAccumulation)\(ranks), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
         if let task = trainer.objective as? FineTuningObjective {
             let t = task.truncatedCount
             print("task: \(task.format.task.rawValue), \(task.train.count) train and \(task.dev.count) dev examples, \(task.batches.stepsPerEpoch) steps per epoch, LM-loss weight \(task.settings.lmWeight), \(task.settings.pretrained ? "pretrained" : "random") body; cut to fit the context: \(t.train) train, \(t.dev) dev")
@@ -28,7 +32,6 @@ enum TrainingRun {
             let s = ppo.settings
             print("PPO: \(ppo.prompts.count) prompts, \(s.iterations) rollouts of \(min(s.rolloutSize, ppo.prompts.count)) responses (≤ \(s.maxNewTokens) tokens), \(s.epochsPerRollout) epochs × \(ppo.stepsPerEpoch) steps per rollout; β \(s.klCoefficient)\(s.targetKL.map { " adaptive toward KL \($0)" } ?? " fixed") (\(s.klEstimator.rawValue)); reward \(s.reward)")
         }
-        signal(SIGINT) { _ in interruptRequested = true }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
         let start = Date()
         let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in

@@ -1,0 +1,111 @@
+import Foundation
+import SwiftGPT
+import TensorCore
+import XCTest
+
+/// `gpt train` under `mpirun -np 2` (Open MPI): two ranks of batch B step as one process of batch 2B, and a resumed
+/// data-parallel run continues exactly. Skips without mpirun or a release build.
+final class DataParallelTests: XCTestCase {
+    private var gpt: URL { packageRoot.appendingPathComponent(".build/release/gpt") }
+
+    private func mpirun() throws -> URL {
+        let url = ["/usr/bin/mpirun", "/usr/local/bin/mpirun", "/opt/homebrew/bin/mpirun"].map(URL.init(fileURLWithPath:))
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+        try XCTSkipIf(url == nil, "mpirun is not installed (make deps installs Open MPI)")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        return url!
+    }
+
+    /// Runs `executable` with `arguments`; fails the test with its output when it exits non-zero.
+    private func run(_ executable: URL, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWIFTGPT_THREADS"] = "1"
+        // Containers often forbid the cross-memory attach Open MPI's shared-memory transport tries first.
+        environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, output, file: file, line: line)
+    }
+
+    private func train(ranks: Int, batch: Int, out: URL, data: URL, extra: [String] = []) throws {
+        let arguments = ["train", "--data", data.path, "--out", out.path, "--preset", "baby", "--layers", "2", "--heads", "2",
+                         "--width", "32", "--context", "32", "--dropout", "0", "--batch-size", String(batch),
+                         "--learning-rate", "3e-3", "--warmup-iterations", "2", "--eval-interval", "3", "--eval-iterations", "2",
+                         "--log-interval", "1", "--precision", "fp32", "--seed", "3"] + extra
+        if ranks == 1 {
+            try run(gpt, arguments)
+        } else {
+            try run(try mpirun(), ["-np", String(ranks), "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                                   "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path] + arguments)
+        }
+    }
+
+    private func prepared(in folder: URL) throws -> URL {
+        let text = try String(contentsOf: packageRoot.appendingPathComponent("data/tinyshakespeare/input.txt"), encoding: .utf8)
+        let corpus = folder.appendingPathComponent("corpus.txt")
+        try String(text.prefix(60_000)).write(to: corpus, atomically: true, encoding: .utf8)
+        let data = folder.appendingPathComponent("data")
+        try run(gpt, ["prepare", "--tokenizer", "char", "--out", data.path, corpus.path])
+        return data
+    }
+
+    private func parameters(_ run: URL) throws -> [String: [Float]] {
+        let file = try SafeTensors(contentsOf: run.appendingPathComponent("last/model.safetensors"))
+        return try Dictionary(uniqueKeysWithValues: file.names.map { ($0, try file.tensor($0).scalars) })
+    }
+
+    /// The per-step values of `key` in a run's metrics.
+    private func logged(_ key: String, _ run: URL) throws -> [Double] {
+        let text = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        return text.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?[key] as? Double
+        }
+    }
+
+    func testTwoRanksStepAsOneProcessWithTheDoubleBatch() throws {
+        _ = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let single = folder.appendingPathComponent("single"), parallel = folder.appendingPathComponent("parallel")
+        try train(ranks: 1, batch: 8, out: single, data: data, extra: ["--max-iterations", "6"])
+        try train(ranks: 2, batch: 4, out: parallel, data: data, extra: ["--max-iterations", "6"])
+        // Losses and gradient norms agree to rounding: the ranks' mean gradient is the double batch's.
+        for key in ["train_loss", "grad_norm"] {
+            let (a, b) = (try logged(key, single), try logged(key, parallel))
+            XCTAssertEqual(a.count, 6)
+            XCTAssertEqual(b.count, 6, "only rank 0 writes metrics")
+            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), key) }
+        }
+        // Parameters after six AdamW steps agree to 2e-4 of each tensor's norm (measured: at most 9e-5, in biases):
+        // AdamW divides by √v, which magnifies rounding in elements whose gradients are tiny.
+        let (p, q) = (try parameters(single), try parameters(parallel))
+        XCTAssertEqual(p.keys.sorted(), q.keys.sorted())
+        for (name, values) in p {
+            let norm = values.map { $0 * $0 }.reduce(0, +).squareRoot()
+            let difference = zip(values, q[name]!).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+            XCTAssertLessThanOrEqual(difference, 2e-4 * norm, name)
+        }
+    }
+
+    func testAResumedDataParallelRunContinuesExactly() throws {
+        _ = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let whole = folder.appendingPathComponent("whole"), resumed = folder.appendingPathComponent("resumed")
+        try train(ranks: 2, batch: 4, out: whole, data: data, extra: ["--max-iterations", "9", "--decay-iterations", "9"])
+        try train(ranks: 2, batch: 4, out: resumed, data: data, extra: ["--max-iterations", "6", "--decay-iterations", "9"])
+        try run(try mpirun(), ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                               "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path,
+                               "train", "--resume", "--out", resumed.path, "--max-iterations", "9"])
+        XCTAssertEqual(try parameters(resumed), try parameters(whole))
+        XCTAssertEqual(try logged("train_loss", resumed), try logged("train_loss", whole))
+    }
+}
