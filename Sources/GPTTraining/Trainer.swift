@@ -156,7 +156,7 @@ public final class Trainer {
         while step < c.maxIterations {
             if step % c.evalInterval == 0 { try evaluateAndCheckpoint(events) }
             let start = DispatchTime.now().uptimeNanoseconds
-            let (loss, norm, tokens) = try trainingStep()
+            let (loss, norm, tokens, communication) = try trainingStep()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             trainingSeconds += seconds
             window.append((seconds, Double(tokens)))
@@ -165,8 +165,10 @@ public final class Trainer {
             let report = StepReport(step: step, loss: loss, learningRate: c.learningRate(at: step - 1), gradientNorm: norm,
                                     milliseconds: seconds * 1000, tokensPerSecond: tokensPerSecond)
             if group.isMain && (step % c.logInterval == 0 || step == c.maxIterations) {
-                try Metrics.append(["step": step, "train_loss": Double(loss), "lr": Double(report.learningRate),
-                                    "grad_norm": Double(norm), "tokens_per_s": tokensPerSecond, "ms_per_step": seconds * 1000], in: output)
+                var record: [String: Any] = ["step": step, "train_loss": Double(loss), "lr": Double(report.learningRate),
+                                             "grad_norm": Double(norm), "tokens_per_s": tokensPerSecond, "ms_per_step": seconds * 1000]
+                if group.size > 1 { record["allreduce_ms"] = communication * 1000 }
+                try Metrics.append(record, in: output)
             }
             events(.step(report))
             // Every rank stops at the same step, when any is asked to.
@@ -185,9 +187,10 @@ public final class Trainer {
         return .finished
     }
 
-    /// One optimizer step over `gradientAccumulation` micro-batches; returns the step's loss, the gradient norm
-    /// and the token positions processed.
-    private func trainingStep() throws -> (Float, Float, Int) {
+    /// One optimizer step over `gradientAccumulation` micro-batches; returns the step's loss, the gradient norm,
+    /// the token positions processed (by all ranks) and the seconds spent averaging gradients across ranks (waiting
+    /// for the slowest included).
+    private func trainingStep() throws -> (Float, Float, Int, Double) {
         let c = configuration
         model.parameters.zeroGradients()
         var loss: Float = 0, tokens = 0
@@ -200,8 +203,11 @@ public final class Trainer {
             tokens += count
             tape.backward(from: microLoss)
         }
+        var communication = 0.0
         if group.size > 1 {
             // The mean of the ranks' gradients: the gradient of the global batch.
+            let start = DispatchTime.now().uptimeNanoseconds
+            defer { communication = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
             group.averageInPlace(model.parameters.gradients.pointer, count: model.parameters.gradients.count)
             let totals = group.sum([Double(loss), Double(tokens)])
             loss = Float(totals[0] / Double(group.size))
@@ -214,7 +220,7 @@ public final class Trainer {
         }
         optimizer.step(learningRate: c.learningRate(at: step), gradientScale: scale)
         step += 1
-        return (loss, norm, tokens)
+        return (loss, norm, tokens, communication)
     }
 
     private func evaluateAndCheckpoint(_ events: (Event) -> Void) throws {
