@@ -42,7 +42,8 @@ struct SFTCommand: ParsableCommand {
             c.supervisedFineTuning = settings
             return c
         }
-        guard try TrainingRun.run(trainer) == .finished, samples > 0, let settings = trainer.configuration.supervisedFineTuning else { return }
+        guard try TrainingRun.run(trainer) == .finished, trainer.group.isMain, samples > 0,
+              let settings = trainer.configuration.supervisedFineTuning else { return }
         try sampleReplies(output: URL(fileURLWithPath: options.out), settings: settings)
     }
 

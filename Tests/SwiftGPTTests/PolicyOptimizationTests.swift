@@ -218,6 +218,31 @@ final class PolicyOptimizationTests: XCTestCase {
         return c
     }
 
+    /// Bad prompts and reward specifications stop a new run before anything is written, naming what is wrong.
+    func testBadPromptsAndRewardsAreReported() throws {
+        let folder = try temporaryDirectory(self)
+        let c = try setup(in: folder)
+        let good = #"{"prompt": "ab"}"#
+        for (line, message) in [(#"{"text": "ab"}"#, "line 2: a prompt line holds 'prompt' (text) or 'messages'"),
+                                (#"{"prompt": ""}"#, "line 2: field 'prompt' must be a non-empty string"),
+                                (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0] needs a role")] {
+            var bad = c
+            bad.policyOptimization!.prompts = try writeLines([good, line], "prompts-bad.jsonl", in: folder).path
+            XCTAssertThrowsError(try Trainer(configuration: bad)) { error in
+                XCTAssertTrue("\(error)".contains("prompts-bad.jsonl: \(message)"), "\(error)")
+            }
+        }
+        for (reward, message) in [(c.initFrom, "is not a reward model"), ("classifier:\(c.initFrom)", "a classifier reward is classifier:DIR:LABEL"),
+                                  ("classifier:\(c.initFrom):1", "is not a classifier")] {
+            var bad = c
+            bad.policyOptimization!.reward = reward
+            XCTAssertThrowsError(try Trainer(configuration: bad)) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(error)")
+            }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: URL(fileURLWithPath: c.out).appendingPathComponent("last").path))
+    }
+
     /// PPO against the reward model raises the mean score well above where it started; the metrics, chart,
     /// samples and a causal-LM checkpoint with its value head are written.
     func testPPORaisesTheRewardOfATinyPolicy() throws {
