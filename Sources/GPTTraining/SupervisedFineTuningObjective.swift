@@ -13,6 +13,8 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
     public let train: [EncodedDemonstration]
     public let dev: [EncodedDemonstration]
     public let batches: EpochBatches
+    /// The number of trained (reply) tokens of each training demonstration.
+    let replyTokenCounts: [Int]
     /// How many demonstrations were cut to fit the context, and how many were dropped for having no reply left.
     public let truncatedCount: (train: Int, dev: Int)
     public let droppedCount: (train: Int, dev: Int)
@@ -40,16 +42,22 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         dev = devSet.examples
         droppedCount = (trainSet.dropped, devSet.dropped)
         truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        replyTokenCounts = train.map { $0.targets.filter { $0 >= 0 }.count }
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
     public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
-        guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
+        guard let (whole, share) = batches.microBatch(step: step, microBatch: microBatch),
+              let (indices, _) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         var random: SeededRandom? = dropout
-        let (loss, _, positions) = replyLoss(indices.map { train[$0] }, tape: tape, random: &random)
+        let (loss, tokens, positions) = replyLoss(indices.map { train[$0] }, tape: tape, random: &random)
         dropout = random!
-        return (share == 1 ? loss : tape.scale(loss, by: share), positions)
+        // The micro-batch's loss is the mean over all its reply tokens: a rank's mean counts by its share of them
+        // (every rank knows the whole micro-batch, so no communication is needed).
+        let wholeTokens = whole.reduce(0) { $0 + replyTokenCounts[$1] }
+        let weight = share * Float(shard.count) * Float(tokens) / Float(wholeTokens)
+        return (weight == 1 ? loss : tape.scale(loss, by: weight), positions)
     }
 
     /// The mean cross-entropy over the trained tokens of `examples` run as one padded batch, the number of those

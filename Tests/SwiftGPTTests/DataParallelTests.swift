@@ -108,4 +108,30 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(try parameters(resumed), try parameters(whole))
         XCTAssertEqual(try logged("train_loss", resumed), try logged("train_loss", whole))
     }
+
+    /// SFT weighs each rank's reply-token mean by its share of the micro-batch's reply tokens, so 2 ranks of batch 4
+    /// step as one process of batch 8 although the ranks hold different numbers of reply tokens.
+    func testSupervisedFineTuningOnTwoRanksEqualsOneProcess() throws {
+        let mpirun = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let base = folder.appendingPathComponent("base")
+        let model = try GPTModel(config: GPTConfig(vocabularySize: 50257, contextLength: 64, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 2)
+        try TrainingCheckpoint.save(model: model, tokenizer: try TokenizerLoading.gpt2(), optimizer: nil, state: nil, to: base)
+        let demonstrations = try String(contentsOf: packageRoot.appendingPathComponent("data/alpaca/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(32).map(String.init)
+        let train = try writeLines(Array(demonstrations.prefix(24)), "train.jsonl", in: folder)
+        let dev = try writeLines(Array(demonstrations.suffix(8)), "dev.jsonl", in: folder)
+        let arguments = ["sft", "--model", base.path, "--train", train.path, "--dev", dev.path, "--epochs", "1", "--learning-rate", "1e-3",
+                         "--dropout", "0", "--precision", "fp32", "--samples", "0", "--log-interval", "1"]
+        let single = folder.appendingPathComponent("single"), parallel = folder.appendingPathComponent("parallel")
+        try run(gpt, arguments + ["--batch-size", "8", "--out", single.path])
+        try run(mpirun, ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                         "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path] + arguments + ["--batch-size", "4", "--out", parallel.path])
+        for key in ["train_loss", "val_loss"] {
+            let (a, b) = (try logged(key, single), try logged(key, parallel))
+            XCTAssertEqual(a.count, b.count, key)
+            XCTAssertFalse(a.isEmpty, key)
+            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), key) }
+        }
+    }
 }
