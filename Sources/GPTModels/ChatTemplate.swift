@@ -65,6 +65,12 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
         return FileManager.default.fileExists(atPath: url.path) ? try load(file: url) : .default
     }
 
+    /// The template of the model at `path` (a model directory or a training output directory, as `ModelLoading`
+    /// opens it), or the default.
+    public static func load(model path: String) throws -> ChatTemplate {
+        try load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: path)))
+    }
+
     /// The template in a JSON file.
     public static func load(file url: URL) throws -> ChatTemplate {
         let template: ChatTemplate

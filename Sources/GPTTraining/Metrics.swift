@@ -7,15 +7,22 @@ enum Metrics {
     static func url(_ output: URL) -> URL { output.appendingPathComponent("metrics.jsonl") }
 
     static func append(_ record: [String: Any], in output: URL) throws {
-        var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-        line.append(UInt8(ascii: "\n"))
-        let url = url(output)
+        try appendLines([record], to: url(output))
+    }
+
+    /// Appends `records` as JSON lines (sorted keys) to the file at `url`, created if missing.
+    static func appendLines(_ records: [[String: Any]], to url: URL) throws {
+        var lines = Data()
+        for record in records {
+            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            lines.append(UInt8(ascii: "\n"))
+        }
         // A file that cannot be created makes the FileHandle below throw, with the reason.
         if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: url)
         defer { try? handle.close() }
         try handle.seekToEnd()
-        try handle.write(contentsOf: line)
+        try handle.write(contentsOf: lines)
     }
 
     static func records(in output: URL) -> [[String: Any]] {

@@ -246,18 +246,10 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     static let excludedLogit: Float = -1e9
 
     func logSamples(iteration: Int, prompts: [String], responses: [String], scores: [Float]) throws {
-        var lines = Data()
-        for (prompt, (response, score)) in zip(prompts, zip(responses, scores)) {
-            let record: [String: Any] = ["iteration": iteration, "prompt": prompt, "response": response, "score": Double(score)]
-            lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-            lines.append(UInt8(ascii: "\n"))
+        let records = zip(prompts, zip(responses, scores)).map { prompt, sample -> [String: Any] in
+            ["iteration": iteration, "prompt": prompt, "response": sample.0, "score": Double(sample.1)]
         }
-        let url = output.appendingPathComponent("samples.jsonl")
-        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
-        let handle = try FileHandle(forWritingTo: url)
-        defer { try? handle.close() }
-        try handle.seekToEnd()
-        try handle.write(contentsOf: lines)
+        try Metrics.appendLines(records, to: output.appendingPathComponent("samples.jsonl"))
     }
 
     // MARK: Updates

@@ -15,6 +15,8 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
     public let batches: EpochBatches
     /// The number of trained (reply) tokens of each training demonstration.
     let replyTokenCounts: [Int]
+    /// The trained (reply) tokens of the whole training set.
+    public var replyTokenCount: Int { replyTokenCounts.reduce(0, +) }
     /// How many demonstrations were cut to fit the context, and how many were dropped for having no reply left.
     public let truncatedCount: (train: Int, dev: Int)
     public let droppedCount: (train: Int, dev: Int)

@@ -88,7 +88,7 @@ struct GenerateCommand: ParsableCommand {
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let prompts: [[Int32]]
         if chat {
-            let template = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: model)))
+            let template = try ChatTemplate.load(model: model)
             prompts = try texts.map { try template.tokens([ChatMessage(role: .user, content: $0)], addGenerationPrompt: true, tokenizer: tok) }
             options.stop += try template.replyStops(tok)
         } else {

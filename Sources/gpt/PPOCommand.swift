@@ -70,7 +70,7 @@ struct PPOCommand: ParsableCommand {
         } else {
             guard let policy, let reward, let prompts else { throw ValidationError("a new run needs --policy, --reward and --prompts") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
-                ?? ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: policy)))
+                ?? ChatTemplate.load(model: policy)
             let rewardSpecification = reward.hasPrefix("classifier:") ? reward : ExampleTrainingOptions.absolute(reward)
             var settings = PolicyOptimizationSettings(prompts: ExampleTrainingOptions.absolute(prompts), reward: rewardSpecification,
                                                       chatTemplate: template)

@@ -34,7 +34,7 @@ struct SFTCommand: ParsableCommand {
         let trainer = try options.trainer(kind: "supervised fine-tuning", isKind: { $0.supervisedFineTuning != nil }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
-                ?? ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: model)))
+                ?? ChatTemplate.load(model: model)
             var settings = SupervisedFineTuningSettings(train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev),
                                                         chatTemplate: template)
             (settings.epochs, settings.warmupFraction) = options.schedule(defaults)

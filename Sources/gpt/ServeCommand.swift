@@ -30,7 +30,7 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
-        let template = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: model)))
+        let template = try ChatTemplate.load(model: model)
         var configuration = ServerConfiguration()
         configuration.host = host
         configuration.port = port

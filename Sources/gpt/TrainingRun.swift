@@ -26,7 +26,7 @@ enum TrainingRun {
         }
         if let sft = trainer.objective as? SupervisedFineTuningObjective {
             let t = sft.truncatedCount, d = sft.droppedCount
-            print("demonstrations: \(sft.train.count) train and \(sft.dev.count) dev, \(sft.batches.stepsPerEpoch) steps per epoch, \(sft.train.reduce(0) { $0 + $1.trained.filter { $0 }.count }) trained reply tokens; cut to fit the context: \(t.train) train, \(t.dev) dev; dropped (no reply left): \(d.train) train, \(d.dev) dev")
+            print("demonstrations: \(sft.train.count) train and \(sft.dev.count) dev, \(sft.batches.stepsPerEpoch) steps per epoch, \(sft.replyTokenCount) trained reply tokens; cut to fit the context: \(t.train) train, \(t.dev) dev; dropped (no reply left): \(d.train) train, \(d.dev) dev")
         }
         if let ppo = trainer.objective as? PolicyOptimizationObjective {
             let s = ppo.settings
