@@ -1,14 +1,27 @@
 import CMPI
 import Foundation
 import GPTModels
+import TensorCore
 
 /// The processes of a data-parallel run: every rank `mpirun` started (Open MPI), or this process alone when it was
 /// not started by `mpirun`. Rank 0 is the main process: it alone writes checkpoints, metrics and progress.
+///
+/// Every collective operation is watched: when one waits longer than `timeout` seconds (another rank died or hangs),
+/// this process says so on standard error and exits with status 1, and `mpirun` then ends the whole job.
 public final class ProcessGroup: @unchecked Sendable {
     public let rank: Int
     public let size: Int
     /// Whether this process writes the run's files.
     public var isMain: Bool { rank == 0 }
+    /// Seconds a collective operation may wait for the other ranks before this process gives up.
+    public var timeout: Double {
+        get { lock.withLock { timeoutSeconds } }
+        set { lock.withLock { timeoutSeconds = newValue } }
+    }
+    private let lock = NSLock()
+    private var timeoutSeconds: Double = 300
+    /// The collective operation under way and when it started (uptime nanoseconds).
+    private var pending: (operation: String, since: UInt64)?
 
     /// All the processes of this job, MPI being started on first use when `mpirun` launched this process.
     public static let world = ProcessGroup()
@@ -27,6 +40,45 @@ public final class ProcessGroup: @unchecked Sendable {
         self.rank = Int(rank)
         self.size = Int(size)
         atexit { MPI_Finalize() }
+        if size > 1 { startWatchdog() }
+    }
+
+    /// Runs `body`, a collective operation called `operation`, under the watchdog.
+    private func collective<T>(_ operation: String, _ body: () -> T) -> T {
+        lock.withLock { pending = (operation, DispatchTime.now().uptimeNanoseconds) }
+        defer { lock.withLock { pending = nil } }
+        return body()
+    }
+
+    /// A thread that ends this process when a collective operation has waited longer than `timeout`.
+    private func startWatchdog() {
+        let thread = Thread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: 0.5)
+                let (waiting, limit) = lock.withLock { () -> ((String, Double)?, Double) in
+                    (pending.map { ($0.operation, Double(DispatchTime.now().uptimeNanoseconds - $0.since) / 1e9) }, timeoutSeconds)
+                }
+                guard let (operation, seconds) = waiting, seconds > limit else { continue }
+                let message = "error: rank \(rank) of \(size): no answer from the other ranks for \(Int(seconds)) s in \(operation) "
+                    + "(a rank died or hangs; the limit is --rank-timeout \(Int(limit)) s). Stopping; resume the run from its last "
+                    + "checkpoint with --resume.\n"
+                FileHandle.standardError.write(Data(message.utf8))
+                // Not exit(): its MPI_Finalize would wait for the missing rank too.
+                _exit(1)
+            }
+        }
+        thread.name = "MPI watchdog"
+        thread.start()
+    }
+
+    /// The parts of an arena of `count` elements that the ranks own, in rank order: consecutive, as equal as
+    /// possible, made of whole pieces of `ParameterSet.normPiece` elements (so each rank computes its part of the
+    /// gradient norm exactly as one process would).
+    public func shares(of count: Int) -> [Range<Int>] {
+        let piece = ParameterSet.normPiece, pieces = (count + piece - 1) / piece
+        return (0..<size).map { r in
+            min(count, pieces * r / size * piece)..<min(count, pieces * (r + 1) / size * piece)
+        }
     }
 
     /// Adds `count` floats at `buffer` over every rank, in place (one all-reduce, in pieces below 2³¹ elements).
@@ -35,8 +87,10 @@ public final class ProcessGroup: @unchecked Sendable {
         var start = 0
         while start < count {
             let piece = min(count - start, Int(Int32.max))
-            MPI_Allreduce(swiftgpt_mpi_in_place(), buffer + start, Int32(piece), swiftgpt_mpi_float(), swiftgpt_mpi_sum(),
-                          swiftgpt_mpi_comm_world())
+            collective("the gradient all-reduce") {
+                _ = MPI_Allreduce(swiftgpt_mpi_in_place(), buffer + start, Int32(piece), swiftgpt_mpi_float(), swiftgpt_mpi_sum(),
+                                  swiftgpt_mpi_comm_world())
+            }
             start += piece
         }
     }
@@ -45,8 +99,59 @@ public final class ProcessGroup: @unchecked Sendable {
     public func averageInPlace(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1 else { return }
         sumInPlace(buffer, count: count)
-        let factor = 1 / Float(size)
-        for i in 0..<count { buffer[i] *= factor }
+        scale(buffer, count: count, by: 1 / Float(size))
+    }
+
+    private func scale(_ buffer: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        let chunk = 1 << 16
+        Parallel.forEach((count + chunk - 1) / chunk, costPerItem: chunk) { pieces in
+            for piece in pieces {
+                for i in piece * chunk..<min(count, (piece + 1) * chunk) { buffer[i] *= factor }
+            }
+        }
+    }
+
+    /// Averages `count` floats at `buffer` over every rank into this rank's share (`shares` from `shares(of:)`):
+    /// afterwards `buffer[shares[rank]]` holds the means of those elements, and the rest of the buffer is undefined.
+    public func averageIntoShare(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
+        guard size > 1 else { return }
+        precondition(count <= Int(Int32.max), "a sharded arena holds fewer than 2³¹ elements")
+        let counts = shares.map { Int32($0.count) }
+        collective("the gradient reduce-scatter") {
+            // In place, MPI leaves this rank's sums at the start of the buffer.
+            _ = MPI_Reduce_scatter(swiftgpt_mpi_in_place(), buffer, counts, swiftgpt_mpi_float(), swiftgpt_mpi_sum(),
+                                   swiftgpt_mpi_comm_world())
+        }
+        let share = shares[rank]
+        if share.lowerBound > 0 { (buffer + share.lowerBound).update(from: buffer, count: share.count) }
+        scale(buffer + share.lowerBound, count: share.count, by: 1 / Float(size))
+    }
+
+    /// Gives every rank the whole of `count` floats at `buffer` when each rank holds its share (`shares`) of them.
+    public func gatherShares(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
+        guard size > 1 else { return }
+        precondition(count <= Int(Int32.max), "a sharded arena holds fewer than 2³¹ elements")
+        let counts = shares.map { Int32($0.count) }, starts = shares.map { Int32($0.lowerBound) }
+        collective("the parameter all-gather") {
+            _ = MPI_Allgatherv(swiftgpt_mpi_in_place(), 0, swiftgpt_mpi_float(), buffer, counts, starts, swiftgpt_mpi_float(),
+                               swiftgpt_mpi_comm_world())
+        }
+    }
+
+    /// Collects every rank's share (`shares`, of `count` elements) of an arena on rank 0: `part` holds this rank's
+    /// share; on rank 0 the result is the whole arena, on the other ranks nil.
+    public func collectShares(_ part: UnsafePointer<Float>, count: Int, shares: [Range<Int>]) -> [Float]? {
+        guard size > 1 else { return Array(UnsafeBufferPointer(start: part, count: count)) }
+        precondition(count <= Int(Int32.max), "a sharded arena holds fewer than 2³¹ elements")
+        let counts = shares.map { Int32($0.count) }, starts = shares.map { Int32($0.lowerBound) }
+        var whole = [Float](repeating: 0, count: isMain ? count : 0)
+        collective("collecting optimizer moments") {
+            whole.withUnsafeMutableBufferPointer {
+                _ = MPI_Gatherv(part, counts[rank], swiftgpt_mpi_float(), $0.baseAddress, counts, starts, swiftgpt_mpi_float(),
+                                0, swiftgpt_mpi_comm_world())
+            }
+        }
+        return isMain ? whole : nil
     }
 
     /// The element-wise sums of `values` over every rank.
@@ -58,9 +163,11 @@ public final class ProcessGroup: @unchecked Sendable {
     private func reduce(_ values: [Double], _ operation: MPI_Op) -> [Double] {
         guard size > 1 else { return values }
         var result = values
-        result.withUnsafeMutableBufferPointer {
-            _ = MPI_Allreduce(swiftgpt_mpi_in_place(), $0.baseAddress, Int32($0.count), swiftgpt_mpi_double(), operation,
-                              swiftgpt_mpi_comm_world())
+        collective("a reduction of \(values.count) number\(values.count == 1 ? "" : "s")") {
+            result.withUnsafeMutableBufferPointer {
+                _ = MPI_Allreduce(swiftgpt_mpi_in_place(), $0.baseAddress, Int32($0.count), swiftgpt_mpi_double(), operation,
+                                  swiftgpt_mpi_comm_world())
+            }
         }
         return result
     }

@@ -84,7 +84,8 @@ public final class Trainer {
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
         let tokenizer = try TokenizerLoading.load(directory: state.configuration.isPretraining ? URL(fileURLWithPath: state.configuration.data) : last)
         let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
-        try TrainingCheckpoint.loadOptimizer(trainer.optimizer, steps: state.optimizerSteps, from: last)
+        try TrainingCheckpoint.loadOptimizer(trainer.optimizer, parameterCount: model.parameters.count, steps: state.optimizerSteps,
+                                             from: last)
         try trainer.objective.restoreState(from: last)
         return trainer
     }
@@ -128,9 +129,14 @@ public final class Trainer {
                                                    configuration: configuration, shard: shard)
         }
         self.configuration = configuration
+        group.timeout = configuration.rankTimeout
+        let sharded = configuration.shardOptimizer && group.size > 1
+        if sharded && model.parameters.count > Int(Int32.max) {
+            throw ConfigurationError(message: "--shard-optimizer handles models of fewer than 2³¹ parameters")
+        }
         optimizer = AdamW(parameters: model.parameters, settings: .init(
             beta1: configuration.beta1, beta2: configuration.beta2, epsilon: configuration.epsilon,
-            weightDecay: configuration.weightDecay))
+            weightDecay: configuration.weightDecay), range: sharded ? group.shares(of: model.parameters.count)[group.rank] : nil)
         output = URL(fileURLWithPath: configuration.out)
         step = state?.step ?? 0
         dataRandom = state?.dataRandom ?? SeededRandom(seed: configuration.seed)
@@ -191,34 +197,69 @@ public final class Trainer {
     /// the token positions processed (by all ranks) and the seconds spent averaging gradients across ranks (waiting
     /// for the slowest included).
     private func trainingStep() throws -> (Float, Float, Int, Double) {
-        let c = configuration
-        model.parameters.zeroGradients()
+        let c = configuration, parameters = model.parameters
+        let sharded = optimizer.range.count < parameters.count
+        parameters.zeroGradients()
+        // Ranks draw dropout masks from streams of their own, derived from the run's stream (which every rank
+        // advances alike, so a resumed run continues them exactly); one process uses the run's stream itself.
+        var rankDropout = group.size > 1
+            ? SeededRandom(seed: dropoutRandom.next() ^ (UInt64(group.rank) &* 0x9E37_79B9_7F4A_7C15)) : dropoutRandom
         var loss: Float = 0, tokens = 0
         for microBatch in 0..<c.gradientAccumulation {
             let tape = Tape(precision: c.resolvedPrecision)
             guard let (microLoss, count) = try objective.microBatchLoss(
                 step: step, microBatch: microBatch, of: c.gradientAccumulation, tape: tape,
-                data: &dataRandom, dropout: &dropoutRandom) else { continue }
+                data: &dataRandom, dropout: &rankDropout) else { continue }
             loss += microLoss.value[flat: 0]
             tokens += count
             tape.backward(from: microLoss)
         }
+        if group.size == 1 { dropoutRandom = rankDropout }
         var communication = 0.0
-        if group.size > 1 {
-            // The mean of the ranks' gradients: the gradient of the global batch.
+        func communicating<T>(_ body: () -> T) -> T {
             let start = DispatchTime.now().uptimeNanoseconds
-            defer { communication = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-            group.averageInPlace(model.parameters.gradients.pointer, count: model.parameters.gradients.count)
-            let totals = group.sum([Double(loss), Double(tokens)])
-            loss = Float(totals[0] / Double(group.size))
-            tokens = Int(totals[1])
+            defer { communication += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+            return body()
         }
-        let (norm, scale) = c.gradientClip > 0
-            ? model.parameters.gradientClipping(maximum: c.gradientClip) : (model.parameters.gradientNorm(), 1)
+        let norm: Float
+        if group.size > 1 {
+            // The mean of the ranks' gradients is the gradient of the global batch: all of it on every rank, or
+            // with a sharded optimizer each rank's share only, and the norm from the shares' sums of squares.
+            let shares = group.shares(of: parameters.count)
+            norm = communicating {
+                if sharded {
+                    group.averageIntoShare(parameters.gradients.pointer, count: parameters.count, shares: shares)
+                } else {
+                    group.averageInPlace(parameters.gradients.pointer, count: parameters.count)
+                }
+                // Each piece's sum of squares comes from its owner (zeros elsewhere add exactly), and every rank adds
+                // them in order, as one process does.
+                var squares: [Double] = []
+                if sharded {
+                    let piece = ParameterSet.normPiece, share = optimizer.range
+                    let owned = share.lowerBound / piece..<(share.upperBound + piece - 1) / piece
+                    squares = [Double](repeating: 0, count: parameters.normPieceCount)
+                    squares.replaceSubrange(owned, with: parameters.gradientSquareSums(pieces: owned))
+                }
+                let totals = group.sum([Double(loss), Double(tokens)] + squares)
+                loss = Float(totals[0] / Double(group.size))
+                tokens = Int(totals[1])
+                return sharded ? Float(totals[2...].reduce(0, +).squareRoot()) : parameters.gradientNorm()
+            }
+        } else {
+            norm = parameters.gradientNorm()
+        }
         guard loss.isFinite, norm.isFinite else {
             throw TrainingError(message: "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. \(keptCheckpointNote)")
         }
-        optimizer.step(learningRate: c.learningRate(at: step), gradientScale: scale)
+        optimizer.step(learningRate: c.learningRate(at: step),
+                       gradientScale: c.gradientClip > 0 ? ParameterSet.clippingScale(norm: norm, maximum: c.gradientClip) : 1)
+        if sharded {
+            communicating {
+                group.gatherShares(parameters.values.pointer, count: parameters.count, shares: group.shares(of: parameters.count))
+            }
+            parameters.valuesDidChange()
+        }
         step += 1
         return (loss, norm, tokens, communication)
     }
@@ -229,17 +270,18 @@ public final class Trainer {
             throw TrainingError(message: "step \(step): the evaluation's \(name) is \(value); stopping. \(keptCheckpointNote)")
         }
         events(.evaluation(step: step, evaluation))
-        guard group.isMain else { return }
-        var record: [String: Any] = evaluation.metrics
-        record["step"] = step
-        record["score"] = evaluation.score
-        record["train_seconds"] = trainingSeconds
-        try Metrics.append(record, in: output)
-        // The starting model is not a candidate: best/ holds the best model the run trained.
-        if step > 0, bestScore.map({ evaluation.score > $0 }) ?? true {
-            bestScore = evaluation.score
-            try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
-                                        to: output.appendingPathComponent("best"), extraFiles: objective.writeModelFiles)
+        if group.isMain {
+            var record: [String: Any] = evaluation.metrics
+            record["step"] = step
+            record["score"] = evaluation.score
+            record["train_seconds"] = trainingSeconds
+            try Metrics.append(record, in: output)
+            // The starting model is not a candidate: best/ holds the best model the run trained.
+            if step > 0, bestScore.map({ evaluation.score > $0 }) ?? true {
+                bestScore = evaluation.score
+                try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil,
+                                            to: output.appendingPathComponent("best"), extraFiles: objective.writeModelFiles)
+            }
         }
         if step > 0 { try saveCheckpoint(events) }
     }
@@ -250,16 +292,35 @@ public final class Trainer {
             ? "The last checkpoint, \(last.path), is kept." : "No checkpoint was written before this step."
     }
 
+    /// Writes `last/`: on rank 0, after every rank has given it its share of the optimizer's moments when the
+    /// optimizer is sharded (so every rank calls this).
     private func saveCheckpoint(_ events: (Event) -> Void) throws {
-        guard group.isMain else { return }
+        let moments = optimizerMoments()
+        guard group.isMain, let moments else { return }
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
                                              dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")
-        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: optimizer, state: state, to: directory) {
+        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: moments, state: state, to: directory) {
             try self.objective.writeModelFiles(to: $0)
             try self.objective.saveState(to: $0)
         }
         events(.checkpoint(step: step, directory: directory))
+    }
+}
+
+extension Trainer {
+    /// AdamW's moments over the whole arena: this process's own, or, with a sharded optimizer, every rank's share
+    /// collected on rank 0 (nil on the other ranks). Every rank must call it.
+    private func optimizerMoments() -> TrainingCheckpoint.OptimizerMoments? {
+        let count = model.parameters.count
+        guard optimizer.range.count < count else {
+            return .init(first: optimizer.firstMoment, second: optimizer.secondMoment)
+        }
+        let shares = group.shares(of: count)
+        let first = group.collectShares(optimizer.firstMoment.pointer, count: count, shares: shares)
+        let second = group.collectShares(optimizer.secondMoment.pointer, count: count, shares: shares)
+        guard let first, let second else { return nil }
+        return .init(first: Tensor(shape: [count], values: first), second: Tensor(shape: [count], values: second))
     }
 }
 

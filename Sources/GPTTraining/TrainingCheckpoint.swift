@@ -8,6 +8,18 @@ import Tokenizers
 /// A checkpoint is written into a temporary directory that then replaces the old one, so a reader never sees a
 /// half-written checkpoint.
 public enum TrainingCheckpoint {
+    /// AdamW's moments over the whole parameter arena, as a checkpoint stores them (a run whose processes share out
+    /// the optimizer collects them first, so that any run can resume any checkpoint).
+    public struct OptimizerMoments {
+        public let first: Tensor
+        public let second: Tensor
+
+        public init(first: Tensor, second: Tensor) {
+            self.first = first
+            self.second = second
+        }
+    }
+
     /// The loop state needed to continue exactly where a run stopped.
     public struct State: Codable, Equatable {
         public var step: Int
@@ -61,7 +73,7 @@ public enum TrainingCheckpoint {
 
     /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically;
     /// `extraFiles` adds files to the directory being written.
-    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: AdamW?, state: State?, to directory: URL,
+    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: OptimizerMoments?, state: State?, to directory: URL,
                             extraFiles: (URL) throws -> Void = { _ in }) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
@@ -75,7 +87,7 @@ public enum TrainingCheckpoint {
             try tokenizer.save(to: partial)
             try extraFiles(partial)
             if let optimizer, let state {
-                try SafeTensors.write([("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)],
+                try SafeTensors.write([("exp_avg", optimizer.first), ("exp_avg_sq", optimizer.second)],
                                       to: partial.appendingPathComponent(optimizerFile))
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -102,15 +114,17 @@ public enum TrainingCheckpoint {
         }
     }
 
-    /// Restores the optimizer moments saved with a checkpoint into `optimizer`.
-    public static func loadOptimizer(_ optimizer: AdamW, steps: Int, from directory: URL) throws {
+    /// Restores the optimizer moments saved with a checkpoint into `optimizer` (its share of them when it updates a
+    /// share of the parameters).
+    public static func loadOptimizer(_ optimizer: AdamW, parameterCount: Int, steps: Int, from directory: URL) throws {
         let url = directory.appendingPathComponent(optimizerFile)
         let file = try SafeTensors(contentsOf: url)
         for (name, target) in [("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)] {
-            guard let entry = file.entries[name], entry.shape == target.shape else {
-                throw FileError(url: url, message: "tensor '\(name)' is missing or does not fit the model (\(target.shape))")
+            guard let entry = file.entries[name], entry.shape == [parameterCount] else {
+                throw FileError(url: url, message: "tensor '\(name)' is missing or does not fit the model ([\(parameterCount)])")
             }
-            target.assign(try file.tensor(name))
+            let whole = try file.tensor(name)
+            target.pointer.update(from: whole.pointer + optimizer.range.lowerBound, count: optimizer.range.count)
         }
         optimizer.stepCount = steps
     }

@@ -50,6 +50,12 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Matrix-product inputs: bf16 (mixed precision) or fp32; nil chooses bf16 where the CPU multiplies bf16
     /// natively. A run keeps the precision it started with when resumed.
     public var precision: ProductPrecision?
+    /// Under `mpirun`: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1), which
+    /// divides the optimizer's memory by the number of ranks; the steps are those of the unsharded run.
+    public var shardOptimizer = false
+    /// Under `mpirun`: seconds a rank waits for the others in a collective operation before it stops the run with
+    /// an error (a rank died or hangs).
+    public var rankTimeout: Double = 300
     /// Present for fine-tuning on a labelled task (`gpt finetune`).
     public var fineTuning: FineTuningSettings?
     /// Present for training a reward model on preference pairs (`gpt reward train`).
@@ -73,7 +79,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         case preset, layers, heads, width, context, dropout, attention, window, stride, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
         case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
-        case rewardModeling, supervisedFineTuning, policyOptimization
+        case shardOptimizer, rankTimeout, rewardModeling, supervisedFineTuning, policyOptimization
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -109,6 +115,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
         try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
+        try read(.shardOptimizer, &d.shardOptimizer); try read(.rankTimeout, &d.rankTimeout)
         try read(.rewardModeling, &d.rewardModeling); try read(.supervisedFineTuning, &d.supervisedFineTuning)
         try read(.policyOptimization, &d.policyOptimization)
         self = d
@@ -172,6 +179,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check(weightDecay >= 0 && gradientClip >= 0, "weight decay and gradient clip must not be negative")
         try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
+        try check(rankTimeout > 0, "the rank timeout must be positive")
         try fineTuning?.validate()
         try rewardModeling?.validate()
         try supervisedFineTuning?.validate()

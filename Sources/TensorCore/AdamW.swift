@@ -1,7 +1,8 @@
 import Foundation
 
 /// AdamW exactly as torch.optim.AdamW (decoupled weight decay, bias-corrected moments, no AMSGrad), over a whole
-/// `ParameterSet` in one pass.
+/// `ParameterSet` in one pass, or over one range of its arena (ZeRO stage 1: each process of a data-parallel run
+/// keeps the moments of, and updates, its own share of the parameters).
 public final class AdamW {
     /// Hyper-parameters other than the learning rate, which is given at each step (schedules change it).
     public struct Settings: Codable, Equatable, Sendable {
@@ -19,9 +20,11 @@ public final class AdamW {
     }
 
     public let settings: Settings
-    /// First moments, in the parameter arena's layout.
+    /// The elements of the parameter arena this optimizer updates (the whole arena unless it was given a share).
+    public let range: Range<Int>
+    /// First moments of the elements in `range`, in the parameter arena's layout.
     public let firstMoment: Tensor
-    /// Second moments, in the parameter arena's layout.
+    /// Second moments of the elements in `range`, in the parameter arena's layout.
     public let secondMoment: Tensor
     /// Number of steps taken.
     public var stepCount = 0
@@ -29,14 +32,18 @@ public final class AdamW {
     private let segments: [(range: Range<Int>, decays: Bool)]
     private let parameters: ParameterSet
 
-    /// An optimizer for `parameters`. By default weight decay applies to parameters of rank ≥ 2 only (matrices
-    /// and embeddings), not to biases and LayerNorm gains; `decays` overrides that choice by name and shape.
-    public init(parameters: ParameterSet, settings: Settings,
+    /// An optimizer for `parameters`, or for the elements `range` of their arena only (its start a multiple of 16,
+    /// for aligned vector access). By default weight decay applies to parameters of rank ≥ 2 only (matrices and
+    /// embeddings), not to biases and LayerNorm gains; `decays` overrides that choice by name and shape.
+    public init(parameters: ParameterSet, settings: Settings, range: Range<Int>? = nil,
                 decays: (String, [Int]) -> Bool = { _, shape in shape.count >= 2 }) {
+        let range = range ?? 0..<parameters.count
+        precondition(range.lowerBound % 16 == 0 && range.upperBound <= parameters.count, "optimizer range \(range)")
         self.parameters = parameters
         self.settings = settings
-        firstMoment = Tensor(shape: [parameters.count])
-        secondMoment = Tensor(shape: [parameters.count])
+        self.range = range
+        firstMoment = Tensor(shape: [range.count])
+        secondMoment = Tensor(shape: [range.count])
         var segments: [(range: Range<Int>, decays: Bool)] = []
         for name in parameters.names {
             let range = parameters.ranges[name]!, decay = decays(name, parameters[name].shape)
@@ -49,9 +56,9 @@ public final class AdamW {
         self.segments = segments
     }
 
-    /// Applies one update with `learningRate` to every parameter from its current gradient times `gradientScale`
-    /// (the clipping factor from `ParameterSet.gradientClipping(maximum:)`; the stored gradients stay unscaled).
-    /// Scaling here gives the same result as scaling the gradients first, without another pass over them.
+    /// Applies one update with `learningRate` to every parameter in `range` from its current gradient times
+    /// `gradientScale` (the clipping factor from `ParameterSet.gradientClipping(maximum:)`; the stored gradients
+    /// stay unscaled). Scaling here gives the same result as scaling the gradients first, without another pass.
     public func step(learningRate lr: Float, gradientScale: Float = 1) {
         stepCount += 1
         let s = settings
@@ -60,15 +67,16 @@ public final class AdamW {
         let stepSize = Float(Double(lr) / correction1)
         let root2 = Float(correction2.squareRoot())
         let p = parameters.values.pointer, g = parameters.gradients.pointer
-        let m = firstMoment.pointer, v = secondMoment.pointer
+        // The moments are indexed like the arena: element i of the arena has its moments at m[i] and v[i].
+        let m = firstMoment.pointer - range.lowerBound, v = secondMoment.pointer - range.lowerBound
         // Where bf16 copies are kept, they are rounded from the new values as those are written (no second pass).
         let p16 = parameters.bfloat16Values?.pointer
         let decayFactor = 1 - lr * s.weightDecay
         let b1 = s.beta1, b2 = s.beta2, eps = s.epsilon, scale = gradientScale
         // Arrays far larger than the caches are written with streaming stores: they are not read again before the
         // next step, and skipping the read-for-ownership cuts the pass's memory traffic from 10 to 7 array lengths.
-        let streaming = parameters.count >= 1 << 22
-        precondition(!streaming || [p, m, v].allSatisfy { Int(bitPattern: $0) % 64 == 0 },
+        let streaming = range.count >= 1 << 22
+        precondition(!streaming || [p + range.lowerBound, m + range.lowerBound, v + range.lowerBound].allSatisfy { Int(bitPattern: $0) % 64 == 0 },
                      "streaming stores need the arenas' 64-byte alignment (TensorStorage provides it)")
         /// The update of elements lo..<hi, whose weight-decay factor is `factor`: torch's decay-then-update in one
         /// pass (the same arithmetic as the scalar formula, no fused operations), 16 lanes at a time.
@@ -101,8 +109,9 @@ public final class AdamW {
             }
             while i < hi { scalar(i); i += 1 }
         }
-        let segments = segments
-        forEachChunk(parameters.count) { lo, hi in
+        let segments = segments, offset = range.lowerBound
+        forEachChunk(range.count) { lo, hi in
+            let lo = lo + offset, hi = hi + offset
             // Split the chunk where decayed and undecayed parameters meet.
             var k = segments.firstIndex { $0.range.upperBound > lo }!
             var start = lo
@@ -114,6 +123,6 @@ public final class AdamW {
             }
             if streaming { streamingStoreFence() }
         }
-        parameters.bfloat16IsCurrent = p16 != nil
+        parameters.bfloat16IsCurrent = p16 != nil && range.count == parameters.count
     }
 }

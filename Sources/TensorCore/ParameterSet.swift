@@ -75,20 +75,31 @@ public final class ParameterSet {
     /// Sets every gradient to zero.
     public func zeroGradients() { gradients.fill(0) }
 
-    /// The L2 norm of all gradients together.
+    /// The L2 norm of all gradients together: the square root of the sum, in order, of `gradientSquareSums`.
     public func gradientNorm() -> Float {
-        let g = gradients.pointer, n = gradients.count
-        let chunk = 1 << 16, chunks = (n + chunk - 1) / chunk
-        var partial = [Double](repeating: 0, count: chunks)
-        partial.withUnsafeMutableBufferPointer { out in
-            Parallel.forEach(chunks, costPerItem: chunk) { r in
-                for c in r {
-                    let lo = c * chunk, hi = min(n, lo + chunk)
-                    out[c] = Double(UnsafePointer(g + lo).dot(g + lo, hi - lo))
+        Float(gradientSquareSums(pieces: 0..<normPieceCount).reduce(0, +).squareRoot())
+    }
+
+    /// Norms are summed over pieces of this many arena elements: each piece's sum of squares, then those in order.
+    /// A process that holds a share of the gradients made of whole pieces computes exactly its part of the norm.
+    public static let normPiece = 4096
+
+    /// The number of pieces of `normPiece` elements (the last may be short) the arena has.
+    public var normPieceCount: Int { (count + Self.normPiece - 1) / Self.normPiece }
+
+    /// The sum of the squared gradients of each piece in `pieces` (in double precision).
+    public func gradientSquareSums(pieces: Range<Int>) -> [Double] {
+        let g = gradients.pointer, n = count, piece = Self.normPiece
+        var sums = [Double](repeating: 0, count: pieces.count)
+        sums.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(pieces.count, costPerItem: piece) { r in
+                for k in r {
+                    let lo = (pieces.lowerBound + k) * piece, hi = min(n, lo + piece)
+                    out[k] = Double(UnsafePointer(g + lo).dot(g + lo, hi - lo))
                 }
             }
         }
-        return Float(partial.reduce(0, +).squareRoot())
+        return sums
     }
 
     /// The gradients' global norm and the factor that brings it to at most `maximum`, as
@@ -96,7 +107,12 @@ public final class ParameterSet {
     /// finite. Pass the factor to `AdamW.step(learningRate:gradientScale:)`, which applies it as it reads.
     public func gradientClipping(maximum: Float) -> (norm: Float, scale: Float) {
         let norm = gradientNorm()
-        return (norm, norm.isFinite ? min(1, maximum / (norm + 1e-6)) : 1)
+        return (norm, Self.clippingScale(norm: norm, maximum: maximum))
+    }
+
+    /// The factor that brings gradients of global norm `norm` to at most `maximum` (see `gradientClipping`).
+    public static func clippingScale(norm: Float, maximum: Float) -> Float {
+        norm.isFinite ? min(1, maximum / (norm + 1e-6)) : 1
     }
 }
 

@@ -21,6 +21,8 @@ struct ExampleTrainingOptions: ParsableArguments {
     @Option(help: "Steps between metric log lines.") var logInterval = 10
     @Option(help: "Random seed (head, new embeddings, order, dropout).") var seed: UInt64 = 1337
     @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
+    @Flag(help: "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1).") var shardOptimizer = false
+    @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error.") var rankTimeout: Double = 300
 
     /// A command's own defaults.
     struct Defaults {
@@ -54,6 +56,8 @@ struct ExampleTrainingOptions: ParsableArguments {
         c.logInterval = logInterval
         c.seed = seed
         c.precision = precision
+        c.shardOptimizer = shardOptimizer
+        c.rankTimeout = rankTimeout
         return c
     }
 

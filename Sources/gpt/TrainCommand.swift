@@ -48,6 +48,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Random seed (weights, batches, dropout).") var seed: UInt64?
     @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
 
+    @Flag(help: "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1).") var shardOptimizer = false
+    @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error (default 300).") var rankTimeout: Double?
+
     func settings() throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
         if let config {
@@ -85,6 +88,8 @@ struct TrainCommand: ParsableCommand {
         if let logInterval { c.logInterval = logInterval }
         if let seed { c.seed = seed }
         if let precision { c.precision = precision }
+        if shardOptimizer { c.shardOptimizer = true }
+        if let rankTimeout { c.rankTimeout = rankTimeout }
         return c
     }
 

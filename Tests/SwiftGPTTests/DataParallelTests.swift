@@ -109,6 +109,28 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(try logged("train_loss", resumed), try logged("train_loss", whole))
     }
 
+    /// ZeRO-1: with each rank keeping AdamW's moments for its share of the parameters, the steps are those of the
+    /// unsharded run, and the checkpoint (moments collected on rank 0) resumes exactly.
+    func testShardedOptimizerStepsAsTheUnshardedOneAndResumes() throws {
+        _ = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let whole = folder.appendingPathComponent("whole"), sharded = folder.appendingPathComponent("sharded")
+        try train(ranks: 2, batch: 4, out: whole, data: data, extra: ["--max-iterations", "9", "--decay-iterations", "9"])
+        try train(ranks: 2, batch: 4, out: sharded, data: data,
+                  extra: ["--max-iterations", "6", "--decay-iterations", "9", "--shard-optimizer"])
+        let moments = try SafeTensors(contentsOf: sharded.appendingPathComponent("last/optimizer.safetensors"))
+        XCTAssertEqual(moments.entries["exp_avg"]?.shape, [try parameters(whole).values.reduce(0) { $0 + $1.count }],
+                       "the checkpoint holds the whole arena's moments")
+        try run(try mpirun(), ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                               "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path,
+                               "train", "--resume", "--out", sharded.path, "--max-iterations", "9"])
+        // Bit for bit: the shares' gradient sums, norm and updates are the unsharded run's arithmetic.
+        XCTAssertEqual(try logged("train_loss", sharded), try logged("train_loss", whole))
+        XCTAssertEqual(try logged("grad_norm", sharded), try logged("grad_norm", whole))
+        XCTAssertEqual(try parameters(sharded), try parameters(whole))
+    }
+
     /// SFT weighs each rank's reply-token mean by its share of the micro-batch's reply tokens, so 2 ranks of batch 4
     /// step as one process of batch 8 although the ranks hold different numbers of reply tokens.
     func testSupervisedFineTuningOnTwoRanksEqualsOneProcess() throws {
