@@ -35,11 +35,15 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(process.terminationStatus, 0, output, file: file, line: line)
     }
 
+    private func trainingArguments(batch: Int, out: URL, data: URL) -> [String] {
+        ["train", "--data", data.path, "--out", out.path, "--preset", "baby", "--layers", "2", "--heads", "2",
+         "--width", "32", "--context", "32", "--dropout", "0", "--batch-size", String(batch),
+         "--learning-rate", "3e-3", "--warmup-iterations", "2", "--eval-interval", "3", "--eval-iterations", "2",
+         "--log-interval", "1", "--precision", "fp32", "--seed", "3"]
+    }
+
     private func train(ranks: Int, batch: Int, out: URL, data: URL, extra: [String] = []) throws {
-        let arguments = ["train", "--data", data.path, "--out", out.path, "--preset", "baby", "--layers", "2", "--heads", "2",
-                         "--width", "32", "--context", "32", "--dropout", "0", "--batch-size", String(batch),
-                         "--learning-rate", "3e-3", "--warmup-iterations", "2", "--eval-interval", "3", "--eval-iterations", "2",
-                         "--log-interval", "1", "--precision", "fp32", "--seed", "3"] + extra
+        let arguments = trainingArguments(batch: batch, out: out, data: data) + extra
         if ranks == 1 {
             try run(gpt, arguments)
         } else {
@@ -100,13 +104,40 @@ final class DataParallelTests: XCTestCase {
         let folder = try temporaryDirectory(self)
         let data = try prepared(in: folder)
         let whole = folder.appendingPathComponent("whole"), resumed = folder.appendingPathComponent("resumed")
-        try train(ranks: 2, batch: 4, out: whole, data: data, extra: ["--max-iterations", "9", "--decay-iterations", "9"])
-        try train(ranks: 2, batch: 4, out: resumed, data: data, extra: ["--max-iterations", "6", "--decay-iterations", "9"])
+        // With dropout: each rank's masks come from its own stream, which the resumed run continues.
+        let dropout = ["--dropout", "0.1"]
+        try train(ranks: 2, batch: 4, out: whole, data: data, extra: ["--max-iterations", "9", "--decay-iterations", "9"] + dropout)
+        try train(ranks: 2, batch: 4, out: resumed, data: data, extra: ["--max-iterations", "6", "--decay-iterations", "9"] + dropout)
         try run(try mpirun(), ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
                                "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path,
                                "train", "--resume", "--out", resumed.path, "--max-iterations", "9"])
         XCTAssertEqual(try parameters(resumed), try parameters(whole))
         XCTAssertEqual(try logged("train_loss", resumed), try logged("train_loss", whole))
+    }
+
+    /// Two nodes (network namespaces of this machine, Open MPI over TCP: scripts/two_node_mpirun.sh) train exactly as
+    /// two ranks on one node do. Skips where network namespaces cannot be made (not root, no iproute2).
+    func testTwoNodesOverTCPTrainAsTwoLocalRanks() throws {
+        _ = try mpirun()
+        try XCTSkipIf(getuid() != 0, "network namespaces need root")
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let local = folder.appendingPathComponent("local"), nodes = folder.appendingPathComponent("nodes")
+        let steps = ["--max-iterations", "6"]
+        try train(ranks: 2, batch: 4, out: local, data: data, extra: steps)
+        let process = Process()
+        process.executableURL = packageRoot.appendingPathComponent("scripts/two_node_mpirun.sh")
+        process.arguments = [gpt.path] + trainingArguments(batch: 4, out: nodes, data: data) + steps
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try XCTSkipIf([2, 3].contains(process.terminationStatus), "no network namespaces here: \(output)")
+        XCTAssertEqual(process.terminationStatus, 0, output)
+        XCTAssertEqual(try logged("train_loss", nodes), try logged("train_loss", local))
+        XCTAssertEqual(try parameters(nodes), try parameters(local))
     }
 
     /// ZeRO-1: with each rank keeping AdamW's moments for its share of the parameters, the steps are those of the
@@ -129,6 +160,104 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(try logged("train_loss", sharded), try logged("train_loss", whole))
         XCTAssertEqual(try logged("grad_norm", sharded), try logged("grad_norm", whole))
         XCTAssertEqual(try parameters(sharded), try parameters(whole))
+    }
+
+    /// A rank that stops answering (SIGSTOP) makes the others give up after --rank-timeout with a clear error, the
+    /// job ends, and the run resumes from its last checkpoint.
+    func testAHungRankEndsTheRunWithinTheTimeoutAndTheRunResumes() throws {
+        let (output, log) = try startLongRun(extra: ["--rank-timeout", "3"])
+        let rank = try rankProcess(1)
+        kill(rank, SIGSTOP)
+        defer { kill(rank, SIGKILL) }
+        let (status, seconds) = try waitForExit(output.job, within: 90)
+        let text = try String(contentsOf: log, encoding: .utf8)
+        XCTAssertNotEqual(status, 0, text)
+        XCTAssertTrue(text.contains("no answer from the other ranks"), text)
+        XCTAssertLessThan(seconds, 60, "the job ends within a bounded time of the hang")
+        try resumeTwoMoreSteps(output.directory)
+    }
+
+    /// A rank that dies (SIGKILL) ends the whole job promptly instead of leaving the others waiting; the run resumes.
+    func testADeadRankEndsTheJobAndTheRunResumes() throws {
+        let (output, log) = try startLongRun(extra: [])
+        kill(try rankProcess(1), SIGKILL)
+        let (status, seconds) = try waitForExit(output.job, within: 90)
+        let text = try String(contentsOf: log, encoding: .utf8)
+        XCTAssertNotEqual(status, 0, text)
+        XCTAssertLessThan(seconds, 60)
+        try resumeTwoMoreSteps(output.directory)
+    }
+
+    private var longRun: (job: Process, directory: URL)?
+
+    /// Starts a 2-rank run that would go on for long, and waits until it has written a checkpoint and gone on.
+    private func startLongRun(extra: [String]) throws -> (output: (job: Process, directory: URL), log: URL) {
+        let mpirun = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let out = folder.appendingPathComponent("run"), log = folder.appendingPathComponent("log.txt")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let job = Process()
+        job.executableURL = mpirun
+        job.arguments = ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS=1",
+                         "-x", "OMPI_MCA_btl_vader_single_copy_mechanism=none", gpt.path, "train", "--data", data.path,
+                         "--out", out.path, "--preset", "baby", "--layers", "1", "--heads", "2", "--width", "32", "--context", "32",
+                         "--batch-size", "4", "--max-iterations", "1000000", "--eval-interval", "5", "--eval-iterations", "1",
+                         "--log-interval", "1", "--precision", "fp32"] + extra
+        job.standardOutput = try FileHandle(forWritingTo: log)
+        job.standardError = job.standardOutput
+        try job.run()
+        addTeardownBlock { if job.isRunning { kill(job.processIdentifier, SIGKILL) } }
+        longRun = (job, out)
+        let deadline = Date().addingTimeInterval(120)
+        while (try? logged("train_loss", out).count) ?? 0 < 8 {
+            guard job.isRunning, Date() < deadline else {
+                XCTFail("the run stopped or is too slow: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+                throw XCTSkip("no run to fault")
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return ((job, out), log)
+    }
+
+    /// The process of rank `rank` of the long run (a child of its mpirun).
+    private func rankProcess(_ rank: Int) throws -> pid_t {
+        let job = try XCTUnwrap(longRun).job
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(entry),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let parent = stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap({ Int32($0) }),
+                  parent == job.processIdentifier,
+                  let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
+                  environment.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" })
+            else { continue }
+            return pid
+        }
+        throw XCTSkip("cannot find the process of rank \(rank) in /proc")
+    }
+
+    private func waitForExit(_ job: Process, within limit: TimeInterval) throws -> (status: Int32, seconds: TimeInterval) {
+        let start = Date()
+        while job.isRunning {
+            if Date().timeIntervalSince(start) > limit {
+                kill(job.processIdentifier, SIGKILL)
+                XCTFail("mpirun still runs \(Int(limit)) s after the fault")
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        job.waitUntilExit()
+        return (job.terminationStatus, Date().timeIntervalSince(start))
+    }
+
+    /// Resumes the run in `directory` from its last checkpoint for two more steps, on two ranks.
+    private func resumeTwoMoreSteps(_ directory: URL) throws {
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("last/training_state.json"))) as? [String: Any]
+        let step = try XCTUnwrap(state?["step"] as? Int)
+        try run(try mpirun(), ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                               "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path,
+                               "train", "--resume", "--out", directory.path, "--max-iterations", String(step + 2)])
+        XCTAssertEqual(try logged("train_loss", directory).count, step + 2)
     }
 
     /// SFT weighs each rank's reply-token mean by its share of the micro-batch's reply tokens, so 2 ranks of batch 4
