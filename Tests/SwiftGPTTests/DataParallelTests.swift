@@ -162,6 +162,29 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(try parameters(sharded), try parameters(whole))
     }
 
+    /// Ranks started with different settings stop at start with an error that says so, before training.
+    func testRanksWithDifferentSettingsAreRefusedAtStart() throws {
+        let mpirun = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let out = folder.appendingPathComponent("run")
+        let arguments = [gpt.path] + trainingArguments(batch: 4, out: out, data: data) + ["--max-iterations", "3"]
+        let process = Process()
+        process.executableURL = mpirun
+        // Open MPI's MPMD form: rank 0 and rank 1 get different command lines (different seeds).
+        process.arguments = ["--oversubscribe", "--allow-run-as-root", "-x", "OMPI_MCA_btl_vader_single_copy_mechanism=none",
+                             "-np", "1"] + arguments + ["--seed", "1", ":", "-np", "1"] + arguments + ["--seed", "2"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertNotEqual(process.terminationStatus, 0, output)
+        XCTAssertTrue(output.contains("the ranks of this run were given different settings"), output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("metrics.jsonl").path))
+    }
+
     /// A rank that stops answering (SIGSTOP) makes the others give up after --rank-timeout with a clear error, the
     /// job ends, and the run resumes from its last checkpoint.
     func testAHungRankEndsTheRunWithinTheTimeoutAndTheRunResumes() throws {
