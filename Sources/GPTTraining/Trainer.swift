@@ -295,8 +295,7 @@ public final class Trainer {
     /// Writes `last/`: on rank 0, after every rank has given it its share of the optimizer's moments when the
     /// optimizer is sharded (so every rank calls this).
     private func saveCheckpoint(_ events: (Event) -> Void) throws {
-        let moments = optimizerMoments()
-        guard group.isMain, let moments else { return }
+        guard let moments = try optimizerMoments() else { return }
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
                                              dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")
@@ -309,18 +308,20 @@ public final class Trainer {
 }
 
 extension Trainer {
-    /// AdamW's moments over the whole arena: this process's own, or, with a sharded optimizer, every rank's share
-    /// collected on rank 0 (nil on the other ranks). Every rank must call it.
-    private func optimizerMoments() -> TrainingCheckpoint.OptimizerMoments? {
+    /// AdamW's moments for a checkpoint. With a sharded optimizer rank 0 collects every rank's share as it writes
+    /// the file, while the other ranks hand theirs over here (they get nil); every rank must call this.
+    private func optimizerMoments() throws -> TrainingCheckpoint.OptimizerMoments? {
         let count = model.parameters.count
-        guard optimizer.range.count < count else {
-            return .init(first: optimizer.firstMoment, second: optimizer.secondMoment)
+        guard optimizer.range.count < count else { return .init(optimizer) }
+        let shares = group.shares(of: count), group = group
+        let moments = [optimizer.firstMoment, optimizer.secondMoment]
+        guard group.isMain else {
+            for moment in moments { try group.collectShares(moment.pointer, count: count, shares: shares) { _ in } }
+            return nil
         }
-        let shares = group.shares(of: count)
-        let first = group.collectShares(optimizer.firstMoment.pointer, count: count, shares: shares)
-        let second = group.collectShares(optimizer.secondMoment.pointer, count: count, shares: shares)
-        guard let first, let second else { return nil }
-        return .init(first: Tensor(shape: [count], values: first), second: Tensor(shape: [count], values: second))
+        return .init(count: count) { index, write in
+            try group.collectShares(moments[index].pointer, count: count, shares: shares, consume: write)
+        }
     }
 }
 

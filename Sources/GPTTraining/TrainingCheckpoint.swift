@@ -8,15 +8,28 @@ import Tokenizers
 /// A checkpoint is written into a temporary directory that then replaces the old one, so a reader never sees a
 /// half-written checkpoint.
 public enum TrainingCheckpoint {
-    /// AdamW's moments over the whole parameter arena, as a checkpoint stores them (a run whose processes share out
-    /// the optimizer collects them first, so that any run can resume any checkpoint).
+    /// AdamW's moments over the whole parameter arena, as a checkpoint stores them, handed over in pieces: a run
+    /// whose processes share out the optimizer collects each piece from its owners as the file is written, so that
+    /// no process holds all the moments, and any run can resume any checkpoint.
     public struct OptimizerMoments {
-        public let first: Tensor
-        public let second: Tensor
+        /// Elements in each moment (the parameter arena's length).
+        public let count: Int
+        /// Hands moment `index` (0: first, 1: second) to `write` in order, in one or more pieces.
+        public let pieces: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
 
-        public init(first: Tensor, second: Tensor) {
-            self.first = first
-            self.second = second
+        public init(count: Int, pieces: @escaping (Int, (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) {
+            self.count = count
+            self.pieces = pieces
+        }
+
+        /// The moments of an optimizer that updates the whole arena.
+        public init(_ optimizer: AdamW) {
+            precondition(optimizer.range.lowerBound == 0, "an optimizer of a share holds part of the moments")
+            count = optimizer.range.count
+            pieces = { index, write in
+                let moment = index == 0 ? optimizer.firstMoment : optimizer.secondMoment
+                try write(UnsafeBufferPointer(start: moment.pointer, count: moment.count))
+            }
         }
     }
 
@@ -87,8 +100,8 @@ public enum TrainingCheckpoint {
             try tokenizer.save(to: partial)
             try extraFiles(partial)
             if let optimizer, let state {
-                try SafeTensors.write([("exp_avg", optimizer.first), ("exp_avg_sq", optimizer.second)],
-                                      to: partial.appendingPathComponent(optimizerFile))
+                try SafeTensors.write(shapes: [("exp_avg", [optimizer.count]), ("exp_avg_sq", [optimizer.count])],
+                                      to: partial.appendingPathComponent(optimizerFile), contents: optimizer.pieces)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try AtomicFile.write(try encoder.encode(state), to: partial.appendingPathComponent(stateFile))

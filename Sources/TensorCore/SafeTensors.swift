@@ -115,12 +115,24 @@ public struct SafeTensors {
 
     /// Writes float32 tensors (in the given order) atomically to `url`.
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to url: URL) throws {
+        try write(shapes: tensors.map { ($0.name, $0.tensor.shape) }, metadata: metadata, to: url) { index, write in
+            let t = tensors[index].tensor
+            try write(UnsafeBufferPointer(start: t.pointer, count: t.count))
+        }
+    }
+
+    /// Writes float32 tensors of the given names and shapes (in that order) atomically to `url`, their values coming
+    /// from `contents`: called once for each tensor's index, it hands the values in order, in one or more pieces, to
+    /// the function it is given. A tensor given more or fewer values than its shape holds is an error.
+    public static func write(shapes: [(name: String, shape: [Int])], metadata: [String: String] = [:], to url: URL,
+                             contents: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
-        for (name, t) in tensors {
-            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
-            offset += 4 * t.count
+        for (name, shape) in shapes {
+            let count = shape.reduce(1, *)
+            header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * count]] as [String: Any]
+            offset += 4 * count
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
@@ -128,8 +140,17 @@ public struct SafeTensors {
         try AtomicFile.write(to: url) { handle in
             try handle.write(contentsOf: Data(bytes: &length, count: 8))
             try handle.write(contentsOf: json)
-            for (_, t) in tensors {
-                try handle.write(contentsOf: Data(bytesNoCopy: t.pointer, count: 4 * t.count, deallocator: .none))
+            for (index, (name, shape)) in shapes.enumerated() {
+                var written = 0
+                try contents(index) { piece in
+                    guard let base = piece.baseAddress, !piece.isEmpty else { return }
+                    try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: 4 * piece.count,
+                                                      deallocator: .none))
+                    written += piece.count
+                }
+                guard written == shape.reduce(1, *) else {
+                    throw FileError(url: url, message: "tensor '\(name)' was given \(written) values for shape \(shape)")
+                }
             }
         }
     }
