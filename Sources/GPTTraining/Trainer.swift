@@ -295,7 +295,7 @@ public final class Trainer {
     /// Writes `last/`: on rank 0, after every rank has given it its share of the optimizer's moments when the
     /// optimizer is sharded (so every rank calls this).
     private func saveCheckpoint(_ events: (Event) -> Void) throws {
-        guard let moments = try optimizerMoments() else { return }
+        guard let moments = try optimizerMoments(), group.isMain else { return }
         let state = TrainingCheckpoint.State(step: step, optimizerSteps: optimizer.stepCount, dataRandom: dataRandom,
                                              dropoutRandom: dropoutRandom, bestScore: bestScore, configuration: configuration)
         let directory = output.appendingPathComponent("last")

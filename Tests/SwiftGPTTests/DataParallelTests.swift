@@ -18,21 +18,12 @@ final class DataParallelTests: XCTestCase {
 
     /// Runs `executable` with `arguments`; fails the test with its output when it exits non-zero.
     private func run(_ executable: URL, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFTGPT_THREADS"] = "1"
         // Containers often forbid the cross-memory attach Open MPI's shared-memory transport tries first.
         environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, output, file: file, line: line)
+        let (status, output) = try runCapturingOutput(executable, arguments, environment: environment)
+        XCTAssertEqual(status, 0, output, file: file, line: line)
     }
 
     private func trainingArguments(batch: Int, out: URL, data: URL) -> [String] {
@@ -125,17 +116,10 @@ final class DataParallelTests: XCTestCase {
         let local = folder.appendingPathComponent("local"), nodes = folder.appendingPathComponent("nodes")
         let steps = ["--max-iterations", "6"]
         try train(ranks: 2, batch: 4, out: local, data: data, extra: steps)
-        let process = Process()
-        process.executableURL = packageRoot.appendingPathComponent("scripts/two_node_mpirun.sh")
-        process.arguments = [gpt.path] + trainingArguments(batch: 4, out: nodes, data: data) + steps
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try XCTSkipIf([2, 3].contains(process.terminationStatus), "no network namespaces here: \(output)")
-        XCTAssertEqual(process.terminationStatus, 0, output)
+        let (status, output) = try runCapturingOutput(packageRoot.appendingPathComponent("scripts/two_node_mpirun.sh"),
+                                                      [gpt.path] + trainingArguments(batch: 4, out: nodes, data: data) + steps)
+        try XCTSkipIf([2, 3].contains(status), "no network namespaces here: \(output)")
+        XCTAssertEqual(status, 0, output)
         XCTAssertEqual(try logged("train_loss", nodes), try logged("train_loss", local))
         XCTAssertEqual(try parameters(nodes), try parameters(local))
     }
@@ -169,18 +153,11 @@ final class DataParallelTests: XCTestCase {
         let data = try prepared(in: folder)
         let out = folder.appendingPathComponent("run")
         let arguments = [gpt.path] + trainingArguments(batch: 4, out: out, data: data) + ["--max-iterations", "3"]
-        let process = Process()
-        process.executableURL = mpirun
         // Open MPI's MPMD form: rank 0 and rank 1 get different command lines (different seeds).
-        process.arguments = ["--oversubscribe", "--allow-run-as-root", "-x", "OMPI_MCA_btl_vader_single_copy_mechanism=none",
-                             "-np", "1"] + arguments + ["--seed", "1", ":", "-np", "1"] + arguments + ["--seed", "2"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertNotEqual(process.terminationStatus, 0, output)
+        let (status, output) = try runCapturingOutput(mpirun, [
+            "--oversubscribe", "--allow-run-as-root", "-x", "OMPI_MCA_btl_vader_single_copy_mechanism=none",
+            "-np", "1"] + arguments + ["--seed", "1", ":", "-np", "1"] + arguments + ["--seed", "2"])
+        XCTAssertNotEqual(status, 0, output)
         XCTAssertTrue(output.contains("the ranks of this run were given different settings"), output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("metrics.jsonl").path))
     }

@@ -69,11 +69,13 @@ func requirePython(_ modules: String, install: String) throws {
     try XCTSkipIf(probe.terminationStatus != 0, "python3 with \(modules) is not installed (\(install))")
 }
 
-/// Runs `scripts/<script>` with python3: its exit status and its output (standard output and error together).
-func runPythonScript(_ script: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+/// Runs `executable` with `arguments` (and `environment`, when given, in place of this process's) to its end: its
+/// exit status and its output (standard output and error together).
+func runCapturingOutput(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
     let run = Process()
-    run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    run.arguments = ["python3", packageRoot.appendingPathComponent("scripts/\(script)").path] + arguments
+    run.executableURL = executable
+    run.arguments = arguments
+    if let environment { run.environment = environment }
     let pipe = Pipe()
     run.standardOutput = pipe
     run.standardError = pipe
@@ -81,4 +83,10 @@ func runPythonScript(_ script: String, _ arguments: [String]) throws -> (status:
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     run.waitUntilExit()
     return (run.terminationStatus, output)
+}
+
+/// Runs `scripts/<script>` with python3: its exit status and its output (standard output and error together).
+func runPythonScript(_ script: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    try runCapturingOutput(URL(fileURLWithPath: "/usr/bin/env"),
+                           ["python3", packageRoot.appendingPathComponent("scripts/\(script)").path] + arguments)
 }
