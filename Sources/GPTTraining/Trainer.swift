@@ -194,8 +194,9 @@ public final class Trainer {
     }
 
     /// One optimizer step over `gradientAccumulation` micro-batches; returns the step's loss, the gradient norm,
-    /// the token positions processed (by all ranks) and the seconds spent averaging gradients across ranks (waiting
-    /// for the slowest included).
+    /// the token positions processed (by all ranks) and the seconds spent in collective operations with the other
+    /// ranks (averaging gradients, and with a sharded optimizer gathering parameters; waiting for the slowest
+    /// included).
     private func trainingStep() throws -> (Float, Float, Int, Double) {
         let c = configuration, parameters = model.parameters
         let sharded = optimizer.range.count < parameters.count
