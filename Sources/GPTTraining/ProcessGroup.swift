@@ -103,11 +103,8 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     private func scale(_ buffer: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
-        let chunk = 1 << 16
-        Parallel.forEach((count + chunk - 1) / chunk, costPerItem: chunk) { pieces in
-            for piece in pieces {
-                for i in piece * chunk..<min(count, (piece + 1) * chunk) { buffer[i] *= factor }
-            }
+        forEachChunk(count) { lo, hi in
+            for i in lo..<hi { buffer[i] *= factor }
         }
     }
 

@@ -117,7 +117,7 @@ public final class ParameterSet {
 }
 
 /// Runs `body(lo, hi)` over 64K-element chunks of `0..<count`, in parallel.
-func forEachChunk(_ count: Int, _ body: (Int, Int) -> Void) {
+public func forEachChunk(_ count: Int, _ body: (Int, Int) -> Void) {
     let chunk = 1 << 16, chunks = (count + chunk - 1) / chunk
     Parallel.forEach(chunks, costPerItem: chunk) { r in
         for c in r { body(c * chunk, min(count, (c + 1) * chunk)) }
