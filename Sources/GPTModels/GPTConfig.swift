@@ -19,16 +19,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// Which earlier positions a query sees in one layer.
-    public enum AttentionPattern: Codable, Equatable, Sendable {
-        /// Every earlier position and itself (causal).
-        case dense
-        /// The last `window` positions: key j is visible from query i when i − window < j ≤ i (GPT-Neo's local
-        /// layers, GPT-3's locally banded ones).
-        case local(window: Int)
-        /// The last `window` positions and every `stride`-th one before them ((i − j) mod stride = 0): Sparse
-        /// Transformer's strided pattern with window 1, GPT-3's "local and strided" with window = stride.
-        case strided(window: Int, stride: Int)
-    }
+    public typealias AttentionPattern = TensorCore.AttentionPattern
 
     public var vocabularySize: Int
     public var contextLength: Int
@@ -77,23 +68,39 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// The attention pattern of layer `layer`.
     public func attentionPattern(layer: Int) -> AttentionPattern { attentionPatterns?[layer] ?? .dense }
 
-    /// The window of layer `layer`'s attention, nil for a dense layer.
+    /// The window of layer `layer`'s attention, nil for a dense or fixed layer.
     public func attentionWindow(layer: Int) -> Int? {
         switch attentionPattern(layer: layer) {
-        case .dense: nil
+        case .dense, .fixed: nil
         case .local(let window), .strided(let window, _): window
         }
     }
 
-    /// The stride of layer `layer`'s strided keys, nil when it has none.
+    /// The stride of layer `layer`'s strided keys or the block of its fixed pattern, nil when it has neither.
     public func attentionStride(layer: Int) -> Int? {
-        if case .strided(_, let stride) = attentionPattern(layer: layer) { stride } else { nil }
+        switch attentionPattern(layer: layer) {
+        case .dense, .local: nil
+        case .strided(_, let stride): stride
+        case .fixed(let block, _): block
+        }
     }
 
+    /// The summaries per block of layer `layer`'s fixed pattern, nil when it is not fixed.
+    public func attentionSummaries(layer: Int) -> Int? {
+        if case .fixed(_, let summaries) = attentionPattern(layer: layer) { summaries } else { nil }
+    }
+
+    /// The attention kinds `patterns(cycling:)` reads.
+    public static let attentionKindNames = ["global", "local", "strided", "local+strided", "fixed"]
+
+    /// Summaries per block of a fixed layer when none are given (Sparse Transformer's smallest choice, c = 8).
+    public static let defaultSummaries = 8
+
     /// Per-layer patterns from kinds cycled over `layers` layers, as GPT-Neo's `attention_types` expand:
-    /// "global" (or "dense"), "local" (with `window`), "strided" (every `stride`-th position, itself included) and
-    /// "local+strided" (both).
-    public static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, layers: Int) throws -> [AttentionPattern] {
+    /// "global" (or "dense"), "local" (with `window`), "strided" (every `stride`-th position, itself included),
+    /// "local+strided" (both) and "fixed" (blocks of `stride`, default the window, with `summaries` summaries each).
+    public static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, summaries: Int? = nil,
+                                layers: Int) throws -> [AttentionPattern] {
         guard !kinds.isEmpty else { throw ConfigurationError(message: "no attention kinds given") }
         let cycle = try kinds.map { kind -> AttentionPattern in
             switch kind {
@@ -101,19 +108,24 @@ public struct GPTConfig: Codable, Equatable, Sendable {
             case "local": return .local(window: window)
             case "strided": return .strided(window: 1, stride: stride ?? window)
             case "local+strided": return .strided(window: window, stride: stride ?? window)
-            default: throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: global, local, strided, local+strided)")
+            case "fixed":
+                let block = stride ?? window
+                return .fixed(block: block, summaries: summaries ?? min(defaultSummaries, block))
+            default:
+                throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: \(attentionKindNames.joined(separator: ", ")))")
             }
         }
         return (0..<layers).map { cycle[$0 % cycle.count] }
     }
 
-    /// The kind names of the layers ("global", "local", "strided", "local+strided"), as `patterns(cycling:)` reads them.
+    /// The kind names of the layers, as `patterns(cycling:)` reads them.
     public var attentionKinds: [String] {
         (0..<layerCount).map { layer in
             switch attentionPattern(layer: layer) {
             case .dense: "global"
             case .local: "local"
             case .strided(let window, _): window == 1 ? "strided" : "local+strided"
+            case .fixed: "fixed"
             }
         }
     }
@@ -136,9 +148,9 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
         if let patterns = attentionPatterns {
             try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
-            for layer in 0..<layerCount {
-                try check((attentionWindow(layer: layer) ?? 1) >= 1, "an attention window must be positive")
-                try check((attentionStride(layer: layer) ?? 1) >= 1, "an attention stride must be positive")
+            for pattern in patterns {
+                try check(pattern.isValid, "attention pattern \(pattern): windows, strides and blocks must be positive, "
+                          + "and a fixed block's summaries between 1 and the block")
             }
         }
         try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")

@@ -153,8 +153,8 @@ public final class GPTModel {
                 let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"],
                                       bias: c.attentionBias ? parameters[p + "attn.c_attn.bias"] : nil)
                 let heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
-                                                     random: &random, keyLengths: lengths, window: c.attentionWindow(layer: i),
-                                                     stride: c.attentionStride(layer: i), scale: c.scoreScale)
+                                                     random: &random, keyLengths: lengths, pattern: c.attentionPattern(layer: i),
+                                                     scale: c.scoreScale)
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }

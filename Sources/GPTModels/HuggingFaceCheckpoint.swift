@@ -111,25 +111,35 @@ public enum HuggingFaceCheckpoint {
             layout: modelType == "gpt2" ? .preNorm : .postNorm,
             tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
         if let layers = json[attentionLayersKey] {
-            config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey], fail: fail)
+            config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey],
+                                                             summaries: json[summariesKey], fail: fail)
         }
         do { try config.validate() } catch { throw fail("\(error)") }
         return (config, modelType)
     }
 
     /// Keys under which a GPT-2 or OpenAI-GPT config.json keeps local attention layers (only SwiftGPT reads them).
-    static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size", strideKey = "swiftgpt_stride"
+    static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size", strideKey = "swiftgpt_stride",
+        summariesKey = "swiftgpt_summaries"
 
-    /// Per-layer patterns from a list of kinds ("global", "local", "strided", "local+strided"), the window and the
-    /// stride.
-    static func attentionPatterns(_ layers: Any, window: Any?, stride: Any? = nil, fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
+    /// Per-layer patterns from a list of kinds ("global", "local", "strided", "local+strided", "fixed"), the window,
+    /// the stride (a fixed layer's block) and a fixed layer's summaries.
+    static func attentionPatterns(_ layers: Any, window: Any?, stride: Any? = nil, summaries: Any? = nil,
+                                  fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
         guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of kinds (global, local, …)") }
-        let size = window as? Int, step = stride as? Int
+        let size = window as? Int, step = stride as? Int, count = summaries as? Int
         if kinds.contains(where: { $0 == "local" || $0 == "local+strided" }), (size ?? 0) <= 0 {
             throw fail("local attention layers need a positive integer window size")
         }
-        if kinds.contains(where: { $0.hasSuffix("strided") }), (step ?? 0) <= 0 { throw fail("strided attention layers need a positive integer stride") }
-        do { return try GPTConfig.patterns(cycling: kinds, window: size ?? 1, stride: step, layers: kinds.count) } catch { throw fail("\(error)") }
+        if kinds.contains(where: { $0.hasSuffix("strided") || $0 == "fixed" }), (step ?? 0) <= 0 {
+            throw fail("strided and fixed attention layers need a positive integer stride")
+        }
+        if kinds.contains("fixed"), (count ?? 0) <= 0 { throw fail("fixed attention layers need a positive integer number of summaries") }
+        do {
+            let patterns = try GPTConfig.patterns(cycling: kinds, window: size ?? 1, stride: step, summaries: count, layers: kinds.count)
+            if let invalid = patterns.first(where: { !$0.isValid }) { throw fail("attention pattern \(invalid) has sizes out of range") }
+            return patterns
+        } catch let error as FileError { throw error } catch { throw fail("\(error)") }
     }
 
     /// A GPT-Neo config.json: GPT-2's architecture with bias-free q/k/v projections, unscaled attention scores and
@@ -180,9 +190,16 @@ public enum HuggingFaceCheckpoint {
             let windows = Set((0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) })
             guard windows.count <= 1 else { throw ConfigurationError(message: "GPT-Neo checkpoints have one window size for every local layer") }
             guard (0..<c.layerCount).allSatisfy({ c.attentionStride(layer: $0) == nil }) else {
-                throw ConfigurationError(message: "GPT-Neo checkpoints have no strided attention")
+                throw ConfigurationError(message: "GPT-Neo checkpoints have no strided or fixed attention")
             }
             return "gpt_neo"
+        }
+        if let patterns = c.attentionPatterns {
+            let (window, stride, summaries) = attentionSizes(c)
+            guard try GPTConfig.patterns(cycling: c.attentionKinds, window: window ?? 1, stride: stride, summaries: summaries,
+                                         layers: c.layerCount) == patterns else {
+                throw ConfigurationError(message: "SwiftGPT's config.json keys hold one window, one stride and one summary count for all layers; these layers differ")
+            }
         }
         guard c.layout == .preNorm || c.activation == .tanh else {
             throw ConfigurationError(message: "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
@@ -230,9 +247,17 @@ public enum HuggingFaceCheckpoint {
     /// GPT-2's `<|endoftext|>` id, which its checkpoints name as their BOS and EOS tokens.
     static let gpt2EndOfText = 50256
 
+    /// The first window, stride (or fixed block) and summary count among the layers, as SwiftGPT's config keys keep them.
+    static func attentionSizes(_ c: GPTConfig) -> (window: Int?, stride: Int?, summaries: Int?) {
+        let layers = 0..<c.layerCount
+        return (layers.lazy.compactMap { c.attentionWindow(layer: $0) }.first,
+                layers.lazy.compactMap { c.attentionStride(layer: $0) }.first,
+                layers.lazy.compactMap { c.attentionSummaries(layer: $0) }.first)
+    }
+
     static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
         let kinds = c.attentionKinds
-        let window = (0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) }.first
+        let (window, stride, summaries) = attentionSizes(c)
         if modelType == "gpt_neo" {
             var json: [String: Any] = [
                 "model_type": modelType, "architectures": [head == nil || head == .value ? "GPTNeoForCausalLM" : "GPTNeoForSequenceClassification"],
@@ -289,7 +314,8 @@ public enum HuggingFaceCheckpoint {
         if c.attentionPatterns != nil {
             json[attentionLayersKey] = kinds
             if let window { json[windowKey] = window }
-            if let stride = (0..<c.layerCount).compactMap({ c.attentionStride(layer: $0) }).first { json[strideKey] = stride }
+            if let stride { json[strideKey] = stride }
+            if let summaries { json[summariesKey] = summaries }
         }
         return json
     }

@@ -4,9 +4,10 @@ import TensorCore
 /// Incremental inference with a key/value cache for several sequences at once: each call feeds new tokens of some
 /// sequences and returns the logits after the last new token of each. Earlier tokens are never recomputed.
 ///
-/// A local layer (window w) keeps only the last 2w positions of each sequence, as a ring: its cache stays bounded
-/// whatever the length (a strided layer keeps every position). Feeds longer than w tokens a sequence then go
-/// through in chunks of w, so that no position a query still sees is overwritten before it is read.
+/// Each layer's cache keeps only what its attention pattern can still read (`CachedAttention.Cache`): a local layer
+/// (window w) the last 2w positions, a fixed layer (block l) the last 2l and every block's summaries, so that their
+/// caches stay bounded whatever the length. Feeds longer than w (or l) tokens a sequence then go through in chunks
+/// of that size, so that no position a query still sees is overwritten before it is read.
 public final class InferenceSession {
     public let model: GPTModel
     /// Number of sequence slots.
@@ -15,9 +16,9 @@ public final class InferenceSession {
     public private(set) var lengths: [Int]
     private let keys: [Tensor]
     private let values: [Tensor]
-    /// Positions each layer's cache holds per sequence (the context, or 2w for a local layer).
-    private let positionsHeld: [Int]
-    /// The most tokens of one sequence a single pass may take (the smallest window, or the context).
+    /// Each layer's cache, in `keys` and `values`.
+    private let caches: [CachedAttention.Cache]
+    /// The most tokens of one sequence a single pass may take (the smallest local window or fixed block, or the context).
     private let chunk: Int
     private let weights: DecodeWeights
 
@@ -32,14 +33,17 @@ public final class InferenceSession {
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         let c = model.config
-        // Only purely local layers can forget: a strided layer still sees every stride-th position.
-        let ringWindows = (0..<c.layerCount).map { layer -> Int? in
-            if case .local(let window) = c.attentionPattern(layer: layer) { window } else { nil }
+        let patterns = (0..<c.layerCount).map { c.attentionPattern(layer: $0) }
+        chunk = patterns.map { CachedAttention.Cache.longestFeed(pattern: $0, contextLength: c.contextLength) }.min()!
+        let slots = patterns.map { CachedAttention.Cache.capacity(pattern: $0, contextLength: c.contextLength) }
+        let keys = slots.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
+        let values = slots.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
+        self.keys = keys
+        self.values = values
+        caches = patterns.indices.map { layer in
+            CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer, heads: c.headCount,
+                                  headWidth: c.headWidth, pattern: patterns[layer], contextLength: c.contextLength)
         }
-        positionsHeld = ringWindows.map { $0.map { min(c.contextLength, 2 * $0) } ?? c.contextLength }
-        chunk = ringWindows.compactMap { $0 }.min() ?? c.contextLength
-        keys = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
-        values = positionsHeld.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
     }
 
     /// Empties a slot so it can hold a new sequence.
@@ -48,16 +52,7 @@ public final class InferenceSession {
     /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several
     /// continuations of one prefix are computed from a single pass over the prefix.
     public func copy(sequence source: Int, to target: Int) {
-        let c = model.config
-        for layer in 0..<c.layerCount {
-            let held = positionsHeld[layer], count = min(lengths[source], held) * c.headWidth
-            for head in 0..<c.headCount {
-                let from = (source * c.headCount + head) * held * c.headWidth
-                let to = (target * c.headCount + head) * held * c.headWidth
-                (keys[layer].pointer + to).update(from: keys[layer].pointer + from, count: count)
-                (values[layer].pointer + to).update(from: values[layer].pointer + from, count: count)
-            }
-        }
+        for cache in caches { cache.copy(sequence: source, to: target, length: lengths[source]) }
         lengths[target] = lengths[source]
     }
 
@@ -133,8 +128,7 @@ public final class InferenceSession {
             func norm(_ v: Variable, _ name: String) -> Variable {
                 tape.layerNorm(v, weight: p[prefix + name + ".weight"], bias: p[prefix + name + ".bias"], epsilon: c.layerNormEpsilon)
             }
-            let cache = CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer,
-                                              heads: c.headCount, capacity: positionsHeld[layer], headWidth: c.headWidth)
+            let cache = caches[layer]
             /// q | k | v of every row, its keys and values stored in the cache.
             func queriesKeysValues(_ v: Variable) -> Tensor {
                 let qkv = project(v.value, prefix + "attn.c_attn")
@@ -147,8 +141,7 @@ public final class InferenceSession {
             func attend(_ qkv: Tensor, sequences: [Int], positions: [Int]) -> Variable {
                 let heads = Tensor(uninitializedShape: [sequences.count, width])
                 CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache, sequences: sequences,
-                                       positions: positions, window: c.attentionWindow(layer: layer),
-                                       stride: c.attentionStride(layer: layer), scale: c.scoreScale,
+                                       positions: positions, scale: c.scoreScale,
                                        into: heads.pointer)
                 return Variable(project(heads, prefix + "attn.c_proj"))
             }

@@ -12,13 +12,15 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Context length of the model; also the length of training windows.
     public var context: Int?
     public var dropout: Float?
-    /// Attention kind of each layer, cycled over the layers: `global` (dense), `local`, `strided` or `local+strided`
-    /// (e.g. ["global", "local"]: GPT-3's alternation); nil keeps the preset's.
+    /// Attention kind of each layer, cycled over the layers: `global` (dense), `local`, `strided`, `local+strided`
+    /// or `fixed` (e.g. ["global", "local"]: GPT-3's alternation); nil keeps the preset's.
     public var attention: [String]?
     /// Window of the local layers (overrides the preset's; 256 when the preset has none).
     public var window: Int?
-    /// Stride of the strided layers (default: the window).
+    /// Stride of the strided layers, block of the fixed ones (default: the window).
     public var stride: Int?
+    /// Summaries per block of the fixed layers (default 8, at most the block).
+    public var summaries: Int?
 
     /// Directory prepared by `gpt prepare` (train.bin, val.bin, meta.json, tokenizer files).
     public var data = "data"
@@ -76,7 +78,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case preset, layers, heads, width, context, dropout, attention, window, stride, data, out, initFrom, batchSize, gradientAccumulation
+        case preset, layers, heads, width, context, dropout, attention, window, stride, summaries, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
         case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
         case shardOptimizer, rankTimeout, rewardModeling, supervisedFineTuning, policyOptimization
@@ -106,6 +108,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.preset, &d.preset); try read(.layers, &d.layers); try read(.heads, &d.heads)
         try read(.width, &d.width); try read(.context, &d.context); try read(.dropout, &d.dropout)
         try read(.attention, &d.attention); try read(.window, &d.window); try read(.stride, &d.stride)
+        try read(.summaries, &d.summaries)
         try read(.data, &d.data); try read(.out, &d.out); try read(.initFrom, &d.initFrom)
         try read(.batchSize, &d.batchSize); try read(.gradientAccumulation, &d.gradientAccumulation)
         try read(.maxIterations, &d.maxIterations); try read(.learningRate, &d.learningRate)
@@ -151,6 +154,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         let presetWindow = (0..<(c.attentionPatterns?.count ?? 0)).compactMap { c.attentionWindow(layer: $0) }.first
         if let attention {
             c.attentionPatterns = try GPTConfig.patterns(cycling: attention, window: window ?? presetWindow ?? 256, stride: stride,
+                                                         summaries: summaries,
                                                          layers: c.layerCount)
         } else if let patterns = c.attentionPatterns {
             // The preset's alternation, over the layer count and with the window asked for.

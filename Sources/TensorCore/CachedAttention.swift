@@ -1,48 +1,113 @@
 /// Attention of new query rows over a key/value cache, for incremental decoding (no gradient).
 public enum CachedAttention {
-    /// Where the cache lives: layout [sequence, head, position, d], so that one head's keys (and values) are
-    /// contiguous and stream in order. The key of sequence s, head h, position p is the d floats at
-    /// `keys + ((s * heads + h) * capacity + p) * d`.
+    /// Where the cache lives: layout [sequence, head, slot, d], so that one head's keys (and values) are
+    /// contiguous and stream in order. The key of sequence s, head h in slot n is the d floats at
+    /// `keys + ((s * heads + h) * capacity + n) * d`.
+    ///
+    /// The cache holds only what later queries of its pattern can still read. Dense and strided layers keep every
+    /// position (a strided key stays visible to the later queries a multiple of the stride away). A local layer
+    /// (window w) keeps the last 2w positions, as a ring. A fixed layer (block l, c summaries) keeps a ring of the
+    /// last 2l positions for its bands, and the summaries of every block in slots of their own after the ring.
+    /// A ring of twice what a band reads lets one pass store up to `longestFeed` positions a sequence before
+    /// reading: none overwrites a key a query of the same pass still reads.
     public struct Cache {
         public let keys: UnsafeMutablePointer<Float>
         public let values: UnsafeMutablePointer<Float>
         public let heads: Int
-        /// Positions per sequence.
+        /// Slots per sequence.
         public let capacity: Int
         /// Floats per head (d).
         public let headWidth: Int
+        public let pattern: AttentionPattern
+        /// Slots of the ring the bands read.
+        private let ring: Int
 
-        public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, capacity: Int, headWidth: Int) {
+        /// A cache for sequences of up to `contextLength` positions at `keys` and `values`, each
+        /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` floats.
+        public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, headWidth: Int,
+                    pattern: AttentionPattern, contextLength: Int) {
             self.keys = keys
             self.values = values
             self.heads = heads
-            self.capacity = capacity
             self.headWidth = headWidth
+            self.pattern = pattern
+            capacity = Self.capacity(pattern: pattern, contextLength: contextLength)
+            ring = Self.ring(pattern: pattern, contextLength: contextLength)
         }
 
-        /// Offset of (sequence, head, position): positions beyond the capacity wrap around (a ring that keeps the
-        /// last `capacity` positions).
-        @inline(__always)
-        public func offset(_ sequence: Int, _ head: Int, _ position: Int) -> Int {
-            ((sequence * heads + head) * capacity + position % capacity) * headWidth
+        private static func ring(pattern: AttentionPattern, contextLength: Int) -> Int {
+            switch pattern {
+            case .dense, .strided: contextLength
+            case .local(let window): min(contextLength, 2 * window)
+            case .fixed(let block, _): min(contextLength, 2 * block)
+            }
+        }
+
+        /// Slots per sequence for `pattern` and sequences of up to `contextLength` positions.
+        public static func capacity(pattern: AttentionPattern, contextLength: Int) -> Int {
+            let ring = ring(pattern: pattern, contextLength: contextLength)
+            if case .fixed(let block, let summaries) = pattern, ring < contextLength {
+                return ring + (contextLength + block - 1) / block * summaries
+            }
+            return ring
+        }
+
+        /// The most positions of one sequence a pass may store before it reads (see the type's description).
+        public static func longestFeed(pattern: AttentionPattern, contextLength: Int) -> Int {
+            switch pattern {
+            case .dense, .strided: contextLength
+            case .local(let window): window
+            case .fixed(let block, _): block
+            }
+        }
+
+        /// Offset of (sequence, head, slot).
+        @inline(__always) func offset(_ sequence: Int, _ head: Int, slot: Int) -> Int {
+            ((sequence * heads + head) * capacity + slot) * headWidth
+        }
+
+        /// The slot a band reads position p from.
+        @inline(__always) func bandSlot(_ p: Int) -> Int { p % ring }
+
+        /// The slot position p is read from as a key before a later query's band: its summary slot in a fixed
+        /// layer that has them, its band slot otherwise.
+        @inline(__always) func earlierSlot(_ p: Int) -> Int {
+            guard case .fixed(let block, let summaries) = pattern, ring < capacity else { return bandSlot(p) }
+            return ring + p / block * summaries + p % block - (block - summaries)
         }
 
         /// Stores the key and value rows (all heads, `heads * d` floats each) of one position.
         public func store(key: UnsafePointer<Float>, value: UnsafePointer<Float>, sequence: Int, position: Int) {
+            func write(_ slot: Int) {
+                for h in 0..<heads {
+                    let o = offset(sequence, h, slot: slot)
+                    (keys + o).update(from: key + h * headWidth, count: headWidth)
+                    (values + o).update(from: value + h * headWidth, count: headWidth)
+                }
+            }
+            write(bandSlot(position))
+            if case .fixed(let block, let summaries) = pattern, ring < capacity, position % block >= block - summaries {
+                write(earlierSlot(position))
+            }
+        }
+
+        /// Makes sequence `target` hold what sequence `source` holds (`length` positions).
+        public func copy(sequence source: Int, to target: Int, length: Int) {
+            // Slots fill in order up to the ring; a fixed layer's summary slots lie beyond it.
+            let slots = ring < capacity ? capacity : min(length, capacity)
             for h in 0..<heads {
-                let o = offset(sequence, h, position)
-                (keys + o).update(from: key + h * headWidth, count: headWidth)
-                (values + o).update(from: value + h * headWidth, count: headWidth)
+                let from = offset(source, h, slot: 0), to = offset(target, h, slot: 0)
+                (keys + to).update(from: keys + from, count: slots * headWidth)
+                (values + to).update(from: values + from, count: slots * headWidth)
             }
         }
     }
 
-    /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, 0...p_r, h]ᵀ / √d) · V[s_r, 0...p_r, h],
-    /// with q read from `queries + r * queryStride` and out written to `output + r * heads * d`. With `window`,
-    /// only the keys of the last `window` positions (p_r − window < j ≤ p_r) are read, and with `stride` also every
-    /// stride-th one before them ((p_r − j) mod stride = 0); `scale` replaces 1/√d.
+    /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, keys, h]ᵀ · scale) · V[s_r, keys, h] over the
+    /// keys the cache's pattern lets position p_r see, with q read from `queries + r * queryStride` and out written
+    /// to `output + r * heads * d`; `scale` replaces 1/√d.
     public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
-                              window: Int? = nil, stride: Int? = nil, scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
+                              scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
         let rows = sequences.count, heads = cache.heads, d = cache.headWidth
         let scale = scale ?? 1 / Float(d).squareRoot()
         let longest = (positions.max() ?? 0) + 1
@@ -52,44 +117,36 @@ public enum CachedAttention {
                     let scores = UnsafeMutablePointer<Float>.allocate(capacity: longest)
                     defer { scores.deallocate() }
                     for item in range {
-                        let r = item / heads, h = item % heads
+                        let r = item / heads, h = item % heads, p = positions[r]
                         let q = queries + r * queryStride + h * d
-                        let start = window.map { max(0, positions[r] - $0 + 1) } ?? 0
-                        let count = positions[r] + 1 - start
+                        let start = cache.pattern.bandStart(p), count = p + 1 - start
+                        let earlier = cache.pattern.keysBeforeBand(p, limit: p + 1)
                         let o = output + r * heads * d + h * d
-                        let first = start % cache.capacity
-                        if let stride, let window {
-                            // The window's keys and the strided ones before it (a strided layer's cache is no ring).
-                            let ring = cache.offset(sequences[r], h, 0)
-                            let extra = StridedKeys.keys(positions[r], limit: positions[r] + 1, window: window, stride: stride)
-                            func key(_ t: Int) -> Int { t < extra.count ? extra[t] : start + t - extra.count }
-                            let total = extra.count + count
-                            for t in 0..<total { scores[t] = q.dot(cache.keys + ring + key(t) * d, d) * scale }
-                            causalSoftmaxRow(scores, valid: total, length: total)
-                            o.update(repeating: 0, count: d)
-                            for t in 0..<total { o.axpy(scores[t], cache.values + ring + key(t) * d, d) }
-                            continue
-                        }
-                        if first + count > cache.capacity {
-                            // The positions wrap around a ring: each key and value where its position lands.
-                            let ring = cache.offset(sequences[r], h, 0)
-                            func slot(_ j: Int) -> Int { ring + ((first + j) % cache.capacity) * d }
-                            for j in 0..<count { scores[j] = q.dot(cache.keys + slot(j), d) * scale }
+                        let first = cache.bandSlot(start)
+                        if earlier.isEmpty, first + count <= cache.capacity {
+                            // The band lies in consecutive slots.
+                            let base = cache.offset(sequences[r], h, slot: first)
+                            let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
+                            if d == 64 {
+                                attend64(q, k, v, count, scale, scores, o)
+                                continue
+                            }
+                            for j in 0..<count { scores[j] = q.dot(k + j * d, d) * scale }
                             causalSoftmaxRow(scores, valid: count, length: count)
                             o.update(repeating: 0, count: d)
-                            for j in 0..<count { o.axpy(scores[j], cache.values + slot(j), d) }
+                            for j in 0..<count { o.axpy(scores[j], v + j * d, d) }
                             continue
                         }
-                        let base = cache.offset(sequences[r], h, start)
-                        let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
-                        if d == 64 {
-                            attend64(q, k, v, count, scale, scores, o)
-                            continue
+                        // The keys before the band, then the band (which may wrap around its ring), slot by slot.
+                        let head = cache.offset(sequences[r], h, slot: 0)
+                        func slot(_ t: Int) -> Int {
+                            head + (t < earlier.count ? cache.earlierSlot(earlier[t]) : cache.bandSlot(start + t - earlier.count)) * d
                         }
-                        for j in 0..<count { scores[j] = q.dot(k + j * d, d) * scale }
-                        causalSoftmaxRow(scores, valid: count, length: count)
+                        let total = earlier.count + count
+                        for t in 0..<total { scores[t] = q.dot(cache.keys + slot(t), d) * scale }
+                        causalSoftmaxRow(scores, valid: total, length: total)
                         o.update(repeating: 0, count: d)
-                        for j in 0..<count { o.axpy(scores[j], v + j * d, d) }
+                        for t in 0..<total { o.axpy(scores[t], cache.values + slot(t), d) }
                     }
                 }
             }

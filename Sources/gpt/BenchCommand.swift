@@ -25,14 +25,17 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Context length (overrides the preset's).")
     var context: Int?
 
-    @Option(help: "Attention kind per layer, cycled: global, local, strided, local+strided (overrides the preset's).")
+    @Option(help: "Attention kind per layer, cycled: global, local, strided, local+strided, fixed (overrides the preset's).")
     var attention: String?
 
     @Option(help: "Window of the local layers.")
     var window = 256
 
-    @Option(help: "Stride of the strided layers (default: the window).")
+    @Option(help: "Stride of the strided layers, block of the fixed ones (default: the window).")
     var stride: Int?
+
+    @Option(help: "Summaries per block of the fixed layers (default 8, at most the block).")
+    var summaries: Int?
 
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
@@ -41,7 +44,7 @@ struct ModelOptions: ParsableArguments {
         if let context { c.contextLength = context }
         if let attention {
             c.attentionPatterns = try GPTConfig.patterns(cycling: attention.split(separator: ",").map(String.init), window: window,
-                                                         stride: stride, layers: c.layerCount)
+                                                         stride: stride, summaries: summaries, layers: c.layerCount)
         }
         try c.validate()
         return c
@@ -150,25 +153,30 @@ struct AttentionBench: ParsableCommand {
         """
     )
 
-    @Option(help: "dense, local, strided or local+strided.") var pattern = "dense"
+    @Option(help: "dense, local, strided, local+strided or fixed.") var pattern = "dense"
     @Option(help: "Window of the local pattern.") var window = 256
-    @Option(help: "Stride of the strided patterns (default: the window).") var stride: Int?
+    @Option(help: "Stride of the strided patterns, block of the fixed one (default: the window).") var stride: Int?
+    @Option(help: "Summaries per block of the fixed pattern (default 8, at most the block).") var summaries: Int?
     @Option(help: "Sequence lengths, comma-separated.") var seq = "1024,2048,4096"
     @Option(help: "Attention heads.") var heads = 12
     @Option(help: "Width of a head.") var headWidth = 64
     @Option(help: "Timed repetitions (after one warm-up).") var steps = 3
 
     func run() throws {
-        guard ["dense", "local", "strided", "local+strided"].contains(pattern) else {
-            throw ValidationError("--pattern takes dense, local, strided or local+strided")
+        let kind = pattern == "dense" ? "global" : pattern
+        guard GPTConfig.attentionKindNames.contains(kind) else {
+            throw ValidationError("--pattern takes dense, local, strided, local+strided or fixed")
         }
-        guard window > 0, heads > 0, headWidth > 0, steps > 0 else { throw ValidationError("--window, --heads, --head-width and --steps must be positive") }
+        guard heads > 0, headWidth > 0, steps > 0 else { throw ValidationError("--heads, --head-width and --steps must be positive") }
+        let attention: AttentionPattern
+        do {
+            attention = try GPTConfig.patterns(cycling: [kind], window: window, stride: stride, summaries: summaries, layers: 1)[0]
+        } catch { throw ValidationError("\(error)") }
+        guard attention.isValid else { throw ValidationError("the pattern \(attention) has sizes out of range") }
         let lengths = try seq.split(separator: ",").map { item -> Int in
             guard let n = Int(item), n > 0 else { throw ValidationError("--seq takes positive integers separated by commas") }
             return n
         }
-        let localWindow = pattern == "dense" ? nil : pattern == "strided" ? 1 : window
-        let keyStride = pattern.hasSuffix("strided") ? stride ?? window : nil
         let width = heads * headWidth
         for length in lengths {
             var random = SeededRandom(seed: 1)
@@ -178,22 +186,27 @@ struct AttentionBench: ParsableCommand {
             for step in 0...steps {
                 var unused = SeededRandom(seed: 0)
                 let f = Benchmark.time {
-                    _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused, window: localWindow,
-                                                              stride: keyStride)
+                    _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused,
+                                                                   pattern: attention)
                 }
                 let before = TensorMemory.liveBytes
                 TensorMemory.resetPeak()
                 let b = Benchmark.time {
                     let tape = Tape()
                     let input = Variable(qkv, requiresGrad: true)
-                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, window: localWindow, stride: keyStride)
+                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, pattern: attention)
                     tape.backward(from: y, seed: seed)
                 }
                 held = max(held, TensorMemory.peakBytes - before)
                 if step > 0 { forward.append(f); both.append(b) }
             }
-            let name = pattern == "dense" ? "dense" : pattern == "local" ? "local (w=\(window))"
-                : pattern == "strided" ? "strided (s=\(keyStride!))" : "local+strided (w=\(window), s=\(keyStride!))"
+            let name = switch attention {
+            case .dense: "dense"
+            case .local(let window): "local (w=\(window))"
+            case .strided(1, let stride): "strided (s=\(stride))"
+            case .strided(let window, let stride): "local+strided (w=\(window), s=\(stride))"
+            case .fixed(let block, let summaries): "fixed (l=\(block), c=\(summaries))"
+            }
             print(String(format: "attention %@ B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
                          name, heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
                          Double(held) / 1_048_576))

@@ -20,9 +20,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Model preset: \(GPTConfig.presets.keys.sorted().joined(separator: ", ")).") var preset: String?
     @Option(help: "Number of layers (overrides the preset).") var layers: Int?
     @Option(help: "Attention heads (overrides the preset).") var heads: Int?
-    @Option(help: "Attention kind per layer, cycled: global, local, strided, local+strided (e.g. global,local alternates as GPT-3).") var attention: String?
+    @Option(help: "Attention kind per layer, cycled: global, local, strided, local+strided, fixed (e.g. global,local alternates as GPT-3).") var attention: String?
     @Option(help: "Window of the local attention layers.") var window: Int?
-    @Option(help: "Stride of the strided attention layers (default: the window).") var stride: Int?
+    @Option(help: "Stride of the strided attention layers, block of the fixed ones (default: the window).") var stride: Int?
+    @Option(help: "Summaries per block of the fixed attention layers (default 8, at most the block).") var summaries: Int?
     @Option(help: "Embedding width (overrides the preset; MLP is 4x).") var width: Int?
     @Option(help: "Context length and training window (overrides the preset).") var context: Int?
     @Option(help: "Dropout probability.") var dropout: Float?
@@ -65,6 +66,7 @@ struct TrainCommand: ParsableCommand {
         if let attention { c.attention = attention.split(separator: ",").map { String($0) } }
         if let window { c.window = window }
         if let stride { c.stride = stride }
+        if let summaries { c.summaries = summaries }
         if let width { c.width = width }
         if let context { c.context = context }
         if let dropout { c.dropout = dropout }

@@ -46,7 +46,9 @@ final class CheckpointTests: XCTestCase {
         gpt3Style.attentionPatterns = [.dense, .local(window: 5)]
         var sparse = tinyConfig()
         sparse.attentionPatterns = [.strided(window: 4, stride: 4), .strided(window: 1, stride: 4)]
-        for (config, type) in [(tinyNeoConfig(), "gpt_neo"), (gpt3Style, "gpt2"), (sparse, "gpt2")] {
+        var fixed = tinyConfig()
+        fixed.attentionPatterns = [.fixed(block: 4, summaries: 2), .local(window: 3)]
+        for (config, type) in [(tinyNeoConfig(), "gpt_neo"), (gpt3Style, "gpt2"), (sparse, "gpt2"), (fixed, "gpt2")] {
             let model = try GPTModel(config: config, seed: 8)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
@@ -62,6 +64,12 @@ final class CheckpointTests: XCTestCase {
         var mixed = tinyNeoConfig()
         mixed.attentionScale = nil
         XCTAssertThrowsError(try HuggingFaceCheckpoint.save(try GPTModel(config: mixed), to: try temporaryDirectory(self)))
+        // SwiftGPT's keys hold one window: layers with two would not come back as they were.
+        var twoWindows = tinyConfig()
+        twoWindows.attentionPatterns = [.local(window: 2), .local(window: 3)]
+        XCTAssertThrowsError(try HuggingFaceCheckpoint.save(try GPTModel(config: twoWindows), to: try temporaryDirectory(self))) {
+            XCTAssert("\($0)".contains("one window"), "\($0)")
+        }
     }
 
     /// Fine-tuned models load as transformers' sequence-classification and double-heads classes and give the

@@ -20,8 +20,12 @@ final class GenerationTests: XCTestCase {
         strided.attentionPatterns = [.strided(window: 1, stride: 4), .strided(window: 2, stride: 3)]
         var wideStrided = wide
         wideStrided.attentionPatterns = [.strided(window: 3, stride: 3), .local(window: 2)]
+        var fixed = tinyConfig()  // Sparse Transformer's fixed pattern: its cache keeps a ring and the summaries
+        fixed.attentionPatterns = [.fixed(block: 3, summaries: 1), .fixed(block: 2, summaries: 2)]
+        var wideFixed = wide
+        wideFixed.attentionPatterns = [.fixed(block: 4, summaries: 2), .dense]
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide,
-                       tinyNeoConfig(), local, strided, wideStrided] {
+                       tinyNeoConfig(), local, strided, wideStrided, fixed, wideFixed] {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
             let full = logits(model, ids, batch: 1)
@@ -32,6 +36,28 @@ final class GenerationTests: XCTestCase {
             let expected = Array(full.scalars[(4 * v)...])
             XCTAssertEqual(cached.count, expected.count)
             for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(config.layout)") }
+        }
+    }
+
+    func testCopiedSequencesContinueAsTheirSourceWithBoundedCaches() throws {
+        // Local and fixed layers keep rings (and summaries) that wrap here; a copy must carry all of them.
+        var config = tinyConfig()
+        config.contextLength = 40
+        for patterns: [AttentionPattern] in [[.fixed(block: 4, summaries: 1), .local(window: 3)], [.dense, .fixed(block: 5, summaries: 2)]] {
+            config.attentionPatterns = patterns
+            let model = try GPTModel(config: config, seed: 3)
+            let ids = randomIDs(30, vocabulary: config.vocabularySize, seed: 5)
+            let full = logits(model, ids, batch: 1), v = config.vocabularySize
+            let session = InferenceSession(model: model, sequences: 2)
+            _ = try session.feed([(0, Array(ids[0..<21]))])
+            session.copy(sequence: 0, to: 1)
+            for t in 21..<ids.count {
+                let both = try session.feed([(0, [ids[t]]), (1, [ids[t]])]).scalars
+                for (k, expected) in full.scalars[(t * v)..<((t + 1) * v)].enumerated() {
+                    XCTAssertEqual(both[k], expected, accuracy: 1e-4, "\(patterns)")
+                    XCTAssertEqual(both[v + k], expected, accuracy: 1e-4, "\(patterns)")
+                }
+            }
         }
     }
 

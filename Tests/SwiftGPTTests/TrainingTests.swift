@@ -178,6 +178,13 @@ final class TrainingTests: XCTestCase {
         settings.stride = 8
         XCTAssertEqual(try settings.modelConfig(vocabularySize: 65).attentionPatterns,
                        [.strided(window: 1, stride: 8), .strided(window: 16, stride: 8), .strided(window: 1, stride: 8), .strided(window: 16, stride: 8)])
+        settings.attention = ["fixed", "global"]
+        settings.summaries = 2
+        XCTAssertEqual(try settings.modelConfig(vocabularySize: 65).attentionPatterns,
+                       [.fixed(block: 8, summaries: 2), .dense, .fixed(block: 8, summaries: 2), .dense])
+        settings.summaries = 9
+        XCTAssertThrowsError(try settings.modelConfig(vocabularySize: 65)) { XCTAssert("\($0)".contains("summaries"), "\($0)") }
+        settings.summaries = nil
         settings.attention = ["sparse"]
         XCTAssertThrowsError(try settings.modelConfig(vocabularySize: 65)) { XCTAssert("\($0)".contains("unknown attention kind 'sparse'")) }
         let decoded = try JSONDecoder().decode(TrainingConfiguration.self, from: Data(#"{"attention": ["global", "local"], "window": 8}"#.utf8))

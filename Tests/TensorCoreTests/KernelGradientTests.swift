@@ -63,24 +63,29 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
-    func testLocalAndStridedAttentionAgainstANaiveReferenceAndFiniteDifferences() {
+    func testSparseAttentionAgainstANaiveReferenceAndFiniteDifferences() {
         // Windows shorter and longer than the sequence, a sequence over two row blocks, one head; scale 1 (GPT-Neo);
-        // strided keys alone (window 1), with a window equal to the stride (GPT-3) and with a wider window.
-        let cases: [(batch: Int, length: Int, heads: Int, width: Int, window: Int, stride: Int?, scale: Float)] = [
-            (1, 5, 1, 4, 8, nil, 1), (2, 9, 2, 8, 3, nil, 0.5), (1, 70, 2, 8, 8, nil, 1), (1, 6, 1, 4, 1, nil, 1),
-            (1, 20, 2, 8, 1, 4, 0.5), (1, 70, 2, 8, 8, 8, 0.5), (2, 9, 1, 4, 3, 2, 1),
+        // strided keys alone (window 1), with a window equal to the stride (GPT-3) and with a wider window; fixed
+        // blocks shorter than, equal to and longer than a row block, one summary, all summaries, a block of 1.
+        let cases: [(batch: Int, length: Int, heads: Int, width: Int, pattern: AttentionPattern, scale: Float)] = [
+            (1, 5, 1, 4, .local(window: 8), 1), (2, 9, 2, 8, .local(window: 3), 0.5), (1, 70, 2, 8, .local(window: 8), 1),
+            (1, 6, 1, 4, .local(window: 1), 1), (1, 20, 2, 8, .strided(window: 1, stride: 4), 0.5),
+            (1, 70, 2, 8, .strided(window: 8, stride: 8), 0.5), (2, 9, 1, 4, .strided(window: 3, stride: 2), 1),
+            (1, 20, 2, 8, .fixed(block: 4, summaries: 1), 0.5), (2, 11, 1, 4, .fixed(block: 3, summaries: 3), 1),
+            (1, 150, 2, 8, .fixed(block: 64, summaries: 8), 0.5), (1, 90, 1, 4, .fixed(block: 70, summaries: 5), 1),
+            (1, 7, 1, 4, .fixed(block: 1, summaries: 1), 1), (1, 3, 1, 4, .fixed(block: 8, summaries: 2), 1),
         ]
         for c in cases {
             let qkv = randomTensor([c.batch, c.length, 3 * c.width], seed: 23)
             var unused = SeededRandom(seed: 0)
             let value = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: c.heads, dropout: 0, random: &unused,
-                                                                   window: c.window, stride: c.stride, scale: c.scale).value.scalars
+                                                                   pattern: c.pattern, scale: c.scale).value.scalars
             let d = c.width / c.heads
             for b in 0..<c.batch {
                 for h in 0..<c.heads {
                     for i in 0..<c.length {
                         func at(_ t: Int, _ part: Int, _ k: Int) -> Float { qkv.scalars[(b * c.length + t) * 3 * c.width + part * c.width + h * d + k] }
-                        let keys = (0...i).filter { j in i - j < c.window || c.stride.map { (i - j) % $0 == 0 } == true }
+                        let keys = (0...i).filter { j in naiveMask(c.pattern, query: i, key: j) }
                         let scores = keys.map { j in Double((0..<d).reduce(0) { $0 + at(i, 0, $1) * at(j, 1, $1) } * c.scale) }
                         let m = scores.max()!, exps = scores.map { Foundation.exp($0 - m) }, total = exps.reduce(0, +)
                         for k in 0..<d {
@@ -92,13 +97,40 @@ final class KernelGradientTests: XCTestCase {
             }
             checkGradients([qkv], tolerance: 3e-2) { t, v in
                 var random = SeededRandom(seed: 0)
-                return t.causalSelfAttention(v[0], heads: c.heads, dropout: 0, random: &random, window: c.window, stride: c.stride, scale: c.scale)
+                return t.causalSelfAttention(v[0], heads: c.heads, dropout: 0, random: &random, pattern: c.pattern, scale: c.scale)
             }
         }
-        // Dropout reaches the strided keys too (the same seed gives the same mask, so finite differences apply).
-        checkGradients([randomTensor([1, 20, 3 * 8], seed: 24)], tolerance: 3e-2) { t, v in
-            var random = SeededRandom(seed: 5)
-            return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random, window: 2, stride: 3)
+        // Dropout reaches the keys before the band too (the same seed gives the same mask, so finite differences apply).
+        for pattern in [AttentionPattern.strided(window: 2, stride: 3), .fixed(block: 4, summaries: 2)] {
+            checkGradients([randomTensor([1, 20, 3 * 8], seed: 24)], tolerance: 3e-2) { t, v in
+                var random = SeededRandom(seed: 5)
+                return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random, pattern: pattern)
+            }
+        }
+    }
+
+    /// Whether query i sees key j ≤ i, straight from each pattern's definition.
+    private func naiveMask(_ pattern: AttentionPattern, query i: Int, key j: Int) -> Bool {
+        switch pattern {
+        case .dense: true
+        case .local(let window): i - j < window
+        case .strided(let window, let stride): i - j < window || (i - j) % stride == 0
+        case .fixed(let block, let summaries): i / block == j / block || j % block >= block - summaries
+        }
+    }
+
+    func testAttentionGradientsOverManyRowBlocksAndWithPadding() {
+        // Dense over five row blocks with dropout, and rows with fewer real keys than positions, against finite
+        // differences (the backward pass recomputes probabilities and masks block by block).
+        checkGradients([randomTensor([1, 300, 3 * 8], seed: 25)], tolerance: 3e-2) { t, v in
+            var random = SeededRandom(seed: 6)
+            return t.causalSelfAttention(v[0], heads: 2, dropout: 0.2, random: &random)
+        }
+        for pattern in [AttentionPattern.dense, .local(window: 3), .fixed(block: 4, summaries: 1)] {
+            checkGradients([randomTensor([2, 9, 3 * 4], seed: 26)], tolerance: 3e-2) { t, v in
+                var random = SeededRandom(seed: 0)
+                return t.causalSelfAttention(v[0], heads: 1, dropout: 0, random: &random, keyLengths: [9, 5], pattern: pattern)
+            }
         }
     }
 
