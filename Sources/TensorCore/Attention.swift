@@ -1,6 +1,12 @@
 import Foundation
 
 extension Tape {
+    /// The most bytes of attention probabilities one attention call keeps for backward (256 MiB). Keeping them
+    /// saves backward a product and the exponentials (about a fifth of forward + backward at T = 1024); beyond
+    /// this, memory stays linear in the length instead (dense attention keeps T²/2 per head: 1.6 GiB for 12 heads
+    /// at T = 8192).
+    public static let attentionProbabilityBudget = 256 << 20
+
     /// Fused causal multi-head self-attention.
     ///
     /// `qkv` is `[batch, length, 3·width]` with queries, keys and values side by side (as GPT's `c_attn` makes
@@ -21,12 +27,14 @@ extension Tape {
     /// `pattern` says which earlier keys each query sees (dense, local, strided or fixed); only those are ever
     /// computed. `scale` replaces the factor 1/√d of the scores.
     ///
-    /// Memory stays linear in the length whatever the pattern: rows go in blocks against the keys they see, and
-    /// only each row's log-sum-exp is kept; backward recomputes the probabilities from it, block by block (as
-    /// FlashAttention does), and regenerates the dropout masks from the same draws.
+    /// Rows go in blocks against the keys they see. The probabilities of those tiles are kept for backward while
+    /// they take at most `probabilityBudget` bytes; beyond, only each row's log-sum-exp is kept and
+    /// backward recomputes the probabilities from it in blocks of keys (as FlashAttention does), so that memory
+    /// grows linearly in the length whatever the pattern. Dropout masks are a function of the positions, so
+    /// backward regenerates them.
     public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom,
                                     keyLengths: [Int]? = nil, pattern: AttentionPattern = .dense,
-                                    scale: Float? = nil) -> Variable {
+                                    scale: Float? = nil, probabilityBudget: Int = Tape.attentionProbabilityBudget) -> Variable {
         precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
                      "attention: qkv \(qkv.shape) is not [batch, length, 3·width] with width divisible by \(heads) heads")
         let batch = qkv.shape[0], length = qkv.shape[1], width = qkv.shape[2] / 3, d = width / heads
@@ -39,26 +47,36 @@ extension Tape {
         let y = Tensor(uninitializedShape: [batch, length, width])
         let logSumExp = Tensor(uninitializedShape: [batch * heads.count, length])
         let masks = AttentionDropout(probability: dropout, seeds: dropout > 0 ? (0..<(batch * heads.count)).map { _ in random.next() } : [])
-        let yp = y.pointer, lse0 = logSumExp.pointer
+        // The band tiles' probabilities, while they fit the budget; otherwise backward recomputes them.
+        let kept = layout.bandFloats * batch * heads.count * MemoryLayout<Float>.size <= probabilityBudget
+            ? Tensor(uninitializedShape: [batch * heads.count, layout.bandFloats]) : nil
+        let yp = y.pointer, lse0 = logSumExp.pointer, kept0 = kept?.pointer
         Parallel.forEach(batch * heads.count, costPerItem: 2 * layout.keysPerHead * d) { range in
-            let scores = Tensor(uninitializedShape: [layout.largestTile]), extraScores = Tensor(uninitializedShape: [layout.extraTile])
+            // A tile's probabilities (unless kept), those applied to v (with dropout), the scores before the band.
+            let scores = Tensor(uninitializedShape: [2, layout.largestTile]), extraScores = Tensor(uninitializedShape: [layout.extraTile])
             for bh in range {
                 let b = bh / heads.count, head = heads.head(bh), lse = lse0 + bh * length
-                var random = masks.random(bh)
                 for tile in layout.tiles {
-                    let p = scores.pointer, extra = extraScores.pointer
+                    let p = kept0.map { $0 + bh * layout.bandFloats + tile.offset } ?? scores.pointer
+                    let applied = masks.isActive ? scores.pointer + layout.largestTile : p, extra = extraScores.pointer
                     layout.scores(tile, b, head, scale, into: p, extra)
                     for i in tile.rowStart..<tile.rowEnd {
                         let (from, to) = layout.bandColumns(b, i, tile), r = i - tile.rowStart
                         let row = p + r * tile.columns, rowExtra = extra + r * layout.extraWidth
-                        let extraCount = layout.keysBeforeBand(b, i).count
-                        lse[i] = attentionSoftmax(row + from, count: to - from, extra: rowExtra, extraCount: extraCount)
+                        let keys = layout.keysBeforeBand(b, i)
+                        lse[i] = attentionSoftmax(row + from, count: to - from, extra: rowExtra, extraCount: keys.count)
                         row.update(repeating: 0, count: from)
                         (row + to).update(repeating: 0, count: tile.columns - to)
-                        masks.apply(row: row, columns: tile.columns, extra: rowExtra, extraCount: extraCount, random: &random)
+                        if masks.isActive {
+                            let stream = masks.stream(bh, i), appliedRow = applied + r * tile.columns
+                            appliedRow.update(from: row, count: tile.columns)
+                            masks.apply(appliedRow + from, count: to - from, firstKey: tile.keyStart + from, stream: stream)
+                            for (t, j) in keys.enumerated() where !masks.keeps(stream, j) { rowExtra[t] = 0 }
+                            for t in keys.indices { rowExtra[t] *= masks.inverseKeep }
+                        }
                     }
                     let out = yp + (b * length + tile.rowStart) * width + head.offset
-                    BLAS.gemm(m: tile.rows, n: d, k: tile.columns, a: p, lda: tile.columns, b: head.v + tile.keyStart * heads.rowStride,
+                    BLAS.gemm(m: tile.rows, n: d, k: tile.columns, a: applied, lda: tile.columns, b: head.v + tile.keyStart * heads.rowStride,
                               ldb: heads.rowStride, c: out, ldc: width)
                     for i in tile.rowStart..<tile.rowEnd {
                         let rowExtra = extra + (i - tile.rowStart) * layout.extraWidth, o = out + (i - tile.rowStart) * width
@@ -69,21 +87,20 @@ extension Tape {
         }
         let out = output(y, inputs: [qkv])
         record(out) {
-            let lse0 = logSumExp.pointer  // keeps the log-sum-exp alive until backward
+            let lse0 = logSumExp.pointer, y0 = y.pointer, kept0 = kept?.pointer  // keeps them alive until backward
             let (dqkv, accumulate) = qkv.gradientTarget()
             let dy = out.grad!.pointer, beta: Float = accumulate ? 1 : 0
             let gradients = AttentionHeads(qkv: dqkv.pointer, length: length, width: width, headCount: heads.count)
-            let rowStride = heads.rowStride
+            let rowStride = heads.rowStride, chunkSize = AttentionLayout.backwardChunk
             Parallel.forEach(batch * heads.count, costPerItem: 5 * layout.keysPerHead * d) { range in
-                // Per tile: probabilities, those applied to v (after dropout), and the gradient of the scores; the
-                // same for the keys before the band.
-                let tileScratch = Tensor(uninitializedShape: [3, layout.largestTile]), extraScratch = Tensor(uninitializedShape: [3, layout.extraTile])
-                let p = tileScratch.pointer, applied = masks.isActive ? p + layout.largestTile : p, dp = p + 2 * layout.largestTile
-                let ep = extraScratch.pointer, eApplied = masks.isActive ? ep + layout.extraTile : ep, eds = ep + 2 * layout.extraTile
+                // Per chunk of a tile's keys: probabilities (unless kept), those applied to v (after dropout), and the
+                // gradient of the scores; each row's dO · O.
+                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock])
+                let p = scratch.pointer, applied = masks.isActive ? p + causalBlock * chunkSize : p
+                let dp = p + 2 * causalBlock * chunkSize, outputDot = p + 3 * causalBlock * chunkSize
                 for bh in range {
                     let b = bh / heads.count, head = heads.head(bh), grad = gradients.head(bh), lse = lse0 + bh * length
-                    let dout = dy + b * length * width + head.offset
-                    var random = masks.random(bh)
+                    let dout = dy + b * length * width + head.offset, o = y0 + b * length * width + head.offset
                     // Key bands overlap from one row block to the next: dK and dV accumulate over the blocks.
                     if !accumulate {
                         for t in 0..<length {
@@ -92,69 +109,76 @@ extension Tape {
                         }
                     }
                     for tile in layout.tiles {
-                        let rows = tile.rows, columns = tile.columns, blockOut = dout + tile.rowStart * width
-                        // The probabilities again, from the scores and each row's log-sum-exp, and the same masks.
-                        layout.scores(tile, b, head, scale, into: p, ep)
-                        for i in tile.rowStart..<tile.rowEnd {
-                            let (from, to) = layout.bandColumns(b, i, tile), r = i - tile.rowStart
-                            let row = p + r * columns, rowExtra = ep + r * layout.extraWidth
-                            let extraCount = layout.keysBeforeBand(b, i).count
-                            exponentiate(row + from, count: to - from, minus: lse[i])
-                            exponentiate(rowExtra, count: extraCount, minus: lse[i])
-                            row.update(repeating: 0, count: from)
-                            (row + to).update(repeating: 0, count: columns - to)
-                            if masks.isActive {
-                                (applied + r * columns).update(from: row, count: columns)
-                                (eApplied + r * layout.extraWidth).update(from: rowExtra, count: extraCount)
-                                masks.apply(row: applied + r * columns, columns: columns, extra: eApplied + r * layout.extraWidth,
-                                            extraCount: extraCount, random: &random)
+                        let rows = tile.rows, blockOut = dout + tile.rowStart * width
+                        // Σ_j P·dP of a row is dO · O (FlashAttention's D), so the key chunks are independent.
+                        for r in 0..<rows { outputDot[r] = UnsafePointer(blockOut + r * width).dot(o + (tile.rowStart + r) * width, d) }
+                        for chunkStart in Swift.stride(from: tile.keyStart, to: tile.keyEnd, by: chunkSize) {
+                            let columns = min(chunkSize, tile.keyEnd - chunkStart)
+                            // The probabilities: kept (rows `tile.columns` apart), or again from the scores and each
+                            // row's log-sum-exp; the same masks.
+                            let keptChunk = kept0.map { $0 + bh * layout.bandFloats + tile.offset + chunkStart - tile.keyStart }
+                            let pr = keptChunk ?? p, ldp = keptChunk == nil ? columns : tile.columns
+                            if keptChunk == nil {
+                                BLAS.gemm(transposeB: true, m: rows, n: columns, k: d, alpha: scale, a: head.q + tile.rowStart * rowStride,
+                                          lda: rowStride, b: head.k + chunkStart * rowStride, ldb: rowStride, c: p, ldc: columns)
                             }
+                            for r in 0..<rows {
+                                // The row's columns of the whole tile (as forward saw them) within this chunk.
+                                let i = tile.rowStart + r, band = layout.bandColumns(b, i, tile), row = pr + r * ldp
+                                let from = min(max(0, tile.keyStart + band.from - chunkStart), columns)
+                                let seen = max(0, min(tile.keyStart + band.to - chunkStart, columns) - from)
+                                if keptChunk == nil {
+                                    exponentiate(row + from, count: seen, minus: lse[i])
+                                    row.update(repeating: 0, count: from)
+                                    (row + from + seen).update(repeating: 0, count: columns - from - seen)
+                                }
+                                if masks.isActive {
+                                    (applied + r * columns).update(from: row, count: columns)
+                                    masks.apply(applied + r * columns + from, count: seen, firstKey: chunkStart + from, stream: masks.stream(bh, i))
+                                }
+                            }
+                            let (ar, lda) = masks.isActive ? (UnsafePointer(applied), columns) : (UnsafePointer(pr), ldp)
+                            // dP = dO · Vᵀ and dV += Aᵀ · dO over the chunk (A: the probabilities applied).
+                            BLAS.gemm(transposeB: true, m: rows, n: columns, k: d, a: blockOut, lda: width,
+                                      b: head.v + chunkStart * rowStride, ldb: rowStride, c: dp, ldc: columns)
+                            BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: ar, lda: lda, b: blockOut, ldb: width,
+                                      beta: 1, c: grad.v + chunkStart * rowStride, ldc: rowStride)
+                            // dS = P ⊙ (dP' − D) · scale in place in dP, where dP' is dP through the dropout (kept
+                            // entries, non-zero where A is, scale; dropped ones get no gradient).
+                            for r in 0..<rows {
+                                let prow = pr + r * ldp, dr = dp + r * columns, arow = applied + r * columns
+                                let dot = Float16x(repeating: outputDot[r]), inverseKeep = Float16x(repeating: masks.inverseKeep)
+                                forEachLane(columns) { j, lanes in
+                                    var g = load(dr + j, lanes)
+                                    if masks.isActive { g = (g * inverseKeep).replacing(with: 0, where: load(arow + j, lanes) .== 0) }
+                                    store((g - dot) * load(prow + j, lanes) * scale, dr + j, lanes)
+                                }
+                            }
+                            // dQ = dS · K for the block's rows; dK += dSᵀ · Q.
+                            BLAS.gemm(m: rows, n: d, k: columns, a: dp, lda: columns, b: head.k + chunkStart * rowStride, ldb: rowStride,
+                                      beta: chunkStart == tile.keyStart ? beta : 1, c: grad.q + tile.rowStart * rowStride, ldc: rowStride)
+                            BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: dp, lda: columns, b: head.q + tile.rowStart * rowStride,
+                                      ldb: rowStride, beta: 1, c: grad.k + chunkStart * rowStride, ldc: rowStride)
                         }
-                        // dP = dO · Vᵀ and dV += Aᵀ · dO over the tile (A: the probabilities applied).
-                        BLAS.gemm(transposeB: true, m: rows, n: columns, k: d, a: blockOut, lda: width,
-                                  b: head.v + tile.keyStart * rowStride, ldb: rowStride, c: dp, ldc: columns)
-                        BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: applied, lda: columns, b: blockOut, ldb: width,
-                                  beta: 1, c: grad.v + tile.keyStart * rowStride, ldc: rowStride)
-                        if masks.isActive {
-                            // Through the dropout: kept entries (non-zero where p is) scale, dropped ones get no gradient.
-                            for n in 0..<(rows * columns) { dp[n] = applied[n] == 0 ? 0 : dp[n] * masks.inverseKeep }
-                        }
-                        // dS = P ⊙ (dP − Σ P·dP) · scale, in place in dP (zero wherever P is: masked or outside the
-                        // band); a row's keys before the band join the sum and get their dS in `eds`.
+                        // The keys each row sees before its band, one by one.
                         for r in 0..<rows {
                             let i = tile.rowStart + r, keys = layout.keysBeforeBand(b, i)
-                            let pr = UnsafePointer(p + r * columns), dr = dp + r * columns, go = UnsafePointer(blockOut + r * width)
-                            let rowExtra = ep + r * layout.extraWidth, rowApplied = eApplied + r * layout.extraWidth
-                            let rowGradient = eds + r * layout.extraWidth
-                            var dot = pr.dot(dr, columns)
-                            for (t, j) in keys.enumerated() {
-                                var g = go.dot(head.v + j * rowStride, d)
-                                if masks.isActive { g = rowApplied[t] == 0 ? 0 : g * masks.inverseKeep }
-                                rowGradient[t] = g
-                                dot += rowExtra[t] * g
-                                (grad.v + j * rowStride).axpy(rowApplied[t], go, d)
-                            }
-                            forEachLane(columns) { j, lanes in
-                                store((load(dr + j, lanes) - dot) * load(pr + j, lanes) * scale, dr + j, lanes)
-                            }
-                            for t in keys.indices { rowGradient[t] = (rowGradient[t] - dot) * rowExtra[t] * scale }
-                        }
-                        // dQ = dS · K (rows of this block only); dK += dSᵀ · Q; then the share of the keys before the band.
-                        BLAS.gemm(m: rows, n: d, k: columns, a: dp, lda: columns, b: head.k + tile.keyStart * rowStride, ldb: rowStride,
-                                  beta: beta, c: grad.q + tile.rowStart * rowStride, ldc: rowStride)
-                        BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: dp, lda: columns, b: head.q + tile.rowStart * rowStride,
-                                  ldb: rowStride, beta: 1, c: grad.k + tile.keyStart * rowStride, ldc: rowStride)
-                        for r in 0..<rows {
-                            let i = tile.rowStart + r, rowGradient = eds + r * layout.extraWidth
-                            for (t, j) in layout.keysBeforeBand(b, i).enumerated() {
-                                (grad.q + i * rowStride).axpy(rowGradient[t], head.k + j * rowStride, d)
-                                (grad.k + j * rowStride).axpy(rowGradient[t], head.q + i * rowStride, d)
+                            guard !keys.isEmpty else { continue }
+                            let q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
+                            let stream = masks.isActive ? masks.stream(bh, i) : 0
+                            for j in keys {
+                                let probability = VectorMath.exp(q.dot(head.k + j * rowStride, d) * scale - lse[i])
+                                let kept = !masks.isActive || masks.keeps(stream, j), factor = masks.isActive ? masks.inverseKeep : 1
+                                let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
+                                let ds = probability * (g - outputDot[r]) * scale
+                                if kept { (grad.v + j * rowStride).axpy(probability * factor, go, d) }
+                                (grad.q + i * rowStride).axpy(ds, head.k + j * rowStride, d)
+                                (grad.k + j * rowStride).axpy(ds, q, d)
                             }
                         }
                     }
                 }
-                withExtendedLifetime(tileScratch) {}
-                withExtendedLifetime(extraScratch) {}
+                withExtendedLifetime(scratch) {}
             }
         }
         return out
@@ -189,26 +213,54 @@ struct AttentionHeads {
     }
 }
 
-/// Dropout on attention probabilities: one stream of draws per (batch row, head), taken in the same order in forward
-/// and backward so that backward regenerates the masks instead of keeping them.
+/// Dropout on attention probabilities. Whether entry (i, j) of a head is kept is a function of the head's seed and
+/// the positions alone (a counter-based hash, not a stream), so backward regenerates any block of the masks, in any
+/// order, instead of keeping them.
 struct AttentionDropout {
     let probability: Float
     let seeds: [UInt64]
     var isActive: Bool { probability > 0 }
-    var keep: Float { 1 - probability }
     var inverseKeep: Float { 1 / (1 - probability) }
+    /// An entry is kept when the top 24 bits of its hash fall below this.
+    private let threshold: UInt32
 
-    func random(_ bh: Int) -> SeededRandom { SeededRandom(seed: seeds.isEmpty ? 0 : seeds[bh]) }
+    init(probability: Float, seeds: [UInt64]) {
+        self.probability = probability
+        self.seeds = seeds
+        threshold = UInt32((Double(1 - probability) * 0x1p24).rounded())
+    }
 
-    /// Zeroes or scales one row's probabilities in place: a draw for each of the band's columns, then one for each
-    /// key before the band.
+    /// The hash key of query row i of head `bh` (SplitMix64 of the head's seed and the row).
+    @inline(__always) func stream(_ bh: Int, _ i: Int) -> UInt32 {
+        var z = seeds[bh] &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return UInt32(truncatingIfNeeded: z ^ (z >> 31))
+    }
+
+    /// A 32-bit mix of the row's key and the key position (lowbias32 on both).
+    @inline(__always) private static func hash<V: SIMD>(_ stream: V, _ key: V) -> V where V.Scalar == UInt32 {
+        var x = stream ^ (key &* 0x9E37_79B9)
+        x = (x ^ (x &>> 16)) &* 0x7FEB_352D
+        x = (x ^ (x &>> 15)) &* 0x846C_A68B
+        return x ^ (x &>> 16)
+    }
+
+    /// Whether key j of the row with key `stream` is kept.
+    @inline(__always) func keeps(_ stream: UInt32, _ j: Int) -> Bool {
+        Self.hash(SIMD2(repeating: stream), SIMD2(repeating: UInt32(truncatingIfNeeded: j)))[0] &>> 8 < threshold
+    }
+
+    /// Zeroes the dropped entries of `count` consecutive keys from `firstKey` and scales the kept ones.
     @inline(__always)
-    func apply(row: UnsafeMutablePointer<Float>, columns: Int, extra: UnsafeMutablePointer<Float>, extraCount: Int,
-               random: inout SeededRandom) {
-        guard isActive else { return }
-        let keep = keep, inverseKeep = inverseKeep
-        for j in 0..<columns { row[j] = random.nextFloat() < keep ? row[j] * inverseKeep : 0 }
-        for t in 0..<extraCount { extra[t] = random.nextFloat() < keep ? extra[t] * inverseKeep : 0 }
+    func apply(_ row: UnsafeMutablePointer<Float>, count: Int, firstKey: Int, stream: UInt32) {
+        let streams = SIMD16<UInt32>(repeating: stream), limit = SIMD16<UInt32>(repeating: threshold)
+        let inverseKeep = Float16x(repeating: inverseKeep)
+        forEachLane(count) { j, lanes in
+            let keys = SIMD16<UInt32>(truncatingIfNeeded: laneIndices) &+ UInt32(truncatingIfNeeded: firstKey + j)
+            let dropped = Self.hash(streams, keys) &>> 8 .>= limit
+            store((load(row + j, lanes) * inverseKeep).replacing(with: 0, where: dropped), row + j, lanes)
+        }
     }
 }
 
@@ -218,6 +270,8 @@ struct AttentionDropout {
 struct AttentionLayout {
     struct Tile {
         let rowStart: Int, rowEnd: Int, keyStart: Int, keyEnd: Int
+        /// Where the tile's [rows, keys] probabilities start among a head's kept probabilities.
+        let offset: Int
         var rows: Int { rowEnd - rowStart }
         var columns: Int { keyEnd - keyStart }
     }
@@ -226,24 +280,29 @@ struct AttentionLayout {
     /// Each batch row's key length.
     let limits: [Int]
     let tiles: [Tile]
+    /// Floats of all tiles together (a head's kept probabilities).
+    let bandFloats: Int
     /// Floats of the largest tile; the most keys a row sees before its band, and floats of a tile's rows of them.
     let largestTile: Int
     let extraWidth: Int
     var extraTile: Int { max(1, causalBlock * extraWidth) }
     /// Scores one head computes (for the work estimate).
     let keysPerHead: Int
+    /// Keys per block of backward's work: its probabilities, their gradient and the dropout's stay in the L2 cache.
+    static let backwardChunk = 256
 
     init(length: Int, pattern: AttentionPattern, limits: [Int]) {
         self.pattern = pattern
         self.limits = limits
-        var tiles: [Tile] = [], largest = 0, kept = 0
+        var tiles: [Tile] = [], largest = 0, floats = 0
         for rowStart in Swift.stride(from: 0, to: length, by: causalBlock) {
             let rowEnd = min(length, rowStart + causalBlock)
-            let tile = Tile(rowStart: rowStart, rowEnd: rowEnd, keyStart: pattern.bandStart(rowStart), keyEnd: rowEnd)
+            let tile = Tile(rowStart: rowStart, rowEnd: rowEnd, keyStart: pattern.bandStart(rowStart), keyEnd: rowEnd, offset: floats)
             tiles.append(tile)
             largest = max(largest, tile.rows * tile.columns)
-            kept += tile.rows * tile.columns
+            floats += tile.rows * tile.columns
         }
+        var kept = floats
         var widest = 0
         for i in 0..<length {
             let count = pattern.keysBeforeBand(i, limit: length).count
@@ -251,6 +310,7 @@ struct AttentionLayout {
             kept += count
         }
         self.tiles = tiles
+        bandFloats = floats
         largestTile = largest
         extraWidth = widest
         keysPerHead = kept
@@ -288,25 +348,23 @@ struct AttentionLayout {
 func attentionSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, extra: UnsafeMutablePointer<Float>, extraCount: Int) -> Float {
     let m = extraCount > 0 ? max(UnsafePointer(row).maximum(count), UnsafePointer(extra).maximum(extraCount))
         : UnsafePointer(row).maximum(count)
-    var acc = Float16x()
-    for (pointer, n) in [(row, count), (extra, extraCount)] {
-        forEachLane(n) { j, lanes in
-            let e = VectorMath.exp(load(pointer + j, lanes) - m)
-            store(e, pointer + j, lanes)
-            acc += lanes == 16 ? e : e.replacing(with: 0, where: laneIndices .>= Int32(lanes))
-        }
-    }
-    let total = acc.sum(), inverse = 1 / total
-    for (pointer, n) in [(row, count), (extra, extraCount)] {
-        forEachLane(n) { j, lanes in store(load(pointer + j, lanes) * inverse, pointer + j, lanes) }
-    }
+    let total = exponentiate(row, count: count, minus: m) + exponentiate(extra, count: extraCount, minus: m)
+    let inverse = 1 / total
+    forEachLane(count) { j, lanes in store(load(row + j, lanes) * inverse, row + j, lanes) }
+    forEachLane(extraCount) { j, lanes in store(load(extra + j, lanes) * inverse, extra + j, lanes) }
     return m + Foundation.log(total)
 }
 
-/// exp(x − shift) of `count` entries in place.
-@inline(__always)
-func exponentiate(_ pointer: UnsafeMutablePointer<Float>, count: Int, minus shift: Float) {
-    forEachLane(count) { j, lanes in store(VectorMath.exp(load(pointer + j, lanes) - shift), pointer + j, lanes) }
+/// exp(x − shift) of `count` entries in place; returns their sum.
+@inline(__always) @discardableResult
+func exponentiate(_ pointer: UnsafeMutablePointer<Float>, count: Int, minus shift: Float) -> Float {
+    var acc = Float16x()
+    forEachLane(count) { j, lanes in
+        let e = VectorMath.exp(load(pointer + j, lanes) - shift)
+        store(e, pointer + j, lanes)
+        acc += lanes == 16 ? e : e.replacing(with: 0, where: laneIndices .>= Int32(lanes))
+    }
+    return acc.sum()
 }
 
 /// Rows per block in causal attention: large enough for efficient products, small enough to skip most of the

@@ -161,6 +161,8 @@ struct AttentionBench: ParsableCommand {
     @Option(help: "Attention heads.") var heads = 12
     @Option(help: "Width of a head.") var headWidth = 64
     @Option(help: "Timed repetitions (after one warm-up).") var steps = 3
+    @Flag(help: "Recompute the probabilities in backward at every length (by default they are kept up to 256 MiB a call).")
+    var recompute = false
 
     func run() throws {
         let kind = pattern == "dense" ? "global" : pattern
@@ -177,7 +179,7 @@ struct AttentionBench: ParsableCommand {
             guard let n = Int(item), n > 0 else { throw ValidationError("--seq takes positive integers separated by commas") }
             return n
         }
-        let width = heads * headWidth
+        let width = heads * headWidth, budget = recompute ? 0 : Tape.attentionProbabilityBudget
         for length in lengths {
             var random = SeededRandom(seed: 1)
             let qkv = Tensor.normal(shape: [1, length, 3 * width], using: &random)
@@ -187,14 +189,15 @@ struct AttentionBench: ParsableCommand {
                 var unused = SeededRandom(seed: 0)
                 let f = Benchmark.time {
                     _ = Tape(recording: false).causalSelfAttention(Variable(qkv), heads: heads, dropout: 0, random: &unused,
-                                                                   pattern: attention)
+                                                                   pattern: attention, probabilityBudget: budget)
                 }
                 let before = TensorMemory.liveBytes
                 TensorMemory.resetPeak()
                 let b = Benchmark.time {
                     let tape = Tape()
                     let input = Variable(qkv, requiresGrad: true)
-                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, pattern: attention)
+                    let y = tape.causalSelfAttention(input, heads: heads, dropout: 0, random: &unused, pattern: attention,
+                                                     probabilityBudget: budget)
                     tape.backward(from: y, seed: seed)
                 }
                 held = max(held, TensorMemory.peakBytes - before)

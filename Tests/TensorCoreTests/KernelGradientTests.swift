@@ -57,8 +57,11 @@ final class KernelGradientTests: XCTestCase {
     func testAttention() {
         // 300 rows span five causal row blocks (the last one partial).
         for (batch, length, heads, width) in [(1, 1, 1, 4), (2, 5, 2, 6), (1, 19, 3, 48), (2, 7, 1, 17), (1, 300, 2, 8)] {
-            checkGradients([randomTensor([batch, length, 3 * width], seed: 17)], tolerance: 3e-2) { t, v in
-                t.causalSelfAttention(v[0], heads: heads)
+            for budget in [Tape.attentionProbabilityBudget, 0] {  // probabilities kept, and recomputed in backward
+                checkGradients([randomTensor([batch, length, 3 * width], seed: 17)], tolerance: 3e-2) { t, v in
+                    var unused = SeededRandom(seed: 0)
+                    return t.causalSelfAttention(v[0], heads: heads, dropout: 0, random: &unused, probabilityBudget: budget)
+                }
             }
         }
     }
@@ -66,7 +69,8 @@ final class KernelGradientTests: XCTestCase {
     func testSparseAttentionAgainstANaiveReferenceAndFiniteDifferences() {
         // Windows shorter and longer than the sequence, a sequence over two row blocks, one head; scale 1 (GPT-Neo);
         // strided keys alone (window 1), with a window equal to the stride (GPT-3) and with a wider window; fixed
-        // blocks shorter than, equal to and longer than a row block, one summary, all summaries, a block of 1.
+        // blocks shorter than, equal to and longer than a row block, one summary, all summaries, a block of 1, a
+        // block longer than backward's chunk of keys.
         let cases: [(batch: Int, length: Int, heads: Int, width: Int, pattern: AttentionPattern, scale: Float)] = [
             (1, 5, 1, 4, .local(window: 8), 1), (2, 9, 2, 8, .local(window: 3), 0.5), (1, 70, 2, 8, .local(window: 8), 1),
             (1, 6, 1, 4, .local(window: 1), 1), (1, 20, 2, 8, .strided(window: 1, stride: 4), 0.5),
@@ -74,6 +78,8 @@ final class KernelGradientTests: XCTestCase {
             (1, 20, 2, 8, .fixed(block: 4, summaries: 1), 0.5), (2, 11, 1, 4, .fixed(block: 3, summaries: 3), 1),
             (1, 150, 2, 8, .fixed(block: 64, summaries: 8), 0.5), (1, 90, 1, 4, .fixed(block: 70, summaries: 5), 1),
             (1, 7, 1, 4, .fixed(block: 1, summaries: 1), 1), (1, 3, 1, 4, .fixed(block: 8, summaries: 2), 1),
+            // Rows whose band starts beyond backward's first chunk of keys of their tile.
+            (1, 330, 1, 4, .fixed(block: 300, summaries: 4), 1),
         ]
         for c in cases {
             let qkv = randomTensor([c.batch, c.length, 3 * c.width], seed: 23)
@@ -95,16 +101,21 @@ final class KernelGradientTests: XCTestCase {
                     }
                 }
             }
-            checkGradients([qkv], tolerance: 3e-2) { t, v in
-                var random = SeededRandom(seed: 0)
-                return t.causalSelfAttention(v[0], heads: c.heads, dropout: 0, random: &random, pattern: c.pattern, scale: c.scale)
+            for budget in [Tape.attentionProbabilityBudget, 0] {
+                checkGradients([qkv], tolerance: 3e-2) { t, v in
+                    var random = SeededRandom(seed: 0)
+                    return t.causalSelfAttention(v[0], heads: c.heads, dropout: 0, random: &random, pattern: c.pattern, scale: c.scale,
+                                                 probabilityBudget: budget)
+                }
             }
         }
         // Dropout reaches the keys before the band too (the same seed gives the same mask, so finite differences apply).
         for pattern in [AttentionPattern.strided(window: 2, stride: 3), .fixed(block: 4, summaries: 2)] {
-            checkGradients([randomTensor([1, 20, 3 * 8], seed: 24)], tolerance: 3e-2) { t, v in
-                var random = SeededRandom(seed: 5)
-                return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random, pattern: pattern)
+            for budget in [Tape.attentionProbabilityBudget, 0] {
+                checkGradients([randomTensor([1, 20, 3 * 8], seed: 24)], tolerance: 3e-2) { t, v in
+                    var random = SeededRandom(seed: 5)
+                    return t.causalSelfAttention(v[0], heads: 2, dropout: 0.3, random: &random, pattern: pattern, probabilityBudget: budget)
+                }
             }
         }
     }
@@ -122,15 +133,39 @@ final class KernelGradientTests: XCTestCase {
     func testAttentionGradientsOverManyRowBlocksAndWithPadding() {
         // Dense over five row blocks with dropout, and rows with fewer real keys than positions, against finite
         // differences (the backward pass recomputes probabilities and masks block by block).
-        checkGradients([randomTensor([1, 300, 3 * 8], seed: 25)], tolerance: 3e-2) { t, v in
-            var random = SeededRandom(seed: 6)
-            return t.causalSelfAttention(v[0], heads: 2, dropout: 0.2, random: &random)
-        }
-        for pattern in [AttentionPattern.dense, .local(window: 3), .fixed(block: 4, summaries: 1)] {
-            checkGradients([randomTensor([2, 9, 3 * 4], seed: 26)], tolerance: 3e-2) { t, v in
-                var random = SeededRandom(seed: 0)
-                return t.causalSelfAttention(v[0], heads: 1, dropout: 0, random: &random, keyLengths: [9, 5], pattern: pattern)
+        for budget in [Tape.attentionProbabilityBudget, 0] {
+            checkGradients([randomTensor([1, 300, 3 * 8], seed: 25)], tolerance: 3e-2) { t, v in
+                var random = SeededRandom(seed: 6)
+                return t.causalSelfAttention(v[0], heads: 2, dropout: 0.2, random: &random, probabilityBudget: budget)
             }
+            for pattern in [AttentionPattern.dense, .local(window: 3), .fixed(block: 4, summaries: 1)] {
+                checkGradients([randomTensor([2, 9, 3 * 4], seed: 26)], tolerance: 3e-2) { t, v in
+                    var random = SeededRandom(seed: 0)
+                    return t.causalSelfAttention(v[0], heads: 1, dropout: 0, random: &random, keyLengths: [9, 5], pattern: pattern,
+                                                 probabilityBudget: budget)
+                }
+            }
+        }
+    }
+
+    func testRecomputedProbabilitiesGiveTheKeptOnesResultsInLessMemory() {
+        // Dense over six row blocks with dropout, and local + strided: outputs and gradients agree to rounding,
+        // and recomputing holds less than the kept triangle.
+        for pattern in [AttentionPattern.dense, .strided(window: 8, stride: 8)] {
+            let qkv = randomTensor([2, 380, 3 * 16], seed: 27), seed = randomTensor([2, 380, 16], seed: 28)
+            var results: [(output: [Float], gradient: [Float], bytes: Int)] = []
+            for budget in [Tape.attentionProbabilityBudget, 0] {
+                let before = TensorMemory.liveBytes
+                TensorMemory.resetPeak()
+                let tape = Tape(), input = Variable(qkv, requiresGrad: true)
+                var random = SeededRandom(seed: 3)
+                let y = tape.causalSelfAttention(input, heads: 2, dropout: 0.1, random: &random, pattern: pattern, probabilityBudget: budget)
+                tape.backward(from: y, seed: seed)
+                results.append((y.value.scalars, input.grad!.scalars, TensorMemory.peakBytes - before))
+            }
+            for (a, b) in zip(results[0].output, results[1].output) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+            for (a, b) in zip(results[0].gradient, results[1].gradient) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+            XCTAssertLessThan(results[1].bytes, results[0].bytes, "\(pattern)")
         }
     }
 
