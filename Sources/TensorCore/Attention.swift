@@ -95,9 +95,10 @@ extension Tape {
             Parallel.forEach(batch * heads.count, costPerItem: 5 * layout.keysPerHead * d) { range in
                 // Per chunk of a tile's keys: probabilities (unless kept), those applied to v (after dropout), and the
                 // gradient of the scores; each row's dO · O.
-                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock])
+                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock + max(1, layout.extraWidth)])
                 let p = scratch.pointer, applied = masks.isActive ? p + causalBlock * chunkSize : p
                 let dp = p + 2 * causalBlock * chunkSize, outputDot = p + 3 * causalBlock * chunkSize
+                let extraProbabilities = outputDot + causalBlock
                 for bh in range {
                     let b = bh / heads.count, head = heads.head(bh), grad = gradients.head(bh), lse = lse0 + bh * length
                     let dout = dy + b * length * width + head.offset, o = y0 + b * length * width + head.offset
@@ -166,8 +167,10 @@ extension Tape {
                             guard !keys.isEmpty else { continue }
                             let q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
                             let stream = masks.isActive ? masks.stream(bh, i) : 0
-                            for j in keys {
-                                let probability = VectorMath.exp(q.dot(head.k + j * rowStride, d) * scale - lse[i])
+                            for (t, j) in keys.enumerated() { extraProbabilities[t] = q.dot(head.k + j * rowStride, d) * scale }
+                            exponentiate(extraProbabilities, count: keys.count, minus: lse[i])
+                            for (t, j) in keys.enumerated() {
+                                let probability = extraProbabilities[t]
                                 let kept = !masks.isActive || masks.keeps(stream, j), factor = masks.isActive ? masks.inverseKeep : 1
                                 let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
                                 let ds = probability * (g - outputDot[r]) * scale
