@@ -41,6 +41,9 @@ final class GenerationTests: XCTestCase {
 
     func testCopiedSequencesContinueAsTheirSourceWithBoundedCaches() throws {
         // Local and fixed layers keep rings (and summaries) that wrap here; a copy must carry all of them.
+        XCTAssertEqual(CachedAttention.Cache.capacity(pattern: .fixed(block: 128, summaries: 8), contextLength: 8192), 256 + 64 * 8)
+        XCTAssertEqual(CachedAttention.Cache.capacity(pattern: .local(window: 256), contextLength: 2048), 512)
+        XCTAssertEqual(CachedAttention.Cache.capacity(pattern: .strided(window: 128, stride: 128), contextLength: 2048), 2048)
         var config = tinyConfig()
         config.contextLength = 40
         for patterns: [AttentionPattern] in [[.fixed(block: 4, summaries: 1), .local(window: 3)], [.dense, .fixed(block: 5, summaries: 2)]] {
