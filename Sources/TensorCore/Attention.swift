@@ -54,16 +54,23 @@ extension Tape {
         Parallel.forEach(batch * heads.count, costPerItem: 2 * layout.keysPerHead * d) { range in
             // A tile's probabilities (unless kept), those applied to v (with dropout), the scores before the band.
             let scores = Tensor(uninitializedShape: [2, layout.largestTile]), extraScores = Tensor(uninitializedShape: [layout.extraTile])
+            let lists = UnsafeMutablePointer<KeyPositions>.allocate(capacity: causalBlock)
+            defer { lists.deallocate() }
             for bh in range {
                 let b = bh / heads.count, head = heads.head(bh), lse = lse0 + bh * length
                 for tile in layout.tiles {
                     let p = kept0.map { $0 + bh * layout.bandFloats + tile.offset } ?? scores.pointer
                     let applied = masks.isActive ? scores.pointer + layout.largestTile : p, extra = extraScores.pointer
-                    layout.scores(tile, b, head, scale, into: p, extra)
+                    BLAS.gemm(transposeB: true, m: tile.rows, n: tile.columns, k: d, alpha: scale, a: head.q + tile.rowStart * heads.rowStride,
+                              lda: heads.rowStride, b: head.k + tile.keyStart * heads.rowStride, ldb: heads.rowStride, c: p, ldc: tile.columns)
+                    layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
+                        extra[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * heads.rowStride)
+                            .dot(head.k + j * heads.rowStride, d) * scale
+                    }
                     for i in tile.rowStart..<tile.rowEnd {
                         let (from, to) = layout.bandColumns(b, i, tile), r = i - tile.rowStart
                         let row = p + r * tile.columns, rowExtra = extra + r * layout.extraWidth
-                        let keys = layout.keysBeforeBand(b, i)
+                        let keys = lists[r]
                         lse[i] = attentionSoftmax(row + from, count: to - from, extra: rowExtra, extraCount: keys.count)
                         row.update(repeating: 0, count: from)
                         (row + to).update(repeating: 0, count: tile.columns - to)
@@ -78,9 +85,8 @@ extension Tape {
                     let out = yp + (b * length + tile.rowStart) * width + head.offset
                     BLAS.gemm(m: tile.rows, n: d, k: tile.columns, a: applied, lda: tile.columns, b: head.v + tile.keyStart * heads.rowStride,
                               ldb: heads.rowStride, c: out, ldc: width)
-                    for i in tile.rowStart..<tile.rowEnd {
-                        let rowExtra = extra + (i - tile.rowStart) * layout.extraWidth, o = out + (i - tile.rowStart) * width
-                        for (t, j) in layout.keysBeforeBand(b, i).enumerated() { o.axpy(rowExtra[t], head.v + j * heads.rowStride, d) }
+                    layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
+                        (out + r * width).axpy(extra[r * layout.extraWidth + t], head.v + j * heads.rowStride, d)
                     }
                 }
             }
@@ -95,7 +101,9 @@ extension Tape {
             Parallel.forEach(batch * heads.count, costPerItem: 5 * layout.keysPerHead * d) { range in
                 // Per chunk of a tile's keys: probabilities (unless kept), those applied to v (after dropout), and the
                 // gradient of the scores; each row's dO · O.
-                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock + max(1, layout.extraWidth)])
+                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock + layout.extraTile])
+                let lists = UnsafeMutablePointer<KeyPositions>.allocate(capacity: causalBlock)
+                defer { lists.deallocate() }
                 let p = scratch.pointer, applied = masks.isActive ? p + causalBlock * chunkSize : p
                 let dp = p + 2 * causalBlock * chunkSize, outputDot = p + 3 * causalBlock * chunkSize
                 let extraProbabilities = outputDot + causalBlock
@@ -161,23 +169,23 @@ extension Tape {
                             BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: dp, lda: columns, b: head.q + tile.rowStart * rowStride,
                                       ldb: rowStride, beta: 1, c: grad.k + chunkStart * rowStride, ldc: rowStride)
                         }
-                        // The keys each row sees before its band, one by one.
+                        // The keys each row sees before its band, one by one: their probabilities again, then their share.
+                        layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
+                            extraProbabilities[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * rowStride)
+                                .dot(head.k + j * rowStride, d) * scale
+                        }
                         for r in 0..<rows {
-                            let i = tile.rowStart + r, keys = layout.keysBeforeBand(b, i)
-                            guard !keys.isEmpty else { continue }
-                            let q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
-                            let stream = masks.isActive ? masks.stream(bh, i) : 0
-                            for (t, j) in keys.enumerated() { extraProbabilities[t] = q.dot(head.k + j * rowStride, d) * scale }
-                            exponentiate(extraProbabilities, count: keys.count, minus: lse[i])
-                            for (t, j) in keys.enumerated() {
-                                let probability = extraProbabilities[t]
-                                let kept = !masks.isActive || masks.keeps(stream, j), factor = masks.isActive ? masks.inverseKeep : 1
-                                let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
-                                let ds = probability * (g - outputDot[r]) * scale
-                                if kept { (grad.v + j * rowStride).axpy(probability * factor, go, d) }
-                                (grad.q + i * rowStride).axpy(ds, head.k + j * rowStride, d)
-                                (grad.k + j * rowStride).axpy(ds, q, d)
-                            }
+                            exponentiate(extraProbabilities + r * layout.extraWidth, count: lists[r].count, minus: lse[tile.rowStart + r])
+                        }
+                        layout.forEachKeyBeforeBand(tile, b, lists: lists, listed: true) { r, t, j in
+                            let i = tile.rowStart + r, q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
+                            let probability = extraProbabilities[r * layout.extraWidth + t]
+                            let kept = !masks.isActive || masks.keeps(masks.stream(bh, i), j), factor = masks.isActive ? masks.inverseKeep : 1
+                            let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
+                            let ds = probability * (g - outputDot[r]) * scale
+                            if kept { (grad.v + j * rowStride).axpy(probability * factor, go, d) }
+                            (grad.q + i * rowStride).axpy(ds, head.k + j * rowStride, d)
+                            (grad.k + j * rowStride).axpy(ds, q, d)
                         }
                     }
                 }
@@ -329,18 +337,23 @@ struct AttentionLayout {
         return (min(max(0, start - tile.keyStart), to - 1), to)
     }
 
-    /// The scaled scores of a tile's rows against the tile's keys (rows of `columns` floats at `scores`) and against
-    /// each row's keys before its band (rows of `extraWidth` floats at `extra`).
+    /// Calls `body(r, t, j)` for each row r of `tile` and each key j, its t-th, the row sees before its band, key
+    /// rank by key rank across the rows: consecutive rows' keys are neighbours in memory (one page, not one page a
+    /// key). `lists` (room for a tile's rows) receives each row's keys; with `listed` it already holds them.
     @inline(__always)
-    func scores(_ tile: Tile, _ b: Int, _ head: AttentionHeads.Head, _ scale: Float, into scores: UnsafeMutablePointer<Float>,
-                _ extra: UnsafeMutablePointer<Float>) {
-        let rowStride = head.rowStride
-        BLAS.gemm(transposeB: true, m: tile.rows, n: tile.columns, k: head.width, alpha: scale,
-                  a: head.q + tile.rowStart * rowStride, lda: rowStride, b: head.k + tile.keyStart * rowStride, ldb: rowStride,
-                  c: scores, ldc: tile.columns)
-        for i in tile.rowStart..<tile.rowEnd {
-            let q = UnsafePointer(head.q + i * rowStride), rowExtra = extra + (i - tile.rowStart) * extraWidth
-            for (t, j) in keysBeforeBand(b, i).enumerated() { rowExtra[t] = q.dot(head.k + j * rowStride, head.width) * scale }
+    func forEachKeyBeforeBand(_ tile: Tile, _ b: Int, lists: UnsafeMutablePointer<KeyPositions>, listed: Bool = false,
+                              _ body: (_ r: Int, _ t: Int, _ j: Int) -> Void) {
+        guard extraWidth > 0 else {
+            if !listed { for r in 0..<tile.rows { lists[r] = KeyPositions(first: 0, step: 1, group: 1, count: 0) } }
+            return
+        }
+        var widest = 0
+        for r in 0..<tile.rows {
+            if !listed { lists[r] = keysBeforeBand(b, tile.rowStart + r) }
+            widest = max(widest, lists[r].count)
+        }
+        for t in 0..<widest {
+            for r in 0..<tile.rows where t < lists[r].count { body(r, t, lists[r][t]) }
         }
     }
 }
