@@ -71,7 +71,9 @@ public final class Generator: @unchecked Sendable {
     }
 
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.
-    public func generate(prompts: [[Int32]], options: SamplingOptions,
+    /// Prompt i samples from the random streams of prompt `firstStream + i`, so that a part of a list of prompts
+    /// (one process's share) samples as the whole list would.
+    public func generate(prompts: [[Int32]], options: SamplingOptions, firstStream: Int = 0,
                          onEvent: (GenerationEvent) -> Void = { _ in }) throws -> [Completion] {
         try options.validate()
         let c = model.config
@@ -84,7 +86,7 @@ public final class Generator: @unchecked Sendable {
                 }
                 input = Array(prompt.suffix(c.contextLength))
             }
-            requests.append(GenerationRequest(prompt: input, options: options, index: index, stream: UInt64(index * options.count)))
+            requests.append(GenerationRequest(prompt: input, options: options, index: index, stream: UInt64((firstStream + index) * options.count)))
         }
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: max(1, requests.count * options.count), weights: weights)
         var results: [Completion?] = Array(repeating: nil, count: requests.count * options.count)

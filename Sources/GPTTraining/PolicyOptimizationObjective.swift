@@ -13,6 +13,10 @@ import Tokenizers
 /// over the rollout) and returns. Updates minimise the clipped policy loss plus `valueCoefficient` times the clipped
 /// value loss (plus `pretrainingCoefficient` times the LM loss on pretraining data: PPO-ptx), without dropout.
 ///
+/// Under mpirun each rank samples, reads and scores its share of the rollout's prompts (with the streams one
+/// process would use for them), the ranks exchange their shares so that each holds the whole rollout, and each
+/// computes its share of every update's mini-batch, as the other objectives do.
+///
 /// The value head (`v_head`, a linear map of the final hidden state) shares the policy's body, as TRL's
 /// `AutoModelForCausalLMWithValueHead` does: one forward pass gives both, and the critic starts from the policy's
 /// features instead of from scratch; its loss is weighted down (0.1) so that it does not pull the body away from
@@ -35,6 +39,8 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     let precision: ProductPrecision
     let pretraining: TokenDataset?
     let output: URL
+    /// The processes sharing the rollouts and updates.
+    let group: ProcessGroup
     private(set) var state: State
 
     /// What a checkpoint keeps of the objective: the KL controller, the rollout being trained on and the update
@@ -73,7 +79,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
     static let stateFile = "ppo_state.json"
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration) throws {
+    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, group: ProcessGroup) throws {
         guard let settings = c.policyOptimization, model.taskHead == .value else {
             throw ConfigurationError(message: "PPO needs its settings and a policy with a value head")
         }
@@ -119,6 +125,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         seed = c.seed
         precision = c.resolvedPrecision
         output = URL(fileURLWithPath: c.out)
+        self.group = group
         let responses = min(settings.rolloutSize, prompts.count)
         stepsPerEpoch = (responses + batchSize * accumulation - 1) / (batchSize * accumulation)
         pretraining = try settings.pretrainingData.map {
@@ -156,19 +163,27 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         options.topP = settings.topP
         options.seed = seed &+ 0x5EED &* UInt64(iteration + 1)
         if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
-        let completions = try Generator(model: model, tokenizer: tokenizer).generate(prompts: chosen.map { prompts[$0].ids }, options: options)
-        var sequences: [[Int32]] = [], promptLengths: [Int] = [], finished: [Bool] = []
-        for (index, completion) in zip(chosen, completions) {
+        // This rank's consecutive share of the prompts: sampled, read by the policy and the reference, scored.
+        let share = chosen.count * group.rank / group.size..<chosen.count * (group.rank + 1) / group.size
+        let completions = try Generator(model: model, tokenizer: tokenizer)
+            .generate(prompts: share.map { prompts[chosen[$0]].ids }, options: options, firstStream: share.lowerBound)
+        var part = RolloutPart()
+        for (index, completion) in zip(chosen[share], completions) {
             let ended = completion.finishReason == .endOfText
-            sequences.append(prompts[index].ids + completion.tokens + (ended ? [tokenizer.endOfText!] : []))
-            promptLengths.append(prompts[index].ids.count)
-            finished.append(ended)
+            part.sequences.append(prompts[index].ids + completion.tokens + (ended ? [tokenizer.endOfText!] : []))
+            part.promptLengths.append(prompts[index].ids.count)
+            part.finished.append(ended)
+            part.texts.append(completion.text)
         }
-        // The policy's and the reference's reading of every response token.
-        let (logProbabilities, entropies, values) = try read(sequences, promptLengths: promptLengths, with: model, values: true)
-        let (referenceLogProbabilities, _, _) = try read(sequences, promptLengths: promptLengths, with: reference, values: false)
-        let texts = zip(chosen, completions).map { prompts[$0].text + $1.text }
-        var scores = try reward.scores(texts, batchSize: batchSize, precision: precision)
+        (part.logProbabilities, part.entropies, part.values) = try read(part.sequences, promptLengths: part.promptLengths, with: model, values: true)
+        (part.referenceLogProbabilities, _, _) = try read(part.sequences, promptLengths: part.promptLengths, with: reference, values: false)
+        part.scores = try reward.scores(zip(chosen[share], part.texts).map { prompts[$0].text + $1 }, batchSize: batchSize, precision: precision)
+        // Every rank then holds the whole rollout, in prompt order.
+        let whole = group.size == 1 ? part : RolloutPart(joining: group.allGather(part.packed).map(RolloutPart.init(unpacking:)))
+        let (sequences, promptLengths, finished) = (whole.sequences, whole.promptLengths, whole.finished)
+        let (logProbabilities, entropies, values) = (whole.logProbabilities, whole.entropies, whole.values)
+        let referenceLogProbabilities = whole.referenceLogProbabilities
+        var scores = whole.scores
         for k in scores.indices where !finished[k] { scores[k] -= settings.unfinishedPenalty }
         let shaped = settings.whitenScores ? AdvantageEstimation.whitened(scores) : scores
         let beta = state.controller.coefficient
@@ -201,9 +216,9 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             "value_mean": mean(values.flatMap { $0 }), "return_mean": mean(returns.flatMap { $0 }),
         ]
         metrics.merge(state.updates.metrics) { a, _ in a }
-        if iteration % settings.sampleInterval == 0 || step == 0 {
+        if group.isMain && (iteration % settings.sampleInterval == 0 || step == 0) {
             try logSamples(iteration: iteration, prompts: chosen.prefix(3).map { prompts[$0].text },
-                           responses: completions.prefix(3).map(\.text), scores: Array(scores.prefix(3)))
+                           responses: whole.texts.prefix(3).map { $0 }, scores: Array(scores.prefix(3)))
         }
         let summary = String(format: "rollout %d: score %.4f ± %.4f, KL %.3f, β %.4f, entropy %.3f, length %.1f, finished %.2f",
                              iteration, meanScore, scoreSpread, meanKL, beta, metrics["entropy"]!, metrics["response_length"]!, metrics["finished"]!)
@@ -261,7 +276,9 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         }
         let order = EpochBatches(count: rollout.sequences.count, batchSize: batchSize, accumulation: accumulation,
                                  seed: seed ^ UInt64(rollout.step))
-        guard let (indices, share) = order.microBatch(step: step - rollout.step, microBatch: microBatch) else { return nil }
+        let shard = Shard(index: group.rank, count: group.size)
+        guard let (whole, share) = order.microBatch(step: step - rollout.step, microBatch: microBatch),
+              let (indices, _) = order.microBatch(step: step - rollout.step, microBatch: microBatch, shard: shard) else { return nil }
         let batch = ResponseBatch(indices.map { rollout.sequences[$0] }, promptLengths: indices.map { rollout.promptLengths[$0] })
         let states = batch.responseStates(model, tape: tape)
         let (policyLoss, statistics) = tape.clippedPolicyLoss(
@@ -272,14 +289,25 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             model.head(states, tape: tape), oldValues: indices.flatMap { rollout.values[$0] },
             returns: indices.flatMap { rollout.returns[$0] }, clipRange: settings.valueClipRange)
         var loss = tape.add(policyLoss, tape.scale(valueLoss, by: settings.valueCoefficient))
+        // Both losses are means over the micro-batch's response tokens: a rank's mean counts by its share of them.
+        func responseTokens(_ indices: some Sequence<Int>) -> Int { indices.reduce(0) { $0 + rollout.logProbabilities[$1].count } }
+        let weight = share * Float(shard.count * responseTokens(indices)) / Float(responseTokens(whole))
+        if weight != 1 { loss = tape.scale(loss, by: weight) }
         var positions = batch.ids.count
         if let pretraining, settings.pretrainingCoefficient > 0 {
             let length = model.config.contextLength
+            // Every rank draws the same batch and computes its share of the rows.
             let (inputs, targets) = try pretraining.batch(batchSize, length: length, random: &data)
-            let hidden = model.hidden(ids: inputs, batch: batchSize, tape: tape)
-            let lmLoss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: targets)
-            loss = tape.add(loss, tape.scale(lmLoss, by: settings.pretrainingCoefficient))
-            positions += inputs.count
+            let rows = batchSize * shard.index / shard.count..<batchSize * (shard.index + 1) / shard.count
+            if !rows.isEmpty {
+                let span = rows.lowerBound * length..<rows.upperBound * length
+                let hidden = model.hidden(ids: Array(inputs[span]), batch: rows.count, tape: tape)
+                let lmLoss = tape.crossEntropy(model.logits(hidden.final, tape: tape), targets: Array(targets[span]))
+                // As one process weighs the whole batch (its micro-batch's share of the step), over the ranks' mean.
+                let rowsWeight = share * Float(shard.count * rows.count) / Float(batchSize)
+                loss = tape.add(loss, tape.scale(lmLoss, by: settings.pretrainingCoefficient * rowsWeight))
+                positions += span.count
+            }
         }
         var u = state.updates
         u.count += 1
@@ -290,7 +318,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         u.approximateKL += Double(statistics.approximateKL)
         u.entropy += Double(statistics.entropy)
         state.updates = u
-        return (share == 1 ? loss : tape.scale(loss, by: share), positions)
+        return (loss, positions)
     }
 
     // MARK: Checkpoints
@@ -323,6 +351,56 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
 /// Sequences (prompt + response) as one right-padded batch, and where their response tokens are: the states that
 /// predict each response token are those at the positions before it.
+/// One rank's share of a rollout: what it sampled, read and scored, packed into numbers for the exchange.
+struct RolloutPart {
+    var sequences: [[Int32]] = [], promptLengths: [Int] = [], finished: [Bool] = [], texts: [String] = []
+    var logProbabilities: [[Float]] = [], entropies: [[Float]] = [], values: [[Float]] = []
+    var referenceLogProbabilities: [[Float]] = [], scores: [Float] = []
+
+    init() {}
+
+    /// The parts of all ranks, one after the other.
+    init(joining parts: [RolloutPart]) {
+        for part in parts {
+            sequences += part.sequences; promptLengths += part.promptLengths; finished += part.finished; texts += part.texts
+            logProbabilities += part.logProbabilities; entropies += part.entropies; values += part.values
+            referenceLogProbabilities += part.referenceLogProbabilities; scores += part.scores
+        }
+    }
+
+    /// Per response: prompt length, finished, score, the token ids, the text's UTF-8 bytes, then the log-probabilities,
+    /// entropies, values and reference log-probabilities of its response tokens, each list after its length. Token
+    /// ids, bytes and floats are exact as doubles.
+    var packed: [Double] {
+        var numbers: [Double] = []
+        func list<T>(_ items: [T], _ number: (T) -> Double) { numbers.append(Double(items.count)); numbers += items.map(number) }
+        for k in sequences.indices {
+            numbers += [Double(promptLengths[k]), finished[k] ? 1 : 0, Double(scores[k])]
+            list(sequences[k]) { Double($0) }
+            list(Array(texts[k].utf8)) { Double($0) }
+            for floats in [logProbabilities[k], entropies[k], values[k], referenceLogProbabilities[k]] { list(floats) { Double($0) } }
+        }
+        return numbers
+    }
+
+    init(unpacking numbers: [Double]) {
+        var at = 0
+        func next() -> Double { defer { at += 1 }; return numbers[at] }
+        func list<T>(_ element: (Double) -> T) -> [T] { (0..<Int(next())).map { _ in element(next()) } }
+        while at < numbers.count {
+            promptLengths.append(Int(next()))
+            finished.append(next() == 1)
+            scores.append(Float(next()))
+            sequences.append(list { Int32($0) })
+            texts.append(String(decoding: list { UInt8($0) }, as: UTF8.self))
+            logProbabilities.append(list { Float($0) })
+            entropies.append(list { Float($0) })
+            values.append(list { Float($0) })
+            referenceLogProbabilities.append(list { Float($0) })
+        }
+    }
+}
+
 struct ResponseBatch {
     let ids: [Int32]
     let length: Int

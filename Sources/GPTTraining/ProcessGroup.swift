@@ -160,6 +160,23 @@ public final class ProcessGroup: @unchecked Sendable {
         }
     }
 
+    /// Every rank's `values` (of any length), in rank order, on every rank.
+    public func allGather(_ values: [Double]) -> [[Double]] {
+        guard size > 1 else { return [values] }
+        var counts = [Int32](repeating: 0, count: size)
+        collective("an all-gather of lengths") {
+            _ = MPI_Allgather([Int32(values.count)], 1, swiftgpt_mpi_int(), &counts, 1, swiftgpt_mpi_int(), swiftgpt_mpi_comm_world())
+        }
+        var starts: [Int32] = [], total: Int32 = 0
+        for count in counts { starts.append(total); total += count }
+        var gathered = [Double](repeating: 0, count: Int(total))
+        collective("an all-gather") {
+            _ = MPI_Allgatherv(values, Int32(values.count), swiftgpt_mpi_double(), &gathered, counts, starts,
+                               swiftgpt_mpi_double(), swiftgpt_mpi_comm_world())
+        }
+        return (0..<size).map { Array(gathered[Int(starts[$0])..<Int(starts[$0] + counts[$0])]) }
+    }
+
     /// The element-wise sums of `values` over every rank.
     public func sum(_ values: [Double]) -> [Double] { reduce(values, swiftgpt_mpi_sum()) }
 

@@ -116,8 +116,7 @@ public final class Trainer {
             schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
             self.objective = objective
         } else if let settings = configuration.policyOptimization {
-            guard group.size == 1 else { throw ConfigurationError(message: "PPO runs in one process, not under mpirun") }
-            let objective = try PolicyOptimizationObjective(model: model, tokenizer: tokenizer, configuration: configuration)
+            let objective = try PolicyOptimizationObjective(model: model, tokenizer: tokenizer, configuration: configuration, group: group)
             if state == nil {
                 configuration.maxIterations = settings.iterations * objective.stepsPerIteration
                 configuration.warmupIterations = 0

@@ -22,7 +22,7 @@ struct PPOCommand: ParsableCommand {
         response length, policy and value loss, clip fractions, approx KL); reward.svg plots score and KL; \
         samples.jsonl logs responses every --sample-interval rollouts. best/ keeps the policy with the highest \
         score − β·KL; checkpoints load in transformers as GPT2LMHeadModel (the v_head tensors are TRL's value \
-        head). --resume continues exactly.
+        head). --resume continues exactly. Under mpirun each rank samples and scores its share of every rollout         (with the random streams one process would use), the ranks exchange their shares, and each computes its         share of every mini-batch.
         """
     )
 
@@ -60,6 +60,8 @@ struct PPOCommand: ParsableCommand {
     @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float = 1
     @Option(help: "Random seed (value head, prompt order, sampling).") var seed: UInt64 = 1337
     @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
+    @Flag(help: "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1).") var shardOptimizer = false
+    @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error.") var rankTimeout: Double = 300
 
     func run() throws {
         let trainer: Trainer
@@ -108,6 +110,8 @@ struct PPOCommand: ParsableCommand {
             c.gradientClip = gradientClip
             c.logInterval = 1
             c.seed = seed
+            c.shardOptimizer = shardOptimizer
+            c.rankTimeout = rankTimeout
             c.precision = precision
             c.policyOptimization = settings
             trainer = try Trainer(configuration: c)

@@ -191,6 +191,42 @@ final class DataParallelTests: XCTestCase {
     private var longRun: (job: Process, directory: URL)?
 
     /// Starts a 2-rank run that would go on for long, and waits until it has written a checkpoint and gone on.
+    /// PPO on 2 ranks: each samples and scores half of the rollout with the streams one process uses, so the first
+    /// rollout's figures equal one process's, and after its updates the parameters agree to rounding.
+    func testPPOOnTwoRanksMatchesOneProcess() throws {
+        let mpirun = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let c = try PolicyOptimizationTests.setup(in: folder)
+        let s = c.policyOptimization!
+        func arguments(_ out: URL) -> [String] {
+            ["ppo", "--policy", c.initFrom, "--reward", s.reward, "--prompts", s.prompts, "--out", out.path, "--iterations", "1",
+             "--rollout-size", "16", "--epochs-per-rollout", "2", "--batch-size", "8", "--max-new-tokens", "6",
+             "--kl-coefficient", "0.02", "--learning-rate", "1e-2", "--precision", "fp32", "--seed", "3"]
+        }
+        let one = folder.appendingPathComponent("one"), two = folder.appendingPathComponent("two")
+        try run(gpt, arguments(one))
+        try run(mpirun, ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                         "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path] + arguments(two))
+        func rollouts(_ out: URL) throws -> [[String: Any]] {
+            try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+                .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                .filter { $0["score"] != nil }
+        }
+        let (first, second) = (try rollouts(one), try rollouts(two))
+        XCTAssertEqual(first.count, second.count)
+        for key in ["score", "kl", "entropy", "response_length", "value_mean"] {
+            let a = try XCTUnwrap(first.first?[key] as? Double), b = try XCTUnwrap(second.first?[key] as? Double)
+            XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(a)), key)
+        }
+        let (alone, ranks) = (try ModelLoading.load(one.appendingPathComponent("last").path).0,
+                              try ModelLoading.load(two.appendingPathComponent("last").path).0)
+        for name in alone.parameters.names {
+            for (a, b) in zip(alone.parameters[name].value.scalars, ranks.parameters[name].value.scalars) {
+                XCTAssertEqual(a, b, accuracy: 1e-4, name)
+            }
+        }
+    }
+
     private func startLongRun(extra: [String]) throws -> (output: (job: Process, directory: URL), log: URL) {
         let mpirun = try mpirun()
         let folder = try temporaryDirectory(self)

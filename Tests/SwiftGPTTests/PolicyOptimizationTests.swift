@@ -169,7 +169,7 @@ final class PolicyOptimizationTests: XCTestCase {
     // MARK: End to end
 
     /// A policy over "a", "b" and an end-of-text token, a reward model trained to prefer replies of "a"s, and prompts.
-    private func setup(in folder: URL) throws -> TrainingConfiguration {
+    static func setup(in folder: URL) throws -> TrainingConfiguration {
         let policyTokenizer = try CharacterTokenizer(characters: Array("ab".unicodeScalars), specialTokens: ["<|endoftext|>"])
         let policy = try GPTModel(config: GPTConfig(vocabularySize: 3, contextLength: 16, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 5)
         let policyURL = folder.appendingPathComponent("policy")
@@ -221,7 +221,7 @@ final class PolicyOptimizationTests: XCTestCase {
     /// Bad prompts and reward specifications stop a new run before anything is written, naming what is wrong.
     func testBadPromptsAndRewardsAreReported() throws {
         let folder = try temporaryDirectory(self)
-        let c = try setup(in: folder)
+        let c = try Self.setup(in: folder)
         let good = #"{"prompt": "ab"}"#
         for (line, message) in [(#"{"text": "ab"}"#, "line 2: a prompt line holds 'prompt' (text) or 'messages'"),
                                 (#"{"prompt": ""}"#, "line 2: field 'prompt' must be a non-empty string"),
@@ -247,7 +247,7 @@ final class PolicyOptimizationTests: XCTestCase {
     /// samples and a causal-LM checkpoint with its value head are written.
     func testPPORaisesTheRewardOfATinyPolicy() throws {
         let folder = try temporaryDirectory(self)
-        let trainer = try Trainer(configuration: try setup(in: folder))
+        let trainer = try Trainer(configuration: try Self.setup(in: folder))
         var scores: [Double] = [], betas: [Double] = []
         XCTAssertEqual(try trainer.run(events: { event in
             if case .evaluation(_, let e) = event {
@@ -269,7 +269,7 @@ final class PolicyOptimizationTests: XCTestCase {
     /// A run interrupted in the middle of an iteration and resumed ends with the parameters of the uninterrupted run.
     func testResumedPPOIsBitIdentical() throws {
         let folder = try temporaryDirectory(self)
-        var c = try setup(in: folder)
+        var c = try Self.setup(in: folder)
         c.policyOptimization!.iterations = 3
         let whole = try Trainer(configuration: c)
         XCTAssertEqual(try whole.run(), .finished)
