@@ -16,6 +16,20 @@ public struct ChatMessage: Sendable, Equatable, Codable {
         self.role = role
         self.content = content
     }
+
+    /// The messages of a JSON `messages` field: a non-empty list of `{"role", "content"}` objects. `fail` makes the
+    /// error for a bad one from a message naming the field.
+    public static func list(fromJSON value: Any, fail: (String) -> Error) throws -> [ChatMessage] {
+        guard let list = value as? [Any], !list.isEmpty else { throw fail("field 'messages' must be a non-empty list") }
+        return try list.enumerated().map { k, item -> ChatMessage in
+            guard let message = item as? [String: Any] else { throw fail("messages[\(k)] must be an object") }
+            guard let name = message["role"] as? String, let role = Role(rawValue: name) else {
+                throw fail("messages[\(k)].role must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard let content = message["content"] as? String else { throw fail("messages[\(k)].content must be a string") }
+            return ChatMessage(role: role, content: content)
+        }
+    }
 }
 
 /// How a conversation becomes the text a model reads, stored with the model as `chat_template.json`. Supervised

@@ -44,15 +44,7 @@ public enum DemonstrationDataset {
     public static func load(_ url: URL) throws -> [Demonstration] {
         try JSONLines.map(url) { line, object, fail in
             if let value = object["messages"] {
-                guard let list = value as? [Any], !list.isEmpty else { throw fail("field 'messages' must be a non-empty list") }
-                let messages = try list.enumerated().map { k, item -> ChatMessage in
-                    guard let message = item as? [String: Any] else { throw fail("messages[\(k)] must be an object") }
-                    guard let name = message["role"] as? String, let role = ChatMessage.Role(rawValue: name) else {
-                        throw fail("messages[\(k)].role must be one of \(ChatMessage.Role.allCases.map(\.rawValue).joined(separator: ", "))")
-                    }
-                    guard let content = message["content"] as? String else { throw fail("messages[\(k)].content must be a string") }
-                    return ChatMessage(role: role, content: content)
-                }
+                let messages = try ChatMessage.list(fromJSON: value, fail: fail)
                 guard messages.contains(where: { $0.role == .assistant }) else { throw fail("'messages' has no assistant turn to learn") }
                 return Demonstration(messages: messages, line: line)
             }

@@ -102,13 +102,8 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             if let prompt = object["prompt"] {
                 guard let prompt = prompt as? String, !prompt.isEmpty else { throw fail("field 'prompt' must be a non-empty string") }
                 text = prompt
-            } else if let list = object["messages"] as? [[String: Any]] {
-                let messages = try list.enumerated().map { k, message -> ChatMessage in
-                    guard let role = (message["role"] as? String).flatMap(ChatMessage.Role.init), let content = message["content"] as? String else {
-                        throw fail("messages[\(k)] needs a role (system, user, assistant) and a string content")
-                    }
-                    return ChatMessage(role: role, content: content)
-                }
+            } else if let list = object["messages"] {
+                let messages = try ChatMessage.list(fromJSON: list, fail: fail)
                 text = template.render(messages, addGenerationPrompt: true).map { piece in
                     if case .text(let t) = piece { return t }
                     return template.endOfTurn

@@ -225,7 +225,7 @@ final class PolicyOptimizationTests: XCTestCase {
         let good = #"{"prompt": "ab"}"#
         for (line, message) in [(#"{"text": "ab"}"#, "line 2: a prompt line holds 'prompt' (text) or 'messages'"),
                                 (#"{"prompt": ""}"#, "line 2: field 'prompt' must be a non-empty string"),
-                                (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0] needs a role")] {
+                                (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0].role must be one of system, user, assistant")] {
             var bad = c
             bad.policyOptimization!.prompts = try writeLines([good, line], "prompts-bad.jsonl", in: folder).path
             XCTAssertThrowsError(try Trainer(configuration: bad)) { error in
