@@ -54,6 +54,9 @@ extension Tape {
         Parallel.forEach(batch * heads.count, costPerItem: 2 * layout.keysPerHead * d) { range in
             // A tile's probabilities (unless kept), those applied to v (with dropout), the scores before the band.
             let scores = Tensor(uninitializedShape: [2, layout.largestTile]), extraScores = Tensor(uninitializedShape: [layout.extraTile])
+            // Shared keys before the band, gathered: their keys and values.
+            let gathered = Tensor(uninitializedShape: [2, max(1, layout.extraWidth * d)])
+            let sharedK = gathered.pointer, sharedV = sharedK + max(1, layout.extraWidth * d)
             let lists = UnsafeMutablePointer<KeyPositions>.allocate(capacity: causalBlock)
             defer { lists.deallocate() }
             for bh in range {
@@ -63,9 +66,18 @@ extension Tape {
                     let applied = masks.isActive ? scores.pointer + layout.largestTile : p, extra = extraScores.pointer
                     BLAS.gemm(transposeB: true, m: tile.rows, n: tile.columns, k: d, alpha: scale, a: head.q + tile.rowStart * heads.rowStride,
                               lda: heads.rowStride, b: head.k + tile.keyStart * heads.rowStride, ldb: heads.rowStride, c: p, ldc: tile.columns)
-                    layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
-                        extra[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * heads.rowStride)
-                            .dot(head.k + j * heads.rowStride, d) * scale
+                    let shared = layout.listKeysBeforeBand(tile, b, into: lists)
+                    if let shared {
+                        // Every row reads the same keys: two products instead of a dot product a key and row.
+                        AttentionLayout.gather(shared, from: head.k, rowStride: heads.rowStride, d: d, into: sharedK)
+                        AttentionLayout.gather(shared, from: head.v, rowStride: heads.rowStride, d: d, into: sharedV)
+                        BLAS.gemm(transposeB: true, m: tile.rows, n: shared.count, k: d, alpha: scale, a: head.q + tile.rowStart * heads.rowStride,
+                                  lda: heads.rowStride, b: sharedK, ldb: d, c: extra, ldc: layout.extraWidth)
+                    } else {
+                        layout.forEachKeyBeforeBand(tile, lists: lists) { r, t, j in
+                            extra[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * heads.rowStride)
+                                .dot(head.k + j * heads.rowStride, d) * scale
+                        }
                     }
                     for i in tile.rowStart..<tile.rowEnd {
                         let (from, to) = layout.bandColumns(b, i, tile), r = i - tile.rowStart
@@ -85,8 +97,13 @@ extension Tape {
                     let out = yp + (b * length + tile.rowStart) * width + head.offset
                     BLAS.gemm(m: tile.rows, n: d, k: tile.columns, a: applied, lda: tile.columns, b: head.v + tile.keyStart * heads.rowStride,
                               ldb: heads.rowStride, c: out, ldc: width)
-                    layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
-                        (out + r * width).axpy(extra[r * layout.extraWidth + t], head.v + j * heads.rowStride, d)
+                    if let shared {
+                        BLAS.gemm(m: tile.rows, n: d, k: shared.count, a: extra, lda: layout.extraWidth, b: sharedV, ldb: d,
+                                  beta: 1, c: out, ldc: width)
+                    } else {
+                        layout.forEachKeyBeforeBand(tile, lists: lists) { r, t, j in
+                            (out + r * width).axpy(extra[r * layout.extraWidth + t], head.v + j * heads.rowStride, d)
+                        }
                     }
                 }
             }
@@ -101,12 +118,17 @@ extension Tape {
             Parallel.forEach(batch * heads.count, costPerItem: 5 * layout.keysPerHead * d) { range in
                 // Per chunk of a tile's keys: probabilities (unless kept), those applied to v (after dropout), and the
                 // gradient of the scores; each row's dO · O.
-                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock + layout.extraTile])
+                let scratch = Tensor(uninitializedShape: [3 * causalBlock * chunkSize + causalBlock + 3 * layout.extraTile])
+                // Shared keys before the band, gathered: keys, values, and their gradients before they are added back.
+                let gathered = Tensor(uninitializedShape: [4, max(1, layout.extraWidth * d)]), gatheredSize = max(1, layout.extraWidth * d)
+                let sharedK = gathered.pointer, sharedV = sharedK + gatheredSize
+                let sharedDK = sharedV + gatheredSize, sharedDV = sharedDK + gatheredSize
                 let lists = UnsafeMutablePointer<KeyPositions>.allocate(capacity: causalBlock)
                 defer { lists.deallocate() }
                 let p = scratch.pointer, applied = masks.isActive ? p + causalBlock * chunkSize : p
                 let dp = p + 2 * causalBlock * chunkSize, outputDot = p + 3 * causalBlock * chunkSize
-                let extraProbabilities = outputDot + causalBlock
+                let extraProbabilities = outputDot + causalBlock, extraApplied = extraProbabilities + layout.extraTile
+                let extraGradients = extraApplied + layout.extraTile
                 for bh in range {
                     let b = bh / heads.count, head = heads.head(bh), grad = gradients.head(bh), lse = lse0 + bh * length
                     let dout = dy + b * length * width + head.offset, o = y0 + b * length * width + head.offset
@@ -169,24 +191,59 @@ extension Tape {
                             BLAS.gemm(transposeA: true, m: columns, n: d, k: rows, a: dp, lda: columns, b: head.q + tile.rowStart * rowStride,
                                       ldb: rowStride, beta: 1, c: grad.k + chunkStart * rowStride, ldc: rowStride)
                         }
-                        // The keys each row sees before its band, one by one: their probabilities again, then their share.
-                        layout.forEachKeyBeforeBand(tile, b, lists: lists) { r, t, j in
-                            extraProbabilities[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * rowStride)
-                                .dot(head.k + j * rowStride, d) * scale
+                        // The keys each row sees before its band: their probabilities again, then their share.
+                        guard let shared = layout.listKeysBeforeBand(tile, b, into: lists) else {
+                            // One by one.
+                            layout.forEachKeyBeforeBand(tile, lists: lists) { r, t, j in
+                                extraProbabilities[r * layout.extraWidth + t] = UnsafePointer(head.q + (tile.rowStart + r) * rowStride)
+                                    .dot(head.k + j * rowStride, d) * scale
+                            }
+                            for r in 0..<rows {
+                                exponentiate(extraProbabilities + r * layout.extraWidth, count: lists[r].count, minus: lse[tile.rowStart + r])
+                            }
+                            layout.forEachKeyBeforeBand(tile, lists: lists) { r, t, j in
+                                let i = tile.rowStart + r, q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
+                                let probability = extraProbabilities[r * layout.extraWidth + t]
+                                let kept = !masks.isActive || masks.keeps(masks.stream(bh, i), j), factor = masks.isActive ? masks.inverseKeep : 1
+                                let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
+                                let ds = probability * (g - outputDot[r]) * scale
+                                if kept { (grad.v + j * rowStride).axpy(probability * factor, go, d) }
+                                (grad.q + i * rowStride).axpy(ds, head.k + j * rowStride, d)
+                                (grad.k + j * rowStride).axpy(ds, q, d)
+                            }
+                            continue
                         }
+                        // Every row reads the same keys: the band's products over the gathered keys.
+                        let e = shared.count, ld = layout.extraWidth
+                        AttentionLayout.gather(shared, from: head.k, rowStride: rowStride, d: d, into: sharedK)
+                        AttentionLayout.gather(shared, from: head.v, rowStride: rowStride, d: d, into: sharedV)
+                        BLAS.gemm(transposeB: true, m: rows, n: e, k: d, alpha: scale, a: head.q + tile.rowStart * rowStride, lda: rowStride,
+                                  b: sharedK, ldb: d, c: extraProbabilities, ldc: ld)
+                        let applied = masks.isActive ? extraApplied : extraProbabilities
                         for r in 0..<rows {
-                            exponentiate(extraProbabilities + r * layout.extraWidth, count: lists[r].count, minus: lse[tile.rowStart + r])
+                            let row = extraProbabilities + r * ld
+                            exponentiate(row, count: e, minus: lse[tile.rowStart + r])
+                            if masks.isActive {
+                                let stream = masks.stream(bh, tile.rowStart + r)
+                                for (t, j) in shared.enumerated() { applied[r * ld + t] = masks.keeps(stream, j) ? row[t] * masks.inverseKeep : 0 }
+                            }
                         }
-                        layout.forEachKeyBeforeBand(tile, b, lists: lists, listed: true) { r, t, j in
-                            let i = tile.rowStart + r, q = UnsafePointer(head.q + i * rowStride), go = UnsafePointer(blockOut + r * width)
-                            let probability = extraProbabilities[r * layout.extraWidth + t]
-                            let kept = !masks.isActive || masks.keeps(masks.stream(bh, i), j), factor = masks.isActive ? masks.inverseKeep : 1
-                            let g = kept ? go.dot(head.v + j * rowStride, d) * factor : 0
-                            let ds = probability * (g - outputDot[r]) * scale
-                            if kept { (grad.v + j * rowStride).axpy(probability * factor, go, d) }
-                            (grad.q + i * rowStride).axpy(ds, head.k + j * rowStride, d)
-                            (grad.k + j * rowStride).axpy(ds, q, d)
+                        // dP = dO · Vᵀ, dV = Aᵀ · dO; dS = P ⊙ (dP' − D) · scale; dQ += dS · K; dK = dSᵀ · Q.
+                        BLAS.gemm(transposeB: true, m: rows, n: e, k: d, a: blockOut, lda: width, b: sharedV, ldb: d, c: extraGradients, ldc: ld)
+                        BLAS.gemm(transposeA: true, m: e, n: d, k: rows, a: applied, lda: ld, b: blockOut, ldb: width, c: sharedDV, ldc: d)
+                        for r in 0..<rows {
+                            let prow = extraProbabilities + r * ld, grow = extraGradients + r * ld, arow = applied + r * ld
+                            for t in 0..<e {
+                                let g = masks.isActive ? (arow[t] == 0 ? 0 : grow[t] * masks.inverseKeep) : grow[t]
+                                grow[t] = prow[t] * (g - outputDot[r]) * scale
+                            }
                         }
+                        BLAS.gemm(m: rows, n: d, k: e, a: extraGradients, lda: ld, b: sharedK, ldb: d, beta: 1,
+                                  c: grad.q + tile.rowStart * rowStride, ldc: rowStride)
+                        BLAS.gemm(transposeA: true, m: e, n: d, k: rows, a: extraGradients, lda: ld, b: head.q + tile.rowStart * rowStride,
+                                  ldb: rowStride, c: sharedDK, ldc: d)
+                        AttentionLayout.scatterAdd(shared, from: sharedDV, d: d, into: grad.v, rowStride: rowStride)
+                        AttentionLayout.scatterAdd(shared, from: sharedDK, d: d, into: grad.k, rowStride: rowStride)
                     }
                 }
                 withExtendedLifetime(scratch) {}
@@ -337,24 +394,39 @@ struct AttentionLayout {
         return (min(max(0, start - tile.keyStart), to - 1), to)
     }
 
-    /// Calls `body(r, t, j)` for each row r of `tile` and each key j, its t-th, the row sees before its band, key
-    /// rank by key rank across the rows: consecutive rows' keys are neighbours in memory (one page, not one page a
-    /// key). `lists` (room for a tile's rows) receives each row's keys; with `listed` it already holds them.
+    /// Puts the keys each row of `tile` sees before its band in `lists` (room for a tile's rows); returns them when
+    /// every row sees the same ones (a fixed layer's summaries, for a tile within one block), nil otherwise.
     @inline(__always)
-    func forEachKeyBeforeBand(_ tile: Tile, _ b: Int, lists: UnsafeMutablePointer<KeyPositions>, listed: Bool = false,
-                              _ body: (_ r: Int, _ t: Int, _ j: Int) -> Void) {
-        guard extraWidth > 0 else {
-            if !listed { for r in 0..<tile.rows { lists[r] = KeyPositions(first: 0, step: 1, group: 1, count: 0) } }
-            return
-        }
+    func listKeysBeforeBand(_ tile: Tile, _ b: Int, into lists: UnsafeMutablePointer<KeyPositions>) -> KeyPositions? {
+        for r in 0..<tile.rows { lists[r] = keysBeforeBand(b, tile.rowStart + r) }
+        let first = lists[0]
+        guard first.count > 0, (1..<tile.rows).allSatisfy({ lists[$0] == first }) else { return nil }
+        return first
+    }
+
+    /// Calls `body(r, t, j)` for each row r of `tile` and each key j, its t-th, the row sees before its band (as
+    /// `lists` holds them), key rank by key rank across the rows: consecutive rows' keys are neighbours in memory
+    /// (one page, not one page a key).
+    @inline(__always)
+    func forEachKeyBeforeBand(_ tile: Tile, lists: UnsafePointer<KeyPositions>, _ body: (_ r: Int, _ t: Int, _ j: Int) -> Void) {
         var widest = 0
-        for r in 0..<tile.rows {
-            if !listed { lists[r] = keysBeforeBand(b, tile.rowStart + r) }
-            widest = max(widest, lists[r].count)
-        }
+        for r in 0..<tile.rows { widest = max(widest, lists[r].count) }
         for t in 0..<widest {
             for r in 0..<tile.rows where t < lists[r].count { body(r, t, lists[r][t]) }
         }
+    }
+
+    /// Copies the d floats of each of `keys` (rows `rowStride` apart from `source`) into consecutive rows at `target`.
+    @inline(__always)
+    static func gather(_ keys: KeyPositions, from source: UnsafePointer<Float>, rowStride: Int, d: Int, into target: UnsafeMutablePointer<Float>) {
+        for (t, j) in keys.enumerated() { (target + t * d).update(from: source + j * rowStride, count: d) }
+    }
+
+    /// Adds consecutive rows of d floats at `source` to the rows of `keys` (`rowStride` apart from `target`).
+    @inline(__always)
+    static func scatterAdd(_ keys: KeyPositions, from source: UnsafePointer<Float>, d: Int, into target: UnsafeMutablePointer<Float>,
+                           rowStride: Int) {
+        for (t, j) in keys.enumerated() { (target + j * rowStride).axpy(1, source + t * d, d) }
     }
 }
 

@@ -58,7 +58,7 @@ public enum AttentionPattern: Codable, Equatable, Hashable, Sendable {
 
 /// Key positions in groups of `group` consecutive ones, the groups `step` apart: first, first + 1, …,
 /// first + group − 1, first + step, … (`count` positions in all).
-public struct KeyPositions: RandomAccessCollection, Sendable {
+public struct KeyPositions: RandomAccessCollection, Equatable, Sendable {
     public let first: Int, step: Int, group: Int, count: Int
     public var startIndex: Int { 0 }
     public var endIndex: Int { count }
