@@ -135,11 +135,10 @@ public enum HuggingFaceCheckpoint {
             throw fail("strided and fixed attention layers need a positive integer stride")
         }
         if kinds.contains("fixed"), (count ?? 0) <= 0 { throw fail("fixed attention layers need a positive integer number of summaries") }
+        // The sizes themselves are checked with the rest of the configuration (`GPTConfig.validate`).
         do {
-            let patterns = try GPTConfig.patterns(cycling: kinds, window: size ?? 1, stride: step, summaries: count, layers: kinds.count)
-            if let invalid = patterns.first(where: { !$0.isValid }) { throw fail("attention pattern \(invalid) has sizes out of range") }
-            return patterns
-        } catch let error as FileError { throw error } catch { throw fail("\(error)") }
+            return try GPTConfig.patterns(cycling: kinds, window: size ?? 1, stride: step, summaries: count, layers: kinds.count)
+        } catch { throw fail("\(error)") }
     }
 
     /// A GPT-Neo config.json: GPT-2's architecture with bias-free q/k/v projections, unscaled attention scores and

@@ -213,7 +213,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         metrics.merge(state.updates.metrics) { a, _ in a }
         if group.isMain && (iteration % settings.sampleInterval == 0 || step == 0) {
             try logSamples(iteration: iteration, prompts: chosen.prefix(3).map { prompts[$0].text },
-                           responses: whole.texts.prefix(3).map { $0 }, scores: Array(scores.prefix(3)))
+                           responses: Array(whole.texts.prefix(3)), scores: Array(scores.prefix(3)))
         }
         let summary = String(format: "rollout %d: score %.4f ± %.4f, KL %.3f, β %.4f, entropy %.3f, length %.1f, finished %.2f",
                              iteration, meanScore, scoreSpread, meanKL, beta, metrics["entropy"]!, metrics["response_length"]!, metrics["finished"]!)
@@ -344,8 +344,6 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     }
 }
 
-/// Sequences (prompt + response) as one right-padded batch, and where their response tokens are: the states that
-/// predict each response token are those at the positions before it.
 /// One rank's share of a rollout: what it sampled, read and scored, packed into numbers for the exchange.
 struct RolloutPart {
     var sequences: [[Int32]] = [], promptLengths: [Int] = [], finished: [Bool] = [], texts: [String] = []
@@ -396,6 +394,8 @@ struct RolloutPart {
     }
 }
 
+/// Sequences (prompt + response) as one right-padded batch, and where their response tokens are: the states that
+/// predict each response token are those at the positions before it.
 struct ResponseBatch {
     let ids: [Int32]
     let length: Int
