@@ -65,6 +65,7 @@ public struct TokenSampler {
     let options: SamplingOptions
     var random: SeededRandom
     private var scratch: [Float] = []
+    private var blockSums: [Float] = []
     private var order: [Int32] = []
 
     /// A sampler whose random stream is fixed by the options' seed and `stream` (one per completion).
@@ -89,19 +90,10 @@ public struct TokenSampler {
             for (token, n) in generated { scratch[Int(token)] -= o.presencePenalty + o.frequencyPenalty * Float(n) }
         }
         if o.temperature == 0 {
-            var best = 0
-            for i in 1..<vocabulary where scratch[i] > scratch[best] { best = i }
-            return Int32(best)
+            return Int32(scratch.withUnsafeBufferPointer { firstIndexOfMaximum($0.baseAddress!, vocabulary) })
         }
-        // Probabilities at the temperature, then the candidate set narrowed by top-k, top-p and min-p.
-        let inverse = 1 / o.temperature
-        let maximum = scratch.max()!
-        var total: Double = 0
-        for i in 0..<vocabulary {
-            let e = Foundation.exp((scratch[i] - maximum) * inverse)
-            scratch[i] = e
-            total += Double(e)
-        }
+        // Probabilities at the temperature (unnormalised), with their sums per block of 16 for the draw.
+        let total = exponentiate(temperature: o.temperature, vocabulary: vocabulary)
         let needsOrder = o.topK != nil || o.topP < 1
         if !needsOrder && o.minP == 0 {
             return draw(total: total, vocabulary: vocabulary)
@@ -147,13 +139,54 @@ public struct TokenSampler {
         return order.last!
     }
 
+    /// Replaces `scratch` by exp((logit − max) / temperature) and `blockSums` by the sums of its blocks of 16
+    /// (the last may be shorter); returns the total.
+    private mutating func exponentiate(temperature: Float, vocabulary: Int) -> Double {
+        let blocks = (vocabulary + 15) / 16
+        if blockSums.count != blocks { blockSums = [Float](repeating: 0, count: blocks) }
+        var total: Double = 0
+        scratch.withUnsafeMutableBufferPointer { values in
+            blockSums.withUnsafeMutableBufferPointer { sums in
+                let p = values.baseAddress!
+                let maximum = UnsafePointer(p).maximum(vocabulary)
+                let inverse = Float16x(repeating: 1 / temperature), shift = Float16x(repeating: maximum)
+                for b in 0..<blocks {
+                    let start = b * 16
+                    if start + 16 <= vocabulary {
+                        let e = VectorMath.exp((load(p + start) - shift) * inverse)
+                        store(e, p + start)
+                        sums[b] = e.sum()
+                    } else {
+                        sums[b] = 0
+                        for i in start..<vocabulary {
+                            p[i] = VectorMath.exp((p[i] - maximum) * inverse[0])
+                            sums[b] += p[i]
+                        }
+                    }
+                    total += Double(sums[b])
+                }
+            }
+        }
+        return total
+    }
+
+    /// Draws a token with probability proportional to `scratch`, whose block sums are in `blockSums`: the block
+    /// first, then the token within it.
     private mutating func draw(total: Double, vocabulary: Int) -> Int32 {
         var u = random.nextDouble() * total
-        for i in 0..<vocabulary {
+        var b = 0
+        while b < blockSums.count - 1, u >= Double(blockSums[b]) {
+            u -= Double(blockSums[b])
+            b += 1
+        }
+        let end = min(vocabulary, b * 16 + 16)
+        var last = b * 16
+        for i in (b * 16)..<end where scratch[i] > 0 {
             u -= Double(scratch[i])
             if u < 0 { return Int32(i) }
+            last = i
         }
-        return Int32(vocabulary - 1)
+        return Int32(last)  // rounding left u just above the block's sum: its last candidate
     }
 }
 
@@ -201,7 +234,13 @@ struct CandidateHeap {
 
 /// Index of the largest value; the first one on ties, as torch.argmax.
 public func argmax(_ values: [Float]) -> Int {
-    var best = 0
-    for i in values.indices where values[i] > values[best] { best = i }
-    return best
+    values.isEmpty ? 0 : values.withUnsafeBufferPointer { firstIndexOfMaximum($0.baseAddress!, $0.count) }
+}
+
+/// Index of the first of the largest of `count` (> 0) values (NaNs are passed over).
+func firstIndexOfMaximum(_ values: UnsafePointer<Float>, _ count: Int) -> Int {
+    let maximum = values.maximum(count)
+    var i = 0
+    while i < count - 1, values[i] != maximum { i += 1 }
+    return i
 }

@@ -1,7 +1,8 @@
 import Foundation
 
-/// Owns one float buffer. Buffers are recycled through a size-keyed pool, so a training step that allocates the
-/// same activations every iteration reuses warm memory instead of faulting fresh pages from the OS.
+/// Owns one float buffer. Buffers are recycled through a pool keyed by size class, so a training step reuses warm
+/// memory instead of faulting fresh pages from the OS, even when its shapes change from step to step (batches
+/// padded to their longest row).
 public final class TensorStorage: @unchecked Sendable {
     /// The first element of the buffer.
     public let base: UnsafeMutablePointer<Float>
@@ -17,7 +18,7 @@ public final class TensorStorage: @unchecked Sendable {
     deinit { BufferPool.shared.give(base, count: count) }
 }
 
-/// Keeps released buffers by size for reuse. Thread-safe.
+/// Keeps released buffers by size class for reuse. Thread-safe.
 final class BufferPool: @unchecked Sendable {
     static let shared = BufferPool()
     private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
@@ -30,8 +31,17 @@ final class BufferPool: @unchecked Sendable {
     /// Floats of the poolable buffers in use now, and the most in use since the last reset.
     private(set) var liveFloats = 0, peakLiveFloats = 0
 
-    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// The capacity a buffer of `count` floats gets: poolable sizes are rounded up to one of eight classes per
+    /// power of two (at most 12.5% more), so that buffers of nearby sizes are interchangeable.
+    static func capacity(_ count: Int) -> Int {
         let n = max(count, 1)
+        guard n > 4096 else { return n }
+        let step = 1 << (Int.bitWidth - n.leadingZeroBitCount - 4)  // 2^(⌊log2 n⌋ − 3)
+        return (n + step - 1) / step * step
+    }
+
+    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let n = BufferPool.capacity(count)
         if n >= minimumPooledCount {
             lock.lock()
             liveFloats += n
@@ -49,7 +59,7 @@ final class BufferPool: @unchecked Sendable {
     }
 
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        let n = max(count, 1)
+        let n = BufferPool.capacity(count)
         if n >= minimumPooledCount {
             lock.lock()
             liveFloats -= n

@@ -225,6 +225,8 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Prompt length in tokens.") var promptTokens = 16
     @Option(help: "New tokens per sequence.") var newTokens = 128
     @Option(help: "Batch sizes to measure.") var batch: [Int] = [1, 8]
+    @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
+    var temperature: Float = 0
 
     func run() throws {
         let c = try model.presetWithoutDropout()
@@ -240,12 +242,18 @@ struct GenerateBench: ParsableCommand {
             let session = InferenceSession(model: gpt, sequences: b, weights: weights)
             let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }
             let prefill = try Benchmark.time { _ = try session.feed(prompts) }
+            var options = SamplingOptions()
+            options.temperature = temperature
+            var samplers = (0..<b).map { TokenSampler(options: options, stream: UInt64($0)) }
             var next = (0..<b).map { _ in Int32(0) }
             var times: [Double] = []
             for _ in 0..<newTokens {
-                var logits: Tensor?
-                times.append(try Benchmark.time { logits = try session.feed((0..<b).map { ($0, [next[$0]]) }) })
-                for s in 0..<b { next[s] = Int32(argmax(Array(UnsafeBufferPointer(start: logits!.pointer + s * c.vocabularySize, count: c.vocabularySize)))) }
+                times.append(try Benchmark.time {
+                    let logits = try session.feed((0..<b).map { ($0, [next[$0]]) })
+                    for s in 0..<b {
+                        next[s] = samplers[s].next(logits.pointer + s * c.vocabularySize, vocabulary: c.vocabularySize, context: [], generated: [:])
+                    }
+                })
             }
             let total = times.reduce(0, +), perStep = total / Double(newTokens)
             print(String(format: "batch %d: %.1f tokens/s (%.2f ms/step, %.1f GB/s of weights; prefill of %d tokens %.1f ms)",

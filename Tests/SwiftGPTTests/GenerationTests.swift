@@ -146,6 +146,31 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(draws { _ in }, [0, 1, 2, 3, 4])
     }
 
+    func testDrawsFollowTheSoftmaxAtTheTemperature() throws {
+        // 37 tokens: two blocks of 16 and a tail of 5, with one token made impossible by a bias and one by -inf.
+        var logits = (0..<37).map { Float(($0 * 7) % 11) / 3 - 1 }
+        logits[20] = -.infinity
+        var options = SamplingOptions()
+        options.temperature = 0.7
+        options.logitBias = [33: -1000]
+        var sampler = TokenSampler(options: options, stream: 5)
+        let draws = 60_000
+        var counts = [Int](repeating: 0, count: 37)
+        for _ in 0..<draws { counts[Int(logits.withUnsafeBufferPointer { sampler.next($0.baseAddress!, vocabulary: 37, context: [], generated: [:]) })] += 1 }
+        var adjusted = logits.map { Double($0) / 0.7 }
+        adjusted[33] = -.infinity
+        let m = adjusted.max()!, z = adjusted.reduce(0) { $0 + Foundation.exp($1 - m) }
+        for i in 0..<37 {
+            let p = Foundation.exp(adjusted[i] - m) / z
+            let tolerance = 5 * (p * (1 - p) / Double(draws)).squareRoot() + 1e-9
+            XCTAssertEqual(Double(counts[i]) / Double(draws), p, accuracy: tolerance, "token \(i)")
+        }
+        XCTAssertEqual(counts[20], 0)
+        XCTAssertEqual(counts[33], 0)
+        XCTAssertEqual(argmax([1, 3, -2, 3, 0.5]), 1, "the first of equal maxima")
+        XCTAssertEqual(argmax((0..<40).map { $0 == 37 ? 9 : Float($0 % 5) }), 37, "a maximum in the tail")
+    }
+
     func testSeedsCompletionsAndContextLimits() throws {
         let generator = try gpt2Sized()
         var options = SamplingOptions()
