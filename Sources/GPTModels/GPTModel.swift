@@ -108,29 +108,34 @@ public final class GPTModel {
 
     /// The result of running the transformer stack.
     public struct Hidden {
-        /// Input of the first block: token plus position embeddings, `[batch, length, width]`.
+        /// Input of the first block: token plus position embeddings, `[batch, length, width]` (without padding:
+        /// `[tokens, width]`, the real tokens row after row).
         public let embeddings: Variable
-        /// Raw output of each block.
+        /// Raw output of each block, shaped as `embeddings`.
         public let blockOutputs: [Variable]
-        /// The final hidden state the output layer reads (after the final LayerNorm in the pre-LN layout).
+        /// The final hidden state the output layer reads (after the final LayerNorm in the pre-LN layout), shaped
+        /// as `embeddings`.
         public let final: Variable
     }
 
     /// Runs the embeddings and every block over `batch` rows of token ids of equal length (row-major), without
     /// dropout (evaluation, inference, parity). `lengths`, for right-padded rows, gives each row's real length:
-    /// padding positions then attend to their row's real tokens only (real positions never see padding).
-    public func hidden(ids: [Int32], batch: Int, tape: Tape, lengths: [Int]? = nil) -> Hidden {
+    /// padding positions then attend to their row's real tokens only (real positions never see padding). With
+    /// `withoutPadding` (and `lengths`), padding positions are not computed at all: every layer but attention runs
+    /// on the real tokens only, and the states come back as `[tokens, width]`.
+    public func hidden(ids: [Int32], batch: Int, tape: Tape, lengths: [Int]? = nil, withoutPadding: Bool = false) -> Hidden {
         var unused = SeededRandom(seed: 0)
-        return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused, lengths: lengths)
+        return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused, lengths: lengths, withoutPadding: withoutPadding)
     }
 
     /// Runs the embeddings and every block with dropout (as configured) drawn from `random`: training.
-    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom, lengths: [Int]? = nil) -> Hidden {
-        hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random, lengths: lengths)
+    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom, lengths: [Int]? = nil,
+                       withoutPadding: Bool = false) -> Hidden {
+        hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random, lengths: lengths, withoutPadding: withoutPadding)
     }
 
     private func hidden(ids: [Int32], batch: Int, tape: Tape, dropout applyDropout: Bool, random: inout SeededRandom,
-                        lengths: [Int]?) -> Hidden {
+                        lengths: [Int]?, withoutPadding: Bool) -> Hidden {
         let c = config
         let length = ids.count / batch
         precondition(length <= c.contextLength, "sequence of \(length) tokens exceeds the context of \(c.contextLength)")
@@ -138,9 +143,13 @@ public final class GPTModel {
             guard applyDropout, c.dropout > 0 else { return x }
             return tape.dropout(x, probability: c.dropout, random: &random)
         }
+        // Without padding: the index in the padded rows of every real token.
+        let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         let positions = sinusoidalPositions ?? parameters["wpe.weight"]
-        var x = dropout(tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions))
+        var x = dropout(real.map { tape.embed(ids: $0.map { ids[$0] }, at: $0.map { $0 % length }, tokens: parameters["wte.weight"],
+                                              positions: positions) }
+                        ?? tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions))
         let embeddings = x
         var outputs: [Variable] = []
         for i in 0..<c.layerCount {
@@ -150,11 +159,14 @@ public final class GPTModel {
                                epsilon: c.layerNormEpsilon)
             }
             func attention(_ v: Variable) -> Variable {
-                let qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"],
+                var qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"],
                                       bias: c.attentionBias ? parameters[p + "attn.c_attn.bias"] : nil)
-                let heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
+                // Attention needs the rows: the real tokens go back to their places (padding: zeros) and out again.
+                if let real { qkv = tape.reshape(tape.scatterRows(qkv, real, rowCount: batch * length), [batch, length, qkv.shape[1]]) }
+                var heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
                                                      random: &random, keyLengths: lengths, pattern: c.attentionPattern(layer: i),
                                                      scale: c.scoreScale)
+                if let real { heads = tape.gatherRows(tape.reshape(heads, [batch * length, heads.shape[2]]), real) }
                 return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
                                            bias: parameters[p + "attn.c_proj.bias"]))
             }
@@ -184,6 +196,14 @@ public final class GPTModel {
             let n = norm(tape.add(x, attention(x)), "ln_1")
             return norm(tape.add(n, mlp(n)), "ln_2")
         }
+    }
+
+    /// Index, in right-padded rows of `length` positions, of every real token (row after row).
+    public static func realPositions(lengths: [Int], length: Int) -> [Int] {
+        var positions: [Int] = []
+        positions.reserveCapacity(lengths.reduce(0, +))
+        for (row, count) in lengths.enumerated() { positions += (row * length)..<(row * length + count) }
+        return positions
     }
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).

@@ -62,9 +62,12 @@ public struct TaskBatch {
         exampleRows = ranges
     }
 
-    /// Index, in the flattened `[rows · length]` positions, of each row's last real token (its extract token).
-    public var lastPositions: [Int] { lengths.enumerated().map { $0.offset * length + $0.element - 1 } }
+    /// Index, among the real tokens (row after row, padding left out), of each row's last token (its extract token).
+    public var lastTokens: [Int] {
+        var end = 0
+        return lengths.map { end += $0; return end - 1 }
+    }
 
-    /// Number of positions the forward pass runs over, padding included.
-    public var positionCount: Int { ids.count }
+    /// Number of real tokens (padding left out).
+    public var tokenCount: Int { lengths.reduce(0, +) }
 }

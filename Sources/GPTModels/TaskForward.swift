@@ -7,7 +7,7 @@ extension GPTModel {
     public struct TaskForward {
         /// Classification and regression: `[examples, labels]`; multiple choice: `[rows, 1]`, one score per choice.
         public let outputs: Variable
-        /// The final hidden state, `[rows, length, width]`.
+        /// The final hidden state of the real tokens, `[tokens, width]` (row after row; padding is not computed).
         public let final: Variable
     }
 
@@ -17,13 +17,13 @@ extension GPTModel {
     public func taskForward(_ batch: TaskBatch, tape: Tape, headDropout: Float = 0, random: inout SeededRandom?) -> TaskForward {
         let hidden: Hidden
         if random != nil {
-            hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, random: &random!, lengths: batch.lengths)
+            hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, random: &random!, lengths: batch.lengths,
+                                 withoutPadding: true)
         } else {
-            hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, lengths: batch.lengths)
+            hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, lengths: batch.lengths, withoutPadding: true)
         }
-        let width = config.embeddingWidth
-        let flat = tape.reshape(hidden.final, [batch.positionCount, width])
-        let last = batch.lastPositions
+        let flat = hidden.final
+        let last = batch.lastTokens
         var pooled: Variable
         if inputFormat?.task == .similarity {
             pooled = tape.add(tape.gatherRows(flat, batch.exampleRows.map { last[$0.lowerBound] }),
@@ -54,13 +54,14 @@ extension GPTModel {
     /// before a row's last token predicts the token after it; padding never enters.
     public func taskLanguageModelLoss(_ final: Variable, batch: TaskBatch, tape: Tape) -> Variable {
         var positions: [Int] = [], targets: [Int32] = []
-        for (r, length) in batch.lengths.enumerated() where length > 1 {
+        var token = 0
+        for (r, length) in batch.lengths.enumerated() {
             for t in 0..<(length - 1) {
-                positions.append(r * batch.length + t)
+                positions.append(token + t)
                 targets.append(batch.ids[r * batch.length + t + 1])
             }
+            token += length
         }
-        let flat = tape.reshape(final, [batch.positionCount, config.embeddingWidth])
-        return tape.crossEntropy(logits(tape.gatherRows(flat, positions), tape: tape), targets: targets)
+        return tape.crossEntropy(logits(tape.gatherRows(final, positions), tape: tape), targets: targets)
     }
 }

@@ -76,7 +76,7 @@ public final class FineTuningObjective: TrainingObjective {
             loss = tape.add(loss, tape.scale(model.taskLanguageModelLoss(forward.final, batch: batch, tape: tape), by: settings.lmWeight))
         }
         // Each micro-batch counts by its share of the step's examples.
-        return (share == 1 ? loss : tape.scale(loss, by: share), batch.positionCount)
+        return (share == 1 ? loss : tape.scale(loss, by: share), batch.tokenCount)
     }
 
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {

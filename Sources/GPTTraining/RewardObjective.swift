@@ -42,7 +42,7 @@ public final class RewardObjective: TrainingObjective {
         let rewards = model.taskForward(batch, tape: tape, random: &random).outputs
         dropout = random!
         let loss = RewardObjective.pairwiseLoss(rewards, batch: batch, tape: tape)
-        return (share == 1 ? loss : tape.scale(loss, by: share), batch.positionCount)
+        return (share == 1 ? loss : tape.scale(loss, by: share), batch.tokenCount)
     }
 
     /// The Bradley–Terry loss of rewards `[2·pairs, 1]` (chosen, rejected, chosen, …): mean −log σ(r_c − r_r).

@@ -62,26 +62,27 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         return (weight == 1 ? loss : tape.scale(loss, by: weight), positions)
     }
 
-    /// The mean cross-entropy over the trained tokens of `examples` run as one padded batch, the number of those
-    /// tokens, and the positions run. With `random`, dropout is on.
+    /// The mean cross-entropy over the trained tokens of `examples` run as one padded batch (padding not computed),
+    /// the number of those tokens, and the number of tokens run. With `random`, dropout is on.
     func replyLoss(_ examples: [EncodedDemonstration], tape: Tape, random: inout SeededRandom?) -> (Variable, Int, Int) {
         let length = examples.map(\.ids.count).max()!
         var ids = [Int32](repeating: 0, count: examples.count * length)
         var gathered: [Int] = [], targets: [Int32] = []
+        var token = 0  // index of the row's first token among the real tokens
         for (r, example) in examples.enumerated() {
             ids.replaceSubrange((r * length)..<(r * length + example.ids.count), with: example.ids)
             for (t, target) in example.targets.enumerated() where target >= 0 {
-                gathered.append(r * length + t)
+                gathered.append(token + t)
                 targets.append(target)
             }
+            token += example.ids.count
         }
         let lengths = examples.map(\.ids.count)
         let hidden = random != nil
-            ? model.hidden(ids: ids, batch: examples.count, tape: tape, random: &random!, lengths: lengths)
-            : model.hidden(ids: ids, batch: examples.count, tape: tape, lengths: lengths)
-        let flat = tape.reshape(hidden.final, [ids.count, model.config.embeddingWidth])
-        let loss = tape.crossEntropy(model.logits(tape.gatherRows(flat, gathered), tape: tape), targets: targets)
-        return (loss, targets.count, ids.count)
+            ? model.hidden(ids: ids, batch: examples.count, tape: tape, random: &random!, lengths: lengths, withoutPadding: true)
+            : model.hidden(ids: ids, batch: examples.count, tape: tape, lengths: lengths, withoutPadding: true)
+        let loss = tape.crossEntropy(model.logits(tape.gatherRows(hidden.final, gathered), tape: tape), targets: targets)
+        return (loss, targets.count, token)
     }
 
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {

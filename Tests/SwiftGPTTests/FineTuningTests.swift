@@ -70,7 +70,7 @@ final class FineTuningTests: XCTestCase {
         // The auxiliary LM loss of the padded batch is the token-weighted mean of the single ones.
         func lmLoss(_ e: [EncodedExample]) -> (Float, Int) {
             let batch = TaskBatch(e, pad: 20), tape = Tape(recording: false)
-            let final = m.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, lengths: batch.lengths).final
+            let final = m.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, lengths: batch.lengths, withoutPadding: true).final
             return (m.taskLanguageModelLoss(final, batch: batch, tape: tape).value[flat: 0], batch.lengths.reduce(0) { $0 + $1 - 1 })
         }
         let parts = examples.map { lmLoss([$0]) }

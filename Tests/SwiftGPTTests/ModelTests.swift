@@ -61,6 +61,32 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// Running padded rows without their padding gives the padded run's states at the real tokens, and the same
+    /// parameter gradients for a loss on those tokens, for both layouts, sinusoidal positions and a local layer.
+    func testHiddenWithoutPaddingMatchesPaddedRows() throws {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), tinyNeoConfig()] {
+            let model = try GPTModel(config: config, seed: 7)
+            let lengths = [5, 2, 7], length = 7, pad: Int32 = 22
+            var ids = [Int32](repeating: pad, count: lengths.count * length)
+            for (r, n) in lengths.enumerated() { for t in 0..<n { ids[r * length + t] = Int32((r * 5 + t * 3) % 20) } }
+            let real = GPTModel.realPositions(lengths: lengths, length: length)
+            XCTAssertEqual(real, [0, 1, 2, 3, 4, 7, 8, 14, 15, 16, 17, 18, 19, 20])
+            func run(withoutPadding: Bool) -> (states: [Float], gradients: [Float]) {
+                model.parameters.zeroGradients()
+                let tape = Tape()
+                let final = model.hidden(ids: ids, batch: lengths.count, tape: tape, lengths: lengths, withoutPadding: withoutPadding).final
+                let states = withoutPadding ? final : tape.gatherRows(tape.reshape(final, [ids.count, config.embeddingWidth]), real)
+                let targets = real.map { ids[$0] }.map { ($0 + 1) % 23 }
+                tape.backward(from: tape.crossEntropy(model.logits(states, tape: tape), targets: targets))
+                return (states.value.scalars, model.parameters.gradients.scalars)
+            }
+            let padded = run(withoutPadding: false), packed = run(withoutPadding: true)
+            XCTAssertEqual(packed.states.count, real.count * config.embeddingWidth)
+            for (a, b) in zip(packed.states, padded.states) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(config.layout) states") }
+            for (a, b) in zip(packed.gradients, padded.gradients) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(config.layout) gradients") }
+        }
+    }
+
     func testAdamWMatchesTheTorchFormulaOverSteps() throws {
         let parameters = ParameterSet([("w", [2, 2]), ("b", [2])])
         parameters.values.assign(Tensor(shape: [6], values: [0.5, -0.25, 1, 2, 0.1, -0.1]))

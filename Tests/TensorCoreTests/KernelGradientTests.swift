@@ -50,8 +50,30 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    func testEmbeddingAtGivenPositions() {
+        checkGradients([randomTensor([6, 9], seed: 14), randomTensor([5, 9], seed: 15)]) { t, v in
+            t.embed(ids: [1, 1, 5, 0, 2], at: [0, 3, 1, 0, 4], tokens: v[0], positions: v[1])
+        }
+        // The same rows as the equal-length form gives them.
+        let tape = Tape(recording: false)
+        let tokens = Variable(randomTensor([6, 9], seed: 14)), positions = Variable(randomTensor([5, 9], seed: 15))
+        let rows = tape.embed(ids: [1, 1, 5, 0, 1, 2], batch: 2, tokens: tokens, positions: positions, positionOffset: 1)
+        let picked = tape.embed(ids: [1, 0, 2], at: [2, 1, 3], tokens: tokens, positions: positions)
+        XCTAssertEqual(picked.value.scalars, tape.gatherRows(tape.reshape(rows, [6, 9]), [1, 3, 5]).value.scalars)
+    }
+
     func testGatherRows() {
         checkGradients([randomTensor([5, 7], seed: 16)]) { t, v in t.gatherRows(v[0], [4, 0, 4]) }
+    }
+
+    func testScatterRowsIsTheInverseOfGatherRows() {
+        checkGradients([randomTensor([3, 7], seed: 16)]) { t, v in t.scatterRows(v[0], [4, 0, 2], rowCount: 6) }
+        let tape = Tape(recording: false)
+        let x = Variable(randomTensor([3, 7], seed: 16))
+        let scattered = tape.scatterRows(x, [4, 0, 2], rowCount: 6)
+        XCTAssertEqual(tape.gatherRows(scattered, [4, 0, 2]).value.scalars, x.value.scalars)
+        XCTAssertEqual(Array(scattered.value.scalars[7..<14]) + Array(scattered.value.scalars[21..<28]) + Array(scattered.value.scalars[35..<42]),
+                       [Float](repeating: 0, count: 21), "rows no index names are zero")
     }
 
     func testAttention() {
