@@ -400,7 +400,8 @@ struct ResponseBatch {
     let ids: [Int32]
     let length: Int
     let lengths: [Int]
-    /// Flat positions of the states that predict response tokens, sequence after sequence.
+    /// Indices, among the real tokens (sequence after sequence, padding left out), of the states that predict
+    /// response tokens.
     let positions: [Int]
     /// The response tokens, in the same order.
     let actions: [Int32]
@@ -412,14 +413,16 @@ struct ResponseBatch {
         lengths = sequences.map(\.count)
         var ids = [Int32](repeating: 0, count: sequences.count * length)
         var positions: [Int] = [], actions: [Int32] = [], spans: [Range<Int>] = []
+        var token = 0  // index of the sequence's first token among the real tokens
         for (r, sequence) in sequences.enumerated() {
             ids.replaceSubrange((r * length)..<(r * length + sequence.count), with: sequence)
             let first = positions.count
             for t in (promptLengths[r] - 1)..<(sequence.count - 1) {
-                positions.append(r * length + t)
+                positions.append(token + t)
                 actions.append(sequence[t + 1])
             }
             spans.append(first..<positions.count)
+            token += sequence.count
         }
         self.ids = ids
         self.positions = positions
@@ -429,8 +432,8 @@ struct ResponseBatch {
 
     /// The final hidden states `[responseTokens, width]` that predict the response tokens, without dropout.
     func responseStates(_ model: GPTModel, tape: Tape) -> Variable {
-        let hidden = model.hidden(ids: ids, batch: lengths.count, tape: tape, lengths: lengths)
-        return tape.gatherRows(tape.reshape(hidden.final, [ids.count, model.config.embeddingWidth]), positions)
+        let hidden = model.hidden(ids: ids, batch: lengths.count, tape: tape, lengths: lengths, withoutPadding: true)
+        return tape.gatherRows(hidden.final, positions)
     }
 }
 
