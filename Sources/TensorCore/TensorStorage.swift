@@ -6,16 +6,18 @@ import Foundation
 public final class TensorStorage: @unchecked Sendable {
     /// The first element of the buffer.
     public let base: UnsafeMutablePointer<Float>
-    /// Number of floats in the buffer.
+    /// Number of floats asked for (the buffer may hold more).
     public let count: Int
+    /// Number of floats the buffer holds.
+    private let capacity: Int
 
     /// A buffer of `count` floats with unspecified contents.
     public init(uninitializedCount count: Int) {
         self.count = count
-        self.base = BufferPool.shared.take(count)
+        (base, capacity) = BufferPool.shared.take(count)
     }
 
-    deinit { BufferPool.shared.give(base, count: count) }
+    deinit { BufferPool.shared.give(base, capacity: capacity) }
 }
 
 /// Keeps released buffers by size class for reuse. Thread-safe.
@@ -40,26 +42,35 @@ final class BufferPool: @unchecked Sendable {
         return (n + step - 1) / step * step
     }
 
-    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// A buffer of at least `count` floats and its capacity: a pooled one of the same class, else the smallest
+    /// pooled one of at most twice that (so that a pool filled by larger batches serves smaller ones instead of
+    /// growing), else a new one.
+    func take(_ count: Int) -> (UnsafeMutablePointer<Float>, capacity: Int) {
         let n = BufferPool.capacity(count)
         if n >= minimumPooledCount {
             lock.lock()
+            var size = n
+            if free[n]?.isEmpty ?? true, let larger = free.keys.filter({ $0 > n && $0 <= 2 * n && !free[$0]!.isEmpty }).min() {
+                size = larger
+            }
+            if let p = free[size]?.popLast() {
+                pooledFloats -= size
+                liveFloats += size
+                peakLiveFloats = max(peakLiveFloats, liveFloats)
+                lock.unlock()
+                return (p, size)
+            }
             liveFloats += n
             peakLiveFloats = max(peakLiveFloats, liveFloats)
-            if let p = free[n]?.popLast() {
-                pooledFloats -= n
-                lock.unlock()
-                return p
-            }
             lock.unlock()
         }
         // Cache-line aligned, so that whole-line vector loads and streaming stores can start at the base.
-        return UnsafeMutableRawPointer.allocate(byteCount: n * MemoryLayout<Float>.stride, alignment: 64)
-            .bindMemory(to: Float.self, capacity: n)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: n * MemoryLayout<Float>.stride, alignment: 64)
+        return (p.bindMemory(to: Float.self, capacity: n), n)
     }
 
-    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        let n = BufferPool.capacity(count)
+    /// Takes back a buffer of `capacity` floats (as `take` gave it).
+    func give(_ pointer: UnsafeMutablePointer<Float>, capacity n: Int) {
         if n >= minimumPooledCount {
             lock.lock()
             liveFloats -= n
