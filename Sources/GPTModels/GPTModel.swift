@@ -143,6 +143,7 @@ public final class GPTModel {
             guard applyDropout, c.dropout > 0 else { return x }
             return tape.dropout(x, probability: c.dropout, random: &random)
         }
+        precondition(!withoutPadding || lengths != nil, "running without padding needs the rows' lengths")
         // Without padding: the index in the padded rows of every real token.
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }

@@ -22,14 +22,13 @@ extension GPTModel {
         } else {
             hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, lengths: batch.lengths, withoutPadding: true)
         }
-        let flat = hidden.final
         let last = batch.lastTokens
         var pooled: Variable
         if inputFormat?.task == .similarity {
-            pooled = tape.add(tape.gatherRows(flat, batch.exampleRows.map { last[$0.lowerBound] }),
-                              tape.gatherRows(flat, batch.exampleRows.map { last[$0.lowerBound + 1] }))
+            pooled = tape.add(tape.gatherRows(hidden.final, batch.exampleRows.map { last[$0.lowerBound] }),
+                              tape.gatherRows(hidden.final, batch.exampleRows.map { last[$0.lowerBound + 1] }))
         } else {
-            pooled = tape.gatherRows(flat, last)
+            pooled = tape.gatherRows(hidden.final, last)
         }
         if random != nil && headDropout > 0 { pooled = tape.dropout(pooled, probability: headDropout, random: &random!) }
         return TaskForward(outputs: head(pooled, tape: tape), final: hidden.final)
@@ -51,7 +50,8 @@ extension GPTModel {
     }
 
     /// Mean next-token cross-entropy over the real tokens of every row (GPT-1's auxiliary L_LM): each position
-    /// before a row's last token predicts the token after it; padding never enters.
+    /// before a row's last token predicts the token after it; padding never enters. `final` holds the real tokens'
+    /// states, as `taskForward` gives them.
     public func taskLanguageModelLoss(_ final: Variable, batch: TaskBatch, tape: Tape) -> Variable {
         var positions: [Int] = [], targets: [Int32] = []
         var token = 0
