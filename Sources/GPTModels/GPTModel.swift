@@ -148,9 +148,13 @@ public final class GPTModel {
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         let positions = sinusoidalPositions ?? parameters["wpe.weight"]
-        var x = dropout(real.map { tape.embed(ids: $0.map { ids[$0] }, at: $0.map { $0 % length }, tokens: parameters["wte.weight"],
-                                              positions: positions) }
-                        ?? tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions))
+        var x: Variable
+        if let real {
+            x = tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: parameters["wte.weight"], positions: positions)
+        } else {
+            x = tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions)
+        }
+        x = dropout(x)
         let embeddings = x
         var outputs: [Variable] = []
         for i in 0..<c.layerCount {

@@ -26,8 +26,8 @@ final class BufferPool: @unchecked Sendable {
     private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
     private var pooledFloats = 0
     private let lock = NSLock()
-    /// Buffers smaller than this are not worth pooling.
-    private let minimumPooledCount = 4096
+    /// Buffers smaller than this are not worth pooling (nor rounding up).
+    private static let minimumPooledCount = 4096
     /// Pooled memory above this bound is released to the system.
     private let maximumPooledFloats = 1 << 31
     /// Floats of the poolable buffers in use now, and the most in use since the last reset.
@@ -37,7 +37,7 @@ final class BufferPool: @unchecked Sendable {
     /// power of two (at most 12.5% more), so that buffers of nearby sizes are interchangeable.
     static func capacity(_ count: Int) -> Int {
         let n = max(count, 1)
-        guard n > 4096 else { return n }
+        guard n >= minimumPooledCount else { return n }
         let step = 1 << (Int.bitWidth - n.leadingZeroBitCount - 4)  // 2^(⌊log2 n⌋ − 3)
         return (n + step - 1) / step * step
     }
@@ -47,22 +47,18 @@ final class BufferPool: @unchecked Sendable {
     /// growing), else a new one.
     func take(_ count: Int) -> (UnsafeMutablePointer<Float>, capacity: Int) {
         let n = BufferPool.capacity(count)
-        if n >= minimumPooledCount {
+        if n >= BufferPool.minimumPooledCount {
             lock.lock()
             var size = n
             if free[n]?.isEmpty ?? true, let larger = free.keys.filter({ $0 > n && $0 <= 2 * n && !free[$0]!.isEmpty }).min() {
                 size = larger
             }
-            if let p = free[size]?.popLast() {
-                pooledFloats -= size
-                liveFloats += size
-                peakLiveFloats = max(peakLiveFloats, liveFloats)
-                lock.unlock()
-                return (p, size)
-            }
-            liveFloats += n
+            let pooled = free[size]?.popLast()
+            if pooled != nil { pooledFloats -= size }
+            liveFloats += size
             peakLiveFloats = max(peakLiveFloats, liveFloats)
             lock.unlock()
+            if let pooled { return (pooled, size) }
         }
         // Cache-line aligned, so that whole-line vector loads and streaming stores can start at the base.
         let p = UnsafeMutableRawPointer.allocate(byteCount: n * MemoryLayout<Float>.stride, alignment: 64)
@@ -71,7 +67,7 @@ final class BufferPool: @unchecked Sendable {
 
     /// Takes back a buffer of `capacity` floats (as `take` gave it).
     func give(_ pointer: UnsafeMutablePointer<Float>, capacity n: Int) {
-        if n >= minimumPooledCount {
+        if n >= BufferPool.minimumPooledCount {
             lock.lock()
             liveFloats -= n
             if pooledFloats + n <= maximumPooledFloats {
