@@ -63,11 +63,12 @@ public final class Generator: @unchecked Sendable {
     /// The decoding copy of the weights, shared by every call.
     private let weights: DecodeWeights
 
-    /// A generator for `model` as it is now (its weights are copied for decoding).
-    public init(model: GPTModel, tokenizer: any Tokenizer) {
+    /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16- or 8-bit
+    /// format rounds the model's matrices in place, see `DecodeWeights`).
+    public init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
         self.model = model
         self.tokenizer = tokenizer
-        weights = DecodeWeights(model: model)
+        weights = DecodeWeights(model: model, format: format)
     }
 
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.

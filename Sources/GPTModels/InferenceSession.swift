@@ -204,25 +204,53 @@ public final class InferenceSession {
     }
 }
 
-/// The model's Conv1D matrices repacked for the decoding kernel (`MatrixVector.PackedMatrix`). They copy the
-/// weights: make new ones after the model is trained further.
+/// The model's Conv1D matrices and output layer repacked for the decoding kernel (`MatrixVector.PackedMatrix`), in a
+/// weight format. They copy the weights: make new ones after the model is trained further.
 public final class DecodeWeights: @unchecked Sendable {
     let matrices: [String: MatrixVector.PackedMatrix]
     /// The output layer (the token embedding when tied), transposed.
     let head: MatrixVector.PackedMatrix
+    public let format: WeightFormat
+    /// Bytes of the packed matrices: what one decoding step reads.
+    public var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
-    public init(model: GPTModel) {
+    /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and a tied
+    /// embedding) are first rounded in place to the values the format holds, so that prompt passes, which multiply
+    /// the fp32 matrices, and decoding, which streams the packed ones, compute with the same weights.
+    public init(model: GPTModel, format: WeightFormat = .float32) {
+        self.format = format
+        let c = model.config
+        let headName = c.tiedOutputEmbedding ? "wte.weight" : "lm_head.weight"
+        if format != .float32 { model.roundDecodingWeights(to: format) }
         var matrices: [String: MatrixVector.PackedMatrix] = [:]
-        for layer in 0..<model.config.layerCount {
-            for name in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] {
-                let w = model.parameters["h.\(layer).\(name).weight"].value
-                matrices["h.\(layer).\(name)"] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1])
-            }
+        for name in GPTModel.decodingMatrices(layers: c.layerCount) {
+            let w = model.parameters[name + ".weight"].value
+            matrices[name] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
         }
         self.matrices = matrices
-        let c = model.config
-        let head = (c.tiedOutputEmbedding ? model.parameters["wte.weight"] : model.parameters["lm_head.weight"]).value
-        self.head = MatrixVector.PackedMatrix(transposing: head.pointer, n: c.vocabularySize, k: c.embeddingWidth)
+        let head = model.parameters[headName].value
+        self.head = MatrixVector.PackedMatrix(transposing: head.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+    }
+}
+
+extension GPTModel {
+    /// The Conv1D matrices decoding streams, by name without `.weight`.
+    static func decodingMatrices(layers: Int) -> [String] {
+        (0..<layers).flatMap { layer in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].map { "h.\(layer).\($0)" } }
+    }
+
+    /// Rounds the matrices decoding streams — every layer's four Conv1D weights and the output layer (the token
+    /// embedding when tied) — to the values `format` holds (per output channel for int8), in place. A model so
+    /// rounded computes, in fp32, what 16- or 8-bit decoding computes: `gpt loss --precision` measures it this way.
+    public func roundDecodingWeights(to format: WeightFormat) {
+        guard format != .float32 else { return }
+        for name in Self.decodingMatrices(layers: config.layerCount) {
+            let w = parameters[name + ".weight"].value
+            format.round(w.pointer, inputs: w.shape[0], outputs: w.shape[1], oneRowPerOutput: false)
+        }
+        let head = parameters[config.tiedOutputEmbedding ? "wte.weight" : "lm_head.weight"].value
+        format.round(head.pointer, inputs: config.embeddingWidth, outputs: config.vocabularySize, oneRowPerOutput: true)
+        parameters.valuesDidChange()
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import GPTModels
 import Hummingbird
 import NIOCore
+import TensorCore
 import Tokenizers
 
 /// How `gpt serve` runs.
@@ -24,6 +25,8 @@ public struct ServerConfiguration: Sendable {
     public var requestTimeout: Double = 600
     /// Prompt tokens read per decoding step at most (chunked prefill).
     public var prefillBudget = 256
+    /// Format of the weights decoding streams (a 16- or 8-bit one rounds the model's matrices, see `DecodeWeights`).
+    public var precision = WeightFormat.float32
 
     public init() {}
 }
@@ -45,7 +48,9 @@ public final class OpenAIServer: Sendable {
         self.configuration = configuration
         served = ServedModel(name: configuration.servedModelName, tokenizer: tokenizer, contextLength: model.config.contextLength,
                              vocabularySize: model.config.vocabularySize, chatTemplate: chatTemplate, maxChoices: configuration.maxBatch)
-        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch, prefillBudget: configuration.prefillBudget)
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
+                                   weights: DecodeWeights(model: model, format: configuration.precision),
+                                   prefillBudget: configuration.prefillBudget)
         engine = GenerationEngine(decoder: decoder, metrics: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }

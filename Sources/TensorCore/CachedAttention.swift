@@ -1,3 +1,7 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
 /// Attention of new query rows over a key/value cache, for incremental decoding (no gradient).
 public enum CachedAttention {
     /// Where the cache lives: layout [sequence, head, slot, d], so that one head's keys (and values) are
@@ -153,19 +157,34 @@ public enum CachedAttention {
         }
     }
 
-    /// The same for a head width of 64 (every GPT-2 size), with the query and the output held in registers.
+    /// The same for a head width of 64 (every GPT-2 size), with the query and the output held in registers. Scores
+    /// are taken eight keys at a time: each key's products are summed to eight lanes, and the eight keys' lanes are
+    /// then reduced together (`totals`), instead of one horizontal sum a key.
     @inline(__always)
     private static func attend64(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ count: Int,
                                  _ scale: Float, _ scores: UnsafeMutablePointer<Float>, _ o: UnsafeMutablePointer<Float>) {
         typealias V = SIMD16<Float>
         let q0 = load(q) * scale, q1 = load(q + 16) * scale, q2 = load(q + 32) * scale, q3 = load(q + 48) * scale
-        for j in 0..<count {
+        /// q · key j, summed to eight lanes.
+        @inline(__always) func partial(_ j: Int) -> SIMD8<Float> {
             let kj = k + j * 64
             var a = q0 * load(kj)
             a.addProduct(q1, load(kj + 16))
             a.addProduct(q2, load(kj + 32))
             a.addProduct(q3, load(kj + 48))
-            scores[j] = a.sum()
+            return a.lowHalf + a.highHalf
+        }
+        var j = 0
+        while j + 8 <= count {
+            let sums = totals(partial(j), partial(j + 1), partial(j + 2), partial(j + 3),
+                              partial(j + 4), partial(j + 5), partial(j + 6), partial(j + 7))
+            UnsafeMutableRawPointer(scores + j).storeBytes(of: sums, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < count {
+            let p = partial(j)
+            scores[j] = (p.lowHalf + p.highHalf).sum()
+            j += 1
         }
         causalSoftmaxRow(scores, valid: count, length: count)
         var o0 = V(), o1 = V(), o2 = V(), o3 = V()
@@ -175,5 +194,19 @@ public enum CachedAttention {
             o2.addProduct(p, load(vj + 32)); o3.addProduct(p, load(vj + 48))
         }
         store(o0, o); store(o1, o + 16); store(o2, o + 32); store(o3, o + 48)
+    }
+
+    /// The totals of eight vectors: [Σ r0, Σ r1, …, Σ r7].
+    @inline(__always)
+    static func totals(_ r0: SIMD8<Float>, _ r1: SIMD8<Float>, _ r2: SIMD8<Float>, _ r3: SIMD8<Float>,
+                       _ r4: SIMD8<Float>, _ r5: SIMD8<Float>, _ r6: SIMD8<Float>, _ r7: SIMD8<Float>) -> SIMD8<Float> {
+        #if arch(x86_64)
+        // Horizontal adds give each vector's sums over its two 128-bit halves; the halves are then added.
+        let h0123 = _mm256_hadd_ps(_mm256_hadd_ps(r0, r1), _mm256_hadd_ps(r2, r3))
+        let h4567 = _mm256_hadd_ps(_mm256_hadd_ps(r4, r5), _mm256_hadd_ps(r6, r7))
+        return SIMD8(lowHalf: h0123.lowHalf + h0123.highHalf, highHalf: h4567.lowHalf + h4567.highHalf)
+        #else
+        return SIMD8(r0.sum(), r1.sum(), r2.sum(), r3.sum(), r4.sum(), r5.sum(), r6.sum(), r7.sum())
+        #endif
     }
 }

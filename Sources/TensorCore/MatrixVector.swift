@@ -2,23 +2,28 @@
 /// streamed at full bandwidth (a BLAS sgemm with one row is several times slower here).
 public enum MatrixVector {
     /// A [k, n] weight matrix repacked for `multiply`: column blocks of 32, each stored as k contiguous rows of 32
-    /// floats, so that one block streams from memory in order (the last block is zero-padded).
+    /// weights, so that one block streams from memory in order (the last block is zero-padded). The weights are
+    /// stored in `format`; 8-bit blocks keep one scale per column.
     public struct PackedMatrix: @unchecked Sendable {
         public let k: Int
         public let n: Int
-        let storage: UnsafeMutablePointer<Float>
-        private let owner: Tensor
+        public let format: WeightFormat
+        /// The blocks: k × 32 weights each, `format.bytesPerWeight` bytes a weight.
+        let storage: UnsafeMutableRawPointer
+        /// One scale per column, padding included (int8 only).
+        let scales: UnsafeMutablePointer<Float>?
+        private let owner: Allocation
 
         /// Packs `w` ([k, n], row-major).
-        public init(_ w: UnsafePointer<Float>, k: Int, n: Int) {
-            self.init(k: k, n: n) { block, b, width in
+        public init(_ w: UnsafePointer<Float>, k: Int, n: Int, format: WeightFormat = .float32) {
+            self.init(k: k, n: n, format: format) { block, b, width in
                 for i in 0..<k { (block + i * 32).update(from: w + i * n + b * 32, count: width) }
             }
         }
 
         /// Packs the transpose of `w` ([n, k]: one row per output, as a tied embedding).
-        public init(transposing w: UnsafePointer<Float>, n: Int, k: Int) {
-            self.init(k: k, n: n) { block, b, width in
+        public init(transposing w: UnsafePointer<Float>, n: Int, k: Int, format: WeightFormat = .float32) {
+            self.init(k: k, n: n, format: format) { block, b, width in
                 for j in 0..<width {
                     let row = w + (b * 32 + j) * k
                     for i in 0..<k { block[i * 32 + j] = row[i] }
@@ -26,18 +31,73 @@ public enum MatrixVector {
             }
         }
 
-        /// Allocates zeroed blocks and has `fill(block, index, width)` write each one, in parallel.
-        private init(k: Int, n: Int, fill: (UnsafeMutablePointer<Float>, Int, Int) -> Void) {
+        /// Has `fill(block, index, width)` write each block as floats (zero-padded beyond `width` columns) and stores
+        /// it in `format`, blocks in parallel.
+        private init(k: Int, n: Int, format: WeightFormat, fill: (UnsafeMutablePointer<Float>, Int, Int) -> Void) {
             self.k = k
             self.n = n
+            self.format = format
             let blocks = (n + 31) / 32
-            owner = Tensor(shape: [blocks * k * 32])
+            owner = Allocation(bytes: blocks * k * 32 * format.bytesPerWeight + (format == .int8 ? blocks * 32 * 4 : 0))
             storage = owner.pointer
+            let scales = format == .int8 ? (owner.pointer + blocks * k * 32).assumingMemoryBound(to: Float.self) : nil
+            self.scales = scales
             let storage = storage
             Parallel.forEach(blocks, costPerItem: 32 * k) { range in
-                for b in range { fill(storage + b * k * 32, b, min(32, n - b * 32)) }
+                let floats = UnsafeMutablePointer<Float>.allocate(capacity: k * 32)
+                defer { floats.deallocate() }
+                for b in range {
+                    floats.update(repeating: 0, count: k * 32)
+                    fill(floats, b, min(32, n - b * 32))
+                    switch format {
+                    case .float32:
+                        (storage + b * k * 32 * 4).assumingMemoryBound(to: Float.self).update(from: floats, count: k * 32)
+                    case .bfloat16:
+                        let target = (storage + b * k * 32 * 2).assumingMemoryBound(to: BFloat16.self)
+                        for i in 0..<(k * 32) { target[i] = BFloat16(floats[i]) }
+                    case .int8:
+                        let target = (storage + b * k * 32).assumingMemoryBound(to: Int8.self)
+                        for j in 0..<32 {
+                            var largest: Float = 0
+                            for i in 0..<k { largest = max(largest, abs(floats[i * 32 + j])) }
+                            let scale = WeightFormat.int8Scale(largest: largest)
+                            scales![b * 32 + j] = scale
+                            for i in 0..<k { target[i * 32 + j] = WeightFormat.int8(floats[i * 32 + j], scale: scale) }
+                        }
+                    }
+                }
             }
         }
+
+        /// Bytes the packed weights take, scales included.
+        public var bytes: Int { (n + 31) / 32 * 32 * (k * format.bytesPerWeight + (format == .int8 ? 4 : 0)) }
+
+        /// Rows k0..<k0+length of block b as floats: in place for fp32, widened into `scratch` otherwise.
+        @inline(__always)
+        func floats(block b: Int, from k0: Int, length: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+            let first = b * k * 32 + k0 * 32
+            switch format {
+            case .float32:
+                return UnsafePointer((storage + first * 4).assumingMemoryBound(to: Float.self))
+            case .bfloat16:
+                let source = UnsafeRawPointer(storage + first * 2)
+                for i in 0..<(length * 2) { store(WeightFormat.widenBFloat16(source + i * 32), scratch + i * 16) }
+            case .int8:
+                let source = UnsafeRawPointer(storage + first), scale0 = load(scales! + b * 32), scale1 = load(scales! + b * 32 + 16)
+                for i in 0..<length {
+                    store(WeightFormat.widenInt8(source + i * 32) * scale0, scratch + i * 32)
+                    store(WeightFormat.widenInt8(source + i * 32 + 16) * scale1, scratch + i * 32 + 16)
+                }
+            }
+            return UnsafePointer(scratch)
+        }
+    }
+
+    /// Memory of a packed matrix, 64-byte aligned, freed with its last copy.
+    private final class Allocation {
+        let pointer: UnsafeMutableRawPointer
+        init(bytes: Int) { pointer = .allocate(byteCount: max(bytes, 1), alignment: 64) }
+        deinit { pointer.deallocate() }
     }
 
     /// out[r, :] = bias + x[r, :] · w for any number of rows; x is [rows, k], out is [rows, n].
@@ -47,7 +107,8 @@ public enum MatrixVector {
         precondition(rows >= 1, "multiply takes at least one row")
         let k = w.k, n = w.n, blocks = (n + 31) / 32
         Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32) { scratch in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32 + kChunk * 32) { scratch in
+                let widened = scratch.baseAddress! + rows * 32
                 for b in range {
                     let width = min(32, n - b * 32)
                     let direct = width == 32
@@ -58,18 +119,26 @@ public enum MatrixVector {
                         if let bias { o.update(from: bias + b * 32, count: width) } else { o.update(repeating: 0, count: width) }
                         if !direct { (o + width).update(repeating: 0, count: 32 - width) }
                     }
+                    if rows == 1 && w.format != .float32 {
+                        // One row: 16- and 8-bit weights are widened in registers as they stream.
+                        singleRow(x, w, block: b, into: target)
+                        if !direct { (out + b * 32).update(from: target, count: width) }
+                        continue
+                    }
                     // Rows in groups that keep their outputs in registers, over chunks of the block small enough to
-                    // stay in the first-level cache for the groups after the first.
+                    // stay in the first-level cache for the groups after the first (16- and 8-bit weights are widened
+                    // into `widened` once for all the groups).
                     var k0 = 0
                     while k0 < k {
                         let length = min(kChunk, k - k0)
+                        let weights = w.floats(block: b, from: k0, length: length, scratch: widened)
                         var first = 0
                         while first < rows {
                             let count = min(rowsPerPass, rows - first)
                             if count == 2 && rowsPerPass == 2 {
-                                pairBlock(x + first * k + k0, length, k, w.storage + b * k * 32 + k0 * 32, target + first * stride, stride)
+                                pairBlock(x + first * k + k0, length, k, weights, target + first * stride, stride)
                             } else {
-                                block(x + first * k + k0, count, length, k, w.storage + b * k * 32 + k0 * 32, target + first * stride, stride)
+                                block(x + first * k + k0, count, length, k, weights, target + first * stride, stride)
                             }
                             first += rowsPerPass
                         }
@@ -95,6 +164,47 @@ public enum MatrixVector {
     /// Weight rows of a block read per pass: 128 × 32 floats (16 KiB) stay in the first-level cache while the
     /// groups of rows pass over them.
     static let kChunk = 128
+
+    /// out[0..<32] += x · block b of `w` for a 16- or 8-bit `w`, widening each weight in registers. Two sets of
+    /// accumulators (even and odd rows of the block) keep two chains of additions in flight; 8-bit sums are scaled
+    /// once at the end.
+    @inline(__always)
+    private static func singleRow(_ x: UnsafePointer<Float>, _ w: PackedMatrix, block b: Int, into out: UnsafeMutablePointer<Float>) {
+        let k = w.k, zero = SIMD16<Float>()
+        var a0 = zero, a1 = zero, c0 = zero, c1 = zero
+        var i = 0
+        switch w.format {
+        case .bfloat16:
+            let p = UnsafeRawPointer(w.storage + b * k * 64)
+            while i + 2 <= k {
+                let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = p + i * 64
+                a0.addProduct(xa, WeightFormat.widenBFloat16(row)); a1.addProduct(xa, WeightFormat.widenBFloat16(row + 32))
+                c0.addProduct(xc, WeightFormat.widenBFloat16(row + 64)); c1.addProduct(xc, WeightFormat.widenBFloat16(row + 96))
+                i += 2
+            }
+            if i < k {
+                let xa = SIMD16<Float>(repeating: x[i]), row = p + i * 64
+                a0.addProduct(xa, WeightFormat.widenBFloat16(row)); a1.addProduct(xa, WeightFormat.widenBFloat16(row + 32))
+            }
+            store(load(out) + a0 + c0, out); store(load(out + 16) + a1 + c1, out + 16)
+        case .int8:
+            let p = UnsafeRawPointer(w.storage + b * k * 32)
+            while i + 2 <= k {
+                let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = p + i * 32
+                a0.addProduct(xa, WeightFormat.widenInt8(row)); a1.addProduct(xa, WeightFormat.widenInt8(row + 16))
+                c0.addProduct(xc, WeightFormat.widenInt8(row + 32)); c1.addProduct(xc, WeightFormat.widenInt8(row + 48))
+                i += 2
+            }
+            if i < k {
+                let xa = SIMD16<Float>(repeating: x[i]), row = p + i * 32
+                a0.addProduct(xa, WeightFormat.widenInt8(row)); a1.addProduct(xa, WeightFormat.widenInt8(row + 16))
+            }
+            let scales = w.scales! + b * 32
+            store(load(out) + (a0 + c0) * load(scales), out); store(load(out + 16) + (a1 + c1) * load(scales + 16), out + 16)
+        case .float32:
+            preconditionFailure("fp32 blocks take the general path")
+        }
+    }
 
     /// `block` for two rows, with only their four accumulators live (the general loop's sixteen spill on CPUs
     /// with 16 vector registers).

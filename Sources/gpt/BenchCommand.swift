@@ -227,6 +227,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Batch sizes to measure.") var batch: [Int] = [1, 8]
     @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
     var temperature: Float = 0
+    @Option(help: "Format of the weights decoding streams: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
 
     func run() throws {
         let c = try model.presetWithoutDropout()
@@ -234,10 +235,10 @@ struct GenerateBench: ParsableCommand {
             throw ValidationError("need prompt + new tokens within the context of \(c.contextLength)")
         }
         let gpt = try GPTModel(config: c, seed: model.seed)
-        let weightBytes = Double(gpt.parameters.count * 4)
-        print(String(format: "model: %@, %d parameters (%.0f MB of fp32 weights read per decoding step)", model.preset,
-                     gpt.parameters.count, weightBytes / 1e6))
-        let weights = DecodeWeights(model: gpt)
+        let weights = DecodeWeights(model: gpt, format: precision)
+        let weightBytes = Double(weights.bytes)
+        print(String(format: "model: %@, %d parameters (%.0f MB of %@ weights read per decoding step)", model.preset,
+                     gpt.parameters.count, weightBytes / 1e6, precision.rawValue))
         for b in batch where b > 0 {
             let session = InferenceSession(model: gpt, sequences: b, weights: weights)
             let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }
@@ -263,3 +264,4 @@ struct GenerateBench: ParsableCommand {
 }
 
 extension ProductPrecision: ExpressibleByArgument {}
+extension WeightFormat: ExpressibleByArgument {}

@@ -42,6 +42,8 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
     @Flag(help: "Treat each prompt as a user's message in the model's chat template.") var chat = false
+    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
+    var precision = WeightFormat.float32
 
     struct PromptLine: Decodable { var prompt: String }
 
@@ -96,7 +98,7 @@ struct GenerateCommand: ParsableCommand {
         }
         let streaming = !json && texts.count == 1 && n == 1
         let start = Date()
-        let completions = try Generator(model: gpt, tokenizer: tok).generate(prompts: prompts, options: options) { event in
+        let completions = try Generator(model: gpt, tokenizer: tok, format: precision).generate(prompts: prompts, options: options) { event in
             if streaming, case .text(_, _, let delta) = event {
                 FileHandle.standardOutput.write(Data(delta.utf8))
             }

@@ -8,7 +8,9 @@ struct LossCommand: ParsableCommand {
         abstract: "Language-model loss and perplexity of a model over a whole prepared split.",
         discussion: """
         Every token of DATA/SPLIT.bin after the first is predicted once, in consecutive windows of --context tokens, \
-        so the figure has none of the sampling noise of a training run's evaluation on random batches.
+        so the figure has none of the sampling noise of a training run's evaluation on random batches. \
+        --precision bf16 or int8 first rounds the matrices decoding streams to what that format holds (as `gpt generate \
+        --precision` decodes with), so the loss shows what 16- or 8-bit weights cost.
         """
     )
 
@@ -17,17 +19,19 @@ struct LossCommand: ParsableCommand {
     @Option(help: "Which split: train or val.") var split = "val"
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?
     @Option(help: "Windows per forward pass.") var batchSize = 16
+    @Option(help: "Weights as decoding holds them: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
 
     func run() throws {
         guard split == "train" || split == "val" else { throw ValidationError("--split is train or val") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         let (gpt, _) = try ModelLoading.load(model)
+        gpt.roundDecodingWeights(to: precision)
         let file = try TokenFile(contentsOf: URL(fileURLWithPath: data).appendingPathComponent("\(split).bin"))
         let length = context ?? gpt.config.contextLength
         let bar = ProgressBar(total: max(file.count - 1, 1), label: "evaluating")
         let result = try DatasetLoss.evaluate(gpt, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
         bar.finish()
-        print(String(format: "%@ loss %.4f, perplexity %.3f, over %d tokens in windows of %d", split, result.loss,
-                     result.perplexity, result.tokens, length))
+        print(String(format: "%@ loss %.4f, perplexity %.3f, over %d tokens in windows of %d, %@ weights", split, result.loss,
+                     result.perplexity, result.tokens, length, precision.rawValue))
     }
 }

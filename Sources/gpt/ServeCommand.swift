@@ -27,6 +27,8 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Longest a request may take, in seconds.") var timeout: Double = 600
     @Option(help: "Largest request body, in bytes.") var maxBodyBytes = 8 << 20
     @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
+    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
+    var precision = WeightFormat.float32
 
     func run() throws {
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
@@ -41,6 +43,7 @@ struct ServeCommand: ParsableCommand {
         configuration.requestTimeout = timeout
         configuration.maxBodyBytes = maxBodyBytes
         configuration.prefillBudget = prefillBudget
+        configuration.precision = precision
         let server: OpenAIServer
         do {
             server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration)

@@ -39,6 +39,30 @@ final class GenerationTests: XCTestCase {
         }
     }
 
+    func testSixteenAndEightBitDecodingComputesWithTheRoundedModel() throws {
+        var config = tinyConfig()  // head width 64, and an untied output layer in the second model
+        config.embeddingWidth = 128
+        config.mlpWidth = 512
+        for base in [config, tinyConfig(layout: .postNorm, tied: false)] {
+            let ids = randomIDs(12, vocabulary: base.vocabularySize, seed: 6)
+            let exact = logits(try GPTModel(config: base, seed: 9), ids, batch: 1)
+            for format in [WeightFormat.bfloat16, .int8] {
+                let model = try GPTModel(config: base, seed: 9)
+                let weights = DecodeWeights(model: model, format: format)  // rounds the model's matrices
+                let full = logits(model, ids, batch: 1)
+                let v = base.vocabularySize
+                XCTAssertGreaterThan(zip(full.scalars, exact.scalars).map { abs($0 - $1) }.max()!, 1e-4, "\(format) rounds the weights")
+                // Ten prompt tokens take the BLAS path with the rounded fp32 matrices, the next ones the packed weights.
+                let session = InferenceSession(model: model, sequences: 1, weights: weights)
+                var cached = try session.feed([(0, Array(ids[0..<10]))]).scalars
+                for t in 10..<ids.count { cached += try session.feed([(0, [ids[t]])]).scalars }
+                let expected = Array(full.scalars[(9 * v)...])
+                XCTAssertEqual(cached.count, expected.count)
+                for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(format), \(base.layout)") }
+            }
+        }
+    }
+
     func testCopiedSequencesContinueAsTheirSourceWithBoundedCaches() throws {
         // Local and fixed layers keep rings (and summaries) that wrap here; a copy must carry all of them.
         XCTAssertEqual(CachedAttention.Cache.capacity(pattern: .fixed(block: 128, summaries: 8), contextLength: 8192), 256 + 64 * 8)
@@ -80,22 +104,60 @@ final class GenerationTests: XCTestCase {
 
     func testMatrixVectorKernelsMatchAReference() {
         var random = SeededRandom(seed: 8)
-        for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200), (13, 300, 70), (2, 257, 33)] {
-            let x = Tensor.normal(shape: [rows, k], using: &random), w = Tensor.normal(shape: [k, n], using: &random)
-            let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
-            let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])
-            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(w.pointer, k: k, n: n), bias: bias.pointer, into: y.pointer)
-            MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(transposing: wt.pointer, n: n, k: k), bias: nil, into: yt.pointer)
-            for r in 0..<rows {
-                for j in 0..<n {
-                    var s = Double(bias.pointer[j]), st = 0.0
-                    for i in 0..<k {
-                        s += Double(x.pointer[r * k + i]) * Double(w.pointer[i * n + j])
-                        st += Double(x.pointer[r * k + i]) * Double(wt.pointer[j * k + i])
+        // Every format against a double-precision product with the weights the format holds (rounded copies).
+        for format in WeightFormat.allCases {
+            for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200), (13, 300, 70),
+                                 (2, 257, 33), (1, 300, 70), (1, 1, 40)] {
+                let x = Tensor.normal(shape: [rows, k], using: &random), w = Tensor.normal(shape: [k, n], using: &random)
+                let bias = Tensor.normal(shape: [n], using: &random), wt = Tensor.normal(shape: [n, k], using: &random)
+                let y = Tensor(shape: [rows, n]), yt = Tensor(shape: [rows, n])
+                MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(w.pointer, k: k, n: n, format: format),
+                                      bias: bias.pointer, into: y.pointer)
+                MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(transposing: wt.pointer, n: n, k: k, format: format),
+                                      bias: nil, into: yt.pointer)
+                format.round(w.pointer, inputs: k, outputs: n, oneRowPerOutput: false)
+                format.round(wt.pointer, inputs: k, outputs: n, oneRowPerOutput: true)
+                for r in 0..<rows {
+                    for j in 0..<n {
+                        var s = Double(bias.pointer[j]), st = 0.0
+                        for i in 0..<k {
+                            s += Double(x.pointer[r * k + i]) * Double(w.pointer[i * n + j])
+                            st += Double(x.pointer[r * k + i]) * Double(wt.pointer[j * k + i])
+                        }
+                        XCTAssertEqual(Double(y.pointer[r * n + j]), s, accuracy: 1e-4, "\(format) \(rows)×\(k)×\(n)")
+                        XCTAssertEqual(Double(yt.pointer[r * n + j]), st, accuracy: 1e-4, "\(format) \(rows)×\(k)×\(n) transposed")
                     }
-                    XCTAssertEqual(Double(y.pointer[r * n + j]), s, accuracy: 1e-4)
-                    XCTAssertEqual(Double(yt.pointer[r * n + j]), st, accuracy: 1e-4)
                 }
+            }
+        }
+    }
+
+    func testWeightFormatsRoundPerOutputChannel() {
+        var random = SeededRandom(seed: 12)
+        let inputs = 50, outputs = 7
+        let original = Tensor.normal(shape: [inputs, outputs], using: &random)
+        original.pointer[3 * outputs + 2] = 0.3  // a channel of ties and zeros: channel 5 all zero
+        for i in 0..<inputs { original.pointer[i * outputs + 5] = 0 }
+        for oneRowPerOutput in [false, true] {
+            let int8 = original.copy(), bf16 = original.copy()
+            WeightFormat.int8.round(int8.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
+            WeightFormat.bfloat16.round(bf16.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
+            for i in 0..<(inputs * outputs) { XCTAssertEqual(bf16.pointer[i], BFloat16(original.pointer[i]).float) }
+            for j in 0..<outputs {
+                // Channel j: column j, or row j when the matrix holds one row per output.
+                let index = { (i: Int) in oneRowPerOutput ? j * inputs + i : i * outputs + j }
+                let largest = (0..<inputs).map { abs(original.pointer[index($0)]) }.max()!
+                let scale = largest > 0 ? largest / 127 : 1
+                var reachesTheLargest = largest == 0
+                for i in 0..<inputs {
+                    let value = original.pointer[index(i)], rounded = int8.pointer[index(i)]
+                    let q = rounded / scale
+                    XCTAssertEqual(q, q.rounded(), accuracy: 1e-3, "a multiple of the channel's scale")
+                    XCTAssertLessThanOrEqual(abs(q), 127.001)
+                    XCTAssertLessThanOrEqual(abs(rounded - value), scale / 2 * 1.0001)
+                    if abs(value) == largest { reachesTheLargest = reachesTheLargest || abs(abs(q) - 127) < 1e-3 }
+                }
+                XCTAssertTrue(reachesTheLargest, "the largest weight of channel \(j) maps to ±127")
             }
         }
     }
