@@ -52,8 +52,9 @@ public enum HuggingFaceCheckpoint {
     }
 
     /// Writes `model` to `directory` (created if needed) as `config.json` + `model.safetensors` that Hugging Face
-    /// transformers loads unchanged. Both files are written atomically.
-    public static func save(_ model: GPTModel, to directory: URL) throws {
+    /// transformers loads unchanged, the weights stored as `dtype` (F32, or BF16: half the size). Both files are
+    /// written atomically.
+    public static func save(_ model: GPTModel, to directory: URL, as dtype: SafeTensors.DType = .float32) throws {
         let c = model.config
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let modelType = try checkpointType(c)
@@ -63,8 +64,9 @@ public enum HuggingFaceCheckpoint {
             tensors.append((hfName("wpe.weight", modelType: modelType),
                             GPTModel.sinusoidalTable(length: c.contextLength, width: c.embeddingWidth)))
         }
-        try SafeTensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
+        try SafeTensors.write(tensors, metadata: ["format": "pt"], as: dtype, to: directory.appendingPathComponent("model.safetensors"))
         var json = hfConfig(c, modelType: modelType, head: model.taskHead)
+        if dtype == .bfloat16 { json["torch_dtype"] = "bfloat16" }
         if let format = model.inputFormat {
             json[inputFormatKey] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(format))
         }

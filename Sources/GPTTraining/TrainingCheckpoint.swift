@@ -84,10 +84,10 @@ public enum TrainingCheckpoint {
     static let stateFile = "training_state.json"
     static let optimizerFile = "optimizer.safetensors"
 
-    /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically;
-    /// `extraFiles` adds files to the directory being written.
+    /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically, the
+    /// model's weights stored as `dtype` (F32, or BF16); `extraFiles` adds files to the directory being written.
     public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: OptimizerMoments?, state: State?, to directory: URL,
-                            extraFiles: (URL) throws -> Void = { _ in }) throws {
+                            weightsAs dtype: SafeTensors.DType = .float32, extraFiles: (URL) throws -> Void = { _ in }) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
         let partial = parent.appendingPathComponent(".\(directory.lastPathComponent).partial-\(getpid())")
@@ -96,7 +96,7 @@ public enum TrainingCheckpoint {
         try? fm.removeItem(at: old)
         do {
             try fm.createDirectory(at: partial, withIntermediateDirectories: true)
-            try HuggingFaceCheckpoint.save(model, to: partial)
+            try HuggingFaceCheckpoint.save(model, to: partial, as: dtype)
             try tokenizer.save(to: partial)
             try extraFiles(partial)
             if let optimizer, let state {

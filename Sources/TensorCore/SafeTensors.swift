@@ -113,26 +113,30 @@ public struct SafeTensors {
         }
     }
 
-    /// Writes float32 tensors (in the given order) atomically to `url`.
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to url: URL) throws {
-        try write(shapes: tensors.map { ($0.name, $0.tensor.shape) }, metadata: metadata, to: url) { index, write in
+    /// Writes float32 tensors (in the given order) atomically to `url`, stored as `dtype` (F32, or BF16 rounded to
+    /// nearest even).
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], as dtype: DType = .float32,
+                             to url: URL) throws {
+        try write(shapes: tensors.map { ($0.name, $0.tensor.shape) }, metadata: metadata, as: dtype, to: url) { index, write in
             let t = tensors[index].tensor
             try write(UnsafeBufferPointer(start: t.pointer, count: t.count))
         }
     }
 
-    /// Writes float32 tensors of the given names and shapes (in that order) atomically to `url`, their values coming
-    /// from `contents`: called once for each tensor's index, it hands the values in order, in one or more pieces, to
-    /// the function it is given. A tensor given more or fewer values than its shape holds is an error.
-    public static func write(shapes: [(name: String, shape: [Int])], metadata: [String: String] = [:], to url: URL,
-                             contents: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
+    /// Writes float32 tensors of the given names and shapes (in that order) atomically to `url`, stored as `dtype`
+    /// (F32, or BF16 rounded to nearest even), their values coming from `contents`: called once for each tensor's
+    /// index, it hands the values in order, in one or more pieces, to the function it is given. A tensor given more
+    /// or fewer values than its shape holds is an error.
+    public static func write(shapes: [(name: String, shape: [Int])], metadata: [String: String] = [:], as dtype: DType = .float32,
+                             to url: URL, contents: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
+        precondition(dtype == .float32 || dtype == .bfloat16, "safetensors are written as F32 or BF16")
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for (name, shape) in shapes {
             let count = shape.reduce(1, *)
-            header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * count]] as [String: Any]
-            offset += 4 * count
+            header[name] = ["dtype": dtype.rawValue, "shape": shape, "data_offsets": [offset, offset + dtype.size * count]] as [String: Any]
+            offset += dtype.size * count
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
@@ -144,8 +148,14 @@ public struct SafeTensors {
                 var written = 0
                 try contents(index) { piece in
                     guard let base = piece.baseAddress, !piece.isEmpty else { return }
-                    try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: 4 * piece.count,
-                                                      deallocator: .none))
+                    if dtype == .bfloat16 {
+                        var rounded = [BFloat16](repeating: BFloat16(bitPattern: 0), count: piece.count)
+                        rounded.withUnsafeMutableBufferPointer { BFloat16Conversion.round(base, into: $0.baseAddress!, count: piece.count) }
+                        try rounded.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+                    } else {
+                        try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: 4 * piece.count,
+                                                          deallocator: .none))
+                    }
                     written += piece.count
                 }
                 guard written == shape.reduce(1, *) else {

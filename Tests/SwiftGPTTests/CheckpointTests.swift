@@ -39,6 +39,21 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    func testBFloat16CheckpointsHoldTheRoundedWeightsAndLoadInTransformers() throws {
+        let model = try GPTModel(config: tinyConfig(tied: false), seed: 6)
+        let f32 = try temporaryDirectory(self), bf16 = try temporaryDirectory(self)
+        try HuggingFaceCheckpoint.save(model, to: f32)
+        try HuggingFaceCheckpoint.save(model, to: bf16, as: .bfloat16)
+        let file = try SafeTensors(contentsOf: bf16.appendingPathComponent("model.safetensors"))
+        XCTAssertTrue(file.entries.values.allSatisfy { $0.dtype == .bfloat16 })
+        let size = { (dir: URL) in try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("model.safetensors").path)[.size] as! Int }
+        XCTAssertLessThan(try size(bf16), try size(f32) * 6 / 10)
+        let loaded = try HuggingFaceCheckpoint.load(from: bf16)
+        XCTAssertEqual(loaded.parameters.values.scalars, model.parameters.values.scalars.map { BFloat16($0).float })
+        try checkInTransformers(bf16, [("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),
+                                       ("logits", logits(loaded, ids, batch: 2))], "bf16 checkpoint")
+    }
+
     /// GPT-Neo checkpoints round-trip (separate q/k/v, [out, in] matrices, attention_types), and local layers of a
     /// GPT-2-style model survive under SwiftGPT's own config keys.
     func testLocalAttentionCheckpointsRoundTrip() throws {
