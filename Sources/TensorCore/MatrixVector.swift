@@ -165,45 +165,44 @@ public enum MatrixVector {
     /// groups of rows pass over them.
     static let kChunk = 128
 
-    /// out[0..<32] += x · block b of `w` for a 16- or 8-bit `w`, widening each weight in registers. Two sets of
-    /// accumulators (even and odd rows of the block) keep two chains of additions in flight; 8-bit sums are scaled
-    /// once at the end.
+    /// out[0..<32] += x · block b of `w` for a 16- or 8-bit `w`, widening each weight in registers; 8-bit sums are
+    /// scaled once at the end.
     @inline(__always)
     private static func singleRow(_ x: UnsafePointer<Float>, _ w: PackedMatrix, block b: Int, into out: UnsafeMutablePointer<Float>) {
-        let k = w.k, zero = SIMD16<Float>()
-        var a0 = zero, a1 = zero, c0 = zero, c1 = zero
-        var i = 0
+        let k = w.k
         switch w.format {
         case .bfloat16:
-            let p = UnsafeRawPointer(w.storage + b * k * 64)
-            while i + 2 <= k {
-                let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = p + i * 64
-                a0.addProduct(xa, WeightFormat.widenBFloat16(row)); a1.addProduct(xa, WeightFormat.widenBFloat16(row + 32))
-                c0.addProduct(xc, WeightFormat.widenBFloat16(row + 64)); c1.addProduct(xc, WeightFormat.widenBFloat16(row + 96))
-                i += 2
-            }
-            if i < k {
-                let xa = SIMD16<Float>(repeating: x[i]), row = p + i * 64
-                a0.addProduct(xa, WeightFormat.widenBFloat16(row)); a1.addProduct(xa, WeightFormat.widenBFloat16(row + 32))
-            }
-            store(load(out) + a0 + c0, out); store(load(out + 16) + a1 + c1, out + 16)
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * k * 64), rowBytes: 64, WeightFormat.widenBFloat16)
+            store(load(out) + low, out); store(load(out + 16) + high, out + 16)
         case .int8:
-            let p = UnsafeRawPointer(w.storage + b * k * 32)
-            while i + 2 <= k {
-                let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = p + i * 32
-                a0.addProduct(xa, WeightFormat.widenInt8(row)); a1.addProduct(xa, WeightFormat.widenInt8(row + 16))
-                c0.addProduct(xc, WeightFormat.widenInt8(row + 32)); c1.addProduct(xc, WeightFormat.widenInt8(row + 48))
-                i += 2
-            }
-            if i < k {
-                let xa = SIMD16<Float>(repeating: x[i]), row = p + i * 32
-                a0.addProduct(xa, WeightFormat.widenInt8(row)); a1.addProduct(xa, WeightFormat.widenInt8(row + 16))
-            }
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * k * 32), rowBytes: 32, WeightFormat.widenInt8)
             let scales = w.scales! + b * 32
-            store(load(out) + (a0 + c0) * load(scales), out); store(load(out + 16) + (a1 + c1) * load(scales + 16), out + 16)
+            store(load(out) + low * load(scales), out); store(load(out + 16) + high * load(scales + 16), out + 16)
         case .float32:
             preconditionFailure("fp32 blocks take the general path")
         }
+    }
+
+    /// Σ_i x[i] · row i of a block of `k` rows of 32 weights, `rowBytes` bytes each, that `widen` turns into floats 16
+    /// at a time: the sums of columns 0..<16 and 16..<32. Two sets of accumulators (even and odd rows) keep two chains
+    /// of additions in flight.
+    @inline(__always)
+    private static func widenedProduct(_ x: UnsafePointer<Float>, _ k: Int, _ block: UnsafeRawPointer, rowBytes: Int,
+                                       _ widen: (UnsafeRawPointer) -> SIMD16<Float>) -> (SIMD16<Float>, SIMD16<Float>) {
+        let half = rowBytes / 2, zero = SIMD16<Float>()
+        var a0 = zero, a1 = zero, c0 = zero, c1 = zero
+        var i = 0
+        while i + 2 <= k {
+            let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = block + i * rowBytes
+            a0.addProduct(xa, widen(row)); a1.addProduct(xa, widen(row + half))
+            c0.addProduct(xc, widen(row + rowBytes)); c1.addProduct(xc, widen(row + rowBytes + half))
+            i += 2
+        }
+        if i < k {
+            let xa = SIMD16<Float>(repeating: x[i]), row = block + i * rowBytes
+            a0.addProduct(xa, widen(row)); a1.addProduct(xa, widen(row + half))
+        }
+        return (a0 + c0, a1 + c1)
     }
 
     /// `block` for two rows, with only their four accumulators live (the general loop's sixteen spill on CPUs
