@@ -32,6 +32,7 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(name: "CMemoryHints"),
         .systemLibrary(
             name: "CMPI",
             pkgConfig: "ompi-c",
@@ -42,6 +43,7 @@ let package = Package(
             dependencies: [
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
                 .target(name: "CDNNL", condition: .when(platforms: [.linux])),
+                "CMemoryHints",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: optimisation,

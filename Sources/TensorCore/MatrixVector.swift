@@ -1,3 +1,5 @@
+import CMemoryHints
+
 /// Products of a few rows with a weight matrix, for decoding: each weight is read from memory once per call and
 /// streamed at full bandwidth (a BLAS sgemm with one row is several times slower here).
 public enum MatrixVector {
@@ -106,6 +108,7 @@ public enum MatrixVector {
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
         precondition(rows >= 1, "multiply takes at least one row")
         let k = w.k, n = w.n, blocks = (n + 31) / 32
+        let nextLines = kChunk * 32 * w.format.bytesPerWeight / 64
         Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32 + kChunk * 32) { scratch in
                 let widened = scratch.baseAddress! + rows * 32
@@ -128,19 +131,29 @@ public enum MatrixVector {
                     // Rows in groups that keep their outputs in registers, over chunks of the block small enough to
                     // stay in the first-level cache for the groups after the first (16- and 8-bit weights are widened
                     // into `widened` once for all the groups).
+                    // Only the first group's pass reads the chunk from memory; the later ones compute from the cache
+                    // and would leave memory idle. So the passes ask for the next chunk (after a block's last, the
+                    // next block's first) a share at a time, and it streams into the second-level cache meanwhile:
+                    // 8 rows run 11-16% faster here (AVX2, fp32; paired runs of `gpt bench generate`).
                     var k0 = 0
                     while k0 < k {
                         let length = min(kChunk, k - k0)
                         let weights = w.floats(block: b, from: k0, length: length, scratch: widened)
-                        var first = 0
+                        let next = UnsafeRawPointer(w.storage + (b * k + k0 + length) * 32 * w.format.bytesPerWeight)
+                        var first = 0, pass = 0
                         while first < rows {
                             let count = min(rowsPerPass, rows - first)
+                            let prefetch = rows == 1 ? 0 : max(0, min(length, nextLines - pass * length))
+                            let lines = next + pass * length * 64
                             if count == 2 && rowsPerPass == 2 {
-                                pairBlock(x + first * k + k0, length, k, weights, target + first * stride, stride)
+                                pairBlock(x + first * k + k0, length, k, weights, target + first * stride, stride,
+                                          prefetching: lines, prefetch)
                             } else {
-                                block(x + first * k + k0, count, length, k, weights, target + first * stride, stride)
+                                block(x + first * k + k0, count, length, k, weights, target + first * stride, stride,
+                                      prefetching: lines, prefetch)
                             }
                             first += rowsPerPass
+                            pass += 1
                         }
                         k0 += length
                     }
@@ -206,12 +219,14 @@ public enum MatrixVector {
     }
 
     /// `block` for two rows, with only their four accumulators live (the general loop's sixteen spill on CPUs
-    /// with 16 vector registers).
+    /// with 16 vector registers). Iteration i < `prefetch` also asks for the cache line at `lines + 64·i`.
     @inline(__always)
     private static func pairBlock(_ x: UnsafePointer<Float>, _ k: Int, _ xStride: Int, _ w: UnsafePointer<Float>,
-                                  _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
+                                  _ out: UnsafeMutablePointer<Float>, _ stride: Int,
+                                  prefetching lines: UnsafeRawPointer, _ prefetch: Int) {
         var a0 = load(out), a1 = load(out + 16), b0 = load(out + stride), b1 = load(out + stride + 16)
         for i in 0..<k {
+            if i < prefetch { prefetchIntoSecondLevelCache(lines + i * 64) }
             let w0 = load(w + i * 32), w1 = load(w + i * 32 + 16)
             var v = SIMD16<Float>(repeating: x[i]); a0.addProduct(v, w0); a1.addProduct(v, w1)
             v = SIMD16<Float>(repeating: x[xStride + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
@@ -221,9 +236,11 @@ public enum MatrixVector {
 
     /// out[r, 0..<32] += Σ_i x[r, i] · block[i, 0..<32] for `rows` ≤ 8 rows and i < k; the block holds rows of 32
     /// floats, x has row stride `xStride`, out has row stride `stride`. The rows × 32 outputs stay in registers.
+    /// With two rows or more, iteration i < `prefetch` also asks for the cache line at `lines + 64·i`.
     @inline(__always)
     private static func block(_ x: UnsafePointer<Float>, _ rows: Int, _ k: Int, _ xStride: Int, _ w: UnsafePointer<Float>,
-                              _ out: UnsafeMutablePointer<Float>, _ stride: Int) {
+                              _ out: UnsafeMutablePointer<Float>, _ stride: Int,
+                              prefetching lines: UnsafeRawPointer, _ prefetch: Int) {
         let zero = SIMD16<Float>()
         var a0 = load(out), a1 = load(out + 16)
         var b0 = zero, b1 = zero, c0 = zero, c1 = zero, d0 = zero, d1 = zero
@@ -242,6 +259,7 @@ public enum MatrixVector {
             }
         } else {
             for i in 0..<k {
+                if i < prefetch { prefetchIntoSecondLevelCache(lines + i * 64) }
                 let w0 = load(w + i * 32), w1 = load(w + i * 32 + 16)
                 var v = SIMD16<Float>(repeating: x[i]); a0.addProduct(v, w0); a1.addProduct(v, w1)
                 v = SIMD16<Float>(repeating: x[xStride + i]); b0.addProduct(v, w0); b1.addProduct(v, w1)
