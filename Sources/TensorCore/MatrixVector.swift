@@ -108,7 +108,7 @@ public enum MatrixVector {
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
         precondition(rows >= 1, "multiply takes at least one row")
         let k = w.k, n = w.n, blocks = (n + 31) / 32
-        let nextLines = kChunk * 32 * w.format.bytesPerWeight / 64
+        let nextLines = w.format == .float32 ? kChunk * 32 * 4 / 64 : 0
         Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32 + kChunk * 32) { scratch in
                 let widened = scratch.baseAddress! + rows * 32
@@ -131,10 +131,11 @@ public enum MatrixVector {
                     // Rows in groups that keep their outputs in registers, over chunks of the block small enough to
                     // stay in the first-level cache for the groups after the first (16- and 8-bit weights are widened
                     // into `widened` once for all the groups).
-                    // Only the first group's pass reads the chunk from memory; the later ones compute from the cache
-                    // and would leave memory idle. So the passes ask for the next chunk (after a block's last, the
-                    // next block's first) a share at a time, and it streams into the second-level cache meanwhile:
-                    // 8 rows run 11-16% faster here (AVX2, fp32; paired runs of `gpt bench generate`).
+                    // Only the first group's pass reads an fp32 chunk from memory; the later ones compute from the
+                    // cache and would leave memory idle. So the passes ask for the next chunk (after a block's last,
+                    // the next block's first) a share at a time, and it streams into the second-level cache
+                    // meanwhile: 8 rows run 11-16% faster here (AVX2; paired runs of `gpt bench generate`). 16- and
+                    // 8-bit chunks are read once, by the widening, and gained nothing from it (int8 lost 10%).
                     var k0 = 0
                     while k0 < k {
                         let length = min(kChunk, k - k0)
