@@ -106,4 +106,8 @@ public enum TensorMemory {
     /// The most bytes held at once since the last `resetPeak()`.
     public static var peakBytes: Int { BufferPool.shared.peakLiveFloats * MemoryLayout<Float>.stride }
     public static func resetPeak() { BufferPool.shared.resetPeak() }
+    /// Returns the released buffers kept for reuse to the system. Until the pool fills again, every buffer taken has
+    /// exactly its size class, so a measurement of held memory started after this does not depend on what ran before
+    /// (a pooled buffer up to twice the size asked for may otherwise serve a request).
+    public static func releasePooledBuffers() { BufferPool.shared.drain() }
 }
