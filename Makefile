@@ -36,7 +36,7 @@ demo: build
 	$(GPT) loss --model $(DEMO)/baby/last --data $(DEMO)/shakespeare-char --split val
 
 # GPT-1's claim at small scale: pretrain on unlabelled text, fine-tune on SST-2, RTE, MRPC, STS-B and COPA, against
-# the same architecture from scratch and without the auxiliary LM loss (scripts/finetune_demo.sh; about 1.5 hours here).
+# the same architecture from scratch and without the auxiliary LM loss (scripts/finetune_demo.sh; about 2 hours here).
 finetune-demo: build
 	scripts/finetune_demo.sh
 
