@@ -33,6 +33,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CMemoryHints"),
+        .systemLibrary(name: "CFileSystem"),
         .systemLibrary(
             name: "CMPI",
             pkgConfig: "ompi-c",
@@ -44,6 +45,7 @@ let package = Package(
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
                 .target(name: "CDNNL", condition: .when(platforms: [.linux])),
                 "CMemoryHints",
+                "CFileSystem",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: optimisation,
@@ -75,6 +77,7 @@ let package = Package(
             name: "GPTServer",
             dependencies: [
                 "TensorCore", "Tokenizers", "GPTModels",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

@@ -43,6 +43,12 @@ public struct APIError: Error, CustomStringConvertible, HTTPResponseError {
                  code: "request_too_large")
     }
 
+    static func unsupportedMediaType(_ type: String) -> APIError {
+        APIError(status: .unsupportedMediaType,
+                 message: "the request body must be JSON, sent with 'Content-Type: application/json' (this one is '\(type)'; with curl: -H 'Content-Type: application/json')",
+                 type: "invalid_request_error", code: "unsupported_media_type")
+    }
+
     static func queueFull(waiting: Int) -> APIError {
         var error = APIError(status: .tooManyRequests, message: "the server is busy: \(waiting) requests are already waiting; retry later",
                              type: "rate_limit_error", code: "queue_full")

@@ -198,5 +198,6 @@ struct RequestFields {
         }
     }
 
-    private static func format(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }
+    /// A number as a message shows it: whole numbers without a fraction, any magnitude without trapping.
+    static func format(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x) }
 }

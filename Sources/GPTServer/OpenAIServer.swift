@@ -25,6 +25,11 @@ public struct ServerConfiguration: Sendable {
     public var requestTimeout: Double = 600
     /// Prompt tokens read per decoding step at most (chunked prefill).
     public var prefillBudget = 256
+    /// Longest a connection may take to deliver a whole request (headers and body), counted from its opening or
+    /// from the end of its previous response, in seconds; a slower or idle connection is closed.
+    public var receiveTimeout: Double = 30
+    /// Connections open at once at most; a request on a connection beyond them is answered 503.
+    public var maxConnections = 2048
     /// Format of the weights decoding streams (a 16- or 8-bit one rounds the model's matrices, see `DecodeWeights`).
     public var precision = WeightFormat.float32
 
@@ -42,8 +47,12 @@ public final class OpenAIServer: Sendable {
     let started = Int(Date().timeIntervalSince1970)
 
     public init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration) throws {
-        guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.requestTimeout > 0, configuration.prefillBudget >= 1 else {
-            throw GenerationError("max batch, max queue, request timeout and prefill budget must be positive")
+        guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
+              configuration.maxBodyBytes >= 1 else {
+            throw GenerationError("max batch, max queue, prefill budget, max connections and max body bytes must be positive")
+        }
+        for (name, seconds) in [("request timeout", configuration.requestTimeout), ("receive timeout", configuration.receiveTimeout)] {
+            guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError("the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
         }
         self.configuration = configuration
         served = ServedModel(name: configuration.servedModelName, tokenizer: tokenizer, contextLength: model.config.contextLength,
@@ -82,8 +91,13 @@ public final class OpenAIServer: Sendable {
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         engine.start()
         defer { engine.stop() }
+        let receiveTimeout = TimeAmount.nanoseconds(Int64(configuration.receiveTimeout * 1e9))
+        let maxConnections = configuration.maxConnections, connections = ConnectionGuard.Count()
         let app = Application(
             router: router(),
+            server: .http1(configuration: .init(additionalChannelHandlers: [
+                ConnectionGuard(receiveTimeout: receiveTimeout, maxConnections: maxConnections, count: connections),
+            ])),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "SwiftGPT"),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) })
         try await app.runService()
@@ -100,6 +114,10 @@ public final class OpenAIServer: Sendable {
 
     /// The request body as JSON, within the size limit.
     private func body(_ request: Request) async throws -> JSONValue {
+        if let type = request.headers[.contentType],
+           type.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() != "application/json" {
+            throw APIError.unsupportedMediaType(type)
+        }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > configuration.maxBodyBytes {
             throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
         }

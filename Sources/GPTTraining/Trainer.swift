@@ -72,6 +72,9 @@ public final class Trainer {
     /// Continues the run whose checkpoint is `output/last`, exactly where it stopped; `maxIterations` moves its end
     /// (the learning-rate schedule stays the original one).
     public static func resume(output: URL, maxIterations: Int? = nil) throws -> Trainer {
+        let group = ProcessGroup.world
+        if group.isMain { for line in try TrainingCheckpoint.recover(in: output) { print(line) } }
+        _ = group.maximum([0])  // every rank reads last/ once rank 0 has repaired it
         let last = output.appendingPathComponent("last")
         var state = try TrainingCheckpoint.loadState(from: last)
         if let maxIterations {
@@ -146,6 +149,7 @@ public final class Trainer {
         try group.checkSame(try encoder.encode(configuration), what: "settings")
         guard group.isMain else { return }
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        if state == nil { for line in try TrainingCheckpoint.recover(in: output) { print(line) } }
         if state == nil {
             try? FileManager.default.removeItem(at: Metrics.url(output))
         } else {

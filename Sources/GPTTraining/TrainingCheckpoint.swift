@@ -5,8 +5,8 @@ import Tokenizers
 
 /// A checkpoint directory: the model as a Hugging Face folder (config.json + model.safetensors), the tokenizer's
 /// files, and, for resuming, the optimizer moments (optimizer.safetensors) and the loop state (training_state.json).
-/// A checkpoint is written into a temporary directory that then replaces the old one, so a reader never sees a
-/// half-written checkpoint.
+/// A checkpoint is written into a temporary directory, flushed to the disk, then exchanged with the old one in one
+/// step, so that `last/` and `best/` always hold a complete checkpoint, whenever the process is killed.
 public enum TrainingCheckpoint {
     /// AdamW's moments over the whole parameter arena, as a checkpoint stores them, handed over in pieces: a run
     /// whose processes share out the optimizer collects each piece from its owners as the file is written, so that
@@ -89,11 +89,8 @@ public enum TrainingCheckpoint {
     public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: OptimizerMoments?, state: State?, to directory: URL,
                             weightsAs dtype: SafeTensors.DType = .float32, extraFiles: (URL) throws -> Void = { _ in }) throws {
         let fm = FileManager.default
-        let parent = directory.deletingLastPathComponent()
-        let partial = parent.appendingPathComponent(".\(directory.lastPathComponent).partial-\(getpid())")
-        let old = parent.appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
+        let (partial, old) = (stagedFolder(directory), displacedFolder(directory))
         try? fm.removeItem(at: partial)
-        try? fm.removeItem(at: old)
         do {
             try fm.createDirectory(at: partial, withIntermediateDirectories: true)
             try HuggingFaceCheckpoint.save(model, to: partial, as: dtype)
@@ -106,13 +103,31 @@ public enum TrainingCheckpoint {
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try AtomicFile.write(try encoder.encode(state), to: partial.appendingPathComponent(stateFile))
             }
-            if fm.fileExists(atPath: directory.path) { try fm.moveItem(at: directory, to: old) }
-            try fm.moveItem(at: partial, to: directory)
-            try? fm.removeItem(at: old)
+            try AtomicFile.replaceFolder(directory, with: partial, displaced: old)
         } catch {
             try? fm.removeItem(at: partial)
-            if !fm.fileExists(atPath: directory.path), fm.fileExists(atPath: old.path) { try? fm.moveItem(at: old, to: directory) }
             throw error
+        }
+    }
+
+    /// Where `save` writes a checkpoint before it replaces `directory`.
+    static func stagedFolder(_ directory: URL) -> URL {
+        directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).partial-\(getpid())")
+    }
+
+    /// Where `save` moves the previous checkpoint aside on a file system that cannot exchange folders.
+    static func displacedFolder(_ directory: URL) -> URL {
+        directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
+    }
+
+    /// Repairs the checkpoints `last/` and `best/` of the run in `output` after a save was killed: a checkpoint moved
+    /// aside and not replaced is put back, and unfinished or displaced copies are removed. Returns what was done,
+    /// in words.
+    public static func recover(in output: URL) throws -> [String] {
+        try ["last", "best"].flatMap { name in
+            try AtomicFile.recoverFolder(output.appendingPathComponent(name),
+                                         isStaged: { $0.hasPrefix(".\(name).partial-") },
+                                         isDisplaced: { $0.hasPrefix(".\(name).old-") })
         }
     }
 

@@ -11,7 +11,8 @@ struct ServeCommand: ParsableCommand {
         POST /tokenize and /detokenize, GET /health, GET /metrics (Prometheus) and a chat page at /. Requests decode \
         together (continuous batching, at most --max-batch completions); more wait in a queue of --max-queue, beyond \
         which the server answers 429. Chat messages are rendered with the model's chat_template.json (default: the \
-        HH-RLHF form "\\n\\nHuman: …\\n\\nAssistant: …"). SIGINT or SIGTERM stops accepting connections, lets the \
+        HH-RLHF form "\\n\\nHuman: …\\n\\nAssistant: …"). Request bodies must be JSON (Content-Type: \
+        application/json or none; 415 otherwise). SIGINT or SIGTERM stops accepting connections, lets the \
         requests in flight finish and exits 0.
         """
     )
@@ -25,7 +26,10 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Require this key as 'Authorization: Bearer KEY' (also read from the GPT_API_KEY environment variable).") var apiKey: String?
     @Option(help: "The model name clients send (default: the model directory's name).") var servedModelName: String?
     @Option(help: "Longest a request may take, in seconds.") var timeout: Double = 600
-    @Option(help: "Largest request body, in bytes.") var maxBodyBytes = 8 << 20
+    @Option(help: "Largest request body, in bytes (413 beyond).") var maxBodyBytes = 8 << 20
+    @Option(help: "Seconds a connection has to deliver a whole request, from its opening or the end of its previous response; slower or idle connections are closed.")
+    var receiveTimeout: Double = 30
+    @Option(help: "Connections open at once at most; a request on one beyond them is answered 503.") var maxConnections = 2048
     @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
     @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
     var precision = WeightFormat.float32
@@ -42,6 +46,9 @@ struct ServeCommand: ParsableCommand {
         configuration.servedModelName = servedModelName ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
         configuration.requestTimeout = timeout
         configuration.maxBodyBytes = maxBodyBytes
+        configuration.receiveTimeout = receiveTimeout
+        configuration.maxConnections = maxConnections
+        raiseOpenFileLimit(toServe: maxConnections)
         configuration.prefillBudget = prefillBudget
         configuration.precision = precision
         let server: OpenAIServer
@@ -68,3 +75,24 @@ struct ServeCommand: ParsableCommand {
         if let failure { throw CommandError("the server stopped: \(failure)") }
     }
 }
+
+/// Raises the soft limit on open files toward the hard one, so that `--max-connections` sockets can be open
+/// (each is a file descriptor); says so when the hard limit is lower.
+private func raiseOpenFileLimit(toServe connections: Int) {
+    var limit = rlimit()
+    guard getrlimit(resourceLimitOpenFiles, &limit) == 0 else { return }
+    let wanted = rlim_t(connections + 64)
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = min(wanted, limit.rlim_max)
+        _ = setrlimit(resourceLimitOpenFiles, &limit)
+    }
+    if limit.rlim_cur < wanted {
+        FileHandle.standardError.write(Data("warning: at most \(limit.rlim_cur) files may be open (ulimit -n); fewer than --max-connections \(connections) connections will be accepted\n".utf8))
+    }
+}
+
+#if os(Linux)
+private let resourceLimitOpenFiles = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#else
+private let resourceLimitOpenFiles = RLIMIT_NOFILE
+#endif

@@ -12,7 +12,7 @@ struct TrainCommand: ParsableCommand {
         {"preset": "baby", "maxIterations": 2000}) and then from flags, which win. The output directory gets \
         last/ (the latest checkpoint: Hugging Face model files, tokenizer, optimizer and loop state), best/ (the \
         model with the lowest validation loss), metrics.jsonl and loss.svg. --resume continues the run in --out \
-        exactly where it stopped. Ctrl-C writes a checkpoint and exits.
+        exactly where it stopped. SIGINT (Ctrl-C), SIGTERM and SIGHUP write a checkpoint and exit 0.
         """
     )
 
