@@ -17,11 +17,9 @@ enum Metrics {
             lines += try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
             lines.append(UInt8(ascii: "\n"))
         }
-        // A file that cannot be created makes the FileHandle below throw, with the reason.
-        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
-        let handle = try FileHandle(forWritingTo: url)
-        defer { try? handle.close() }
-        try handle.seekToEnd()
+        let descriptor = open(url.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        guard descriptor >= 0 else { throw FileError(url: url, message: "cannot open for appending (\(String(cString: strerror(errno))))") }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         try handle.write(contentsOf: lines)
     }
 

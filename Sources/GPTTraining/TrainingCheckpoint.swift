@@ -124,11 +124,18 @@ public enum TrainingCheckpoint {
     /// aside and not replaced is put back, and unfinished or displaced copies are removed. Returns what was done,
     /// in words.
     public static func recover(in output: URL) throws -> [String] {
-        try ["last", "best"].flatMap { name in
+        var done = try ["last", "best"].flatMap { name in
             try AtomicFile.recoverFolder(output.appendingPathComponent(name),
                                          isStaged: { $0.hasPrefix(".\(name).partial-") },
                                          isDisplaced: { $0.hasPrefix(".\(name).old-") })
         }
+        // Files of the run (metrics.jsonl, loss.svg, …) whose atomic write was interrupted.
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+        for name in names where name.hasPrefix(".") && name.contains(".partial-") && !name.hasPrefix(".last.") && !name.hasPrefix(".best.") {
+            try FileManager.default.removeItem(at: output.appendingPathComponent(name))
+            done.append("removed \(name), left by an interrupted write")
+        }
+        return done
     }
 
     /// Reads the loop state of a checkpoint written with one.

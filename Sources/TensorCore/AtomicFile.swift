@@ -11,11 +11,12 @@ public enum AtomicFile {
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         let folder = url.deletingLastPathComponent()
         let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())")
-        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-            throw FileError(url: url, message: "cannot create a file in \(folder.path)")
+        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard descriptor >= 0 else {
+            throw FileError(url: url, message: "cannot create a file in \(folder.path) (\(String(cString: strerror(errno))))")
         }
         do {
-            let handle = try FileHandle(forWritingTo: temporary)
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: false)
             do {
                 try body(handle)
                 try handle.synchronize()

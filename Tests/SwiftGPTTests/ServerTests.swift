@@ -84,6 +84,55 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(server.waitForExit(), 0)
     }
 
+    /// What an attacker or a broken client can send: numbers of any magnitude in every range-checked field (they
+    /// once trapped while the error was formatted), bodies that are not JSON, requests that never finish, idle
+    /// sockets and more connections than allowed. Each gets a 4xx or 503 or is closed, and the server keeps serving.
+    func testHostileRequestsAreAnsweredOrClosedAndTheServerKeepsServing() async throws {
+        let server = try ServerProcess(model: try modelDirectory(), arguments: ["--max-batch", "2", "--receive-timeout", "2",
+                                                                               "--max-connections", "8", "--api-key", Self.apiKey])
+        defer { server.kill() }
+        for field in ["temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repetition_penalty", "max_tokens", "n",
+                      "logprobs", "top_k", "seed"] {
+            for value in ["1e30", "-1e30", "9.3e18", "1.8446744073709552e19", "1e308", "-1e308", "0.5e-320"] {
+                for (path, prompt) in [("/v1/completions", #""prompt": "hi""#), ("/v1/chat/completions", #""messages": [{"role": "user", "content": "hi"}]"#)] {
+                    let maxTokens = field == "max_tokens" ? "" : #", "max_tokens": 1"#
+                    let response = try await server.request("POST", path, json: "{\(prompt)\(maxTokens), \"\(field)\": \(value)}")
+                    XCTAssertTrue([200, 400].contains(response.status), "\(path) \(field)=\(value): \(response.status) \(response.text)")
+                    if response.status == 400 { XCTAssertTrue(response.text.contains(field), response.text) }
+                }
+            }
+        }
+        let form = try await server.request("POST", "/v1/completions", body: Data(#"{"prompt": "hi"}"#.utf8), contentType: "application/x-www-form-urlencoded")
+        XCTAssertEqual(form.status, 415, form.text)
+        XCTAssertTrue(form.text.contains("application/json"), form.text)
+
+        // A body shorter than its Content-Length, a truncated chunked body, headers that never end, an idle socket:
+        // each closed within the receive timeout (2 s here), without an answer.
+        for partial in ["POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"",
+                        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"pro",
+                        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n{",
+                        "GET /health HTTP/1.1\r\nHost: x\r\n", ""] {
+            let start = Date()
+            let reply = try RawConnection(port: server.port).exchange(partial, waitingAtMost: 10)
+            let seconds = Date().timeIntervalSince(start)
+            XCTAssertTrue(reply.isEmpty || reply.hasPrefix("HTTP/1.1 4"), "\(partial.debugDescription): \(reply)")
+            XCTAssertLessThan(seconds, 6, "\(partial.debugDescription) was held open \(seconds) s")
+        }
+
+        // Beyond 8 open connections, a request is answered 503; once they close, requests are served again.
+        let held = try (0..<8).map { _ in try RawConnection(port: server.port) }
+        try await Task.sleep(for: .milliseconds(200))
+        let refused = try RawConnection(port: server.port).exchange("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", waitingAtMost: 10)
+        XCTAssertTrue(refused.hasPrefix("HTTP/1.1 503"), refused)
+        XCTAssertTrue(refused.contains("too_many_connections"), refused)
+        for connection in held { connection.close() }
+        try await Task.sleep(for: .milliseconds(200))
+        let health = try await server.request("GET", "/health", key: nil)
+        XCTAssertEqual(health.status, 200)
+        let completion = try await server.request("POST", "/v1/completions", json: #"{"prompt": "Hello", "max_tokens": 3}"#)
+        XCTAssertEqual(completion.status, 200, completion.text)
+    }
+
     /// scripts/openai_client_check.py: the official `openai` package, unchanged, against the server (models,
     /// completions, chat, streaming, seeds, logprobs, echo, errors, the queue limit, disconnects). Skips without it.
     func testTheOfficialOpenAIClientWorksAgainstIt() throws {
@@ -143,14 +192,15 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// An HTTP request with the API key: status and body text.
-    func request(_ method: String, _ path: String, json: String? = nil, body: Data? = nil, key: String? = ServerTests.apiKey) async throws -> (status: Int, text: String) {
+    func request(_ method: String, _ path: String, json: String? = nil, body: Data? = nil, key: String? = ServerTests.apiKey,
+                 contentType: String = "application/json") async throws -> (status: Int, text: String) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = 60
         if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         if let data = body ?? json.map({ Data($0.utf8) }) {
             request.httpBody = data
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.setValue(contentType, forHTTPHeaderField: "Content-Type")
         }
         let (data, response) = try await URLSession.shared.data(for: request)
         return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
@@ -166,5 +216,64 @@ final class ServerProcess: @unchecked Sendable {
     func kill() {
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
+    }
+}
+
+/// A plain TCP connection to the server on loopback, for requests no HTTP client would send.
+final class RawConnection {
+    private var socket: Int32
+
+    init(port: Int) throws {
+        #if os(Linux)
+        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        socket = Darwin.socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard socket >= 0, connected == 0 else { throw GenerationError("cannot connect to 127.0.0.1:\(port) (errno \(errno))") }
+    }
+
+    deinit { close() }
+
+    func close() {
+        guard socket >= 0 else { return }
+        #if os(Linux)
+        _ = Glibc.close(socket)
+        #else
+        _ = Darwin.close(socket)
+        #endif
+        socket = -1
+    }
+
+    /// Sends `text`, then reads until the server closes the connection, a complete response has come (one with a
+    /// Content-Length), or `seconds` pass; returns what was read.
+    func exchange(_ text: String, waitingAtMost seconds: Double) throws -> String {
+        if !text.isEmpty { _ = text.utf8CString.withUnsafeBufferPointer { send(socket, $0.baseAddress, $0.count - 1, 0) } }
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        let deadline = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            let n = recv(socket, &buffer, buffer.count, 0)
+            if n == 0 { break }
+            if n > 0 {
+                received += buffer[..<n]
+                let reply = String(decoding: received, as: UTF8.self)
+                if let headerEnd = reply.range(of: "\r\n\r\n"),
+                   let lengthLine = reply[..<headerEnd.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                   let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
+                   reply.utf8.count - reply[..<headerEnd.upperBound].utf8.count >= length {
+                    break
+                }
+            }
+        }
+        return String(decoding: received, as: UTF8.self)
     }
 }
