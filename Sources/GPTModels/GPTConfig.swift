@@ -1,3 +1,4 @@
+import Foundation
 import TensorCore
 
 /// The shape and layout of a GPT model. One value describes GPT-1, GPT-2 and experiment sizes.
@@ -133,27 +134,52 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// The factor the attention scores are multiplied by.
     public var scoreScale: Float { attentionScale ?? 1 / Float(headWidth).squareRoot() }
 
-    /// Throws a `ConfigurationError` describing the first inconsistency, if any.
+    /// The largest sizes a configuration may have: beyond any model a machine holds, and small enough that every
+    /// size computed from them (a parameter count, a tensor's bytes) fits an `Int`. Token ids are 32-bit.
+    public static let limits = (vocabularySize: Int(Int32.max), contextLength: 1 << 24, layerCount: 1 << 12,
+                                width: 1 << 17, mlpWidth: 1 << 19)
+
+    /// Throws a `ConfigurationError` describing the first inconsistency, if any, or saying how much memory a model
+    /// would need when it is more than this machine has.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError(message: message) } }
-        try check(vocabularySize > 0, "vocabulary size must be positive, got \(vocabularySize)")
-        try check(contextLength > 0, "context length must be positive, got \(contextLength)")
-        try check(layerCount > 0, "layer count must be positive, got \(layerCount)")
+        let limits = Self.limits
+        try check((1...limits.vocabularySize).contains(vocabularySize), "vocabulary size must be between 1 and \(limits.vocabularySize), got \(vocabularySize)")
+        try check((1...limits.contextLength).contains(contextLength), "context length must be between 1 and \(limits.contextLength), got \(contextLength)")
+        try check((1...limits.layerCount).contains(layerCount), "layer count must be between 1 and \(limits.layerCount), got \(layerCount)")
         try check(headCount > 0, "head count must be positive, got \(headCount)")
-        try check(embeddingWidth > 0 && embeddingWidth % headCount == 0,
-                  "embedding width \(embeddingWidth) must be a positive multiple of the head count \(headCount)")
-        try check(mlpWidth > 0, "MLP width must be positive, got \(mlpWidth)")
+        try check((1...limits.width).contains(embeddingWidth) && embeddingWidth % headCount == 0,
+                  "embedding width \(embeddingWidth) must be a multiple of the head count \(headCount) between 1 and \(limits.width)")
+        try check((1...limits.mlpWidth).contains(mlpWidth), "MLP width must be between 1 and \(limits.mlpWidth), got \(mlpWidth)")
         try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got \(dropout)")
-        try check(layerNormEpsilon > 0, "LayerNorm epsilon must be positive")
+        try check(layerNormEpsilon > 0 && layerNormEpsilon <= 1, "LayerNorm epsilon must be in (0, 1], got \(layerNormEpsilon)")
         try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
         if let patterns = attentionPatterns {
             try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
             for pattern in patterns {
                 try check(pattern.isValid, "attention pattern \(pattern): windows, strides and blocks must be positive, "
                           + "and a fixed block's summaries between 1 and the block")
+                let sizes: [Int]
+                switch pattern {
+                case .dense: sizes = []
+                case .local(let window): sizes = [window]
+                case .strided(let window, let stride): sizes = [window, stride]
+                case .fixed(let block, let summaries): sizes = [block, summaries]
+                }
+                try check(sizes.allSatisfy { $0 <= limits.contextLength }, "attention pattern \(pattern): sizes must be at most \(limits.contextLength)")
             }
         }
         try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
+        // Within the limits these sums cannot overflow; the arena holds every value and its gradient (8 bytes each).
+        let bytes = 8 * parameterCount
+        let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        try check(bytes <= memory, String(format: "this model has %d parameters and needs %.1f GB for them and their gradients; this machine has %.1f GB",
+                                          parameterCount, Double(bytes) / 1e9, Double(memory) / 1e9))
+    }
+
+    /// The number of parameters of the language model (no task head), as `GPTModel` allocates them.
+    public var parameterCount: Int {
+        GPTModel.parameterShapes(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
     }
 
     /// GPT-3's published sizes (Brown et al. 2020, table 2.1): context 2048, GPT-2's vocabulary and conventions,

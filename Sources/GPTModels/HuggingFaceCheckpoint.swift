@@ -25,7 +25,8 @@ public enum HuggingFaceCheckpoint {
         } else if stored[TaskHead.valueWeight] != nil {
             head = .value
         } else if let score = file.entries[TaskHead.scoreWeight] {
-            head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0))
+            head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0,
+                                                                 vocabularySize: config.vocabularySize))
         }
         let model = try GPTModel(config: config, seed: 0, taskHead: head, initializeWeights: false)
         model.inputFormat = try readInputFormat(configURL)
@@ -87,11 +88,11 @@ public enum HuggingFaceCheckpoint {
         }
         if modelType == "gpt_neo" { return (try readNeoConfig(json, fail: fail), modelType) }
         func int(_ key: String, _ fallback: String? = nil) throws -> Int {
-            if let v = json[key] as? Int { return v }
-            if let f = fallback, let v = json[f] as? Int { return v }
+            if let v = JSONNumber.integer(json[key]) { return v }
+            if let f = fallback, json[key] == nil, let v = JSONNumber.integer(json[f]) { return v }
             throw fail("missing or non-integer '\(key)'")
         }
-        func number(_ key: String, default value: Double) -> Double { (json[key] as? NSNumber)?.doubleValue ?? value }
+        func number(_ key: String, default value: Double) throws -> Double { try Self.number(json, key, default: value, fail: fail) }
         if json["scale_attn_by_inverse_layer_idx"] as? Bool == true { throw fail("scale_attn_by_inverse_layer_idx is not supported") }
         if json["scale_attn_weights"] as? Bool == false { throw fail("scale_attn_weights = false is not supported") }
         if json["add_cross_attention"] as? Bool == true { throw fail("add_cross_attention is not supported") }
@@ -103,12 +104,13 @@ public enum HuggingFaceCheckpoint {
         case ("gpt2", "gelu"): activation = .none
         default: throw fail("unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
         }
-        let dropout = [number("resid_pdrop", default: 0.1), number("embd_pdrop", default: 0.1)].max()!
+        let dropout = try ["resid_pdrop", "embd_pdrop", "attn_pdrop"].map { try probability($0, json, default: 0.1, fail: fail) }.max()!
+        guard width <= GPTConfig.limits.width else { throw fail("'n_embd' must be between 1 and \(GPTConfig.limits.width), got \(width)") }
         var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("n_positions", "n_ctx"),
             layerCount: try int("n_layer"), headCount: try int("n_head"), embeddingWidth: width,
-            mlpWidth: (json["n_inner"] as? Int) ?? 4 * width, activation: activation,
-            layerNormEpsilon: Float(number("layer_norm_epsilon", default: 1e-5)), dropout: Float(dropout),
+            mlpWidth: json["n_inner"] == nil || json["n_inner"] is NSNull ? 4 * width : try int("n_inner"), activation: activation,
+            layerNormEpsilon: Float(try number("layer_norm_epsilon", default: 1e-5)), dropout: Float(dropout),
             positions: json["swiftgpt_positions"] as? String == "sinusoidal" ? .sinusoidal : .learned,
             layout: modelType == "gpt2" ? .preNorm : .postNorm,
             tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
@@ -120,6 +122,20 @@ public enum HuggingFaceCheckpoint {
         return (config, modelType)
     }
 
+    /// A number field of a config.json: finite when present, `value` when absent.
+    static func number(_ json: [String: Any], _ key: String, default value: Double, fail: (String) -> FileError) throws -> Double {
+        guard let raw = json[key], !(raw is NSNull) else { return value }
+        guard let x = JSONNumber.finite(raw) else { throw fail("'\(key)' must be a finite number, got \(raw)") }
+        return x
+    }
+
+    /// A dropout probability of a config.json: in [0, 1) when present.
+    static func probability(_ key: String, _ json: [String: Any], default value: Double, fail: (String) -> FileError) throws -> Double {
+        let p = try number(json, key, default: value, fail: fail)
+        guard p >= 0 && p < 1 else { throw fail("'\(key)' must be a probability in [0, 1), got \(p)") }
+        return p
+    }
+
     /// Keys under which a GPT-2 or OpenAI-GPT config.json keeps local attention layers (only SwiftGPT reads them).
     static let attentionLayersKey = "swiftgpt_attention_layers", windowKey = "swiftgpt_window_size", strideKey = "swiftgpt_stride",
         summariesKey = "swiftgpt_summaries"
@@ -129,7 +145,7 @@ public enum HuggingFaceCheckpoint {
     static func attentionPatterns(_ layers: Any, window: Any?, stride: Any? = nil, summaries: Any? = nil,
                                   fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
         guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of kinds (global, local, …)") }
-        let size = window as? Int, step = stride as? Int, count = summaries as? Int
+        let size = JSONNumber.integer(window), step = JSONNumber.integer(stride), count = JSONNumber.integer(summaries)
         if kinds.contains(where: { $0 == "local" || $0 == "local+strided" }), (size ?? 0) <= 0 {
             throw fail("local attention layers need a positive integer window size")
         }
@@ -147,17 +163,25 @@ public enum HuggingFaceCheckpoint {
     /// `attention_types` alternating global and local (windowed) layers.
     static func readNeoConfig(_ json: [String: Any], fail: (String) -> FileError) throws -> GPTConfig {
         func int(_ key: String) throws -> Int {
-            guard let v = json[key] as? Int else { throw fail("missing or non-integer '\(key)'") }
+            guard let v = JSONNumber.integer(json[key]) else { throw fail("missing or non-integer '\(key)'") }
             return v
         }
-        func number(_ key: String, default value: Double) -> Double { (json[key] as? NSNumber)?.doubleValue ?? value }
+        func number(_ key: String, default value: Double) throws -> Double { try Self.number(json, key, default: value, fail: fail) }
         let width = try int("hidden_size"), layerCount = try int("num_layers")
+        guard (1...GPTConfig.limits.layerCount).contains(layerCount) else {
+            throw fail("'num_layers' must be between 1 and \(GPTConfig.limits.layerCount), got \(layerCount)")
+        }
+        guard width <= GPTConfig.limits.width else { throw fail("'hidden_size' must be between 1 and \(GPTConfig.limits.width), got \(width)") }
         // attention_types: [[["global", "local"], 2]] → global, local, global, local.
         guard let types = json["attention_types"] as? [[Any]] else { throw fail("missing or malformed 'attention_types'") }
         var kinds: [String] = []
         for entry in types {
-            guard entry.count == 2, let pattern = entry[0] as? [String], let repeats = entry[1] as? Int, repeats >= 0 else {
+            guard entry.count == 2, let pattern = entry[0] as? [String], let repeats = JSONNumber.integer(entry[1]), repeats >= 0 else {
                 throw fail("malformed 'attention_types' entry (expected [[kinds…], repeats])")
+            }
+            // Expanded only while it can still match num_layers (a repeat count of 2^62 is refused, not looped over).
+            guard repeats == 0 || pattern.count <= (layerCount - kinds.count) / repeats else {
+                throw fail("'attention_types' gives more layers than num_layers (\(layerCount))")
             }
             for _ in 0..<repeats { kinds += pattern }
         }
@@ -170,9 +194,10 @@ public enum HuggingFaceCheckpoint {
         }
         var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("max_position_embeddings"), layerCount: layerCount,
-            headCount: try int("num_heads"), embeddingWidth: width, mlpWidth: (json["intermediate_size"] as? Int) ?? 4 * width,
-            activation: activation, layerNormEpsilon: Float(number("layer_norm_epsilon", default: 1e-5)),
-            dropout: Float([number("resid_dropout", default: 0), number("embed_dropout", default: 0)].max()!),
+            headCount: try int("num_heads"), embeddingWidth: width,
+            mlpWidth: json["intermediate_size"] == nil || json["intermediate_size"] is NSNull ? 4 * width : try int("intermediate_size"),
+            activation: activation, layerNormEpsilon: Float(try number("layer_norm_epsilon", default: 1e-5)),
+            dropout: Float(try ["resid_dropout", "embed_dropout", "attention_dropout"].map { try probability($0, json, default: 0, fail: fail) }.max()!),
             layout: .preNorm, tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
         config.attentionPatterns = try attentionPatterns(kinds, window: json["window_size"], fail: fail)
         config.attentionScale = 1
@@ -214,18 +239,22 @@ public enum HuggingFaceCheckpoint {
     static func readInputFormat(_ url: URL) throws -> InputFormat? {
         guard let data = FileManager.default.contents(atPath: url.path),
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any], let format = json[inputFormatKey] else { return nil }
+        // JSONSerialization stops the process on a value that is not a container: check before re-encoding it.
+        guard JSONSerialization.isValidJSONObject(format) else {
+            throw FileError(url: url, message: "'\(inputFormatKey)' must be an object describing the input format, got \(format)")
+        }
         do { return try JSONDecoder().decode(InputFormat.self, from: JSONSerialization.data(withJSONObject: format)) } catch {
             throw FileError(url: url, message: "'\(inputFormatKey)' is not a valid input format (\(error))")
         }
     }
 
     /// The sequence-classification head that config.json describes for a `score` of `labelCount` rows.
-    static func readClassification(_ url: URL, labelCount: Int) throws -> SequenceClassification {
+    static func readClassification(_ url: URL, labelCount: Int, vocabularySize: Int) throws -> SequenceClassification {
         func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
         guard let data = FileManager.default.contents(atPath: url.path),
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
         let labelNames = json["id2label"] as? [String: String] ?? [:]
-        let count = json["num_labels"] as? Int ?? (labelNames.isEmpty ? labelCount : labelNames.count)
+        let count = JSONNumber.integer(json["num_labels"]) ?? (labelNames.isEmpty ? labelCount : labelNames.count)
         guard count == labelCount, count > 0 else {
             throw fail("num_labels / id2label give \(count) labels, but score.weight has \(labelCount) rows")
         }
@@ -239,8 +268,11 @@ public enum HuggingFaceCheckpoint {
             }
             problem = known
         }
-        guard let pad = json["pad_token_id"] as? Int else {
+        guard let pad = JSONNumber.integer(json["pad_token_id"]) else {
             throw fail("a sequence-classification model needs 'pad_token_id' (the head reads each row's last non-pad token)")
+        }
+        guard (0..<vocabularySize).contains(pad) else {
+            throw fail("'pad_token_id' \(pad) is not a token id of the model (0..<\(vocabularySize))")
         }
         return SequenceClassification(labels: labels, problem: problem, padTokenID: Int32(pad))
     }

@@ -57,18 +57,37 @@ public struct SafeTensors {
                 continue
             }
             guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
+                  let shapeValues = info["shape"] as? [Any], let offsetValues = info["data_offsets"] as? [Any], offsetValues.count == 2
             else { throw fail("corrupt safetensors header: entry '\(name)' lacks dtype, shape or data_offsets") }
             guard let dtype = DType(rawValue: dtypeName) else {
                 throw fail("tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16, F64, I64, I32)")
             }
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= payload else {
+            let shape = shapeValues.compactMap { JSONNumber.integer($0) }, offsets = offsetValues.compactMap { JSONNumber.integer($0) }
+            guard shape.count == shapeValues.count, shape.allSatisfy({ $0 >= 0 }) else {
+                throw fail("corrupt safetensors header: tensor '\(name)' has shape \(shapeValues), not a list of non-negative integers")
+            }
+            guard offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= payload else {
                 throw fail("corrupt safetensors header: tensor '\(name)' lies outside the file (truncated?)")
             }
-            guard offsets[1] - offsets[0] == shape.reduce(1, *) * dtype.size else {
+            // Sizes with checked arithmetic: a shape such as [2^62] overflows Int when multiplied out.
+            var bytes: Int? = dtype.size
+            for dimension in shape { bytes = bytes.flatMap { b in b.multipliedReportingOverflow(by: dimension).overflow ? nil : b * dimension } }
+            guard let bytes, bytes == offsets[1] - offsets[0] else {
                 throw fail("corrupt safetensors header: tensor '\(name)' of shape \(shape) does not fill its \(offsets[1] - offsets[0]) bytes")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, byteRange: offsets[0]..<offsets[1])
+        }
+        // The format indexes the whole data buffer, without holes or overlaps.
+        var end = 0
+        for (name, entry) in entries.sorted(by: { ($0.value.byteRange.lowerBound, $0.value.byteRange.upperBound) < ($1.value.byteRange.lowerBound, $1.value.byteRange.upperBound) }) {
+            guard entry.byteRange.lowerBound == end else {
+                throw fail("corrupt safetensors header: tensor '\(name)' starts at byte \(entry.byteRange.lowerBound) of the data, "
+                           + (entry.byteRange.lowerBound < end ? "inside the tensor before it (they overlap)" : "after a gap from byte \(end)"))
+            }
+            end = entry.byteRange.upperBound
+        }
+        guard end == payload else {
+            throw fail("corrupt safetensors file: the tensors cover \(end) bytes of data, the file holds \(payload)")
         }
         self.entries = entries
         self.metadata = metadata

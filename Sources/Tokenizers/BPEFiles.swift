@@ -58,8 +58,9 @@ extension BPETokenizer {
         var vocabulary: [String: Int] = [:]
         vocabulary.reserveCapacity(map.count)
         for (token, value) in map {
-            guard let id = (value as? NSNumber)?.intValue, id >= 0, id < 1 << 30 else {
-                throw FileError(url: url, message: "token \(token.debugDescription) has no valid id")
+            // Ids number the tokens 0..<count, so a larger one is an error (and never sizes an allocation).
+            guard let id = JSONNumber.integer(value), id >= 0, id < map.count else {
+                throw FileError(url: url, message: "token \(token.debugDescription) has id \(value), not an integer in 0..<\(map.count) (the number of tokens)")
             }
             vocabulary[token] = id
         }

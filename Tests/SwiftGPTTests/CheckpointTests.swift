@@ -169,6 +169,70 @@ final class CheckpointTests: XCTestCase {
         expectError("unexpected tensor 'transformer.extra.weight'")
     }
 
+    /// Hostile or corrupted model folders (what fuzzing found crashing the loader or allocating without bound): each
+    /// refused with an error naming the file and the field.
+    func testHostileModelFoldersAreRefusedNamingTheField() throws {
+        let dir = try temporaryDirectory(self)
+        let neo = dir.appendingPathComponent("neo"), gpt2 = dir.appendingPathComponent("gpt2")
+        try HuggingFaceCheckpoint.save(try GPTModel(config: tinyConfig()), to: gpt2)
+        try HuggingFaceCheckpoint.save(try GPTModel(config: tinyNeoConfig()), to: neo)
+        func expectError(_ folder: URL, _ fragments: [String], edit: (inout [String: Any]) -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
+            let url = folder.appendingPathComponent("config.json")
+            let good = try Data(contentsOf: url)
+            defer { try? good.write(to: url) }
+            var json = try XCTUnwrap(JSONSerialization.jsonObject(with: good) as? [String: Any])
+            edit(&json)
+            try JSONSerialization.data(withJSONObject: json).write(to: url)
+            XCTAssertThrowsError(try HuggingFaceCheckpoint.load(from: folder), file: file, line: line) { error in
+                for fragment in ["config.json"] + fragments {
+                    XCTAssertTrue("\(error)".contains(fragment), "'\(error)' does not mention '\(fragment)'", file: file, line: line)
+                }
+            }
+        }
+        try expectError(gpt2, ["n_embd"]) { $0["n_embd"] = Int.max }
+        try expectError(gpt2, ["vocabulary size"]) { $0["vocab_size"] = 10_000_000_000 }
+        try expectError(gpt2, ["context length"]) { $0["n_positions"] = 1_000_000_000 }
+        try expectError(gpt2, ["MLP width"]) { $0["n_inner"] = 1_000_000_000 }
+        try expectError(gpt2, ["layer count"]) { $0["n_layer"] = 1_000_000_000 }
+        try expectError(gpt2, ["GB", "this machine has"]) { $0["n_layer"] = 4096; $0["n_embd"] = 8192; $0["n_head"] = 64 }
+        try expectError(gpt2, ["n_embd"]) { $0["n_embd"] = 12.5 }
+        try expectError(gpt2, ["LayerNorm epsilon"]) { $0["layer_norm_epsilon"] = 1e12 }
+        try expectError(gpt2, ["resid_pdrop"]) { $0["resid_pdrop"] = -1 }
+        try expectError(gpt2, ["swiftgpt_input_format"]) { $0["swiftgpt_input_format"] = "bogus" }
+        try expectError(gpt2, ["window"]) { $0["swiftgpt_attention_layers"] = ["global", "local"]; $0["swiftgpt_window_size"] = 1 << 62 }
+        try expectError(neo, ["window"]) { $0["window_size"] = 1 << 62 }
+        try expectError(neo, ["attention_types"]) { $0["attention_types"] = [[["global", "local"], 1 << 62]] }
+        try expectError(neo, ["attention_types"]) { $0["attention_types"] = [[["global", "local"], 1.5]] }
+
+        // A sequence-classification model whose pad id is not a token.
+        let classifier = dir.appendingPathComponent("classifier")
+        let head = TaskHead.sequenceClassification(SequenceClassification(labels: ["a", "b"], problem: .singleLabel, padTokenID: 0))
+        try HuggingFaceCheckpoint.save(try GPTModel(config: tinyConfig(), taskHead: head), to: classifier)
+        try expectError(classifier, ["pad_token_id"]) { $0["pad_token_id"] = 1_000_000_000_000 }
+
+        // safetensors headers: shapes whose size overflows, fractions, overlapping and gapped tensors.
+        let weights = gpt2.appendingPathComponent("model.safetensors")
+        let good = try Data(contentsOf: weights)
+        func expectWeightsError(_ header: String, payload: Int, _ fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+            var bytes = Data(header.utf8)
+            var length = UInt64(bytes.count).littleEndian
+            bytes = Data(bytes: &length, count: 8) + bytes + Data(count: payload)
+            try bytes.write(to: weights)
+            defer { try? good.write(to: weights) }
+            XCTAssertThrowsError(try SafeTensors(contentsOf: weights), file: file, line: line) { error in
+                XCTAssertTrue("\(error)".contains("model.safetensors") && "\(error)".contains(fragment), "'\(error)' does not mention '\(fragment)'", file: file, line: line)
+            }
+        }
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 16]}}"#, payload: 16, "does not fill")
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [4611686018427387904, 4], "data_offsets": [0, 0]}}"#, payload: 0, "does not fill")
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}"#, payload: 16, "non-negative integers")
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}"#,
+                               payload: 24, "overlap")
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}}"#,
+                               payload: 32, "gap")
+        try expectWeightsError(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, payload: 16, "cover 8 bytes")
+    }
+
     func testFailedWriteLeavesNoPartialFile() throws {
         let dir = try temporaryDirectory(self)
         let target = dir.appendingPathComponent("file.bin")

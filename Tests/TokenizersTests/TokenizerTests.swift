@@ -177,6 +177,13 @@ final class GPT2TokenizerTests: XCTestCase {
         }
         try Data("{\"a\": ".utf8).write(to: vocabulary)
         XCTAssertThrowsError(try TokenizerLoading.load(folder.path)) { XCTAssertTrue("\($0)".contains("vocab.json"), "\($0)") }
+        // An id far beyond the number of tokens (it once sized a gigabyte table), or not an integer.
+        for id in ["1073741823", "2.5", "true"] {
+            try Data(("{" + bytes.joined(separator: ", ") + ", \"ab\": \(id)}").utf8).write(to: vocabulary)
+            XCTAssertThrowsError(try TokenizerLoading.load(folder.path)) {
+                XCTAssertTrue("\($0)".contains("vocab.json") && "\($0)".contains("0..<257"), "\($0)")
+            }
+        }
         try FileManager.default.removeItem(at: vocabulary)
         XCTAssertThrowsError(try TokenizerLoading.load(folder.path))
     }
