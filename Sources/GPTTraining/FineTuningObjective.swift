@@ -93,6 +93,28 @@ public final class FineTuningObjective: TrainingObjective {
 }
 
 extension FineTuningObjective {
+    /// The number of classes: `given`, which every label must be below, or else the largest label + 1 (at least 2),
+    /// provided every class below it has a training example (a label of 7 in a binary task is a mistake to report,
+    /// not an 8-class head to train).
+    static func classCount(_ examples: [TaskExample], given: Int?, file: URL) throws -> Int {
+        let labelled = examples.compactMap { example in example.label?.classIndex.map { (line: example.line, label: $0) } }
+        if let given {
+            if let bad = labelled.first(where: { $0.label >= given }) {
+                throw FileError(url: file, message: "line \(bad.line): field 'label' is \(bad.label), but the task has \(given) classes (--classes)")
+            }
+            return given
+        }
+        let count = max(2, (labelled.map(\.label).max() ?? 0) + 1)
+        let seen = Set(labelled.map(\.label))
+        let missing = (0..<count).filter { !seen.contains($0) }
+        if !missing.isEmpty, let largest = labelled.max(by: { $0.label < $1.label }), largest.label >= 2 {
+            throw FileError(url: file, message: "the labels go up to \(largest.label) (line \(largest.line)), but no example has class "
+                            + "\(missing.prefix(5).map(String.init).joined(separator: ", "))\(missing.count > 5 ? ", …" : ""); "
+                            + "fix the labels, or give the number of classes with --classes")
+        }
+        return count
+    }
+
     /// The model a new fine-tuning run starts from: the configuration's `initFrom` model (pretrained weights, or
     /// the same architecture from random weights when `pretrained` is false) with the three special tokens
     /// appended to its vocabulary and its tokenizer, and a task head chosen by the task and the training labels
@@ -120,8 +142,8 @@ extension FineTuningObjective {
         } else if examples.contains(where: { $0.label?.classIndex == nil }) {
             head = .sequenceClassification(SequenceClassification(labels: ["score"], problem: .regression, padTokenID: format.start))
         } else {
-            let largest = examples.compactMap { $0.label?.classIndex }.max() ?? 0
-            head = .sequenceClassification(SequenceClassification(labels: (0...max(1, largest)).map { "LABEL_\($0)" },
+            let count = try classCount(examples, given: settings.classCount, file: URL(fileURLWithPath: settings.train))
+            head = .sequenceClassification(SequenceClassification(labels: (0..<count).map { "LABEL_\($0)" },
                                                                   problem: .singleLabel, padTokenID: format.start))
         }
         var model = try base.adapted(vocabularySize: base.config.vocabularySize + InputFormat.specialTokenNames.count,

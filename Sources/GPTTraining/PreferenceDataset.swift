@@ -40,9 +40,12 @@ public enum PreferenceDataset {
                               contextLength: Int) throws -> [EncodedExample] {
         try pairs.map { pair in
             var rows: [[Int32]] = []
-            for reply in [pair.chosen, pair.rejected] {
+            for (name, reply) in [("chosen", pair.chosen), ("rejected", pair.rejected)] {
                 do { rows.append(try tokenizer.encode(pair.prompt + reply)) } catch {
                     throw FileError(url: source, message: "line \(pair.line): \(error)")
+                }
+                guard !rows.last!.isEmpty else {
+                    throw FileError(url: source, message: "line \(pair.line): fields 'prompt' and '\(name)' are empty together: a reward model needs text to score")
                 }
             }
             let truncated = rows.contains { $0.count > contextLength }

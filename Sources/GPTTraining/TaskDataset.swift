@@ -73,6 +73,9 @@ public enum TaskDataset {
         guard isInteger, number.intValue >= 0 else {
             throw fail("field 'label' must be a class index (an integer ≥ 0), got \(number)")
         }
+        guard number.intValue < FineTuningSettings.maxClassCount else {
+            throw fail("field 'label' is \(number), beyond the \(FineTuningSettings.maxClassCount) classes a task may have")
+        }
         if let choiceCount, number.intValue >= choiceCount {
             throw fail("field 'label' is \(number.intValue), but there are only \(choiceCount) choices")
         }
@@ -90,7 +93,11 @@ extension InputFormat {
     /// Tokenizes every example's texts (read from `source`, which errors name with the line) and lays them out as
     /// sequences of at most `contextLength` tokens.
     public func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
-        try examples.map { example in
+        let needed = task == .classification ? 3 : 4
+        guard contextLength >= needed else {
+            throw ConfigurationError(message: "a context of \(contextLength) tokens cannot hold a \(task.rawValue) input (its special tokens and one token of text need \(needed))")
+        }
+        return try examples.map { example in
             let segments: [[Int32]]
             do { segments = try example.segments.map { try tokenizer.encode($0) } } catch {
                 throw FileError(url: source, message: "line \(example.line): \(error)")

@@ -39,6 +39,8 @@ public final class Trainer {
     private var dropoutRandom: SeededRandom
     private var bestScore: Double?
     private let output: URL
+    /// Whether this run created its output folder (removed again if the run fails before its first checkpoint).
+    private var createdOutput = false
     /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
     public private(set) var trainingSeconds: Double = 0
 
@@ -148,6 +150,7 @@ public final class Trainer {
         encoder.outputFormatting = .sortedKeys
         try group.checkSame(try encoder.encode(configuration), what: "settings")
         guard group.isMain else { return }
+        createdOutput = !FileManager.default.fileExists(atPath: output.path)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if state == nil { for line in try TrainingCheckpoint.recover(in: output) { print(line) } }
         if state == nil {
@@ -160,6 +163,17 @@ public final class Trainer {
     /// Runs until `maxIterations` steps are done, or `shouldStop` says so after a step (then a checkpoint is
     /// written first). A loss or gradient that is not finite stops the run with an error; the last checkpoint stays.
     public func run(shouldStop: () -> Bool = { false }, events: (Event) -> Void = { _ in }) throws -> Outcome {
+        do {
+            return try loop(shouldStop: shouldStop, events: events)
+        } catch {
+            // A run that fails before its first checkpoint leaves nothing behind in the folder it created.
+            let fm = FileManager.default
+            if createdOutput && !fm.fileExists(atPath: output.appendingPathComponent("last").path) { try? fm.removeItem(at: output) }
+            throw error
+        }
+    }
+
+    private func loop(shouldStop: () -> Bool, events: (Event) -> Void) throws -> Outcome {
         let c = configuration
         var window: [(Double, Double)] = []
         while step < c.maxIterations {

@@ -213,6 +213,11 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
     public var warmupFraction: Float = 0.002
     /// Whether the body keeps the pretrained weights (false: the same architecture from random weights).
     public var pretrained = true
+    /// The number of classes of a classification, entailment or integer similarity task; nil: the largest training
+    /// label + 1, every class below it present in the training data.
+    public var classCount: Int?
+    /// The most classes a task may have.
+    public static let maxClassCount = 1 << 16
 
     public init(task: InputFormat.Task, train: String, dev: String) {
         self.task = task
@@ -225,6 +230,9 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
         guard (0..<1).contains(headDropout) else { throw ConfigurationError(message: "head dropout must be in [0, 1)") }
         guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
         guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+        if let classCount, !(2...Self.maxClassCount).contains(classCount) {
+            throw ConfigurationError(message: "the number of classes must be between 2 and \(Self.maxClassCount), got \(classCount)")
+        }
     }
 }
 

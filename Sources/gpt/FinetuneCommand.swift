@@ -32,6 +32,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
     @Option(help: "λ, the weight of the auxiliary language-model loss (0: off).") var lmWeight: Float = 0.5
     @Option(help: "Dropout on the pooled state before the head.") var headDropout: Float = 0.1
+    @Option(help: "Number of classes of a classification, entailment or integer similarity task (default: the largest training label + 1, every class below it present).")
+    var classes: Int?
     @OptionGroup var options: ExampleTrainingOptions
 
     func run() throws {
@@ -46,6 +48,7 @@ struct FinetuneCommand: ParsableCommand {
             settings.lmWeight = lmWeight
             settings.headDropout = headDropout
             settings.pretrained = initialization == "pretrained"
+            settings.classCount = classes
             var c = options.configuration(model: model, defaults: defaults)
             c.fineTuning = settings
             return c

@@ -295,5 +295,40 @@ final class FineTuningTests: XCTestCase {
         XCTAssertThrowsError(try Trainer(configuration: settings(base: base, train: wrongLabel, dev: devWithThree, out: out))) { error in
             XCTAssertTrue("\(error)".contains("dev2.jsonl: line 1: field 'label' is 2, but the model has 2 labels"), "\(error)")
         }
+        // A label of 10^18 (it once sized a head of 10^18 classes), a 7 in a binary task, a label beyond --classes.
+        let huge = try writeLines([#"{"text": "ab", "label": 1000000000000000000}"#], "huge.jsonl", in: folder)
+        XCTAssertThrowsError(try Trainer(configuration: settings(base: base, train: huge, dev: dev, out: out))) { error in
+            XCTAssertTrue("\(error)".contains("huge.jsonl: line 1: field 'label' is 1000000000000000000, beyond the 65536 classes"), "\(error)")
+        }
+        let seven = try writeLines([#"{"text": "ab", "label": 1}"#, #"{"text": "ab", "label": 0}"#, #"{"text": "ba", "label": 7}"#], "seven.jsonl", in: folder)
+        XCTAssertThrowsError(try Trainer(configuration: settings(base: base, train: seven, dev: dev, out: out))) { error in
+            XCTAssertTrue("\(error)".contains("seven.jsonl: the labels go up to 7 (line 3), but no example has class 2, 3, 4, 5, 6"), "\(error)")
+        }
+        var withClasses = settings(base: base, train: seven, dev: dev, out: out)
+        withClasses.fineTuning!.classCount = 3
+        XCTAssertThrowsError(try Trainer(configuration: withClasses)) { error in
+            XCTAssertTrue("\(error)".contains("seven.jsonl: line 3: field 'label' is 7, but the task has 3 classes"), "\(error)")
+        }
+        withClasses.fineTuning!.classCount = 8
+        let eightClasses = try Trainer(configuration: withClasses)
+        guard case .sequenceClassification(let head)? = eightClasses.model.taskHead else { return XCTFail("no classifier head") }
+        XCTAssertEqual(head.labels.count, 8)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("last").path))
+    }
+
+    /// A run that fails before its first checkpoint (here a non-finite loss at the first step) removes the output
+    /// folder it created.
+    func testARunFailingBeforeItsFirstCheckpointLeavesNothing() throws {
+        let folder = try temporaryDirectory(self)
+        let base = try baseModel(in: folder)
+        let model = try HuggingFaceCheckpoint.load(from: base)
+        model.parameters["h.0.mlp.c_fc.weight"].value.fill(.nan)
+        try HuggingFaceCheckpoint.save(model, to: base)
+        let train = try syntheticTask(40, seed: 3, in: folder, name: "train.jsonl"), dev = try syntheticTask(10, seed: 4, in: folder, name: "dev.jsonl")
+        let out = folder.appendingPathComponent("run")
+        let trainer = try Trainer(configuration: settings(base: base, train: train, dev: dev, out: out))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.path))
+        XCTAssertThrowsError(try trainer.run()) { error in XCTAssertTrue("\(error)".contains("stopping"), "\(error)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "the failed run's folder is removed")
     }
 }

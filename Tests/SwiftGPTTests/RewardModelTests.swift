@@ -87,6 +87,11 @@ final class RewardModelTests: XCTestCase {
         XCTAssertThrowsError(try Trainer(configuration: try settings(in: folder, train: bad, dev: bad))) { error in
             XCTAssertTrue("\(error)".contains("chars.jsonl: line 2"), "\(error)")
         }
+        // A pair whose prompt and reply are both empty (it once failed a precondition in attention mid-run).
+        let empty = try writeLines([good, #"{"prompt": "", "chosen": "", "rejected": ""}"#], "empty.jsonl", in: folder)
+        XCTAssertThrowsError(try Trainer(configuration: try settings(in: folder, train: empty, dev: empty))) { error in
+            XCTAssertTrue("\(error)".contains("empty.jsonl: line 2: fields 'prompt' and 'chosen' are empty"), "\(error)")
+        }
     }
 
     func testLongRowsKeepTheirEnd() throws {
