@@ -29,9 +29,10 @@ struct PrepareCommand: ParsableCommand {
         let urls = files.map { URL(fileURLWithPath: $0) }
         let chosen: any Tokenizer
         if tokenizer == "char" {
+            // The newline that separates documents is a character of the vocabulary, even when no file holds one.
             chosen = try CharacterTokenizer(corpus: try urls.flatMap { url in
                 try DataPreparation.readDocuments(url, fields: fieldList).map { String(decoding: $0, as: UTF8.self) }
-            })
+            } + ["\n"])
         } else {
             chosen = try TokenizerLoading.load(tokenizer)
         }

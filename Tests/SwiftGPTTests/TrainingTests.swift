@@ -191,4 +191,18 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(decoded.attention, ["global", "local"])
         XCTAssertEqual(decoded.window, 8)
     }
+
+    /// `gpt prepare --tokenizer char` on files whose last line has no newline (the newline joining them must still be
+    /// a character of the vocabulary).
+    func testPreparingCharactersOfFilesWithoutATrailingNewline() throws {
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        let folder = try temporaryDirectory(self)
+        let a = folder.appendingPathComponent("a.txt"), b = folder.appendingPathComponent("b.txt")
+        try Data("abcdefghij".utf8).write(to: a)
+        try Data("klmnopqrst".utf8).write(to: b)
+        let (status, output) = try runCapturingOutput(gpt, ["prepare", "--tokenizer", "char", "--out", folder.appendingPathComponent("data").path, a.path, b.path])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("vocabulary 21 (char)"), output)
+    }
 }
