@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test fuzz demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -26,6 +26,13 @@ build: deps
 test: deps
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build
+
+# libFuzzer targets for every parser of untrusted bytes (safetensors, config.json, tokenizer files, chat templates,
+# task data, API request bodies), each run FUZZ_SECONDS on the seeds in Fuzz/corpus; fails on a crash, leak or timeout.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	SWIFTGPT_FUZZ=1 $(SWIFT) build -c release --scratch-path .build/fuzz --product swiftgpt-fuzz -Xswiftc -sanitize=fuzzer,address
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The main job: nanoGPT's "baby GPT" recipe on Tiny Shakespeare at character level, then a sample.
 DEMO = .build/demo

@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 /// Kernels are SIMD code: build them for the CPU they run on (AVX-512 here), not baseline x86-64.
@@ -109,3 +110,15 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// `make fuzz` builds the libFuzzer targets of the parsers (Fuzz/Sources) into their own build folder, with the
+// whole package compiled for fuzzing (-sanitize=fuzzer,address); the ordinary build does not include them.
+if ProcessInfo.processInfo.environment["SWIFTGPT_FUZZ"] != nil {
+    package.targets.append(.executableTarget(
+        name: "swiftgpt-fuzz",
+        dependencies: ["GPTModels", "GPTTraining", "GPTServer", "TensorCore", "Tokenizers"],
+        path: "Fuzz/Sources",
+        swiftSettings: optimisation + [.unsafeFlags(["-parse-as-library"])]
+    ))
+    package.products.append(.executable(name: "swiftgpt-fuzz", targets: ["swiftgpt-fuzz"]))
+}

@@ -30,6 +30,9 @@ public enum HuggingFaceCheckpoint {
         }
         let model = try GPTModel(config: config, seed: 0, taskHead: head, initializeWeights: false)
         model.inputFormat = try readInputFormat(configURL)
+        if let format = model.inputFormat, let id = [format.start, format.delimiter, format.extract].first(where: { !(0..<Int32(config.vocabularySize)).contains($0) }) {
+            throw FileError(url: configURL, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
+        }
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove("wpe.weight") }
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {

@@ -4,11 +4,11 @@ import Tokenizers
 
 /// What a completion or chat request asks for, checked against the model: prompts as token ids and the sampling
 /// options of their completions.
-struct ParsedRequest {
+package struct ParsedRequest {
     /// One entry per prompt; each gets `options.count` completions.
-    var prompts: [[Int32]]
-    var options: SamplingOptions
-    var stream: Bool
+    package var prompts: [[Int32]]
+    package var options: SamplingOptions
+    package var stream: Bool
     /// Send a last chunk with the token usage (streaming).
     var includeUsage: Bool
     /// Chat: the generated text opens with this (cut from replies).
@@ -16,7 +16,7 @@ struct ParsedRequest {
 }
 
 /// The model a server answers for: what request parsing needs to know of it.
-struct ServedModel {
+package struct ServedModel {
     let name: String
     let tokenizer: any Tokenizer
     let contextLength: Int
@@ -24,11 +24,20 @@ struct ServedModel {
     let chatTemplate: ChatTemplate
     /// Most completions one request may ask for (n), bounded by the batch.
     let maxChoices: Int
+
+    package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int) {
+        self.name = name
+        self.tokenizer = tokenizer
+        self.contextLength = contextLength
+        self.vocabularySize = vocabularySize
+        self.chatTemplate = chatTemplate
+        self.maxChoices = maxChoices
+    }
 }
 
-enum CompletionRequests {
+package enum CompletionRequests {
     /// Reads `/v1/completions`' body.
-    static func completion(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
+    package static func completion(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
         var fields = try RequestFields(body)
         try checkModel(&fields, model)
         let prompts = try promptTokens(fields.raw("prompt"), model: model)
@@ -52,7 +61,7 @@ enum CompletionRequests {
 
     /// Reads `/v1/chat/completions`' body: the messages rendered with the model's chat template, generation stopping
     /// at the end of the assistant's turn.
-    static func chat(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
+    package static func chat(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
         var fields = try RequestFields(body)
         try checkModel(&fields, model)
         guard let messagesValue = fields.raw("messages") else { throw APIError.invalidRequest("'messages' is required", param: "messages") }
@@ -81,6 +90,35 @@ enum CompletionRequests {
         try fields.finish()
         return ParsedRequest(prompts: [prompt], options: options, stream: stream, includeUsage: includeUsage,
                              replyPrefix: template.replyPrefix)
+    }
+
+    /// Reads `/tokenize`'s body: the text's tokens, after the end-of-text token when `add_special` is true.
+    package static func tokenize(_ body: JSONValue, model: ServedModel) throws -> [Int32] {
+        var fields = try RequestFields(body)
+        fields.accept("model")
+        guard let content = try fields.string("content") else { throw APIError.invalidRequest("'content' is required", param: "content") }
+        let special = try fields.bool("add_special") ?? false
+        try fields.finish()
+        var tokens = try model.tokenizer.encode(content)
+        if special, let start = model.tokenizer.endOfText { tokens.insert(start, at: 0) }
+        return tokens
+    }
+
+    /// Reads `/detokenize`'s body: the text of its token ids.
+    package static func detokenize(_ body: JSONValue, model: ServedModel) throws -> String {
+        var fields = try RequestFields(body)
+        fields.accept("model")
+        guard case .array(let items)? = fields.raw("tokens") else {
+            throw APIError.invalidRequest("'tokens' must be a list of token ids", param: "tokens")
+        }
+        try fields.finish()
+        let ids = try items.map { item -> Int32 in
+            guard case .number(let n) = item, n == n.rounded(), n >= 0, n < Double(model.tokenizer.vocabularySize) else {
+                throw APIError.invalidRequest("'tokens' holds \(String(decoding: item.serialized, as: UTF8.self)), which is not a token id of this tokenizer", param: "tokens")
+            }
+            return Int32(n)
+        }
+        return try model.tokenizer.decode(ids)
     }
 
     private static func checkModel(_ fields: inout RequestFields, _ model: ServedModel) throws {

@@ -1,6 +1,7 @@
 import Atomics
 import Foundation
 import GPTModels
+import TensorCore
 
 /// The server's generation loop: one thread owns the model and a `BatchDecoder`; HTTP handlers submit requests
 /// to a bounded queue and read their events from an asynchronous stream. Between decoding steps the loop admits
@@ -90,6 +91,12 @@ final class GenerationEngine: @unchecked Sendable {
         while true {
             metrics.batchSize.set(Double(decoder.runningSequences))
             condition.lock()
+            if !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
+                // Idle: the buffers pooled while serving go back to the system.
+                condition.unlock()
+                TensorMemory.releasePooledBuffers()
+                condition.lock()
+            }
             while !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle { condition.wait() }
             if stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
                 condition.unlock()

@@ -11,7 +11,7 @@ public enum JSONValue: Equatable, Sendable {
     case object([String: JSONValue])
 
     /// Parses a request body; the error says what is wrong with it.
-    static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+    package static func parse(_ bytes: [UInt8]) throws -> JSONValue {
         guard String(validating: bytes, as: UTF8.self) != nil else {
             throw APIError.invalidRequest("the request body is not valid UTF-8")
         }

@@ -30,6 +30,9 @@ public struct ServerConfiguration: Sendable {
     public var receiveTimeout: Double = 30
     /// Connections open at once at most; a request on a connection beyond them is answered 503.
     public var maxConnections = 2048
+    /// Bytes of released tensor buffers kept for reuse while serving (more are returned to the system; all of them
+    /// when the server is idle).
+    public var poolBytes = 256 << 20
     /// Format of the weights decoding streams (a 16- or 8-bit one rounds the model's matrices, see `DecodeWeights`).
     public var precision = WeightFormat.float32
 
@@ -48,8 +51,8 @@ public final class OpenAIServer: Sendable {
 
     public init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration) throws {
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
-              configuration.maxBodyBytes >= 1 else {
-            throw GenerationError("max batch, max queue, prefill budget, max connections and max body bytes must be positive")
+              configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {
+            throw GenerationError("max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes not negative")
         }
         for (name, seconds) in [("request timeout", configuration.requestTimeout), ("receive timeout", configuration.receiveTimeout)] {
             guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError("the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
@@ -89,6 +92,7 @@ public final class OpenAIServer: Sendable {
     /// Serves until SIGINT or SIGTERM, then stops accepting connections, lets the requests in flight finish and
     /// returns. `onListening` gets the bound port.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        TensorMemory.poolLimitBytes = configuration.poolBytes
         engine.start()
         defer { engine.stop() }
         let receiveTimeout = TimeAmount.nanoseconds(Int64(configuration.receiveTimeout * 1e9))
@@ -173,30 +177,12 @@ public final class OpenAIServer: Sendable {
     // MARK: Tokens
 
     private func tokenize(_ request: Request) async throws -> Response {
-        var fields = try RequestFields(try await body(request))
-        fields.accept("model")
-        guard let content = try fields.string("content") else { throw APIError.invalidRequest("'content' is required", param: "content") }
-        let special = try fields.bool("add_special") ?? false
-        try fields.finish()
-        var tokens = try served.tokenizer.encode(content)
-        if special, let start = served.tokenizer.endOfText { tokens.insert(start, at: 0) }
+        let tokens = try CompletionRequests.tokenize(try await body(request), model: served)
         return Self.json(["tokens": .array(tokens.map { JSONValue(Int($0)) }), "count": JSONValue(tokens.count)])
     }
 
     private func detokenize(_ request: Request) async throws -> Response {
-        var fields = try RequestFields(try await body(request))
-        fields.accept("model")
-        guard case .array(let items)? = fields.raw("tokens") else {
-            throw APIError.invalidRequest("'tokens' must be a list of token ids", param: "tokens")
-        }
-        try fields.finish()
-        let ids = try items.map { item -> Int32 in
-            guard case .number(let n) = item, n == n.rounded(), n >= 0, n < Double(served.tokenizer.vocabularySize) else {
-                throw APIError.invalidRequest("'tokens' holds \(item), which is not a token id of this tokenizer", param: "tokens")
-            }
-            return Int32(n)
-        }
-        return Self.json(["content": .string(try served.tokenizer.decode(ids))])
+        Self.json(["content": .string(try CompletionRequests.detokenize(try await body(request), model: served))])
     }
 
     // MARK: Chat page

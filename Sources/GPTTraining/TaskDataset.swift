@@ -93,9 +93,8 @@ extension InputFormat {
     /// Tokenizes every example's texts (read from `source`, which errors name with the line) and lays them out as
     /// sequences of at most `contextLength` tokens.
     public func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
-        let needed = task == .classification ? 3 : 4
-        guard contextLength >= needed else {
-            throw ConfigurationError(message: "a context of \(contextLength) tokens cannot hold a \(task.rawValue) input (its special tokens and one token of text need \(needed))")
+        guard contextLength >= minimumContext else {
+            throw ConfigurationError(message: "a context of \(contextLength) tokens cannot hold the special tokens of a \(task.rawValue) input (\(minimumContext))")
         }
         return try examples.map { example in
             let segments: [[Int32]]

@@ -29,7 +29,7 @@ final class BufferPool: @unchecked Sendable {
     /// Buffers smaller than this are not worth pooling (nor rounding up).
     private static let minimumPooledCount = 4096
     /// Pooled memory above this bound is released to the system.
-    private let maximumPooledFloats = 1 << 31
+    private var maximumPooledFloats = 1 << 31
     /// Floats of the poolable buffers in use now, and the most in use since the last reset.
     private(set) var liveFloats = 0, peakLiveFloats = 0
 
@@ -89,13 +89,34 @@ final class BufferPool: @unchecked Sendable {
     }
 
     /// Returns every pooled buffer to the system.
-    func drain() {
+    func drain() { trim(toFloats: 0) }
+
+    /// Returns pooled buffers to the system, the largest first, until at most `limit` floats stay pooled.
+    func trim(toFloats limit: Int) {
         lock.lock()
-        for (_, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() } }
-        free = [:]
-        pooledFloats = 0
+        for size in free.keys.sorted(by: >) where pooledFloats > limit {
+            while pooledFloats > limit, let p = free[size]?.popLast() {
+                UnsafeMutableRawPointer(p).deallocate()
+                pooledFloats -= size
+            }
+            if free[size]?.isEmpty ?? false { free[size] = nil }
+        }
         lock.unlock()
     }
+
+    /// The most floats kept pooled; lowering it releases what is above.
+    var poolLimit: Int {
+        get { lock.lock(); defer { lock.unlock() }; return maximumPooledFloats }
+        set {
+            lock.lock()
+            maximumPooledFloats = max(newValue, 0)
+            lock.unlock()
+            trim(toFloats: newValue)
+        }
+    }
+
+    /// Floats in pooled buffers now.
+    var pooled: Int { lock.lock(); defer { lock.unlock() }; return pooledFloats }
 }
 
 /// Memory held by tensors (buffers of 16 KiB and more, which is where the memory is), for benchmarks: unlike the
@@ -110,4 +131,11 @@ public enum TensorMemory {
     /// exactly its size class, so a measurement of held memory started after this does not depend on what ran before
     /// (a pooled buffer up to twice the size asked for may otherwise serve a request).
     public static func releasePooledBuffers() { BufferPool.shared.drain() }
+    /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
+    public static var poolLimitBytes: Int {
+        get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }
+        set { BufferPool.shared.poolLimit = newValue / MemoryLayout<Float>.stride }
+    }
+    /// Bytes of released buffers kept for reuse now.
+    public static var pooledBytes: Int { BufferPool.shared.pooled * MemoryLayout<Float>.stride }
 }

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Soak test of `gpt serve` on loopback: CLIENTS threads send a mix of requests back to back for SECONDS — completions
+and chat, streaming and not, n 1-8, max_tokens 1-256, streams the client abandons midway, and bad requests (wrong
+types, out-of-range numbers, broken JSON, a non-JSON content type) — and every few seconds the server's resident
+memory (RSS) is sampled. Reports requests, answers by status, unexpected answers (a bad request answered otherwise
+than 4xx, a good one otherwise than 200 or 429), RSS over time and its growth after the first minute.
+
+Then it sends FUZZ raw requests (random mutations of valid ones at the byte level: truncated, garbled, with huge or
+false Content-Length, broken chunking) on fresh connections, each of which must be answered or closed by the
+server within the receive timeout plus a margin, and checks that the server still serves.
+
+Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--fuzz 10000]
+Without --model it makes a small random GPT-2-vocabulary model (4 layers, width 128).
+"""
+import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_model(gpt, work):
+    data, run = os.path.join(work, "data"), os.path.join(work, "run")
+    subprocess.run([gpt, "prepare", "--tokenizer", "gpt2", "--out", data, os.path.join(ROOT, "data/tinyshakespeare/input.txt")],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([gpt, "train", "--preset", "gpt2", "--layers", "4", "--width", "128", "--heads", "4", "--data", data, "--out", run,
+                    "--max-iterations", "1", "--batch-size", "1", "--context", "512", "--eval-interval", "1",
+                    "--eval-iterations", "1", "--warmup-iterations", "0"], check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(run, "last")
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+GOOD = [
+    lambda r: ("/v1/completions", {"prompt": "To be or not to be", "max_tokens": r.randint(1, 256), "n": r.randint(1, 8),
+                                   "temperature": r.choice([0, 0.7, 1.0]), "stream": r.random() < 0.5}),
+    lambda r: ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell me a story " * r.randint(1, 20)}],
+                                        "max_tokens": r.randint(1, 256), "n": r.randint(1, 4), "stream": r.random() < 0.5,
+                                        "top_p": 0.9}),
+    lambda r: ("/v1/completions", {"prompt": [r.randint(0, 50000) for _ in range(r.randint(1, 200))], "max_tokens": r.randint(1, 64),
+                                   "logprobs": r.randint(0, 5), "echo": r.random() < 0.5}),
+    lambda r: ("/tokenize", {"content": "Hello world " * r.randint(1, 50)}),
+]
+BAD = [
+    ("/v1/completions", {"prompt": "hi", "temperature": 1e30}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": "ten"}),
+    ("/v1/completions", {"prompt": "hi", "n": 99}),
+    ("/v1/chat/completions", {"messages": [], "max_tokens": 1}),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}),
+    ("/v1/completions", {"prompt": [1e300]}),
+    ("/detokenize", {"tokens": [-1]}),
+]
+
+
+class Tally:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.statuses = {}
+        self.unexpected = []
+        self.requests = 0
+
+    def add(self, status, ok, what):
+        with self.lock:
+            self.requests += 1
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if not ok and len(self.unexpected) < 20:
+                self.unexpected.append(f"{what}: {status}")
+
+
+def client(port, deadline, seed, tally):
+    r = random.Random(seed)
+    while time.time() < deadline:
+        kind = r.random()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            if kind < 0.15:
+                path, body = r.choice(BAD)
+                connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+                response = connection.getresponse(); response.read()
+                tally.add(response.status, 400 <= response.status < 500, f"bad {path} {body}")
+            elif kind < 0.2:
+                connection.request("POST", "/v1/completions", '{"prompt": "hi"', {"Content-Type": "application/json"})
+                response = connection.getresponse(); response.read()
+                tally.add(response.status, response.status == 400, "broken JSON")
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                connection.request("POST", "/v1/completions", '{"prompt": "hi"}', {"Content-Type": "text/plain"})
+                response = connection.getresponse(); response.read()
+                tally.add(response.status, response.status == 415, "text/plain")
+            else:
+                path, body = r.choice(GOOD)(r)
+                connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                if body.get("stream") and r.random() < 0.3:
+                    response.read(200)  # a client that goes away mid-stream
+                    connection.close()
+                    tally.add(response.status, response.status in (200, 429), f"abandoned {path}")
+                    continue
+                response.read()
+                tally.add(response.status, response.status in (200, 429), f"{path} {json.dumps(body)[:120]}")
+        except Exception as error:  # noqa: BLE001 — every failure is counted and reported
+            tally.add(type(error).__name__, False, f"exception {error}")
+        finally:
+            connection.close()
+
+
+def mutate(r, request):
+    data = bytearray(request)
+    for _ in range(r.randint(1, 8)):
+        choice = r.random()
+        if choice < 0.3 and data:
+            del data[r.randrange(len(data)):][: r.randint(1, 50)]
+        elif choice < 0.5 and data:
+            data[r.randrange(len(data))] = r.randrange(256)
+        elif choice < 0.7:
+            position = r.randrange(len(data) + 1)
+            data[position:position] = r.choice([b"\r\n", b"\x00", b"Content-Length: 18446744073709551615\r\n", b"{", b"9999999999",
+                                                 b"Transfer-Encoding: chunked\r\n", b"-1e400", b'"', b"\xff\xfe"])
+        else:
+            data = data[: r.randrange(len(data) + 1)]
+    return bytes(data)
+
+
+def fuzz(port, count, timeout):
+    r = random.Random(7)
+    bodies = [json.dumps(body(r)[1] if callable(body) else body[1]).encode() for body in GOOD + BAD]
+    unanswered, slowest = 0, 0.0
+    for i in range(count):
+        body = r.choice(bodies)
+        request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = mutate(r, request)
+        start = time.time()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(timeout + 10)
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR) if r.random() < 0.5 else None
+                while s.recv(65536):
+                    pass
+            except socket.timeout:
+                unanswered += 1
+            except OSError:
+                pass  # reset by the server: closed, as it should be
+        slowest = max(slowest, time.time() - start)
+        if (i + 1) % 1000 == 0:
+            print(f"  fuzzed {i + 1} requests, {unanswered} unanswered, slowest {slowest:.1f} s", flush=True)
+    return unanswered, slowest
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=300)
+    parser.add_argument("--fuzz", type=int, default=10000)
+    parser.add_argument("--receive-timeout", type=float, default=5)
+    parser.add_argument("--sample", type=float, default=10, help="seconds between RSS samples")
+    args = parser.parse_args()
+    gpt = os.path.join(ROOT, ".build/release/gpt")
+    with tempfile.TemporaryDirectory() as work:
+        model = args.model or make_model(gpt, work)
+        server = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--max-batch", "16", "--max-queue", "64",
+                                   "--receive-timeout", str(args.receive_timeout)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = ""
+        while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", seen)):
+            line = server.stdout.readline()
+            if not line:
+                raise SystemExit(f"gpt serve did not start: {seen}")
+            seen += line
+        port = int(match.group(1))
+        threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+        tally = Tally()
+        start = time.time()
+        deadline = start + args.seconds
+        threads = [threading.Thread(target=client, args=(port, deadline, seed, tally)) for seed in range(args.clients)]
+        for t in threads:
+            t.start()
+        samples = []
+        while any(t.is_alive() for t in threads):
+            samples.append((time.time() - start, rss_mb(server.pid), tally.requests))
+            print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MB  {samples[-1][2]} requests", flush=True)
+            time.sleep(args.sample)
+        for t in threads:
+            t.join()
+        time.sleep(2)
+        idle = rss_mb(server.pid)
+        after_minute = [rss for t, rss, _ in samples if t >= 60] or [samples[-1][1]]
+        print(f"soak: {args.clients} clients for {args.seconds} s: {tally.requests} requests; answers by status: "
+              f"{dict(sorted((str(k), v) for k, v in tally.statuses.items()))}; unexpected: {len(tally.unexpected)}")
+        for line in tally.unexpected:
+            print("  unexpected:", line)
+        print(f"RSS: first minute's end {after_minute[0]:.1f} MB, last sample {samples[-1][1]:.1f} MB, highest after the first minute "
+              f"{max(after_minute):.1f} MB ({(max(after_minute) / after_minute[0] - 1) * 100:+.1f}%), idle after the load {idle:.1f} MB")
+        unanswered, slowest = fuzz(port, args.fuzz, args.receive_timeout) if args.fuzz else (0, 0.0)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 3}), {"Content-Type": "application/json"})
+        alive = connection.getresponse().status == 200
+        crashed = server.poll() is not None
+        print(f"fuzz: {args.fuzz} raw requests, {unanswered} unanswered within {args.receive_timeout + 10:.0f} s, slowest {slowest:.1f} s; "
+              f"server {'crashed' if crashed else 'alive'}, {'serving' if alive else 'NOT serving'} afterwards")
+        server.terminate()
+        server.wait(timeout=60)
+        ok = not tally.unexpected and unanswered == 0 and alive and not crashed
+        print("OK" if ok else "FAILED")
+        sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
