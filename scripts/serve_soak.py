@@ -6,13 +6,14 @@ memory (RSS) is sampled. Reports requests, answers by status, unexpected answers
 than 4xx, a good one otherwise than 200 or 429), RSS over time and its growth after the first minute.
 
 Then it sends FUZZ raw requests (random mutations of valid ones at the byte level: truncated, garbled, with huge or
-false Content-Length, broken chunking) on fresh connections, each of which must be answered or closed by the
-server within the receive timeout plus a margin, and checks that the server still serves.
+false Content-Length, broken chunking), 64 connections at a time, each of which must be answered or closed by the
+server within the receive timeout plus 10 s, and checks that the server still serves.
 
 Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--fuzz 10000]
 Without --model it makes a small random GPT-2-vocabulary model (4 layers, width 128).
 """
 import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,30 +125,42 @@ def mutate(r, request):
     return bytes(data)
 
 
-def fuzz(port, count, timeout):
+def raw_exchange(port, data, shut, timeout):
+    """Sends raw bytes on a fresh connection and reads until the server closes it; returns (answered or closed in
+    time, seconds)."""
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(timeout + 10)
+        try:
+            s.sendall(data)
+            if shut:
+                s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+        except socket.timeout:
+            return False, time.time() - start
+        except OSError:
+            pass  # reset by the server: closed, as it should be
+    return True, time.time() - start
+
+
+def fuzz(port, count, timeout, concurrency=64):
     r = random.Random(7)
     bodies = [json.dumps(body(r)[1] if callable(body) else body[1]).encode() for body in GOOD + BAD]
-    unanswered, slowest = 0, 0.0
-    for i in range(count):
+    cases = []
+    for _ in range(count):
         body = r.choice(bodies)
         request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
                    + str(len(body)).encode() + b"\r\n\r\n" + body)
-        data = mutate(r, request)
-        start = time.time()
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            s.settimeout(timeout + 10)
-            try:
-                s.sendall(data)
-                s.shutdown(socket.SHUT_WR) if r.random() < 0.5 else None
-                while s.recv(65536):
-                    pass
-            except socket.timeout:
-                unanswered += 1
-            except OSError:
-                pass  # reset by the server: closed, as it should be
-        slowest = max(slowest, time.time() - start)
-        if (i + 1) % 1000 == 0:
-            print(f"  fuzzed {i + 1} requests, {unanswered} unanswered, slowest {slowest:.1f} s", flush=True)
+        cases.append((mutate(r, request), r.random() < 0.5))
+    unanswered, slowest, done = 0, 0.0, 0
+    with ThreadPoolExecutor(concurrency) as pool:
+        for answered, seconds in pool.map(lambda case: raw_exchange(port, case[0], case[1], timeout), cases):
+            unanswered += 0 if answered else 1
+            slowest = max(slowest, seconds)
+            done += 1
+            if done % 1000 == 0:
+                print(f"  fuzzed {done} requests, {unanswered} unanswered, slowest {slowest:.1f} s", flush=True)
     return unanswered, slowest
 
 

@@ -1,3 +1,4 @@
+import CMemoryHints
 import Foundation
 
 /// Owns one float buffer. Buffers are recycled through a pool keyed by size class, so a training step reuses warm
@@ -130,7 +131,11 @@ public enum TensorMemory {
     /// Returns the released buffers kept for reuse to the system. Until the pool fills again, every buffer taken has
     /// exactly its size class, so a measurement of held memory started after this does not depend on what ran before
     /// (a pooled buffer up to twice the size asked for may otherwise serve a request).
-    public static func releasePooledBuffers() { BufferPool.shared.drain() }
+    /// On Linux, glibc's free memory is handed back too (malloc_trim), which it otherwise keeps for later allocations.
+    public static func releasePooledBuffers() {
+        BufferPool.shared.drain()
+        _ = returnFreedMemoryToSystem()
+    }
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
     public static var poolLimitBytes: Int {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }
