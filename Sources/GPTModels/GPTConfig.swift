@@ -139,8 +139,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     public static let limits = (vocabularySize: Int(Int32.max), contextLength: 1 << 24, layerCount: 1 << 12,
                                 width: 1 << 17, mlpWidth: 1 << 19)
 
-    /// Throws a `ConfigurationError` describing the first inconsistency, if any, or saying how much memory a model
-    /// would need when it is more than this machine has.
+    /// Throws a `ConfigurationError` describing the first inconsistency, if any.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError(message: message) } }
         let limits = Self.limits
@@ -170,11 +169,18 @@ public struct GPTConfig: Codable, Equatable, Sendable {
             }
         }
         try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
-        // Within the limits these sums cannot overflow; the arena holds every value and its gradient (8 bytes each).
+    }
+
+    /// Throws a `ConfigurationError` when a model of this (valid) configuration needs more memory for its parameters
+    /// and their gradients (8 bytes a parameter, as `GPTModel` allocates them) than this machine has.
+    public func checkFitsInMemory() throws {
+        // Within `limits` the count cannot overflow.
         let bytes = 8 * parameterCount
         let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
-        try check(bytes <= memory, String(format: "this model has %d parameters and needs %.1f GB for them and their gradients; this machine has %.1f GB",
-                                          parameterCount, Double(bytes) / 1e9, Double(memory) / 1e9))
+        guard bytes <= memory else {
+            throw ConfigurationError(message: "this model has \(parameterCount) parameters and needs \(String(format: "%.1f", Double(bytes) / 1e9)) GB "
+                                     + "for them and their gradients; this machine has \(String(format: "%.1f", Double(memory) / 1e9)) GB")
+        }
     }
 
     /// The number of parameters of the language model (no task head), as `GPTModel` allocates them.

@@ -27,6 +27,7 @@ public final class GPTModel {
     /// every one (drawing them first would only cost time).
     init(config: GPTConfig, seed: UInt64, taskHead: TaskHead?, initializeWeights: Bool) throws {
         try config.validate()
+        try config.checkFitsInMemory()
         self.config = config
         self.taskHead = taskHead
         let specs = GPTModel.parameterShapes(config) + (taskHead?.parameterShapes(width: config.embeddingWidth) ?? [])

@@ -121,7 +121,10 @@ public enum HuggingFaceCheckpoint {
             config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey],
                                                              summaries: json[summariesKey], fail: fail)
         }
-        do { try config.validate() } catch { throw fail("\(error)") }
+        do {
+            try config.validate()
+            try config.checkFitsInMemory()
+        } catch { throw fail("\(error)") }
         return (config, modelType)
     }
 
@@ -205,7 +208,10 @@ public enum HuggingFaceCheckpoint {
         config.attentionPatterns = try attentionPatterns(kinds, window: json["window_size"], fail: fail)
         config.attentionScale = 1
         config.attentionBias = false
-        do { try config.validate() } catch { throw fail("\(error)") }
+        do {
+            try config.validate()
+            try config.checkFitsInMemory()
+        } catch { throw fail("\(error)") }
         return config
     }
 

@@ -10,6 +10,11 @@ final class ModelTests: XCTestCase {
         let gpt2 = try GPTConfig.preset("gpt2")
         let count = GPTModel.parameterShapes(gpt2).reduce(0) { $0 + $1.shape.reduce(1, *) }
         XCTAssertEqual(count, 124_439_808)  // GPT-2 small as published by Hugging Face
+        XCTAssertEqual(gpt2.parameterCount, count)
+        // GPT-3 175B needs 1.4 TB for its parameters and gradients: refused before anything is allocated.
+        XCTAssertThrowsError(try GPTModel(config: try GPTConfig.preset("gpt3-175b"))) { error in
+            XCTAssertTrue("\(error)".contains("174604259328 parameters") && "\(error)".contains("GB for them and their gradients"), "\(error)")
+        }
         XCTAssertThrowsError(try GPTConfig.preset("gpt5"))
         XCTAssertThrowsError(try GPTModel(config: GPTConfig(vocabularySize: 5, contextLength: 4, layerCount: 1, headCount: 3, embeddingWidth: 8)))
     }
