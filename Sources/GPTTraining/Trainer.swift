@@ -291,7 +291,9 @@ public final class Trainer {
         if group.isMain {
             var record: [String: Any] = evaluation.metrics
             record["step"] = step
-            record["score"] = evaluation.score
+            // The figure best/ is chosen by, unless the objective reports a "score" of its own (PPO's mean score,
+            // beside its objective).
+            if record["score"] == nil { record["score"] = evaluation.score }
             record["train_seconds"] = trainingSeconds
             try Metrics.append(record, in: output)
             // The starting model is not a candidate: best/ holds the best model the run trained.

@@ -259,6 +259,12 @@ final class PolicyOptimizationTests: XCTestCase {
         XCTAssertGreaterThan(scores.suffix(3).reduce(0, +) / 3, scores[0] + 0.5, "\(scores)")
         XCTAssertNotEqual(betas.first, betas.last)
         let out = URL(fileURLWithPath: trainer.configuration.out)
+        // metrics.jsonl holds the mean score each rollout reported (not the objective score − β·KL).
+        let logged = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["kl"] != nil }.compactMap { $0["score"] as? Double }
+        XCTAssertEqual(logged.count, scores.count)
+        for (file, reported) in zip(logged, scores) { XCTAssertEqual(file, reported, accuracy: 1e-9) }
         for file in ["metrics.jsonl", "reward.svg", "loss.svg", "samples.jsonl", "best/config.json", "last/ppo_state.json"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), file)
         }
