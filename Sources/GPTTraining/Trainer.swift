@@ -15,14 +15,23 @@ public final class Trainer {
         case checkpoint(step: Int, directory: URL)
     }
 
+    /// One optimizer step. The speed figures are over the same steps — the last `speedWindow` (fewer at the start) —
+    /// so that tokens/s × ms/step ÷ 1000 is the mean tokens a step.
     public struct StepReport {
         public let step: Int
         public let loss: Float
         public let learningRate: Float
         public let gradientNorm: Float
+        /// Mean milliseconds a step over the window (the step's forward, backward, communication and update).
         public let milliseconds: Double
+        /// Token positions trained (all ranks together) per second over the window.
         public let tokensPerSecond: Double
+        /// Token positions this step trained (all ranks together).
+        public let tokens: Int
     }
+
+    /// Steps the reported speed is averaged over.
+    public static let speedWindow = 20
 
     /// How a call to `run` ended.
     public enum Outcome { case finished, interrupted }
@@ -183,13 +192,16 @@ public final class Trainer {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             trainingSeconds += seconds
             window.append((seconds, Double(tokens)))
-            if window.count > 20 { window.removeFirst() }
-            let tokensPerSecond = window.reduce(0) { $0 + $1.1 } / window.reduce(0) { $0 + $1.0 }
+            if window.count > Self.speedWindow { window.removeFirst() }
+            let windowSeconds = window.reduce(0) { $0 + $1.0 }
             let report = StepReport(step: step, loss: loss, learningRate: c.learningRate(at: step - 1), gradientNorm: norm,
-                                    milliseconds: seconds * 1000, tokensPerSecond: tokensPerSecond)
+                                    milliseconds: windowSeconds / Double(window.count) * 1000,
+                                    tokensPerSecond: window.reduce(0) { $0 + $1.1 } / windowSeconds, tokens: tokens)
             if group.isMain && (step % c.logInterval == 0 || step == c.maxIterations) {
+                // This step's own figures: its tokens, its time, and their ratio.
                 var record: [String: Any] = ["step": step, "train_loss": Double(loss), "lr": Double(report.learningRate),
-                                             "grad_norm": Double(norm), "tokens_per_s": tokensPerSecond, "ms_per_step": seconds * 1000]
+                                             "grad_norm": Double(norm), "tokens": tokens, "tokens_per_s": Double(tokens) / seconds,
+                                             "ms_per_step": seconds * 1000]
                 if group.size > 1 { record["allreduce_ms"] = communication * 1000 }
                 try Metrics.append(record, in: output)
             }

@@ -34,11 +34,12 @@ enum TrainingRun {
             print("PPO: \(ppo.prompts.count) prompts, \(s.iterations) rollouts of \(min(s.rolloutSize, ppo.prompts.count)) responses (≤ \(s.maxNewTokens) tokens), \(s.epochsPerRollout) epochs × \(ppo.stepsPerEpoch) steps per rollout; β \(s.klCoefficient)\(s.targetKL.map { " adaptive toward KL \($0)" } ?? " fixed") (\(s.klEstimator.rawValue)); reward \(s.reward)")
         }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
-        let start = Date()
+        let start = Date(), firstStep = trainer.step
         let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in
             switch event {
             case .step(let r):
-                let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step", r.loss, r.tokensPerSecond, r.milliseconds)
+                let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step (last %d steps)", r.loss, r.tokensPerSecond, r.milliseconds,
+                                    min(r.step - firstStep, Trainer.speedWindow))
                 if let bar { bar.update(r.step, detail: detail) } else if r.step % c.logInterval == 0 {
                     print(String(format: "step %d/%d: %@, lr %.2e", r.step, c.maxIterations, detail, r.learningRate))
                 }

@@ -205,4 +205,30 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("vocabulary 21 (char)"), output)
     }
+
+    /// The speed figures agree with each other: on the console both are over the same steps (tokens/s × ms/step ÷
+    /// 1000 is the tokens of a step), and each metrics.jsonl line is its own step's tokens over its own time.
+    func testReportedSpeedsDescribeTheSameSteps() throws {
+        let folder = try temporaryDirectory(self)
+        let text = try corpus(in: folder)
+        let data = folder.appendingPathComponent("data")
+        _ = try DataPreparation.prepare(files: [text], tokenizer: try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)]), output: data)
+        var c = settings(data: data, out: folder.appendingPathComponent("run"))
+        c.maxIterations = 30
+        c.logInterval = 1
+        var reports: [Trainer.StepReport] = []
+        _ = try Trainer(configuration: c).run(events: { if case .step(let r) = $0 { reports.append(r) } })
+        for r in reports {
+            XCTAssertEqual(r.tokens, c.batchSize * c.gradientAccumulation * (try c.modelConfig(vocabularySize: 1)).contextLength)
+            XCTAssertEqual(r.tokensPerSecond * r.milliseconds / 1000, Double(r.tokens), accuracy: 1e-6 * Double(r.tokens), "step \(r.step)")
+        }
+        let lines = try String(contentsOf: folder.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.filter { $0["train_loss"] != nil }
+        XCTAssertEqual(lines.count, 30)
+        for line in lines {
+            let tokens = try XCTUnwrap(line["tokens"] as? Double), speed = try XCTUnwrap(line["tokens_per_s"] as? Double)
+            let milliseconds = try XCTUnwrap(line["ms_per_step"] as? Double)
+            XCTAssertEqual(speed * milliseconds / 1000, tokens, accuracy: 1e-6 * tokens)
+        }
+    }
 }
