@@ -15,6 +15,14 @@ final class TrainingTests: XCTestCase {
         return url
     }
 
+    /// The corpus prepared at character level in `folder/data`.
+    func characterData(in folder: URL) throws -> URL {
+        let text = try corpus(in: folder)
+        let data = folder.appendingPathComponent("data")
+        _ = try DataPreparation.prepare(files: [text], tokenizer: try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)]), output: data)
+        return data
+    }
+
     func settings(data: URL, out: URL) -> TrainingConfiguration {
         var c = TrainingConfiguration()
         c.data = data.path
@@ -138,9 +146,7 @@ final class TrainingTests: XCTestCase {
 
     func testNonFiniteLossStopsNamingTheStepAndKeepsTheCheckpoint() throws {
         let folder = try temporaryDirectory(self)
-        let text = try corpus(in: folder)
-        let data = folder.appendingPathComponent("data")
-        _ = try DataPreparation.prepare(files: [text], tokenizer: try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)]), output: data)
+        let data = try characterData(in: folder)
         var c = settings(data: data, out: folder.appendingPathComponent("run"))
         c.maxIterations = 2
         c.evalInterval = 1
@@ -210,9 +216,7 @@ final class TrainingTests: XCTestCase {
     /// 1000 is the tokens of a step), and each metrics.jsonl line is its own step's tokens over its own time.
     func testReportedSpeedsDescribeTheSameSteps() throws {
         let folder = try temporaryDirectory(self)
-        let text = try corpus(in: folder)
-        let data = folder.appendingPathComponent("data")
-        _ = try DataPreparation.prepare(files: [text], tokenizer: try CharacterTokenizer(corpus: [try String(contentsOf: text, encoding: .utf8)]), output: data)
+        let data = try characterData(in: folder)
         var c = settings(data: data, out: folder.appendingPathComponent("run"))
         c.maxIterations = 30
         c.logInterval = 1
