@@ -76,6 +76,8 @@ struct GenerateCommand: ParsableCommand {
             o.truncateLeft = true
         }
         do { try o.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
+        // Plain text has no place for them: asked for without --json, they would be silently dropped.
+        if logprobs != nil && !json { throw ValidationError("--logprobs is reported in JSON: add --json") }
         return o
     }
 

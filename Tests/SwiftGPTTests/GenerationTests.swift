@@ -318,4 +318,20 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(text, expected.text)
         XCTAssertEqual(finished?.tokens, expected.tokens)
     }
+
+    /// `--logprobs` has no place in plain-text output: without --json it is refused, not ignored.
+    func testLogprobsWithoutJSONAreRefused() throws {
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        let folder = try temporaryDirectory(self).appendingPathComponent("model")
+        let tokenizer = try CharacterTokenizer(characters: Array("abcdefghijklmnopqrstuvH".unicodeScalars))
+        try TrainingCheckpoint.save(model: try GPTModel(config: tinyConfig(), seed: 1), tokenizer: tokenizer, optimizer: nil, state: nil, to: folder)
+        let model = folder.path
+        let (status, output) = try runCapturingOutput(gpt, ["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2", "--logprobs", "2"])
+        XCTAssertNotEqual(status, 0, output)
+        XCTAssertTrue(output.contains("--logprobs is reported in JSON: add --json"), output)
+        let json = try runCapturingOutput(gpt, ["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2", "--logprobs", "2", "--json"])
+        XCTAssertEqual(json.status, 0, json.output)
+        XCTAssertTrue(json.output.contains("\"logprobs\""), json.output)
+    }
 }
