@@ -5,11 +5,12 @@ types, out-of-range numbers, broken JSON, a non-JSON content type) — and every
 memory (RSS) is sampled. Reports requests, answers by status, unexpected answers (a bad request answered otherwise
 than 4xx, a good one otherwise than 200 or 429), RSS over time and its growth after the first minute.
 
-Then it sends FUZZ raw requests (random mutations of valid ones at the byte level: truncated, garbled, with huge or
+Then it opens STALLED connections that send half a request line and stop (all must be closed within the receive
+timeout plus 10 s, while requests are served meanwhile), and sends FUZZ raw requests (random mutations of valid ones at the byte level: truncated, garbled, with huge or
 false Content-Length, broken chunking), 64 connections at a time, each of which must be answered or closed by the
 server within the receive timeout plus 10 s, and checks that the server still serves.
 
-Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--fuzz 10000]
+Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--stalled 1000] [--fuzz 10000] [--pool-bytes N]
 Without --model it makes a small random GPT-2-vocabulary model (4 layers, width 128).
 """
 import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
@@ -164,20 +165,57 @@ def fuzz(port, count, timeout, concurrency=64):
     return unanswered, slowest
 
 
+def stalled(port, count, timeout):
+    """Opens COUNT connections that send half a request line and stop, serves requests meanwhile, and counts the
+    stalled connections the server closes within the receive timeout plus 10 s."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    start = time.time()
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHo")
+        sockets.append(s)
+    served = []
+    for _ in range(5):
+        t = time.time()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 8}), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        served.append((response.status, time.time() - t))
+    closed = 0
+    for s in sockets:
+        s.settimeout(max(0.01, start + timeout + 10 - time.time()))
+        try:
+            closed += s.recv(1) == b""
+        except socket.timeout:
+            pass
+        except OSError:
+            closed += 1
+        s.close()
+    print(f"stalled: {count} connections sending half a request line: {closed} closed by the server within {timeout + 10:.0f} s; "
+          f"requests served meanwhile: {[status for status, _ in served]}, slowest {max(t for _, t in served):.3f} s", flush=True)
+    return closed == count and all(status == 200 for status, _ in served)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=300)
     parser.add_argument("--fuzz", type=int, default=10000)
+    parser.add_argument("--stalled", type=int, default=1000, help="stalled connections opened at once after the load")
     parser.add_argument("--receive-timeout", type=float, default=5)
+    parser.add_argument("--pool-bytes", type=int, default=256 << 20, help="the server's --pool-bytes")
     parser.add_argument("--sample", type=float, default=10, help="seconds between RSS samples")
     args = parser.parse_args()
     gpt = os.path.join(ROOT, ".build/release/gpt")
     with tempfile.TemporaryDirectory() as work:
         model = args.model or make_model(gpt, work)
         server = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--max-batch", "16", "--max-queue", "64",
-                                   "--receive-timeout", str(args.receive_timeout)],
+                                   "--receive-timeout", str(args.receive_timeout), "--pool-bytes", str(args.pool_bytes)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seen = ""
         while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", seen)):
@@ -209,6 +247,7 @@ def main():
             print("  unexpected:", line)
         print(f"RSS: first minute's end {after_minute[0]:.1f} MB, last sample {samples[-1][1]:.1f} MB, highest after the first minute "
               f"{max(after_minute):.1f} MB ({(max(after_minute) / after_minute[0] - 1) * 100:+.1f}%), idle after the load {idle:.1f} MB")
+        stalls_closed = stalled(port, args.stalled, args.receive_timeout) if args.stalled else True
         unanswered, slowest = fuzz(port, args.fuzz, args.receive_timeout) if args.fuzz else (0, 0.0)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 3}), {"Content-Type": "application/json"})
@@ -218,7 +257,7 @@ def main():
               f"server {'crashed' if crashed else 'alive'}, {'serving' if alive else 'NOT serving'} afterwards")
         server.terminate()
         server.wait(timeout=60)
-        ok = not tally.unexpected and unanswered == 0 and alive and not crashed
+        ok = not tally.unexpected and unanswered == 0 and alive and not crashed and stalls_closed
         print("OK" if ok else "FAILED")
         sys.exit(0 if ok else 1)
 
