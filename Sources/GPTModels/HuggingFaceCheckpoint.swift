@@ -91,9 +91,10 @@ public enum HuggingFaceCheckpoint {
         }
         if modelType == "gpt_neo" { return (try readNeoConfig(json, fail: fail), modelType) }
         func int(_ key: String, _ fallback: String? = nil) throws -> Int {
-            if let v = JSONNumber.integer(json[key]) { return v }
-            if let f = fallback, json[key] == nil, let v = JSONNumber.integer(json[f]) { return v }
-            throw fail("missing or non-integer '\(key)'")
+            guard let v = try integer(json, key, fail: fail) ?? fallback.flatMap({ try integer(json, $0, fail: fail) }) else {
+                throw fail("missing or non-integer '\(key)'")
+            }
+            return v
         }
         func number(_ key: String, default value: Double) throws -> Double { try Self.number(json, key, default: value, fail: fail) }
         if json["scale_attn_by_inverse_layer_idx"] as? Bool == true { throw fail("scale_attn_by_inverse_layer_idx is not supported") }
@@ -112,7 +113,7 @@ public enum HuggingFaceCheckpoint {
         var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("n_positions", "n_ctx"),
             layerCount: try int("n_layer"), headCount: try int("n_head"), embeddingWidth: width,
-            mlpWidth: json["n_inner"] == nil || json["n_inner"] is NSNull ? 4 * width : try int("n_inner"), activation: activation,
+            mlpWidth: try integer(json, "n_inner", fail: fail) ?? 4 * width, activation: activation,
             layerNormEpsilon: Float(try number("layer_norm_epsilon", default: 1e-5)), dropout: Float(dropout),
             positions: json["swiftgpt_positions"] as? String == "sinusoidal" ? .sinusoidal : .learned,
             layout: modelType == "gpt2" ? .preNorm : .postNorm,
@@ -121,11 +122,23 @@ public enum HuggingFaceCheckpoint {
             config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey],
                                                              summaries: json[summariesKey], fail: fail)
         }
+        return (try checked(config, fail: fail), modelType)
+    }
+
+    /// `config` once it is valid and fits this machine's memory; the error names the file.
+    static func checked(_ config: GPTConfig, fail: (String) -> FileError) throws -> GPTConfig {
         do {
             try config.validate()
             try config.checkFitsInMemory()
         } catch { throw fail("\(error)") }
-        return (config, modelType)
+        return config
+    }
+
+    /// An integer field of a config.json: nil when absent (or null), an error when it is not an integer.
+    static func integer(_ json: [String: Any], _ key: String, fail: (String) -> FileError) throws -> Int? {
+        guard let raw = json[key], !(raw is NSNull) else { return nil }
+        guard let v = JSONNumber.integer(raw) else { throw fail("missing or non-integer '\(key)'") }
+        return v
     }
 
     /// A number field of a config.json: finite when present, `value` when absent.
@@ -169,7 +182,7 @@ public enum HuggingFaceCheckpoint {
     /// `attention_types` alternating global and local (windowed) layers.
     static func readNeoConfig(_ json: [String: Any], fail: (String) -> FileError) throws -> GPTConfig {
         func int(_ key: String) throws -> Int {
-            guard let v = JSONNumber.integer(json[key]) else { throw fail("missing or non-integer '\(key)'") }
+            guard let v = try integer(json, key, fail: fail) else { throw fail("missing or non-integer '\(key)'") }
             return v
         }
         func number(_ key: String, default value: Double) throws -> Double { try Self.number(json, key, default: value, fail: fail) }
@@ -201,18 +214,14 @@ public enum HuggingFaceCheckpoint {
         var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("max_position_embeddings"), layerCount: layerCount,
             headCount: try int("num_heads"), embeddingWidth: width,
-            mlpWidth: json["intermediate_size"] == nil || json["intermediate_size"] is NSNull ? 4 * width : try int("intermediate_size"),
+            mlpWidth: try integer(json, "intermediate_size", fail: fail) ?? 4 * width,
             activation: activation, layerNormEpsilon: Float(try number("layer_norm_epsilon", default: 1e-5)),
             dropout: Float(try ["resid_dropout", "embed_dropout", "attention_dropout"].map { try probability($0, json, default: 0, fail: fail) }.max()!),
             layout: .preNorm, tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
         config.attentionPatterns = try attentionPatterns(kinds, window: json["window_size"], fail: fail)
         config.attentionScale = 1
         config.attentionBias = false
-        do {
-            try config.validate()
-            try config.checkFitsInMemory()
-        } catch { throw fail("\(error)") }
-        return config
+        return try checked(config, fail: fail)
     }
 
     /// The checkpoint format a configuration is saved as: GPT-Neo's for bias-free, unscaled attention; GPT-2's

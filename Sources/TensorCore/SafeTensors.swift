@@ -71,7 +71,12 @@ public struct SafeTensors {
             }
             // Sizes with checked arithmetic: a shape such as [2^62] overflows Int when multiplied out.
             var bytes: Int? = dtype.size
-            for dimension in shape { bytes = bytes.flatMap { b in b.multipliedReportingOverflow(by: dimension).overflow ? nil : b * dimension } }
+            for dimension in shape {
+                bytes = bytes.flatMap { b in
+                    let (product, overflow) = b.multipliedReportingOverflow(by: dimension)
+                    return overflow ? nil : product
+                }
+            }
             guard let bytes, bytes == offsets[1] - offsets[0] else {
                 throw fail("corrupt safetensors header: tensor '\(name)' of shape \(shape) does not fill its \(offsets[1] - offsets[0]) bytes")
             }

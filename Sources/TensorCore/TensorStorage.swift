@@ -115,9 +115,6 @@ final class BufferPool: @unchecked Sendable {
             trim(toFloats: newValue)
         }
     }
-
-    /// Floats in pooled buffers now.
-    var pooled: Int { lock.lock(); defer { lock.unlock() }; return pooledFloats }
 }
 
 /// Memory held by tensors (buffers of 16 KiB and more, which is where the memory is), for benchmarks: unlike the
@@ -141,6 +138,4 @@ public enum TensorMemory {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }
         set { BufferPool.shared.poolLimit = newValue / MemoryLayout<Float>.stride }
     }
-    /// Bytes of released buffers kept for reuse now.
-    public static var pooledBytes: Int { BufferPool.shared.pooled * MemoryLayout<Float>.stride }
 }
