@@ -208,7 +208,7 @@ def main():
     parser.add_argument("--fuzz", type=int, default=10000)
     parser.add_argument("--stalled", type=int, default=1000, help="stalled connections opened at once after the load")
     parser.add_argument("--receive-timeout", type=float, default=5)
-    parser.add_argument("--pool-bytes", type=int, default=256 << 20, help="the server's --pool-bytes")
+    parser.add_argument("--pool-bytes", type=int, default=32 << 20, help="the server's --pool-bytes")
     parser.add_argument("--sample", type=float, default=10, help="seconds between RSS samples")
     args = parser.parse_args()
     gpt = os.path.join(ROOT, ".build/release/gpt")

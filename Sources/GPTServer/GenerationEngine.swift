@@ -45,6 +45,8 @@ final class GenerationEngine: @unchecked Sendable {
     private var running: [Ticket] = []
     /// Requests of admitted tickets not yet in the decoder (a ticket's prompts join as slots free up).
     private var pending: [(ticket: Ticket, request: GenerationRequest)] = []
+    /// When the allocator's free memory last went back to the system.
+    private var lastTrim = ContinuousClock.now
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
@@ -124,6 +126,11 @@ final class GenerationEngine: @unchecked Sendable {
                 for ticket in running { fail(ticket, APIError.internalError("generation failed: \(error)")) }
             }
             metrics.timePerOutputToken.record(ContinuousClock.now - start)
+            if ContinuousClock.now - lastTrim > .seconds(1) {
+                // Under steady load too, memory freed after a large batch goes back to the system.
+                TensorMemory.returnFreedMemory()
+                lastTrim = ContinuousClock.now
+            }
         }
         stopped.signal()
     }

@@ -32,7 +32,7 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections = 2048
     /// Bytes of released tensor buffers kept for reuse while serving (more are returned to the system; all of them
     /// when the server is idle). The limit is the process's (`TensorMemory.poolLimitBytes`), set when `run` starts.
-    public var poolBytes = 256 << 20
+    public var poolBytes = 32 << 20
     /// Format of the weights decoding streams (a 16- or 8-bit one rounds the model's matrices, see `DecodeWeights`).
     public var precision = WeightFormat.float32
 

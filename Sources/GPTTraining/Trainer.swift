@@ -80,14 +80,20 @@ public final class Trainer {
         try self.init(configuration: configuration, model: model, tokenizer: try TokenizerLoading.load(directory: data), state: nil)
     }
 
-    /// Continues the run whose checkpoint is `output/last`, exactly where it stopped; `maxIterations` moves its end
-    /// (the learning-rate schedule stays the original one).
+    /// Continues the run in `output` exactly where its checkpoint `last/` stopped (or, when `last/` cannot be
+    /// resumed, the newest kept `step-NNNNNNNN/`, saying so); `maxIterations` moves its end (the learning-rate
+    /// schedule stays the original one).
     public static func resume(output: URL, maxIterations: Int? = nil) throws -> Trainer {
         let group = ProcessGroup.world
         if group.isMain { for line in try TrainingCheckpoint.recover(in: output) { print(line) } }
         _ = group.maximum([0])  // every rank reads last/ once rank 0 has repaired it
-        let last = output.appendingPathComponent("last")
+        let (last, note) = try TrainingCheckpoint.resumable(in: output)
+        if let note, group.isMain { print(note) }
         var state = try TrainingCheckpoint.loadState(from: last)
+        if group.isMain, note == nil, state.configuration.keepCheckpoints > 0 {
+            // A save killed after last/ was complete but before its step folder was.
+            try TrainingCheckpoint.keepStepCheckpoint(of: last, step: state.step, keeping: state.configuration.keepCheckpoints)
+        }
         if let maxIterations {
             // A new end point keeps the learning-rate schedule the run started with.
             if state.configuration.decayIterations == nil { state.configuration.decayIterations = state.configuration.maxIterations }
@@ -334,6 +340,9 @@ public final class Trainer {
         try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: moments, state: state, to: directory) {
             try self.objective.writeModelFiles(to: $0)
             try self.objective.saveState(to: $0)
+        }
+        if configuration.keepCheckpoints > 0 {
+            try TrainingCheckpoint.keepStepCheckpoint(of: directory, step: step, keeping: configuration.keepCheckpoints)
         }
         events(.checkpoint(step: step, directory: directory))
     }

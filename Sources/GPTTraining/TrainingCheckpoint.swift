@@ -120,18 +120,86 @@ public enum TrainingCheckpoint {
         directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
     }
 
-    /// Repairs the checkpoints `last/` and `best/` of the run in `output` after a save was killed: a checkpoint moved
-    /// aside and not replaced is put back, and unfinished or displaced copies are removed. Returns what was done,
-    /// in words.
+    /// Keeps the checkpoint just written to `last` as `step-NNNNNNNN/` beside it, then removes the oldest such
+    /// folders beyond `count`. The copy's files are hard links to those of `last` (a save never changes a file in
+    /// place, so they stay as they are) or copies where the file system cannot link; the folder appears complete or
+    /// not at all. A folder for the same step, from an earlier save of that step, is kept as it is.
+    public static func keepStepCheckpoint(of last: URL, step: Int, keeping count: Int) throws {
+        let fm = FileManager.default
+        let output = last.deletingLastPathComponent()
+        let target = output.appendingPathComponent(stepFolderName(step))
+        if !fm.fileExists(atPath: target.path) {
+            let partial = stagedFolder(target)
+            try? fm.removeItem(at: partial)
+            do {
+                try fm.createDirectory(at: partial, withIntermediateDirectories: false)
+                for name in try fm.contentsOfDirectory(atPath: last.path) {
+                    let (source, copy) = (last.appendingPathComponent(name), partial.appendingPathComponent(name))
+                    if link(source.path, copy.path) != 0 { try fm.copyItem(at: source, to: copy) }
+                }
+                try AtomicFile.replaceFolder(target, with: partial, displaced: displacedFolder(target))
+            } catch {
+                try? fm.removeItem(at: partial)
+                throw error
+            }
+        }
+        let kept = stepCheckpoints(in: output)
+        for (_, folder) in kept.dropLast(count) {
+            // Renamed out of the step names first, so that a kill during the removal leaves no partial step folder.
+            let removed = output.appendingPathComponent(".\(folder.lastPathComponent).removed-\(getpid())")
+            guard rename(folder.path, removed.path) == 0 else {
+                throw FileError(url: folder, message: "cannot remove this old checkpoint (\(String(cString: strerror(errno))))")
+            }
+            try fm.removeItem(at: removed)
+        }
+        try AtomicFile.synchronizeFolder(output)
+    }
+
+    /// The folder name of the checkpoint kept for `step`.
+    static func stepFolderName(_ step: Int) -> String {
+        let digits = String(step)
+        return "step-" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+
+    /// The kept step checkpoints in `output`, oldest first.
+    public static func stepCheckpoints(in output: URL) -> [(step: Int, folder: URL)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+        return names.compactMap { name -> (Int, URL)? in
+            guard name.hasPrefix("step-"), let step = Int(name.dropFirst(5)), step >= 0 else { return nil }
+            return (step, output.appendingPathComponent(name))
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    /// The checkpoint to resume the run in `output` from: `last/`, or, when it is missing or cannot be resumed
+    /// (no training state), the newest kept step checkpoint that can, with a sentence saying so.
+    public static func resumable(in output: URL) throws -> (folder: URL, note: String?) {
+        let last = output.appendingPathComponent("last")
+        func canResume(_ folder: URL) -> Bool {
+            FileManager.default.fileExists(atPath: folder.appendingPathComponent(stateFile).path)
+        }
+        if canResume(last) { return (last, nil) }
+        guard let (step, folder) = stepCheckpoints(in: output).last(where: { canResume($0.folder) }) else {
+            _ = try loadState(from: last)  // the error that names what is missing
+            return (last, nil)
+        }
+        let why = FileManager.default.fileExists(atPath: last.path) ? "has no training state" : "is missing"
+        return (folder, "\(last.path) \(why): resuming from \(folder.lastPathComponent), the newest kept checkpoint (step \(step))")
+    }
+
+    /// Repairs the checkpoints of the run in `output` after a save was killed: a `last/` or `best/` moved aside and
+    /// not replaced is put back, and unfinished, displaced or half-removed copies are removed. Returns what was
+    /// done, in words.
     public static func recover(in output: URL) throws -> [String] {
         var done = try ["last", "best"].flatMap { name in
             try AtomicFile.recoverFolder(output.appendingPathComponent(name),
                                          isStaged: { $0.hasPrefix(".\(name).partial-") },
                                          isDisplaced: { $0.hasPrefix(".\(name).old-") })
         }
-        // Files of the run (metrics.jsonl, loss.svg, …) whose atomic write was interrupted.
+        // Step checkpoints being written or removed, and files of the run (metrics.jsonl, loss.svg, …) whose atomic
+        // write was interrupted.
         let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
-        for name in names where name.hasPrefix(".") && name.contains(".partial-") && !name.hasPrefix(".last.") && !name.hasPrefix(".best.") {
+        for name in names where name.hasPrefix(".") && !name.hasPrefix(".last.") && !name.hasPrefix(".best.")
+            && (name.contains(".partial-") || name.contains(".removed-") || (name.hasPrefix(".step-") && name.contains(".old-"))) {
             try FileManager.default.removeItem(at: output.appendingPathComponent(name))
             done.append("removed \(name), left by an interrupted write")
         }

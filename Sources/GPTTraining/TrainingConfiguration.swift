@@ -58,6 +58,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Under `mpirun`: seconds a rank waits for the others in a collective operation before it stops the run with
     /// an error (a rank died or hangs).
     public var rankTimeout: Double = 300
+    /// How many checkpoints stay besides `last/`: each save also leaves `step-NNNNNNNN/` (its files hard links to
+    /// those of `last/` where the file system allows), and the oldest beyond this count are removed; 0 keeps
+    /// `last/` (and `best/`) only.
+    public var keepCheckpoints = 0
     /// Present for fine-tuning on a labelled task (`gpt finetune`).
     public var fineTuning: FineTuningSettings?
     /// Present for training a reward model on preference pairs (`gpt reward train`).
@@ -81,7 +85,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         case preset, layers, heads, width, context, dropout, attention, window, stride, summaries, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
         case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
-        case shardOptimizer, rankTimeout, rewardModeling, supervisedFineTuning, policyOptimization
+        case shardOptimizer, rankTimeout, keepCheckpoints, rewardModeling, supervisedFineTuning, policyOptimization
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
@@ -119,6 +123,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
         try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
         try read(.shardOptimizer, &d.shardOptimizer); try read(.rankTimeout, &d.rankTimeout)
+        try read(.keepCheckpoints, &d.keepCheckpoints)
         try read(.rewardModeling, &d.rewardModeling); try read(.supervisedFineTuning, &d.supervisedFineTuning)
         try read(.policyOptimization, &d.policyOptimization)
         self = d
@@ -184,6 +189,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
         try check(rankTimeout > 0, "the rank timeout must be positive")
+        try check(keepCheckpoints >= 0, "the number of checkpoints to keep must not be negative")
         try fineTuning?.validate()
         try rewardModeling?.validate()
         try supervisedFineTuning?.validate()

@@ -52,6 +52,16 @@ public enum BLAS {
         #endif
     }
 
+    /// How many compiled products (oneDNN primitives) the calling thread keeps, and the most it keeps: a product of
+    /// a new shape beyond that evicts the least recently used ones (0 and 0 without oneDNN).
+    package static var cachedProductKernels: (count: Int, capacity: Int) {
+        #if canImport(CDNNL)
+        return engine == .oneDNN ? (OneDNN.ThreadState.cachedCount, OneDNN.ThreadState.capacity) : (0, 0)
+        #else
+        return (0, 0)
+        #endif
+    }
+
     /// The engines a product can run on.
     enum Engine { case oneDNN, platformBLAS }
 

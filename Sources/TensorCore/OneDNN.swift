@@ -7,6 +7,8 @@ import Foundation
 /// A primitive is created once per product shape (creation costs milliseconds) and reused. Each calling thread keeps
 /// its own primitives, memory objects and stream, and runs oneDNN on one OpenMP thread: products are split across
 /// cores by `BLAS.gemm` on the project's worker pool, so that OpenMP's spinning threads never compete with it.
+/// A thread keeps at most `ThreadState.capacity` primitives, the least recently used destroyed beyond that: training
+/// meets a few dozen shapes, but a server meets a new one with every prompt length, and each holds compiled code.
 enum OneDNN {
     /// Everything that fixes a primitive: the product's shape, strides and scaling, and its input type.
     struct Product: Hashable {
@@ -38,6 +40,8 @@ enum OneDNN {
     static let engine: dnnl_engine_t = {
         var engine: dnnl_engine_t?
         check(dnnl_engine_create(&engine, dnnl_cpu, 0), "creating the CPU engine")
+        // oneDNN's own cache of compiled kernels, shared by the threads, bounded like theirs.
+        check(dnnl_set_primitive_cache_capacity(Int32(ThreadState.capacity)), "bounding the primitive cache")
         return engine!
     }()
 
@@ -48,6 +52,8 @@ enum OneDNN {
         let arguments: [dnnl_exec_arg_t]
         /// oneDNN's name for the kernel chosen, e.g. `brg:avx512_core_bf16` (`ref…` is the slow reference code).
         let implementation: String
+        /// When its thread last used it (the thread's count of products).
+        var lastUse = 0
 
         init(primitive: dnnl_primitive_t, implementation: String, a: dnnl_memory_t, b: dnnl_memory_t, c: dnnl_memory_t) {
             self.primitive = primitive
@@ -56,12 +62,23 @@ enum OneDNN {
             arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: a), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: b),
                          dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: c)]
         }
+
+        deinit {
+            dnnl_primitive_destroy(primitive)
+            for memory in [a, b, c] { dnnl_memory_destroy(memory) }
+        }
     }
 
     /// One thread's stream and primitives.
     final class ThreadState {
+        /// The most primitives a thread keeps.
+        static let capacity = 256
         let stream: dnnl_stream_t
         private var primitives: [Product: Primitive] = [:]
+        private var uses = 0
+
+        /// How many primitives the calling thread keeps now.
+        static var cachedCount: Int { current.primitives.count }
 
         private init() {
             omp_set_num_threads(1)
@@ -84,10 +101,20 @@ enum OneDNN {
         }
 
         func primitive(for product: Product) -> Primitive {
-            if let existing = primitives[product] { return existing }
+            uses += 1
+            if let existing = primitives[product] {
+                existing.lastUse = uses
+                return existing
+            }
             guard let made = makePrimitive(for: product) else {
                 fatalError("oneDNN has no matmul for \(product) on this CPU")
             }
+            if primitives.count >= Self.capacity {
+                // The least recently used quarter goes, so that eviction stays rare.
+                let oldest = primitives.sorted { $0.value.lastUse < $1.value.lastUse }.prefix(Self.capacity / 4)
+                for (key, _) in oldest { primitives[key] = nil }
+            }
+            made.lastUse = uses
             primitives[product] = made
             return made
         }

@@ -228,8 +228,14 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
     var temperature: Float = 0
     @Option(help: "Format of the weights decoding streams: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
+    @Option(help: "Bytes of released tensor buffers kept for reuse, as gpt serve --pool-bytes (default: the library's bound, 8 GiB).")
+    var poolBytes: Int?
 
     func run() throws {
+        if let poolBytes {
+            guard poolBytes >= 0 else { throw ValidationError("--pool-bytes must not be negative") }
+            TensorMemory.poolLimitBytes = poolBytes
+        }
         let c = try model.presetWithoutDropout()
         guard promptTokens > 0, newTokens > 0, promptTokens + newTokens <= c.contextLength else {
             throw ValidationError("need prompt + new tokens within the context of \(c.contextLength)")

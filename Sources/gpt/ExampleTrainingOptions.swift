@@ -23,6 +23,7 @@ struct ExampleTrainingOptions: ParsableArguments {
     @Option(help: "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively).") var precision: ProductPrecision?
     @Flag(help: "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1).") var shardOptimizer = false
     @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error.") var rankTimeout: Double = 300
+    @Option(help: "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; default 0: last/ and best/ only).") var keepCheckpoints = 0
 
     /// A command's own defaults.
     struct Defaults {
@@ -58,6 +59,7 @@ struct ExampleTrainingOptions: ParsableArguments {
         c.precision = precision
         c.shardOptimizer = shardOptimizer
         c.rankTimeout = rankTimeout
+        c.keepCheckpoints = keepCheckpoints
         return c
     }
 

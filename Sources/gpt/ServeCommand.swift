@@ -31,7 +31,7 @@ struct ServeCommand: ParsableCommand {
     var receiveTimeout: Double = 30
     @Option(help: "Connections open at once at most; a request on one beyond them is answered 503.") var maxConnections = 2048
     @Option(help: "Bytes of released tensor buffers kept for reuse while serving (all are returned to the system when idle).")
-    var poolBytes = 256 << 20
+    var poolBytes = 32 << 20
     @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
     @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
     var precision = WeightFormat.float32

@@ -51,6 +51,7 @@ struct TrainCommand: ParsableCommand {
 
     @Flag(help: "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1).") var shardOptimizer = false
     @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error (default 300).") var rankTimeout: Double?
+    @Option(help: "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; default 0: last/ and best/ only).") var keepCheckpoints: Int?
 
     func settings() throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
@@ -92,6 +93,7 @@ struct TrainCommand: ParsableCommand {
         if let precision { c.precision = precision }
         if shardOptimizer { c.shardOptimizer = true }
         if let rankTimeout { c.rankTimeout = rankTimeout }
+        if let keepCheckpoints { c.keepCheckpoints = keepCheckpoints }
         return c
     }
 

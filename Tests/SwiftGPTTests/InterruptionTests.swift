@@ -62,21 +62,50 @@ final class InterruptionTests: XCTestCase {
         }
     }
 
+    /// `--keep-checkpoints K` leaves the newest K saves as `step-NNNNNNNN/` folders that share last/'s files, and
+    /// `--resume` continues from the newest of them, exactly, when `last/` is gone.
+    func testKeptStepCheckpointsResumeExactlyWhenLastIsGone() throws {
+        let data = try preparedData()
+        let run = try temporaryDirectory(self).appendingPathComponent("run")
+        let finished = try train(["--data", data.path, "--out", run.path, "--max-iterations", "8", "--eval-interval", "2",
+                                  "--keep-checkpoints", "2"])
+        XCTAssertEqual(finished.status, 0, finished.output)
+        let fm = FileManager.default
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: run.path).filter { $0.hasPrefix("step-") }.sorted(),
+                       ["step-00000006", "step-00000008"], "the two newest saves are kept")
+        let inode = { (path: String) in try XCTUnwrap(fm.attributesOfItem(atPath: path)[.systemFileNumber] as? Int) }
+        XCTAssertEqual(try inode(run.appendingPathComponent("step-00000008/model.safetensors").path),
+                       try inode(run.appendingPathComponent("last/model.safetensors").path), "the newest kept save shares last/'s files")
+        let expected = try weights(run)
+        try fm.removeItem(at: run.appendingPathComponent("last"))
+        try fm.removeItem(at: run.appendingPathComponent("step-00000008"))
+        let resumed = try runCapturingOutput(gpt, ["train", "--resume", "--out", run.path])
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.output.contains("resuming from step-00000006"), resumed.output)
+        XCTAssertEqual(try weights(run), expected, "resumed from step 6: the weights of the run never stopped")
+        let refused = try train(["--data", data.path, "--out", run.path + "-bad", "--keep-checkpoints=-1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.output.contains("checkpoints to keep"), refused.output)
+    }
+
     /// Kills the run (SIGKILL, through strace's fault injection) at the n-th call of each file system call a
-    /// checkpoint save makes — every mkdir, fsync, rename, renameat2, unlink and rmdir of the saves of `last/` and
-    /// `best/` — then resumes; every resumed run must end with the weights of a run never killed. Skips without strace.
+    /// checkpoint save makes — every mkdir, fsync, rename, renameat2, unlink, rmdir and link of the saves of `last/`,
+    /// `best/` and the kept step checkpoint (`--keep-checkpoints 1`: the new one written, the old one removed) — then
+    /// resumes; every resumed run must end with the weights of a run never killed. Skips without strace.
     func testAKillAtAnySystemCallOfACheckpointSaveLosesNothing() throws {
         let strace = URL(fileURLWithPath: "/usr/bin/strace")
         try XCTSkipIf(!FileManager.default.fileExists(atPath: strace.path), "strace is not installed (apt-get install strace)")
         let data = try preparedData()
         let folder = try temporaryDirectory(self)
-        // A run at step 2 (its checkpoint complete), continued to step 3: that continuation saves best/ and last/.
+        // A run at step 2 (its checkpoint complete), continued to step 3: that continuation saves best/ and last/,
+        // keeps step 3 and removes step 2.
         let start = folder.appendingPathComponent("start")
-        let first = try train(["--data", data.path, "--out", start.path, "--max-iterations", "2", "--eval-interval", "100"])
+        let first = try train(["--data", data.path, "--out", start.path, "--max-iterations", "2", "--eval-interval", "100",
+                               "--keep-checkpoints", "1"])
         XCTAssertEqual(first.status, 0, first.output)
         let reference = folder.appendingPathComponent("reference")
         try FileManager.default.copyItem(at: start, to: reference)
-        let calls = ["mkdir", "mkdirat", "fsync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir"]
+        let calls = ["mkdir", "mkdirat", "fsync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir", "link", "linkat"]
         let trace = folder.appendingPathComponent("trace.txt")
         let traced = try runCapturingOutput(strace, ["-f", "-qq", "-o", trace.path, "-e", "trace=" + calls.joined(separator: ","),
                                                      gpt.path, "train", "--resume", "--out", reference.path, "--max-iterations", "3"])
@@ -105,6 +134,8 @@ final class InterruptionTests: XCTestCase {
                 XCTAssertEqual(try weights(run), expected, "killed at \(call) #\(n), then resumed")
                 let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.path).filter { $0.hasPrefix(".") }
                 XCTAssertEqual(leftovers, [], "killed at \(call) #\(n): what the interrupted save left is removed")
+                XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run.path).filter { $0.hasPrefix("step-") }, ["step-00000003"],
+                               "killed at \(call) #\(n): the newest step is kept, the older one removed")
                 try FileManager.default.removeItem(at: run)
             }
         }

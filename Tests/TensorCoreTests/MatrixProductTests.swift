@@ -20,6 +20,30 @@ final class MatrixProductTests: XCTestCase {
         return out
     }
 
+    /// A server meets a new product shape with every prompt length: the compiled products a thread keeps stay within
+    /// their bound, and products whose kernels were evicted are still right when they come back.
+    func testCompiledProductsStayBoundedAcrossManyShapes() throws {
+        let capacity = BLAS.cachedProductKernels.capacity
+        try XCTSkipIf(capacity == 0, "products do not run on oneDNN here")
+        var random = SeededRandom(seed: 9)
+        let (n, k) = (8, 8)
+        let b = (0..<(k * n)).map { _ in random.nextFloat() - 0.5 }
+        // Shapes small enough to run on this thread (BLAS.gemm splits larger ones across the worker pool).
+        for round in 0..<2 {
+            for m in 1...(capacity + capacity / 2) {
+                let a = (0..<(m * k)).map { _ in random.nextFloat() - 0.5 }
+                var c = [Float](repeating: 0, count: m * n)
+                BLAS.gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+                let expected = reference(false, false, m, n, k, 1, a, k, b, n, 0, [Float](repeating: 0, count: m * n), n)
+                for (x, y) in zip(c, expected) where abs(x - y) > 1e-5 {
+                    XCTFail("round \(round), m \(m): \(x) against \(y)")
+                    return
+                }
+                XCTAssertLessThanOrEqual(BLAS.cachedProductKernels.count, capacity)
+            }
+        }
+    }
+
     func testEveryTransposeStrideAndScalingInBothPrecisions() {
         var random = SeededRandom(seed: 5)
         // Shapes include ones that BLAS.gemm splits across cores (m·n·k ≥ 2¹⁸) along rows and along columns.
