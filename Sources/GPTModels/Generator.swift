@@ -81,11 +81,11 @@ public final class Generator: @unchecked Sendable {
         var requests: [GenerationRequest] = []
         for (index, prompt) in prompts.enumerated() {
             var input = prompt
-            if prompt.count > c.contextLength {
-                guard options.truncateLeft else {
-                    throw GenerationError("prompt \(index + 1) has \(prompt.count) tokens, more than the model's context of \(c.contextLength) (truncate it from the left to generate anyway)")
-                }
-                input = Array(prompt.suffix(c.contextLength))
+            if prompt.count > c.contextLength && !options.truncateLeft {
+                throw GenerationError("prompt \(index + 1) has \(prompt.count) tokens, more than the model's context of \(c.contextLength) (truncate it from the left to generate anyway)")
+            }
+            if options.truncateLeft {
+                input = Array(prompt.suffix(Self.keptPromptTokens(prompt.count, maxNewTokens: options.maxNewTokens, context: c.contextLength)))
             }
             requests.append(GenerationRequest(prompt: input, options: options, index: index, stream: UInt64((firstStream + index) * options.count)))
         }
@@ -101,6 +101,12 @@ public final class Generator: @unchecked Sendable {
             while !decoder.isIdle { try decoder.step() }
         }
         return results.map { $0! }
+    }
+
+    /// How many of a prompt's `count` tokens a left truncation keeps: all that fit in `context` with `maxNewTokens`
+    /// after them, at least one.
+    public static func keptPromptTokens(_ count: Int, maxNewTokens: Int, context: Int) -> Int {
+        min(count, max(1, context - min(maxNewTokens, context)))
     }
 
     /// The same generation as an asynchronous sequence of events (it runs on a background thread).

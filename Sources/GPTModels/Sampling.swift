@@ -36,7 +36,8 @@ public struct SamplingOptions: Sendable, Equatable {
     /// Report the log-probability of each prompt token after the first (with `logprobs` alternatives), as
     /// scoring a text needs; the prompt is then read with every position's logits.
     public var promptLogprobs = false
-    /// Cut prompts longer than the context from the left instead of rejecting them.
+    /// Cut prompts from the left so that each, with `maxNewTokens` after it, fits in the context (keeping at least
+    /// one token of it), instead of rejecting prompts longer than the context.
     public var truncateLeft = false
     /// When the context is full, keep generating from its last half (as nanoGPT's sampler crops its input)
     /// instead of ending with `length`.

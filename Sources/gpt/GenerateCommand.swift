@@ -9,9 +9,12 @@ struct GenerateCommand: ParsableCommand {
         abstract: "Continue prompts with a trained model.",
         discussion: """
         --model is a SwiftGPT checkpoint, a training output directory (its best/ model), or a Hugging Face GPT-2 / \
-        OpenAI-GPT / GPT-Neo folder. Prompts come from --prompt (repeatable) or --file (JSON lines {"prompt": ...}); several \
-        prompts are generated together as one batch. A single completion is printed as it is generated; --json \
-        prints one JSON object per completion with its finish reason (stop, length or end_of_text). With --chat, \
+        OpenAI-GPT / GPT-Neo folder. Prompts come from --prompt (repeatable), --file (JSON lines {"prompt": ...}), or \
+        else standard input (one prompt: all of it, less a final newline); several prompts are generated together as \
+        one batch. A single completion is printed as it is generated; --json prints one JSON object per completion \
+        with its text, token ids and finish reason (stop, length or end_of_text). A prompt that leaves less room in \
+        the context than --max-tokens is noted on standard error (generation stops at the context's end unless \
+        --sliding-window). With --chat, \
         each prompt is a user's message, rendered by the model's chat template (chat_template.json, as gpt sft \
         saves it; else HH-RLHF's form) with the assistant's turn opened, and the template's end-of-turn marker ends \
         the reply.
@@ -38,7 +41,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Report log-probabilities with this many alternatives (with --json).") var logprobs: Int?
     @Flag(help: "Include the prompt in the output.") var echo = false
-    @Option(help: "\"left\": cut prompts longer than the context from the left instead of failing.") var truncate: String?
+    @Option(help: "\"left\": cut prompts from the left to leave room for --max-tokens in the context, instead of failing on prompts longer than the context.") var truncate: String?
     @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
     @Flag(help: "Treat each prompt as a user's message in the model's chat template.") var chat = false
@@ -88,7 +91,13 @@ struct GenerateCommand: ParsableCommand {
             texts += try Input.jsonLines(try Input.bytes(file: file), as: PromptLine.self,
                                          expecting: "a JSON object {\"prompt\": string}").map(\.prompt)
         }
-        guard !texts.isEmpty else { throw ValidationError("give a --prompt or a --file of prompts") }
+        if prompt.isEmpty && file == nil {
+            guard isatty(STDIN_FILENO) == 0 else {
+                throw ValidationError("give a --prompt, a --file of prompts, or a prompt on standard input (echo 'Once upon a time' | gpt generate --model M)")
+            }
+            texts = [try Self.standardInputPrompt()]
+        }
+        guard !texts.isEmpty else { throw ValidationError("the file \(file ?? "") holds no prompts") }
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let prompts: [[Int32]]
         if chat {
@@ -97,6 +106,9 @@ struct GenerateCommand: ParsableCommand {
             options.stop += try template.replyStops(tok)
         } else {
             prompts = try texts.map { try tok.encode($0) }
+        }
+        for note in Self.contextNotes(prompts.map(\.count), options: options, context: gpt.config.contextLength) {
+            FileHandle.standardError.write(Data("note: \(note)\n".utf8))
         }
         let streaming = !json && texts.count == 1 && n == 1
         let start = Date()
@@ -112,7 +124,7 @@ struct GenerateCommand: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             for c in completions {
-                var record = Record(prompt: c.prompt, index: c.choice, text: c.text, finish_reason: c.finishReason.rawValue,
+                var record = Record(prompt: c.prompt, index: c.choice, text: c.text, token_ids: c.tokens, finish_reason: c.finishReason.rawValue,
                                     prompt_tokens: c.promptTokens, completion_tokens: c.tokens.count)
                 record.logprobs = c.logprobs?.map { .init(token: $0.text, logprob: $0.logprob,
                                                           top: $0.alternatives.map { .init(token: $0.text, logprob: $0.logprob) }) }
@@ -130,12 +142,42 @@ struct GenerateCommand: ParsableCommand {
                                                    Double(generated) / seconds).utf8))
     }
 
+    /// The prompt on standard input: all of it, less one final line break (as `echo` adds).
+    static func standardInputPrompt() throws -> String {
+        let data = FileHandle.standardInput.readDataToEndOfFile()
+        guard var text = String(data: data, encoding: .utf8) else { throw ValidationError("standard input is not UTF-8 text") }
+        if text.hasSuffix("\n") { text.removeLast() }  // "\r\n" is one Character
+        guard !text.isEmpty else { throw ValidationError("standard input is empty: give a prompt there, or --prompt") }
+        return text
+    }
+
+    /// What the context does to prompts of `counts` tokens with these options, in sentences: a left cut, or fewer
+    /// new tokens than asked (at most three prompts named, then how many more).
+    static func contextNotes(_ counts: [Int], options: SamplingOptions, context: Int) -> [String] {
+        var notes: [String] = []
+        let asked = options.maxNewTokens
+        for (index, count) in counts.enumerated() {
+            let kept = options.truncateLeft ? Generator.keptPromptTokens(count, maxNewTokens: asked, context: context) : count
+            if kept < count {
+                let room = context - kept
+                notes.append("prompt \(index + 1) was cut from the left from \(count) to \(kept) tokens, leaving room for "
+                             + (room >= asked ? "the \(asked) new tokens asked" : "\(room) of the \(asked) new tokens asked")
+                             + " in the model's context of \(context)")
+            } else if !options.slidingWindow && kept + asked > context && kept <= context {
+                notes.append("prompt \(index + 1) has \(kept) tokens: the model's context of \(context) leaves room for \(context - kept) of the "
+                             + "\(asked) new tokens asked (--sliding-window goes on past the context)")
+            }
+        }
+        return notes.count > 3 ? Array(notes.prefix(3)) + ["… and \(notes.count - 3) more prompts"] : notes
+    }
+
     struct Record: Encodable {
         struct Alternative: Encodable { var token: String; var logprob: Float }
         struct Logprob: Encodable { var token: String; var logprob: Float; var top: [Alternative] }
         var prompt: Int
         var index: Int
         var text: String
+        var token_ids: [Int32]
         var finish_reason: String
         var prompt_tokens: Int
         var completion_tokens: Int

@@ -260,13 +260,16 @@ final class GenerationTests: XCTestCase {
         options.truncateLeft = true
         options.count = 1
         let truncated = try generator.generate(prompts: [long], options: options)[0]
-        XCTAssertEqual(truncated.promptTokens, 64)
+        XCTAssertEqual(truncated.promptTokens, 64 - options.maxNewTokens, "the cut leaves room for the tokens asked")
         XCTAssertEqual(truncated.finishReason, .length)
-        XCTAssertEqual(truncated.tokens.count, 1, "a full context leaves room for one token")
+        XCTAssertEqual(truncated.tokens.count, options.maxNewTokens)
+        options.maxNewTokens = 100
+        XCTAssertEqual(try generator.generate(prompts: [long], options: options)[0].promptTokens, 1, "at least one prompt token is kept")
 
+        options.truncateLeft = false
         options.slidingWindow = true
         options.maxNewTokens = 30
-        let sliding = try generator.generate(prompts: [long], options: options)[0]
+        let sliding = try generator.generate(prompts: [Array(long.prefix(60))], options: options)[0]
         XCTAssertEqual(sliding.tokens.count, 30, "a sliding window goes past the context")
 
         options.topP = 1.5
@@ -319,8 +322,9 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(finished?.tokens, expected.tokens)
     }
 
-    /// `--logprobs` has no place in plain-text output: without --json it is refused, not ignored.
-    func testLogprobsWithoutJSONAreRefused() throws {
+    /// `gpt generate` as people use it: `--logprobs` without --json is refused, not ignored; --json gives the token
+    /// ids; a prompt can come on standard input; what the context does to a prompt or to --max-tokens is said.
+    func testGenerateCommandLine() throws {
         let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
         try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
         let folder = try temporaryDirectory(self).appendingPathComponent("model")
@@ -332,6 +336,25 @@ final class GenerationTests: XCTestCase {
         XCTAssertTrue(output.contains("--logprobs is reported in JSON: add --json"), output)
         let json = try runCapturingOutput(gpt, ["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2", "--logprobs", "2", "--json"])
         XCTAssertEqual(json.status, 0, json.output)
-        XCTAssertTrue(json.output.contains("\"logprobs\""), json.output)
+        let line = try XCTUnwrap(json.output.split(separator: "\n").first { $0.hasPrefix("{") })
+        let record = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        XCTAssertNotNil(record["logprobs"], json.output)
+        let ids = try XCTUnwrap(record["token_ids"] as? [Int], json.output)
+        XCTAssertEqual(ids.count, 2)
+        XCTAssertEqual(String(decoding: try tokenizer.decodeBytes(ids.map(Int32.init)), as: UTF8.self), record["text"] as? String)
+
+        // The context is 16 tokens.
+        let piped = try runCapturingOutput(gpt, ["generate", "--model", model, "--max-tokens", "12", "--temperature", "0", "--json"],
+                                           input: Data("Habcdefg\n".utf8))
+        XCTAssertEqual(piped.status, 0, piped.output)
+        XCTAssertTrue(piped.output.contains("\"prompt_tokens\":8"), "the prompt from standard input, less its final newline: \(piped.output)")
+        XCTAssertTrue(piped.output.contains("note: prompt 1 has 8 tokens: the model's context of 16 leaves room for 8 of the 12 new tokens asked"), piped.output)
+        let empty = try runCapturingOutput(gpt, ["generate", "--model", model], input: Data())
+        XCTAssertNotEqual(empty.status, 0)
+        XCTAssertTrue(empty.output.contains("standard input is empty"), empty.output)
+        let cut = try runCapturingOutput(gpt, ["generate", "--model", model, "--prompt", String(repeating: "abc", count: 8), "--max-tokens", "5",
+                                               "--truncate", "left", "--json"])
+        XCTAssertEqual(cut.status, 0, cut.output)
+        XCTAssertTrue(cut.output.contains("note: prompt 1 was cut from the left from 24 to 11 tokens, leaving room for the 5 new tokens asked"), cut.output)
     }
 }

@@ -69,9 +69,10 @@ func requirePython(_ modules: String, install: String) throws {
     try XCTSkipIf(probe.terminationStatus != 0, "python3 with \(modules) is not installed (\(install))")
 }
 
-/// Runs `executable` with `arguments` (and `environment`, when given, in place of this process's) to its end: its
-/// exit status and its output (standard output and error together).
-func runCapturingOutput(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+/// Runs `executable` with `arguments` (and `environment`, when given, in place of this process's; `input` on its
+/// standard input, else nothing) to its end: its exit status and its output (standard output and error together).
+func runCapturingOutput(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                        input: Data? = nil) throws -> (status: Int32, output: String) {
     let run = Process()
     run.executableURL = executable
     run.arguments = arguments
@@ -79,7 +80,13 @@ func runCapturingOutput(_ executable: URL, _ arguments: [String], environment: [
     let pipe = Pipe()
     run.standardOutput = pipe
     run.standardError = pipe
+    let inputPipe = Pipe()
+    run.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
     try run.run()
+    if let input {
+        inputPipe.fileHandleForWriting.write(input)
+        try inputPipe.fileHandleForWriting.close()
+    }
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     run.waitUntilExit()
     return (run.terminationStatus, output)
