@@ -71,6 +71,7 @@ public enum HuggingFaceCheckpoint {
         try SafeTensors.write(tensors, metadata: ["format": "pt"], as: dtype, to: directory.appendingPathComponent("model.safetensors"))
         var json = hfConfig(c, modelType: modelType, head: model.taskHead)
         if dtype == .bfloat16 { json["torch_dtype"] = "bfloat16" }
+        json[versionKey] = swiftGPTVersion
         if let format = model.inputFormat {
             json[inputFormatKey] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(format))
         }
@@ -253,6 +254,8 @@ public enum HuggingFaceCheckpoint {
 
     /// The config.json key under which a fine-tuned model keeps its `InputFormat` (transformers keeps unknown keys).
     static let inputFormatKey = "swiftgpt_input_format"
+    /// The SwiftGPT version that wrote a checkpoint.
+    static let versionKey = "swiftgpt_version"
 
     static func readInputFormat(_ url: URL) throws -> InputFormat? {
         guard let data = FileManager.default.contents(atPath: url.path),

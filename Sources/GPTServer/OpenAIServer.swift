@@ -72,7 +72,7 @@ public final class OpenAIServer: Sendable {
         let router = Router()
         router.middlewares.add(APIMiddleware(server: self))
         router.get("/") { _, _ in try Self.chatPage() }
-        router.get("/health") { _, _ in Self.json(["status": "ok"]) }
+        router.get("/health") { _, _ in Self.json(["status": "ok", "version": .string(swiftGPTVersion)]) }
         router.get("/metrics") { [metrics] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
         }
@@ -109,7 +109,7 @@ public final class OpenAIServer: Sendable {
 
     private var modelObject: JSONValue {
         ["id": .string(served.name), "object": "model", "created": JSONValue(started), "owned_by": "swiftgpt",
-         "context_length": JSONValue(served.contextLength)]
+         "context_length": JSONValue(served.contextLength), "swiftgpt_version": .string(swiftGPTVersion)]
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {

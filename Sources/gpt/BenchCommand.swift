@@ -16,9 +16,6 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model preset: \(GPTConfig.presets.keys.sorted().joined(separator: ", ")).")
     var preset = "gpt2"
 
-    @Option(help: "Sequence length in tokens.")
-    var seq = 256
-
     @Option(help: "Random seed for weights and tokens.")
     var seed: UInt64 = 0
 
@@ -50,18 +47,29 @@ struct ModelOptions: ParsableArguments {
         return c
     }
 
-    /// `presetWithoutDropout()`, checked against --seq.
-    func config() throws -> GPTConfig {
-        let c = try presetWithoutDropout()
-        guard seq > 0, seq <= c.contextLength else {
-            throw ValidationError("--seq must be in 1...\(c.contextLength) for preset \(preset)")
-        }
-        return c
-    }
-
     func randomIDs(count: Int, vocabulary: Int) -> [Int32] {
         var random = SeededRandom(seed: seed &+ 1)
         return (0..<count).map { _ in Int32(random.nextInt(below: vocabulary)) }
+    }
+}
+
+/// Options of the benchmarks that time passes over whole sequences (train, forward).
+struct PassOptions: ParsableArguments {
+    @Option(help: "Sequence length in tokens.")
+    var seq = 256
+
+    @Option(name: .customLong("precision"), help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
+    var requestedPrecision: ProductPrecision?
+
+    var precision: ProductPrecision { requestedPrecision ?? .machineDefault }
+
+    /// The model's preset without dropout, checked against --seq.
+    func config(_ model: ModelOptions) throws -> GPTConfig {
+        let c = try model.presetWithoutDropout()
+        guard seq > 0, seq <= c.contextLength else {
+            throw ValidationError("--seq must be in 1...\(c.contextLength) for preset \(model.preset)")
+        }
+        return c
     }
 }
 
@@ -70,25 +78,24 @@ struct TrainBench: ParsableCommand {
         commandName: "train", abstract: "Time training steps: forward, backward and AdamW.")
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
-    var precision: ProductPrecision = .machineDefault
+    @OptionGroup var passes: PassOptions
     @Option(help: "Sequences per step.") var batch = 4
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
 
     func run() throws {
-        let c = try model.config()
+        let c = try passes.config(model)
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
         let peakBefore = Benchmark.peakGEMM()
         let gpt = try GPTModel(config: c, seed: model.seed)
         let optimizer = AdamW(parameters: gpt.parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
-        let ids = model.randomIDs(count: batch * model.seq, vocabulary: c.vocabularySize)
-        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(model.seq); precision \(precision.rawValue)")
+        let ids = model.randomIDs(count: batch * passes.seq, vocabulary: c.vocabularySize)
+        print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(passes.seq); precision \(passes.precision.rawValue)")
         var times: [Double] = []
         for step in 0...steps {
             var loss: Float = 0
             let t = Benchmark.time {
                 gpt.parameters.zeroGradients()
-                let tape = Tape(precision: precision)
+                let tape = Tape(precision: passes.precision)
                 let logits = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
                 let l = gpt.languageModelLoss(logits, ids: ids, batch: batch, tape: tape)
                 loss = l.value[flat: 0]
@@ -103,8 +110,8 @@ struct TrainBench: ParsableCommand {
         print(String(format: "peak sgemm: %.1f GFLOP/s (2048³, %d threads, best before and after the steps)",
                      peak, Parallel.threadCount))
         let seconds = Benchmark.median(times)
-        let tokens = batch * model.seq
-        let flops = Benchmark.trainingFLOPs(c, tokens: tokens, length: model.seq)
+        let tokens = batch * passes.seq
+        let flops = Benchmark.trainingFLOPs(c, tokens: tokens, length: passes.seq)
         print(String(format: "median %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%% of measured peak, peak RSS %.0f MiB",
                      seconds * 1000, Double(tokens) / seconds, flops / seconds / 1e9, 100 * flops / seconds / 1e9 / peak,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
@@ -116,27 +123,26 @@ struct ForwardBench: ParsableCommand {
         commandName: "forward", abstract: "Time inference forward passes (prefill: logits for every position).")
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Matrix-product inputs: fp32 or bf16 (default: bf16 where the CPU multiplies bf16 natively).")
-    var precision: ProductPrecision = .machineDefault
+    @OptionGroup var passes: PassOptions
     @Option(help: "Sequences per pass.") var batch = 1
     @Option(help: "Timed passes (after one warm-up pass).") var steps = 5
 
     func run() throws {
-        let c = try model.config()
+        let c = try passes.config(model)
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
         let gpt = try GPTModel(config: c, seed: model.seed)
-        let ids = model.randomIDs(count: batch * model.seq, vocabulary: c.vocabularySize)
+        let ids = model.randomIDs(count: batch * passes.seq, vocabulary: c.vocabularySize)
         var times: [Double] = []
         for step in 0...steps {
             let t = Benchmark.time {
-                let tape = Tape(recording: false, precision: precision)
+                let tape = Tape(recording: false, precision: passes.precision)
                 _ = gpt.logits(gpt.hidden(ids: ids, batch: batch, tape: tape).final, tape: tape)
             }
             if step > 0 { times.append(t) }
         }
         let seconds = Benchmark.median(times)
         print(String(format: "forward %@ %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
-                     model.preset, precision.rawValue, batch, model.seq, seconds * 1000, Double(batch * model.seq) / seconds,
+                     model.preset, passes.precision.rawValue, batch, passes.seq, seconds * 1000, Double(batch * passes.seq) / seconds,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
     }
 }
@@ -175,10 +181,7 @@ struct AttentionBench: ParsableCommand {
             attention = try GPTConfig.patterns(cycling: [kind], window: window, stride: stride, summaries: summaries, layers: 1)[0]
         } catch { throw ValidationError("\(error)") }
         guard attention.isValid else { throw ValidationError("the pattern \(attention) has sizes out of range") }
-        let lengths = try seq.split(separator: ",").map { item -> Int in
-            guard let n = Int(item), n > 0 else { throw ValidationError("--seq takes positive integers separated by commas") }
-            return n
-        }
+        let lengths = try positiveIntegers(seq, option: "--seq")
         let width = heads * headWidth, budget = recompute ? 0 : Tape.attentionProbabilityBudget
         for length in lengths {
             var random = SeededRandom(seed: 1)
@@ -224,7 +227,7 @@ struct GenerateBench: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(help: "Prompt length in tokens.") var promptTokens = 16
     @Option(help: "New tokens per sequence.") var newTokens = 128
-    @Option(help: "Batch sizes to measure.") var batch: [Int] = [1, 8]
+    @Option(help: "Batch sizes to measure, comma-separated.") var batch = "1,8"
     @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
     var temperature: Float = 0
     @Option(help: "Format of the weights decoding streams: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
@@ -236,6 +239,7 @@ struct GenerateBench: ParsableCommand {
             guard poolBytes >= 0 else { throw ValidationError("--pool-bytes must not be negative") }
             TensorMemory.poolLimitBytes = poolBytes
         }
+        let batches = try positiveIntegers(batch, option: "--batch")
         let c = try model.presetWithoutDropout()
         guard promptTokens > 0, newTokens > 0, promptTokens + newTokens <= c.contextLength else {
             throw ValidationError("need prompt + new tokens within the context of \(c.contextLength)")
@@ -245,7 +249,7 @@ struct GenerateBench: ParsableCommand {
         let weightBytes = Double(weights.bytes)
         print(String(format: "model: %@, %d parameters (%.0f MB of %@ weights read per decoding step)", model.preset,
                      gpt.parameters.count, weightBytes / 1e6, precision.rawValue))
-        for b in batch where b > 0 {
+        for b in batches {
             let session = InferenceSession(model: gpt, sequences: b, weights: weights)
             let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }
             let prefill = try Benchmark.time { _ = try session.feed(prompts) }
@@ -266,6 +270,14 @@ struct GenerateBench: ParsableCommand {
             print(String(format: "batch %d: %.1f tokens/s (%.2f ms/step, %.1f GB/s of weights; prefill of %d tokens %.1f ms)",
                          b, Double(b * newTokens) / total, perStep * 1000, weightBytes / perStep / 1e9, promptTokens * b, prefill * 1000))
         }
+    }
+}
+
+/// The numbers of a comma-separated list given to `option`, each positive.
+func positiveIntegers(_ list: String, option: String) throws -> [Int] {
+    try list.split(separator: ",", omittingEmptySubsequences: false).map { item in
+        guard let n = Int(item), n > 0 else { throw ValidationError("\(option) takes positive integers separated by commas") }
+        return n
     }
 }
 

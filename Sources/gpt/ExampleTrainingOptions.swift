@@ -2,17 +2,26 @@ import ArgumentParser
 import Foundation
 import SwiftGPT
 
+/// The defaults of a command that trains on a set of examples in epochs, which its `--help` shows.
+protocol ExampleTrainingDefaults {
+    static var epochs: Int { get }
+    static var learningRate: Float { get }
+    static var batchSize: Int { get }
+    /// What a micro-batch counts, capitalized and in the plural ("Examples", "Pairs").
+    static var examples: String { get }
+    static var warmupFraction: Float { get }
+}
+
 /// The options of the commands that train on a set of examples in epochs (`gpt finetune`, `gpt reward train`, `gpt sft`):
-/// output, resume and the loop's settings. Where the commands' defaults differ, the option is optional and each
-/// command gives its own `Defaults`.
-struct ExampleTrainingOptions: ParsableArguments {
+/// output, resume and the loop's settings, with the command's own defaults.
+struct ExampleTrainingOptions<Defaults: ExampleTrainingDefaults>: ParsableArguments {
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Option(help: "Passes over the training set (default: fine-tuning 3, reward model 1, SFT 2).") var epochs: Int?
-    @Option(help: "Peak learning rate (default: fine-tuning 6.25e-5, reward model 1e-5, SFT 5e-5).") var learningRate: Float?
-    @Option(help: "Examples (reward model: pairs) per micro-batch (default: fine-tuning 32, reward model 8, SFT 8).") var batchSize: Int?
+    @Option(help: "Passes over the training set.") var epochs = Defaults.epochs
+    @Option(help: "Peak learning rate.") var learningRate = Defaults.learningRate
+    @Option(help: ArgumentHelp("\(Defaults.examples) per micro-batch.")) var batchSize = Defaults.batchSize
     @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation = 1
-    @Option(help: "Warmup as a fraction of all steps (default: fine-tuning 0.002, reward model and SFT 0.03).") var warmupFraction: Float?
+    @Option(help: "Warmup as a fraction of all steps.") var warmupFraction = Defaults.warmupFraction
     @Option(help: "Decay after warmup, to 0: linear or cosine.") var schedule = LearningRateSchedule.linear
     @Option(help: "Dropout in the body (default: the model's own).") var dropout: Float?
     @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0.01
@@ -25,29 +34,16 @@ struct ExampleTrainingOptions: ParsableArguments {
     @Option(help: "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error.") var rankTimeout: Double = 300
     @Option(help: "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; default 0: last/ and best/ only).") var keepCheckpoints = 0
 
-    /// A command's own defaults.
-    struct Defaults {
-        var epochs: Int
-        var learningRate: Float
-        var batchSize: Int
-        var warmupFraction: Float
-    }
-
-    /// The epochs and warmup fraction of a new run.
-    func schedule(_ defaults: Defaults) -> (epochs: Int, warmupFraction: Float) {
-        (epochs ?? defaults.epochs, warmupFraction ?? defaults.warmupFraction)
-    }
-
     /// The loop's settings for a new run starting from `model`: AdamW (0.9, 0.999), decay to 0.
-    func configuration(model: String, defaults: Defaults) -> TrainingConfiguration {
+    func configuration(model: String) -> TrainingConfiguration {
         var c = TrainingConfiguration()
-        c.initFrom = Self.absolute(model)
+        c.initFrom = absolutePath(model)
         c.out = out
         c.context = context
         c.dropout = dropout
-        c.batchSize = batchSize ?? defaults.batchSize
+        c.batchSize = batchSize
         c.gradientAccumulation = gradientAccumulation
-        c.learningRate = learningRate ?? defaults.learningRate
+        c.learningRate = learningRate
         c.minLearningRate = 0
         c.schedule = schedule
         c.beta1 = 0.9
@@ -71,7 +67,7 @@ struct ExampleTrainingOptions: ParsableArguments {
         print("resuming \(out) at step \(trainer.step)")
         return trainer
     }
-
-    /// An absolute path, so that a resumed run finds its files from any directory.
-    static func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
 }
+
+/// An absolute path, so that a resumed run finds its files from any directory.
+func absolutePath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }

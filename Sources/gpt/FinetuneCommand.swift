@@ -34,25 +34,33 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Dropout on the pooled state before the head.") var headDropout: Float = 0.1
     @Option(help: "Number of classes of a classification, entailment or integer similarity task (default: the largest training label + 1, every class below it present).")
     var classes: Int?
-    @OptionGroup var options: ExampleTrainingOptions
+    @OptionGroup var options: ExampleTrainingOptions<FineTuningDefaults>
 
     func run() throws {
-        let defaults = ExampleTrainingOptions.Defaults(epochs: 3, learningRate: 6.25e-5, batchSize: 32, warmupFraction: 0.002)
         let trainer = try options.trainer(kind: "fine-tuning", isKind: { $0.fineTuning != nil }) {
             guard let task, let model, let train, let dev else { throw ValidationError("a new run needs --task, --model, --train and --dev") }
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")
             }
-            var settings = FineTuningSettings(task: task, train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev))
-            (settings.epochs, settings.warmupFraction) = options.schedule(defaults)
+            var settings = FineTuningSettings(task: task, train: absolutePath(train), dev: absolutePath(dev))
+            (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
             settings.lmWeight = lmWeight
             settings.headDropout = headDropout
             settings.pretrained = initialization == "pretrained"
             settings.classCount = classes
-            var c = options.configuration(model: model, defaults: defaults)
+            var c = options.configuration(model: model)
             c.fineTuning = settings
             return c
         }
         try TrainingRun.run(trainer)
     }
+}
+
+/// The defaults of `gpt finetune`.
+enum FineTuningDefaults: ExampleTrainingDefaults {
+    static let epochs = 3
+    static let learningRate: Float = 6.25e-5
+    static let batchSize = 32
+    static let examples = "Examples"
+    static let warmupFraction: Float = 0.002
 }

@@ -1,10 +1,47 @@
 import ArgumentParser
+import Foundation
+import SwiftGPT
 
 @main
 struct GPTCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gpt",
         abstract: "SwiftGPT: train, evaluate and run GPT models.",
+        version: swiftGPTVersion,
         subcommands: [PrepareCommand.self, TrainCommand.self, FinetuneCommand.self, PredictCommand.self, SFTCommand.self, RewardCommand.self, PPOCommand.self, LossCommand.self, ExportCommand.self, EvalCommand.self, ICLDataCommand.self, GenerateCommand.self, ServeCommand.self, EncodeCommand.self, DecodeCommand.self, TokenizerCommand.self, ParityCommand.self, BenchCommand.self]
     )
+
+    /// Parses the command line and runs the command it names. A usage error found while the command runs (a
+    /// `ValidationError` from `run()`) is reported with that command's usage, as one found while parsing is;
+    /// ArgumentParser's own `main` would show the usage of `gpt` itself.
+    static func main() {
+        var command: ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            let type = Swift.type(of: command)
+            let name = (["gpt"] + commandPath(to: type, from: self)).joined(separator: " ")
+            FileHandle.standardError.write(Data("""
+                Error: \(error.message)
+                Usage: \(usageString(for: type))
+                  See '\(name) --help' for more information.
+
+                """.utf8))
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// The subcommand names leading from `root` to `target` (empty when it is `root`).
+    private static func commandPath(to target: ParsableCommand.Type, from root: ParsableCommand.Type) -> [String] {
+        for sub in root.configuration.subcommands {
+            let name = sub.configuration.commandName ?? String(describing: sub)
+            if sub == target { return [name] }
+            let below = commandPath(to: target, from: sub)
+            if !below.isEmpty { return [name] + below }
+        }
+        return []
+    }
 }

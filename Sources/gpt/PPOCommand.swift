@@ -22,7 +22,9 @@ struct PPOCommand: ParsableCommand {
         response length, policy and value loss, clip fractions, approx KL); reward.svg plots score and KL; \
         samples.jsonl logs responses every --sample-interval rollouts. best/ keeps the policy with the highest \
         score − β·KL; checkpoints load in transformers as GPT2LMHeadModel (the v_head tensors are TRL's value \
-        head). --resume continues exactly. Under mpirun each rank samples and scores its share of every rollout         (with the random streams one process would use), the ranks exchange their shares, and each computes its         share of every mini-batch.
+        head). --resume continues exactly. Under mpirun each rank samples and scores its share of every rollout \
+        (with the random streams one process would use), the ranks exchange their shares, and each computes its \
+        share of every mini-batch.
         """
     )
 
@@ -55,6 +57,7 @@ struct PPOCommand: ParsableCommand {
     @Option(help: "PPO-ptx: a directory prepared by gpt prepare whose LM loss is mixed in.") var ptxData: String?
     @Option(help: "PPO-ptx's coefficient γ_ptx.") var ptxCoefficient: Float = 0
     @Option(help: "Rollouts between logged sample responses.") var sampleInterval = 5
+    @Option(help: "Optimizer steps between step log lines (every rollout has its own line).") var logInterval = 10
     @Option(help: "Learning rate (constant).") var learningRate: Float = 1.41e-5
     @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0
     @Option(help: "Gradient-norm clip (0: off).") var gradientClip: Float = 1
@@ -74,8 +77,8 @@ struct PPOCommand: ParsableCommand {
             guard let policy, let reward, let prompts else { throw ValidationError("a new run needs --policy, --reward and --prompts") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: policy)
-            let rewardSpecification = reward.hasPrefix("classifier:") ? reward : ExampleTrainingOptions.absolute(reward)
-            var settings = PolicyOptimizationSettings(prompts: ExampleTrainingOptions.absolute(prompts), reward: rewardSpecification,
+            let rewardSpecification = reward.hasPrefix("classifier:") ? reward : absolutePath(reward)
+            var settings = PolicyOptimizationSettings(prompts: absolutePath(prompts), reward: rewardSpecification,
                                                       chatTemplate: template)
             settings.iterations = iterations
             settings.rolloutSize = rolloutSize
@@ -95,11 +98,11 @@ struct PPOCommand: ParsableCommand {
             settings.valueClipRange = valueClipRange
             settings.valueCoefficient = valueCoefficient
             settings.whitenScores = whitenScores
-            settings.pretrainingData = ptxData.map(ExampleTrainingOptions.absolute)
+            settings.pretrainingData = ptxData.map(absolutePath)
             settings.pretrainingCoefficient = ptxCoefficient
             settings.sampleInterval = sampleInterval
             var c = TrainingConfiguration()
-            c.initFrom = ExampleTrainingOptions.absolute(policy)
+            c.initFrom = absolutePath(policy)
             c.out = out
             c.batchSize = batchSize
             c.gradientAccumulation = gradientAccumulation
@@ -109,7 +112,7 @@ struct PPOCommand: ParsableCommand {
             c.beta2 = 0.95
             c.weightDecay = weightDecay
             c.gradientClip = gradientClip
-            c.logInterval = 1
+            c.logInterval = logInterval
             c.seed = seed
             c.shardOptimizer = shardOptimizer
             c.rankTimeout = rankTimeout

@@ -27,15 +27,14 @@ struct RewardTrainCommand: ParsableCommand {
     @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder).") var model: String?
     @Option(help: "Training pairs (JSONL).") var train: String?
     @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
-    @OptionGroup var options: ExampleTrainingOptions
+    @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
 
     func run() throws {
-        let defaults = ExampleTrainingOptions.Defaults(epochs: 1, learningRate: 1e-5, batchSize: 8, warmupFraction: 0.03)
         let trainer = try options.trainer(kind: "reward-model", isKind: { $0.rewardModeling != nil }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
-            var settings = RewardModelingSettings(train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev))
-            (settings.epochs, settings.warmupFraction) = options.schedule(defaults)
-            var c = options.configuration(model: model, defaults: defaults)
+            var settings = RewardModelingSettings(train: absolutePath(train), dev: absolutePath(dev))
+            (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
+            var c = options.configuration(model: model)
             c.rewardModeling = settings
             return c
         }
@@ -95,4 +94,13 @@ struct RewardScoreCommand: ParsableCommand {
         }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
+}
+
+/// The defaults of `gpt reward train`.
+enum RewardModelingDefaults: ExampleTrainingDefaults {
+    static let epochs = 1
+    static let learningRate: Float = 1e-5
+    static let batchSize = 8
+    static let examples = "Pairs"
+    static let warmupFraction: Float = 0.03
 }

@@ -26,19 +26,18 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "A chat template (JSON: system, user, assistant, generation_prompt, end_of_turn; default: the model's, else HH-RLHF's form).") var chatTemplate: String?
     @Option(help: "Dev prompts to answer with the trained model at the end.") var samples = 3
     @Option(help: "Longest sampled reply, in tokens.") var sampleTokens = 128
-    @OptionGroup var options: ExampleTrainingOptions
+    @OptionGroup var options: ExampleTrainingOptions<SupervisedFineTuningDefaults>
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let defaults = ExampleTrainingOptions.Defaults(epochs: 2, learningRate: 5e-5, batchSize: 8, warmupFraction: 0.03)
         let trainer = try options.trainer(kind: "supervised fine-tuning", isKind: { $0.supervisedFineTuning != nil }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: model)
-            var settings = SupervisedFineTuningSettings(train: ExampleTrainingOptions.absolute(train), dev: ExampleTrainingOptions.absolute(dev),
+            var settings = SupervisedFineTuningSettings(train: absolutePath(train), dev: absolutePath(dev),
                                                         chatTemplate: template)
-            (settings.epochs, settings.warmupFraction) = options.schedule(defaults)
-            var c = options.configuration(model: model, defaults: defaults)
+            (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
+            var c = options.configuration(model: model)
             c.supervisedFineTuning = settings
             return c
         }
@@ -76,4 +75,13 @@ struct SFTCommand: ParsableCommand {
         try JSONLinesOutput.write(records, to: path)
         print("\nsamples written to \(path)")
     }
+}
+
+/// The defaults of `gpt sft`.
+enum SupervisedFineTuningDefaults: ExampleTrainingDefaults {
+    static let epochs = 2
+    static let learningRate: Float = 5e-5
+    static let batchSize = 8
+    static let examples = "Examples"
+    static let warmupFraction: Float = 0.03
 }

@@ -69,6 +69,8 @@ final class CheckpointTests: XCTestCase {
             try HuggingFaceCheckpoint.save(model, to: dir)
             let (read, modelType) = try HuggingFaceCheckpoint.readConfig(dir.appendingPathComponent("config.json"))
             XCTAssertEqual(modelType, type)
+            let written = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as? [String: Any]
+            XCTAssertEqual(written?["swiftgpt_version"] as? String, swiftGPTVersion, "the checkpoint records the version that wrote it")
             XCTAssertEqual(read.attentionPatterns, config.attentionPatterns)
             let loaded = try HuggingFaceCheckpoint.load(from: dir)
             XCTAssertEqual(loaded.config, config)

@@ -331,6 +331,12 @@ final class GenerationTests: XCTestCase {
         let tokenizer = try CharacterTokenizer(characters: Array("abcdefghijklmnopqrstuvH".unicodeScalars))
         try TrainingCheckpoint.save(model: try GPTModel(config: tinyConfig(), seed: 1), tokenizer: tokenizer, optimizer: nil, state: nil, to: folder)
         let model = folder.path
+        let version = try runCapturingOutput(gpt, ["--version"])
+        XCTAssertEqual(version.output.trimmingCharacters(in: .whitespacesAndNewlines), swiftGPTVersion)
+        // A usage error found while a subcommand runs shows that subcommand's usage.
+        let usage = try runCapturingOutput(gpt, ["bench", "generate", "--batch", "1,x"])
+        XCTAssertEqual(usage.status, 64, usage.output)
+        XCTAssertTrue(usage.output.contains("Usage: gpt bench generate") && usage.output.contains("See 'gpt bench generate --help'"), usage.output)
         let (status, output) = try runCapturingOutput(gpt, ["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "2", "--logprobs", "2"])
         XCTAssertNotEqual(status, 0, output)
         XCTAssertTrue(output.contains("--logprobs is reported in JSON: add --json"), output)

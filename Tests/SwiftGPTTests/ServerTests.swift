@@ -32,6 +32,7 @@ final class ServerTests: XCTestCase {
         defer { server.kill() }
         let health = try await server.request("GET", "/health", key: nil)
         XCTAssertEqual(health.status, 200)
+        XCTAssertTrue(health.text.contains("\"version\":\"\(swiftGPTVersion)\""), health.text)
         let unauthorized = try await server.request("GET", "/v1/models", key: nil)
         XCTAssertEqual(unauthorized.status, 401, "the API needs the key")
         let page = try await server.request("GET", "/", key: nil)
