@@ -200,6 +200,25 @@ def stalled(port, count, timeout):
     return closed == count and all(status == 200 for status, _ in served)
 
 
+def rss_trend(samples, first_minute_peak):
+    """RSS after the first minute in figures that tell growth from the ups and downs of the live batch: the highest
+    sample against the highest of the first minute, a least-squares line's slope, and the mean of the first and of
+    the last fifth of the samples."""
+    later = [(t, rss) for t, rss in samples if t >= 60]
+    if len(later) < 5:
+        return "RSS trend: too few samples after the first minute"
+    n = len(later)
+    mean_t, mean_rss = sum(t for t, _ in later) / n, sum(rss for _, rss in later) / n
+    slope = sum((t - mean_t) * (rss - mean_rss) for t, rss in later) / sum((t - mean_t) ** 2 for t, _ in later)
+    fifth = max(1, n // 5)
+    first, last = sum(rss for _, rss in later[:fifth]) / fifth, sum(rss for _, rss in later[-fifth:]) / fifth
+    peak = max(rss for _, rss in later)
+    return (f"RSS trend after the first minute: highest {peak:.1f} MB against the first minute's highest {first_minute_peak:.1f} MB "
+            f"({(peak / first_minute_peak - 1) * 100:+.1f}%); least-squares slope {slope * 600:+.2f} MB per 10 minutes; "
+            f"mean of the first fifth {first:.1f} MB, of the last fifth {last:.1f} MB ({(last / first - 1) * 100:+.1f}%); "
+            f"range {min(rss for _, rss in later):.1f}-{peak:.1f} MB")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
@@ -241,12 +260,14 @@ def main():
         time.sleep(2)
         idle = rss_mb(server.pid)
         after_minute = [rss for t, rss, _ in samples if t >= 60] or [samples[-1][1]]
+        first_minute_peak = max(rss for t, rss, _ in samples if t < 60)
         print(f"soak: {args.clients} clients for {args.seconds} s: {tally.requests} requests; answers by status: "
               f"{dict(sorted((str(k), v) for k, v in tally.statuses.items()))}; unexpected: {len(tally.unexpected)}")
         for line in tally.unexpected:
             print("  unexpected:", line)
         print(f"RSS: first minute's end {after_minute[0]:.1f} MB, last sample {samples[-1][1]:.1f} MB, highest after the first minute "
               f"{max(after_minute):.1f} MB ({(max(after_minute) / after_minute[0] - 1) * 100:+.1f}%), idle after the load {idle:.1f} MB")
+        print(rss_trend([(t, rss) for t, rss, _ in samples], first_minute_peak))
         stalls_closed = stalled(port, args.stalled, args.receive_timeout) if args.stalled else True
         unanswered, slowest = fuzz(port, args.fuzz, args.receive_timeout) if args.fuzz else (0, 0.0)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

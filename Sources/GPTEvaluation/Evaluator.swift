@@ -14,10 +14,14 @@ public struct EvaluationResult: Sendable, Codable, Equatable {
     public var examples: Int
     /// Examples whose prompt lost demonstrations or was cut to fit the context.
     public var truncated: Int
+    /// The mean number of demonstrations the prompts actually held, after whole ones were dropped to fit the
+    /// context: below `shots`, the figure measures fewer shots than it is labelled with.
+    public var meanDemonstrations: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case task, shots, metric, value, examples, truncated
         case standardError = "stderr"
+        case meanDemonstrations = "mean_demonstrations"
     }
 }
 
@@ -79,7 +83,11 @@ public final class Evaluator {
                 ? try generation(task, examples, prompts)
                 : try likelihoods(task, examples, prompts, assembly)
             let truncated = prompts.filter(\.wasTruncated).count
-            for i in evaluation.results.indices { evaluation.results[i].truncated = truncated }
+            let meanDemonstrations = prompts.isEmpty ? 0 : Double(prompts.reduce(0) { $0 + $1.demonstrations }) / Double(prompts.count)
+            for i in evaluation.results.indices {
+                evaluation.results[i].truncated = truncated
+                evaluation.results[i].meanDemonstrations = meanDemonstrations
+            }
         }
         for i in evaluation.results.indices { evaluation.results[i].shots = shots }
         for i in evaluation.samples.indices { evaluation.samples[i]["shots"] = shots }

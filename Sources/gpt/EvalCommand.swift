@@ -68,6 +68,9 @@ struct EvalCommand: ParsableCommand {
                     line += ", \(truncated) prompt\(truncated == 1 ? "" : "s") cut to fit the context of \(gpt.config.contextLength)"
                 }
                 FileHandle.standardError.write(Data((line + "\n").utf8))
+                if let warning = Self.shortfallWarning(evaluation.results.first, contextLength: gpt.config.contextLength) {
+                    FileHandle.standardError.write(Data((warning + "\n").utf8))
+                }
             }
         }
         print(Self.table(results))
@@ -76,7 +79,8 @@ struct EvalCommand: ParsableCommand {
                 "model": model, "seed": seed, "limit": limit as Any? ?? NSNull(), "shots": shotCounts,
                 "results": results.map { result -> [String: Any] in
                     ["task": result.task, "shots": result.shots, "metric": result.metric, "value": result.value,
-                     "stderr": result.standardError as Any? ?? NSNull(), "examples": result.examples, "truncated": result.truncated]
+                     "stderr": result.standardError as Any? ?? NSNull(), "examples": result.examples, "truncated": result.truncated,
+                     "mean_demonstrations": result.meanDemonstrations]
                 },
                 "speed": speeds,
             ]
@@ -91,11 +95,21 @@ struct EvalCommand: ParsableCommand {
         }
     }
 
-    /// The figures as an aligned text table.
+    /// A warning when the prompts of `result` held fewer demonstrations than its shots, on average, because whole
+    /// demonstrations were dropped to fit the context.
+    static func shortfallWarning(_ result: EvaluationResult?, contextLength: Int) -> String? {
+        guard let result, result.shots > 0, result.meanDemonstrations < Double(result.shots) else { return nil }
+        return String(format: "WARNING: %@ %d-shot: the prompts held %.2f demonstrations on average, not %d (%d of %d prompts lost "
+                      + "demonstrations to the context of %d tokens); this row measures fewer shots than it is labelled with",
+                      result.task, result.shots, result.meanDemonstrations, result.shots, result.truncated, result.examples, contextLength)
+    }
+
+    /// The figures as an aligned text table; "demos" is the mean number of demonstrations the prompts held.
     static func table(_ results: [EvaluationResult]) -> String {
-        var rows = [["task", "shots", "metric", "value", "stderr", "examples", "truncated"]]
+        var rows = [["task", "shots", "demos", "metric", "value", "stderr", "examples", "truncated"]]
         for r in results {
-            rows.append([r.task, String(r.shots), r.metric, String(format: "%.4f", r.value),
+            rows.append([r.task, String(r.shots), String(format: "%.2f", r.meanDemonstrations) + (r.meanDemonstrations < Double(r.shots) ? "!" : ""),
+                         r.metric, String(format: "%.4f", r.value),
                          r.standardError.map { String(format: "%.4f", $0) } ?? "-", String(r.examples), String(r.truncated)])
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }

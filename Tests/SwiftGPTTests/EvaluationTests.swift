@@ -202,7 +202,15 @@ final class EvaluationTests: XCTestCase {
         let evaluator = Evaluator(model: model, tokenizer: tokenizer)
         let run = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
         XCTAssertEqual(run.results.map(\.metric), ["acc", "acc_norm"])
+        XCTAssertEqual(run.results.map(\.meanDemonstrations), [3, 3], "every prompt holds its 3 demonstrations")
         XCTAssertEqual(run.samples.count, 20)
+        // A context too short for the demonstrations: the figures say how many the prompts really held.
+        let short = try GPTModel(config: GPTConfig(vocabularySize: 38, contextLength: 8, layerCount: 1, headCount: 2, embeddingWidth: 8), seed: 2)
+        let cramped = try Evaluator(model: short, tokenizer: tokenizer).evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
+        let held = Double(cramped.samples.reduce(0) { $0 + ($1["demonstrations"] as! Int) }) / Double(cramped.samples.count)
+        XCTAssertLessThan(held, 3)
+        XCTAssertEqual(cramped.results[0].meanDemonstrations, held, accuracy: 1e-12)
+        XCTAssertEqual(cramped.results[0].truncated, cramped.samples.filter { $0["truncated"] as! Bool }.count)
         let again = try evaluator.evaluate(task, shots: 3, examples: examples, pool: pool, poolIsData: false, seed: 1)
         XCTAssertEqual(run.results, again.results)
         let first = run.samples[0]
