@@ -43,10 +43,13 @@ public struct InputFormat: Codable, Equatable, Sendable {
     /// The shortest context that holds an input's special tokens.
     public var minimumContext: Int { task == .classification ? 2 : 3 }
 
-    /// The sequences of one input, and whether a text had to be cut to fit.
+    /// The sequences of one input, and how much of its text had to be cut to fit.
     public struct Sequences: Equatable, Sendable {
         public var rows: [[Int32]]
-        public var truncated: Bool
+        /// The largest fraction of a row's text tokens cut (0 when nothing was).
+        public var lostFraction: Double
+        /// Whether a text was cut to fit.
+        public var truncated: Bool { lostFraction > 0 }
     }
 
     /// The token sequences for one input given as token segments: classification `[text]`, entailment
@@ -55,13 +58,14 @@ public struct InputFormat: Codable, Equatable, Sendable {
     /// (never a special token).
     public func sequences(_ segments: [[Int32]], contextLength: Int) -> Sequences {
         precondition(task.segmentCount.contains(segments.count), "\(task.rawValue) takes \(task.segmentCount) segments, got \(segments.count)")
-        var truncated = false
+        var lostFraction = 0.0
         func row(_ first: [Int32], _ second: [Int32]?) -> [Int32] {
             var parts = second == nil ? [first] : [first, second!]
             let budget = contextLength - parts.count - 1
             precondition(budget >= 0, "a context of \(contextLength) cannot hold the special tokens of a \(task.rawValue) input")
-            var excess = parts.reduce(0) { $0 + $1.count } - budget
-            if excess > 0 { truncated = true }
+            let length = parts.reduce(0) { $0 + $1.count }
+            var excess = length - budget
+            if excess > 0 { lostFraction = max(lostFraction, Double(excess) / Double(length)) }
             while excess > 0 {
                 // Cut the longest segment down towards the next longest, at least one token at a time.
                 let order = parts.indices.sorted { parts[$0].count > parts[$1].count }
@@ -79,6 +83,6 @@ public struct InputFormat: Codable, Equatable, Sendable {
         case .similarity: rows = [row(segments[0], segments[1]), row(segments[1], segments[0])]
         case .multipleChoice: rows = segments.dropFirst().map { row(segments[0], $0) }
         }
-        return Sequences(rows: rows, truncated: truncated)
+        return Sequences(rows: rows, lostFraction: lostFraction)
     }
 }

@@ -26,13 +26,15 @@ public enum TaskLabel: Equatable, Sendable {
 public struct EncodedExample: Equatable, Sendable {
     public var rows: [[Int32]]
     public var label: TaskLabel?
+    /// The largest fraction of a row's tokens cut to fit the context (0 when nothing was).
+    public var lostFraction: Double
     /// Whether a text was cut to fit the context.
-    public var truncated: Bool
+    public var truncated: Bool { lostFraction > 0 }
 
-    public init(rows: [[Int32]], label: TaskLabel?, truncated: Bool) {
+    public init(rows: [[Int32]], label: TaskLabel?, lostFraction: Double = 0) {
         self.rows = rows
         self.label = label
-        self.truncated = truncated
+        self.lostFraction = lostFraction
     }
 }
 

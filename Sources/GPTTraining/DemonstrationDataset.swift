@@ -20,14 +20,16 @@ public struct Demonstration: Equatable, Sendable {
 public struct EncodedDemonstration: Equatable, Sendable {
     public var ids: [Int32]
     public var trained: [Bool]
+    /// The fraction of the demonstration's tokens cut to fit the context (0 when nothing was).
+    public var lostFraction: Double
     /// Whether it was cut to fit the context.
-    public var truncated: Bool
+    public var truncated: Bool { lostFraction > 0 }
 
-    public init(ids: [Int32], trained: [Bool], truncated: Bool) {
+    public init(ids: [Int32], trained: [Bool], lostFraction: Double = 0) {
         precondition(ids.count == trained.count, "one flag per id")
         self.ids = ids
         self.trained = trained
-        self.truncated = truncated
+        self.lostFraction = lostFraction
     }
 
     /// Next-token targets of each position: the following id where that id is trained, else -1 (no loss).
@@ -76,7 +78,7 @@ public enum DemonstrationDataset {
             let kept = min(ids.count, contextLength)
             // The first token is never a target: a demonstration needs a trained token after it.
             guard trained[1..<max(kept, 1)].contains(true) else { dropped += 1; continue }
-            examples.append(EncodedDemonstration(ids: Array(ids[..<kept]), trained: Array(trained[..<kept]), truncated: kept < ids.count))
+            examples.append(EncodedDemonstration(ids: Array(ids[..<kept]), trained: Array(trained[..<kept]), lostFraction: Double(ids.count - kept) / Double(ids.count)))
         }
         return (examples, dropped)
     }

@@ -14,8 +14,8 @@ public final class FineTuningObjective: TrainingObjective {
     public let settings: FineTuningSettings
     /// The training set's batches, epoch by epoch.
     public let batches: EpochBatches
-    /// How many training and dev examples had a text cut to fit the context.
-    public let truncatedCount: (train: Int, dev: Int)
+    /// Which training and dev examples had a text cut to fit the context, and how much of it.
+    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
 
     /// The pad id of the batches: the start token, which never ends a sequence (the head reads each row's last
     /// non-pad token, as transformers does).
@@ -45,7 +45,7 @@ public final class FineTuningObjective: TrainingObjective {
         }
         train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
-        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 

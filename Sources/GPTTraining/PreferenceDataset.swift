@@ -48,8 +48,8 @@ public enum PreferenceDataset {
                     throw FileError(url: source, message: "line \(pair.line): fields 'prompt' and '\(name)' are empty together: a reward model needs text to score")
                 }
             }
-            let truncated = rows.contains { $0.count > contextLength }
-            return EncodedExample(rows: rows.map { Array($0.suffix(contextLength)) }, label: .index(0), truncated: truncated)
+            let lost = rows.map { Double(max(0, $0.count - contextLength)) / Double($0.count) }.max() ?? 0
+            return EncodedExample(rows: rows.map { Array($0.suffix(contextLength)) }, label: .index(0), lostFraction: lost)
         }
     }
 }

@@ -45,9 +45,9 @@ public final class RewardFunction {
         let examples = try texts.map { text -> EncodedExample in
             let ids = try tokenizer.encode(text)
             if let format = model.inputFormat {
-                return EncodedExample(rows: format.sequences([ids], contextLength: context).rows, label: nil, truncated: false)
+                return EncodedExample(rows: format.sequences([ids], contextLength: context).rows, label: nil)
             }
-            return EncodedExample(rows: [Array(ids.suffix(context))], label: nil, truncated: false)
+            return EncodedExample(rows: [Array(ids.suffix(context))], label: nil)
         }
         guard case .sequenceClassification(let head)? = model.taskHead else { preconditionFailure("checked at init") }
         let pad = model.inputFormat?.start ?? head.padTokenID

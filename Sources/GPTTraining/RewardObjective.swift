@@ -12,8 +12,9 @@ public final class RewardObjective: TrainingObjective {
     public let train: [EncodedExample]
     public let dev: [EncodedExample]
     public let batches: EpochBatches
-    /// How many training and dev pairs had a row cut to fit the context (their prompts lose their beginning).
-    public let truncatedCount: (train: Int, dev: Int)
+    /// Which training and dev pairs had a row cut to fit the context (their prompts lose their beginning), and how
+    /// much of it.
+    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
     let pad: Int32
 
     /// This process's share of each batch.
@@ -30,7 +31,7 @@ public final class RewardObjective: TrainingObjective {
         let trainURL = URL(fileURLWithPath: settings.train), devURL = URL(fileURLWithPath: settings.dev)
         train = try PreferenceDataset.encode(try PreferenceDataset.load(trainURL), from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try PreferenceDataset.encode(try PreferenceDataset.load(devURL), from: devURL, tokenizer: tokenizer, contextLength: context)
-        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 

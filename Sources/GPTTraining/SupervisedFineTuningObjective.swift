@@ -17,8 +17,8 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
     let replyTokenCounts: [Int]
     /// The trained (reply) tokens of the whole training set.
     public var replyTokenCount: Int { replyTokenCounts.reduce(0, +) }
-    /// How many demonstrations were cut to fit the context, and how many were dropped for having no reply left.
-    public let truncatedCount: (train: Int, dev: Int)
+    /// Which demonstrations were cut to fit the context, and how much of them.
+    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
     public let droppedCount: (train: Int, dev: Int)
 
     /// This process's share of each batch.
@@ -43,7 +43,7 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         train = trainSet.examples
         dev = devSet.examples
         droppedCount = (trainSet.dropped, devSet.dropped)
-        truncatedCount = (train.filter(\.truncated).count, dev.filter(\.truncated).count)
+        truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         replyTokenCounts = train.map { $0.targets.filter { $0 >= 0 }.count }
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }

@@ -102,7 +102,7 @@ extension InputFormat {
                 throw FileError(url: source, message: "line \(example.line): \(error)")
             }
             let sequences = sequences(segments, contextLength: contextLength)
-            return EncodedExample(rows: sequences.rows, label: example.label, truncated: sequences.truncated)
+            return EncodedExample(rows: sequences.rows, label: example.label, lostFraction: sequences.lostFraction)
         }
     }
 }

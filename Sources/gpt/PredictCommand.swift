@@ -47,8 +47,8 @@ struct PredictCommand: ParsableCommand {
             return record
         }, to: output)
         var summary = String(format: "%d examples in %.1f s (%.1f examples/s)", examples.count, seconds, Double(examples.count) / seconds)
-        let truncated = encoded.filter(\.truncated).count
-        if truncated > 0 { summary += ", \(truncated) cut to fit the context" }
+        let truncation = TruncationSummary(lostFractions: encoded.map(\.lostFraction))
+        if truncation.count > 0 { summary += "; cut to fit the context: \(truncation)" }
         if let loss { summary += String(format: ", loss %.4f", loss) }
         let metrics = TaskMetrics.compute(predictions, labels: examples.map(\.label), choices: format.task == .multipleChoice)
         for name in metrics.keys.sorted() { summary += String(format: ", %@ %.4f", name, metrics[name]!) }

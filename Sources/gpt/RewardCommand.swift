@@ -73,20 +73,21 @@ struct RewardScoreCommand: ParsableCommand {
                 guard let response = object["response"] as? String else { throw fail("field 'response' is missing or not a string") }
                 let ids: [Int32]
                 do { ids = try tokenizer.encode(prompt + response) } catch { throw fail("\(error)") }
+                let cut = max(0, ids.count - gpt.config.contextLength)
                 return EncodedExample(rows: [Array(ids.suffix(gpt.config.contextLength))], label: nil,
-                                      truncated: ids.count > gpt.config.contextLength)
+                                      lostFraction: cut == 0 ? 0 : Double(cut) / Double(ids.count))
             }
         }
         // One row per prediction: pairs are scored as their two rows.
-        let rows = examples.flatMap { $0.rows.map { EncodedExample(rows: [$0], label: nil, truncated: false) } }
+        let rows = examples.flatMap { $0.rows.map { EncodedExample(rows: [$0], label: nil) } }
         let rewards = gpt.predict(rows, batchSize: batchSize, precision: precision, pad: head.padTokenID).predictions.map { Double($0.value!) }
         let records: [[String: Any]] = pairs
             ? (0..<examples.count).map { k -> [String: Any] in ["chosen": rewards[2 * k], "rejected": rewards[2 * k + 1]] }
             : rewards.map { reward -> [String: Any] in ["reward": reward] }
         try JSONLinesOutput.write(records, to: output)
         var summary = "\(examples.count) \(pairs ? "pairs" : "responses") scored"
-        let truncated = examples.filter(\.truncated).count
-        if truncated > 0 { summary += ", \(truncated) cut to fit the context" }
+        let truncation = TruncationSummary(lostFractions: examples.map(\.lostFraction))
+        if truncation.count > 0 { summary += "; cut to fit the context: \(truncation)" }
         if pairs {
             let m = RewardObjective.pairMetrics(chosen: stride(from: 0, to: rewards.count, by: 2).map { rewards[$0] },
                                                 rejected: stride(from: 1, to: rewards.count, by: 2).map { rewards[$0] })

@@ -112,8 +112,8 @@ final class CheckpointTests: XCTestCase {
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             let examples = task == .multipleChoice
-                ? [EncodedExample(rows: rows, label: nil, truncated: false)]
-                : rows.map { EncodedExample(rows: [$0], label: nil, truncated: false) }
+                ? [EncodedExample(rows: rows, label: nil)]
+                : rows.map { EncodedExample(rows: [$0], label: nil) }
             let batch = TaskBatch(examples, pad: 20)
             var none: SeededRandom?
             let outputs = model.taskForward(batch, tape: Tape(recording: false), random: &none).outputs.value

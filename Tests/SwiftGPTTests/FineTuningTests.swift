@@ -31,6 +31,7 @@ final class FineTuningTests: XCTestCase {
         let long = [Int32](1...10), short: [Int32] = [11, 12]
         let result = formatted(.entailment).sequences([long, short], contextLength: 9)
         XCTAssertTrue(result.truncated)
+        XCTAssertEqual(result.lostFraction, 6.0 / 12, "6 of the 12 text tokens were cut")
         // 9 = 3 special tokens + 6 text tokens: the long premise keeps its first 4, the short hypothesis stays whole.
         XCTAssertEqual(result.rows, [[20, 1, 2, 3, 4, 21, 11, 12, 22]])
         // When both are long they are cut towards equal lengths.
@@ -52,7 +53,7 @@ final class FineTuningTests: XCTestCase {
     }
 
     private func encoded(_ rows: [[Int32]], _ label: TaskLabel?) -> EncodedExample {
-        EncodedExample(rows: rows, label: label, truncated: false)
+        EncodedExample(rows: rows, label: label)
     }
 
     private func outputs(_ model: GPTModel, _ examples: [EncodedExample]) -> [Float] {

@@ -7,8 +7,8 @@ import XCTest
 final class RewardModelTests: XCTestCase {
     func testBradleyTerryLossIsMeanNegativeLogSigmoidOfTheMargin() {
         let rewards: [Float] = [1.5, 0.25, -0.5, 0.75]  // pairs (1.5, 0.25) and (-0.5, 0.75)
-        let examples = [EncodedExample(rows: [[1, 2], [1, 3]], label: .index(0), truncated: false),
-                        EncodedExample(rows: [[1, 4], [1, 5]], label: .index(0), truncated: false)]
+        let examples = [EncodedExample(rows: [[1, 2], [1, 3]], label: .index(0)),
+                        EncodedExample(rows: [[1, 4], [1, 5]], label: .index(0))]
         let loss = RewardObjective.pairwiseLoss(Variable(Tensor(shape: [4, 1], values: rewards)), batch: TaskBatch(examples, pad: 0),
                                                 tape: Tape(recording: false))
         func negativeLogSigmoid(_ x: Double) -> Double { log(1 + exp(-x)) }
@@ -100,5 +100,11 @@ final class RewardModelTests: XCTestCase {
         let encoded = try PreferenceDataset.encode([pair], from: URL(fileURLWithPath: "x.jsonl"), tokenizer: tokenizer, contextLength: 4)
         XCTAssertEqual(encoded[0].rows, [[1, 2, 0, 1], [0, 1, 2, 2]])
         XCTAssertTrue(encoded[0].truncated)
+        XCTAssertEqual(encoded[0].lostFraction, 0.5, "the chosen row lost 4 of its 8 tokens, the rejected 3 of 7")
+        let summary = TruncationSummary(lostFractions: [0, 0.5, 0.25, 0, 0.9])
+        XCTAssertEqual(summary.count, 3)
+        XCTAssertEqual(summary.description, "3 of 5 (60%), losing a median 50% of their tokens, at most 90%")
+        XCTAssertEqual(TruncationSummary(lostFractions: [0, 0.2, 0.4, 0]).description, "2 of 4 (50%), losing a median 30% of their tokens, at most 40%")
+        XCTAssertEqual(TruncationSummary(lostFractions: [0, 0]).description, "none of 2")
     }
 }

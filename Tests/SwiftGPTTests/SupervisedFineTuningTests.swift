@@ -25,7 +25,7 @@ final class SupervisedFineTuningTests: XCTestCase {
         XCTAssertEqual(runs.map(\.1), ["\n\nHuman: Hi\n\nAssistant:", " Hello there<|endoftext|>", "\n\nHuman: Bye\n\nAssistant:", " Ok<|endoftext|>"])
         XCTAssertEqual(ids.last, tokenizer.endOfText)
         // Targets: each position predicts the next id only where that id is trained.
-        let example = EncodedDemonstration(ids: ids, trained: trained, truncated: false)
+        let example = EncodedDemonstration(ids: ids, trained: trained)
         for (t, target) in example.targets.enumerated() {
             XCTAssertEqual(target, t + 1 < ids.count && trained[t + 1] ? ids[t + 1] : -1)
         }
