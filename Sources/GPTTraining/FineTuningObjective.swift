@@ -79,6 +79,16 @@ public final class FineTuningObjective: TrainingObjective {
         return (share == 1 ? loss : tape.scale(loss, by: share), batch.tokenCount)
     }
 
+    /// The training objective (task loss plus λ times the LM loss, when λ > 0) and the dev task loss measure
+    /// different things: each has its panel, and the dev metrics a third.
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        let objective = settings.lmWeight > 0 ? "training objective: task loss + \(settings.lmWeight) × LM loss" : "training task loss"
+        let metrics = records.last { $0["val_loss"] != nil }?.keys.filter { $0.hasPrefix("val_") && $0 != "val_loss" && !$0.hasSuffix("_stderr") }.sorted() ?? []
+        return [LearningCurve.Panel(objective, [.init("logged steps", LearningCurve.series(records, "train_loss"))]),
+                LearningCurve.Panel("dev task loss", [.init("evaluations", LearningCurve.series(records, "val_loss"), dots: true)]),
+                LearningCurve.Panel("dev metrics", metrics.map { .init(String($0.dropFirst(4)), LearningCurve.series(records, $0), dots: true) })]
+    }
+
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         let (predictions, loss) = model.predict(dev, batchSize: batches.batchSize, precision: precision, pad: pad)
         var metrics: [String: Double] = ["epoch": batches.epoch(afterSteps: step)]

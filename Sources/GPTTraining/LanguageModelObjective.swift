@@ -41,6 +41,13 @@ public final class LanguageModelObjective: TrainingObjective {
         return (count > 1 ? tape.scale(loss, by: 1 / Float(count)) : loss, batchSize * length)
     }
 
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        [LearningCurve.Panel("cross-entropy loss (nats per token); dots: evaluations", [
+            .init("training batches", LearningCurve.series(records, "train_loss")),
+            .init("training split", LearningCurve.series(records, "eval_train_loss"), dots: true),
+            .init("validation split", LearningCurve.series(records, "val_loss"), dots: true)])]
+    }
+
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         let trainLoss = try estimateLoss(train, salt: 1, step: step, precision: precision)
         let valLoss = try estimateLoss(val, salt: 2, step: step, precision: precision)

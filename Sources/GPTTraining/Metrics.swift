@@ -2,7 +2,7 @@ import Foundation
 import GPTModels
 import TensorCore
 
-/// The metrics log of a training run (`metrics.jsonl`, one JSON object per line) and its loss curve (`loss.svg`).
+/// The metrics log of a training run (`metrics.jsonl`, one JSON object per line).
 enum Metrics {
     static func url(_ output: URL) -> URL { output.appendingPathComponent("metrics.jsonl") }
 
@@ -46,13 +46,5 @@ enum Metrics {
             data.append(UInt8(ascii: "\n"))
         }
         try AtomicFile.write(data, to: url(output))
-    }
-
-    static func drawCurve(in output: URL, title: String) throws {
-        let records = records(in: output)
-        let train = records.compactMap { r in (r["train_loss"] as? Double).map { (step: r["step"] as! Int, loss: Float($0)) } }
-        let val = records.compactMap { r in (r["val_loss"] as? Double).map { (step: r["step"] as! Int, loss: Float($0)) } }
-        let svg = LearningCurve.svg(train: train, validation: val, title: title)
-        try AtomicFile.write(Data(svg.utf8), to: output.appendingPathComponent("loss.svg"))
     }
 }

@@ -331,15 +331,18 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         }
     }
 
+    /// The loss PPO minimises at logged steps (it has no validation loss: rollouts are its evaluations).
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        [LearningCurve.Panel("PPO loss: clipped policy loss + \(settings.valueCoefficient) × value loss", [
+            .init("logged steps", LearningCurve.series(records, "train_loss"))])]
+    }
+
     public func writeCharts(to output: URL, records: [[String: Any]]) throws {
-        func series(_ key: String) -> [(step: Int, loss: Float)] {
-            records.compactMap { r in
-                guard r["iteration"] != nil, let value = r[key] as? Double, let step = r["step"] as? Int else { return nil }
-                return (step, Float(value))
-            }
-        }
-        let svg = LearningCurve.svg(train: series("score"), validation: series("kl"), title: "SwiftGPT PPO: score and KL per rollout",
-                                    trainLabel: "mean score", validationLabel: "KL per response")
+        func series(_ key: String) -> [(step: Int, value: Double)] { LearningCurve.series(records, key, requiring: "iteration") }
+        let svg = LearningCurve.svg(title: "\(output.lastPathComponent): PPO rollouts", panels: [
+            LearningCurve.Panel("mean score of the rollout's responses (the reward)", [.init("mean score", series("score"), dots: true)]),
+            LearningCurve.Panel("KL to the starting policy, per response (nats)", [.init("KL", series("kl"), dots: true)]),
+        ])
         try AtomicFile.write(Data(svg.utf8), to: output.appendingPathComponent("reward.svg"))
     }
 }

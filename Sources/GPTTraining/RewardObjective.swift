@@ -51,6 +51,14 @@ public final class RewardObjective: TrainingObjective {
         tape.groupedCrossEntropy(rewards, groups: batch.exampleRows, targets: [Int](repeating: 0, count: batch.exampleRows.count))
     }
 
+    /// The pairwise loss (−log σ(r_chosen − r_rejected)) and, on a panel of its own, the dev accuracy.
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        [LearningCurve.Panel("pairwise loss −log σ(r_chosen − r_rejected)", [
+            .init("training (logged steps)", LearningCurve.series(records, "train_loss")),
+            .init("dev (evaluations)", LearningCurve.series(records, "val_loss"), dots: true)]),
+         LearningCurve.Panel("dev accuracy (chosen scored above rejected)", [.init("dev", LearningCurve.series(records, "val_accuracy"), dots: true)])]
+    }
+
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         var chosen: [Double] = [], rejected: [Double] = [], lossSum = 0.0
         for start in stride(from: 0, to: dev.count, by: batches.batchSize) {

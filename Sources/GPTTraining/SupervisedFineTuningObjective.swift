@@ -85,6 +85,12 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         return (loss, targets.count, token)
     }
 
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        [LearningCurve.Panel("cross-entropy on the replies' tokens (nats per token)", [
+            .init("training (logged steps)", LearningCurve.series(records, "train_loss")),
+            .init("dev (evaluations)", LearningCurve.series(records, "val_loss"), dots: true)])]
+    }
+
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         var total = 0.0, tokens = 0
         for start in stride(from: 0, to: dev.count, by: batches.batchSize) {

@@ -220,11 +220,13 @@ public final class Trainer {
         }
         try evaluateAndCheckpoint(events)
         guard group.isMain else { return .finished }
-        let title = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" }
+        let kind = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" }
             ?? (c.rewardModeling != nil ? "reward model" : c.supervisedFineTuning != nil ? "supervised fine-tuning"
-                : c.policyOptimization != nil ? "PPO" : c.preset)
-        try Metrics.drawCurve(in: output, title: "SwiftGPT \(title): loss")
-        try objective.writeCharts(to: output, records: Metrics.records(in: output))
+                : c.policyOptimization != nil ? "PPO" : "pretraining on \(URL(fileURLWithPath: c.data).lastPathComponent)")
+        let records = Metrics.records(in: output)
+        try AtomicFile.write(Data(LearningCurve.svg(title: "\(output.lastPathComponent): \(kind)", panels: objective.lossPanels(records)).utf8),
+                             to: output.appendingPathComponent("loss.svg"))
+        try objective.writeCharts(to: output, records: records)
         return .finished
     }
 

@@ -27,6 +27,10 @@ public protocol TrainingObjective: AnyObject {
     /// Restores what `saveState` wrote, when a run resumes.
     func restoreState(from directory: URL) throws
 
+    /// The panels of the run's `loss.svg`, from its metrics records: each quantity under a title that says what it
+    /// measures, quantities of different meaning on panels of their own.
+    func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel]
+
     /// Draws the objective's own charts from the run's metrics records, when the run ends.
     func writeCharts(to output: URL, records: [[String: Any]]) throws
 }
@@ -36,6 +40,12 @@ extension TrainingObjective {
     public func saveState(to directory: URL) throws {}
     public func restoreState(from directory: URL) throws {}
     public func writeCharts(to output: URL, records: [[String: Any]]) throws {}
+
+    /// The training loss at logged steps and the validation loss at evaluations, on one panel.
+    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+        [LearningCurve.Panel("loss", [.init("training (logged steps)", LearningCurve.series(records, "train_loss")),
+                                      .init("validation", LearningCurve.series(records, "val_loss"), dots: true)])]
+    }
 }
 
 /// The share of every global batch one process takes in a data-parallel run: rank `index` of `count`. A global

@@ -252,6 +252,11 @@ final class FineTuningTests: XCTestCase {
         var last: Evaluation?
         XCTAssertEqual(try trainer.run(events: { if case .evaluation(_, let e) = $0 { last = e } }), .finished)
         XCTAssertGreaterThanOrEqual(last!.metrics["val_accuracy"]!, 0.95, last!.summary)
+        // The training objective (with λ·LM) and the dev task loss are drawn on panels of their own.
+        let texts = try chartTexts(out.appendingPathComponent("loss.svg"), name: "finetune-loss.svg")
+        XCTAssertEqual(texts.first, "run: classification fine-tuning")
+        XCTAssertTrue(texts.contains("training objective: task loss + 0.5 × LM loss"), "\(texts)")
+        XCTAssertTrue(texts.contains("dev task loss") && texts.contains("accuracy"), "\(texts)")
         // The checkpoint is a sequence classifier with its input format and the special tokens in its tokenizer.
         let (loaded, tokenizer) = try ModelLoading.load(out.appendingPathComponent("best").path)
         XCTAssertEqual(loaded.inputFormat, InputFormat(task: .classification, start: 4, delimiter: 5, extract: 6))

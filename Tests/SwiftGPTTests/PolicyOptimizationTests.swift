@@ -268,6 +268,12 @@ final class PolicyOptimizationTests: XCTestCase {
         for file in ["metrics.jsonl", "reward.svg", "loss.svg", "samples.jsonl", "best/config.json", "last/ppo_state.json"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), file)
         }
+        // Score and KL have axes of their own; the loss chart names PPO's loss and has no empty validation entry.
+        let reward = try chartTexts(out.appendingPathComponent("reward.svg"), name: "ppo-reward.svg")
+        XCTAssertTrue(reward.contains("mean score of the rollout's responses (the reward)") && reward.contains("KL to the starting policy, per response (nats)"), "\(reward)")
+        let loss = try chartTexts(out.appendingPathComponent("loss.svg"), name: "ppo-loss.svg")
+        XCTAssertTrue(loss.contains { $0.hasPrefix("PPO loss: clipped policy loss") }, "\(loss)")
+        XCTAssertFalse(loss.contains { $0.contains("validation") || $0.contains("val ") }, "\(loss)")
         let (model, _) = try ModelLoading.load(out.path)
         XCTAssertEqual(model.taskHead, .value)
     }

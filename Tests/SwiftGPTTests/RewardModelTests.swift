@@ -66,6 +66,8 @@ final class RewardModelTests: XCTestCase {
         XCTAssertEqual(try trainer.run(events: { if case .evaluation(_, let e) = $0 { last = e } }), .finished)
         XCTAssertGreaterThanOrEqual(last!.metrics["val_accuracy"]!, 0.9, last!.summary)
         XCTAssertGreaterThan(last!.metrics["val_margin"]!, 0)
+        let texts = try chartTexts(URL(fileURLWithPath: c.out).appendingPathComponent("loss.svg"), name: "reward-loss.svg")
+        XCTAssertTrue(texts.contains("pairwise loss −log σ(r_chosen − r_rejected)") && texts.contains("dev accuracy (chosen scored above rejected)"), "\(texts)")
         // The character tokenizer has no end-of-text token, so a pad token was added; the head has one output.
         let (model, tokenizer) = try ModelLoading.load(c.out)
         XCTAssertEqual(model.taskHead, .sequenceClassification(SequenceClassification(labels: ["reward"], problem: .regression, padTokenID: 4)))

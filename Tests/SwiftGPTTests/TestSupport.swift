@@ -97,3 +97,21 @@ func runPythonScript(_ script: String, _ arguments: [String]) throws -> (status:
     try runCapturingOutput(URL(fileURLWithPath: "/usr/bin/env"),
                            ["python3", packageRoot.appendingPathComponent("scripts/\(script)").path] + arguments)
 }
+
+/// The texts of an SVG chart (titles, legends, tick labels), in order. With `SWIFTGPT_CHART_DIR` set, the chart is
+/// also copied there under `name`, to be rendered and looked at.
+func chartTexts(_ url: URL, name: String) throws -> [String] {
+    let svg = try String(contentsOf: url, encoding: .utf8)
+    if let folder = ProcessInfo.processInfo.environment["SWIFTGPT_CHART_DIR"] {
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try? svg.write(toFile: folder + "/" + name, atomically: true, encoding: .utf8)
+    }
+    var texts: [String] = []
+    var rest = svg[...]
+    while let open = rest.range(of: "<text"), let close = rest.range(of: ">", range: open.upperBound..<rest.endIndex),
+          let end = rest.range(of: "</text>", range: close.upperBound..<rest.endIndex) {
+        texts.append(String(rest[close.upperBound..<end.lowerBound]))
+        rest = rest[end.upperBound...]
+    }
+    return texts
+}

@@ -138,6 +138,8 @@ final class TrainingTests: XCTestCase {
         for file in ["last/model.safetensors", "last/config.json", "last/vocab.json", "best/model.safetensors", "loss.svg"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("a/\(file)").path), file)
         }
+        let texts = try chartTexts(folder.appendingPathComponent("a/loss.svg"), name: "pretraining-loss.svg")
+        XCTAssertTrue(texts.first?.hasPrefix("a: pretraining on ") == true, "the title names the run and its data: \(texts)")
         // The saved model loads for inference with its tokenizer.
         let (model, tokenizer) = try ModelLoading.load(folder.appendingPathComponent("a/last").path)
         XCTAssertEqual(model.parameters.values.scalars, straight.model.parameters.values.scalars)
