@@ -28,8 +28,10 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     public let tokenizer: any Tokenizer
     public let reward: RewardFunction
     public let settings: PolicyOptimizationSettings
-    /// Each prompt's text and tokens (cut from the left to leave room for a response).
+    /// Each rollout prompt's text and tokens (cut from the left to leave room for a response).
     public let prompts: [(text: String, ids: [Int32])]
+    /// The prompts held back from the rollouts, whose mean score chooses `best/`.
+    public let heldOut: [(text: String, ids: [Int32])]
     /// Optimizer steps per pass over a rollout, and per rollout.
     public let stepsPerEpoch: Int
     public var stepsPerIteration: Int { settings.epochsPerRollout * stepsPerEpoch }
@@ -97,7 +99,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
         }
         let url = URL(fileURLWithPath: settings.prompts)
         let template = settings.chatTemplate
-        prompts = try JSONLines.map(url) { line, object, fail in
+        let all = try JSONLines.map(url) { line, object, fail in
             let text: String
             if let prompt = object["prompt"] {
                 guard let prompt = prompt as? String, !prompt.isEmpty else { throw fail("field 'prompt' must be a non-empty string") }
@@ -113,8 +115,13 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             }
             let ids: [Int32]
             do { ids = try tokenizer.encode(text, allowedSpecial: [template.endOfTurn]) } catch { throw fail("\(error)") }
-            return (text, Array(ids.suffix(room)))
+            return (text: text, ids: Array(ids.suffix(room)))
         }
+        guard all.count > settings.heldOutPrompts else {
+            throw ConfigurationError(message: "\(url.path) holds \(all.count) prompts: holding back \(settings.heldOutPrompts) to choose best/ by leaves none for the rollouts (hold back fewer)")
+        }
+        prompts = Array(all.dropLast(settings.heldOutPrompts))
+        heldOut = Array(all.suffix(settings.heldOutPrompts))
         batchSize = c.batchSize
         accumulation = c.gradientAccumulation
         seed = c.seed
@@ -135,12 +142,35 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     /// taken there) and reports its figures: the policy as it is now, scored.
     public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         if let rollout = state.rollout, rollout.step == step {
-            return Evaluation(metrics: rollout.metrics, score: rollout.metrics["objective"]!, summary: rollout.summary)
+            return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
         }
         let rollout = try sampleRollout(step: step)
         state.rollout = rollout
         state.updates = UpdateStatistics()
-        return Evaluation(metrics: rollout.metrics, score: rollout.metrics["objective"]!, summary: rollout.summary)
+        return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
+    }
+
+    /// What `best/` is chosen by: the mean score on the held-out prompts, or without them the rollout's mean score.
+    static func bestScore(_ metrics: [String: Double]) -> Double { metrics["held_out_score"] ?? metrics["score"]! }
+
+    /// The mean score of the policy's answers to the held-out prompts: sampled as rollouts are, with the same random
+    /// streams at every rollout (so that the figure moves with the policy, not with the draw), each rank answering
+    /// its share.
+    func heldOutScore() throws -> Double {
+        var options = SamplingOptions()
+        options.maxNewTokens = settings.maxNewTokens
+        options.temperature = settings.temperature
+        options.topP = settings.topP
+        options.seed = seed &+ 0x4E1D_0BAC
+        if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
+        let share = heldOut.count * group.rank / group.size..<heldOut.count * (group.rank + 1) / group.size
+        let completions = try Generator(model: model, tokenizer: tokenizer)
+            .generate(prompts: share.map { heldOut[$0].ids }, options: options, firstStream: share.lowerBound)
+        let scores = try reward.scores(zip(share, completions).map { heldOut[$0].text + $1.text }, batchSize: batchSize, precision: precision)
+        var penalized = scores.map(Double.init)
+        for (k, completion) in completions.enumerated() where completion.finishReason != .endOfText { penalized[k] -= Double(settings.unfinishedPenalty) }
+        let all = group.allGather(penalized).flatMap { $0 }
+        return all.reduce(0, +) / Double(all.count)
     }
 
     /// The prompts of the rollout at `iteration`: a slice of an order shuffled per pass over the prompts.
@@ -211,12 +241,14 @@ public final class PolicyOptimizationObjective: TrainingObjective {
             "value_mean": mean(values.flatMap { $0 }), "return_mean": mean(returns.flatMap { $0 }),
         ]
         metrics.merge(state.updates.metrics) { a, _ in a }
+        if !heldOut.isEmpty { metrics["held_out_score"] = try heldOutScore() }
         if group.isMain && (iteration % settings.sampleInterval == 0 || step == 0) {
             try logSamples(iteration: iteration, prompts: chosen.prefix(3).map { prompts[$0].text },
                            responses: Array(whole.texts.prefix(3)), scores: Array(scores.prefix(3)))
         }
         let summary = String(format: "rollout %d: score %.4f ± %.4f, KL %.3f, β %.4f, entropy %.3f, length %.1f, finished %.2f",
                              iteration, meanScore, scoreSpread, meanKL, beta, metrics["entropy"]!, metrics["response_length"]!, metrics["finished"]!)
+            + (metrics["held_out_score"].map { String(format: "; held-out score %.4f", $0) } ?? "")
             + (state.updates.count > 0 ? String(format: "; last update: policy loss %.4f, value loss %.4f, clipped %.3f, approx KL %.4f",
                                                 metrics["policy_loss"]!, metrics["value_loss"]!, metrics["clip_fraction"]!, metrics["approx_kl"]!) : "")
         return Rollout(step: step, sequences: sequences, promptLengths: promptLengths, logProbabilities: logProbabilities,
@@ -340,7 +372,8 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     public func writeCharts(to output: URL, records: [[String: Any]]) throws {
         func series(_ key: String) -> [(step: Int, value: Double)] { LearningCurve.series(records, key, requiring: "iteration") }
         let svg = LearningCurve.svg(title: "\(output.lastPathComponent): PPO rollouts", panels: [
-            LearningCurve.Panel("mean score of the rollout's responses (the reward)", [.init("mean score", series("score"), dots: true)]),
+            LearningCurve.Panel("mean score of the policy's responses (the reward)", [
+                .init("rollout prompts", series("score"), dots: true), .init("held-out prompts (choose best/)", series("held_out_score"), dots: true)]),
             LearningCurve.Panel("KL to the starting policy, per response (nats)", [.init("KL", series("kl"), dots: true)]),
         ])
         try AtomicFile.write(Data(svg.utf8), to: output.appendingPathComponent("reward.svg"))

@@ -326,6 +326,10 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     public var pretrainingCoefficient: Float = 0
     /// Rollouts between logged sample responses.
     public var sampleInterval = 5
+    /// Prompts held back from the rollouts (the last ones of the file): at every rollout the policy answers them,
+    /// sampled as rollouts are and with the same random streams each time, and their mean score chooses `best/`.
+    /// With 0, `best/` follows the rollouts' own mean score.
+    public var heldOutPrompts = 32
 
     public init(prompts: String, reward: String, chatTemplate: ChatTemplate) {
         self.prompts = prompts
@@ -339,6 +343,7 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
         }
         try check(iterations > 0 && rolloutSize > 0 && epochsPerRollout > 0 && maxNewTokens > 0 && sampleInterval > 0,
                   "iterations, rollout size, epochs per rollout, max new tokens and sample interval must be positive")
+        try check(heldOutPrompts >= 0, "the number of held-out prompts must not be negative")
         try check(temperature > 0 && temperature.isFinite && topP > 0 && topP <= 1, "temperature must be positive and top-p in (0, 1]")
         try check(klCoefficient >= 0 && klHorizon > 0 && (targetKL.map { $0 > 0 } ?? true), "β must not be negative, the horizon and target KL must be positive")
         try check((0...1).contains(gamma) && (0...1).contains(lambda), "γ and λ must be in [0, 1]")

@@ -20,8 +20,10 @@ struct PPOCommand: ParsableCommand {
         (PPO-ptx). Prompts are JSONL {"prompt": text} (used as is) or {"messages": [...]} (rendered by the chat \
         template with its generation prompt). metrics.jsonl gets one line per rollout (score, KL, β, entropy, \
         response length, policy and value loss, clip fractions, approx KL); reward.svg plots score and KL; \
-        samples.jsonl logs responses every --sample-interval rollouts. best/ keeps the policy with the highest \
-        score − β·KL; checkpoints load in transformers as GPT2LMHeadModel (the v_head tensors are TRL's value \
+        samples.jsonl logs responses every --sample-interval rollouts. The last --held-out prompts of the file are \
+        kept out of the rollouts: at every rollout the policy answers them (sampled as rollouts are, with the same \
+        random streams each time) and best/ keeps the policy whose answers to them scored highest on average \
+        (with --held-out 0, the highest rollout mean score); checkpoints load in transformers as GPT2LMHeadModel (the v_head tensors are TRL's value \
         head). --resume continues exactly. Under mpirun each rank samples and scores its share of every rollout \
         (with the random streams one process would use), the ranks exchange their shares, and each computes its \
         share of every mini-batch.
@@ -57,6 +59,7 @@ struct PPOCommand: ParsableCommand {
     @Option(help: "PPO-ptx: a directory prepared by gpt prepare whose LM loss is mixed in.") var ptxData: String?
     @Option(help: "PPO-ptx's coefficient γ_ptx.") var ptxCoefficient: Float = 0
     @Option(help: "Rollouts between logged sample responses.") var sampleInterval = 5
+    @Option(help: "Prompts held back from the rollouts (the file's last ones), whose mean score chooses best/ (0: the rollouts' own).") var heldOut = 32
     @Option(help: "Optimizer steps between step log lines (every rollout has its own line).") var logInterval = 10
     @Option(help: "Learning rate (constant).") var learningRate: Float = 1.41e-5
     @Option(help: "AdamW weight decay (matrices and embeddings only).") var weightDecay: Float = 0
@@ -101,6 +104,7 @@ struct PPOCommand: ParsableCommand {
             settings.pretrainingData = ptxData.map(absolutePath)
             settings.pretrainingCoefficient = ptxCoefficient
             settings.sampleInterval = sampleInterval
+            settings.heldOutPrompts = heldOut
             var c = TrainingConfiguration()
             c.initFrom = absolutePath(policy)
             c.out = out

@@ -197,8 +197,9 @@ final class PolicyOptimizationTests: XCTestCase {
         rm.precision = .float32
         XCTAssertEqual(try Trainer(configuration: rm).run(), .finished)
 
-        let prompts = try writeLines((0..<16).map { _ in #"{"prompt": "\#(text(2))"}"# }, "prompts.jsonl", in: folder)
+        let prompts = try writeLines((0..<24).map { _ in #"{"prompt": "\#(text(2))"}"# }, "prompts.jsonl", in: folder)
         var settings = PolicyOptimizationSettings(prompts: prompts.path, reward: rm.out, chatTemplate: .default)
+        settings.heldOutPrompts = 8
         settings.iterations = 12
         settings.rolloutSize = 16
         settings.epochsPerRollout = 2
@@ -240,6 +241,11 @@ final class PolicyOptimizationTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains(message), "\(error)")
             }
         }
+        var greedy = c
+        greedy.policyOptimization!.heldOutPrompts = 24
+        XCTAssertThrowsError(try Trainer(configuration: greedy)) { error in
+            XCTAssertTrue("\(error)".contains("holds 24 prompts: holding back 24 to choose best/ by leaves none for the rollouts"), "\(error)")
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: URL(fileURLWithPath: c.out).appendingPathComponent("last").path))
     }
 
@@ -253,6 +259,8 @@ final class PolicyOptimizationTests: XCTestCase {
             if case .evaluation(_, let e) = event {
                 scores.append(e.metrics["score"]!)
                 betas.append(e.metrics["beta"]!)
+                // best/ is chosen by the mean score on the held-out prompts.
+                XCTAssertEqual(e.score, e.metrics["held_out_score"])
             }
         }), .finished)
         XCTAssertEqual(scores.count, 13)
@@ -270,7 +278,7 @@ final class PolicyOptimizationTests: XCTestCase {
         }
         // Score and KL have axes of their own; the loss chart names PPO's loss and has no empty validation entry.
         let reward = try chartTexts(out.appendingPathComponent("reward.svg"), name: "ppo-reward.svg")
-        XCTAssertTrue(reward.contains("mean score of the rollout's responses (the reward)") && reward.contains("KL to the starting policy, per response (nats)"), "\(reward)")
+        XCTAssertTrue(reward.contains("mean score of the policy's responses (the reward)") && reward.contains("KL to the starting policy, per response (nats)"), "\(reward)")
         let loss = try chartTexts(out.appendingPathComponent("loss.svg"), name: "ppo-loss.svg")
         XCTAssertTrue(loss.contains { $0.hasPrefix("PPO loss: clipped policy loss") }, "\(loss)")
         XCTAssertFalse(loss.contains { $0.contains("validation") || $0.contains("val ") }, "\(loss)")
