@@ -24,13 +24,20 @@ FIELDS=text,premise,hypothesis,text_a,text_b,context,choices
 CORPUS="data/sst2/train.jsonl data/rte/train.jsonl data/mrpc/train.jsonl data/stsb/train.jsonl data/copa/train.jsonl data/tinyshakespeare/input.txt"
 mkdir -p "$OUT"
 start=$(date +%s)
+# Runs the command after MARKER unless MARKER exists (the stage finished before), saying so.
+unless_done() {
+    local marker=$1; shift
+    if [ -e "$marker" ]; then echo "already done ($marker exists), skipping; delete it to redo"; else "$@"; fi
+}
 
 # 1. A BPE of 8,192 tokens learned from the unlabelled corpus, and the corpus tokenized with it.
-[ -e "$OUT/tokenizer/vocab.json" ] || $GPT tokenizer train --vocab-size 8192 --out "$OUT/tokenizer" --fields $FIELDS $CORPUS
-[ -e "$OUT/corpus/meta.json" ] || $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
+unless_done "$OUT/tokenizer/vocab.json" $GPT tokenizer train --vocab-size 8192 --out "$OUT/tokenizer" --fields $FIELDS $CORPUS
+unless_done "$OUT/corpus/meta.json" $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
 
 # 2. Pretraining: 4 layers, 4 heads, width 256, context 128 (5.3M parameters), next-token prediction.
-if [ ! -e "$OUT/pretrained/loss.svg" ]; then
+if [ -e "$OUT/pretrained/loss.svg" ]; then
+    echo "pretraining already done ($OUT/pretrained/loss.svg exists), skipping; delete it to redo"
+else
     if [ -e "$OUT/pretrained/last/training_state.json" ]; then
         $GPT train --resume --out "$OUT/pretrained"
     else
@@ -51,7 +58,7 @@ for seed in $SEEDS; do
     for task in $TASKS; do
         for variant in $VARIANTS; do
             run="$FT/$task-$variant"
-            [ -e "$run/loss.svg" ] && continue
+            if [ -e "$run/loss.svg" ]; then echo "seed $seed, $task $variant: already done ($run/loss.svg exists), skipping"; continue; fi
             init=pretrained; weight=0.5
             [ "$variant" = scratch ] && init=scratch
             [ "$variant" = no-lm ] && weight=0

@@ -20,31 +20,36 @@ FIELDS=instruction,input,response,prompt,chosen,text
 CORPUS="data/alpaca/train.jsonl data/hh-rlhf/train.jsonl data/sst2/train.jsonl"
 mkdir -p "$OUT/data"
 start=$(date +%s)
+# Runs the command after MARKER unless MARKER exists (the stage finished before), saying so.
+unless_done() {
+    local marker=$1; shift
+    if [ -e "$marker" ]; then echo "already done ($marker exists), skipping; delete it to redo"; else "$@"; fi
+}
 stage() { echo; echo "== $1 ($(( $(date +%s) - start )) s)"; }
 
 stage "tokenizer and corpus"
-[ -e "$OUT/tokenizer/vocab.json" ] || $GPT tokenizer train --vocab-size 4096 --out "$OUT/tokenizer" --fields $FIELDS $CORPUS
-[ -e "$OUT/corpus/meta.json" ] || $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
+unless_done "$OUT/tokenizer/vocab.json" $GPT tokenizer train --vocab-size 4096 --out "$OUT/tokenizer" --fields $FIELDS $CORPUS
+unless_done "$OUT/corpus/meta.json" $GPT prepare --tokenizer "$OUT/tokenizer" --out "$OUT/corpus" --val-fraction 0.02 --fields $FIELDS $CORPUS
 
 stage "pretraining: 4 layers, 4 heads, width 128, context 128"
-[ -e "$OUT/pretrained/loss.svg" ] || $GPT train --data "$OUT/corpus" --out "$OUT/pretrained" --preset shakespeare-char \
+unless_done "$OUT/pretrained/loss.svg" $GPT train --data "$OUT/corpus" --out "$OUT/pretrained" --preset shakespeare-char \
     --layers 4 --heads 4 --width 128 --context 128 --dropout 0 --batch-size 32 --max-iterations "$PRETRAIN_STEPS" \
     --learning-rate 2e-3 --min-learning-rate 2e-4 --warmup-iterations 50 --eval-interval 200 --eval-iterations 5 \
     --log-interval 50 --seed 1
 
 stage "1. supervised fine-tuning on Alpaca demonstrations"
 head -n "$SFT_LIMIT" data/alpaca/train.jsonl > "$OUT/data/alpaca-train.jsonl"
-[ -e "$OUT/sft/loss.svg" ] || $GPT sft --model "$OUT/pretrained/best" --train "$OUT/data/alpaca-train.jsonl" \
+unless_done "$OUT/sft/loss.svg" $GPT sft --model "$OUT/pretrained/best" --train "$OUT/data/alpaca-train.jsonl" \
     --dev data/alpaca/dev.jsonl --out "$OUT/sft" --epochs 1 --learning-rate 3e-4 --batch-size 8 --seed 1 --log-interval 50
 
 stage "2. reward model on HH-RLHF preference pairs"
 head -n "$RM_LIMIT" data/hh-rlhf/train.jsonl > "$OUT/data/hh-train.jsonl"
-[ -e "$OUT/rm/loss.svg" ] || $GPT reward train --model "$OUT/sft/best" --train "$OUT/data/hh-train.jsonl" \
+unless_done "$OUT/rm/loss.svg" $GPT reward train --model "$OUT/sft/best" --train "$OUT/data/hh-train.jsonl" \
     --dev data/hh-rlhf/dev.jsonl --out "$OUT/rm" --epochs 1 --learning-rate 3e-4 --batch-size 16 --seed 1 --log-interval 50
 
 stage "3. the reward for PPO: an SST-2 sentiment classifier (label 1: positive)"
 head -n "$CLASSIFIER_LIMIT" data/sst2/train.jsonl > "$OUT/data/sst2-train.jsonl"
-[ -e "$OUT/sentiment/loss.svg" ] || $GPT finetune --task classification --model "$OUT/pretrained/best" \
+unless_done "$OUT/sentiment/loss.svg" $GPT finetune --task classification --model "$OUT/pretrained/best" \
     --train "$OUT/data/sst2-train.jsonl" --dev data/sst2/dev.jsonl --out "$OUT/sentiment" --epochs 1 \
     --learning-rate 2e-4 --batch-size 32 --seed 1 --log-interval 50
 
@@ -52,7 +57,7 @@ stage "4. PPO: the SFT policy continues review openings; reward = the classifier
 # Prompts: the first four words of training reviews not used by the classifier.
 tail -n +$((CLASSIFIER_LIMIT + 1)) data/sst2/train.jsonl | grep -E '^\{"text": "([^ "\\]+ ){4}' \
     | sed -E 's/^\{"text": "(([^ "\\]+ ){3}[^ "\\]+) .*/{"prompt": "\1"}/' | sed -n '1,512p' > "$OUT/data/review-openings.jsonl"
-[ -e "$OUT/ppo/reward.svg" ] || $GPT ppo --policy "$OUT/sft/best" --reward "classifier:$OUT/sentiment/best:1" \
+unless_done "$OUT/ppo/reward.svg" $GPT ppo --policy "$OUT/sft/best" --reward "classifier:$OUT/sentiment/best:1" \
     --prompts "$OUT/data/review-openings.jsonl" --out "$OUT/ppo" --iterations "$PPO_ITERATIONS" --rollout-size 64 \
     --batch-size 16 --epochs-per-rollout 4 --max-new-tokens 16 --learning-rate 1.5e-4 --kl-coefficient 0.05 \
     --target-kl 4 --kl-horizon 1000 --fixed-length --sample-interval 10 --seed 1
