@@ -63,12 +63,26 @@ public struct EvaluationTask: Sendable {
     /// The definition file of a built-in task.
     public static func builtInURL(_ name: String) -> URL { builtInDirectory.appendingPathComponent(name + ".json") }
 
+    /// Where the data of built-in tasks is looked for, in order: the current directory, then the SwiftGPT checkout
+    /// this library was built from (its `data/` folder holds the datasets the built-in tasks name).
+    static var builtInDataBases: [URL] {
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return [URL(fileURLWithPath: FileManager.default.currentDirectoryPath), checkout]
+    }
+
     /// A built-in task by name, or a task file. Data paths in a task file are relative to the file; those of a
-    /// built-in task are relative to the current directory (the project root, where `data/` is).
+    /// built-in task are relative to the current directory when its data is there, else to the SwiftGPT checkout
+    /// the tool was built from, so that `gpt eval --task sst2` works from any directory.
     public static func load(_ nameOrPath: String) throws -> EvaluationTask {
         let builtIn = builtInURL(nameOrPath)
         if !nameOrPath.contains("/"), !nameOrPath.hasSuffix(".json"), FileManager.default.fileExists(atPath: builtIn.path) {
-            return try load(file: builtIn, dataBase: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+            var first: EvaluationTask?
+            for base in builtInDataBases {
+                let task = try load(file: builtIn, dataBase: base)
+                if FileManager.default.fileExists(atPath: task.data.path) { return task }
+                first = first ?? task
+            }
+            return first!  // the data is nowhere: reading it names the path of the current directory
         }
         let url = URL(fileURLWithPath: nameOrPath)
         guard FileManager.default.fileExists(atPath: url.path) else {

@@ -50,6 +50,19 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(Set(EvaluationTask.builtInNames), ["copa", "mrpc", "noisy-label", "rte", "sst2"])
     }
 
+    /// Built-in tasks find their data from any directory (the checkout the tool was built from), not only from
+    /// the project root.
+    func testBuiltInTasksFindTheirDataFromAnyDirectory() throws {
+        let here = FileManager.default.currentDirectoryPath
+        defer { FileManager.default.changeCurrentDirectoryPath(here) }
+        FileManager.default.changeCurrentDirectoryPath(try temporaryDirectory(self).path)
+        for name in ["sst2", "copa"] {
+            let task = try EvaluationTask.load(name)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: task.data.path), task.data.path)
+            XCTAssertFalse(try task.examples().isEmpty)
+        }
+    }
+
     func testTemplateErrorsNameTheFieldAndTheFile() throws {
         XCTAssertThrowsError(try PromptTemplate("{a|shout}")) { XCTAssert("\($0)".contains("unknown filter \"shout\"")) }
         XCTAssertThrowsError(try PromptTemplate("{a")) { XCTAssert("\($0)".contains("without its \"}\"")) }
