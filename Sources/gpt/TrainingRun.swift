@@ -1,16 +1,17 @@
 import Foundation
 import SwiftGPT
 
-/// Set by SIGINT, SIGTERM or SIGHUP; the training loop checks it after each step.
+/// Set by SIGINT, SIGTERM, SIGHUP or SIGUSR1; the training loop checks it after each step.
 nonisolated(unsafe) private var interruptRequested = false
 
 /// Runs a trainer in the terminal, for every command that trains: the settings, a progress bar (or periodic lines
 /// when not a terminal), evaluations, and where the results went. SIGINT (Ctrl-C), SIGTERM (kill, systemd, Docker,
-/// Kubernetes, Slurm) and SIGHUP (a closed terminal) finish the step, write a checkpoint and stop with status 0.
+/// Kubernetes, Slurm), SIGHUP (a closed terminal) and SIGUSR1 (what mpirun forwards to every rank without ending the
+/// job; Slurm's `--signal`) finish the step, write a checkpoint and stop with status 0.
 enum TrainingRun {
     @discardableResult
     static func run(_ trainer: Trainer) throws -> Trainer.Outcome {
-        for stopSignal in [SIGINT, SIGTERM, SIGHUP] { signal(stopSignal) { _ in interruptRequested = true } }
+        for stopSignal in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { signal(stopSignal) { _ in interruptRequested = true } }
         // Under mpirun the other ranks train silently: rank 0 reports for all.
         guard trainer.group.isMain else { return try trainer.run(shouldStop: { interruptRequested }) }
         let c = trainer.configuration, m = trainer.model.config

@@ -99,6 +99,40 @@ final class DataParallelTests: XCTestCase {
         try compare(singleWide, parallelWide, within: 1e-5)
     }
 
+    /// SIGUSR1 to mpirun, which forwards it to the ranks (SIGTERM it answers by killing them after a few seconds,
+    /// and exits 1): every rank finishes the step, rank 0 writes the checkpoint, the job exits 0 and resumes.
+    func testSIGUSR1ToMpirunCheckpointsAndExitsZero() throws {
+        let folder = try temporaryDirectory(self)
+        let data = try prepared(in: folder)
+        let out = folder.appendingPathComponent("run")
+        let process = Process()
+        process.executableURL = try mpirun()
+        process.arguments = ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                             "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path]
+            + trainingArguments(batch: 4, out: out, data: data) + ["--max-iterations", "100000", "--eval-interval", "100000"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWIFTGPT_THREADS"] = "1"
+        environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        // Signal once training has begun (the ranks' output reaches mpirun in blocks: watch the metrics log).
+        let deadline = Date().addingTimeInterval(120)
+        while (try? logged("train_loss", out).count) ?? 0 < 5 && Date() < deadline && process.isRunning { usleep(100_000) }
+        kill(process.processIdentifier, SIGUSR1)
+        let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, log)
+        XCTAssertTrue(log.contains("interrupted at step"), log)
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("last/training_state.json"))) as? [String: Any]
+        let step = try XCTUnwrap(state?["step"] as? Int)
+        try run(try mpirun(), ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                               "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path,
+                               "train", "--resume", "--out", out.path, "--max-iterations", String(step + 2)])
+    }
+
     func testAResumedDataParallelRunContinuesExactly() throws {
         _ = try mpirun()
         let folder = try temporaryDirectory(self)

@@ -25,13 +25,13 @@ final class InterruptionTests: XCTestCase {
         try Data(contentsOf: run.appendingPathComponent("last/model.safetensors"))
     }
 
-    func testSIGTERMAndSIGHUPWriteACheckpointAndExitZero() throws {
+    func testSIGTERMSIGHUPAndSIGUSR1WriteACheckpointAndExitZero() throws {
         let data = try preparedData()
         let folder = try temporaryDirectory(self)
         let reference = folder.appendingPathComponent("reference")
         let finished = try train(["--data", data.path, "--out", reference.path, "--max-iterations", "200", "--eval-interval", "1000"])
         XCTAssertEqual(finished.status, 0, finished.output)
-        for (name, number) in [("SIGTERM", SIGTERM), ("SIGHUP", SIGHUP)] {
+        for (name, number) in [("SIGTERM", SIGTERM), ("SIGHUP", SIGHUP), ("SIGUSR1", SIGUSR1)] {
             let out = folder.appendingPathComponent(name)
             let process = Process()
             process.executableURL = gpt
