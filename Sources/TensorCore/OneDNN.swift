@@ -71,8 +71,8 @@ enum OneDNN {
 
     /// One thread's stream and primitives.
     final class ThreadState {
-        /// The most primitives a thread keeps.
-        static let capacity = 256
+        /// The most primitives a thread keeps: a training step uses a few dozen shapes, fp32 and bf16.
+        static let capacity = 96
         let stream: dnnl_stream_t
         private var primitives: [Product: Primitive] = [:]
         private var uses = 0

@@ -139,6 +139,12 @@ public enum TensorMemory {
     public static func returnFreedMemory() {
         _ = returnFreedMemoryToSystem()
     }
+    /// Has the C allocator (glibc's, on Linux) keep at most `count` arenas, the heaps it spreads threads over: fewer
+    /// arenas fragment less, for a long-running process whose threads allocate little in hot loops (tensors come
+    /// from the pool). Call it before the threads start.
+    public static func limitAllocatorArenas(_ count: Int) {
+        CMemoryHints.limitAllocatorArenas(Int32(count))
+    }
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
     public static var poolLimitBytes: Int {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }

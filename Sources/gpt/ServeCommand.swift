@@ -37,6 +37,8 @@ struct ServeCommand: ParsableCommand {
     var precision = WeightFormat.float32
 
     func run() throws {
+        // A server runs for weeks: two malloc arenas fragment less than glibc's default of eight per core.
+        TensorMemory.limitAllocatorArenas(2)
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let template = try ChatTemplate.load(model: model)
         var configuration = ServerConfiguration()
