@@ -110,7 +110,7 @@ extension FineTuningObjective {
         let labelled = examples.compactMap { example in example.label?.classIndex.map { (line: example.line, label: $0) } }
         if let given {
             if let bad = labelled.first(where: { $0.label >= given }) {
-                throw FileError(url: file, message: "line \(bad.line): field 'label' is \(bad.label), but the task has \(given) classes (--classes)")
+                throw FileError(url: file, message: "line \(bad.line): field 'label' is \(bad.label), but the task has \(given) classes (--classes, or the number of --labels)")
             }
             return given
         }
@@ -150,10 +150,13 @@ extension FineTuningObjective {
         if settings.task == .multipleChoice {
             head = .multipleChoice
         } else if examples.contains(where: { $0.label?.classIndex == nil }) {
+            guard settings.labelNames == nil else {
+                throw ConfigurationError(message: "\(settings.train) has real-valued labels (a regression): it takes no label names")
+            }
             head = .sequenceClassification(SequenceClassification(labels: ["score"], problem: .regression, padTokenID: format.start))
         } else {
-            let count = try classCount(examples, given: settings.classCount, file: URL(fileURLWithPath: settings.train))
-            head = .sequenceClassification(SequenceClassification(labels: (0..<count).map { "LABEL_\($0)" },
+            let count = try classCount(examples, given: settings.classCount ?? settings.labelNames?.count, file: URL(fileURLWithPath: settings.train))
+            head = .sequenceClassification(SequenceClassification(labels: settings.labelNames ?? (0..<count).map { "LABEL_\($0)" },
                                                                   problem: .singleLabel, padTokenID: format.start))
         }
         var model = try base.adapted(vocabularySize: base.config.vocabularySize + InputFormat.specialTokenNames.count,

@@ -222,6 +222,9 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
     /// The number of classes of a classification, entailment or integer similarity task; nil: the largest training
     /// label + 1, every class below it present in the training data.
     public var classCount: Int?
+    /// The classes' names, label 0's first, as the checkpoint's config.json (`id2label`) and `gpt predict` give them;
+    /// nil names them LABEL_0, LABEL_1, …. Their number is the number of classes.
+    public var labelNames: [String]?
     /// The most classes a task may have.
     public static let maxClassCount = 1 << 16
 
@@ -238,6 +241,18 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
         guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
         if let classCount, !(2...Self.maxClassCount).contains(classCount) {
             throw ConfigurationError(message: "the number of classes must be between 2 and \(Self.maxClassCount), got \(classCount)")
+        }
+        if let labelNames {
+            guard task != .multipleChoice else { throw ConfigurationError(message: "label names are for classes; a multiple-choice task has none") }
+            guard (2...Self.maxClassCount).contains(labelNames.count) else {
+                throw ConfigurationError(message: "give between 2 and \(Self.maxClassCount) label names, got \(labelNames.count)")
+            }
+            guard !labelNames.contains(where: \.isEmpty), Set(labelNames).count == labelNames.count else {
+                throw ConfigurationError(message: "label names must be non-empty and distinct: \(labelNames)")
+            }
+            if let classCount, classCount != labelNames.count {
+                throw ConfigurationError(message: "\(labelNames.count) label names for \(classCount) classes")
+            }
         }
     }
 }

@@ -34,6 +34,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Dropout on the pooled state before the head.") var headDropout: Float = 0.1
     @Option(help: "Number of classes of a classification, entailment or integer similarity task (default: the largest training label + 1, every class below it present).")
     var classes: Int?
+    @Option(help: "Names of the classes, comma-separated, label 0's first (default: LABEL_0, LABEL_1, …); the checkpoint's config.json and gpt predict use them.")
+    var labels: String?
     @OptionGroup var options: ExampleTrainingOptions<FineTuningDefaults>
 
     func run() throws {
@@ -48,6 +50,7 @@ struct FinetuneCommand: ParsableCommand {
             settings.headDropout = headDropout
             settings.pretrained = initialization == "pretrained"
             settings.classCount = classes
+            settings.labelNames = labels.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
             var c = options.configuration(model: model)
             c.fineTuning = settings
             return c

@@ -266,6 +266,25 @@ final class FineTuningTests: XCTestCase {
         XCTAssertEqual(head.padTokenID, 4)
     }
 
+    /// `--labels` names the classes in the checkpoint (id2label) instead of LABEL_0…, and a wrong number of names,
+    /// or names for a regression, is refused.
+    func testLabelNamesNameTheClasses() throws {
+        let folder = try temporaryDirectory(self)
+        let base = try baseModel(in: folder)
+        let train = try syntheticTask(40, seed: 1, in: folder, name: "train.jsonl")
+        var c = settings(base: base, train: train, dev: train, out: folder.appendingPathComponent("run"))
+        c.fineTuning!.labelNames = ["negative", "positive"]
+        let (model, _) = try FineTuningObjective.startingModel(c)
+        guard case .sequenceClassification(let head)? = model.taskHead else { return XCTFail("no classifier head") }
+        XCTAssertEqual(head.labels, ["negative", "positive"])
+        c.fineTuning!.labelNames = ["a", "b", "c"]
+        c.fineTuning!.classCount = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("3 label names for 2 classes"), "\($0)") }
+        c.fineTuning!.classCount = nil
+        c.fineTuning!.labelNames = ["a", "a"]
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("distinct"), "\($0)") }
+    }
+
     func testResumedFineTuningIsBitIdentical() throws {
         let folder = try temporaryDirectory(self)
         let base = try baseModel(in: folder)
