@@ -93,7 +93,7 @@ struct GenerateCommand: ParsableCommand {
         }
         if prompt.isEmpty && file == nil {
             guard isatty(STDIN_FILENO) == 0 else {
-                throw ValidationError("give a --prompt, a --file of prompts, or a prompt on standard input (echo 'Once upon a time' | gpt generate --model M)")
+                throw ValidationError("give a --prompt, a --file of prompts, or a prompt on standard input (echo 'Once upon a time' | gpt generate --model M); to converse, gpt chat --model M")
             }
             texts = [try Self.standardInputPrompt()]
         }

@@ -125,6 +125,12 @@ final class SupervisedFineTuningTests: XCTestCase {
         let (status, output) = try runGPT(["generate", "--model", c.out, "--chat", "--prompt", "cab", "--max-tokens", "6", "--temperature", "0"])
         XCTAssertEqual(status, 0, output)
         XCTAssertEqual(output.split(separator: "\n").first, "bbb")
+        // gpt chat keeps the conversation: each piped line is a user's turn, /reset starts over, /exit leaves.
+        let chat = try runCapturingOutput(packageRoot.appendingPathComponent(".build/release/gpt"),
+                                          ["chat", "--model", c.out, "--max-tokens", "6", "--temperature", "0"],
+                                          input: Data("cab\n/reset\ncab\n/exit\nnever read\n".utf8))
+        XCTAssertEqual(chat.status, 0, chat.output)
+        XCTAssertEqual(chat.output.split(separator: "\n"), ["bbb", "(a new conversation)", "bbb"], chat.output)
     }
 
     /// A bad line stops `gpt sft` before anything is written, with a message naming the file, line and field.

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+/// Set by SIGINT while a reply is being written: the reply stops, the conversation goes on.
+nonisolated(unsafe) private var replyInterrupted = false
+
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Talk with a chat model in the terminal: the conversation is kept and rendered by the model's chat template.",
+        discussion: """
+        Each line read is a user's message; the model's reply is printed as it is written. The whole conversation \
+        (with --system first) is rendered by the model's chat template (chat_template.json, as gpt sft saves it; \
+        else HH-RLHF's form) with the assistant's turn opened, and the template's end-of-turn marker ends the reply; \
+        when the conversation no longer fits the context with --max-tokens, its oldest turns are left out, and a \
+        note says so. /reset starts a new conversation; /exit or end of input (Ctrl-D) leaves; Ctrl-C while a reply \
+        is written stops the reply (at the prompt, it leaves). Input need not be a terminal: lines can be piped in.
+        """
+    )
+
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @Option(help: "A system message opening every conversation.") var system: String?
+    @Option(name: [.customLong("max-tokens")], help: "New tokens at most per reply.") var maxTokens = 256
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.7
+    @Option(help: "Nucleus sampling: the smallest set with this much probability, in (0, 1].") var topP: Float = 0.9
+    @Option(help: "Sample among the k most likely tokens.") var topK: Int?
+    @Option(help: "Penalty for tokens already present (1: off).") var repetitionPenalty: Float = 1
+    @Option(help: "Random seed (each reply draws from its own stream).") var seed: UInt64 = 0
+    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
+
+    func run() throws {
+        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let template = try ChatTemplate.load(model: model)
+        var options = SamplingOptions()
+        options.maxNewTokens = maxTokens
+        options.temperature = temperature
+        options.topP = topP
+        options.topK = topK
+        options.repetitionPenalty = repetitionPenalty
+        options.stop = try template.replyStops(tok)
+        do { try options.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
+        let context = gpt.config.contextLength
+        guard maxTokens < context else { throw ValidationError("--max-tokens must leave room for a message in the context of \(context)") }
+        let weights = DecodeWeights(model: gpt, format: precision)
+        let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
+        var history = opening
+        let interactive = isatty(STDIN_FILENO) != 0
+        if interactive {
+            print("chatting with \(model) (context \(context) tokens); /reset starts over, /exit or Ctrl-D leaves, Ctrl-C stops a reply")
+        }
+        var turn: UInt64 = 0
+        while true {
+            if interactive { print("> ", terminator: "") }
+            fflush(stdout)
+            guard let line = readLine() else { break }
+            let message = line.trimmingCharacters(in: .whitespaces)
+            if message.isEmpty { continue }
+            if message == "/exit" { break }
+            if message == "/reset" {
+                history = opening
+                print("(a new conversation)")
+                continue
+            }
+            history.append(ChatMessage(role: .user, content: message))
+            var prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
+            var dropped = 0
+            // The oldest turns go first (the system message stays) until the reply has room.
+            while prompt.count + maxTokens > context, history.count - opening.count > 1 {
+                history.remove(at: opening.count)
+                dropped += 1
+                prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
+            }
+            if dropped > 0 { note("\(dropped) earliest message\(dropped == 1 ? "" : "s") left out to fit the context of \(context) tokens") }
+            if prompt.count + maxTokens > context {
+                note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply")
+                prompt = Array(prompt.suffix(context - maxTokens))
+            }
+            options.seed = seed &+ turn
+            turn += 1
+            let reply = try self.reply(to: prompt, options: options, model: gpt, tokenizer: tok, weights: weights)
+            let content = reply.hasPrefix(template.replyPrefix) ? String(reply.dropFirst(template.replyPrefix.count)) : reply
+            history.append(ChatMessage(role: .assistant, content: content))
+        }
+    }
+
+    /// Streams the reply to `prompt` to standard output; SIGINT stops it. Returns its text.
+    private func reply(to prompt: [Int32], options: SamplingOptions, model: GPTModel, tokenizer: any Tokenizer,
+                       weights: DecodeWeights) throws -> String {
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, weights: weights)
+        var text = ""
+        let id = try decoder.add(GenerationRequest(prompt: prompt, options: options)) { event in
+            if case .text(_, _, let delta) = event {
+                text += delta
+                FileHandle.standardOutput.write(Data(delta.utf8))
+            }
+        }
+        replyInterrupted = false
+        signal(SIGINT) { _ in replyInterrupted = true }
+        defer { signal(SIGINT, SIG_DFL) }
+        while !decoder.isIdle {
+            if replyInterrupted {
+                decoder.cancel(id)
+                print(" [stopped]", terminator: "")
+                break
+            }
+            try decoder.step()
+        }
+        print("")
+        return text
+    }
+
+    private func note(_ text: String) {
+        FileHandle.standardError.write(Data("(\(text))\n".utf8))
+    }
+}
