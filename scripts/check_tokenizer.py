@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks that a tokenizer SwiftGPT trained (vocab.json + merges.txt) loads in Hugging Face tokenizers and in
-tiktoken, and that both give the ids SwiftGPT gave: CASES is JSON lines {"text": ..., "ids": [...]}, as written by
+"""Checks that a tokenizer SwiftGPT trained (vocab.json + merges.txt, and tokenizer.json when the folder has one)
+loads in Hugging Face tokenizers and in tiktoken, and that they all give the ids SwiftGPT gave (tokenizer.json
+those of tiktoken with special tokens allowed, as transformers splits them out of any text): CASES is JSON lines {"text": ..., "ids": [...]}, as written by
 `gpt encode --jsonl` next to its input, or by the test suite.
 
 Usage: python3 scripts/check_tokenizer.py TOKENIZER_DIR CASES
@@ -12,7 +13,7 @@ from pathlib import Path
 
 try:
     import tiktoken
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
 except ImportError:
     print("check_tokenizer.py needs tokenizers and tiktoken (pip install tokenizers tiktoken)")
     sys.exit(2)
@@ -45,15 +46,22 @@ def main():
             specials[token] = i
     tik = tiktoken.Encoding("trained", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens=specials)
     hf = ByteLevelBPETokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    # tokenizer.json, as transformers' AutoTokenizer reads it, when the folder has one.
+    full = Tokenizer.from_file(str(folder / "tokenizer.json")) if (folder / "tokenizer.json").exists() else hf
     cases = [json.loads(line) for line in cases_file.read_text(encoding="utf-8").splitlines() if line]
     mismatches = 0
     for case in cases:
         line, ids = case["text"], case["ids"]
-        if ids != tik.encode_ordinary(line) or ids != hf.encode(line).ids:
+        # tokenizer.json's added tokens are split out of any text (as transformers' GPT-2 tokenizer does): it
+        # agrees with tiktoken reading special tokens, where the others read them as ordinary text.
+        special = tik.encode(line, allowed_special="all") if full is not hf else ids
+        if ids != tik.encode_ordinary(line) or ids != hf.encode(line).ids or special != full.encode(line).ids:
             mismatches += 1
             if mismatches <= 5:
-                print(f"mismatch on {line!r}: gpt {ids}, tiktoken {tik.encode_ordinary(line)}, tokenizers {hf.encode(line).ids}")
-    print(f"{len(cases)} texts, vocabulary {len(vocab)}: {len(cases) - mismatches} agree with tiktoken and tokenizers, {mismatches} differ")
+                print(f"mismatch on {line!r}: gpt {ids}, tiktoken {tik.encode_ordinary(line)}, tokenizers {hf.encode(line).ids}, "
+                      f"tokenizer.json {full.encode(line).ids}")
+    names = "tiktoken, tokenizers" + (" and tokenizer.json" if full is not hf else "")
+    print(f"{len(cases)} texts, vocabulary {len(vocab)}: {len(cases) - mismatches} agree with {names}, {mismatches} differ")
     sys.exit(1 if mismatches or not cases else 0)
 
 

@@ -97,11 +97,46 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
         return template
     }
 
-    /// Writes the template into a model directory.
+    /// Writes the template into a model directory, and, as a Jinja template (`chat_template`), into its
+    /// `tokenizer_config.json` when it has one, for transformers' `apply_chat_template`.
     public func save(to directory: URL) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(self), to: directory.appendingPathComponent(Self.fileName))
+        let configURL = directory.appendingPathComponent("tokenizer_config.json")
+        if let data = FileManager.default.contents(atPath: configURL.path),
+           var config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+            config["chat_template"] = jinja
+            try AtomicFile.write(try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+                                 to: configURL)
+        }
+    }
+
+    /// The template in Jinja, as transformers' chat templates are written: it renders a list of messages (with
+    /// `add_generation_prompt`) to the text `render` gives, the end-of-turn marker written as its text.
+    public var jinja: String {
+        func literal(_ text: String) -> String {
+            var escaped = ""
+            for character in text.unicodeScalars {
+                switch character {
+                case "\\": escaped += "\\\\"
+                case "'": escaped += "\\'"
+                case "\n": escaped += "\\n"
+                case "\r": escaped += "\\r"
+                case "\t": escaped += "\\t"
+                default: escaped.unicodeScalars.append(character)
+                }
+            }
+            return "'" + escaped + "'"
+        }
+        func message(_ pattern: String, then suffix: String = "") -> String {
+            let parts = pattern.components(separatedBy: "{content}")
+            return "{{ \(literal(parts[0])) + message['content'] + \(literal(parts[1] + suffix)) }}"
+        }
+        return "{% for message in messages %}{% if message['role'] == 'system' %}" + message(system)
+            + "{% elif message['role'] == 'user' %}" + message(user)
+            + "{% else %}" + message(assistant, then: endOfTurn)
+            + "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ " + literal(generationPrompt) + " }}{% endif %}"
     }
 
     /// Checks that every role's pattern holds `{content}` once and that the end-of-turn marker is not empty.

@@ -88,12 +88,42 @@ extension BPETokenizer {
         return result
     }
 
-    /// Writes `vocab.json` and `merges.txt` into `directory`, atomically.
+    /// Writes `vocab.json` and `merges.txt` into `directory`, atomically, and the same tokenizer as Hugging Face's
+    /// `tokenizer.json` (byte-level BPE, GPT-2's pre-tokenizer) and `tokenizer_config.json`, so that transformers'
+    /// `AutoTokenizer` and the `tokenizers` library load it.
     public func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let (vocabulary, merges) = try vocabularyFiles()
         try AtomicFile.write(vocabulary, to: directory.appendingPathComponent("vocab.json"))
         try AtomicFile.write(merges, to: directory.appendingPathComponent("merges.txt"))
+        try AtomicFile.write(try huggingFaceTokenizer(), to: directory.appendingPathComponent("tokenizer.json"))
+        var config: [String: Any] = ["tokenizer_class": "GPT2Tokenizer", "add_prefix_space": false, "clean_up_tokenization_spaces": false]
+        if let endOfText, let name = specialTokens.first(where: { $0.value == endOfText })?.key {
+            (config["bos_token"], config["eos_token"], config["unk_token"]) = (name, name, name)
+        }
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+                             to: directory.appendingPathComponent("tokenizer_config.json"))
+    }
+
+    /// The tokenizer as the `tokenizers` library's `tokenizer.json`.
+    func huggingFaceTokenizer() throws -> Data {
+        var vocabulary: [String: Int] = [:]
+        let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
+        for id in 0..<vocabularySize {
+            vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id
+        }
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        let document: [String: Any] = [
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "normalizer": NSNull(),
+            "added_tokens": specialTokens.sorted { $0.value < $1.value }.map { name, id -> [String: Any] in
+                ["id": Int(id), "content": name, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true]
+            },
+            "pre_tokenizer": byteLevel, "post_processor": byteLevel, "decoder": byteLevel,
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
+                      "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocabulary,
+                      "merges": merges.map { ByteLevel.encode(bytes(of: $0.0)) + " " + ByteLevel.encode(bytes(of: $0.1)) }] as [String: Any],
+        ]
+        return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
     }
 
     /// The contents of `vocab.json` and `merges.txt`.

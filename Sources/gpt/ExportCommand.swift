@@ -7,10 +7,13 @@ import TensorCore
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write a model as a Hugging Face folder (config.json, model.safetensors, tokenizer files), in F32 or BF16.",
+        abstract: "Write a model as a Hugging Face folder (config.json, model.safetensors, tokenizer files, chat template), in F32 or BF16.",
         discussion: """
         BF16 weights (rounded to nearest even) take half the space; SwiftGPT and transformers load them as they load \
-        F32 ones. The folder is written under a temporary name and renamed into place.
+        F32 ones. A BPE tokenizer is written as vocab.json + merges.txt and as tokenizer.json + tokenizer_config.json \
+        (what transformers' AutoTokenizer reads); a chat model's template goes along, as chat_template.json and as \
+        the Jinja chat_template of tokenizer_config.json. The folder is written under a temporary name and renamed \
+        into place.
         """
     )
 
@@ -24,7 +27,13 @@ struct ExportCommand: ParsableCommand {
         guard let type = types[dtype] else { throw ValidationError("--dtype is fp32 or bf16, not '\(dtype)'") }
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let target = URL(fileURLWithPath: out)
-        try TrainingCheckpoint.save(model: gpt, tokenizer: tok, optimizer: nil, state: nil, to: target, weightsAs: type)
+        // A chat model keeps its template (chat_template.json, and as Jinja in tokenizer_config.json).
+        let source = ModelLoading.modelDirectory(URL(fileURLWithPath: model))
+        let template = FileManager.default.fileExists(atPath: source.appendingPathComponent(ChatTemplate.fileName).path)
+            ? try ChatTemplate.load(modelDirectory: source) : nil
+        try TrainingCheckpoint.save(model: gpt, tokenizer: tok, optimizer: nil, state: nil, to: target, weightsAs: type) {
+            try template?.save(to: $0)
+        }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: target.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
         print(String(format: "wrote %@ (%d parameters, %@ weights, model.safetensors %.1f MB)", out, gpt.parameters.count,
                      type.rawValue, Double(bytes) / 1e6))

@@ -131,6 +131,34 @@ final class SupervisedFineTuningTests: XCTestCase {
                                           input: Data("cab\n/reset\ncab\n/exit\nnever read\n".utf8))
         XCTAssertEqual(chat.status, 0, chat.output)
         XCTAssertEqual(chat.output.split(separator: "\n"), ["bbb", "(a new conversation)", "bbb"], chat.output)
+        // gpt export keeps the chat template.
+        let exported = folder.appendingPathComponent("exported")
+        let export = try runGPT(["export", "--model", c.out, "--out", exported.path])
+        XCTAssertEqual(export.0, 0, export.1)
+        XCTAssertEqual(try ChatTemplate.load(modelDirectory: exported), template)
+    }
+
+    /// The chat template written into tokenizer_config.json as Jinja renders, in Jinja (what transformers'
+    /// apply_chat_template runs), the text SwiftGPT renders. Skips without python3's jinja2.
+    func testJinjaChatTemplateRendersAsTheTemplate() throws {
+        try requirePython("jinja2", install: "pip install jinja2")
+        let tricky = ChatTemplate(system: "<<SYS>>\n{content}\n'sys'", user: "\\user\t{content}\r\n", assistant: "\n\nAssistant: {content}",
+                                  generationPrompt: "\n\nAssistant:", endOfTurn: "<|endoftext|>")
+        let messages = [ChatMessage(role: .system, content: "Be brief."), ChatMessage(role: .user, content: "Hi {content} 'q' \\ é"),
+                        ChatMessage(role: .assistant, content: "Hello."), ChatMessage(role: .user, content: "Again?")]
+        for chatTemplate in [ChatTemplate.default, tricky, template] {
+            let expected = chatTemplate.render(messages, addGenerationPrompt: true).map { piece -> String in
+                if case .text(let text) = piece { return text }
+                return chatTemplate.endOfTurn
+            }.joined()
+            let input = try JSONSerialization.data(withJSONObject: [
+                "template": chatTemplate.jinja, "messages": messages.map { ["role": $0.role.rawValue, "content": $0.content] }])
+            let script = "import json, sys, jinja2; d = json.load(sys.stdin); "
+                + "sys.stdout.write(json.dumps(jinja2.Environment().from_string(d['template']).render(messages=d['messages'], add_generation_prompt=True)))"
+            let (status, output) = try runCapturingOutput(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script], input: input)
+            XCTAssertEqual(status, 0, output)
+            XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(output.utf8), options: .fragmentsAllowed) as? String, expected, chatTemplate.jinja)
+        }
     }
 
     /// A bad line stops `gpt sft` before anything is written, with a message naming the file, line and field.
