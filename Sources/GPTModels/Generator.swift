@@ -105,7 +105,7 @@ public final class Generator: @unchecked Sendable {
 
     /// How many of a prompt's `count` tokens a left truncation keeps: all that fit in `context` with `maxNewTokens`
     /// after them, at least one.
-    public static func keptPromptTokens(_ count: Int, maxNewTokens: Int, context: Int) -> Int {
+    package static func keptPromptTokens(_ count: Int, maxNewTokens: Int, context: Int) -> Int {
         min(count, max(1, context - min(maxNewTokens, context)))
     }
 

@@ -124,7 +124,7 @@ public enum TrainingCheckpoint {
     /// folders beyond `count`. The copy's files are hard links to those of `last` (a save never changes a file in
     /// place, so they stay as they are) or copies where the file system cannot link; the folder appears complete or
     /// not at all. A folder for the same step, from an earlier save of that step, is kept as it is.
-    public static func keepStepCheckpoint(of last: URL, step: Int, keeping count: Int) throws {
+    static func keepStepCheckpoint(of last: URL, step: Int, keeping count: Int) throws {
         let fm = FileManager.default
         let output = last.deletingLastPathComponent()
         let target = output.appendingPathComponent(stepFolderName(step))
@@ -162,7 +162,7 @@ public enum TrainingCheckpoint {
     }
 
     /// The kept step checkpoints in `output`, oldest first.
-    public static func stepCheckpoints(in output: URL) -> [(step: Int, folder: URL)] {
+    static func stepCheckpoints(in output: URL) -> [(step: Int, folder: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
         return names.compactMap { name -> (Int, URL)? in
             guard name.hasPrefix("step-"), let step = Int(name.dropFirst(5)), step >= 0 else { return nil }
@@ -172,7 +172,7 @@ public enum TrainingCheckpoint {
 
     /// The checkpoint to resume the run in `output` from: `last/`, or, when it is missing or cannot be resumed
     /// (no training state), the newest kept step checkpoint that can, with a sentence saying so.
-    public static func resumable(in output: URL) throws -> (folder: URL, note: String?) {
+    static func resumable(in output: URL) throws -> (folder: URL, note: String?) {
         let last = output.appendingPathComponent("last")
         func canResume(_ folder: URL) -> Bool {
             FileManager.default.fileExists(atPath: folder.appendingPathComponent(stateFile).path)

@@ -136,13 +136,13 @@ public enum TensorMemory {
     /// Hands the memory the C allocator keeps after frees (glibc's, on Linux) back to the system, leaving the pool
     /// as it is: a long-running process calls this now and then, so that its resident size follows what it holds
     /// rather than the most it ever held. Takes about a millisecond per hundred megabytes of heap.
-    public static func returnFreedMemory() {
+    package static func returnFreedMemory() {
         _ = returnFreedMemoryToSystem()
     }
     /// Has the C allocator (glibc's, on Linux) keep at most `count` arenas, the heaps it spreads threads over: fewer
     /// arenas fragment less, for a long-running process whose threads allocate little in hot loops (tensors come
     /// from the pool). Call it before the threads start.
-    public static func limitAllocatorArenas(_ count: Int) {
+    package static func limitAllocatorArenas(_ count: Int) {
         CMemoryHints.limitAllocatorArenas(Int32(count))
     }
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
