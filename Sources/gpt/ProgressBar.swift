@@ -1,13 +1,16 @@
 import Foundation
 
-/// A one-line progress display on standard error: a bar when it is a terminal, otherwise occasional plain lines.
+/// A one-line progress display on standard error: a bar redrawn in place when it is a terminal, otherwise a plain
+/// line every `plainInterval` seconds at most, and one at the end (a log file gets a few lines, not a flood).
 final class ProgressBar {
     private let total: Int
     private let label: String
     private let isTerminal = isatty(STDERR_FILENO) != 0
     private let start = Date()
     private var lastDraw = Date.distantPast
-    private var lastPlainPercent = -1
+    private var lastPlainLine = Date.distantPast
+    private var finishedPlainLine = false
+    static let plainInterval: TimeInterval = 10
 
     init(total: Int, label: String) {
         self.total = max(total, 1)
@@ -29,10 +32,11 @@ final class ProgressBar {
                               detail, Self.duration(eta))
             FileHandle.standardError.write(Data(line.utf8))
         } else {
-            let percent = Int(fraction * 100) / 10 * 10
-            guard percent != lastPlainPercent else { return }
-            lastPlainPercent = percent
-            FileHandle.standardError.write(Data("\(label): \(percent)% (\(done)/\(total)) \(detail)\n".utf8))
+            let now = Date()
+            guard done >= total ? !finishedPlainLine : now.timeIntervalSince(lastPlainLine) >= Self.plainInterval else { return }
+            lastPlainLine = now
+            finishedPlainLine = done >= total
+            FileHandle.standardError.write(Data(String(format: "%@: %.0f%% (%d/%d) %@\n", label, fraction * 100, done, total, detail).utf8))
         }
     }
 
