@@ -352,6 +352,43 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
         self.chatTemplate = chatTemplate
     }
 
+    enum CodingKeys: String, CodingKey {
+        case prompts, reward, chatTemplate, iterations, rolloutSize, epochsPerRollout, maxNewTokens, temperature, topP
+        case fixedLength, unfinishedPenalty, klCoefficient, targetKL, klHorizon, klEstimator, gamma, lambda, clipRange
+        case valueClipRange, valueCoefficient, whitenScores, pretrainingData, pretrainingCoefficient, sampleInterval
+        case heldOutPrompts
+    }
+
+    /// Reads the settings a checkpoint stored; one written before `heldOutPrompts` existed held none back, and
+    /// resumes so.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(prompts: try c.decode(String.self, forKey: .prompts), reward: try c.decode(String.self, forKey: .reward),
+                  chatTemplate: try c.decode(ChatTemplate.self, forKey: .chatTemplate))
+        iterations = try c.decode(Int.self, forKey: .iterations)
+        rolloutSize = try c.decode(Int.self, forKey: .rolloutSize)
+        epochsPerRollout = try c.decode(Int.self, forKey: .epochsPerRollout)
+        maxNewTokens = try c.decode(Int.self, forKey: .maxNewTokens)
+        temperature = try c.decode(Float.self, forKey: .temperature)
+        topP = try c.decode(Float.self, forKey: .topP)
+        fixedLength = try c.decode(Bool.self, forKey: .fixedLength)
+        unfinishedPenalty = try c.decode(Float.self, forKey: .unfinishedPenalty)
+        klCoefficient = try c.decode(Float.self, forKey: .klCoefficient)
+        targetKL = try c.decodeIfPresent(Float.self, forKey: .targetKL)
+        klHorizon = try c.decode(Float.self, forKey: .klHorizon)
+        klEstimator = try c.decode(KLEstimator.self, forKey: .klEstimator)
+        gamma = try c.decode(Float.self, forKey: .gamma)
+        lambda = try c.decode(Float.self, forKey: .lambda)
+        clipRange = try c.decode(Float.self, forKey: .clipRange)
+        valueClipRange = try c.decode(Float.self, forKey: .valueClipRange)
+        valueCoefficient = try c.decode(Float.self, forKey: .valueCoefficient)
+        whitenScores = try c.decode(Bool.self, forKey: .whitenScores)
+        pretrainingData = try c.decodeIfPresent(String.self, forKey: .pretrainingData)
+        pretrainingCoefficient = try c.decode(Float.self, forKey: .pretrainingCoefficient)
+        sampleInterval = try c.decode(Int.self, forKey: .sampleInterval)
+        heldOutPrompts = try c.decodeIfPresent(Int.self, forKey: .heldOutPrompts) ?? 0
+    }
+
     func validate() throws {
         func check(_ condition: Bool, _ message: String) throws {
             if !condition { throw ConfigurationError(message: message) }

@@ -241,6 +241,13 @@ final class PolicyOptimizationTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains(message), "\(error)")
             }
         }
+        // Settings stored before held-out prompts existed resume with none held back; the others round-trip.
+        var stored = try JSONSerialization.jsonObject(with: JSONEncoder().encode(c.policyOptimization!)) as! [String: Any]
+        XCTAssertEqual(try JSONDecoder().decode(PolicyOptimizationSettings.self, from: JSONSerialization.data(withJSONObject: stored)), c.policyOptimization!)
+        stored["heldOutPrompts"] = nil
+        var older = c.policyOptimization!
+        older.heldOutPrompts = 0
+        XCTAssertEqual(try JSONDecoder().decode(PolicyOptimizationSettings.self, from: JSONSerialization.data(withJSONObject: stored)), older)
         var greedy = c
         greedy.policyOptimization!.heldOutPrompts = 24
         XCTAssertThrowsError(try Trainer(configuration: greedy)) { error in
