@@ -18,8 +18,9 @@ struct PPOCommand: ParsableCommand {
         minimise the clipped policy loss plus --value-coefficient times the clipped value loss of a value head \
         sharing the policy's body, with gradient clipping; --ptx-data adds the LM loss on pretraining data \
         (PPO-ptx). Prompts are JSONL {"prompt": text} (used as is) or {"messages": [...]} (rendered by the chat \
-        template with its generation prompt). metrics.jsonl gets one line per rollout (score, KL, β, entropy, \
-        response length, policy and value loss, clip fractions, approx KL); reward.svg plots score and KL; \
+        template with its generation prompt). metrics.jsonl gets one line per rollout (score, held-out score, KL, \
+        β, entropy, response length, policy and value loss, clip fractions, approx KL); reward.svg plots the scores \
+        and the KL on panels of their own; \
         samples.jsonl logs responses every --sample-interval rollouts. The last --held-out prompts of the file are \
         kept out of the rollouts: at every rollout the policy answers them (sampled as rollouts are, with the same \
         random streams each time) and best/ keeps the policy whose answers to them scored highest on average \

@@ -244,7 +244,8 @@ final class DataParallelTests: XCTestCase {
         func arguments(_ out: URL) -> [String] {
             ["ppo", "--policy", c.initFrom, "--reward", s.reward, "--prompts", s.prompts, "--out", out.path, "--iterations", "1",
              "--rollout-size", "16", "--epochs-per-rollout", "2", "--batch-size", "8", "--max-new-tokens", "6",
-             "--kl-coefficient", "0.02", "--learning-rate", "1e-2", "--precision", "fp32", "--seed", "3"]
+             "--kl-coefficient", "0.02", "--learning-rate", "1e-2", "--precision", "fp32", "--seed", "3",
+             "--held-out", String(s.heldOutPrompts)]
         }
         let one = folder.appendingPathComponent("one"), two = folder.appendingPathComponent("two")
         try run(gpt, arguments(one))
@@ -257,7 +258,7 @@ final class DataParallelTests: XCTestCase {
         }
         let (first, second) = (try rollouts(one), try rollouts(two))
         XCTAssertEqual(first.count, second.count)
-        for key in ["score", "kl", "entropy", "response_length", "value_mean"] {
+        for key in ["score", "held_out_score", "kl", "entropy", "response_length", "value_mean"] {
             let a = try XCTUnwrap(first.first?[key] as? Double), b = try XCTUnwrap(second.first?[key] as? Double)
             XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(a)), key)
         }
