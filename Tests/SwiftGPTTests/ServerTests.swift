@@ -137,7 +137,7 @@ final class ServerTests: XCTestCase {
     /// scripts/openai_client_check.py: the official `openai` package, unchanged, against the server (models,
     /// completions, chat, streaming, seeds, logprobs, echo, errors, the queue limit, disconnects). Skips without it.
     func testTheOfficialOpenAIClientWorksAgainstIt() throws {
-        try requirePython("openai, httpx", install: "pip install openai")
+        try requirePython("openai, httpx", install: "pip install openai httpx")
         let server = try ServerProcess(model: try modelDirectory(), arguments: ["--max-batch", "4", "--max-queue", "2", "--api-key", Self.apiKey])
         defer { server.kill() }
         let (status, output) = try runPythonScript("openai_client_check.py", ["--base-url", "http://127.0.0.1:\(server.port)",
