@@ -64,18 +64,13 @@ struct ChatCommand: ParsableCommand {
                 continue
             }
             history.append(ChatMessage(role: .user, content: message))
-            var prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
-            var dropped = 0
-            // The oldest turns go first (the system message stays) until the reply has room.
-            while prompt.count + maxTokens > context, history.count - opening.count > 1 {
-                history.remove(at: opening.count)
-                dropped += 1
-                prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
-            }
-            if dropped > 0 { note("\(dropped) earliest message\(dropped == 1 ? "" : "s") left out to fit the context of \(context) tokens") }
-            if prompt.count + maxTokens > context {
-                note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply")
-                prompt = Array(prompt.suffix(context - maxTokens))
+            let prompt: [Int32]
+            do { prompt = try fitted(&history, opening: opening.count, template: template, tokenizer: tok, context: context) } catch {
+                // A message the tokenizer cannot read (a character outside a character-level vocabulary) is refused;
+                // the conversation goes on without it.
+                history.removeLast()
+                note("\(error)")
+                continue
             }
             options.seed = seed &+ turn
             turn += 1
@@ -83,6 +78,25 @@ struct ChatCommand: ParsableCommand {
             let content = reply.hasPrefix(template.replyPrefix) ? String(reply.dropFirst(template.replyPrefix.count)) : reply
             history.append(ChatMessage(role: .assistant, content: content))
         }
+    }
+
+    /// The conversation's tokens with the assistant's turn opened, its oldest turns left out (the system message
+    /// stays) and then its start cut until the reply has room in the context, saying so.
+    private func fitted(_ history: inout [ChatMessage], opening: Int, template: ChatTemplate, tokenizer tok: any Tokenizer,
+                        context: Int) throws -> [Int32] {
+        var prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
+        var dropped = 0
+        while prompt.count + maxTokens > context, history.count - opening > 1 {
+            history.remove(at: opening)
+            dropped += 1
+            prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
+        }
+        if dropped > 0 { note("\(dropped) earliest message\(dropped == 1 ? "" : "s") left out to fit the context of \(context) tokens") }
+        if prompt.count + maxTokens > context {
+            note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply")
+            prompt = Array(prompt.suffix(context - maxTokens))
+        }
+        return prompt
     }
 
     /// Streams the reply to `prompt` to standard output; SIGINT stops it. Returns its text.

@@ -125,12 +125,15 @@ final class SupervisedFineTuningTests: XCTestCase {
         let (status, output) = try runGPT(["generate", "--model", c.out, "--chat", "--prompt", "cab", "--max-tokens", "6", "--temperature", "0"])
         XCTAssertEqual(status, 0, output)
         XCTAssertEqual(output.split(separator: "\n").first, "bbb")
-        // gpt chat keeps the conversation: each piped line is a user's turn, /reset starts over, /exit leaves.
+        // gpt chat keeps the conversation: each piped line is a user's turn, /reset starts over, /exit leaves; a
+        // message the tokenizer cannot read is refused and the conversation goes on.
         let chat = try runCapturingOutput(packageRoot.appendingPathComponent(".build/release/gpt"),
                                           ["chat", "--model", c.out, "--max-tokens", "6", "--temperature", "0"],
-                                          input: Data("cab\n/reset\ncab\n/exit\nnever read\n".utf8))
+                                          input: Data("cab\n/reset\nQ?\ncab\n/exit\nnever read\n".utf8))
         XCTAssertEqual(chat.status, 0, chat.output)
-        XCTAssertEqual(chat.output.split(separator: "\n"), ["bbb", "(a new conversation)", "bbb"], chat.output)
+        let lines = chat.output.split(separator: "\n")
+        XCTAssertEqual(lines.filter { !$0.hasPrefix("(") || $0 == "(a new conversation)" }, ["bbb", "(a new conversation)", "bbb"], chat.output)
+        XCTAssertEqual(lines.filter { $0.hasPrefix("(") && $0 != "(a new conversation)" }.count, 1, "the unreadable message is refused: \(chat.output)")
         // gpt export keeps the chat template.
         let exported = folder.appendingPathComponent("exported")
         let export = try runGPT(["export", "--model", c.out, "--out", exported.path])
