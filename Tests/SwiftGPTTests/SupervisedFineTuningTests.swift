@@ -134,6 +134,11 @@ final class SupervisedFineTuningTests: XCTestCase {
         let lines = chat.output.split(separator: "\n")
         XCTAssertEqual(lines.filter { !$0.hasPrefix("(") || $0 == "(a new conversation)" }, ["bbb", "(a new conversation)", "bbb"], chat.output)
         XCTAssertEqual(lines.filter { $0.hasPrefix("(") && $0 != "(a new conversation)" }.count, 1, "the unreadable message is refused: \(chat.output)")
+        // A conversation longer than the context (16 tokens, 6 of them for the reply) leaves its oldest turns out.
+        let long = try runCapturingOutput(packageRoot.appendingPathComponent(".build/release/gpt"),
+                                          ["chat", "--model", c.out, "--max-tokens", "6", "--temperature", "0"], input: Data("cab\ncab\n".utf8))
+        XCTAssertEqual(long.status, 0, long.output)
+        XCTAssertTrue(long.output.contains("(1 earliest message left out to fit the context of 16 tokens)"), long.output)
         // gpt export keeps the chat template.
         let exported = folder.appendingPathComponent("exported")
         let export = try runGPT(["export", "--model", c.out, "--out", exported.path])
