@@ -107,11 +107,6 @@ extension BPETokenizer {
 
     /// The tokenizer as the `tokenizers` library's `tokenizer.json`.
     func huggingFaceTokenizer() throws -> Data {
-        var vocabulary: [String: Int] = [:]
-        let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
-        for id in 0..<vocabularySize {
-            vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id
-        }
         let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
         let document: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "normalizer": NSNull(),
@@ -120,24 +115,31 @@ extension BPETokenizer {
             },
             "pre_tokenizer": byteLevel, "post_processor": byteLevel, "decoder": byteLevel,
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
-                      "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocabulary,
-                      "merges": merges.map { ByteLevel.encode(bytes(of: $0.0)) + " " + ByteLevel.encode(bytes(of: $0.1)) }] as [String: Any],
+                      "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocabularyTable(),
+                      "merges": mergeLines()] as [String: Any],
         ]
         return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
     }
 
     /// The contents of `vocab.json` and `merges.txt`.
     func serialized() throws -> (Data, Data) {
+        let json = try JSONSerialization.data(withJSONObject: vocabularyTable(), options: [.sortedKeys, .withoutEscapingSlashes])
+        let text = "#version: 0.2\n" + mergeLines().map { $0 + "\n" }.joined()
+        return (json, Data(text.utf8))
+    }
+
+    /// Each token's byte-level text (special tokens by name) and its id, as both file formats store the vocabulary.
+    func vocabularyTable() -> [String: Int] {
         var vocabulary: [String: Int] = [:]
         let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         for id in 0..<vocabularySize {
             vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id
         }
-        let json = try JSONSerialization.data(withJSONObject: vocabulary, options: [.sortedKeys, .withoutEscapingSlashes])
-        var text = "#version: 0.2\n"
-        for (left, right) in merges {
-            text += ByteLevel.encode(bytes(of: left)) + " " + ByteLevel.encode(bytes(of: right)) + "\n"
-        }
-        return (json, Data(text.utf8))
+        return vocabulary
+    }
+
+    /// The merges in rank order, each as its two parts' byte-level texts separated by a space.
+    func mergeLines() -> [String] {
+        merges.map { ByteLevel.encode(bytes(of: $0.0)) + " " + ByteLevel.encode(bytes(of: $0.1)) }
     }
 }
