@@ -157,20 +157,31 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     /// streams at every rollout (so that the figure moves with the policy, not with the draw), each rank answering
     /// its share.
     func heldOutScore() throws -> Double {
-        var options = SamplingOptions()
-        options.maxNewTokens = settings.maxNewTokens
-        options.temperature = settings.temperature
-        options.topP = settings.topP
-        options.seed = seed &+ 0x4E1D_0BAC
-        if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
-        let share = heldOut.count * group.rank / group.size..<heldOut.count * (group.rank + 1) / group.size
+        let share = rankShare(of: heldOut.count)
         let completions = try Generator(model: model, tokenizer: tokenizer)
-            .generate(prompts: share.map { heldOut[$0].ids }, options: options, firstStream: share.lowerBound)
+            .generate(prompts: share.map { heldOut[$0].ids }, options: samplingOptions(seed: seed &+ 0x4E1D_0BAC), firstStream: share.lowerBound)
         let scores = try reward.scores(zip(share, completions).map { heldOut[$0].text + $1.text }, batchSize: batchSize, precision: precision)
         var penalized = scores.map(Double.init)
         for (k, completion) in completions.enumerated() where completion.finishReason != .endOfText { penalized[k] -= Double(settings.unfinishedPenalty) }
         let all = group.allGather(penalized).flatMap { $0 }
         return all.reduce(0, +) / Double(all.count)
+    }
+
+    /// How responses are sampled, in rollouts and for the held-out prompts alike (with `fixedLength`, the
+    /// end-of-text token is never drawn).
+    func samplingOptions(seed: UInt64) -> SamplingOptions {
+        var options = SamplingOptions()
+        options.maxNewTokens = settings.maxNewTokens
+        options.temperature = settings.temperature
+        options.topP = settings.topP
+        options.seed = seed
+        if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
+        return options
+    }
+
+    /// This rank's consecutive share of `count` prompts.
+    func rankShare(of count: Int) -> Range<Int> {
+        count * group.rank / group.size..<count * (group.rank + 1) / group.size
     }
 
     /// The prompts of the rollout at `iteration`: a slice of an order shuffled per pass over the prompts.
@@ -182,16 +193,11 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     func sampleRollout(step: Int) throws -> Rollout {
         let iteration = step / stepsPerIteration
         let chosen = promptIndices(iteration: iteration)
-        var options = SamplingOptions()
-        options.maxNewTokens = settings.maxNewTokens
-        options.temperature = settings.temperature
-        options.topP = settings.topP
-        options.seed = seed &+ 0x5EED &* UInt64(iteration + 1)
-        if settings.fixedLength { options.logitBias[tokenizer.endOfText!] = Self.excludedLogit }
         // This rank's consecutive share of the prompts: sampled, read by the policy and the reference, scored.
-        let share = chosen.count * group.rank / group.size..<chosen.count * (group.rank + 1) / group.size
+        let share = rankShare(of: chosen.count)
         let completions = try Generator(model: model, tokenizer: tokenizer)
-            .generate(prompts: share.map { prompts[chosen[$0]].ids }, options: options, firstStream: share.lowerBound)
+            .generate(prompts: share.map { prompts[chosen[$0]].ids }, options: samplingOptions(seed: seed &+ 0x5EED &* UInt64(iteration + 1)),
+                      firstStream: share.lowerBound)
         var part = RolloutPart()
         for (index, completion) in zip(chosen[share], completions) {
             let ended = completion.finishReason == .endOfText
