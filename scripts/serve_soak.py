@@ -3,14 +3,15 @@
 and chat, streaming and not, n 1-8, max_tokens 1-256, streams the client abandons midway, and bad requests (wrong
 types, out-of-range numbers, broken JSON, a non-JSON content type) — and every few seconds the server's resident
 memory (RSS) is sampled. Reports requests, answers by status, unexpected answers (a bad request answered otherwise
-than 4xx, a good one otherwise than 200 or 429), RSS over time and its growth after the first minute.
+than 4xx, a good one otherwise than 200 or 429), RSS over time and its growth after the first minute, and the RSS
+with nothing in flight, measured by holding the clients after the first minute and then every IDLE_INTERVAL seconds.
 
 Then it opens STALLED connections that send half a request line and stop (all must be closed within the receive
 timeout plus 10 s, while requests are served meanwhile), and sends FUZZ raw requests (random mutations of valid ones at the byte level: truncated, garbled, with huge or
 false Content-Length, broken chunking), 64 connections at a time, each of which must be answered or closed by the
 server within the receive timeout plus 10 s, and checks that the server still serves.
 
-Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--stalled 1000] [--fuzz 10000] [--pool-bytes N]
+Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--idle-interval 300] [--stalled 1000] [--fuzz 10000] [--pool-bytes N]
 Without --model it makes a small random GPT-2-vocabulary model (4 layers, width 128).
 """
 import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
@@ -73,40 +74,77 @@ class Tally:
                 self.unexpected.append(f"{what}: {status}")
 
 
-def client(port, deadline, seed, tally):
+class Pause:
+    """Lets the main thread hold the clients between requests, to measure the server with nothing in flight."""
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.paused = False
+        self.in_flight = 0
+
+    def enter(self):
+        with self.condition:
+            self.condition.wait_for(lambda: not self.paused)
+            self.in_flight += 1
+
+    def leave(self):
+        with self.condition:
+            self.in_flight -= 1
+            self.condition.notify_all()
+
+    def hold(self):
+        """Stops new requests and waits for those in flight to end."""
+        with self.condition:
+            self.paused = True
+            self.condition.wait_for(lambda: self.in_flight == 0)
+
+    def resume(self):
+        with self.condition:
+            self.paused = False
+            self.condition.notify_all()
+
+
+def client(port, deadline, seed, tally, pause):
     r = random.Random(seed)
     while time.time() < deadline:
-        kind = r.random()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        pause.enter()
         try:
-            if kind < 0.15:
-                path, body = r.choice(BAD)
-                connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-                response = connection.getresponse(); response.read()
-                tally.add(response.status, 400 <= response.status < 500, f"bad {path} {body}")
-            elif kind < 0.2:
-                connection.request("POST", "/v1/completions", '{"prompt": "hi"', {"Content-Type": "application/json"})
-                response = connection.getresponse(); response.read()
-                tally.add(response.status, response.status == 400, "broken JSON")
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                connection.request("POST", "/v1/completions", '{"prompt": "hi"}', {"Content-Type": "text/plain"})
-                response = connection.getresponse(); response.read()
-                tally.add(response.status, response.status == 415, "text/plain")
-            else:
-                path, body = r.choice(GOOD)(r)
-                connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                if body.get("stream") and r.random() < 0.3:
-                    response.read(200)  # a client that goes away mid-stream
-                    connection.close()
-                    tally.add(response.status, response.status in (200, 429), f"abandoned {path}")
-                    continue
-                response.read()
-                tally.add(response.status, response.status in (200, 429), f"{path} {json.dumps(body)[:120]}")
-        except Exception as error:  # noqa: BLE001 — every failure is counted and reported
-            tally.add(type(error).__name__, False, f"exception {error}")
+            one_request(port, r, tally)
         finally:
-            connection.close()
+            pause.leave()
+
+
+def one_request(port, r, tally):
+    kind = r.random()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        if kind < 0.15:
+            path, body = r.choice(BAD)
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse(); response.read()
+            tally.add(response.status, 400 <= response.status < 500, f"bad {path} {body}")
+        elif kind < 0.2:
+            connection.request("POST", "/v1/completions", '{"prompt": "hi"', {"Content-Type": "application/json"})
+            response = connection.getresponse(); response.read()
+            tally.add(response.status, response.status == 400, "broken JSON")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            connection.request("POST", "/v1/completions", '{"prompt": "hi"}', {"Content-Type": "text/plain"})
+            response = connection.getresponse(); response.read()
+            tally.add(response.status, response.status == 415, "text/plain")
+        else:
+            path, body = r.choice(GOOD)(r)
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            if body.get("stream") and r.random() < 0.3:
+                response.read(200)  # a client that goes away mid-stream
+                connection.close()
+                tally.add(response.status, response.status in (200, 429), f"abandoned {path}")
+                return
+            response.read()
+            tally.add(response.status, response.status in (200, 429), f"{path} {json.dumps(body)[:120]}")
+    except Exception as error:  # noqa: BLE001 — every failure is counted and reported
+        tally.add(type(error).__name__, False, f"exception {error}")
+    finally:
+        connection.close()
 
 
 def mutate(r, request):
@@ -200,6 +238,24 @@ def stalled(port, count, timeout):
     return closed == count and all(status == 200 for status, _ in served)
 
 
+def idle_rss(port, pid, pause):
+    """The server's RSS with no request in flight: holds the clients, waits for their requests to end and for the server's
+    batch and queue to empty (an abandoned stream ends when the server notices the closed connection), then for the
+    server to hand its pooled buffers back, which it does when it goes idle."""
+    pause.hold()
+    for _ in range(600):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("GET", "/metrics")
+        metrics = connection.getresponse().read().decode()
+        connection.close()
+        gauges = dict(re.findall(r"^(gpt_batch_size|gpt_queue_depth) (\S+)$", metrics, re.M))
+        if float(gauges.get("gpt_batch_size", 1)) == 0 and float(gauges.get("gpt_queue_depth", 1)) == 0:
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    return rss_mb(pid)
+
+
 def rss_trend(samples, first_minute_peak):
     """RSS after the first minute in figures that tell growth from the ups and downs of the live batch: the highest
     sample against the highest of the first minute, a least-squares line's slope, and the mean of the first and of
@@ -229,6 +285,8 @@ def main():
     parser.add_argument("--receive-timeout", type=float, default=5)
     parser.add_argument("--pool-bytes", type=int, default=32 << 20, help="the server's --pool-bytes")
     parser.add_argument("--sample", type=float, default=10, help="seconds between RSS samples")
+    parser.add_argument("--idle-interval", type=float, default=300,
+                        help="seconds between holds of the clients (the first after one minute) to sample RSS with nothing in flight")
     args = parser.parse_args()
     gpt = os.path.join(ROOT, ".build/release/gpt")
     with tempfile.TemporaryDirectory() as work:
@@ -247,18 +305,26 @@ def main():
         tally = Tally()
         start = time.time()
         deadline = start + args.seconds
-        threads = [threading.Thread(target=client, args=(port, deadline, seed, tally)) for seed in range(args.clients)]
+        pause = Pause()
+        threads = [threading.Thread(target=client, args=(port, deadline, seed, tally, pause)) for seed in range(args.clients)]
         for t in threads:
             t.start()
-        samples = []
+        samples, idle_samples = [], []
+        next_idle = 60
         while any(t.is_alive() for t in threads):
+            if time.time() - start >= next_idle and time.time() < deadline:
+                idle_samples.append((time.time() - start, idle_rss(port, server.pid, pause)))
+                print(f"  {idle_samples[-1][0]:6.0f} s  RSS {idle_samples[-1][1]:7.1f} MB with nothing in flight (clients held)", flush=True)
+                pause.resume()
+                next_idle += args.idle_interval
+                time.sleep(args.sample)
+                continue
             samples.append((time.time() - start, rss_mb(server.pid), tally.requests))
             print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MB  {samples[-1][2]} requests", flush=True)
             time.sleep(args.sample)
         for t in threads:
             t.join()
-        time.sleep(2)
-        idle = rss_mb(server.pid)
+        idle = idle_rss(port, server.pid, pause)
         after_minute = [rss for t, rss, _ in samples if t >= 60] or [samples[-1][1]]
         first_minute_peak = max(rss for t, rss, _ in samples if t < 60)
         print(f"soak: {args.clients} clients for {args.seconds} s: {tally.requests} requests; answers by status: "
@@ -268,6 +334,10 @@ def main():
         print(f"RSS: first minute's end {after_minute[0]:.1f} MB, last sample {samples[-1][1]:.1f} MB, highest after the first minute "
               f"{max(after_minute):.1f} MB ({(max(after_minute) / after_minute[0] - 1) * 100:+.1f}%), idle after the load {idle:.1f} MB")
         print(rss_trend([(t, rss) for t, rss, _ in samples], first_minute_peak))
+        if idle_samples:
+            print(f"RSS with nothing in flight (what the server keeps, apart from the live batch): after the first minute "
+                  f"{idle_samples[0][1]:.1f} MB, after the whole load {idle:.1f} MB ({(idle / idle_samples[0][1] - 1) * 100:+.1f}%); "
+                  f"at each hold: {', '.join(f'{t:.0f} s {rss:.1f}' for t, rss in idle_samples)}")
         stalls_closed = stalled(port, args.stalled, args.receive_timeout) if args.stalled else True
         unanswered, slowest = fuzz(port, args.fuzz, args.receive_timeout) if args.fuzz else (0, 0.0)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -48,6 +48,9 @@ public final class BatchDecoder {
         freeSlots = Array((0..<slots).reversed())
     }
 
+    /// Makes the key/value cache of every slot resident now (see `InferenceSession.reserveCacheMemory()`).
+    package func reserveCacheMemory() { session.reserveCacheMemory() }
+
     /// Slots not held by a running request.
     public var availableSlots: Int { freeSlots.count }
     /// Completions being generated.

@@ -49,6 +49,14 @@ public final class InferenceSession {
     /// Empties a slot so it can hold a new sequence.
     public func reset(sequence: Int) { lengths[sequence] = 0 }
 
+    /// Writes the whole key/value cache once, so that its memory is resident from now on. The cache is otherwise
+    /// mapped as slots first reach each position, and a long-running process's resident size creeps up for as long
+    /// as there are slots and positions not yet reached; a server reserves it at start instead (as llama.cpp does),
+    /// and fails then rather than under load when it does not fit.
+    package func reserveCacheMemory() {
+        for tensor in keys + values { tensor.pointer.update(repeating: 0, count: tensor.count) }
+    }
+
     /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several
     /// continuations of one prefix are computed from a single pass over the prefix.
     public func copy(sequence source: Int, to target: Int) {

@@ -63,6 +63,8 @@ public final class OpenAIServer: Sendable {
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
                                    weights: DecodeWeights(model: model, format: configuration.precision),
                                    prefillBudget: configuration.prefillBudget)
+        // The cache for every slot at full context is resident from the start: memory does not creep up under load.
+        decoder.reserveCacheMemory()
         engine = GenerationEngine(decoder: decoder, metrics: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }

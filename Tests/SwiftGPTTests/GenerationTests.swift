@@ -102,6 +102,25 @@ final class GenerationTests: XCTestCase {
         for (x, y) in zip(second, expectedB2 + expectedA2) { XCTAssertEqual(x, y, accuracy: 1e-5) }
     }
 
+    func testReservedCacheIsResidentAndDecodesTheSame() throws {
+        var config = tinyConfig()
+        config.contextLength = 1024
+        config.embeddingWidth = 64
+        let model = try GPTModel(config: config, seed: 4)
+        let ids = randomIDs(9, vocabulary: config.vocabularySize, seed: 6)
+        let expected = try InferenceSession(model: model, sequences: 1).feed([(0, ids)]).scalars
+        // 32 slots × 2 heads × 1024 positions × 32 floats, keys and values, 2 layers: 32 MiB of cache.
+        let cacheBytes = 32 * 2 * 1024 * 32 * 4 * 2 * 2
+        TensorMemory.releasePooledBuffers()
+        let session = InferenceSession(model: model, sequences: 32)
+        let before = residentBytes()
+        session.reserveCacheMemory()
+        if let before, let after = residentBytes() {
+            XCTAssertGreaterThan(after - before, cacheBytes * 9 / 10, "the reserved cache is resident")
+        }
+        XCTAssertEqual(try session.feed([(31, ids)]).scalars, expected)
+    }
+
     func testMatrixVectorKernelsMatchAReference() {
         var random = SeededRandom(seed: 8)
         // Every format against a double-precision product with the weights the format holds (rounded copies).

@@ -115,3 +115,11 @@ func chartTexts(_ url: URL, name: String) throws -> [String] {
     }
     return texts
 }
+
+/// The process's resident memory in bytes (Linux's /proc/self/statm), nil where there is none.
+func residentBytes() -> Int? {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+    let fields = statm.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
