@@ -11,6 +11,7 @@ let package = Package(
     name: "SwiftGPT",
     platforms: [.macOS(.v14)],
     products: [
+        .library(name: "GPTUtilities", targets: ["GPTUtilities"]),
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "GPTModels", targets: ["GPTModels"]),
@@ -41,20 +42,24 @@ let package = Package(
             providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]
         ),
         .target(
+            name: "GPTUtilities",
+            dependencies: ["CFileSystem", .product(name: "Atomics", package: "swift-atomics")],
+            swiftSettings: optimisation
+        ),
+        .target(
             name: "TensorCore",
             dependencies: [
+                "GPTUtilities",
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
                 .target(name: "CDNNL", condition: .when(platforms: [.linux])),
                 "CMemoryHints",
-                "CFileSystem",
-                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: optimisation,
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
         .target(
             name: "Tokenizers",
-            dependencies: ["TensorCore"],
+            dependencies: ["GPTUtilities"],
             resources: [.copy("Resources/gpt2")],
             swiftSettings: optimisation
         ),
@@ -87,7 +92,7 @@ let package = Package(
         ),
         .target(
             name: "SwiftGPT",
-            dependencies: ["TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer"],
+            dependencies: ["GPTUtilities", "TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer"],
             swiftSettings: optimisation
         ),
         .executableTarget(
@@ -99,8 +104,8 @@ let package = Package(
             ],
             swiftSettings: optimisation
         ),
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], swiftSettings: optimisation),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
+        .testTarget(name: "TensorCoreTests", dependencies: ["GPTUtilities", "TensorCore"], swiftSettings: optimisation),
+        .testTarget(name: "TokenizersTests", dependencies: ["GPTUtilities", "Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
             dependencies: ["SwiftGPT"],
@@ -116,7 +121,7 @@ let package = Package(
 if ProcessInfo.processInfo.environment["SWIFTGPT_FUZZ"] != nil {
     package.targets.append(.executableTarget(
         name: "swiftgpt-fuzz",
-        dependencies: ["GPTModels", "GPTTraining", "GPTServer", "TensorCore", "Tokenizers"],
+        dependencies: ["GPTModels", "GPTTraining", "GPTServer", "GPTUtilities", "TensorCore", "Tokenizers"],
         path: "Fuzz/Sources",
         swiftSettings: optimisation + [.unsafeFlags(["-parse-as-library"])]
     ))

@@ -1,3 +1,4 @@
+import GPTUtilities
 import TensorCore
 
 /// Draws the demonstrations of each query from a pool, deterministically: the same seed and query index give the

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// A synthetic task that only in-context learning can solve. Each episode draws a fresh random label (a digit)

@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// One example of a task, rendered: the query's prompt, and what is scored.

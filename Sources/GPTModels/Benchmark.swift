@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// Speed measurements of the kernels and model on this machine (release builds only give meaningful figures).

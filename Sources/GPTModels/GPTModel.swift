@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// A decoder-only transformer: token and position embeddings, a stack of blocks of masked multi-head

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT-2 (`model_type` gpt2),

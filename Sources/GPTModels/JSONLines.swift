@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// JSONL files of examples: one JSON object a line, blank lines skipped, every line checked (valid UTF-8, an

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// How to pick each next token and when to stop.

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// The task losses and outputs of a model with a task head and an input format.

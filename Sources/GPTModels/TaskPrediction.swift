@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// A fine-tuned model's answer for one input.

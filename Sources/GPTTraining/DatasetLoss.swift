@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// The language-model loss of a model over a whole token file, without sampling noise: the file is cut into

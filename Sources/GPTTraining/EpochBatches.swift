@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// Batches drawn from a fixed set of examples in epochs: each epoch visits every example once, in an order fixed

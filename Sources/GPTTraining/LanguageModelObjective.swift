@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by

@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// The metrics log of a training run (`metrics.jsonl`, one JSON object per line).

@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// Checks SwiftGPT against reference outputs written by Hugging Face transformers: a folder holding a checkpoint

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 import GPTModels
 import Tokenizers

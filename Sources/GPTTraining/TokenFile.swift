@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import TensorCore
 
 /// A file of token ids: a 32-byte header (magic `SGPTTOKS`, version 1, bytes per token 2 or 4, token count),

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 extension Tape {
     /// The most bytes of attention probabilities one attention call keeps for backward (256 MiB). Keeping them

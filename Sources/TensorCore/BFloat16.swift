@@ -1,4 +1,6 @@
 /// A bfloat16 number: the upper half of a float32 (8-bit exponent, 7-bit mantissa).
+import GPTUtilities
+
 public struct BFloat16: Hashable, Sendable {
     /// The 16 bits as stored.
     public var bitPattern: UInt16

@@ -4,6 +4,7 @@ import Accelerate
 import CBLAS
 #endif
 import Foundation
+import GPTUtilities
 
 /// The one interface to matrix products: oneDNN on Linux (fp32 and bf16 inputs), Accelerate on macOS, OpenBLAS
 /// where oneDNN is absent. Row-major throughout; the result is always fp32.

@@ -1,4 +1,5 @@
 #if arch(x86_64)
+import GPTUtilities
 import _Builtin_intrinsics.intel
 #endif
 

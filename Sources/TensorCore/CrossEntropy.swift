@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 extension Tape {
     /// Mean cross-entropy of softmax(`logits`) against `targets`, fused: softmax, loss and gradient in two passes

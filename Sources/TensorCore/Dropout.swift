@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// Inverted dropout: each element is zeroed with `probability` and the rest scaled by 1 / (1 − probability).
     /// Identity when `probability` is 0 or the tape is not recording (inference).

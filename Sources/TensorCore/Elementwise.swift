@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// a + b, element-wise (same shapes): residual connections and sums of losses.
     public func add(_ a: Variable, _ b: Variable) -> Variable {

@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// Token embedding plus position embedding: out[b, t] = tokens[ids[b, t]] + positions[positionOffset + t].
     ///

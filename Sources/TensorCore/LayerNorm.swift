@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// Layer normalisation over the last dimension: (x − mean) / sqrt(var + ε) · weight + bias (biased variance).
     public func layerNorm(_ x: Variable, weight: Variable, bias: Variable, epsilon: Float = 1e-5) -> Variable {

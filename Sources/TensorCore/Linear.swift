@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// y = x · W + b over the last dimension of `x`, through BLAS.
     ///

@@ -1,4 +1,5 @@
 import CMemoryHints
+import GPTUtilities
 
 /// Products of a few rows with a weight matrix, for decoding: each weight is read from memory once per call and
 /// streamed at full bandwidth (a BLAS sgemm with one row is several times slower here).

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// All trainable parameters of a model in one contiguous arena, with their gradients in a second arena of the
 /// same layout: zeroing, clipping and the optimizer are single loops over memory, and each named parameter is a

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// Figures of a clipped policy loss, for logging.
 public struct PolicyLossStatistics: Sendable, Equatable {

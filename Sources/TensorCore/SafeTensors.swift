@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// A `.safetensors` file (Hugging Face's tensor container): an 8-byte little-endian header length, a JSON header
 /// naming each tensor's dtype, shape and byte range, then the raw little-endian data. Read memory-mapped.

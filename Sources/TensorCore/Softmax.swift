@@ -1,3 +1,5 @@
+import GPTUtilities
+
 extension Tape {
     /// Softmax over the last dimension.
     public func softmax(_ x: Variable) -> Variable {

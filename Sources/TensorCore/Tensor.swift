@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// A dense, contiguous, row-major float32 tensor.
 ///

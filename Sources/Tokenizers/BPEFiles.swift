@@ -1,5 +1,5 @@
 import Foundation
-import TensorCore
+import GPTUtilities
 
 /// Reading and writing the vocabulary files of a byte-level BPE: `vocab.json` + `merges.txt` (Hugging Face names)
 /// or `encoder.json` + `vocab.bpe` (OpenAI's names for the same formats).

@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import TensorCore
+import GPTUtilities
 
 /// Byte-level BPE as in GPT-2: GPT-2's pre-tokenization, then rank-ordered merges over each piece's bytes.
 /// Tokens that are neither single bytes nor made by a merge are special tokens (such as `<|endoftext|>`).

@@ -1,5 +1,5 @@
 import Foundation
-import TensorCore
+import GPTUtilities
 
 /// One token per Unicode scalar, with the vocabulary taken from a corpus (as nanoGPT's shakespeare_char), and
 /// optional special tokens after the characters.

@@ -1,5 +1,4 @@
 import Foundation
-import TensorCore
 
 /// Finding and loading tokenizers by name or directory.
 public enum TokenizerLoading {

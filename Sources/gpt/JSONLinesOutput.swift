@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import SwiftGPT
 
 /// Writes records as JSON lines (sorted keys) to a file, atomically, or to standard output when no file is given:

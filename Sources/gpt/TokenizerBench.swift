@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GPTUtilities
 import SwiftGPT
 import TensorCore
 import Tokenizers

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import SwiftGPT
 import TensorCore
 import XCTest

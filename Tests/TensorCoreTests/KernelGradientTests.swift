@@ -1,3 +1,4 @@
+import GPTUtilities
 import TensorCore
 import XCTest
 

@@ -1,5 +1,4 @@
 import Foundation
-import TensorCore
 import Tokenizers
 import XCTest
 

@@ -1,5 +1,5 @@
 import Foundation
-import TensorCore
+import GPTUtilities
 import Tokenizers
 import XCTest
 

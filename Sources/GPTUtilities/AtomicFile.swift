@@ -5,10 +5,10 @@ import Foundation
 /// and so that what was written survives a crash or power loss once the call returns: the content goes to a
 /// temporary file in the same folder, is flushed to the disk (fsync), then renamed over the target, and the folder
 /// is flushed too.
-public enum AtomicFile {
+package enum AtomicFile {
     /// Streams content through `body` into `url`, atomically. On error the temporary file is removed and any
     /// existing file at `url` is left untouched.
-    public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
+    package static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         let folder = url.deletingLastPathComponent()
         let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())")
         let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -36,12 +36,12 @@ public enum AtomicFile {
     }
 
     /// Writes `data` to `url` atomically.
-    public static func write(_ data: Data, to url: URL) throws {
+    package static func write(_ data: Data, to url: URL) throws {
         try write(to: url) { try $0.write(contentsOf: data) }
     }
 
     /// Flushes a folder's entries (files created, renamed or removed in it) to the disk.
-    public static func synchronizeFolder(_ folder: URL) throws {
+    package static func synchronizeFolder(_ folder: URL) throws {
         let descriptor = open(folder.path, O_RDONLY)
         guard descriptor >= 0 else { throw FileError(url: folder, message: "cannot open the folder to flush it (\(String(cString: strerror(errno))))") }
         defer { close(descriptor) }
@@ -53,7 +53,7 @@ public enum AtomicFile {
     /// (Linux's renameat2 with RENAME_EXCHANGE, macOS's renamex_np with RENAME_SWAP), then the old one is removed.
     /// Where the file system cannot exchange, the old folder is first moved to `displaced`, a name that
     /// `recoverFolder` knows, then the new one renamed into place.
-    public static func replaceFolder(_ target: URL, with staged: URL, displaced: URL) throws {
+    package static func replaceFolder(_ target: URL, with staged: URL, displaced: URL) throws {
         let fm = FileManager.default
         let parent = target.deletingLastPathComponent()
         try synchronizeFolder(staged)
@@ -87,7 +87,7 @@ public enum AtomicFile {
     /// displaced old folder exists (a kill between the two renames of the fallback), the old folder is put back;
     /// leftover staged and displaced folders are removed. `staged` and `displaced` tell those names apart.
     /// Returns what was done, in words (empty when nothing was).
-    public static func recoverFolder(_ target: URL, isStaged: (String) -> Bool, isDisplaced: (String) -> Bool) throws -> [String] {
+    package static func recoverFolder(_ target: URL, isStaged: (String) -> Bool, isDisplaced: (String) -> Bool) throws -> [String] {
         let fm = FileManager.default
         let parent = target.deletingLastPathComponent()
         guard let names = try? fm.contentsOfDirectory(atPath: parent.path) else { return [] }
@@ -111,19 +111,4 @@ public enum AtomicFile {
     private static func modificationDate(_ url: URL) -> Date {
         ((try? FileManager.default.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date) ?? .distantPast
     }
-}
-
-/// A problem with a file, naming the file.
-public struct FileError: Error, CustomStringConvertible, Sendable {
-    /// The file concerned.
-    public let url: URL
-    /// What is wrong, in words a user can act on.
-    public let message: String
-
-    public init(url: URL, message: String) {
-        self.url = url
-        self.message = message
-    }
-
-    public var description: String { "\(url.path): \(message)" }
 }

@@ -6,8 +6,8 @@ import Foundation
 /// waits for) before it sleeps, so that the many short parallel loops of a training or decoding step start without
 /// the tens of microseconds a fresh wake-up costs. Measured on the baby model: 29.7–30.0 ms a training step against
 /// 33.6–34.5 ms with Dispatch's concurrentPerform; pure spinning without yielding was slower and erratic here.
-final class WorkerPool: @unchecked Sendable {
-    static let shared = WorkerPool(workers: max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
+package final class WorkerPool: @unchecked Sendable {
+    package static let shared = WorkerPool(workers: max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
 
     /// Job id (high 32 bits), task count (next 16) and next task index (low 16), changed together atomically.
     private let state = ManagedAtomic<UInt64>(0)
@@ -32,11 +32,11 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Whether a job is running: a parallel loop started now would run serially on its caller.
-    var isBusy: Bool { busy.load(ordering: .relaxed) }
+    package var isBusy: Bool { busy.load(ordering: .relaxed) }
 
     /// Runs `body(t)` for t in 0..<tasks on the calling thread and the workers, and returns when all are done.
     /// A call made while another job runs (nested, or from another thread) runs serially on its caller.
-    func run(_ tasks: Int, _ body: (Int) -> Void) {
+    package func run(_ tasks: Int, _ body: (Int) -> Void) {
         guard workerCount > 0, tasks > 1, tasks < 1 << 16,
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             for t in 0..<tasks { body(t) }
