@@ -230,6 +230,33 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
         return (ids, trained)
     }
 
+    /// A conversation's prompt, fitted to `context` tokens with room for a reply of `replyTokens`.
+    package struct FittedPrompt {
+        /// The rendered conversation with the assistant's turn opened.
+        package var tokens: [Int32]
+        /// How many of the oldest messages were left out (and removed from the conversation).
+        package var droppedMessages: Int
+        /// Whether the start of what remained was cut (one message longer than the context allows).
+        package var cut: Bool
+    }
+
+    /// The tokens of `messages` with the assistant's turn opened, fitted to `context` with `replyTokens` after them:
+    /// while they do not fit, the oldest message after the first `keeping` (a system message stays) is removed from
+    /// `messages`, as long as one message is left after those; then the prompt's start is cut.
+    package func fittedPrompt(_ messages: inout [ChatMessage], keeping: Int, replyTokens: Int, context: Int,
+                              tokenizer: any Tokenizer) throws -> FittedPrompt {
+        var prompt = try tokens(messages, addGenerationPrompt: true, tokenizer: tokenizer)
+        var dropped = 0
+        while prompt.count + replyTokens > context, messages.count - keeping > 1 {
+            messages.remove(at: keeping)
+            dropped += 1
+            prompt = try tokens(messages, addGenerationPrompt: true, tokenizer: tokenizer)
+        }
+        let cut = prompt.count + replyTokens > context
+        if cut { prompt = Array(prompt.suffix(max(1, context - replyTokens))) }
+        return FittedPrompt(tokens: prompt, droppedMessages: dropped, cut: cut)
+    }
+
     /// The stop sequences that end a generated reply: none when the end-of-turn marker is the tokenizer's end-of-text
     /// token (generation stops there anyway), else the marker's text.
     public func replyStops(_ tokenizer: any Tokenizer) throws -> [String] {

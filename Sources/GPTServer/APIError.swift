@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import Hummingbird
 
 /// An error answered the way OpenAI's API answers it: a status code and
@@ -62,6 +63,17 @@ public struct APIError: Error, CustomStringConvertible, HTTPResponseError {
 
     static func shuttingDown() -> APIError {
         APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error", code: "shutting_down")
+    }
+
+    /// The answer to an error of the generation engine.
+    init(_ error: GenerationEngineError) {
+        switch error {
+        case .queueFull(let waiting): self = .queueFull(waiting: waiting)
+        case .timedOut(let seconds): self = .timedOut(seconds: seconds)
+        case .stopping: self = .shuttingDown()
+        case .invalidRequest(let message): self = .invalidRequest(message)
+        case .failed: self = .internalError(error.description)
+        }
     }
 
     static func internalError(_ message: String) -> APIError {

@@ -65,7 +65,7 @@ public final class OpenAIServer: Sendable {
                                    prefillBudget: configuration.prefillBudget)
         // The cache for every slot at full context is resident from the start: memory does not creep up under load.
         decoder.reserveCacheMemory()
-        engine = GenerationEngine(decoder: decoder, metrics: metrics, maxQueue: configuration.maxQueue,
+        engine = GenerationEngine(decoder: decoder, monitor: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }
 
@@ -256,6 +256,10 @@ struct StreamWriter: Sendable {
                     }
                 }
             }
+        } catch let error as GenerationEngineError {
+            try await send(APIError(error).body, to: &writer)
+            try await writer.finish(nil)
+            return
         } catch let error as APIError {
             try await send(error.body, to: &writer)
             try await writer.finish(nil)
@@ -291,6 +295,7 @@ struct APIMiddleware: RouterMiddleware {
             let apiError: APIError
             switch error {
             case let e as APIError: apiError = e
+            case let e as GenerationEngineError: apiError = APIError(e)
             case let e as HTTPError where e.status == .notFound: apiError = .notFound(path)
             case let e as HTTPError:
                 apiError = APIError(status: e.status, message: e.body ?? e.status.reasonPhrase, type: "invalid_request_error")

@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import Prometheus
 
 /// What the server counts, exported at `GET /metrics` in Prometheus' text format.
@@ -35,4 +36,14 @@ final class ServerMetrics: Sendable {
 
     /// The metrics in Prometheus' text exposition format.
     func exposition() -> [UInt8] { registry.emitToBuffer() }
+}
+
+extension ServerMetrics: GenerationMonitor {
+    func queueDepthChanged(to depth: Int) { queueDepth.set(Double(depth)) }
+    func batchSizeChanged(to size: Int) { batchSize.set(Double(size)) }
+    func promptAdmitted(tokens: Int) { promptTokens.increment(by: Int64(tokens)) }
+    func firstToken(after wait: Duration) { timeToFirstToken.record(wait) }
+    func stepFinished(after duration: Duration) { timePerOutputToken.record(duration) }
+    func completionFinished(tokens: Int) { generatedTokens.increment(by: Int64(tokens)) }
+    func submissionFinished(after duration: Duration) { requestDuration.record(duration) }
 }

@@ -84,19 +84,11 @@ struct ChatCommand: ParsableCommand {
     /// stays) and then its start cut until the reply has room in the context, saying so.
     private func fitted(_ history: inout [ChatMessage], opening: Int, template: ChatTemplate, tokenizer tok: any Tokenizer,
                         context: Int) throws -> [Int32] {
-        var prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
-        var dropped = 0
-        while prompt.count + maxTokens > context, history.count - opening > 1 {
-            history.remove(at: opening)
-            dropped += 1
-            prompt = try template.tokens(history, addGenerationPrompt: true, tokenizer: tok)
-        }
+        let fitted = try template.fittedPrompt(&history, keeping: opening, replyTokens: maxTokens, context: context, tokenizer: tok)
+        let dropped = fitted.droppedMessages
         if dropped > 0 { note("\(dropped) earliest message\(dropped == 1 ? "" : "s") left out to fit the context of \(context) tokens") }
-        if prompt.count + maxTokens > context {
-            note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply")
-            prompt = Array(prompt.suffix(context - maxTokens))
-        }
-        return prompt
+        if fitted.cut { note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply") }
+        return fitted.tokens
     }
 
     /// Streams the reply to `prompt` to standard output; SIGINT stops it. Returns its text.

@@ -1,14 +1,62 @@
 import Atomics
 import Foundation
-import GPTModels
 import TensorCore
 
-/// The server's generation loop: one thread owns the model and a `BatchDecoder`; HTTP handlers submit requests
+/// Why the generation engine refused or ended a submission.
+public enum GenerationEngineError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The queue of waiting submissions is full.
+    case queueFull(waiting: Int)
+    /// The submission did not finish within the engine's time limit.
+    case timedOut(seconds: Double)
+    /// The engine is stopping and takes no more work.
+    case stopping
+    /// A request was refused by the decoder (an empty prompt, a token outside the vocabulary, too many completions).
+    case invalidRequest(String)
+    /// A decoding step failed; every running submission gets this.
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .queueFull(let waiting): "\(waiting) requests are already waiting; retry later"
+        case .timedOut(let seconds): "the request did not finish within \(seconds) s"
+        case .stopping: "the generation engine is stopping"
+        case .invalidRequest(let message): message
+        case .failed(let message): "generation failed: \(message)"
+        }
+    }
+}
+
+/// What a generation engine reports as it works, for a server's metrics (every method is called on the engine's
+/// thread, and must return quickly).
+package protocol GenerationMonitor: Sendable {
+    func queueDepthChanged(to depth: Int)
+    func batchSizeChanged(to size: Int)
+    func promptAdmitted(tokens: Int)
+    func firstToken(after wait: Duration)
+    func stepFinished(after duration: Duration)
+    func completionFinished(tokens: Int)
+    func submissionFinished(after duration: Duration)
+}
+
+/// A monitor that records nothing.
+package struct NoGenerationMonitor: GenerationMonitor {
+    package init() {}
+    package func queueDepthChanged(to depth: Int) {}
+    package func batchSizeChanged(to size: Int) {}
+    package func promptAdmitted(tokens: Int) {}
+    package func firstToken(after wait: Duration) {}
+    package func stepFinished(after duration: Duration) {}
+    package func completionFinished(tokens: Int) {}
+    package func submissionFinished(after duration: Duration) {}
+}
+
+/// Generation for many callers at once over one model: one thread owns a `BatchDecoder`; callers submit requests
 /// to a bounded queue and read their events from an asynchronous stream. Between decoding steps the loop admits
-/// waiting requests while slots are free and drops the ones whose client went away or whose time ran out.
-final class GenerationEngine: @unchecked Sendable {
-    /// One HTTP request's generation: its prompts' requests, and the stream their events go to.
-    final class Ticket: @unchecked Sendable {
+/// waiting requests while slots are free (continuous batching) and drops the ones whose caller went away or whose
+/// time ran out. The server's requests and the library's `LanguageModel` go through it.
+package final class GenerationEngine: @unchecked Sendable {
+    /// One submission: its prompts' requests, and the stream their events go to.
+    package final class Ticket: @unchecked Sendable {
         fileprivate let requests: [GenerationRequest]
         fileprivate let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
         fileprivate let arrival = ContinuousClock.now
@@ -27,14 +75,14 @@ final class GenerationEngine: @unchecked Sendable {
             completionsLeft = requests.reduce(0) { $0 + $1.options.count }
         }
 
-        /// Stops the generation (the client went away); its slots are freed before the next step.
-        func cancel() { cancelled.store(true, ordering: .relaxed) }
+        /// Stops the generation (the caller went away); its slots are freed before the next step.
+        package func cancel() { cancelled.store(true, ordering: .relaxed) }
 
         fileprivate var slotsNeeded: Int { requests.map(\.options.count).max() ?? 0 }
     }
 
     private let decoder: BatchDecoder
-    private let metrics: ServerMetrics
+    private let monitor: any GenerationMonitor
     private let maxQueue: Int
     private let timeout: Duration?
     private let condition = NSCondition()
@@ -50,15 +98,17 @@ final class GenerationEngine: @unchecked Sendable {
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
-    init(decoder: BatchDecoder, metrics: ServerMetrics, maxQueue: Int, timeout: Duration?) {
+    /// An engine over `decoder` (which it owns from now on) that keeps at most `maxQueue` submissions waiting and
+    /// ends each after `timeout` when one is given.
+    package init(decoder: BatchDecoder, monitor: any GenerationMonitor = NoGenerationMonitor(), maxQueue: Int, timeout: Duration?) {
         self.decoder = decoder
-        self.metrics = metrics
+        self.monitor = monitor
         self.maxQueue = maxQueue
         self.timeout = timeout
     }
 
     /// Starts the loop's thread.
-    func start() {
+    package func start() {
         let thread = Thread { [self] in run() }
         thread.stackSize = 8 << 20
         thread.name = "generation"
@@ -66,32 +116,35 @@ final class GenerationEngine: @unchecked Sendable {
         thread.start()
     }
 
-    /// Lets the running and waiting requests finish, then ends the loop.
-    func stop() {
+    /// Lets the running and waiting requests finish, then ends the loop; with `waiting`, returns once it has ended.
+    package func stop(waiting: Bool = true) {
         condition.lock()
         stopping = true
         condition.signal()
         condition.unlock()
-        if thread != nil { stopped.wait() }
+        if waiting, thread != nil { stopped.wait() }
     }
 
-    /// Queues the requests of one HTTP request; throws a 429 when the queue is full and a 503 while stopping.
-    func submit(_ requests: [GenerationRequest]) throws -> (Ticket, AsyncThrowingStream<GenerationEvent, any Error>) {
+    /// Queues the requests of one submission (one HTTP request of the server's); throws `queueFull` when the queue is
+    /// full and `stopping` once `stop()` was called.
+    package func submit(_ requests: [GenerationRequest]) throws -> (Ticket, AsyncThrowingStream<GenerationEvent, any Error>) {
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
         let ticket = Ticket(requests: requests, deadline: timeout.map { ContinuousClock.now + $0 }, continuation: continuation)
+        // A reader that stops reading (its task cancelled, the stream dropped) frees the ticket's slots.
+        continuation.onTermination = { [weak ticket] _ in ticket?.cancel() }
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping else { throw APIError.shuttingDown() }
-        guard waiting.count < maxQueue else { throw APIError.queueFull(waiting: waiting.count) }
+        guard !stopping else { throw GenerationEngineError.stopping }
+        guard waiting.count < maxQueue else { throw GenerationEngineError.queueFull(waiting: waiting.count) }
         waiting.append(ticket)
-        metrics.queueDepth.set(Double(waiting.count))
+        monitor.queueDepthChanged(to: waiting.count)
         condition.signal()
         return (ticket, stream)
     }
 
     private func run() {
         while true {
-            metrics.batchSize.set(Double(decoder.runningSequences))
+            monitor.batchSizeChanged(to: decoder.runningSequences)
             condition.lock()
             if !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
                 // Idle: the buffers pooled while serving go back to the system.
@@ -112,20 +165,20 @@ final class GenerationEngine: @unchecked Sendable {
                 pending += ticket.requests.map { (ticket, $0) }
                 free -= ticket.requests.reduce(0) { $0 + $1.options.count }
             }
-            metrics.queueDepth.set(Double(waiting.count))
+            monitor.queueDepthChanged(to: waiting.count)
             condition.unlock()
             dropAbandoned()
             admitPending()
-            metrics.batchSize.set(Double(decoder.runningSequences))
+            monitor.batchSizeChanged(to: decoder.runningSequences)
             guard !decoder.isIdle else { continue }
             let start = ContinuousClock.now
             do {
                 try decoder.step()
             } catch {
                 // A step fails only on a bug: every running request gets the error, the loop goes on.
-                for ticket in running { fail(ticket, APIError.internalError("generation failed: \(error)")) }
+                for ticket in running { fail(ticket, .failed("\(error)")) }
             }
-            metrics.timePerOutputToken.record(ContinuousClock.now - start)
+            monitor.stepFinished(after: ContinuousClock.now - start)
             if ContinuousClock.now - lastTrim > .seconds(1) {
                 // Under steady load too, memory freed after a large batch goes back to the system.
                 TensorMemory.returnFreedMemory()
@@ -141,11 +194,11 @@ final class GenerationEngine: @unchecked Sendable {
             pending.removeFirst()
             guard running.contains(where: { $0 === ticket }) else { continue }
             do {
-                metrics.promptTokens.increment(by: Int64(request.prompt.count))
+                monitor.promptAdmitted(tokens: request.prompt.count)
                 let id = try decoder.add(request) { [unowned self] event in handle(event, of: ticket) }
                 ticket.decoderIDs.append(id)
             } catch {
-                fail(ticket, APIError.invalidRequest("\(error)"))
+                fail(ticket, .invalidRequest("\(error)"))
             }
         }
     }
@@ -158,7 +211,7 @@ final class GenerationEngine: @unchecked Sendable {
                 remove(ticket)
                 ticket.continuation.finish()
             } else if let deadline = ticket.deadline, now >= deadline, let timeout {
-                fail(ticket, APIError.timedOut(seconds: Double(timeout.components.seconds)))
+                fail(ticket, .timedOut(seconds: Double(timeout.components.seconds)))
             }
         }
         condition.lock()
@@ -167,7 +220,7 @@ final class GenerationEngine: @unchecked Sendable {
         condition.unlock()
         for ticket in abandoned {
             if ticket.cancelled.load(ordering: .relaxed) { ticket.continuation.finish() } else if let timeout {
-                ticket.continuation.finish(throwing: APIError.timedOut(seconds: Double(timeout.components.seconds)))
+                ticket.continuation.finish(throwing: GenerationEngineError.timedOut(seconds: Double(timeout.components.seconds)))
             }
         }
     }
@@ -177,21 +230,21 @@ final class GenerationEngine: @unchecked Sendable {
         case .text, .token:
             if !ticket.sawFirstToken, ticket.decoderIDs.count == ticket.requests.count {
                 ticket.sawFirstToken = true
-                metrics.timeToFirstToken.record(ContinuousClock.now - ticket.arrival)
+                monitor.firstToken(after: ContinuousClock.now - ticket.arrival)
             }
         case .finished(let completion):
-            metrics.generatedTokens.increment(by: Int64(completion.tokens.count))
+            monitor.completionFinished(tokens: completion.tokens.count)
             ticket.completionsLeft -= 1
         }
         ticket.continuation.yield(event)
         if ticket.completionsLeft == 0 {
-            metrics.requestDuration.record(ContinuousClock.now - ticket.arrival)
+            monitor.submissionFinished(after: ContinuousClock.now - ticket.arrival)
             running.removeAll { $0 === ticket }
             ticket.continuation.finish()
         }
     }
 
-    private func fail(_ ticket: Ticket, _ error: APIError) {
+    private func fail(_ ticket: Ticket, _ error: GenerationEngineError) {
         remove(ticket)
         ticket.continuation.finish(throwing: error)
     }

@@ -1,0 +1,140 @@
+import Foundation
+import GPTEvaluation
+import GPTModels
+import GPTUtilities
+import TensorCore
+import Tokenizers
+
+/// A GPT model loaded for inference, with its tokenizer and chat template: generate text, hold a chat, score
+/// continuations, embed text. One value can be shared by many tasks at once: their generations are decoded together
+/// in one batch (continuous batching, as `gpt serve` does), while scoring and embedding take turns.
+///
+/// ```swift
+/// let model = try LanguageModel(directory: URL(fileURLWithPath: "runs/small"))
+/// var options = SamplingOptions()
+/// options.maxNewTokens = 40
+/// for try await event in model.generate("To be or not to be", options: options) {
+///     if case .text(_, _, let piece) = event { print(piece, terminator: "") }
+/// }
+/// ```
+public final class LanguageModel: @unchecked Sendable {
+    /// The model's architecture and sizes.
+    public let configuration: GPTConfig
+    /// The tokenizer the model was trained with.
+    public let tokenizer: any Tokenizer
+    /// How conversations are rendered for the model (its `chat_template.json`, else HH-RLHF's form).
+    public let chatTemplate: ChatTemplate
+    private let model: GPTModel
+    private let engine: GenerationEngine
+    /// Scoring and embedding run one at a time, on the caller's thread.
+    private let lock = NSLock()
+    private var scorer: LoglikelihoodScorer?
+
+    /// Loads a model folder: a SwiftGPT checkpoint, a training output folder (its `best/` or `last/`), or a Hugging
+    /// Face GPT-2, OpenAI-GPT or GPT-Neo folder, with the tokenizer it carries (GPT-2's when it has none and its
+    /// vocabulary is GPT-2's).
+    /// - Parameters:
+    ///   - precision: the weights decoding reads: `.float32`, `.bfloat16`, or `.int8` (per output channel).
+    ///   - concurrentSequences: completions decoded together at most; more wait their turn.
+    ///   - maxWaiting: generations waiting for a slot at most; one more fails with `GenerationEngineError.queueFull`.
+    public init(directory: URL, precision: WeightFormat = .float32, concurrentSequences: Int = 8, maxWaiting: Int = 256) throws {
+        guard concurrentSequences > 0, maxWaiting > 0 else {
+            throw GenerationError("concurrentSequences and maxWaiting must be positive, got \(concurrentSequences) and \(maxWaiting)")
+        }
+        let (model, tokenizer) = try ModelLoading.load(directory.path)
+        self.model = model
+        self.tokenizer = tokenizer
+        configuration = model.config
+        chatTemplate = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(directory))
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: concurrentSequences,
+                                   weights: DecodeWeights(model: model, format: precision))
+        engine = GenerationEngine(decoder: decoder, maxQueue: maxWaiting, timeout: nil)
+        engine.start()
+    }
+
+    /// Generations still being read go on to their end; then the engine's thread ends.
+    deinit { engine.stop(waiting: false) }
+
+    /// Generates `options.count` continuations of `prompt`, reporting text as it becomes final, each token's
+    /// log-probability when `options.logprobs` asks for them, and each completion (its tokens and why it ended) when
+    /// it ends. Cancelling the task that reads the stream stops the generation.
+    public func generate(_ prompt: String, options: SamplingOptions = SamplingOptions()) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        do {
+            return try generate(tokens: tokenizer.encode(prompt), options: options)
+        } catch {
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+    }
+
+    /// Generates continuations of a prompt given as token ids (see `generate(_:options:)`).
+    public func generate(tokens prompt: [Int32], options: SamplingOptions = SamplingOptions()) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        do {
+            try options.validate()
+            return try engine.submit([GenerationRequest(prompt: prompt, options: options)]).1
+        } catch {
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+    }
+
+    /// The completions of `prompt`, once all have ended (`options.count` of them, in order).
+    public func complete(_ prompt: String, options: SamplingOptions = SamplingOptions()) async throws -> [Completion] {
+        var completions: [Completion] = []
+        for try await event in generate(prompt, options: options) {
+            if case .finished(let completion) = event { completions.append(completion) }
+        }
+        try Task.checkCancellation()
+        return completions.sorted { $0.choice < $1.choice }
+    }
+
+    /// A new conversation with this model, opened by `system` when given.
+    public func chat(system: String? = nil, options: SamplingOptions = ChatSession.defaultOptions) -> ChatSession {
+        ChatSession(model: self, system: system, options: options)
+    }
+
+    /// The log-likelihood of `continuation` after `context` (the sum of its tokens' log-probabilities, natural log),
+    /// and whether greedy decoding would have produced it: what few-shot evaluation compares between choices.
+    public func logLikelihood(of continuation: String, after context: String) throws -> ContinuationScore {
+        let request = ScoringRequest(context: try tokenizer.encode(context), continuations: [try tokenizer.encode(continuation)])
+        return try lock.withLock {
+            let scorer = self.scorer ?? LoglikelihoodScorer(model: model, slots: 1)
+            self.scorer = scorer
+            return try scorer.score([request])[0][0]
+        }
+    }
+
+    /// How the final hidden states of a text's tokens become one vector.
+    public enum Pooling: Sendable {
+        /// The mean over the text's tokens.
+        case mean
+        /// The last token's state (the one that has seen the whole text).
+        case lastToken
+    }
+
+    /// An embedding of `text`: the model's final hidden states (after its last layer normalisation), pooled over the
+    /// text's tokens; `configuration.embeddingWidth` numbers. The text must fit the model's context.
+    public func embedding(of text: String, pooling: Pooling = .mean) throws -> [Float] {
+        let ids = try tokenizer.encode(text)
+        guard !ids.isEmpty else { throw GenerationError("the text to embed is empty") }
+        guard ids.count <= configuration.contextLength else {
+            throw GenerationError("the text has \(ids.count) tokens, more than the model's context of \(configuration.contextLength)")
+        }
+        let width = configuration.embeddingWidth
+        return lock.withLock {
+            let states = model.hidden(ids: ids, batch: 1, tape: Tape(recording: false)).final.value.scalars
+            switch pooling {
+            case .lastToken:
+                return Array(states[((ids.count - 1) * width)...])
+            case .mean:
+                var sums = [Float](repeating: 0, count: width)
+                for t in 0..<ids.count { for i in 0..<width { sums[i] += states[t * width + i] } }
+                return sums.map { $0 / Float(ids.count) }
+            }
+        }
+    }
+
+    /// Submits token-id prompts to the shared engine (for `ChatSession`).
+    func submit(_ prompt: [Int32], options: SamplingOptions) throws -> AsyncThrowingStream<GenerationEvent, any Error> {
+        try options.validate()
+        return try engine.submit([GenerationRequest(prompt: prompt, options: options)]).1
+    }
+}
