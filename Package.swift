@@ -92,7 +92,10 @@ let package = Package(
         ),
         .target(
             name: "SwiftGPT",
-            dependencies: ["GPTUtilities", "TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer"],
+            dependencies: [
+                "GPTUtilities", "TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
             swiftSettings: optimisation
         ),
         .executableTarget(
@@ -108,7 +111,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["GPTUtilities", "Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
-            dependencies: ["SwiftGPT"],
+            dependencies: ["SwiftGPT", .product(name: "Atomics", package: "swift-atomics")],
             resources: [.copy("Resources")],
             swiftSettings: optimisation
         ),

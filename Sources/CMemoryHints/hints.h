@@ -12,7 +12,11 @@ static inline void prefetchIntoSecondLevelCache(const void *address) { __builtin
 static inline int returnFreedMemoryToSystem(void) { return malloc_trim(0); }
 /// Caps the number of glibc malloc arenas (by default 8 per core, each a heap of its own that fragments on its own).
 static inline void limitAllocatorArenas(int count) { mallopt(M_ARENA_MAX, count); }
+/// Has glibc serve every allocation of `bytes` or more with its own mapping, returned to the system when freed,
+/// instead of raising that threshold as large blocks are freed (its default) and carving them from the heap.
+static inline void fixMappingThreshold(int bytes) { mallopt(M_MMAP_THRESHOLD, bytes); }
 #else
 static inline int returnFreedMemoryToSystem(void) { return 0; }
 static inline void limitAllocatorArenas(int count) { (void)count; }
+static inline void fixMappingThreshold(int bytes) { (void)bytes; }
 #endif

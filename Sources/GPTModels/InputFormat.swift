@@ -16,7 +16,7 @@ public struct InputFormat: Codable, Equatable, Sendable {
         case multipleChoice = "multiple-choice"
 
         /// How many text segments an input of this task has (multiple choice: the context and at least one choice).
-        var segmentCount: ClosedRange<Int> {
+        package var segmentCount: ClosedRange<Int> {
             switch self {
             case .classification: return 1...1
             case .entailment, .similarity: return 2...2

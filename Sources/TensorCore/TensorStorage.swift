@@ -145,6 +145,11 @@ public enum TensorMemory {
     package static func limitAllocatorArenas(_ count: Int) {
         CMemoryHints.limitAllocatorArenas(Int32(count))
     }
+    /// Has the C allocator (glibc's, on Linux) give every allocation of `bytes` or more a mapping of its own, unmapped
+    /// when freed: large blocks then never stay behind in a fragmented heap. Call it before the threads start.
+    package static func fixMappingThreshold(_ bytes: Int) {
+        CMemoryHints.fixMappingThreshold(Int32(bytes))
+    }
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
     public static var poolLimitBytes: Int {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }

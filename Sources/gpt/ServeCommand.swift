@@ -37,8 +37,11 @@ struct ServeCommand: ParsableCommand {
     var precision = WeightFormat.float32
 
     func run() throws {
-        // A server runs for weeks: two malloc arenas fragment less than glibc's default of eight per core.
+        // A server runs for weeks: two malloc arenas fragment less than glibc's default of eight per core, and
+        // blocks of 256 KiB and more (logits, prompt activations) are mapped and unmapped whole rather than left in
+        // the heap's holes.
         TensorMemory.limitAllocatorArenas(2)
+        TensorMemory.fixMappingThreshold(256 << 10)
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let template = try ChatTemplate.load(model: model)
         var configuration = ServerConfiguration()

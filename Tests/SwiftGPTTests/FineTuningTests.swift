@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import SwiftGPT
 import TensorCore
@@ -303,6 +304,48 @@ final class FineTuningTests: XCTestCase {
         XCTAssertEqual(resumed.step, 5)
         _ = try resumed.run()
         XCTAssertEqual(resumed.model.parameters.values.scalars, whole.model.parameters.values.scalars)
+    }
+
+    /// The library's calls: `Trainer.train` reports each step and stops with a checkpoint when its task is
+    /// cancelled, the run resumes to the uninterrupted weights, and `TaskModel` predicts what the model does.
+    func testTrainingFromSwiftIsCancelledWithItsTaskAndTheModelPredicts() async throws {
+        let folder = try temporaryDirectory(self)
+        let base = try baseModel(in: folder)
+        let train = try syntheticTask(70, seed: 3, in: folder, name: "train.jsonl"), dev = try syntheticTask(20, seed: 4, in: folder, name: "dev.jsonl")
+        var c = settings(base: base, train: train, dev: dev, out: folder.appendingPathComponent("whole"))
+        let whole = try Trainer(configuration: c)
+        let steps = ManagedAtomic(0)
+        let outcome = try await whole.train { if case .step = $0 { steps.wrappingIncrement(ordering: .relaxed) } }
+        XCTAssertEqual(outcome, .finished)
+        XCTAssertEqual(steps.load(ordering: .relaxed), whole.configuration.maxIterations)
+
+        c.out = folder.appendingPathComponent("parts").path
+        let first = try Trainer(configuration: c)
+        let reachedThree = expectation(description: "three steps")
+        let task = Task {
+            try await first.train { if case .step(let report) = $0, report.step == 3 { reachedThree.fulfill() } }
+        }
+        await fulfillment(of: [reachedThree], timeout: 60)
+        task.cancel()
+        let interrupted = try await task.value
+        XCTAssertEqual(interrupted, .interrupted)
+        XCTAssertLessThan(first.step, first.configuration.maxIterations)
+        let resumed = try Trainer.resume(output: folder.appendingPathComponent("parts"))
+        XCTAssertEqual(resumed.step, first.step, "the checkpoint was written before the call returned")
+        try await resumed.train()
+        XCTAssertEqual(resumed.model.parameters.values.scalars, whole.model.parameters.values.scalars)
+
+        let classifier = try TaskModel(directory: folder.appendingPathComponent("whole"))
+        XCTAssertEqual(classifier.task, .classification)
+        XCTAssertEqual(classifier.labels, ["LABEL_0", "LABEL_1"])
+        let texts = ["abca", "bcab", "a"]
+        let predictions = try classifier.predict(texts.map { [$0] })
+        let (model, tokenizer) = try ModelLoading.load(folder.appendingPathComponent("whole").path)
+        let format = model.inputFormat!
+        let encoded = try texts.map { EncodedExample(rows: format.sequences([try tokenizer.encode($0)], contextLength: 24).rows, label: nil) }
+        XCTAssertEqual(predictions, model.predict(encoded, batchSize: 8, pad: format.start).predictions)
+        XCTAssertThrowsError(try classifier.predict([["two", "texts"]])) { XCTAssertTrue("\($0)".contains("a classification example has 1"), "\($0)") }
+        XCTAssertThrowsError(try TaskModel(directory: base)) { XCTAssertTrue("\($0)".contains("not a fine-tuned model"), "\($0)") }
     }
 
     func testABadTrainingFileStopsBeforeAnythingIsWritten() throws {
