@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test fuzz demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test example fuzz demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -26,6 +26,11 @@ build: deps
 test: deps
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build
+
+# Examples/SwiftGPTExample: a package of its own that uses SwiftGPT through its public API only (generation, chat,
+# scoring, embedding, fine-tuning and prediction), built and run, so that the API keeps what it needs.
+example: deps
+	cd Examples/SwiftGPTExample && $(SWIFT) build -c release && .build/release/SwiftGPTExample
 
 # libFuzzer targets for every parser of untrusted bytes (safetensors, config.json, tokenizer files, chat templates,
 # task data, API request bodies), each run FUZZ_SECONDS on the seeds in Fuzz/corpus; fails on a crash, leak or timeout.
