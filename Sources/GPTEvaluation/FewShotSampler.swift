@@ -5,16 +5,16 @@ import TensorCore
 /// same demonstrations in the same order, whatever else is evaluated. A task with a few-shot group draws only
 /// from the pool examples of the query's group. When the pool is the evaluated file itself, the query is never
 /// among its own demonstrations.
-public struct FewShotSampler: Sendable {
+package struct FewShotSampler: Sendable {
     /// Pool indices by group (all under nil for a task without groups).
     private let members: [String?: [Int]]
     /// Whether pool index i is query i (the pool is the data file).
-    public let poolIsData: Bool
-    public let seed: UInt64
+    package let poolIsData: Bool
+    package let seed: UInt64
 
     /// A sampler over a pool whose examples belong to `poolGroups` (one entry per pool example; all nil without
     /// groups).
-    public init(poolGroups: [String?], poolIsData: Bool, seed: UInt64) {
+    package init(poolGroups: [String?], poolIsData: Bool, seed: UInt64) {
         var members: [String?: [Int]] = [:]
         for (index, group) in poolGroups.enumerated() { members[group, default: []].append(index) }
         self.members = members
@@ -23,7 +23,7 @@ public struct FewShotSampler: Sendable {
     }
 
     /// A sampler over a pool of `poolSize` examples without groups.
-    public init(poolSize: Int, poolIsData: Bool, seed: UInt64) {
+    package init(poolSize: Int, poolIsData: Bool, seed: UInt64) {
         self.init(poolGroups: [String?](repeating: nil, count: poolSize), poolIsData: poolIsData, seed: seed)
     }
 
@@ -47,12 +47,12 @@ public struct FewShotSampler: Sendable {
     }
 
     /// The largest number of demonstrations `query` (of `group`) can have.
-    public func available(forQuery query: Int, group: String?) -> Int {
+    package func available(forQuery query: Int, group: String?) -> Int {
         candidates(forQuery: query, group: group).count
     }
 
     /// `count` distinct pool indices for query `query`, in random order (Floyd's sampling, then a shuffle).
-    public func sample(_ count: Int, forQuery query: Int, group: String? = nil) -> [Int] {
+    package func sample(_ count: Int, forQuery query: Int, group: String? = nil) -> [Int] {
         guard count > 0 else { return [] }
         let candidates = candidates(forQuery: query, group: group)
         precondition(count <= candidates.count, "more demonstrations than the pool holds")

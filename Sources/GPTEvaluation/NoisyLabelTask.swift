@@ -7,13 +7,13 @@ import TensorCore
 /// random digit instead. The answer for a new letter is the episode's label. A model pretrained on such episodes
 /// cannot know an episode's label before it is shown, so with no demonstrations it is at chance (one in ten), and
 /// its accuracy rises with the number of demonstrations as the evidence outweighs the noise.
-public struct NoisyLabelTask: Sendable {
+package struct NoisyLabelTask: Sendable {
     /// Lines an episode shows, and the fraction of them whose digit is random.
-    public var linesPerEpisode = 24
-    public var noise = 0.25
-    public var seed: UInt64 = 1
+    package var linesPerEpisode = 24
+    package var noise = 0.25
+    package var seed: UInt64 = 1
 
-    public init() {}
+    package init() {}
 
     static let keys = Array("abcdefghijklmnopqrstuvwxyz").map(String.init)
     static let labels = (0...9).map(String.init)
@@ -25,7 +25,7 @@ public struct NoisyLabelTask: Sendable {
     }
 
     /// Pretraining text: `episodes` episodes, each with its own label, separated by blank lines.
-    public func corpus(episodes: Int) -> String {
+    package func corpus(episodes: Int) -> String {
         var random = SeededRandom(seed: seed)
         var text = ""
         for _ in 0..<episodes {
@@ -42,7 +42,7 @@ public struct NoisyLabelTask: Sendable {
     /// The evaluation split: ten episodes whose labels are the ten digits in a random order (so a model that
     /// ignores its context scores one in ten), `queries` queries each (a letter and the true label) and a
     /// demonstration pool of `demonstrations` noisy lines each; the field `episode` groups them.
-    public func evaluationSplits(queries: Int, demonstrations: Int) -> (queries: [[String: String]], pool: [[String: String]]) {
+    package func evaluationSplits(queries: Int, demonstrations: Int) -> (queries: [[String: String]], pool: [[String: String]]) {
         var random = SeededRandom(seed: seed &+ 0x5EED)
         var labels = Self.labels
         labels.shuffle(using: &random)
@@ -60,7 +60,7 @@ public struct NoisyLabelTask: Sendable {
     }
 
     /// The task definition for the splits, with data paths as given.
-    public static func taskDefinition(data: String, fewShotData: String) -> [String: Any] {
+    package static func taskDefinition(data: String, fewShotData: String) -> [String: Any] {
         ["name": "noisy-label", "output_type": "multiple_choice", "data": data, "fewshot_data": fewShotData,
          "fewshot_group": "episode", "template": "{key}", "target_delimiter": "", "fewshot_delimiter": "\n",
          "choices": labels, "answer": "{value}"]
@@ -68,7 +68,7 @@ public struct NoisyLabelTask: Sendable {
 
     /// Writes `corpus.txt` (when `episodes` > 0), `eval.jsonl`, `pool.jsonl` and the task file `noisy-label.json`
     /// into `directory`.
-    public func write(to directory: URL, episodes: Int, queries: Int, demonstrations: Int) throws {
+    package func write(to directory: URL, episodes: Int, queries: Int, demonstrations: Int) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         if episodes > 0 { try AtomicFile.write(Data(corpus(episodes: episodes).utf8), to: directory.appendingPathComponent("corpus.txt")) }
         let (queryRows, poolRows) = evaluationSplits(queries: queries, demonstrations: demonstrations)

@@ -2,38 +2,38 @@ import Foundation
 import Tokenizers
 
 /// A query's prompt, as text and as tokens, with what had to be cut to fit the model's context.
-public struct AssembledPrompt: Sendable {
+package struct AssembledPrompt: Sendable {
     /// The prompt as rendered (description, demonstrations, query), before any cut.
-    public var text: String
+    package var text: String
     /// The context tokens the model reads.
-    public var context: [Int32]
+    package var context: [Int32]
     /// Tokens of each continuation (multiple choice: one per choice; loglikelihood: the target; else none).
-    public var continuations: [[Int32]]
+    package var continuations: [[Int32]]
     /// Demonstrations kept, and dropped because the prompt did not fit.
-    public var demonstrations: Int
-    public var droppedDemonstrations: Int
+    package var demonstrations: Int
+    package var droppedDemonstrations: Int
     /// Whether the context was also cut from the left.
-    public var truncatedLeft: Bool
+    package var truncatedLeft: Bool
 
     /// Whether anything was cut.
-    public var wasTruncated: Bool { droppedDemonstrations > 0 || truncatedLeft }
+    package var wasTruncated: Bool { droppedDemonstrations > 0 || truncatedLeft }
 }
 
 /// Builds prompts as lm-evaluation-harness does and makes them fit the model: whole demonstrations are dropped
 /// first (the ones farthest from the query), then the context is cut from the left.
-public struct PromptAssembly {
-    public let task: EvaluationTask
-    public let tokenizer: any Tokenizer
-    public let contextLength: Int
+package struct PromptAssembly {
+    package let task: EvaluationTask
+    package let tokenizer: any Tokenizer
+    package let contextLength: Int
 
-    public init(task: EvaluationTask, tokenizer: any Tokenizer, contextLength: Int) {
+    package init(task: EvaluationTask, tokenizer: any Tokenizer, contextLength: Int) {
         self.task = task
         self.tokenizer = tokenizer
         self.contextLength = contextLength
     }
 
     /// The prompt text for `query` after `demonstrations` (in order).
-    public func text(query: EvaluationExample, demonstrations: [EvaluationExample]) -> String {
+    package func text(query: EvaluationExample, demonstrations: [EvaluationExample]) -> String {
         var text = task.description
         for demonstration in demonstrations {
             text += demonstration.demonstration(targetDelimiter: task.targetDelimiter) + task.fewShotDelimiter
@@ -42,7 +42,7 @@ public struct PromptAssembly {
     }
 
     /// The continuations scored after the prompt: the delimiter then each choice, or the target.
-    public func continuationTexts(_ example: EvaluationExample) -> [String] {
+    package func continuationTexts(_ example: EvaluationExample) -> [String] {
         switch task.outputType {
         case .multipleChoice: example.choices.map { task.targetDelimiter + $0 }
         case .loglikelihood: [task.targetDelimiter + example.target]
@@ -51,7 +51,7 @@ public struct PromptAssembly {
     }
 
     /// The prompt for `query` with as many of `demonstrations` as fit, as tokens.
-    public func assemble(query: EvaluationExample, demonstrations: [EvaluationExample]) throws -> AssembledPrompt {
+    package func assemble(query: EvaluationExample, demonstrations: [EvaluationExample]) throws -> AssembledPrompt {
         let continuations = continuationTexts(query)
         var kept = demonstrations[...]
         while true {
@@ -84,7 +84,7 @@ public struct PromptAssembly {
     /// Context and continuation tokens as lm-evaluation-harness splits them: whitespace at the end of the context
     /// moves to the continuations, the context is encoded alone, and each continuation is what encoding the whole
     /// text adds after it. An empty context is the end-of-text token.
-    public func encode(context: String, continuations: [String]) throws -> (context: [Int32], continuations: [[Int32]]) {
+    package func encode(context: String, continuations: [String]) throws -> (context: [Int32], continuations: [[Int32]]) {
         let scalars = context.unicodeScalars
         var end = scalars.endIndex
         while end > scalars.startIndex, scalars[scalars.index(before: end)].properties.isWhitespace { end = scalars.index(before: end) }

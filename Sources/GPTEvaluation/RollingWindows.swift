@@ -2,15 +2,15 @@
 /// lm-evaluation-harness's rolling log-likelihood: the first window predicts the first `length` tokens after the
 /// prefix token; each later one predicts up to `length − overlap + 1` new tokens with the tokens before them as
 /// context, reading `length` tokens in all.
-public enum RollingWindows {
-    public struct Window: Sendable, Equatable {
-        public var context: [Int32]
-        public var predicted: [Int32]
+package enum RollingWindows {
+    package struct Window: Sendable, Equatable {
+        package var context: [Int32]
+        package var predicted: [Int32]
     }
 
     /// The windows over `tokens`. Without a prefix token (a tokenizer with no end-of-text), the first token is
     /// context only and is not scored. `overlap` is in 1...length (1: windows that share nothing but their edge).
-    public static func windows(_ tokens: [Int32], prefix: Int32?, length: Int, overlap: Int) -> [Window] {
+    package static func windows(_ tokens: [Int32], prefix: Int32?, length: Int, overlap: Int) -> [Window] {
         precondition(length >= 1 && (1...length).contains(overlap))
         guard !tokens.isEmpty else { return [] }
         var windows: [Window] = []

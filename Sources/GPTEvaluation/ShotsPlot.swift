@@ -1,8 +1,8 @@
 import Foundation
 
 /// A chart of a metric against the number of demonstrations, one line per task, as a self-contained SVG.
-public enum ShotsPlot {
-    public static func svg(_ results: [EvaluationResult], metric: String, title: String) -> String {
+package enum ShotsPlot {
+    package static func svg(_ results: [EvaluationResult], metric: String, title: String) -> String {
         let chosen = results.filter { $0.metric == metric && $0.value.isFinite }
         let tasks = chosen.reduce(into: [String]()) { if !$0.contains($1.task) { $0.append($1.task) } }
         let shots = Array(Set(chosen.map(\.shots))).sorted()

@@ -3,22 +3,22 @@ import GPTUtilities
 import TensorCore
 
 /// Speed measurements of the kernels and model on this machine (release builds only give meaningful figures).
-public enum Benchmark {
+package enum Benchmark {
     /// Median of a non-empty list.
-    public static func median(_ values: [Double]) -> Double {
+    package static func median(_ values: [Double]) -> Double {
         let s = values.sorted()
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
     /// Seconds taken by `body`.
-    public static func time(_ body: () throws -> Void) rethrows -> Double {
+    package static func time(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     /// Peak single-precision matrix-product rate of the BLAS on all cores, in GFLOP/s (best of several 2048³ products).
-    public static func peakGEMM(size n: Int = 2048, repetitions: Int = 5) -> Double {
+    package static func peakGEMM(size n: Int = 2048, repetitions: Int = 5) -> Double {
         var random = SeededRandom(seed: 1)
         let a = Tensor.normal(shape: [n, n], using: &random), b = Tensor.normal(shape: [n, n], using: &random)
         let c = Tensor(shape: [n, n])
@@ -32,7 +32,7 @@ public enum Benchmark {
     /// Floating-point operations of one training step (forward + backward) over `tokens` tokens of sequences of
     /// `length`: 6 per weight per token for every matrix product (output layer included), plus 12·L·T·C per token
     /// for the attention products.
-    public static func trainingFLOPs(_ c: GPTConfig, tokens: Int, length: Int) -> Double {
+    package static func trainingFLOPs(_ c: GPTConfig, tokens: Int, length: Int) -> Double {
         let perLayer = c.embeddingWidth * 3 * c.embeddingWidth + c.embeddingWidth * c.embeddingWidth + 2 * c.embeddingWidth * c.mlpWidth
         let matrixWeights = Double(c.layerCount * perLayer + c.vocabularySize * c.embeddingWidth)
         let attention = 12 * Double(c.layerCount * length * c.embeddingWidth)
@@ -40,7 +40,7 @@ public enum Benchmark {
     }
 
     /// Peak resident memory of this process so far, in bytes.
-    public static func peakResidentBytes() -> Int {
+    package static func peakResidentBytes() -> Int {
         var usage = rusage()
         #if os(macOS)
         getrusage(RUSAGE_SELF, &usage)

@@ -4,10 +4,10 @@ import TensorCore
 
 /// JSONL files of examples: one JSON object a line, blank lines skipped, every line checked (valid UTF-8, an
 /// object), errors naming the file and the line.
-public enum JSONLines {
+package enum JSONLines {
     /// `transform(line, object, fail)` applied to every line's object, in order; `fail(message)` makes the error
     /// for a bad field of that line. A file without any object is an error.
-    public static func map<T>(_ url: URL, _ transform: (Int, [String: Any], (String) -> FileError) throws -> T) throws -> [T] {
+    package static func map<T>(_ url: URL, _ transform: (Int, [String: Any], (String) -> FileError) throws -> T) throws -> [T] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw FileError(url: url, message: "cannot read (\(error.localizedDescription))")

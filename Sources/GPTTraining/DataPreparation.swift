@@ -5,15 +5,15 @@ import TensorCore
 import Tokenizers
 
 /// Turns text files into `train.bin` + `val.bin` token files, `meta.json` and the tokenizer's files.
-public enum DataPreparation {
+package enum DataPreparation {
     /// What `meta.json` records.
-    public struct Meta: Codable, Equatable {
-        public var tokenizer: String
-        public var vocabularySize: Int
-        public var trainTokens: Int
-        public var valTokens: Int
-        public var sources: [String]
-        public var bytes: Int
+    package struct Meta: Codable, Equatable {
+        package var tokenizer: String
+        package var vocabularySize: Int
+        package var trainTokens: Int
+        package var valTokens: Int
+        package var sources: [String]
+        package var bytes: Int
 
         enum CodingKeys: String, CodingKey {
             case tokenizer, sources, bytes
@@ -22,7 +22,7 @@ public enum DataPreparation {
     }
 
     /// Reads a text file, insisting on non-empty UTF-8.
-    public static func readText(_ url: URL) throws -> [UInt8] {
+    package static func readText(_ url: URL) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw FileError(url: url, message: "cannot read the file")
         }
@@ -37,7 +37,7 @@ public enum DataPreparation {
     /// The documents of a file: the whole text, or, for a `.jsonl` file read with `fields`, one document per line
     /// holding those fields' texts (a string, or a list of strings) joined by newlines. A line that is not a JSON
     /// object, or lacks every field, is an error naming the file and line.
-    public static func readDocuments(_ url: URL, fields: [String]?) throws -> [[UInt8]] {
+    package static func readDocuments(_ url: URL, fields: [String]?) throws -> [[UInt8]] {
         let bytes = try readText(url)
         guard let fields, !fields.isEmpty, url.pathExtension == "jsonl" else { return [bytes] }
         var documents: [[UInt8]] = []
@@ -62,7 +62,7 @@ public enum DataPreparation {
     /// newline between the documents of a JSONL file), keeps the last `valFraction` of the tokens for validation and writes
     /// everything into `output`. `.jsonl` files contribute the given `fields` of each line (see `readDocuments`).
     /// Nothing is written unless every file was read and encoded. `progress` gets (bytes done, bytes in all).
-    public static func prepare(files: [URL], fields: [String]? = nil, tokenizer: any Tokenizer, valFraction: Double = 0.1,
+    package static func prepare(files: [URL], fields: [String]? = nil, tokenizer: any Tokenizer, valFraction: Double = 0.1,
                                output: URL, progress: (Int, Int) -> Void = { _, _ in }) throws -> Meta {
         guard !files.isEmpty else { throw TokenizerError("no input files") }
         guard valFraction >= 0, valFraction < 1 else { throw TokenizerError("the validation fraction must be in [0, 1)") }
@@ -102,7 +102,7 @@ public enum DataPreparation {
     }
 
     /// Reads `meta.json` of a prepared data directory.
-    public static func meta(in directory: URL) throws -> Meta {
+    package static func meta(in directory: URL) throws -> Meta {
         let url = directory.appendingPathComponent("meta.json")
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw FileError(url: url, message: "missing; prepare the data with `gpt prepare`")

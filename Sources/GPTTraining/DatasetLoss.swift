@@ -6,18 +6,18 @@ import TensorCore
 /// The language-model loss of a model over a whole token file, without sampling noise: the file is cut into
 /// consecutive windows of `length` tokens and every token after the first is predicted once, from the tokens
 /// before it in its window (the same mix of context lengths as random training windows).
-public enum DatasetLoss {
+package enum DatasetLoss {
     /// Mean cross-entropy in nats per predicted token, over `tokens` predictions.
-    public struct Result: Sendable {
-        public var loss: Double
-        public var tokens: Int
+    package struct Result: Sendable {
+        package var loss: Double
+        package var tokens: Int
         /// exp(loss).
-        public var perplexity: Double { Foundation.exp(loss) }
+        package var perplexity: Double { Foundation.exp(loss) }
     }
 
     /// Evaluates `model` on `file` in windows of `length` (at most the model's context), `batch` windows per
     /// forward pass; `progress` is told how many of the predictions are done.
-    public static func evaluate(_ model: GPTModel, on file: TokenFile, length: Int, batch: Int,
+    package static func evaluate(_ model: GPTModel, on file: TokenFile, length: Int, batch: Int,
                                 progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Result {
         guard length > 0, length <= model.config.contextLength else {
             throw FileError(url: file.url, message: "window of \(length) tokens does not fit the model's context of \(model.config.contextLength)")

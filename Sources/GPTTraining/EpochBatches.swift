@@ -6,16 +6,16 @@ import TensorCore
 /// by the seed and the epoch alone, so a resumed run sees exactly the batches the uninterrupted one would have.
 /// An optimizer step takes `accumulation` micro-batches of `batchSize` examples; the last step of an epoch may be
 /// short.
-public final class EpochBatches {
-    public let count: Int
-    public let batchSize: Int
-    public let accumulation: Int
-    public let seed: UInt64
+package final class EpochBatches {
+    package let count: Int
+    package let batchSize: Int
+    package let accumulation: Int
+    package let seed: UInt64
     /// Optimizer steps per pass over the examples.
-    public let stepsPerEpoch: Int
+    package let stepsPerEpoch: Int
     private var order: (epoch: Int, indices: [Int])?
 
-    public init(count: Int, batchSize: Int, accumulation: Int, seed: UInt64) {
+    package init(count: Int, batchSize: Int, accumulation: Int, seed: UInt64) {
         self.count = count
         self.batchSize = batchSize
         self.accumulation = accumulation
@@ -24,11 +24,11 @@ public final class EpochBatches {
     }
 
     /// Epochs done after `step` optimizer steps.
-    public func epoch(afterSteps step: Int) -> Double { Double(step) / Double(stepsPerEpoch) }
+    package func epoch(afterSteps step: Int) -> Double { Double(step) / Double(stepsPerEpoch) }
 
     /// The example indices of micro-batch `microBatch` of optimizer step `step`, and its share of the step's
     /// examples (the weight of its loss); nil when the step has fewer micro-batches left (the end of an epoch).
-    public func microBatch(step: Int, microBatch: Int) -> (indices: ArraySlice<Int>, share: Float)? {
+    package func microBatch(step: Int, microBatch: Int) -> (indices: ArraySlice<Int>, share: Float)? {
         let stepInEpoch = step % stepsPerEpoch
         let stepStart = stepInEpoch * accumulation * batchSize, stepEnd = min(count, stepStart + accumulation * batchSize)
         let start = stepStart + microBatch * batchSize, end = min(stepEnd, start + batchSize)
@@ -40,7 +40,7 @@ public final class EpochBatches {
     /// take consecutive equal parts), and the weight of its mean loss: with the ranks' gradients averaged, the
     /// weights make the step's gradient that of the whole micro-batch weighted by its share. Nil when this rank's
     /// part is empty.
-    public func microBatch(step: Int, microBatch: Int, shard: Shard) -> (indices: ArraySlice<Int>, weight: Float)? {
+    package func microBatch(step: Int, microBatch: Int, shard: Shard) -> (indices: ArraySlice<Int>, weight: Float)? {
         guard let (indices, share) = self.microBatch(step: step, microBatch: microBatch) else { return nil }
         let part = (batchSize + shard.count - 1) / shard.count
         let start = indices.startIndex + shard.index * part, end = min(indices.endIndex, start + part)

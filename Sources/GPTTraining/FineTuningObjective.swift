@@ -8,26 +8,26 @@ import Tokenizers
 /// set every epoch (fixed by the seed and the epoch, so a resumed run sees the same batches), evaluated on the
 /// whole dev set after every epoch.
 public final class FineTuningObjective: TrainingObjective {
-    public let model: GPTModel
-    public let format: InputFormat
-    public let train: [EncodedExample]
-    public let dev: [EncodedExample]
-    public let settings: FineTuningSettings
+    package let model: GPTModel
+    package let format: InputFormat
+    package let train: [EncodedExample]
+    package let dev: [EncodedExample]
+    package let settings: FineTuningSettings
     /// The training set's batches, epoch by epoch.
-    public let batches: EpochBatches
+    package let batches: EpochBatches
     /// Which training and dev examples had a text cut to fit the context, and how much of it.
-    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
+    package let truncation: (train: TruncationSummary, dev: TruncationSummary)
 
     /// The pad id of the batches: the start token, which never ends a sequence (the head reads each row's last
     /// non-pad token, as transformers does).
-    public var pad: Int32 { format.start }
+    package var pad: Int32 { format.start }
 
     /// An objective for `model` (which carries its task head and input format), reading and validating the
     /// configuration's train and dev files.
     /// This process's share of each batch.
-    public let shard: Shard
+    package let shard: Shard
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.shard = shard
         guard let settings = c.fineTuning, let format = model.inputFormat, model.taskHead != nil else {
             throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")
@@ -131,7 +131,7 @@ extension FineTuningObjective {
     /// appended to its vocabulary and its tokenizer, and a task head chosen by the task and the training labels
     /// (multiple choice; regression when similarity labels are real values; otherwise as many classes as the
     /// largest label + 1, at least 2).
-    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+    package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
         guard let settings = c.fineTuning else { throw ConfigurationError(message: "not a fine-tuning configuration") }
         guard c.initFrom != "scratch" else {
             throw ConfigurationError(message: "fine-tuning needs a model directory to start from (its architecture and tokenizer)")

@@ -8,7 +8,7 @@ public enum KLEstimator: String, Codable, Sendable, CaseIterable {
     /// (r − 1) − log r with r = π_ref / π: unbiased and never negative, lower variance.
     case k3
 
-    public func estimate(logProbability: Float, referenceLogProbability: Float) -> Float {
+    package func estimate(logProbability: Float, referenceLogProbability: Float) -> Float {
         switch self {
         case .k1: return logProbability - referenceLogProbability
         case .k3:
@@ -21,19 +21,19 @@ public enum KLEstimator: String, Codable, Sendable, CaseIterable {
 /// The KL penalty's coefficient β: fixed, or adapted after every rollout by Ziegler et al.'s proportional
 /// controller (used by InstructGPT): e = clip(KL / target − 1, −0.2, 0.2), β ← β·(1 + e·n / horizon), where KL is the
 /// rollout's mean summed divergence per response and n the number of responses.
-public struct KLController: Codable, Equatable, Sendable {
-    public private(set) var coefficient: Float
+package struct KLController: Codable, Equatable, Sendable {
+    package private(set) var coefficient: Float
     /// The KL per response to steer toward; nil keeps β fixed.
-    public let target: Float?
-    public let horizon: Float
+    package let target: Float?
+    package let horizon: Float
 
-    public init(coefficient: Float, target: Float?, horizon: Float) {
+    package init(coefficient: Float, target: Float?, horizon: Float) {
         self.coefficient = coefficient
         self.target = target
         self.horizon = horizon
     }
 
-    public mutating func update(observedKL: Float, responses: Int) {
+    package mutating func update(observedKL: Float, responses: Int) {
         guard let target else { return }
         let error = min(max(observedKL / target - 1, -0.2), 0.2)
         coefficient *= 1 + error * Float(responses) / horizon

@@ -7,18 +7,18 @@ import TensorCore
 /// the mean loss over random windows of train.bin and val.bin. In a data-parallel run every rank draws the global
 /// batch's windows and reads its own consecutive rows of them.
 public final class LanguageModelObjective: TrainingObjective {
-    public let model: GPTModel
-    public let train: TokenDataset
-    public let val: TokenDataset
+    package let model: GPTModel
+    package let train: TokenDataset
+    package let val: TokenDataset
     /// Tokens per window.
-    public let length: Int
+    package let length: Int
     let batchSize: Int
     let evalIterations: Int
     let seed: UInt64
     /// This process's share of each batch.
-    public let shard: Shard
+    package let shard: Shard
 
-    public init(model: GPTModel, data: URL, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(model: GPTModel, data: URL, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.model = model
         self.shard = shard
         train = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("train.bin")))
@@ -59,7 +59,7 @@ public final class LanguageModelObjective: TrainingObjective {
 
     /// Mean loss over `evalIterations` batches of `dataset`, without dropout, from a generator fixed by the step
     /// (so evaluation never changes the training stream).
-    public func estimateLoss(_ dataset: TokenDataset, salt: UInt64, step: Int, precision: ProductPrecision) throws -> Float {
+    package func estimateLoss(_ dataset: TokenDataset, salt: UInt64, step: Int, precision: ProductPrecision) throws -> Float {
         var random = SeededRandom(seed: seed &+ salt &+ UInt64(step) &* 0x9E37_79B9)
         var total: Float = 0
         for _ in 0..<evalIterations {

@@ -6,19 +6,19 @@ import TensorCore
 /// Checks SwiftGPT against reference outputs written by Hugging Face transformers: a folder holding a checkpoint
 /// (`config.json`, `model.safetensors`) and `expected.safetensors` with the batch, logits, losses, hidden states,
 /// gradients, parameters after one AdamW step and greedy generation (see the golden folders' README).
-public enum Parity {
+package enum Parity {
     /// One compared quantity.
-    public struct Item: Sendable {
-        public let name: String
-        public let maxAbsoluteError: Float
-        public let maxRelativeError: Float
-        public let passed: Bool
+    package struct Item: Sendable {
+        package let name: String
+        package let maxAbsoluteError: Float
+        package let maxRelativeError: Float
+        package let passed: Bool
         /// Extra information, e.g. elements excused as ill-conditioned.
-        public var note = ""
+        package var note = ""
     }
 
     /// Element tolerance: 1e-4 absolute, or 1e-3 relative where the reference exceeds 0.1 in magnitude.
-    public static func withinTolerance(_ value: Float, reference: Float) -> Bool {
+    package static func withinTolerance(_ value: Float, reference: Float) -> Bool {
         let error = abs(value - reference)
         if error <= 1e-4 { return true }
         return abs(reference) > 0.1 && error / abs(reference) <= 1e-3
@@ -26,7 +26,7 @@ public enum Parity {
 
     /// Compares `value` with `reference` element by element (same element count; shapes may be flattened).
     /// Elements where `excused` is true do not fail the item (they are counted in its note).
-    public static func compare(_ name: String, _ value: [Float], _ reference: [Float], excused: [Bool]? = nil) -> Item {
+    package static func compare(_ name: String, _ value: [Float], _ reference: [Float], excused: [Bool]? = nil) -> Item {
         guard value.count == reference.count else {
             return Item(name: name + " (\(value.count) elements, reference \(reference.count))",
                         maxAbsoluteError: .infinity, maxRelativeError: .infinity, passed: false)
@@ -53,7 +53,7 @@ public enum Parity {
     }
 
     /// Runs every check the folder's `expected.safetensors` provides and returns one item per quantity.
-    public static func run(folder: URL) throws -> [Item] {
+    package static func run(folder: URL) throws -> [Item] {
         let expected = try SafeTensors(contentsOf: folder.appendingPathComponent("expected.safetensors"))
         let model = try HuggingFaceCheckpoint.load(from: folder)
         var items: [Item] = []

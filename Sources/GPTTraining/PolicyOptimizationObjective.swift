@@ -24,18 +24,18 @@ import Tokenizers
 /// the policy.
 public final class PolicyOptimizationObjective: TrainingObjective {
     /// The policy, with its value head.
-    public let model: GPTModel
-    public let reference: GPTModel
-    public let tokenizer: any Tokenizer
-    public let reward: RewardFunction
-    public let settings: PolicyOptimizationSettings
+    package let model: GPTModel
+    package let reference: GPTModel
+    package let tokenizer: any Tokenizer
+    package let reward: RewardFunction
+    package let settings: PolicyOptimizationSettings
     /// Each rollout prompt's text and tokens (cut from the left to leave room for a response).
-    public let prompts: [(text: String, ids: [Int32])]
+    package let prompts: [(text: String, ids: [Int32])]
     /// The prompts held back from the rollouts, whose mean score chooses `best/`.
-    public let heldOut: [(text: String, ids: [Int32])]
+    package let heldOut: [(text: String, ids: [Int32])]
     /// Optimizer steps per pass over a rollout, and per rollout.
-    public let stepsPerEpoch: Int
-    public var stepsPerIteration: Int { settings.epochsPerRollout * stepsPerEpoch }
+    package let stepsPerEpoch: Int
+    package var stepsPerIteration: Int { settings.epochsPerRollout * stepsPerEpoch }
     let batchSize: Int
     let accumulation: Int
     let seed: UInt64
@@ -82,7 +82,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
     static let stateFile = "ppo_state.json"
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, group: ProcessGroup) throws {
+    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, group: ProcessGroup) throws {
         guard let settings = c.policyOptimization, model.taskHead == .value else {
             throw ConfigurationError(message: "PPO needs its settings and a policy with a value head")
         }
@@ -483,7 +483,7 @@ struct ResponseBatch {
 extension PolicyOptimizationObjective {
     /// The policy a new run starts from: the configuration's `initFrom` model with a value head (N(0, 0.02)), or
     /// with the value head it already has.
-    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+    package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
         guard c.initFrom != "scratch" else { throw ConfigurationError(message: "PPO starts from a policy directory") }
         let (base, tokenizer) = try ModelLoading.load(c.initFrom)
         guard base.taskHead == nil || base.taskHead == .value else {

@@ -8,13 +8,13 @@ import TensorCore
 ///
 /// Every collective operation is watched: when one waits longer than `timeout` seconds (another rank died or hangs),
 /// this process says so on standard error and exits with status 1, and `mpirun` then ends the whole job.
-public final class ProcessGroup: @unchecked Sendable {
-    public let rank: Int
-    public let size: Int
+package final class ProcessGroup: @unchecked Sendable {
+    package let rank: Int
+    package let size: Int
     /// Whether this process writes the run's files.
-    public var isMain: Bool { rank == 0 }
+    package var isMain: Bool { rank == 0 }
     /// Seconds a collective operation may wait for the other ranks before this process gives up.
-    public var timeout: Double {
+    package var timeout: Double {
         get { lock.withLock { timeoutSeconds } }
         set { lock.withLock { timeoutSeconds = newValue } }
     }
@@ -24,7 +24,7 @@ public final class ProcessGroup: @unchecked Sendable {
     private var pending: (operation: String, since: UInt64)?
 
     /// All the processes of this job, MPI being started on first use when `mpirun` launched this process.
-    public static let world = ProcessGroup()
+    package static let world = ProcessGroup()
 
     private init() {
         let environment = ProcessInfo.processInfo.environment
@@ -74,7 +74,7 @@ public final class ProcessGroup: @unchecked Sendable {
     /// The parts of an arena of `count` elements that the ranks own, in rank order: consecutive, as equal as
     /// possible, made of whole pieces of `ParameterSet.normPiece` elements (so each rank computes its part of the
     /// gradient norm exactly as one process would).
-    public func shares(of count: Int) -> [Range<Int>] {
+    package func shares(of count: Int) -> [Range<Int>] {
         let piece = ParameterSet.normPiece, pieces = (count + piece - 1) / piece
         return (0..<size).map { r in
             min(count, pieces * r / size * piece)..<min(count, pieces * (r + 1) / size * piece)
@@ -82,7 +82,7 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// Adds `count` floats at `buffer` over every rank, in place (one all-reduce, in pieces below 2³¹ elements).
-    public func sumInPlace(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+    package func sumInPlace(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1 else { return }
         var start = 0
         while start < count {
@@ -96,7 +96,7 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// Replaces `count` floats at `buffer` by their mean over every rank.
-    public func averageInPlace(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+    package func averageInPlace(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1 else { return }
         sumInPlace(buffer, count: count)
         scale(buffer, count: count, by: 1 / Float(size))
@@ -110,7 +110,7 @@ public final class ProcessGroup: @unchecked Sendable {
 
     /// Averages `count` floats at `buffer` over every rank into this rank's share (`shares` from `shares(of:)`):
     /// afterwards `buffer[shares[rank]]` holds the means of those elements, and the other shares are unchanged.
-    public func averageIntoShare(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
+    package func averageIntoShare(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
         guard size > 1 else { return }
         precondition(count <= Int(Int32.max), "a sharded arena holds fewer than 2³¹ elements")
         // One reduction to each share's owner. (Open MPI's in-place MPI_Reduce_scatter copies the whole buffer, and
@@ -127,7 +127,7 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// Gives every rank the whole of `count` floats at `buffer` when each rank holds its share (`shares`) of them.
-    public func gatherShares(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
+    package func gatherShares(_ buffer: UnsafeMutablePointer<Float>, count: Int, shares: [Range<Int>]) {
         guard size > 1 else { return }
         precondition(count <= Int(Int32.max), "a sharded arena holds fewer than 2³¹ elements")
         let counts = shares.map { Int32($0.count) }, starts = shares.map { Int32($0.lowerBound) }
@@ -140,7 +140,7 @@ public final class ProcessGroup: @unchecked Sendable {
     /// Collects an arena of `count` elements, of which each rank holds its share (`shares`; `part` is this rank's),
     /// on rank 0, `piece` elements at a time: rank 0's `consume` gets the arena's pieces in order; the other ranks'
     /// is not called. Every rank must call this, with the same shares and piece size.
-    public func collectShares(_ part: UnsafePointer<Float>, count: Int, shares: [Range<Int>], piece: Int = 1 << 24,
+    package func collectShares(_ part: UnsafePointer<Float>, count: Int, shares: [Range<Int>], piece: Int = 1 << 24,
                               consume: (UnsafeBufferPointer<Float>) throws -> Void) throws {
         guard size > 1 else { return try consume(UnsafeBufferPointer(start: part, count: count)) }
         var buffer = [Float](repeating: 0, count: isMain ? min(piece, count) : 0)
@@ -161,7 +161,7 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// Every rank's `values` (of any length), in rank order, on every rank.
-    public func allGather(_ values: [Double]) -> [[Double]] {
+    package func allGather(_ values: [Double]) -> [[Double]] {
         guard size > 1 else { return [values] }
         var counts = [Int32](repeating: 0, count: size)
         collective("an all-gather of lengths") {
@@ -178,10 +178,10 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// The element-wise sums of `values` over every rank.
-    public func sum(_ values: [Double]) -> [Double] { reduce(values, swiftgpt_mpi_sum()) }
+    package func sum(_ values: [Double]) -> [Double] { reduce(values, swiftgpt_mpi_sum()) }
 
     /// The element-wise maxima of `values` over every rank.
-    public func maximum(_ values: [Double]) -> [Double] { reduce(values, swiftgpt_mpi_max()) }
+    package func maximum(_ values: [Double]) -> [Double] { reduce(values, swiftgpt_mpi_max()) }
 
     private func reduce(_ values: [Double], _ operation: MPI_Op) -> [Double] {
         guard size > 1 else { return values }
@@ -197,7 +197,7 @@ public final class ProcessGroup: @unchecked Sendable {
 
     /// Checks that every rank passes the same bytes (a run's configuration): an error names the first rank that
     /// differs from rank 0.
-    public func checkSame(_ bytes: Data, what: String) throws {
+    package func checkSame(_ bytes: Data, what: String) throws {
         guard size > 1 else { return }
         // FNV-1a of the bytes, as two halves that a double holds exactly.
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325

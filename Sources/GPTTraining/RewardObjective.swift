@@ -9,19 +9,19 @@ import Tokenizers
 /// chosen reply as the target), evaluated on the dev pairs by pairwise accuracy, mean margin and the rewards'
 /// mean and spread.
 public final class RewardObjective: TrainingObjective {
-    public let model: GPTModel
-    public let train: [EncodedExample]
-    public let dev: [EncodedExample]
-    public let batches: EpochBatches
+    package let model: GPTModel
+    package let train: [EncodedExample]
+    package let dev: [EncodedExample]
+    package let batches: EpochBatches
     /// Which training and dev pairs had a row cut to fit the context (their prompts lose their beginning), and how
     /// much of it.
-    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
+    package let truncation: (train: TruncationSummary, dev: TruncationSummary)
     let pad: Int32
 
     /// This process's share of each batch.
-    public let shard: Shard
+    package let shard: Shard
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.shard = shard
         guard let settings = c.rewardModeling, case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
             throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")
@@ -48,7 +48,7 @@ public final class RewardObjective: TrainingObjective {
     }
 
     /// The Bradley–Terry loss of rewards `[2·pairs, 1]` (chosen, rejected, chosen, …): mean −log σ(r_c − r_r).
-    public static func pairwiseLoss(_ rewards: Variable, batch: TaskBatch, tape: Tape) -> Variable {
+    package static func pairwiseLoss(_ rewards: Variable, batch: TaskBatch, tape: Tape) -> Variable {
         tape.groupedCrossEntropy(rewards, groups: batch.exampleRows, targets: [Int](repeating: 0, count: batch.exampleRows.count))
     }
 
@@ -84,7 +84,7 @@ public final class RewardObjective: TrainingObjective {
 
     /// Pairwise accuracy (ties count half) with its standard error, mean margin r_c − r_r, and the mean and
     /// standard deviation of all rewards.
-    public static func pairMetrics(chosen: [Double], rejected: [Double]) -> [String: Double] {
+    package static func pairMetrics(chosen: [Double], rejected: [Double]) -> [String: Double] {
         let n = Double(chosen.count)
         let wins = zip(chosen, rejected).map { $0 > $1 ? 1.0 : $0 == $1 ? 0.5 : 0 }
         let accuracy = wins.reduce(0, +) / n
@@ -100,7 +100,7 @@ extension RewardObjective {
     /// The model a new reward-modelling run starts from: the configuration's `initFrom` model with a one-output
     /// head (N(0, 0.02)). Rows are padded with the end-of-text token, or with a `<|pad|>` token added to the
     /// vocabulary when the tokenizer has none, so the head reads each row's last real token as transformers does.
-    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+    package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
         guard c.initFrom != "scratch" else { throw ConfigurationError(message: "a reward model starts from a model directory") }
         let (base, baseTokenizer) = try ModelLoading.load(c.initFrom)
         var tokenizer = baseTokenizer, vocabulary = base.config.vocabularySize

@@ -9,23 +9,23 @@ import Tokenizers
 /// attends to its own tokens only); the loss of a micro-batch is the mean over its trained tokens. Evaluated by the
 /// dev loss over every reply token (token-weighted) and its perplexity.
 public final class SupervisedFineTuningObjective: TrainingObjective {
-    public let model: GPTModel
-    public let template: ChatTemplate
-    public let train: [EncodedDemonstration]
-    public let dev: [EncodedDemonstration]
-    public let batches: EpochBatches
+    package let model: GPTModel
+    package let template: ChatTemplate
+    package let train: [EncodedDemonstration]
+    package let dev: [EncodedDemonstration]
+    package let batches: EpochBatches
     /// The number of trained (reply) tokens of each training demonstration.
     let replyTokenCounts: [Int]
     /// The trained (reply) tokens of the whole training set.
-    public var replyTokenCount: Int { replyTokenCounts.reduce(0, +) }
+    package var replyTokenCount: Int { replyTokenCounts.reduce(0, +) }
     /// Which demonstrations were cut to fit the context, and how much of them.
-    public let truncation: (train: TruncationSummary, dev: TruncationSummary)
-    public let droppedCount: (train: Int, dev: Int)
+    package let truncation: (train: TruncationSummary, dev: TruncationSummary)
+    package let droppedCount: (train: Int, dev: Int)
 
     /// This process's share of each batch.
-    public let shard: Shard
+    package let shard: Shard
 
-    public init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.shard = shard
         guard let settings = c.supervisedFineTuning else {
             throw ConfigurationError(message: "supervised fine-tuning needs its settings")
@@ -114,7 +114,7 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
 extension SupervisedFineTuningObjective {
     /// The model a new run starts from: the configuration's `initFrom` model and tokenizer, as they are (dropout as
     /// configured).
-    public static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+    package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
         guard c.initFrom != "scratch" else { throw ConfigurationError(message: "supervised fine-tuning starts from a model directory") }
         let (model, tokenizer) = try ModelLoading.load(c.initFrom)
         guard model.taskHead == nil else {

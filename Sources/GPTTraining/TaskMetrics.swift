@@ -2,10 +2,10 @@ import Foundation
 import GPTModels
 
 /// The figures a task is judged by.
-public enum TaskMetrics {
+package enum TaskMetrics {
     /// Accuracy (and, for a classifier of two classes, F1 of class 1) for class or choice predictions; Pearson and
     /// Spearman correlation and mean squared error for values. Examples without a label are left out.
-    public static func compute(_ predictions: [TaskPrediction], labels: [TaskLabel?], choices: Bool = false) -> [String: Double] {
+    package static func compute(_ predictions: [TaskPrediction], labels: [TaskLabel?], choices: Bool = false) -> [String: Double] {
         var pairs: [(TaskPrediction, TaskLabel)] = []
         for (p, l) in zip(predictions, labels) { if let l { pairs.append((p, l)) } }
         guard !pairs.isEmpty else { return [:] }
@@ -27,7 +27,7 @@ public enum TaskMetrics {
     }
 
     /// Pearson's correlation coefficient (0 when either side is constant).
-    public static func pearson(_ x: [Double], _ y: [Double]) -> Double {
+    package static func pearson(_ x: [Double], _ y: [Double]) -> Double {
         let n = Double(x.count), mx = x.reduce(0, +) / n, my = y.reduce(0, +) / n
         var sxy = 0.0, sxx = 0.0, syy = 0.0
         for (a, b) in zip(x, y) {
@@ -52,7 +52,7 @@ public enum TaskMetrics {
     }
 
     /// The figure that picks the best checkpoint: accuracy, or Pearson's correlation for regression.
-    public static func primary(_ metrics: [String: Double]) -> (name: String, value: Double)? {
+    package static func primary(_ metrics: [String: Double]) -> (name: String, value: Double)? {
         if let accuracy = metrics["accuracy"] { return ("accuracy", accuracy) }
         if let pearson = metrics["pearson"] { return ("pearson", pearson) }
         return nil

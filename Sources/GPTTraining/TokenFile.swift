@@ -5,19 +5,19 @@ import TensorCore
 
 /// A file of token ids: a 32-byte header (magic `SGPTTOKS`, version 1, bytes per token 2 or 4, token count),
 /// then the ids little-endian. Read memory-mapped.
-public struct TokenFile {
+package struct TokenFile {
     static let magic = Array("SGPTTOKS".utf8)
     static let headerSize = 32
 
-    public let url: URL
+    package let url: URL
     /// Number of tokens.
-    public let count: Int
+    package let count: Int
     /// 2 (uint16) or 4 (uint32).
-    public let bytesPerToken: Int
+    package let bytesPerToken: Int
     private let data: Data
 
     /// Opens and validates a token file.
-    public init(contentsOf url: URL) throws {
+    package init(contentsOf url: URL) throws {
         self.url = url
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
@@ -42,7 +42,7 @@ public struct TokenFile {
     }
 
     /// Copies `length` ids starting at `start` into `destination`.
-    public func copy(from start: Int, length: Int, into destination: UnsafeMutablePointer<Int32>) {
+    package func copy(from start: Int, length: Int, into destination: UnsafeMutablePointer<Int32>) {
         data.withUnsafeBytes { raw in
             let base = raw.baseAddress! + Self.headerSize
             if bytesPerToken == 2 {
@@ -56,7 +56,7 @@ public struct TokenFile {
     }
 
     /// All ids (for small files and tests).
-    public func ids() -> [Int32] {
+    package func ids() -> [Int32] {
         [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
             if count > 0 { copy(from: 0, length: count, into: buffer.baseAddress!) }
             initialized = count
@@ -64,7 +64,7 @@ public struct TokenFile {
     }
 
     /// Writes `ids` atomically, as uint16 when every id fits, else uint32.
-    public static func write(_ ids: [Int32], vocabularySize: Int, to url: URL) throws {
+    package static func write(_ ids: [Int32], vocabularySize: Int, to url: URL) throws {
         let width = vocabularySize <= 65536 ? 2 : 4
         var data = Data(magic)
         func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
@@ -84,13 +84,13 @@ public struct TokenFile {
 
 /// Windows of consecutive ids from a token file, as inputs and next-token targets: random training batches, or
 /// windows at chosen offsets.
-public struct TokenDataset {
-    public let file: TokenFile
+package struct TokenDataset {
+    package let file: TokenFile
 
-    public init(file: TokenFile) { self.file = file }
+    package init(file: TokenFile) { self.file = file }
 
     /// `batch` windows of `length` inputs with their next-token targets, at offsets drawn from `random`.
-    public func batch(_ batch: Int, length: Int, random: inout SeededRandom) throws -> (inputs: [Int32], targets: [Int32]) {
+    package func batch(_ batch: Int, length: Int, random: inout SeededRandom) throws -> (inputs: [Int32], targets: [Int32]) {
         guard file.count > length else {
             throw FileError(url: file.url, message: "has \(file.count) tokens, fewer than one window of \(length + 1)")
         }
@@ -100,7 +100,7 @@ public struct TokenDataset {
 
     /// The windows of `length` inputs beginning at each of `starts`, with their next-token targets (each window
     /// reads `length` + 1 tokens, which must lie in the file).
-    public func windows(at starts: [Int], length: Int) -> (inputs: [Int32], targets: [Int32]) {
+    package func windows(at starts: [Int], length: Int) -> (inputs: [Int32], targets: [Int32]) {
         var inputs = [Int32](repeating: 0, count: starts.count * length)
         var targets = [Int32](repeating: 0, count: starts.count * length)
         var window = [Int32](repeating: 0, count: length + 1)

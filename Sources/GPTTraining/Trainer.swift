@@ -43,7 +43,7 @@ public final class Trainer {
     public let optimizer: AdamW
     public let objective: any TrainingObjective
     /// The processes training together (this one alone unless started by `mpirun`); rank 0 writes the files.
-    public let group = ProcessGroup.world
+    package let group = ProcessGroup.world
     public private(set) var step = 0
     private var dataRandom: SeededRandom
     private var dropoutRandom: SeededRandom

@@ -1,22 +1,22 @@
 /// How much of a set of examples was cut to fit the context: how many examples, and how much of each was lost.
-public struct TruncationSummary: Sendable, Equatable, CustomStringConvertible {
+package struct TruncationSummary: Sendable, Equatable, CustomStringConvertible {
     /// The examples in the set.
-    public let total: Int
+    package let total: Int
     /// The fraction of tokens lost by each example that lost any (its longest row's, for examples of several rows),
     /// in increasing order.
-    public let lostFractions: [Double]
+    package let lostFractions: [Double]
 
     /// The summary of examples that lost these fractions of their tokens (0: nothing cut).
-    public init(lostFractions fractions: [Double]) {
+    package init(lostFractions fractions: [Double]) {
         total = fractions.count
         lostFractions = fractions.filter { $0 > 0 }.sorted()
     }
 
     /// How many examples were cut.
-    public var count: Int { lostFractions.count }
+    package var count: Int { lostFractions.count }
 
     /// "none of 1,000", or "812 of 1,000 (81%), losing a median 38% of their tokens, at most 91%".
-    public var description: String {
+    package var description: String {
         guard let largest = lostFractions.last else { return "none of \(total)" }
         func percent(_ x: Double) -> String { "\(Int((x * 100).rounded()))%" }
         let middle = lostFractions.count / 2
