@@ -5,17 +5,17 @@ import TensorCore
 /// The task losses and outputs of a model with a task head and an input format.
 extension GPTModel {
     /// What a forward pass over a `TaskBatch` gives.
-    public struct TaskForward {
+    package struct TaskForward {
         /// Classification and regression: `[examples, labels]`; multiple choice: `[rows, 1]`, one score per choice.
-        public let outputs: Variable
+        package let outputs: Variable
         /// The final hidden state of the real tokens, `[tokens, width]` (row after row; padding is not computed).
-        public let final: Variable
+        package let final: Variable
     }
 
     /// Runs the batch and the task head: the pooled state of each row's last token (for similarity, the two
     /// orders' states added). With `random`, dropout is on (the body's as configured, `headDropout` on the pooled
     /// states): training.
-    public func taskForward(_ batch: TaskBatch, tape: Tape, headDropout: Float = 0, random: inout SeededRandom?) -> TaskForward {
+    package func taskForward(_ batch: TaskBatch, tape: Tape, headDropout: Float = 0, random: inout SeededRandom?) -> TaskForward {
         let hidden: Hidden
         if random != nil {
             hidden = self.hidden(ids: batch.ids, batch: batch.rowCount, tape: tape, random: &random!, lengths: batch.lengths,
@@ -37,7 +37,7 @@ extension GPTModel {
 
     /// The task loss of `outputs` for the batch's labels: cross-entropy over labels (classification), mean squared
     /// error (regression) or cross-entropy over each example's choices (multiple choice).
-    public func taskLoss(_ outputs: Variable, batch: TaskBatch, labels: [TaskLabel], tape: Tape) -> Variable {
+    package func taskLoss(_ outputs: Variable, batch: TaskBatch, labels: [TaskLabel], tape: Tape) -> Variable {
         switch taskHead {
         case .sequenceClassification(let head)? where head.problem == .regression:
             return tape.meanSquaredError(outputs, targets: labels.map(\.target))
@@ -53,7 +53,7 @@ extension GPTModel {
     /// Mean next-token cross-entropy over the real tokens of every row (GPT-1's auxiliary L_LM): each position
     /// before a row's last token predicts the token after it; padding never enters. `final` holds the real tokens'
     /// states, as `taskForward` gives them.
-    public func taskLanguageModelLoss(_ final: Variable, batch: TaskBatch, tape: Tape) -> Variable {
+    package func taskLanguageModelLoss(_ final: Variable, batch: TaskBatch, tape: Tape) -> Variable {
         var positions: [Int] = [], targets: [Int32] = []
         var token = 0
         for (r, length) in batch.lengths.enumerated() {

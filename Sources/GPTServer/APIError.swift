@@ -4,16 +4,16 @@ import Hummingbird
 
 /// An error answered the way OpenAI's API answers it: a status code and
 /// `{"error": {"message", "type", "param", "code"}}`.
-public struct APIError: Error, CustomStringConvertible, HTTPResponseError {
-    public let status: HTTPResponse.Status
-    public let message: String
-    public let type: String
-    public let param: String?
-    public let code: String?
+package struct APIError: Error, CustomStringConvertible, HTTPResponseError {
+    package let status: HTTPResponse.Status
+    package let message: String
+    package let type: String
+    package let param: String?
+    package let code: String?
     /// Seconds a client should wait before retrying (429).
-    public var retryAfter: Int?
+    package var retryAfter: Int?
 
-    public init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil, code: String? = nil) {
+    package init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil, code: String? = nil) {
         self.status = status
         self.message = message
         self.type = type
@@ -21,7 +21,7 @@ public struct APIError: Error, CustomStringConvertible, HTTPResponseError {
         self.code = code
     }
 
-    public var description: String { message }
+    package var description: String { message }
 
     static func invalidRequest(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
         APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: code)
@@ -85,7 +85,7 @@ public struct APIError: Error, CustomStringConvertible, HTTPResponseError {
         ["error": ["message": .string(message), "type": .string(type), "param": JSONValue(param), "code": JSONValue(code)]]
     }
 
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
+    package func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }

@@ -6,27 +6,27 @@ import Tokenizers
 
 /// One demonstration for supervised fine-tuning: a conversation whose assistant turns are what the model learns to
 /// write.
-public struct Demonstration: Equatable, Sendable {
-    public var messages: [ChatMessage]
+package struct Demonstration: Equatable, Sendable {
+    package var messages: [ChatMessage]
     /// The 1-based line of the file it came from.
-    public var line: Int
+    package var line: Int
 
-    public init(messages: [ChatMessage], line: Int) {
+    package init(messages: [ChatMessage], line: Int) {
         self.messages = messages
         self.line = line
     }
 }
 
 /// A demonstration as tokens: the ids, and for each id whether the loss trains the model to write it.
-public struct EncodedDemonstration: Equatable, Sendable {
-    public var ids: [Int32]
-    public var trained: [Bool]
+package struct EncodedDemonstration: Equatable, Sendable {
+    package var ids: [Int32]
+    package var trained: [Bool]
     /// The fraction of the demonstration's tokens cut to fit the context (0 when nothing was).
-    public var lostFraction: Double
+    package var lostFraction: Double
     /// Whether it was cut to fit the context.
-    public var truncated: Bool { lostFraction > 0 }
+    package var truncated: Bool { lostFraction > 0 }
 
-    public init(ids: [Int32], trained: [Bool], lostFraction: Double = 0) {
+    package init(ids: [Int32], trained: [Bool], lostFraction: Double = 0) {
         precondition(ids.count == trained.count, "one flag per id")
         self.ids = ids
         self.trained = trained
@@ -34,7 +34,7 @@ public struct EncodedDemonstration: Equatable, Sendable {
     }
 
     /// Next-token targets of each position: the following id where that id is trained, else -1 (no loss).
-    public var targets: [Int32] {
+    package var targets: [Int32] {
         (0..<ids.count).map { t in t + 1 < ids.count && trained[t + 1] ? ids[t + 1] : -1 }
     }
 }
@@ -43,8 +43,8 @@ public struct EncodedDemonstration: Equatable, Sendable {
 /// the instruction, followed by a blank line and the input when there is one; `input` may be absent) or
 /// `{"messages": [{"role", "content"}, …]}` with roles system, user and assistant and at least one assistant turn.
 /// Every line is checked first; the first bad one is an error naming the file, the line and the field.
-public enum DemonstrationDataset {
-    public static func load(_ url: URL) throws -> [Demonstration] {
+package enum DemonstrationDataset {
+    package static func load(_ url: URL) throws -> [Demonstration] {
         try JSONLines.map(url) { line, object, fail in
             if let value = object["messages"] {
                 let messages = try ChatMessage.list(fromJSON: value, fail: fail)
@@ -68,7 +68,7 @@ public enum DemonstrationDataset {
 
     /// Each demonstration rendered by `template` and tokenized; one longer than `contextLength` keeps its first
     /// `contextLength` tokens, and one left without a trained token is dropped (counted in `dropped`).
-    public static func encode(_ demonstrations: [Demonstration], from source: URL, template: ChatTemplate,
+    package static func encode(_ demonstrations: [Demonstration], from source: URL, template: ChatTemplate,
                               tokenizer: any Tokenizer, contextLength: Int) throws -> (examples: [EncodedDemonstration], dropped: Int) {
         var examples: [EncodedDemonstration] = [], dropped = 0
         for demonstration in demonstrations {

@@ -5,14 +5,14 @@ import TensorCore
 import Tokenizers
 
 /// One human comparison: a prompt (the dialogue so far, rendered) and two replies, `chosen` preferred.
-public struct PreferencePair: Equatable, Sendable {
-    public var prompt: String
-    public var chosen: String
-    public var rejected: String
+package struct PreferencePair: Equatable, Sendable {
+    package var prompt: String
+    package var chosen: String
+    package var rejected: String
     /// The 1-based line of the file it came from.
-    public var line: Int
+    package var line: Int
 
-    public init(prompt: String, chosen: String, rejected: String, line: Int) {
+    package init(prompt: String, chosen: String, rejected: String, line: Int) {
         self.prompt = prompt
         self.chosen = chosen
         self.rejected = rejected
@@ -23,8 +23,8 @@ public struct PreferencePair: Equatable, Sendable {
 /// Reads preference files: JSONL with `{"prompt", "chosen", "rejected"}` (HH-RLHF's form: `prompt + chosen` is the
 /// whole preferred dialogue), other fields ignored. Every line is checked first; the first bad one is an error
 /// naming the file, the line and the field.
-public enum PreferenceDataset {
-    public static func load(_ url: URL) throws -> [PreferencePair] {
+package enum PreferenceDataset {
+    package static func load(_ url: URL) throws -> [PreferencePair] {
         try JSONLines.map(url) { line, object, fail in
             func text(_ field: String) throws -> String {
                 guard let value = object[field] else { throw fail("missing field '\(field)'") }
@@ -37,7 +37,7 @@ public enum PreferenceDataset {
 
     /// Each pair as two rows, the prompt followed by the chosen and by the rejected reply, tokenized; a row longer
     /// than `contextLength` keeps its last `contextLength` tokens (the reply, and as much of the prompt as fits).
-    public static func encode(_ pairs: [PreferencePair], from source: URL, tokenizer: any Tokenizer,
+    package static func encode(_ pairs: [PreferencePair], from source: URL, tokenizer: any Tokenizer,
                               contextLength: Int) throws -> [EncodedExample] {
         try pairs.map { pair in
             var rows: [[Int32]] = []

@@ -5,15 +5,15 @@ import GPTModels
 import Tokenizers
 
 /// One labelled (or unlabelled) input of a fine-tuning task, as read from a JSONL line.
-public struct TaskExample: Equatable, Sendable {
+package struct TaskExample: Equatable, Sendable {
     /// The texts in the order `InputFormat.sequences` takes them: classification `[text]`, entailment
     /// `[premise, hypothesis]`, similarity `[text_a, text_b]`, multiple choice `[context, choice, …]`.
-    public var segments: [String]
-    public var label: TaskLabel?
+    package var segments: [String]
+    package var label: TaskLabel?
     /// The 1-based line of the file it came from.
-    public var line: Int
+    package var line: Int
 
-    public init(segments: [String], label: TaskLabel?, line: Int) {
+    package init(segments: [String], label: TaskLabel?, line: Int) {
         self.segments = segments
         self.label = label
         self.line = line
@@ -25,7 +25,7 @@ public struct TaskExample: Equatable, Sendable {
 /// (an integer label is a class, a number written with a fraction or exponent makes the file a regression task),
 /// multiple choice `{context, choices, label}`. Every line is checked before anything is used; the first bad one
 /// is an error naming the file, the line and the field.
-public enum TaskDataset {
+package enum TaskDataset {
     /// The text fields of each task, in segment order.
     static func textFields(_ task: InputFormat.Task) -> [String] {
         switch task {
@@ -37,7 +37,7 @@ public enum TaskDataset {
     }
 
     /// The examples of `url`. With `labelsRequired`, a line without a label is an error.
-    public static func load(_ url: URL, task: InputFormat.Task, labelsRequired: Bool) throws -> [TaskExample] {
+    package static func load(_ url: URL, task: InputFormat.Task, labelsRequired: Bool) throws -> [TaskExample] {
         try JSONLines.map(url) { line, object, fail in
             var segments: [String] = []
             for field in textFields(task) {
@@ -93,7 +93,7 @@ public enum TaskDataset {
 extension InputFormat {
     /// Tokenizes every example's texts (read from `source`, which errors name with the line) and lays them out as
     /// sequences of at most `contextLength` tokens.
-    public func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
+    package func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
         guard contextLength >= minimumContext else {
             throw ConfigurationError(message: "a context of \(contextLength) tokens cannot hold the special tokens of a \(task.rawValue) input (\(minimumContext))")
         }

@@ -8,11 +8,11 @@ import GPTUtilities
 
 /// The one interface to matrix products: oneDNN on Linux (fp32 and bf16 inputs), Accelerate on macOS, OpenBLAS
 /// where oneDNN is absent. Row-major throughout; the result is always fp32.
-public enum BLAS {
+package enum BLAS {
     /// C = alpha · op(A) · op(B) + beta · C, with op(X) = Xᵀ when the matching `transpose` flag is set.
     /// op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are the row strides as stored.
     @inline(__always)
-    public static func gemm(
+    package static func gemm(
         transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
@@ -31,7 +31,7 @@ public enum BLAS {
     /// The same product with bfloat16 inputs, accumulated in fp32. Where the CPU has no native bf16 products the
     /// inputs are widened (exactly) and multiplied in fp32, which gives the same result up to summation order.
     @inline(__always)
-    public static func gemm(
+    package static func gemm(
         transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<BFloat16>, lda: Int, b: UnsafePointer<BFloat16>, ldb: Int,
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
@@ -45,7 +45,7 @@ public enum BLAS {
     }
 
     /// Whether bf16 products run natively on this machine (oneDNN on a CPU with AVX512-BF16 or AMX).
-    public static var nativeBFloat16: Bool {
+    package static var nativeBFloat16: Bool {
         #if canImport(CDNNL)
         return engine == .oneDNN && OneDNN.supportsBFloat16
         #else
@@ -152,7 +152,7 @@ public enum BLAS {
 }
 
 /// An element type matrix products read (fp32 or bf16), so that one kernel body serves both precisions.
-public protocol ProductElement {
+package protocol ProductElement {
     /// `BLAS.gemm` for inputs of this type.
     static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
                      b: UnsafePointer<Self>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int)
@@ -160,7 +160,7 @@ public protocol ProductElement {
 
 extension Float: ProductElement {
     @inline(__always)
-    public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+    package static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         BLAS.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                   beta: beta, c: c, ldc: ldc)
@@ -169,7 +169,7 @@ extension Float: ProductElement {
 
 extension BFloat16: ProductElement {
     @inline(__always)
-    public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<BFloat16>, lda: Int,
+    package static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<BFloat16>, lda: Int,
                             b: UnsafePointer<BFloat16>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         BLAS.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                   beta: beta, c: c, ldc: ldc)

@@ -4,7 +4,7 @@ import _Builtin_intrinsics.intel
 #endif
 
 /// Attention of new query rows over a key/value cache, for incremental decoding (no gradient).
-public enum CachedAttention {
+package enum CachedAttention {
     /// Where the cache lives: layout [sequence, head, slot, d], so that one head's keys (and values) are
     /// contiguous and stream in order. The key of sequence s, head h in slot n is the d floats at
     /// `keys + ((s * heads + h) * capacity + n) * d`.
@@ -15,21 +15,21 @@ public enum CachedAttention {
     /// last 2l positions for its bands, and the summaries of every block in slots of their own after the ring.
     /// A ring of twice what a band reads lets one pass store up to `longestFeed` positions a sequence before
     /// reading: none overwrites a key a query of the same pass still reads.
-    public struct Cache {
-        public let keys: UnsafeMutablePointer<Float>
-        public let values: UnsafeMutablePointer<Float>
-        public let heads: Int
+    package struct Cache {
+        package let keys: UnsafeMutablePointer<Float>
+        package let values: UnsafeMutablePointer<Float>
+        package let heads: Int
         /// Slots per sequence.
-        public let capacity: Int
+        package let capacity: Int
         /// Floats per head (d).
-        public let headWidth: Int
-        public let pattern: AttentionPattern
+        package let headWidth: Int
+        package let pattern: AttentionPattern
         /// Slots of the ring the bands read.
         private let ring: Int
 
         /// A cache for sequences of up to `contextLength` positions at `keys` and `values`, each
         /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` floats.
-        public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, headWidth: Int,
+        package init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, headWidth: Int,
                     pattern: AttentionPattern, contextLength: Int) {
             self.keys = keys
             self.values = values
@@ -49,7 +49,7 @@ public enum CachedAttention {
         }
 
         /// Slots per sequence for `pattern` and sequences of up to `contextLength` positions.
-        public static func capacity(pattern: AttentionPattern, contextLength: Int) -> Int {
+        package static func capacity(pattern: AttentionPattern, contextLength: Int) -> Int {
             let ring = ring(pattern: pattern, contextLength: contextLength)
             if case .fixed(let block, let summaries) = pattern, ring < contextLength {
                 return ring + (contextLength + block - 1) / block * summaries
@@ -58,7 +58,7 @@ public enum CachedAttention {
         }
 
         /// The most positions of one sequence a pass may store before it reads (see the type's description).
-        public static func longestFeed(pattern: AttentionPattern, contextLength: Int) -> Int {
+        package static func longestFeed(pattern: AttentionPattern, contextLength: Int) -> Int {
             switch pattern {
             case .dense, .strided: contextLength
             case .local(let window): window
@@ -82,7 +82,7 @@ public enum CachedAttention {
         }
 
         /// Stores the key and value rows (all heads, `heads * d` floats each) of one position.
-        public func store(key: UnsafePointer<Float>, value: UnsafePointer<Float>, sequence: Int, position: Int) {
+        package func store(key: UnsafePointer<Float>, value: UnsafePointer<Float>, sequence: Int, position: Int) {
             func write(_ slot: Int) {
                 for h in 0..<heads {
                     let o = offset(sequence, h, slot: slot)
@@ -97,7 +97,7 @@ public enum CachedAttention {
         }
 
         /// Makes sequence `target` hold what sequence `source` holds (`length` positions).
-        public func copy(sequence source: Int, to target: Int, length: Int) {
+        package func copy(sequence source: Int, to target: Int, length: Int) {
             // Slots fill in order up to the ring; a fixed layer's summary slots lie beyond it.
             let slots = ring < capacity ? capacity : min(length, capacity)
             for h in 0..<heads {
@@ -111,7 +111,7 @@ public enum CachedAttention {
     /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, keys, h]ᵀ · scale) · V[s_r, keys, h] over the
     /// keys the cache's pattern lets position p_r see, with q read from `queries + r * queryStride` and out written
     /// to `output + r * heads * d`; `scale` replaces 1/√d.
-    public static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
+    package static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
                               scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
         let rows = sequences.count, heads = cache.heads, d = cache.headWidth
         let scale = scale ?? 1 / Float(d).squareRoot()

@@ -3,14 +3,14 @@ import GPTUtilities
 
 /// Products of a few rows with a weight matrix, for decoding: each weight is read from memory once per call and
 /// streamed at full bandwidth (a BLAS sgemm with one row is several times slower here).
-public enum MatrixVector {
+package enum MatrixVector {
     /// A [k, n] weight matrix repacked for `multiply`: column blocks of 32, each stored as k contiguous rows of 32
     /// weights, so that one block streams from memory in order (the last block is zero-padded). The weights are
     /// stored in `format`; 8-bit blocks keep one scale per column.
-    public struct PackedMatrix: @unchecked Sendable {
-        public let k: Int
-        public let n: Int
-        public let format: WeightFormat
+    package struct PackedMatrix: @unchecked Sendable {
+        package let k: Int
+        package let n: Int
+        package let format: WeightFormat
         /// The blocks: k × 32 weights each, `format.bytesPerWeight` bytes a weight.
         let storage: UnsafeMutableRawPointer
         /// One scale per column, padding included (int8 only).
@@ -18,14 +18,14 @@ public enum MatrixVector {
         private let owner: Allocation
 
         /// Packs `w` ([k, n], row-major).
-        public init(_ w: UnsafePointer<Float>, k: Int, n: Int, format: WeightFormat = .float32) {
+        package init(_ w: UnsafePointer<Float>, k: Int, n: Int, format: WeightFormat = .float32) {
             self.init(k: k, n: n, format: format) { block, b, width in
                 for i in 0..<k { (block + i * 32).update(from: w + i * n + b * 32, count: width) }
             }
         }
 
         /// Packs the transpose of `w` ([n, k]: one row per output, as a tied embedding).
-        public init(transposing w: UnsafePointer<Float>, n: Int, k: Int, format: WeightFormat = .float32) {
+        package init(transposing w: UnsafePointer<Float>, n: Int, k: Int, format: WeightFormat = .float32) {
             self.init(k: k, n: n, format: format) { block, b, width in
                 for j in 0..<width {
                     let row = w + (b * 32 + j) * k
@@ -73,7 +73,7 @@ public enum MatrixVector {
         }
 
         /// Bytes the packed weights take, scales included.
-        public var bytes: Int { (n + 31) / 32 * 32 * (k * format.bytesPerWeight + (format == .int8 ? 4 : 0)) }
+        package var bytes: Int { (n + 31) / 32 * 32 * (k * format.bytesPerWeight + (format == .int8 ? 4 : 0)) }
 
         /// Rows k0..<k0+length of block b as floats: in place for fp32, widened into `scratch` otherwise.
         @inline(__always)
@@ -105,7 +105,7 @@ public enum MatrixVector {
 
     /// out[r, :] = bias + x[r, :] · w for any number of rows; x is [rows, k], out is [rows, n].
     /// Column blocks are split between cores; each block is read from memory once for all rows.
-    public static func multiply(_ x: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
+    package static func multiply(_ x: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
         precondition(rows >= 1, "multiply takes at least one row")
         let k = w.k, n = w.n, blocks = (n + 31) / 32

@@ -47,7 +47,7 @@ public final class ParameterSet {
     /// bf16 copies of every parameter, in the arena's layout: made by the first `prepareBFloat16()` and kept
     /// current from then on (AdamW rewrites them as it updates `values`; any other writer of `values` calls
     /// `valuesDidChange()`). Each parameter variable's `bfloat16` is a view into it.
-    public private(set) var bfloat16Values: BFloat16Tensor?
+    package private(set) var bfloat16Values: BFloat16Tensor?
     /// Whether `bfloat16Values` holds the rounding of the current `values`.
     var bfloat16IsCurrent = false
 

@@ -2,13 +2,13 @@ import Foundation
 import GPTUtilities
 
 /// Figures of a clipped policy loss, for logging.
-public struct PolicyLossStatistics: Sendable, Equatable {
+package struct PolicyLossStatistics: Sendable, Equatable {
     /// Share of tokens whose clipped term was the larger (their gradient is zero).
-    public var clipFraction: Float
+    package var clipFraction: Float
     /// ½·mean (log π − log π_old)²: how far the update has moved the policy.
-    public var approximateKL: Float
+    package var approximateKL: Float
     /// Mean entropy of the policy's distributions, in nats.
-    public var entropy: Float
+    package var entropy: Float
 }
 
 extension Tape {
@@ -16,7 +16,7 @@ extension Tape {
     /// (`[..., vocabulary]`) with the action taken there, ratio = exp(log π(a) − `oldLogProbabilities`[r]) and the
     /// row's loss is max(−A·ratio, −A·clip(ratio, 1 − ε, 1 + ε)) with A = `advantages`[r]; the result is their mean.
     /// The log-softmax, the loss, its gradient and the statistics come from two passes over the logits.
-    public func clippedPolicyLoss(_ logits: Variable, actions: [Int32], oldLogProbabilities: [Float], advantages: [Float],
+    package func clippedPolicyLoss(_ logits: Variable, actions: [Int32], oldLogProbabilities: [Float], advantages: [Float],
                                   clipRange: Float) -> (loss: Variable, statistics: PolicyLossStatistics) {
         let classes = logits.shape.last!
         let rows = logits.value.count / max(classes, 1)
@@ -74,7 +74,7 @@ extension Tape {
     /// PPO's clipped value loss: with v_clip = v_old + clip(v − v_old, −ε, ε), the mean over `values` (one per
     /// return, any shape) of ½·max((v − R)², (v_clip − R)²). Returns the loss and the share of values whose
     /// clipped error was the larger.
-    public func clippedValueLoss(_ values: Variable, oldValues: [Float], returns: [Float], clipRange: Float) -> (loss: Variable, clipFraction: Float) {
+    package func clippedValueLoss(_ values: Variable, oldValues: [Float], returns: [Float], clipRange: Float) -> (loss: Variable, clipFraction: Float) {
         let n = values.value.count
         precondition(n > 0 && oldValues.count == n && returns.count == n,
                      "clippedValueLoss: \(oldValues.count) old values and \(returns.count) returns for \(n) values")
@@ -107,7 +107,7 @@ extension Tape {
 
 /// The log-probability of `actions[r]` under softmax(`logits` row r) and the entropy of that distribution, for each
 /// row of `logits` (`[..., classes]`): what a rollout records of its policy and of the reference policy.
-public func actionLogProbabilities(_ logits: Tensor, actions: [Int32]) -> (logProbabilities: [Float], entropies: [Float]) {
+package func actionLogProbabilities(_ logits: Tensor, actions: [Int32]) -> (logProbabilities: [Float], entropies: [Float]) {
     let classes = logits.shape.last!
     let rows = logits.count / max(classes, 1)
     precondition(actions.count == rows, "actionLogProbabilities: \(actions.count) actions for \(rows) rows")

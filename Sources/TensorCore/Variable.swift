@@ -8,7 +8,7 @@ public final class Variable: @unchecked Sendable {
     public let requiresGrad: Bool
     /// The value rounded to bfloat16, kept up to date by its owner (a parameter arena refreshes it once per
     /// optimizer step); bf16 products read it instead of rounding `value` again.
-    public var bfloat16: BFloat16Tensor?
+    package var bfloat16: BFloat16Tensor?
 
     /// A constant or a leaf. With `requiresGrad`, a gradient buffer is allocated when the first gradient arrives.
     public init(_ value: Tensor, requiresGrad: Bool = false) {
