@@ -69,8 +69,7 @@ public final class LanguageModel: @unchecked Sendable {
     /// Generates continuations of a prompt given as token ids (see `generate(_:options:)`).
     public func generate(tokens prompt: [Int32], options: SamplingOptions = SamplingOptions()) -> AsyncThrowingStream<GenerationEvent, any Error> {
         do {
-            try options.validate()
-            return try engine.submit([GenerationRequest(prompt: prompt, options: options)]).1
+            return try submit(prompt, options: options)
         } catch {
             return AsyncThrowingStream { $0.finish(throwing: error) }
         }
@@ -132,7 +131,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
     }
 
-    /// Submits token-id prompts to the shared engine (for `ChatSession`).
+    /// Submits a token-id prompt to the shared engine; throws what its options or the engine refuse.
     func submit(_ prompt: [Int32], options: SamplingOptions) throws -> AsyncThrowingStream<GenerationEvent, any Error> {
         try options.validate()
         return try engine.submit([GenerationRequest(prompt: prompt, options: options)]).1
