@@ -169,7 +169,7 @@ public final class OpenAIServer: Sendable {
         let usage = CompletionResponses.usage(prompt: promptTokens, completion: completions.reduce(0) { $0 + $1.tokens.count })
         if chat {
             var replies: [Int: String] = [:]
-            for c in completions { replies[c.choice] = c.text.hasPrefix(parsed.replyPrefix) ? String(c.text.dropFirst(parsed.replyPrefix.count)) : c.text }
+            for c in completions { replies[c.choice] = ReplyPrefixRemover.removing(parsed.replyPrefix, from: c.text) }
             return Self.json(responses.chat(completions, replies: replies, usage: usage))
         }
         let firstTokens = try parsed.prompts.map { try served.tokenizer.decode([$0[0]]) }
@@ -210,34 +210,34 @@ struct StreamWriter: Sendable {
     func write(_ events: AsyncThrowingStream<GenerationEvent, any Error>, to writer: inout any ResponseBodyWriter) async throws {
         var pendingLogprobs: [Int: [TokenLogprob]] = [:]
         var started: Set<Int> = []
-        /// Chat replies: text held back until it is known whether it opens with the template's reply prefix.
-        var held: [Int: String] = [:]
+        /// Chat replies: each one's opening held back until it is known whether it is the template's reply prefix.
+        var prefixRemovers: [Int: ReplyPrefixRemover] = [:]
         var generated = 0
         let wantLogprobs = parsed.options.logprobs != nil
         func send(_ value: JSONValue, to writer: inout any ResponseBodyWriter) async throws {
             try await writer.write(ByteBuffer(bytes: Array("data: ".utf8) + value.serialized + Array("\n\n".utf8)))
+        }
+        /// Ends the stream with an error event.
+        func fail(_ error: APIError, _ writer: inout any ResponseBodyWriter) async throws {
+            try await send(error.body, to: &writer)
+            try await writer.finish(nil)
         }
         do {
             for try await event in events {
                 switch event {
                 case .token(let prompt, let choice, let logprob):
                     pendingLogprobs[responses.index(prompt: prompt, choice: choice), default: []].append(logprob)
-                case .text(let prompt, let choice, var delta):
+                case .text(let prompt, let choice, let delta):
                     let index = responses.index(prompt: prompt, choice: choice)
                     let logprobs = wantLogprobs ? pendingLogprobs.removeValue(forKey: index) ?? [] : nil
                     if chat {
                         if !started.contains(index) {
                             started.insert(index)
                             try await send(responses.chatChunk(choice: choice, delta: ["role": "assistant", "content": ""], logprobs: nil, finish: nil), to: &writer)
-                            held[index] = ""
+                            prefixRemovers[index] = ReplyPrefixRemover(prefix: parsed.replyPrefix)
                         }
-                        if let prefix = held[index] {
-                            let text = prefix + delta
-                            if text.count < parsed.replyPrefix.count && parsed.replyPrefix.hasPrefix(text) { held[index] = text; continue }
-                            held[index] = nil
-                            delta = text.hasPrefix(parsed.replyPrefix) ? String(text.dropFirst(parsed.replyPrefix.count)) : text
-                        }
-                        try await send(responses.chatChunk(choice: choice, delta: ["content": .string(delta)], logprobs: logprobs, finish: nil), to: &writer)
+                        guard let shown = prefixRemovers[index]?.next(delta) else { continue }
+                        try await send(responses.chatChunk(choice: choice, delta: ["content": .string(shown)], logprobs: logprobs, finish: nil), to: &writer)
                     } else {
                         try await send(responses.completionChunk(prompt: prompt, choice: choice, text: delta, logprobs: logprobs, finish: nil), to: &writer)
                     }
@@ -257,13 +257,9 @@ struct StreamWriter: Sendable {
                 }
             }
         } catch let error as GenerationEngineError {
-            try await send(APIError(error).body, to: &writer)
-            try await writer.finish(nil)
-            return
+            return try await fail(APIError(error), &writer)
         } catch let error as APIError {
-            try await send(error.body, to: &writer)
-            try await writer.finish(nil)
-            return
+            return try await fail(error, &writer)
         }
         if parsed.includeUsage {
             try await send(responses.usageChunk(object: chat ? "chat.completion.chunk" : "text_completion",

@@ -70,19 +70,11 @@ public final class ChatSession: @unchecked Sendable {
         }
         return AsyncThrowingStream { continuation in
             let task = Task {
-                // The template's reply prefix (the space after "Assistant:") is the template's, not the reply's: the
-                // opening pieces are held until the text is past it, and it is taken off.
-                let prefix = template.replyPrefix
-                var reply = "", held: String? = "", failure: (any Error)?
+                var prefixRemover = ReplyPrefixRemover(prefix: template.replyPrefix)
+                var reply = "", failure: (any Error)?
                 do {
                     for try await event in events {
-                        guard case .text(_, _, var piece) = event else { continue }
-                        if let start = held {
-                            let text = start + piece
-                            if text.count < prefix.count && prefix.hasPrefix(text) { held = text; continue }
-                            held = nil
-                            piece = text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text
-                        }
+                        guard case .text(_, _, let text) = event, let piece = prefixRemover.next(text) else { continue }
                         reply += piece
                         continuation.yield(piece)
                     }

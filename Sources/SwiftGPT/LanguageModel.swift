@@ -45,7 +45,7 @@ public final class LanguageModel: @unchecked Sendable {
         self.model = model
         self.tokenizer = tokenizer
         configuration = model.config
-        chatTemplate = try ChatTemplate.load(modelDirectory: ModelLoading.modelDirectory(directory))
+        chatTemplate = try ChatTemplate.load(model: directory.path)
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: concurrentSequences,
                                    weights: DecodeWeights(model: model, format: precision))
         engine = GenerationEngine(decoder: decoder, maxQueue: maxWaiting, timeout: nil)

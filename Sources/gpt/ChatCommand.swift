@@ -75,8 +75,7 @@ struct ChatCommand: ParsableCommand {
             options.seed = seed &+ turn
             turn += 1
             let reply = try self.reply(to: prompt, options: options, model: gpt, tokenizer: tok, weights: weights)
-            let content = reply.hasPrefix(template.replyPrefix) ? String(reply.dropFirst(template.replyPrefix.count)) : reply
-            history.append(ChatMessage(role: .assistant, content: content))
+            history.append(ChatMessage(role: .assistant, content: ReplyPrefixRemover.removing(template.replyPrefix, from: reply)))
         }
     }
 

@@ -66,7 +66,7 @@ struct SFTCommand: ParsableCommand {
         let completions = try Generator(model: gpt, tokenizer: tokenizer).generate(prompts: ids, options: sampling)
         var records: [[String: Any]] = []
         for (messages, completion) in zip(prompts, completions) {
-            let reply = completion.text.hasPrefix(template.replyPrefix) ? String(completion.text.dropFirst(template.replyPrefix.count)) : completion.text
+            let reply = ReplyPrefixRemover.removing(template.replyPrefix, from: completion.text)
             print("\n### \(messages.last!.content)\n--> \(reply)")
             records.append(["prompt": messages.map { ["role": $0.role.rawValue, "content": $0.content] }, "reply": reply,
                             "finish_reason": completion.finishReason.rawValue])
