@@ -4,7 +4,7 @@ GPT = .build/release/gpt
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GOLDEN = Tests/SwiftGPTTests/Resources/golden
 
-.PHONY: all deps build test example fuzz demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
+.PHONY: all deps build test example docs fuzz demo finetune-demo rlhf-demo icl-demo bench bench-pytorch demo-pytorch clean
 
 all: build
 
@@ -31,6 +31,15 @@ test: deps
 # scoring, embedding, fine-tuning and prediction), built and run, so that the API keeps what it needs.
 example: deps
 	cd Examples/SwiftGPTExample && $(SWIFT) build -c release && .build/release/SwiftGPTExample
+
+# The documentation: a DocC archive of every library module, with SwiftGPT's articles (Sources/SwiftGPT/SwiftGPT.docc),
+# in .build/plugins/Swift-DocC/outputs; fails on any DocC warning (a broken symbol link, an undocumented parameter)
+# and, first, on a public declaration without a doc comment (scripts/public_api.py counts them).
+DOC_TARGETS = SwiftGPT GPTUtilities TensorCore Tokenizers GPTModels GPTTraining GPTEvaluation GPTServer
+docs: deps
+	python3 scripts/public_api.py
+	$(SWIFT) package --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) \
+		--enable-experimental-combined-documentation --warnings-as-errors
 
 # libFuzzer targets for every parser of untrusted bytes (safetensors, config.json, tokenizer files, chat templates,
 # task data, API request bodies), each run FUZZ_SECONDS on the seeds in Fuzz/corpus; fails on a crash, leak or timeout.

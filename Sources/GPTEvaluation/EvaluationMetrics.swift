@@ -1,9 +1,9 @@
 import Foundation
 
 /// The statistics `gpt eval` reports, computed as lm-evaluation-harness computes them.
-public enum EvaluationMetrics {
+package enum EvaluationMetrics {
     /// The mean and its standard error (sample standard deviation over √n; nil for fewer than two values).
-    public static func mean(_ values: [Double]) -> (value: Double, standardError: Double?) {
+    package static func mean(_ values: [Double]) -> (value: Double, standardError: Double?) {
         guard !values.isEmpty else { return (.nan, nil) }
         let n = Double(values.count)
         let mean = values.reduce(0, +) / n
@@ -14,7 +14,7 @@ public enum EvaluationMetrics {
 
     /// Text normalised as SQuAD's evaluation does: lower case, punctuation and the articles a/an/the removed,
     /// whitespace collapsed.
-    public static func normalizedAnswer(_ text: String) -> String {
+    package static func normalizedAnswer(_ text: String) -> String {
         let lowered = text.lowercased()
         let unpunctuated = String(lowered.unicodeScalars.filter { !($0.isASCII && CharacterSet.punctuationCharacters.union(.symbols).contains($0)) }
             .map(Character.init))
@@ -23,12 +23,12 @@ public enum EvaluationMetrics {
     }
 
     /// 1 when the normalised texts are equal, else 0.
-    public static func exactMatch(_ prediction: String, _ reference: String) -> Double {
+    package static func exactMatch(_ prediction: String, _ reference: String) -> Double {
         normalizedAnswer(prediction) == normalizedAnswer(reference) ? 1 : 0
     }
 
     /// SQuAD's token F1 between the normalised texts (bags of words).
-    public static func tokenF1(_ prediction: String, _ reference: String) -> Double {
+    package static func tokenF1(_ prediction: String, _ reference: String) -> Double {
         let predicted = normalizedAnswer(prediction).split(separator: " "), expected = normalizedAnswer(reference).split(separator: " ")
         if predicted.isEmpty || expected.isEmpty { return predicted.isEmpty && expected.isEmpty ? 1 : 0 }
         var counts: [Substring: Int] = [:]
@@ -45,7 +45,7 @@ public enum EvaluationMetrics {
 
     /// Words as lm-evaluation-harness counts them for word perplexity: the pieces of the text split at runs of
     /// whitespace (empty pieces at the ends included, as Python's `re.split(r"\s+", text)`).
-    public static func wordCount(_ text: String) -> Int {
+    package static func wordCount(_ text: String) -> Int {
         var count = 1, inWhitespace = false
         for scalar in text.unicodeScalars {
             let space = scalar.properties.isWhitespace

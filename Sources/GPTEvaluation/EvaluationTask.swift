@@ -3,7 +3,7 @@ import GPTUtilities
 import TensorCore
 
 /// How a task's examples are scored.
-public enum EvaluationOutputType: String, Sendable, CaseIterable {
+package enum EvaluationOutputType: String, Sendable, CaseIterable {
     /// Each choice scored by the summed log-likelihood of its tokens after the prompt: `acc`, `acc_norm` and,
     /// with an unconditional prompt, `acc_uncond`.
     case multipleChoice = "multiple_choice"
@@ -19,34 +19,34 @@ public enum EvaluationOutputType: String, Sendable, CaseIterable {
 /// answer is scored. Prompts follow lm-evaluation-harness: an optional description, then each demonstration as
 /// `template + target_delimiter + answer + fewshot_delimiter`, then the query's `template`; a choice or target is
 /// scored as the continuation `target_delimiter + choice`.
-public struct EvaluationTask: Sendable {
-    public var name: String
-    public var outputType: EvaluationOutputType
+package struct EvaluationTask: Sendable {
+    package var name: String
+    package var outputType: EvaluationOutputType
     /// The examples: JSONL (one object a line); for `rolling_perplexity` also a plain text file (one document).
-    public var data: URL
+    package var data: URL
     /// Where demonstrations come from (default: `data`, never the query itself).
-    public var fewShotData: URL?
+    package var fewShotData: URL?
     /// A field whose value groups the examples: a query's demonstrations come only from pool examples with the
     /// same value (for instance one subject of many, or one synthetic episode).
-    public var fewShotGroup: String?
+    package var fewShotGroup: String?
     /// Text put once at the very start of every prompt (GPT-3's task description), as written.
-    public var description: String
-    public var template: PromptTemplate
-    public var targetDelimiter: String
-    public var fewShotDelimiter: String
-    public var choices: ChoiceSource?
-    public var answer: PromptTemplate?
+    package var description: String
+    package var template: PromptTemplate
+    package var targetDelimiter: String
+    package var fewShotDelimiter: String
+    package var choices: ChoiceSource?
+    package var answer: PromptTemplate?
     /// A neutral prompt such as "Answer:": with it, multiple choice also reports `acc_uncond`, each choice's
     /// log-likelihood less its log-likelihood after this prompt (GPT-3's normalisation).
-    public var unconditionalPrompt: String?
-    public var stop: [String]
-    public var maxNewTokens: Int
+    package var unconditionalPrompt: String?
+    package var stop: [String]
+    package var maxNewTokens: Int
     /// For `rolling_perplexity`: tokens of each window that only give context, as a fraction of the model's
     /// context (0 scores disjoint windows, as lm-evaluation-harness does).
-    public var rollingOverlap: Double
+    package var rollingOverlap: Double
 
     /// Where the choices of a multiple-choice example come from.
-    public enum ChoiceSource: Sendable {
+    package enum ChoiceSource: Sendable {
         /// The same list for every example, each a template.
         case templates([PromptTemplate])
         /// A field holding a list; `template` renders each item as `{choice}` (with the example's other fields).
@@ -54,7 +54,7 @@ public struct EvaluationTask: Sendable {
     }
 
     /// The tasks shipped with the project.
-    public static var builtInNames: [String] {
+    package static var builtInNames: [String] {
         let urls = (try? FileManager.default.contentsOfDirectory(at: builtInDirectory, includingPropertiesForKeys: nil)) ?? []
         return urls.filter { $0.pathExtension == "json" }.map { $0.deletingPathExtension().lastPathComponent }.sorted()
     }
@@ -62,7 +62,7 @@ public struct EvaluationTask: Sendable {
     static var builtInDirectory: URL { Bundle.module.resourceURL!.appendingPathComponent("tasks") }
 
     /// The definition file of a built-in task.
-    public static func builtInURL(_ name: String) -> URL { builtInDirectory.appendingPathComponent(name + ".json") }
+    package static func builtInURL(_ name: String) -> URL { builtInDirectory.appendingPathComponent(name + ".json") }
 
     /// Where the data of built-in tasks is looked for, in order: the current directory, then the SwiftGPT checkout
     /// this library was built from (its `data/` folder holds the datasets the built-in tasks name).
@@ -74,7 +74,7 @@ public struct EvaluationTask: Sendable {
     /// A built-in task by name, or a task file. Data paths in a task file are relative to the file; those of a
     /// built-in task are relative to the current directory when its data is there, else to the SwiftGPT checkout
     /// the tool was built from, so that `gpt eval --task sst2` works from any directory.
-    public static func load(_ nameOrPath: String) throws -> EvaluationTask {
+    package static func load(_ nameOrPath: String) throws -> EvaluationTask {
         let builtIn = builtInURL(nameOrPath)
         if !nameOrPath.contains("/"), !nameOrPath.hasSuffix(".json"), FileManager.default.fileExists(atPath: builtIn.path) {
             var first: EvaluationTask?
@@ -93,7 +93,7 @@ public struct EvaluationTask: Sendable {
     }
 
     /// Reads a task file; its data paths are resolved against `dataBase`. Every error names the file and the field.
-    public static func load(file: URL, dataBase: URL) throws -> EvaluationTask {
+    package static func load(file: URL, dataBase: URL) throws -> EvaluationTask {
         let contents: Data
         do { contents = try Data(contentsOf: file) } catch { throw FileError(url: file, message: "cannot read (\(error.localizedDescription))") }
         guard let object = (try? JSONSerialization.jsonObject(with: contents)) as? [String: Any] else {
@@ -111,7 +111,7 @@ public struct EvaluationTask: Sendable {
                                          "unconditional_prompt", "stop", "max_new_tokens", "rolling_overlap"]
 
     /// A task from its JSON object (the keys of a task file).
-    public init(object: [String: Any], defaultName: String, dataBase: URL) throws {
+    package init(object: [String: Any], defaultName: String, dataBase: URL) throws {
         if let unknown = object.keys.filter({ !Self.knownKeys.contains($0) }).sorted().first {
             throw TaskDefinitionError("unknown field \"\(unknown)\" (known: \(Self.knownKeys.sorted().joined(separator: ", ")))")
         }

@@ -4,19 +4,19 @@ import TensorCore
 import Tokenizers
 
 /// One reported figure: a metric of a task at a number of shots.
-public struct EvaluationResult: Sendable, Codable, Equatable {
-    public var task: String
-    public var shots: Int
-    public var metric: String
-    public var value: Double
+package struct EvaluationResult: Sendable, Codable, Equatable {
+    package var task: String
+    package var shots: Int
+    package var metric: String
+    package var value: Double
     /// Standard error of the mean; nil where lm-evaluation-harness would bootstrap it (perplexities).
-    public var standardError: Double?
-    public var examples: Int
+    package var standardError: Double?
+    package var examples: Int
     /// Examples whose prompt lost demonstrations or was cut to fit the context.
-    public var truncated: Int
+    package var truncated: Int
     /// The mean number of demonstrations the prompts actually held, after whole ones were dropped to fit the
     /// context: below `shots`, the figure measures fewer shots than it is labelled with.
-    public var meanDemonstrations: Double = 0
+    package var meanDemonstrations: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case task, shots, metric, value, examples, truncated
@@ -26,23 +26,23 @@ public struct EvaluationResult: Sendable, Codable, Equatable {
 }
 
 /// The figures of one task at one number of shots, with the per-example records and the speed.
-public struct TaskEvaluation {
-    public var results: [EvaluationResult]
+package struct TaskEvaluation {
+    package var results: [EvaluationResult]
     /// One JSON object per example: prompt, continuations, scores, prediction and target.
-    public var samples: [[String: Any]]
-    public var seconds: Double
-    public var examplesPerSecond: Double { Double(samples.count) / max(seconds, 1e-9) }
+    package var samples: [[String: Any]]
+    package var seconds: Double
+    package var examplesPerSecond: Double { Double(samples.count) / max(seconds, 1e-9) }
 }
 
 /// Evaluates a model on tasks in context: zero-, one- and few-shot, scored as lm-evaluation-harness scores.
-public final class Evaluator {
-    public let model: GPTModel
-    public let tokenizer: any Tokenizer
+package final class Evaluator {
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
     private let weights: DecodeWeights
     private lazy var scorer = LoglikelihoodScorer(model: model, weights: weights)
     private lazy var generator = Generator(model: model, tokenizer: tokenizer)
 
-    public init(model: GPTModel, tokenizer: any Tokenizer) {
+    package init(model: GPTModel, tokenizer: any Tokenizer) {
         self.model = model
         self.tokenizer = tokenizer
         weights = DecodeWeights(model: model)
@@ -50,7 +50,7 @@ public final class Evaluator {
 
     /// Scores `examples` of `task` with `shots` demonstrations each, drawn by `seed` from `pool` (the examples of
     /// the whole data file when `poolIsData`, so that a query is never its own demonstration).
-    public func evaluate(_ task: EvaluationTask, shots: Int, examples: [EvaluationExample], pool: [EvaluationExample],
+    package func evaluate(_ task: EvaluationTask, shots: Int, examples: [EvaluationExample], pool: [EvaluationExample],
                          poolIsData: Bool, seed: UInt64) throws -> TaskEvaluation {
         let start = Date()
         let sampler = FewShotSampler(poolGroups: pool.map(\.group), poolIsData: poolIsData, seed: seed)

@@ -3,11 +3,11 @@ import GPTModels
 import TensorCore
 
 /// A context and the continuations to score after it (token ids).
-public struct ScoringRequest: Sendable {
-    public var context: [Int32]
-    public var continuations: [[Int32]]
+package struct ScoringRequest: Sendable {
+    package var context: [Int32]
+    package var continuations: [[Int32]]
 
-    public init(context: [Int32], continuations: [[Int32]]) {
+    package init(context: [Int32], continuations: [[Int32]]) {
         self.context = context
         self.continuations = continuations
     }
@@ -19,21 +19,22 @@ public struct ContinuationScore: Sendable, Equatable {
     public var logLikelihood: Double
     /// Whether greedy decoding would have produced every one of its tokens.
     public var isGreedy: Bool
+    /// Number of the continuation's tokens that were scored.
     public var tokenCount: Int
 }
 
 /// Scores continuations of contexts with the key/value cache: each context is computed once and its cache copied
 /// for every continuation, so several choices cost one pass over the prompt plus their own tokens. Requests are
 /// batched: many contexts in one pass, then all their continuations in another.
-public final class LoglikelihoodScorer {
-    public let model: GPTModel
+package final class LoglikelihoodScorer {
+    package let model: GPTModel
     private let session: InferenceSession
     /// Tokens of contexts, and of continuations (whose every row needs logits), fed in one pass at most (a request
     /// larger than that goes alone).
     private let contextTokensPerBatch = 8192, continuationTokensPerBatch = 2048
 
     /// A scorer holding `slots` sequences at once (default: as many as fit in about 2 GiB of cache, at most 64).
-    public init(model: GPTModel, slots: Int? = nil, weights: DecodeWeights? = nil) {
+    package init(model: GPTModel, slots: Int? = nil, weights: DecodeWeights? = nil) {
         self.model = model
         let c = model.config
         let bytesPerSlot = 2 * c.layerCount * c.contextLength * c.embeddingWidth * MemoryLayout<Float>.size
@@ -43,7 +44,7 @@ public final class LoglikelihoodScorer {
 
     /// One score per continuation of each request, in order. A context must not be empty, a continuation must not
     /// be empty, and context plus continuation less its last token must fit the model's context.
-    public func score(_ requests: [ScoringRequest]) throws -> [[ContinuationScore]] {
+    package func score(_ requests: [ScoringRequest]) throws -> [[ContinuationScore]] {
         let c = model.config
         for (index, request) in requests.enumerated() {
             guard !request.context.isEmpty else { throw GenerationError("request \(index + 1): empty context") }

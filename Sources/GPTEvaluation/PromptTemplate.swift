@@ -6,7 +6,7 @@ import Foundation
 ///
 /// Filters: `trim` (surrounding whitespace), `drop_last` (the last character), `lowercase_first` (the first
 /// character in lower case), `map:a=x,b=y` (replace a value by the one given for it; a value not listed is an error).
-public struct PromptTemplate: Sendable, Equatable {
+package struct PromptTemplate: Sendable, Equatable {
     enum Filter: Sendable, Equatable {
         case trim, dropLast, lowercaseFirst
         case map([String: String])
@@ -19,10 +19,10 @@ public struct PromptTemplate: Sendable, Equatable {
 
     let segments: [Segment]
     /// The template as written.
-    public let source: String
+    package let source: String
 
     /// Parses `source`; a malformed placeholder or an unknown filter is an error naming it.
-    public init(_ source: String) throws {
+    package init(_ source: String) throws {
         self.source = source
         var segments: [Segment] = []
         var text = ""
@@ -56,18 +56,18 @@ public struct PromptTemplate: Sendable, Equatable {
     }
 
     /// The fields the template reads.
-    public var fields: [String] {
+    package var fields: [String] {
         segments.compactMap { if case .field(let name, _) = $0 { name } else { nil } }
     }
 
     /// When the template is exactly one placeholder without filters, the field it names.
-    public var soleField: String? {
+    package var soleField: String? {
         if segments.count == 1, case .field(let name, let filters) = segments[0], filters.isEmpty { name } else { nil }
     }
 
     /// The text with each placeholder replaced by the object's field (strings as they are, numbers and booleans
     /// written out). A missing field, a value of another kind or a value a filter cannot take is an error naming it.
-    public func render(_ object: [String: Any]) throws -> String {
+    package func render(_ object: [String: Any]) throws -> String {
         var result = ""
         for segment in segments {
             switch segment {
@@ -138,8 +138,8 @@ public struct PromptTemplate: Sendable, Equatable {
 }
 
 /// A task definition or task data that cannot be used, described so that a user can fix it.
-public struct TaskDefinitionError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct TaskDefinitionError: Error, CustomStringConvertible, Sendable {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }

@@ -4,18 +4,18 @@ import GPTUtilities
 import TensorCore
 
 /// One example of a task, rendered: the query's prompt, and what is scored.
-public struct EvaluationExample: Sendable {
+package struct EvaluationExample: Sendable {
     /// Line in the data file (1-based); 0 for a plain text document.
-    public var line: Int
+    package var line: Int
     /// The template filled from the example.
-    public var query: String
+    package var query: String
     /// Multiple choice: the choices' texts, and the index of the correct one.
-    public var choices: [String]
-    public var gold: Int?
+    package var choices: [String]
+    package var gold: Int?
     /// The target (loglikelihood, generate_until) or the document (rolling_perplexity).
-    public var target: String
+    package var target: String
     /// The value of the task's few-shot group field: demonstrations come from examples of the same group.
-    public var group: String? = nil
+    package var group: String? = nil
 
     /// The text of this example as a demonstration, before the few-shot delimiter.
     func demonstration(targetDelimiter: String) -> String {
@@ -26,7 +26,7 @@ public struct EvaluationExample: Sendable {
 extension EvaluationTask {
     /// The task's examples from `url` (its data file unless given), rendered; a bad example is an error naming the
     /// file, the line and the field.
-    public func examples(from url: URL? = nil) throws -> [EvaluationExample] {
+    package func examples(from url: URL? = nil) throws -> [EvaluationExample] {
         let url = url ?? data
         if outputType == .rollingPerplexity, url.pathExtension != "jsonl" {
             let contents: Data
@@ -41,7 +41,7 @@ extension EvaluationTask {
     }
 
     /// One example from its JSON object (`line`: where it came from).
-    public func example(line: Int, _ object: [String: Any]) throws -> EvaluationExample {
+    package func example(line: Int, _ object: [String: Any]) throws -> EvaluationExample {
         let query = try template.render(object)
         var example = try content(line: line, query: query, object)
         if let field = fewShotGroup {

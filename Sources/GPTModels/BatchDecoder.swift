@@ -3,17 +3,17 @@ import TensorCore
 import Tokenizers
 
 /// A prompt to continue, with how to sample its completions.
-public struct GenerationRequest: Sendable {
+package struct GenerationRequest: Sendable {
     /// Token ids of the prompt (within the model's context).
-    public var prompt: [Int32]
-    public var options: SamplingOptions
+    package var prompt: [Int32]
+    package var options: SamplingOptions
     /// Index reported in the events of this request's completions.
-    public var index: Int
+    package var index: Int
     /// Random stream of the first completion; completion i draws from stream + i, so a seed gives the same
     /// completions whatever else is decoded in the same batch.
-    public var stream: UInt64
+    package var stream: UInt64
 
-    public init(prompt: [Int32], options: SamplingOptions, index: Int = 0, stream: UInt64 = 0) {
+    package init(prompt: [Int32], options: SamplingOptions, index: Int = 0, stream: UInt64 = 0) {
         self.prompt = prompt
         self.options = options
         self.index = index
@@ -27,11 +27,11 @@ public struct GenerationRequest: Sendable {
 ///
 /// A request with n completions reads its prompt once: the cache is copied to the other n − 1 slots when the
 /// prompt is done. Not thread-safe: one owner calls it.
-public final class BatchDecoder {
-    public let model: GPTModel
-    public let tokenizer: any Tokenizer
+package final class BatchDecoder {
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
     /// Most prompt tokens read in one step, over all requests (nil: every waiting prompt whole).
-    public let prefillBudget: Int?
+    package let prefillBudget: Int?
     private let session: InferenceSession
     private var freeSlots: [Int]
     private var requests: [Int: RequestState] = [:]
@@ -40,7 +40,7 @@ public final class BatchDecoder {
     private var nextID = 0
 
     /// A decoder with `slots` sequence slots (each completion of a running request holds one).
-    public init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil) {
+    package init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.prefillBudget = prefillBudget
@@ -52,16 +52,16 @@ public final class BatchDecoder {
     package func reserveCacheMemory() { session.reserveCacheMemory() }
 
     /// Slots not held by a running request.
-    public var availableSlots: Int { freeSlots.count }
+    package var availableSlots: Int { freeSlots.count }
     /// Completions being generated.
-    public var runningSequences: Int { session.capacity - freeSlots.count }
+    package var runningSequences: Int { session.capacity - freeSlots.count }
     /// Whether no request is running.
-    public var isIdle: Bool { requests.isEmpty }
+    package var isIdle: Bool { requests.isEmpty }
 
     /// Starts a request; `onEvent` receives its text as it becomes final and each completion as it ends (the
     /// request then leaves the batch). Returns the id to cancel it by.
     @discardableResult
-    public func add(_ request: GenerationRequest, onEvent: @escaping (GenerationEvent) -> Void) throws -> Int {
+    package func add(_ request: GenerationRequest, onEvent: @escaping (GenerationEvent) -> Void) throws -> Int {
         let o = request.options
         try o.validate()
         let c = model.config
@@ -94,14 +94,14 @@ public final class BatchDecoder {
     }
 
     /// Drops a request without further events and frees its slots.
-    public func cancel(_ id: Int) {
+    package func cancel(_ id: Int) {
         guard let state = requests.removeValue(forKey: id) else { return }
         order.removeAll { $0 == id }
         freeSlots += state.slots
     }
 
     /// One pass of the model: every running completion's next token, and the next part of the waiting prompts.
-    public func step() throws {
+    package func step() throws {
         guard !requests.isEmpty else { return }
         let vocabulary = model.config.vocabularySize
         // What each sequence reads this step: decoding ones their last token, prefilling ones a part of the prompt

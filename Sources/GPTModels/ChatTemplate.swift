@@ -10,9 +10,12 @@ public struct ChatMessage: Sendable, Equatable, Codable {
         case system, user, assistant
     }
 
+    /// Who says it.
     public var role: Role
+    /// What is said.
     public var content: String
 
+    /// A message from `role`.
     public init(role: Role, content: String) {
         self.role = role
         self.content = content
@@ -20,7 +23,7 @@ public struct ChatMessage: Sendable, Equatable, Codable {
 
     /// The messages of a JSON `messages` field: a non-empty list of `{"role", "content"}` objects. `fail` makes the
     /// error for a bad one from a message naming the field.
-    public static func list(fromJSON value: Any, fail: (String) -> Error) throws -> [ChatMessage] {
+    package static func list(fromJSON value: Any, fail: (String) -> Error) throws -> [ChatMessage] {
         guard let list = value as? [Any], !list.isEmpty else { throw fail("field 'messages' must be a non-empty list") }
         return try list.enumerated().map { k, item -> ChatMessage in
             guard let message = item as? [String: Any] else { throw fail("messages[\(k)] must be an object") }
@@ -53,13 +56,14 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     public var endOfTurn: String
 
     /// The file a model directory keeps its template in.
-    public static let fileName = "chat_template.json"
+    package static let fileName = "chat_template.json"
 
     /// The HH-RLHF dialogue form, with GPT-2's end-of-text token ending each assistant turn.
     public static let `default` = ChatTemplate(
         system: "{content}", user: "\n\nHuman: {content}", assistant: "\n\nAssistant: {content}",
         generationPrompt: "\n\nAssistant:", endOfTurn: "<|endoftext|>")
 
+    /// A template from the five patterns; each role's pattern holds `{content}` once.
     public init(system: String, user: String, assistant: String, generationPrompt: String, endOfTurn: String) {
         self.system = system
         self.user = user
@@ -82,12 +86,12 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
 
     /// The template of the model at `path` (a model directory or a training output directory, as `ModelLoading`
     /// opens it), or the default.
-    public static func load(model path: String) throws -> ChatTemplate {
+    package static func load(model path: String) throws -> ChatTemplate {
         try load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: path)))
     }
 
     /// The template in a JSON file.
-    public static func load(file url: URL) throws -> ChatTemplate {
+    package static func load(file url: URL) throws -> ChatTemplate {
         let template: ChatTemplate
         do {
             template = try JSONDecoder().decode(ChatTemplate.self, from: try Data(contentsOf: url))
@@ -115,7 +119,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
 
     /// The template in Jinja, as transformers' chat templates are written: it renders a list of messages (with
     /// `add_generation_prompt`) to the text `render` gives, the end-of-turn marker written as its text.
-    public var jinja: String {
+    package var jinja: String {
         func literal(_ text: String) -> String {
             var escaped = ""
             for character in text.unicodeScalars {
@@ -141,7 +145,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     }
 
     /// Checks that every role's pattern holds `{content}` once and that the end-of-turn marker is not empty.
-    public func validate(source: String) throws {
+    package func validate(source: String) throws {
         for (name, pattern) in [("system", system), ("user", user), ("assistant", assistant)]
         where pattern.components(separatedBy: "{content}").count != 2 {
             throw GenerationError("\(source): the \(name) pattern must contain {content} exactly once")
@@ -151,7 +155,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
 
     /// What the model writes before a reply's content, after the generation prompt (a space in the default form):
     /// cut from the start of generated replies.
-    public var replyPrefix: String {
+    package var replyPrefix: String {
         let opening = assistant.components(separatedBy: "{content}")[0]
         return opening.hasPrefix(generationPrompt) ? String(opening.dropFirst(generationPrompt.count)) : ""
     }
@@ -159,7 +163,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     /// The conversation's text, with the assistant's next turn opened when `addGenerationPrompt` is set, as pieces:
     /// plain text, and end-of-turn markers kept apart so that only the template's own markers can become special
     /// tokens (a marker typed inside a message stays text).
-    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> [Piece] {
+    package func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> [Piece] {
         var pieces: [Piece] = []
         var text = ""
         for message in messages {
@@ -181,14 +185,14 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     }
 
     /// A part of a rendered conversation.
-    public enum Piece: Equatable, Sendable {
+    package enum Piece: Equatable, Sendable {
         case text(String)
         case endOfTurn
     }
 
     /// The token ids of a rendered conversation: text pieces encoded as ordinary text, end-of-turn markers as the
     /// tokenizer's special token of that name when it has one, else as text.
-    public func tokens(_ messages: [ChatMessage], addGenerationPrompt: Bool, tokenizer: any Tokenizer) throws -> [Int32] {
+    package func tokens(_ messages: [ChatMessage], addGenerationPrompt: Bool, tokenizer: any Tokenizer) throws -> [Int32] {
         let marker = try endOfTurnToken(tokenizer)
         var ids: [Int32] = []
         for piece in render(messages, addGenerationPrompt: addGenerationPrompt) {
@@ -205,7 +209,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     /// assistant's replies (from after the generation prompt: the reply prefix, the content and the end-of-turn
     /// marker) are, everything else is not. Everything before a reply is tokenized as one text, exactly as the
     /// prompt is at generation time, so the model learns to continue the prompt it will be given.
-    public func trainingTokens(_ messages: [ChatMessage], tokenizer: any Tokenizer) throws -> (ids: [Int32], trained: [Bool]) {
+    package func trainingTokens(_ messages: [ChatMessage], tokenizer: any Tokenizer) throws -> (ids: [Int32], trained: [Bool]) {
         let marker = try endOfTurnToken(tokenizer)
         var ids: [Int32] = [], trained: [Bool] = [], context = ""
         func append(_ tokens: [Int32], trainedAs flag: Bool) {
@@ -259,13 +263,13 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
 
     /// The stop sequences that end a generated reply: none when the end-of-turn marker is the tokenizer's end-of-text
     /// token (generation stops there anyway), else the marker's text.
-    public func replyStops(_ tokenizer: any Tokenizer) throws -> [String] {
+    package func replyStops(_ tokenizer: any Tokenizer) throws -> [String] {
         let marker = try endOfTurnToken(tokenizer)
         return marker != nil && marker == tokenizer.endOfText ? [] : [endOfTurn]
     }
 
     /// The single special token that marks the end of a turn, if the tokenizer has one by that name.
-    public func endOfTurnToken(_ tokenizer: any Tokenizer) throws -> Int32? {
+    package func endOfTurnToken(_ tokenizer: any Tokenizer) throws -> Int32? {
         guard let ids = try? tokenizer.encode(endOfTurn, allowedSpecial: [endOfTurn]), ids.count == 1,
               (try? tokenizer.encode(endOfTurn)) != ids else { return nil }
         return ids[0]

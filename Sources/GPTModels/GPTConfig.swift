@@ -22,18 +22,27 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// Which earlier positions a query sees in one layer.
     public typealias AttentionPattern = TensorCore.AttentionPattern
 
+    /// Number of token ids the embedding and the output layer cover.
     public var vocabularySize: Int
+    /// The most positions a sequence may have (the position table's length).
     public var contextLength: Int
+    /// Number of transformer blocks.
     public var layerCount: Int
+    /// Attention heads per block; `embeddingWidth` must be a multiple of it.
     public var headCount: Int
+    /// Width of the residual stream (GPT-2 124M: 768).
     public var embeddingWidth: Int
     /// Width of the MLP's hidden layer (4 × embeddingWidth in GPT-1/2).
     public var mlpWidth: Int
+    /// The MLP's GELU: exact or the tanh approximation (GPT-2's).
     public var activation: GELUApproximation
+    /// The ε LayerNorm adds to the variance.
     public var layerNormEpsilon: Float
     /// Dropout on the embeddings and on each residual branch during training.
     public var dropout: Float
+    /// Learned or sinusoidal position embeddings.
     public var positions: Positions
+    /// Where LayerNorm sits in each block.
     public var layout: Layout
     /// Whether the output layer reuses the token embedding (as GPT-1 and GPT-2 do).
     public var tiedOutputEmbedding: Bool
@@ -44,6 +53,8 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// Whether the query, key and value projections have a bias (GPT-2: yes; GPT-Neo: no).
     public var attentionBias = true
 
+    /// A configuration of the given sizes; the others default as GPT-2's (MLP 4 × width, tanh GELU, ε 1e-5, no
+    /// dropout, learned positions, pre-LayerNorm, tied output layer, dense attention).
     public init(
         vocabularySize: Int, contextLength: Int, layerCount: Int, headCount: Int, embeddingWidth: Int,
         mlpWidth: Int? = nil, activation: GELUApproximation = .tanh, layerNormEpsilon: Float = 1e-5,
@@ -64,13 +75,13 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// Width of one attention head.
-    public var headWidth: Int { embeddingWidth / headCount }
+    package var headWidth: Int { embeddingWidth / headCount }
 
     /// The attention pattern of layer `layer`.
-    public func attentionPattern(layer: Int) -> AttentionPattern { attentionPatterns?[layer] ?? .dense }
+    package func attentionPattern(layer: Int) -> AttentionPattern { attentionPatterns?[layer] ?? .dense }
 
     /// The window of layer `layer`'s attention, nil for a dense or fixed layer.
-    public func attentionWindow(layer: Int) -> Int? {
+    package func attentionWindow(layer: Int) -> Int? {
         switch attentionPattern(layer: layer) {
         case .dense, .fixed: nil
         case .local(let window), .strided(let window, _): window
@@ -78,7 +89,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// The stride of layer `layer`'s strided keys or the block of its fixed pattern, nil when it has neither.
-    public func attentionStride(layer: Int) -> Int? {
+    package func attentionStride(layer: Int) -> Int? {
         switch attentionPattern(layer: layer) {
         case .dense, .local: nil
         case .strided(_, let stride): stride
@@ -87,20 +98,20 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// The summaries per block of layer `layer`'s fixed pattern, nil when it is not fixed.
-    public func attentionSummaries(layer: Int) -> Int? {
+    package func attentionSummaries(layer: Int) -> Int? {
         if case .fixed(_, let summaries) = attentionPattern(layer: layer) { summaries } else { nil }
     }
 
     /// The attention kinds `patterns(cycling:)` reads.
-    public static let attentionKindNames = ["global", "local", "strided", "local+strided", "fixed"]
+    package static let attentionKindNames = ["global", "local", "strided", "local+strided", "fixed"]
 
     /// Summaries per block of a fixed layer when none are given (Sparse Transformer's smallest choice, c = 8).
-    public static let defaultSummaries = 8
+    package static let defaultSummaries = 8
 
     /// Per-layer patterns from kinds cycled over `layers` layers, as GPT-Neo's `attention_types` expand:
     /// "global" (or "dense"), "local" (with `window`), "strided" (every `stride`-th position, itself included),
     /// "local+strided" (both) and "fixed" (blocks of `stride`, default the window, with `summaries` summaries each).
-    public static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, summaries: Int? = nil,
+    package static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, summaries: Int? = nil,
                                 layers: Int) throws -> [AttentionPattern] {
         guard !kinds.isEmpty else { throw ConfigurationError(message: "no attention kinds given") }
         let cycle = try kinds.map { kind -> AttentionPattern in
@@ -120,7 +131,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// The kind names of the layers, as `patterns(cycling:)` reads them.
-    public var attentionKinds: [String] {
+    package var attentionKinds: [String] {
         (0..<layerCount).map { layer in
             switch attentionPattern(layer: layer) {
             case .dense: "global"
@@ -132,11 +143,11 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     }
 
     /// The factor the attention scores are multiplied by.
-    public var scoreScale: Float { attentionScale ?? 1 / Float(headWidth).squareRoot() }
+    package var scoreScale: Float { attentionScale ?? 1 / Float(headWidth).squareRoot() }
 
     /// The largest sizes a configuration may have: beyond any model a machine holds, and small enough that every
     /// size computed from them (a parameter count, a tensor's bytes) fits an `Int`. Token ids are 32-bit.
-    public static let limits = (vocabularySize: Int(Int32.max), contextLength: 1 << 24, layerCount: 1 << 12,
+    package static let limits = (vocabularySize: Int(Int32.max), contextLength: 1 << 24, layerCount: 1 << 12,
                                 width: 1 << 17, mlpWidth: 1 << 19)
 
     /// Throws a `ConfigurationError` describing the first inconsistency, if any.
@@ -173,7 +184,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 
     /// Throws a `ConfigurationError` when a model of this (valid) configuration needs more memory for its parameters
     /// and their gradients (8 bytes a parameter, as `GPTModel` allocates them) than this machine has.
-    public func checkFitsInMemory() throws {
+    package func checkFitsInMemory() throws {
         // Within `limits` the count cannot overflow.
         let bytes = 8 * parameterCount
         let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
@@ -233,7 +244,9 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 
 /// A model configuration that cannot be built or loaded.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong, naming the setting or file.
     public let message: String
-    public init(message: String) { self.message = message }
+    package init(message: String) { self.message = message }
+    /// The message.
     public var description: String { message }
 }

@@ -8,20 +8,28 @@ import TensorCore
 /// Parameter names follow Hugging Face GPT-2 without the `transformer.` prefix (`wte.weight`, `h.0.attn.c_attn.weight`,
 /// `ln_f.weight`, …); weights are stored `[in, out]` as HF's Conv1D.
 public final class GPTModel {
+    /// The model's shape.
     public private(set) var config: GPTConfig
-    public let parameters: ParameterSet
+    package let parameters: ParameterSet
     /// The task head beside the language-model head, if any; its parameters are in `parameters`.
-    public let taskHead: TaskHead?
+    package let taskHead: TaskHead?
     /// How task inputs are laid out as token sequences, for a fine-tuned model (saved with it).
-    public var inputFormat: InputFormat?
+    package var inputFormat: InputFormat?
     /// The fixed position table when positions are sinusoidal.
     let sinusoidalPositions: Variable?
 
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
     /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. A task head's parameters (initialised the
     /// same way) share the arena, so one optimizer steps all.
-    public convenience init(config: GPTConfig, seed: UInt64 = 0, taskHead: TaskHead? = nil) throws {
+    package convenience init(config: GPTConfig, seed: UInt64 = 0, taskHead: TaskHead?) throws {
         try self.init(config: config, seed: seed, taskHead: taskHead, initializeWeights: true)
+    }
+
+    /// A language model with every parameter allocated and initialised as GPT-2 from `seed`: weights N(0, 0.02),
+    /// residual output projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. Save it with
+    /// ``HuggingFaceCheckpoint/save(_:to:as:)``.
+    public convenience init(config: GPTConfig, seed: UInt64 = 0) throws {
+        try self.init(config: config, seed: seed, taskHead: nil, initializeWeights: true)
     }
 
     /// A model whose weights are left unset when `initializeWeights` is false: for loading a checkpoint, which sets
@@ -54,7 +62,7 @@ public final class GPTModel {
     /// A copy of this model whose vocabulary has `vocabularySize` rows (the new rows of the token embedding, and of
     /// an untied output layer, initialised N(0, 0.02) from `seed`) and which carries `taskHead`, freshly initialised
     /// as in `init` unless this model already has the same head, which is then kept.
-    public func adapted(vocabularySize: Int, taskHead: TaskHead?, seed: UInt64) throws -> GPTModel {
+    package func adapted(vocabularySize: Int, taskHead: TaskHead?, seed: UInt64) throws -> GPTModel {
         precondition(vocabularySize >= config.vocabularySize, "a vocabulary can only grow")
         var newConfig = config
         newConfig.vocabularySize = vocabularySize
@@ -70,10 +78,10 @@ public final class GPTModel {
     }
 
     /// Changes the dropout probability (the only setting that may differ between training runs of one model).
-    public func setDropout(_ probability: Float) { config.dropout = probability }
+    package func setDropout(_ probability: Float) { config.dropout = probability }
 
     /// Names and shapes of the model's parameters, in arena order.
-    public static func parameterShapes(_ c: GPTConfig) -> [(name: String, shape: [Int])] {
+    package static func parameterShapes(_ c: GPTConfig) -> [(name: String, shape: [Int])] {
         var specs: [(name: String, shape: [Int])] = [("wte.weight", [c.vocabularySize, c.embeddingWidth])]
         if c.positions == .learned { specs.append(("wpe.weight", [c.contextLength, c.embeddingWidth])) }
         for i in 0..<c.layerCount {
@@ -96,7 +104,7 @@ public final class GPTModel {
     }
 
     /// sin/cos position table: row p, columns 2i and 2i+1 hold sin and cos of p / 10000^(2i/width).
-    public static func sinusoidalTable(length: Int, width: Int) -> Tensor {
+    package static func sinusoidalTable(length: Int, width: Int) -> Tensor {
         let t = Tensor(uninitializedShape: [length, width])
         for p in 0..<length {
             for i in stride(from: 0, to: width, by: 2) {
@@ -109,15 +117,15 @@ public final class GPTModel {
     }
 
     /// The result of running the transformer stack.
-    public struct Hidden {
+    package struct Hidden {
         /// Input of the first block: token plus position embeddings, `[batch, length, width]` (without padding:
         /// `[tokens, width]`, the real tokens row after row).
-        public let embeddings: Variable
+        package let embeddings: Variable
         /// Raw output of each block, shaped as `embeddings`.
-        public let blockOutputs: [Variable]
+        package let blockOutputs: [Variable]
         /// The final hidden state the output layer reads (after the final LayerNorm in the pre-LN layout), shaped
         /// as `embeddings`.
-        public let final: Variable
+        package let final: Variable
     }
 
     /// Runs the embeddings and every block over `batch` rows of token ids of equal length (row-major), without
@@ -125,13 +133,13 @@ public final class GPTModel {
     /// padding positions then attend to their row's real tokens only (real positions never see padding). With
     /// `withoutPadding` (and `lengths`), padding positions are not computed at all: every layer but attention runs
     /// on the real tokens only, and the states come back as `[tokens, width]`.
-    public func hidden(ids: [Int32], batch: Int, tape: Tape, lengths: [Int]? = nil, withoutPadding: Bool = false) -> Hidden {
+    package func hidden(ids: [Int32], batch: Int, tape: Tape, lengths: [Int]? = nil, withoutPadding: Bool = false) -> Hidden {
         var unused = SeededRandom(seed: 0)
         return hidden(ids: ids, batch: batch, tape: tape, dropout: false, random: &unused, lengths: lengths, withoutPadding: withoutPadding)
     }
 
     /// Runs the embeddings and every block with dropout (as configured) drawn from `random`: training.
-    public func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom, lengths: [Int]? = nil,
+    package func hidden(ids: [Int32], batch: Int, tape: Tape, random: inout SeededRandom, lengths: [Int]? = nil,
                        withoutPadding: Bool = false) -> Hidden {
         hidden(ids: ids, batch: batch, tape: tape, dropout: true, random: &random, lengths: lengths, withoutPadding: withoutPadding)
     }
@@ -206,7 +214,7 @@ public final class GPTModel {
     }
 
     /// Index, in right-padded rows of `length` positions, of every real token (row after row).
-    public static func realPositions(lengths: [Int], length: Int) -> [Int] {
+    package static func realPositions(lengths: [Int], length: Int) -> [Int] {
         var positions: [Int] = []
         positions.reserveCapacity(lengths.reduce(0, +))
         for (row, count) in lengths.enumerated() { positions += (row * length)..<(row * length + count) }
@@ -214,26 +222,26 @@ public final class GPTModel {
     }
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
-    public func logits(_ hidden: Variable, tape: Tape) -> Variable {
+    package func logits(_ hidden: Variable, tape: Tape) -> Variable {
         let head = config.tiedOutputEmbedding ? parameters["wte.weight"] : parameters["lm_head.weight"]
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         return tape.linear(hidden, weight: head, transposedWeight: true)
     }
 
     /// Mean next-token cross-entropy: the logits at position t are scored against the id at t + 1 of the same row.
-    public func languageModelLoss(_ logits: Variable, ids: [Int32], batch: Int, tape: Tape) -> Variable {
+    package func languageModelLoss(_ logits: Variable, ids: [Int32], batch: Int, tape: Tape) -> Variable {
         tape.crossEntropy(logits, targets: GPTModel.nextTokenTargets(ids, batch: batch))
     }
 
     /// Mean cross-entropy of the predictions for `inputs` (`batch` rows) against `targets`, in inference mode (no
     /// dropout, nothing recorded): what evaluations score.
-    public func evaluationLoss(inputs: [Int32], targets: [Int32], batch: Int, precision: ProductPrecision = .float32) -> Float {
+    package func evaluationLoss(inputs: [Int32], targets: [Int32], batch: Int, precision: ProductPrecision = .float32) -> Float {
         let tape = Tape(recording: false, precision: precision)
         return tape.crossEntropy(logits(hidden(ids: inputs, batch: batch, tape: tape).final, tape: tape), targets: targets).value[flat: 0]
     }
 
     /// Each id's successor in its row, and -1 (ignored) at the end of each row.
-    public static func nextTokenTargets(_ ids: [Int32], batch: Int) -> [Int32] {
+    package static func nextTokenTargets(_ ids: [Int32], batch: Int) -> [Int32] {
         let length = ids.count / batch
         var targets = [Int32](repeating: -1, count: ids.count)
         for b in 0..<batch { for t in 0..<(length - 1) { targets[b * length + t] = ids[b * length + t + 1] } }

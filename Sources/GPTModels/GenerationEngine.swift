@@ -15,6 +15,7 @@ public enum GenerationEngineError: Error, CustomStringConvertible, Sendable, Equ
     /// A decoding step failed; every running submission gets this.
     case failed(String)
 
+    /// A sentence for a log or an error response.
     public var description: String {
         switch self {
         case .queueFull(let waiting): "\(waiting) requests are already waiting; retry later"

@@ -16,16 +16,23 @@ public enum FinishReason: String, Sendable, Codable {
 public struct TokenLogprob: Sendable {
     /// A candidate token with its log-probability.
     public struct Alternative: Sendable {
+        /// The token's id.
         public let token: Int32
+        /// The token's text (U+FFFD where its bytes are a part of a character).
         public let text: String
         /// The token's bytes (its text may hold a part of a character).
         public let bytes: [UInt8]
+        /// Its natural-log probability at this position.
         public let logprob: Float
     }
 
+    /// The token's id.
     public let token: Int32
+    /// The token's text (U+FFFD where its bytes are a part of a character).
     public let text: String
+    /// The token's bytes.
     public let bytes: [UInt8]
+    /// Its natural-log probability under the model's distribution (before temperature and truncation).
     public let logprob: Float
     /// The most likely tokens at this position, most likely first.
     public let alternatives: [Alternative]
@@ -37,10 +44,15 @@ public struct Completion: Sendable {
     public let prompt: Int
     /// Index among the completions of that prompt.
     public let choice: Int
+    /// The generated text (with the prompt in front when `SamplingOptions.echo` is set; stop sequences left out).
     public let text: String
+    /// The generated token ids.
     public let tokens: [Int32]
+    /// Why generation ended.
     public let finishReason: FinishReason
+    /// Number of tokens the prompt had (after any left truncation).
     public let promptTokens: Int
+    /// Each generated token's log-probability and alternatives, when `SamplingOptions.logprobs` asks for them.
     public let logprobs: [TokenLogprob]?
     /// Log-probabilities of the prompt's tokens after its first (`SamplingOptions.promptLogprobs`).
     public let promptLogprobs: [TokenLogprob]?
@@ -49,23 +61,26 @@ public struct Completion: Sendable {
 /// What generation reports as it goes: text as it becomes final (never a split character, never a part of a stop
 /// sequence), each sampled token's log-probability when they are asked for, then each completion when it ends.
 public enum GenerationEvent: Sendable {
+    /// Text that is final: it will not change, and holds no part of a stop sequence or a character.
     case text(prompt: Int, choice: Int, delta: String)
+    /// A sampled token's log-probability, when `SamplingOptions.logprobs` asks for them.
     case token(prompt: Int, choice: Int, logprob: TokenLogprob)
+    /// A completion ended; it holds the whole text and the finish reason.
     case finished(Completion)
 }
 
 /// Generates completions for a batch of prompts together, with a key/value cache (a `BatchDecoder` that reads
 /// every prompt in its first step).
-public final class Generator: @unchecked Sendable {
-    public let model: GPTModel
-    public let tokenizer: any Tokenizer
+package final class Generator: @unchecked Sendable {
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
 
     /// The decoding copy of the weights, shared by every call.
     private let weights: DecodeWeights
 
     /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16- or 8-bit
     /// format rounds the model's matrices in place, see `DecodeWeights`).
-    public init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
+    package init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
         self.model = model
         self.tokenizer = tokenizer
         weights = DecodeWeights(model: model, format: format)
@@ -74,7 +89,7 @@ public final class Generator: @unchecked Sendable {
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.
     /// Prompt i samples from the random streams of prompt `firstStream + i`, so that a part of a list of prompts
     /// (one process's share) samples as the whole list would.
-    public func generate(prompts: [[Int32]], options: SamplingOptions, firstStream: Int = 0,
+    package func generate(prompts: [[Int32]], options: SamplingOptions, firstStream: Int = 0,
                          onEvent: (GenerationEvent) -> Void = { _ in }) throws -> [Completion] {
         try options.validate()
         let c = model.config
@@ -110,7 +125,7 @@ public final class Generator: @unchecked Sendable {
     }
 
     /// The same generation as an asynchronous sequence of events (it runs on a background thread).
-    public func stream(prompts: [[Int32]], options: SamplingOptions) -> AsyncThrowingStream<GenerationEvent, Error> {
+    package func stream(prompts: [[Int32]], options: SamplingOptions) -> AsyncThrowingStream<GenerationEvent, Error> {
         AsyncThrowingStream { continuation in
             let thread = Thread { [self] in
                 do {

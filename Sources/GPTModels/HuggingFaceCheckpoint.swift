@@ -83,7 +83,7 @@ public enum HuggingFaceCheckpoint {
     // MARK: Configuration
 
     /// The model configuration and `model_type` that a config.json describes; errors name the file and the field.
-    public static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
+    package static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
         func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
         guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
@@ -424,7 +424,7 @@ public enum HuggingFaceCheckpoint {
 
     /// The model's tensors under the checkpoint's names and layouts, `tensor(name)` giving the value (or the
     /// gradient) of each SwiftGPT parameter: what `save` writes, and what parity compares gradients by.
-    public static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) throws -> [(name: String, tensor: Tensor)] {
+    package static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) throws -> [(name: String, tensor: Tensor)] {
         let c = model.config
         let modelType = try checkpointType(c)
         guard modelType == "gpt_neo" else { return model.parameters.names.map { (hfName($0, modelType: modelType), tensor($0)) } }
@@ -461,7 +461,7 @@ public enum HuggingFaceCheckpoint {
     }
 
     /// The checkpoint name of a SwiftGPT parameter name.
-    public static func hfName(_ name: String, modelType: String) -> String {
+    package static func hfName(_ name: String, modelType: String) -> String {
         if TaskHead.isHeadParameter(name) || name == "lm_head.weight" { return name }
         var n = name
         if modelType == "openai-gpt" {

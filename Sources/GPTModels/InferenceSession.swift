@@ -8,12 +8,12 @@ import TensorCore
 /// (window w) the last 2w positions, a fixed layer (block l) the last 2l and every block's summaries, so that their
 /// caches stay bounded whatever the length. Feeds longer than w (or l) tokens a sequence then go through in chunks
 /// of that size, so that no position a query still sees is overwritten before it is read.
-public final class InferenceSession {
-    public let model: GPTModel
+package final class InferenceSession {
+    package let model: GPTModel
     /// Number of sequence slots.
-    public let capacity: Int
+    package let capacity: Int
     /// Tokens held in each slot's cache.
-    public private(set) var lengths: [Int]
+    package private(set) var lengths: [Int]
     private let keys: [Tensor]
     private let values: [Tensor]
     /// Each layer's cache, in `keys` and `values`.
@@ -27,7 +27,7 @@ public final class InferenceSession {
 
     /// A session with room for `sequences` sequences. `weights` (the model's matrices repacked for decoding) may be
     /// shared by many sessions; they are made from the model's current values when not given.
-    public init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
+    package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
         self.model = model
         self.weights = weights ?? DecodeWeights(model: model)
         capacity = sequences
@@ -47,7 +47,7 @@ public final class InferenceSession {
     }
 
     /// Empties a slot so it can hold a new sequence.
-    public func reset(sequence: Int) { lengths[sequence] = 0 }
+    package func reset(sequence: Int) { lengths[sequence] = 0 }
 
     /// Writes the whole key/value cache once, so that its memory is resident from now on. The cache is otherwise
     /// mapped as slots first reach each position, and a long-running process's resident size creeps up for as long
@@ -59,7 +59,7 @@ public final class InferenceSession {
 
     /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several
     /// continuations of one prefix are computed from a single pass over the prefix.
-    public func copy(sequence source: Int, to target: Int) {
+    package func copy(sequence source: Int, to target: Int) {
         for cache in caches { cache.copy(sequence: source, to: target, length: lengths[source]) }
         lengths[target] = lengths[source]
     }
@@ -67,7 +67,7 @@ public final class InferenceSession {
     /// Feeds `tokens` to each listed slot (one entry per distinct slot, each with at least one token) and returns
     /// the logits [entries, vocabulary] after each entry's last token, or with `everyToken` the logits
     /// [tokens, vocabulary] after every token fed, in the order of the entries.
-    public func feed(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool = false) throws -> Tensor {
+    package func feed(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool = false) throws -> Tensor {
         guard entries.contains(where: { $0.tokens.count > chunk }) else { return try pass(entries, everyToken: everyToken) }
         // Chunks of at most `chunk` tokens a sequence, pass after pass; the logits are put back in entry order.
         let vocabulary = model.config.vocabularySize
@@ -214,18 +214,18 @@ public final class InferenceSession {
 
 /// The model's Conv1D matrices and output layer repacked for the decoding kernel (`MatrixVector.PackedMatrix`), in a
 /// weight format. They copy the weights: make new ones after the model is trained further.
-public final class DecodeWeights: @unchecked Sendable {
+package final class DecodeWeights: @unchecked Sendable {
     let matrices: [String: MatrixVector.PackedMatrix]
     /// The output layer (the token embedding when tied), transposed.
     let head: MatrixVector.PackedMatrix
-    public let format: WeightFormat
+    package let format: WeightFormat
     /// Bytes of the packed matrices: what one decoding step reads.
-    public var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
+    package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
     /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and a tied
     /// embedding) are first rounded in place to the values the format holds, so that prompt passes, which multiply
     /// the fp32 matrices, and decoding, which streams the packed ones, compute with the same weights.
-    public init(model: GPTModel, format: WeightFormat = .float32) {
+    package init(model: GPTModel, format: WeightFormat = .float32) {
         self.format = format
         let c = model.config
         let headName = c.tiedOutputEmbedding ? "wte.weight" : "lm_head.weight"
@@ -250,7 +250,7 @@ extension GPTModel {
     /// Rounds the matrices decoding streams — every layer's four Conv1D weights and the output layer (the token
     /// embedding when tied) — to the values `format` holds (per output channel for int8), in place. A model so
     /// rounded computes, in fp32, what 16- or 8-bit decoding computes: `gpt loss --precision` measures it this way.
-    public func roundDecodingWeights(to format: WeightFormat) {
+    package func roundDecodingWeights(to format: WeightFormat) {
         guard format != .float32 else { return }
         for name in Self.decodingMatrices(layers: config.layerCount) {
             let w = parameters[name + ".weight"].value
@@ -263,8 +263,8 @@ extension GPTModel {
 }
 
 /// A generation request that cannot be served.
-public struct GenerationError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct GenerationError: Error, CustomStringConvertible, Sendable {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }

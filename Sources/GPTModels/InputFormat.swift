@@ -26,14 +26,14 @@ public struct InputFormat: Codable, Equatable, Sendable {
     }
 
     /// Names of the special tokens in the tokenizer, in the order start, delimiter, extract.
-    public static let specialTokenNames = ["<|start|>", "<|delimiter|>", "<|extract|>"]
+    package static let specialTokenNames = ["<|start|>", "<|delimiter|>", "<|extract|>"]
 
-    public var task: Task
-    public var start: Int32
-    public var delimiter: Int32
-    public var extract: Int32
+    package var task: Task
+    package var start: Int32
+    package var delimiter: Int32
+    package var extract: Int32
 
-    public init(task: Task, start: Int32, delimiter: Int32, extract: Int32) {
+    package init(task: Task, start: Int32, delimiter: Int32, extract: Int32) {
         self.task = task
         self.start = start
         self.delimiter = delimiter
@@ -41,22 +41,22 @@ public struct InputFormat: Codable, Equatable, Sendable {
     }
 
     /// The shortest context that holds an input's special tokens.
-    public var minimumContext: Int { task == .classification ? 2 : 3 }
+    package var minimumContext: Int { task == .classification ? 2 : 3 }
 
     /// The sequences of one input, and how much of its text had to be cut to fit.
-    public struct Sequences: Equatable, Sendable {
-        public var rows: [[Int32]]
+    package struct Sequences: Equatable, Sendable {
+        package var rows: [[Int32]]
         /// The largest fraction of a row's text tokens cut (0 when nothing was).
-        public var lostFraction: Double
+        package var lostFraction: Double
         /// Whether a text was cut to fit.
-        public var truncated: Bool { lostFraction > 0 }
+        package var truncated: Bool { lostFraction > 0 }
     }
 
     /// The token sequences for one input given as token segments: classification `[text]`, entailment
     /// `[premise, hypothesis]`, similarity `[a, b]`, multiple choice `[context, choice, choice, …]`. A sequence
     /// longer than `contextLength` (at least `minimumContext`) loses tokens from the end of its longest text segment
     /// (never a special token).
-    public func sequences(_ segments: [[Int32]], contextLength: Int) -> Sequences {
+    package func sequences(_ segments: [[Int32]], contextLength: Int) -> Sequences {
         precondition(task.segmentCount.contains(segments.count), "\(task.rawValue) takes \(task.segmentCount) segments, got \(segments.count)")
         var lostFraction = 0.0
         func row(_ first: [Int32], _ second: [Int32]?) -> [Int32] {

@@ -5,8 +5,8 @@ import Tokenizers
 
 /// Opens a model directory for inference: a SwiftGPT checkpoint, a training output directory (its best/ or last/
 /// model), or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder, with the tokenizer it carries.
-public enum ModelLoading {
-    public static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
+package enum ModelLoading {
+    package static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
         let directory = modelDirectory(URL(fileURLWithPath: path))
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
@@ -29,7 +29,7 @@ public enum ModelLoading {
     }
 
     /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.
-    public static func modelDirectory(_ directory: URL) -> URL {
+    package static func modelDirectory(_ directory: URL) -> URL {
         let fm = FileManager.default
         if fm.fileExists(atPath: directory.appendingPathComponent("config.json").path) { return directory }
         for name in ["best", "last"] where fm.fileExists(atPath: directory.appendingPathComponent("\(name)/config.json").path) {

@@ -44,10 +44,12 @@ public struct SamplingOptions: Sendable, Equatable {
     /// instead of ending with `length`.
     public var slidingWindow = false
 
+    /// The defaults: sampling at temperature 1 with no truncation or penalties, one completion of up to 128 new
+    /// tokens that stops at the end-of-text token.
     public init() {}
 
     /// Rejects settings outside their ranges, with a message naming the setting.
-    public func validate() throws {
+    package func validate() throws {
         func check(_ condition: Bool, _ message: String) throws { if !condition { throw GenerationError(message) } }
         try check(maxNewTokens >= 0, "max new tokens must not be negative")
         try check(temperature >= 0 && temperature.isFinite, "temperature must be a finite number ≥ 0")
@@ -63,7 +65,7 @@ public struct SamplingOptions: Sendable, Equatable {
 }
 
 /// Turns a row of logits into the next token under `SamplingOptions`.
-public struct TokenSampler {
+package struct TokenSampler {
     let options: SamplingOptions
     var random: SeededRandom
     private var scratch: [Float] = []
@@ -71,13 +73,13 @@ public struct TokenSampler {
     private var order: [Int32] = []
 
     /// A sampler whose random stream is fixed by the options' seed and `stream` (one per completion).
-    public init(options: SamplingOptions, stream: UInt64) {
+    package init(options: SamplingOptions, stream: UInt64) {
         self.options = options
         random = SeededRandom(seed: options.seed &+ stream &* 0x9E37_79B9_7F4A_7C15)
     }
 
     /// Picks a token from `logits` (count = vocabulary) given the tokens of the prompt and of the output so far.
-    public mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
+    package mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
         let o = options
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: UnsafeBufferPointer(start: logits, count: vocabulary))
@@ -235,7 +237,7 @@ struct CandidateHeap {
 }
 
 /// Index of the largest value; the first one on ties, as torch.argmax.
-public func argmax(_ values: [Float]) -> Int {
+package func argmax(_ values: [Float]) -> Int {
     values.isEmpty ? 0 : values.withUnsafeBufferPointer { firstIndexOfMaximum($0.baseAddress!, $0.count) }
 }
 

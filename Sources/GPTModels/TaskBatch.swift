@@ -3,12 +3,12 @@ import TensorCore
 import Tokenizers
 
 /// A class index (classification, entailment, paraphrase, the right choice) or a real value (regression).
-public enum TaskLabel: Equatable, Sendable {
+package enum TaskLabel: Equatable, Sendable {
     case index(Int)
     case value(Float)
 
     /// The label as a regression target (a class index as its number).
-    public var target: Float {
+    package var target: Float {
         switch self {
         case .index(let i): return Float(i)
         case .value(let v): return v
@@ -16,22 +16,22 @@ public enum TaskLabel: Equatable, Sendable {
     }
 
     /// The class index, or nil for a real value.
-    public var classIndex: Int? {
+    package var classIndex: Int? {
         if case .index(let i) = self { return i }
         return nil
     }
 }
 
 /// A task input as token sequences (one per row the model runs), with its label.
-public struct EncodedExample: Equatable, Sendable {
-    public var rows: [[Int32]]
-    public var label: TaskLabel?
+package struct EncodedExample: Equatable, Sendable {
+    package var rows: [[Int32]]
+    package var label: TaskLabel?
     /// The largest fraction of a row's tokens cut to fit the context (0 when nothing was).
-    public var lostFraction: Double
+    package var lostFraction: Double
     /// Whether a text was cut to fit the context.
-    public var truncated: Bool { lostFraction > 0 }
+    package var truncated: Bool { lostFraction > 0 }
 
-    public init(rows: [[Int32]], label: TaskLabel?, lostFraction: Double = 0) {
+    package init(rows: [[Int32]], label: TaskLabel?, lostFraction: Double = 0) {
         self.rows = rows
         self.label = label
         self.lostFraction = lostFraction
@@ -39,16 +39,16 @@ public struct EncodedExample: Equatable, Sendable {
 }
 
 /// Examples laid out as right-padded rows of equal length: the input of one forward pass.
-public struct TaskBatch {
-    public let ids: [Int32]
-    public let rowCount: Int
-    public let length: Int
+package struct TaskBatch {
+    package let ids: [Int32]
+    package let rowCount: Int
+    package let length: Int
     /// Each row's real length; the positions after it hold the pad id.
-    public let lengths: [Int]
+    package let lengths: [Int]
     /// The rows of each example.
-    public let exampleRows: [Range<Int>]
+    package let exampleRows: [Range<Int>]
 
-    public init(_ examples: some Collection<EncodedExample>, pad: Int32) {
+    package init(_ examples: some Collection<EncodedExample>, pad: Int32) {
         let rows = examples.flatMap(\.rows)
         length = rows.map(\.count).max() ?? 1
         rowCount = rows.count
@@ -65,11 +65,11 @@ public struct TaskBatch {
     }
 
     /// Index, among the real tokens (row after row, padding left out), of each row's last token (its extract token).
-    public var lastTokens: [Int] {
+    package var lastTokens: [Int] {
         var end = 0
         return lengths.map { end += $0; return end - 1 }
     }
 
     /// Number of real tokens (padding left out).
-    public var tokenCount: Int { lengths.reduce(0, +) }
+    package var tokenCount: Int { lengths.reduce(0, +) }
 }

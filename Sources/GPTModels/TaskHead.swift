@@ -2,7 +2,7 @@ import Foundation
 import TensorCore
 
 /// A head that reads one position of the final hidden state, beside the language-model head a model always has.
-public enum TaskHead: Equatable, Sendable {
+package enum TaskHead: Equatable, Sendable {
     /// A linear map from the hidden state to one value per label, without bias (`score.weight`, `[labels, width]`,
     /// stored as torch's Linear): Hugging Face's `GPT2ForSequenceClassification` / `OpenAIGPTForSequenceClassification`.
     case sequenceClassification(SequenceClassification)
@@ -15,7 +15,7 @@ public enum TaskHead: Equatable, Sendable {
     case value
 
     /// The head's parameters for a model `width` wide, in arena order.
-    public func parameterShapes(width: Int) -> [(name: String, shape: [Int])] {
+    package func parameterShapes(width: Int) -> [(name: String, shape: [Int])] {
         switch self {
         case .sequenceClassification(let head): return [(TaskHead.scoreWeight, [head.labels.count, width])]
         case .multipleChoice: return [(TaskHead.choiceWeight, [1, width]), (TaskHead.choiceBias, [1])]
@@ -24,33 +24,33 @@ public enum TaskHead: Equatable, Sendable {
     }
 
     /// Whether `name` is a task-head parameter.
-    public static func isHeadParameter(_ name: String) -> Bool {
+    package static func isHeadParameter(_ name: String) -> Bool {
         name == scoreWeight || name.hasPrefix("multiple_choice_head.") || name.hasPrefix("v_head.")
     }
 
-    public static let scoreWeight = "score.weight"
-    public static let choiceWeight = "multiple_choice_head.summary.weight"
-    public static let choiceBias = "multiple_choice_head.summary.bias"
-    public static let valueWeight = "v_head.summary.weight"
-    public static let valueBias = "v_head.summary.bias"
+    package static let scoreWeight = "score.weight"
+    package static let choiceWeight = "multiple_choice_head.summary.weight"
+    package static let choiceBias = "multiple_choice_head.summary.bias"
+    package static let valueWeight = "v_head.summary.weight"
+    package static let valueBias = "v_head.summary.bias"
 }
 
 /// What a sequence-classification head predicts and how a checkpoint describes it.
-public struct SequenceClassification: Equatable, Sendable {
+package struct SequenceClassification: Equatable, Sendable {
     /// Hugging Face's `problem_type`.
-    public enum Problem: String, Sendable {
+    package enum Problem: String, Sendable {
         case singleLabel = "single_label_classification"
         case regression
     }
 
     /// Label names in id order (`id2label`); one entry for regression.
-    public var labels: [String]
-    public var problem: Problem
+    package var labels: [String]
+    package var problem: Problem
     /// The id that pads rows on the right. The head reads each row's rightmost id that is not this one, as
     /// transformers does, so it must differ from the id at the pooled position.
-    public var padTokenID: Int32
+    package var padTokenID: Int32
 
-    public init(labels: [String], problem: Problem, padTokenID: Int32) {
+    package init(labels: [String], problem: Problem, padTokenID: Int32) {
         self.labels = labels
         self.problem = problem
         self.padTokenID = padTokenID
@@ -58,7 +58,7 @@ public struct SequenceClassification: Equatable, Sendable {
 
     /// The position each row is pooled from, as transformers computes it: the rightmost id that is not the pad id
     /// (0 for a row of padding only). `ids` holds rows of `length` ids.
-    public func pooledPositions(_ ids: [Int32], length: Int) -> [Int] {
+    package func pooledPositions(_ ids: [Int32], length: Int) -> [Int] {
         stride(from: 0, to: ids.count, by: length).map { start in
             (0..<length).last { ids[start + $0] != padTokenID } ?? 0
         }
@@ -68,13 +68,13 @@ public struct SequenceClassification: Equatable, Sendable {
 extension GPTModel {
     /// The task head's outputs at the given rows of the final hidden state `final` (`[..., width]`), without
     /// dropout: `[rows.count, labels]` for sequence classification, `[rows.count, 1]` for multiple choice.
-    public func taskOutputs(_ final: Variable, rows: [Int], tape: Tape) -> Variable {
+    package func taskOutputs(_ final: Variable, rows: [Int], tape: Tape) -> Variable {
         head(tape.gatherRows(tape.reshape(final, [final.value.count / config.embeddingWidth, config.embeddingWidth]), rows),
              tape: tape)
     }
 
     /// The task head applied to pooled states `[rows, width]`.
-    public func head(_ pooled: Variable, tape: Tape) -> Variable {
+    package func head(_ pooled: Variable, tape: Tape) -> Variable {
         guard let taskHead else { preconditionFailure("the model has no task head") }
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         switch taskHead {

@@ -11,7 +11,7 @@ public struct TaskPrediction: Equatable, Sendable {
     /// The predicted value (regression).
     public var value: Float?
 
-    public init(index: Int? = nil, probabilities: [Float]? = nil, value: Float? = nil) {
+    package init(index: Int? = nil, probabilities: [Float]? = nil, value: Float? = nil) {
         self.index = index
         self.probabilities = probabilities
         self.value = value
@@ -21,7 +21,7 @@ public struct TaskPrediction: Equatable, Sendable {
 extension GPTModel {
     /// Predictions for `examples` in inference mode, `batchSize` examples a forward pass, and the mean task loss
     /// when every example is labelled (else nil).
-    public func predict(_ examples: [EncodedExample], batchSize: Int, precision: ProductPrecision = .float32,
+    package func predict(_ examples: [EncodedExample], batchSize: Int, precision: ProductPrecision = .float32,
                         pad: Int32) -> (predictions: [TaskPrediction], loss: Float?) {
         var predictions: [TaskPrediction] = [], lossSum: Double = 0, labelled = 0, allLabelled = true
         for start in stride(from: 0, to: examples.count, by: batchSize) {

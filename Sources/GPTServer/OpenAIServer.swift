@@ -36,6 +36,7 @@ public struct ServerConfiguration: Sendable {
     /// Format of the weights decoding streams (a 16- or 8-bit one rounds the model's matrices, see `DecodeWeights`).
     public var precision = WeightFormat.float32
 
+    /// The defaults each field states.
     public init() {}
 }
 
@@ -49,6 +50,8 @@ public final class OpenAIServer: Sendable {
     let metrics = ServerMetrics()
     let started = Int(Date().timeIntervalSince1970)
 
+    /// A server of `model` with `tokenizer` and `chatTemplate` (for chat completions), set up as `configuration`
+    /// says; nothing listens until ``run(onListening:)``.
     public init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration) throws {
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
               configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {

@@ -7,7 +7,7 @@ import Tokenizers
 /// GPT-1's fine-tuning objective: L = L_task + λ·L_LM on batches of labelled examples, a new order of the training
 /// set every epoch (fixed by the seed and the epoch, so a resumed run sees the same batches), evaluated on the
 /// whole dev set after every epoch.
-public final class FineTuningObjective: TrainingObjective {
+package final class FineTuningObjective: TrainingObjective {
     package let model: GPTModel
     package let format: InputFormat
     package let train: [EncodedExample]
@@ -64,7 +64,7 @@ public final class FineTuningObjective: TrainingObjective {
         }
     }
 
-    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+    package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         let examples = indices.map { train[$0] }
@@ -82,7 +82,7 @@ public final class FineTuningObjective: TrainingObjective {
 
     /// The training objective (task loss plus λ times the LM loss, when λ > 0) and the dev task loss measure
     /// different things: each has its panel, and the dev metrics a third.
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         let objective = settings.lmWeight > 0 ? "training objective: task loss + \(settings.lmWeight) × LM loss" : "training task loss"
         let metrics = records.last { $0["val_loss"] != nil }?.keys.filter { $0.hasPrefix("val_") && $0 != "val_loss" && !$0.hasSuffix("_stderr") }.sorted() ?? []
         return [LearningCurve.Panel(objective, [.init("logged steps", LearningCurve.series(records, "train_loss"))]),
@@ -90,7 +90,7 @@ public final class FineTuningObjective: TrainingObjective {
                 LearningCurve.Panel("dev metrics", metrics.map { .init(String($0.dropFirst(4)), LearningCurve.series(records, $0), dots: true) })]
     }
 
-    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         let (predictions, loss) = model.predict(dev, batchSize: batches.batchSize, precision: precision, pad: pad)
         var metrics: [String: Double] = ["epoch": batches.epoch(afterSteps: step)]
         if let loss { metrics["val_loss"] = Double(loss) }

@@ -6,7 +6,7 @@ import TensorCore
 /// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by
 /// the mean loss over random windows of train.bin and val.bin. In a data-parallel run every rank draws the global
 /// batch's windows and reads its own consecutive rows of them.
-public final class LanguageModelObjective: TrainingObjective {
+package final class LanguageModelObjective: TrainingObjective {
     package let model: GPTModel
     package let train: TokenDataset
     package let val: TokenDataset
@@ -32,7 +32,7 @@ public final class LanguageModelObjective: TrainingObjective {
         seed = c.seed
     }
 
-    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+    package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         let (allInputs, allTargets) = try train.batch(batchSize * shard.count, length: length, random: &data)
         let rows = (shard.index * batchSize * length)..<((shard.index + 1) * batchSize * length)
@@ -42,14 +42,14 @@ public final class LanguageModelObjective: TrainingObjective {
         return (count > 1 ? tape.scale(loss, by: 1 / Float(count)) : loss, batchSize * length)
     }
 
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("cross-entropy loss (nats per token); dots: evaluations", [
             .init("training batches", LearningCurve.series(records, "train_loss")),
             .init("training split", LearningCurve.series(records, "eval_train_loss"), dots: true),
             .init("validation split", LearningCurve.series(records, "val_loss"), dots: true)])]
     }
 
-    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         let trainLoss = try estimateLoss(train, salt: 1, step: step, precision: precision)
         let valLoss = try estimateLoss(val, salt: 2, step: step, precision: precision)
         return Evaluation(metrics: ["eval_train_loss": Double(trainLoss), "val_loss": Double(valLoss)],

@@ -3,15 +3,15 @@ import Foundation
 /// Charts of a training run against the step, as self-contained SVG: one or more panels stacked under a title, each
 /// with its own y-axis (quantities of different units never share one), its title, and its legend above the plot
 /// area (never over the data). A series without points is left out, and so is a panel without any.
-public enum LearningCurve {
+package enum LearningCurve {
     /// One line of a panel.
-    public struct Series {
-        public var label: String
-        public var points: [(step: Int, value: Double)]
+    package struct Series {
+        package var label: String
+        package var points: [(step: Int, value: Double)]
         /// Draw a dot at each point (for figures measured now and then, such as evaluations).
-        public var dots: Bool
+        package var dots: Bool
 
-        public init(_ label: String, _ points: [(step: Int, value: Double)], dots: Bool = false) {
+        package init(_ label: String, _ points: [(step: Int, value: Double)], dots: Bool = false) {
             self.label = label
             self.points = points.filter { $0.value.isFinite }
             self.dots = dots
@@ -19,11 +19,11 @@ public enum LearningCurve {
     }
 
     /// One chart: a title saying what its y-axis measures, and its lines.
-    public struct Panel {
-        public var title: String
-        public var series: [Series]
+    package struct Panel {
+        package var title: String
+        package var series: [Series]
 
-        public init(_ title: String, _ series: [Series]) {
+        package init(_ title: String, _ series: [Series]) {
             self.title = title
             self.series = series.filter { !$0.points.isEmpty }
         }
@@ -31,7 +31,7 @@ public enum LearningCurve {
 
     static let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 
-    public static func svg(title: String, panels: [Panel]) -> String {
+    package static func svg(title: String, panels: [Panel]) -> String {
         let panels = panels.filter { !$0.series.isEmpty }
         let width = 720.0, left = 70.0, right = 20.0, header = 40.0, panelHeight = 240.0
         let plotTop = 44.0, plotBottom = 34.0  // within a panel: its title and legend above, step labels below
@@ -107,7 +107,7 @@ public enum LearningCurve {
     }
 
     /// The points of `key` in metrics records that have it (and, when given, `requiring` too).
-    public static func series(_ records: [[String: Any]], _ key: String, requiring: String? = nil) -> [(step: Int, value: Double)] {
+    package static func series(_ records: [[String: Any]], _ key: String, requiring: String? = nil) -> [(step: Int, value: Double)] {
         records.compactMap { record in
             guard let value = record[key] as? Double, let step = record["step"] as? Int else { return nil }
             if let requiring, record[requiring] == nil { return nil }

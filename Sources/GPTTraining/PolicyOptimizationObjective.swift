@@ -22,7 +22,7 @@ import Tokenizers
 /// `AutoModelForCausalLMWithValueHead` does: one forward pass gives both, and the critic starts from the policy's
 /// features instead of from scratch; its loss is weighted down (0.1) so that it does not pull the body away from
 /// the policy.
-public final class PolicyOptimizationObjective: TrainingObjective {
+package final class PolicyOptimizationObjective: TrainingObjective {
     /// The policy, with its value head.
     package let model: GPTModel
     package let reference: GPTModel
@@ -141,7 +141,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
     /// Samples the rollout of the iteration that starts at `step` (or returns the one restored from a checkpoint
     /// taken there) and reports its figures: the policy as it is now, scored.
-    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         if let rollout = state.rollout, rollout.step == step {
             return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
         }
@@ -303,7 +303,7 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
     // MARK: Updates
 
-    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+    package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         guard let rollout = state.rollout, (rollout.step..<(rollout.step + stepsPerIteration)).contains(step) else {
             throw TrainingError(message: "step \(step + 1): no rollout for this PPO iteration")
@@ -357,13 +357,13 @@ public final class PolicyOptimizationObjective: TrainingObjective {
 
     // MARK: Checkpoints
 
-    public func writeModelFiles(to directory: URL) throws { try settings.chatTemplate.save(to: directory) }
+    package func writeModelFiles(to directory: URL) throws { try settings.chatTemplate.save(to: directory) }
 
-    public func saveState(to directory: URL) throws {
+    package func saveState(to directory: URL) throws {
         try AtomicFile.write(try JSONEncoder().encode(state), to: directory.appendingPathComponent(Self.stateFile))
     }
 
-    public func restoreState(from directory: URL) throws {
+    package func restoreState(from directory: URL) throws {
         let url = directory.appendingPathComponent(Self.stateFile)
         do { state = try JSONDecoder().decode(State.self, from: try Data(contentsOf: url)) } catch {
             throw FileError(url: url, message: "missing or corrupt PPO state (\(error))")
@@ -371,12 +371,12 @@ public final class PolicyOptimizationObjective: TrainingObjective {
     }
 
     /// The loss PPO minimises at logged steps (it has no validation loss: rollouts are its evaluations).
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("PPO loss: clipped policy loss + \(settings.valueCoefficient) × value loss", [
             .init("logged steps", LearningCurve.series(records, "train_loss"))])]
     }
 
-    public func writeCharts(to output: URL, records: [[String: Any]]) throws {
+    package func writeCharts(to output: URL, records: [[String: Any]]) throws {
         func series(_ key: String) -> [(step: Int, value: Double)] { LearningCurve.series(records, key, requiring: "iteration") }
         let svg = LearningCurve.svg(title: "\(output.lastPathComponent): PPO rollouts", panels: [
             LearningCurve.Panel("mean score of the policy's responses (the reward)", [

@@ -6,14 +6,14 @@ import Tokenizers
 /// What PPO maximises: the score of a whole text (prompt and response) from a reward model (`gpt reward train`),
 /// or a classifier's log-probability of one label (`gpt finetune --task classification`; the classic check is an
 /// SST-2 classifier's "positive"). Each model reads the text with its own tokenizer.
-public final class RewardFunction {
-    public let model: GPTModel
-    public let tokenizer: any Tokenizer
+package final class RewardFunction {
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
     /// The classifier's label whose log-probability is the score; nil for a reward model.
-    public let label: Int?
+    package let label: Int?
 
     /// A reward model directory, or `classifier:DIR:LABEL` with LABEL a label name of the classifier or its index.
-    public init(specification: String) throws {
+    package init(specification: String) throws {
         if specification.hasPrefix("classifier:") {
             let rest = specification.dropFirst("classifier:".count)
             guard let colon = rest.lastIndex(of: ":") else {
@@ -40,7 +40,7 @@ public final class RewardFunction {
 
     /// The score of each text, `batchSize` texts a forward pass; a text longer than the model's context keeps its
     /// end (reward model) or loses tokens from its end (classifier, as fine-tuning cut it).
-    public func scores(_ texts: [String], batchSize: Int, precision: ProductPrecision) throws -> [Float] {
+    package func scores(_ texts: [String], batchSize: Int, precision: ProductPrecision) throws -> [Float] {
         let context = model.config.contextLength
         let examples = try texts.map { text -> EncodedExample in
             let ids = try tokenizer.encode(text)

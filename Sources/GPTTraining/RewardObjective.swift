@@ -8,7 +8,7 @@ import Tokenizers
 /// token, trained with the Bradley–Terry loss −log σ(r_chosen − r_rejected) (a softmax over each pair with the
 /// chosen reply as the target), evaluated on the dev pairs by pairwise accuracy, mean margin and the rewards'
 /// mean and spread.
-public final class RewardObjective: TrainingObjective {
+package final class RewardObjective: TrainingObjective {
     package let model: GPTModel
     package let train: [EncodedExample]
     package let dev: [EncodedExample]
@@ -36,7 +36,7 @@ public final class RewardObjective: TrainingObjective {
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
-    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+    package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         guard let (indices, share) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
         let batch = TaskBatch(indices.map { train[$0] }, pad: pad)
@@ -53,14 +53,14 @@ public final class RewardObjective: TrainingObjective {
     }
 
     /// The pairwise loss (−log σ(r_chosen − r_rejected)) and, on a panel of its own, the dev accuracy.
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("pairwise loss −log σ(r_chosen − r_rejected)", [
             .init("training (logged steps)", LearningCurve.series(records, "train_loss")),
             .init("dev (evaluations)", LearningCurve.series(records, "val_loss"), dots: true)]),
          LearningCurve.Panel("dev accuracy (chosen scored above rejected)", [.init("dev", LearningCurve.series(records, "val_accuracy"), dots: true)])]
     }
 
-    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         var chosen: [Double] = [], rejected: [Double] = [], lossSum = 0.0
         for start in stride(from: 0, to: dev.count, by: batches.batchSize) {
             let slice = dev[start..<min(dev.count, start + batches.batchSize)]

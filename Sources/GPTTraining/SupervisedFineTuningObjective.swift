@@ -8,7 +8,7 @@ import Tokenizers
 /// replies only, the prompts read but not trained on. Demonstrations are right-padded rows of a batch (each row
 /// attends to its own tokens only); the loss of a micro-batch is the mean over its trained tokens. Evaluated by the
 /// dev loss over every reply token (token-weighted) and its perplexity.
-public final class SupervisedFineTuningObjective: TrainingObjective {
+package final class SupervisedFineTuningObjective: TrainingObjective {
     package let model: GPTModel
     package let template: ChatTemplate
     package let train: [EncodedDemonstration]
@@ -49,7 +49,7 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
     }
 
-    public func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
+    package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         guard let (whole, share) = batches.microBatch(step: step, microBatch: microBatch),
               let (indices, _) = batches.microBatch(step: step, microBatch: microBatch, shard: shard) else { return nil }
@@ -86,13 +86,13 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
         return (loss, targets.count, token)
     }
 
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("cross-entropy on the replies' tokens (nats per token)", [
             .init("training (logged steps)", LearningCurve.series(records, "train_loss")),
             .init("dev (evaluations)", LearningCurve.series(records, "val_loss"), dots: true)])]
     }
 
-    public func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         var total = 0.0, tokens = 0
         for start in stride(from: 0, to: dev.count, by: batches.batchSize) {
             let tape = Tape(recording: false, precision: precision)
@@ -108,7 +108,7 @@ public final class SupervisedFineTuningObjective: TrainingObjective {
                                           batches.epoch(afterSteps: step), loss, exp(loss), tokens))
     }
 
-    public func writeModelFiles(to directory: URL) throws { try template.save(to: directory) }
+    package func writeModelFiles(to directory: URL) throws { try template.save(to: directory) }
 }
 
 extension SupervisedFineTuningObjective {

@@ -19,9 +19,13 @@ public final class Trainer {
     /// One optimizer step. The speed figures are over the same steps — the last `speedWindow` (fewer at the start) —
     /// so that tokens/s × ms/step ÷ 1000 is the mean tokens a step.
     public struct StepReport {
+        /// The step's index, from 0.
         public let step: Int
+        /// The objective's training loss on this process's share of the step's batch.
         public let loss: Float
+        /// The learning rate the step used.
         public let learningRate: Float
+        /// The global gradient norm before clipping.
         public let gradientNorm: Float
         /// Mean milliseconds a step over the window (the step's forward, backward, communication and update).
         public let milliseconds: Double
@@ -32,19 +36,20 @@ public final class Trainer {
     }
 
     /// Steps the reported speed is averaged over.
-    public static let speedWindow = 20
+    package static let speedWindow = 20
 
     /// How a call to `run` ended.
     public enum Outcome { case finished, interrupted }
 
+    /// The run's settings (as stored with each checkpoint).
     public let configuration: TrainingConfiguration
-    public let model: GPTModel
-    public let tokenizer: any Tokenizer
-    public let optimizer: AdamW
-    public let objective: any TrainingObjective
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
+    package let optimizer: AdamW
+    package let objective: any TrainingObjective
     /// The processes training together (this one alone unless started by `mpirun`); rank 0 writes the files.
     package let group = ProcessGroup.world
-    public private(set) var step = 0
+    package private(set) var step = 0
     private var dataRandom: SeededRandom
     private var dropoutRandom: SeededRandom
     private var bestScore: Double?
@@ -52,7 +57,7 @@ public final class Trainer {
     /// Whether this run created its output folder (removed again if the run fails before its first checkpoint).
     private var createdOutput = false
     /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
-    public private(set) var trainingSeconds: Double = 0
+    package private(set) var trainingSeconds: Double = 0
 
     /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning, reward
     /// modelling or supervised fine-tuning of that model.
@@ -178,7 +183,7 @@ public final class Trainer {
 
     /// Runs until `maxIterations` steps are done, or `shouldStop` says so after a step (then a checkpoint is
     /// written first). A loss or gradient that is not finite stops the run with an error; the last checkpoint stays.
-    public func run(shouldStop: () -> Bool = { false }, events: (Event) -> Void = { _ in }) throws -> Outcome {
+    package func run(shouldStop: () -> Bool = { false }, events: (Event) -> Void = { _ in }) throws -> Outcome {
         do {
             return try loop(shouldStop: shouldStop, events: events)
         } catch {
@@ -371,6 +376,8 @@ extension Trainer {
 
 /// A training run that cannot go on.
 public struct TrainingError: Error, CustomStringConvertible, Sendable {
+    /// What went wrong.
     public let message: String
+    /// The message.
     public var description: String { message }
 }

@@ -8,23 +8,23 @@ import Tokenizers
 /// files, and, for resuming, the optimizer moments (optimizer.safetensors) and the loop state (training_state.json).
 /// A checkpoint is written into a temporary directory, flushed to the disk, then exchanged with the old one in one
 /// step, so that `last/` and `best/` always hold a complete checkpoint, whenever the process is killed.
-public enum TrainingCheckpoint {
+package enum TrainingCheckpoint {
     /// AdamW's moments over the whole parameter arena, as a checkpoint stores them, handed over in pieces: a run
     /// whose processes share out the optimizer collects each piece from its owners as the file is written, so that
     /// no process holds all the moments, and any run can resume any checkpoint.
-    public struct OptimizerMoments {
+    package struct OptimizerMoments {
         /// Elements in each moment (the parameter arena's length).
-        public let count: Int
+        package let count: Int
         /// Hands moment `index` (0: first, 1: second) to `write` in order, in one or more pieces.
-        public let pieces: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
+        package let pieces: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
 
-        public init(count: Int, pieces: @escaping (Int, (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) {
+        package init(count: Int, pieces: @escaping (Int, (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) {
             self.count = count
             self.pieces = pieces
         }
 
         /// The moments of an optimizer that updates the whole arena.
-        public init(_ optimizer: AdamW) {
+        package init(_ optimizer: AdamW) {
             precondition(optimizer.range.lowerBound == 0, "an optimizer of a share holds part of the moments")
             count = optimizer.range.count
             pieces = { index, write in
@@ -35,16 +35,16 @@ public enum TrainingCheckpoint {
     }
 
     /// The loop state needed to continue exactly where a run stopped.
-    public struct State: Codable, Equatable {
-        public var step: Int
-        public var optimizerSteps: Int
-        public var dataRandom: SeededRandom
-        public var dropoutRandom: SeededRandom
+    package struct State: Codable, Equatable {
+        package var step: Int
+        package var optimizerSteps: Int
+        package var dataRandom: SeededRandom
+        package var dropoutRandom: SeededRandom
         /// The highest evaluation score so far (the model in `best/`).
-        public var bestScore: Double?
-        public var configuration: TrainingConfiguration
+        package var bestScore: Double?
+        package var configuration: TrainingConfiguration
 
-        public init(step: Int, optimizerSteps: Int, dataRandom: SeededRandom, dropoutRandom: SeededRandom,
+        package init(step: Int, optimizerSteps: Int, dataRandom: SeededRandom, dropoutRandom: SeededRandom,
                     bestScore: Double?, configuration: TrainingConfiguration) {
             self.step = step
             self.optimizerSteps = optimizerSteps
@@ -60,7 +60,7 @@ public enum TrainingCheckpoint {
             case bestValLoss
         }
 
-        public init(from decoder: Decoder) throws {
+        package init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             step = try c.decode(Int.self, forKey: .step)
             optimizerSteps = try c.decode(Int.self, forKey: .optimizerSteps)
@@ -71,7 +71,7 @@ public enum TrainingCheckpoint {
             configuration = try c.decode(TrainingConfiguration.self, forKey: .configuration)
         }
 
-        public func encode(to encoder: Encoder) throws {
+        package func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(step, forKey: .step)
             try c.encode(optimizerSteps, forKey: .optimizerSteps)
@@ -87,7 +87,7 @@ public enum TrainingCheckpoint {
 
     /// Writes a model checkpoint (and the training state when given) to `directory`, replacing it atomically, the
     /// model's weights stored as `dtype` (F32, or BF16); `extraFiles` adds files to the directory being written.
-    public static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: OptimizerMoments?, state: State?, to directory: URL,
+    package static func save(model: GPTModel, tokenizer: any Tokenizer, optimizer: OptimizerMoments?, state: State?, to directory: URL,
                             weightsAs dtype: SafeTensors.DType = .float32, extraFiles: (URL) throws -> Void = { _ in }) throws {
         let fm = FileManager.default
         let (partial, old) = (stagedFolder(directory), displacedFolder(directory))
@@ -190,7 +190,7 @@ public enum TrainingCheckpoint {
     /// Repairs the checkpoints of the run in `output` after a save was killed: a `last/` or `best/` moved aside and
     /// not replaced is put back, and unfinished, displaced or half-removed copies are removed. Returns what was
     /// done, in words.
-    public static func recover(in output: URL) throws -> [String] {
+    package static func recover(in output: URL) throws -> [String] {
         var done = try ["last", "best"].flatMap { name in
             try AtomicFile.recoverFolder(output.appendingPathComponent(name),
                                          isStaged: { $0.hasPrefix(".\(name).partial-") },
@@ -208,7 +208,7 @@ public enum TrainingCheckpoint {
     }
 
     /// Reads the loop state of a checkpoint written with one.
-    public static func loadState(from directory: URL) throws -> State {
+    package static func loadState(from directory: URL) throws -> State {
         let url = directory.appendingPathComponent(stateFile)
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw FileError(url: url, message: "missing: this checkpoint cannot be resumed")
@@ -220,7 +220,7 @@ public enum TrainingCheckpoint {
 
     /// Restores the optimizer moments saved with a checkpoint into `optimizer` (its share of them when it updates a
     /// share of the parameters).
-    public static func loadOptimizer(_ optimizer: AdamW, parameterCount: Int, steps: Int, from directory: URL) throws {
+    package static func loadOptimizer(_ optimizer: AdamW, parameterCount: Int, steps: Int, from directory: URL) throws {
         let url = directory.appendingPathComponent(optimizerFile)
         let file = try SafeTensors(contentsOf: url)
         for (name, target) in [("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)] {

@@ -6,11 +6,15 @@ import TensorCore
 public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Model preset (see `GPTConfig.presets`); the fields below override its sizes.
     public var preset = "baby"
+    /// Number of blocks; nil keeps the preset's.
     public var layers: Int?
+    /// Attention heads per block; nil keeps the preset's.
     public var heads: Int?
+    /// Width of the residual stream (the MLP gets 4 × it); nil keeps the preset's.
     public var width: Int?
     /// Context length of the model; also the length of training windows.
     public var context: Int?
+    /// Dropout probability during training; nil keeps the preset's (a fine-tuned model's own when starting from one).
     public var dropout: Float?
     /// Attention kind of each layer, cycled over the layers: `global` (dense), `local`, `strided`, `local+strided`
     /// or `fixed` (e.g. ["global", "local"]: GPT-3's alternation); nil keeps the preset's.
@@ -29,25 +33,40 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// `scratch`, or a model directory (a SwiftGPT checkpoint or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder).
     public var initFrom = "scratch"
 
+    /// Sequences (or examples, pairs, responses) in each micro-batch.
     public var batchSize = 12
+    /// Micro-batches whose gradients are summed into one optimizer step.
     public var gradientAccumulation = 1
+    /// Optimizer steps the run ends after (a fine-tuning run derives it from its epochs).
     public var maxIterations = 2000
+    /// Peak learning rate, reached at the end of warmup.
     public var learningRate: Float = 1e-3
+    /// Learning rate at the end of the decay, and after it.
     public var minLearningRate: Float = 1e-4
+    /// Steps of linear warmup from 0 to `learningRate`.
     public var warmupIterations = 100
     /// Iterations of decay (default: `maxIterations`).
     public var decayIterations: Int?
     /// The shape of the decay after warmup.
     public var schedule = LearningRateSchedule.cosine
+    /// AdamW's β₁ (the first moment's decay).
     public var beta1: Float = 0.9
+    /// AdamW's β₂ (the second moment's decay).
     public var beta2: Float = 0.99
+    /// AdamW's ε.
     public var epsilon: Float = 1e-8
+    /// AdamW's decoupled weight decay, applied to parameters of rank ≥ 2 (matrices and embeddings), not to biases or
+    /// LayerNorm gains.
     public var weightDecay: Float = 0.1
     /// Global gradient-norm clip; 0 turns clipping off.
     public var gradientClip: Float = 1.0
+    /// Steps between evaluations (each followed by a checkpoint).
     public var evalInterval = 250
+    /// Batches each pretraining evaluation averages over.
     public var evalIterations = 20
+    /// Steps between progress lines and metrics records.
     public var logInterval = 10
+    /// Seeds the initial weights, the batches' order and dropout: the same seed gives the same run.
     public var seed: UInt64 = 1337
     /// Matrix-product inputs: bf16 (mixed precision) or fp32; nil chooses bf16 where the CPU multiplies bf16
     /// natively. A run keeps the precision it started with when resumed.
@@ -71,15 +90,16 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Present for PPO against a reward (`gpt ppo`). With none of these settings, the run pretrains on `data`.
     public var policyOptimization: PolicyOptimizationSettings?
 
+    /// The defaults each setting states: pretraining the `baby` preset from scratch on `data`.
     public init() {}
 
     /// Whether the run pretrains on `data` (it has no fine-tuning, reward-modelling, demonstration or PPO settings).
-    public var isPretraining: Bool {
+    package var isPretraining: Bool {
         fineTuning == nil && rewardModeling == nil && supervisedFineTuning == nil && policyOptimization == nil
     }
 
     /// The precision this configuration trains in.
-    public var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
+    package var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case preset, layers, heads, width, context, dropout, attention, window, stride, summaries, data, out, initFrom, batchSize, gradientAccumulation
@@ -131,7 +151,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
 
     /// Learning rate at `step`: linear warmup, then cosine (nanoGPT's schedule) or linear (GPT-1's fine-tuning)
     /// decay to the minimum.
-    public func learningRate(at step: Int) -> Float {
+    package func learningRate(at step: Int) -> Float {
         if step < warmupIterations { return learningRate * Float(step + 1) / Float(warmupIterations + 1) }
         let decay = decayIterations ?? maxIterations
         if step > decay { return minLearningRate }
@@ -145,7 +165,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     }
 
     /// The model configuration for a vocabulary of `vocabularySize` tokens.
-    public func modelConfig(vocabularySize: Int) throws -> GPTConfig {
+    package func modelConfig(vocabularySize: Int) throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
         c.vocabularySize = vocabularySize
         if let layers { c.layerCount = layers }
@@ -173,7 +193,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     }
 
     /// Rejects settings that cannot run.
-    public func validate() throws {
+    package func validate() throws {
         func check(_ condition: Bool, _ message: String) throws {
             if !condition { throw ConfigurationError(message: message) }
         }
@@ -206,14 +226,17 @@ public enum LearningRateSchedule: String, Codable, Sendable {
 
 /// The settings of a fine-tuning run that pretraining does not have.
 public struct FineTuningSettings: Codable, Equatable, Sendable {
+    /// The kind of task, which sets how examples become token sequences and which head is trained.
     public var task: InputFormat.Task
     /// JSONL files of labelled examples.
     public var train: String
+    /// The labelled examples that choose `best/` and are reported at each evaluation (a JSONL file).
     public var dev: String
     /// λ in L = L_task + λ·L_LM (GPT-1: 0.5); 0 turns the auxiliary language-model loss off.
     public var lmWeight: Float = 0.5
     /// Dropout on the pooled state before the head.
     public var headDropout: Float = 0.1
+    /// Passes over the training examples.
     public var epochs = 3
     /// Warmup as a fraction of all steps (GPT-1: 0.2%); sets `warmupIterations` when the run starts.
     public var warmupFraction: Float = 0.002
@@ -226,8 +249,9 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
     /// nil names them LABEL_0, LABEL_1, …. Their number is the number of classes.
     public var labelNames: [String]?
     /// The most classes a task may have.
-    public static let maxClassCount = 1 << 16
+    package static let maxClassCount = 1 << 16
 
+    /// Fine-tuning on `task` with the labelled examples in the JSONL files `train` and `dev`.
     public init(task: InputFormat.Task, train: String, dev: String) {
         self.task = task
         self.train = train
@@ -261,11 +285,14 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
 public struct RewardModelingSettings: Codable, Equatable, Sendable {
     /// JSONL files of preference pairs (`{"prompt", "chosen", "rejected"}`).
     public var train: String
+    /// The preference pairs that choose `best/` by accuracy (a JSONL file).
     public var dev: String
+    /// Passes over the training pairs.
     public var epochs = 1
     /// Warmup as a fraction of all steps; sets `warmupIterations` when the run starts.
     public var warmupFraction: Float = 0.03
 
+    /// Reward modelling on the preference pairs in the JSONL files `train` and `dev`.
     public init(train: String, dev: String) {
         self.train = train
         self.dev = dev
@@ -281,13 +308,16 @@ public struct RewardModelingSettings: Codable, Equatable, Sendable {
 public struct SupervisedFineTuningSettings: Codable, Equatable, Sendable {
     /// JSONL files of demonstrations (`{"instruction", "input", "response"}` or `{"messages": […]}`).
     public var train: String
+    /// The demonstrations whose loss chooses `best/` (a JSONL file).
     public var dev: String
     /// How conversations become text; saved with every checkpoint.
     public var chatTemplate: ChatTemplate
+    /// Passes over the training demonstrations.
     public var epochs = 2
     /// Warmup as a fraction of all steps; sets `warmupIterations` when the run starts.
     public var warmupFraction: Float = 0.03
 
+    /// Supervised fine-tuning on the demonstrations in the JSONL files `train` and `dev`, rendered by `chatTemplate`.
     public init(train: String, dev: String, chatTemplate: ChatTemplate) {
         self.train = train
         self.dev = dev
@@ -307,14 +337,19 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     public var prompts: String
     /// A reward model directory, or `classifier:DIR:LABEL`.
     public var reward: String
+    /// How prompts given as messages are rendered, and where a reply ends.
     public var chatTemplate: ChatTemplate
     /// Rollouts, each followed by `epochsPerRollout` passes of mini-batch updates.
     public var iterations = 20
     /// Responses sampled per rollout (one per prompt).
     public var rolloutSize = 64
+    /// Passes over each rollout's responses.
     public var epochsPerRollout = 4
+    /// The most tokens a response may have.
     public var maxNewTokens = 32
+    /// Sampling temperature of the rollouts.
     public var temperature: Float = 1
+    /// Nucleus-sampling mass of the rollouts (1: the whole distribution).
     public var topP: Float = 1
     /// Sample every response to `maxNewTokens`: the end-of-text token is never sampled (TRL's sentiment recipe).
     public var fixedLength = false
@@ -324,13 +359,17 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     public var klCoefficient: Float = 0.05
     /// The KL per response that the adaptive controller steers toward; nil keeps β fixed.
     public var targetKL: Float?
+    /// Responses over which the adaptive controller moves β toward the target (Ziegler et al.'s horizon).
     public var klHorizon: Float = 10000
+    /// How the per-token KL penalty is estimated from the two log-probabilities.
     public var klEstimator = KLEstimator.k1
-    /// GAE's discount γ and λ.
+    /// GAE's discount γ.
     public var gamma: Float = 1
+    /// GAE's λ.
     public var lambda: Float = 0.95
-    /// ε of the clipped policy objective and of the clipped value loss.
+    /// ε of the clipped policy objective.
     public var clipRange: Float = 0.2
+    /// ε of the clipped value loss.
     public var valueClipRange: Float = 0.2
     /// The value loss's weight in the loss.
     public var valueCoefficient: Float = 0.1
@@ -338,6 +377,7 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     public var whitenScores = false
     /// PPO-ptx: a prepared data directory whose next-token loss is mixed in with weight `pretrainingCoefficient`.
     public var pretrainingData: String?
+    /// Weight of the pretraining next-token loss (PPO-ptx's γ); 0 turns it off.
     public var pretrainingCoefficient: Float = 0
     /// Rollouts between logged sample responses.
     public var sampleInterval = 5
@@ -346,6 +386,7 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
     /// With 0, `best/` follows the rollouts' own mean score.
     public var heldOutPrompts = 32
 
+    /// PPO on the prompts in the JSONL file `prompts`, scored by `reward`, rendered by `chatTemplate`.
     public init(prompts: String, reward: String, chatTemplate: ChatTemplate) {
         self.prompts = prompts
         self.reward = reward

@@ -7,7 +7,7 @@ import TensorCore
 /// checkpoints, resume); an objective owns the data and the loss: pretraining (`LanguageModelObjective`),
 /// fine-tuning (`FineTuningObjective`), reward modelling (`RewardObjective`), supervised fine-tuning
 /// (`SupervisedFineTuningObjective`) and PPO (`PolicyOptimizationObjective`) are objectives of the same loop.
-public protocol TrainingObjective: AnyObject {
+package protocol TrainingObjective: AnyObject {
     /// Records on `tape` the loss of micro-batch `microBatch` (of `count`) of optimizer step `step`, already
     /// weighted so that the micro-batch losses of a step add up to the step's loss; returns it with the number of
     /// token positions it ran, or nil when that micro-batch holds no data (the end of an epoch). Batches drawn at
@@ -37,13 +37,13 @@ public protocol TrainingObjective: AnyObject {
 }
 
 extension TrainingObjective {
-    public func writeModelFiles(to directory: URL) throws {}
-    public func saveState(to directory: URL) throws {}
-    public func restoreState(from directory: URL) throws {}
-    public func writeCharts(to output: URL, records: [[String: Any]]) throws {}
+    package func writeModelFiles(to directory: URL) throws {}
+    package func saveState(to directory: URL) throws {}
+    package func restoreState(from directory: URL) throws {}
+    package func writeCharts(to output: URL, records: [[String: Any]]) throws {}
 
     /// The training loss at logged steps and the validation loss at evaluations, on one panel.
-    public func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
+    package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("loss", [.init("training (logged steps)", LearningCurve.series(records, "train_loss")),
                                       .init("validation", LearningCurve.series(records, "val_loss"), dots: true)])]
     }
@@ -51,18 +51,18 @@ extension TrainingObjective {
 
 /// The share of every global batch one process takes in a data-parallel run: rank `index` of `count`. A global
 /// batch holds `count` times the configured batch size, so that N ranks of batch B step as one process of batch N·B.
-public struct Shard: Sendable, Equatable {
-    public var index: Int
-    public var count: Int
+package struct Shard: Sendable, Equatable {
+    package var index: Int
+    package var count: Int
 
-    public init(index: Int, count: Int) {
+    package init(index: Int, count: Int) {
         precondition(count > 0 && (0..<count).contains(index), "rank \(index) of \(count)")
         self.index = index
         self.count = count
     }
 
     /// One process, the whole batch.
-    public static let whole = Shard(index: 0, count: 1)
+    package static let whole = Shard(index: 0, count: 1)
 }
 
 /// The figures of one evaluation.
@@ -74,7 +74,7 @@ public struct Evaluation: Sendable {
     /// One line for the console.
     public var summary: String
 
-    public init(metrics: [String: Double], score: Double, summary: String) {
+    package init(metrics: [String: Double], score: Double, summary: String) {
         self.metrics = metrics
         self.score = score
         self.summary = summary

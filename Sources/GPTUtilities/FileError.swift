@@ -7,10 +7,12 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
     /// What is wrong, in words a user can act on.
     public let message: String
 
+    /// An error about the file at `url`.
     public init(url: URL, message: String) {
         self.url = url
         self.message = message
     }
 
+    /// The file's path, then the message.
     public var description: String { "\(url.path): \(message)" }
 }

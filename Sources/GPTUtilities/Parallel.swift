@@ -11,12 +11,12 @@ public enum Parallel {
 
     /// Handing work to another core costs microseconds (tens when its worker has gone to sleep), so loops below
     /// this many element-operations run serially.
-    public static let minimumParallelWork = 131_072
+    package static let minimumParallelWork = 131_072
 
     /// Runs `body` over disjoint subranges covering `0..<count`, in parallel when `count * costPerItem` is large
     /// enough to pay for waking the other cores. `body` must only write to memory owned by its subrange.
     @inline(__always)
-    public static func forEach(_ count: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
+    package static func forEach(_ count: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
         let tasks = min(threadCount, count, max(1, count * costPerItem / minimumParallelWork))
         if tasks <= 1 {
             if count > 0 { body(0..<count) }

@@ -3,12 +3,12 @@ import Foundation
 /// A deterministic, seedable random number generator (xoshiro256**, seeded through SplitMix64).
 ///
 /// The same seed gives the same sequence on every platform; its state can be saved and restored exactly.
-public struct SeededRandom: RandomNumberGenerator, Sendable, Codable, Equatable {
+package struct SeededRandom: RandomNumberGenerator, Sendable, Codable, Equatable {
     /// The four state words; save them to resume the sequence exactly.
-    public private(set) var state: [UInt64]
+    package private(set) var state: [UInt64]
 
     /// A generator whose sequence is determined by `seed`.
-    public init(seed: UInt64) {
+    package init(seed: UInt64) {
         var s = seed
         func splitMix() -> UInt64 {
             s &+= 0x9E37_79B9_7F4A_7C15
@@ -20,7 +20,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable, Codable, Equatable 
         state = [splitMix(), splitMix(), splitMix(), splitMix()]
     }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         let result = rotl(state[1] &* 5, 7) &* 9
         let t = state[1] << 17
         state[2] ^= state[0]
@@ -35,16 +35,16 @@ public struct SeededRandom: RandomNumberGenerator, Sendable, Codable, Equatable 
     @inline(__always) private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     /// Uniform in [0, 1) with 24 bits of precision.
-    public mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
+    package mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
 
     /// Uniform in [0, 1) with 53 bits of precision.
-    public mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
+    package mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
 
     /// Uniform integer in `0..<bound`.
-    public mutating func nextInt(below bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
+    package mutating func nextInt(below bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
 
     /// Fills `buffer` with N(mean, std²) samples (Box–Muller in double precision).
-    public mutating func fillNormal(_ buffer: UnsafeMutableBufferPointer<Float>, mean: Float, std: Float) {
+    package mutating func fillNormal(_ buffer: UnsafeMutableBufferPointer<Float>, mean: Float, std: Float) {
         var i = 0
         while i < buffer.count {
             let u1 = max(nextDouble(), 0x1p-60), u2 = nextDouble()

@@ -34,6 +34,7 @@ public final class LanguageModel: @unchecked Sendable {
     /// Face GPT-2, OpenAI-GPT or GPT-Neo folder, with the tokenizer it carries (GPT-2's when it has none and its
     /// vocabulary is GPT-2's).
     /// - Parameters:
+    ///   - directory: the model folder.
     ///   - precision: the weights decoding reads: `.float32`, `.bfloat16`, or `.int8` (per output channel).
     ///   - concurrentSequences: completions decoded together at most; more wait their turn.
     ///   - maxWaiting: generations waiting for a slot at most; one more fails with `GenerationEngineError.queueFull`.

@@ -9,7 +9,7 @@ import Tokenizers
 ///
 /// ```swift
 /// let sentiment = try TaskModel(directory: URL(fileURLWithPath: "runs/sst2"))
-/// let prediction = try sentiment.predict(["a gripping, funny film"])[0]
+/// let prediction = try sentiment.predict([["a gripping, funny film"]])[0]
 /// print(sentiment.labels[prediction.index!], prediction.probabilities!)
 /// ```
 public final class TaskModel: @unchecked Sendable {

@@ -3,15 +3,15 @@ import Foundation
 /// AdamW exactly as torch.optim.AdamW (decoupled weight decay, bias-corrected moments, no AMSGrad), over a whole
 /// `ParameterSet` in one pass, or over one range of its arena (ZeRO stage 1: each process of a data-parallel run
 /// keeps the moments of, and updates, its own share of the parameters).
-public final class AdamW {
+package final class AdamW {
     /// Hyper-parameters other than the learning rate, which is given at each step (schedules change it).
-    public struct Settings: Codable, Equatable, Sendable {
-        public var beta1: Float = 0.9
-        public var beta2: Float = 0.999
-        public var epsilon: Float = 1e-8
-        public var weightDecay: Float = 0.01
+    package struct Settings: Codable, Equatable, Sendable {
+        package var beta1: Float = 0.9
+        package var beta2: Float = 0.999
+        package var epsilon: Float = 1e-8
+        package var weightDecay: Float = 0.01
 
-        public init(beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
+        package init(beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
             self.beta1 = beta1
             self.beta2 = beta2
             self.epsilon = epsilon
@@ -19,15 +19,15 @@ public final class AdamW {
         }
     }
 
-    public let settings: Settings
+    package let settings: Settings
     /// The elements of the parameter arena this optimizer updates (the whole arena unless it was given a share).
-    public let range: Range<Int>
+    package let range: Range<Int>
     /// First moments of the elements in `range`, in the parameter arena's layout.
-    public let firstMoment: Tensor
+    package let firstMoment: Tensor
     /// Second moments of the elements in `range`, in the parameter arena's layout.
-    public let secondMoment: Tensor
+    package let secondMoment: Tensor
     /// Number of steps taken.
-    public var stepCount = 0
+    package var stepCount = 0
     /// The arena in order, cut where weight decay starts or stops applying.
     private let segments: [(range: Range<Int>, decays: Bool)]
     private let parameters: ParameterSet
@@ -35,7 +35,7 @@ public final class AdamW {
     /// An optimizer for `parameters`, or for the elements `range` of their arena only (its start a multiple of 16,
     /// for aligned vector access). By default weight decay applies to parameters of rank ≥ 2 only (matrices and
     /// embeddings), not to biases and LayerNorm gains; `decays` overrides that choice by name and shape.
-    public init(parameters: ParameterSet, settings: Settings, range: Range<Int>? = nil,
+    package init(parameters: ParameterSet, settings: Settings, range: Range<Int>? = nil,
                 decays: (String, [Int]) -> Bool = { _, shape in shape.count >= 2 }) {
         let range = range ?? 0..<parameters.count
         precondition(range.lowerBound % 16 == 0 && range.upperBound <= parameters.count, "optimizer range \(range)")
@@ -59,7 +59,7 @@ public final class AdamW {
     /// Applies one update with `learningRate` to every parameter in `range` from its current gradient times
     /// `gradientScale` (the clipping factor from `ParameterSet.gradientClipping(maximum:)`; the stored gradients
     /// stay unscaled). Scaling here gives the same result as scaling the gradients first, without another pass.
-    public func step(learningRate lr: Float, gradientScale: Float = 1) {
+    package func step(learningRate lr: Float, gradientScale: Float = 1) {
         stepCount += 1
         let s = settings
         let correction1 = 1 - pow(Double(s.beta1), Double(stepCount))

@@ -6,14 +6,14 @@ extension Tape {
     /// saves backward a product and the exponentials (about a fifth of forward + backward at T = 1024); beyond
     /// this, memory stays linear in the length instead (dense attention keeps T²/2 per head: 1.6 GiB for 12 heads
     /// at T = 8192).
-    public static let attentionProbabilityBudget = 256 << 20
+    package static let attentionProbabilityBudget = 256 << 20
 
     /// Fused causal multi-head self-attention.
     ///
     /// `qkv` is `[batch, length, 3·width]` with queries, keys and values side by side (as GPT's `c_attn` makes
     /// them), each split into `heads` consecutive groups of `width / heads` columns. Returns `[batch, length, width]`:
     /// softmax(q·kᵀ / √d, causal) · v with the heads merged back.
-    public func causalSelfAttention(_ qkv: Variable, heads: Int) -> Variable {
+    package func causalSelfAttention(_ qkv: Variable, heads: Int) -> Variable {
         var unused = SeededRandom(seed: 0)
         return causalSelfAttention(qkv, heads: heads, dropout: 0, random: &unused)
     }
@@ -33,7 +33,7 @@ extension Tape {
     /// backward recomputes the probabilities from it in blocks of keys (as FlashAttention does), so that memory
     /// grows linearly in the length whatever the pattern. Dropout masks are a function of the positions, so
     /// backward regenerates them.
-    public func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom,
+    package func causalSelfAttention(_ qkv: Variable, heads: Int, dropout: Float, random: inout SeededRandom,
                                     keyLengths: [Int]? = nil, pattern: AttentionPattern = .dense,
                                     scale: Float? = nil, probabilityBudget: Int = Tape.attentionProbabilityBudget) -> Variable {
         precondition(qkv.value.rank == 3 && qkv.shape[2] % (3 * heads) == 0,
@@ -462,7 +462,7 @@ let causalBlock = 64
 
 /// Softmax of the first `valid` entries of a row in place; entries from `valid` to `length` become 0 (masked).
 @inline(__always)
-public func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, length: Int) {
+package func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, length: Int) {
     let m = UnsafePointer(row).maximum(valid)
     var acc = Float16x()
     forEachLane(valid) { j, lanes in

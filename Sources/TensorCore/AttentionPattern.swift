@@ -15,7 +15,7 @@ public enum AttentionPattern: Codable, Equatable, Hashable, Sendable {
     case fixed(block: Int, summaries: Int)
 
     /// Whether the numbers are usable: windows, strides and blocks positive, 1 ≤ summaries ≤ block.
-    public var isValid: Bool {
+    package var isValid: Bool {
         switch self {
         case .dense: true
         case .local(let window): window >= 1
@@ -26,7 +26,7 @@ public enum AttentionPattern: Codable, Equatable, Hashable, Sendable {
 
     /// The first key of query i's band (the band runs from there to i).
     @inline(__always)
-    public func bandStart(_ i: Int) -> Int {
+    package func bandStart(_ i: Int) -> Int {
         switch self {
         case .dense: 0
         case .local(let window), .strided(let window, _): max(0, i - window + 1)
@@ -36,7 +36,7 @@ public enum AttentionPattern: Codable, Equatable, Hashable, Sendable {
 
     /// The keys query i sees before its band, in increasing order, below `limit` (a row's key length).
     @inline(__always)
-    public func keysBeforeBand(_ i: Int, limit: Int) -> KeyPositions {
+    package func keysBeforeBand(_ i: Int, limit: Int) -> KeyPositions {
         switch self {
         case .dense, .local:
             return KeyPositions(first: 0, step: 1, group: 1, count: 0)
@@ -58,11 +58,11 @@ public enum AttentionPattern: Codable, Equatable, Hashable, Sendable {
 
 /// Key positions in groups of `group` consecutive ones, the groups `step` apart: first, first + 1, …,
 /// first + group − 1, first + step, … (`count` positions in all).
-public struct KeyPositions: RandomAccessCollection, Equatable, Sendable {
-    public let first: Int, step: Int, group: Int, count: Int
-    public var startIndex: Int { 0 }
-    public var endIndex: Int { count }
-    @inline(__always) public subscript(t: Int) -> Int {
+package struct KeyPositions: RandomAccessCollection, Equatable, Sendable {
+    package let first: Int, step: Int, group: Int, count: Int
+    package var startIndex: Int { 0 }
+    package var endIndex: Int { count }
+    @inline(__always) package subscript(t: Int) -> Int {
         group == 1 ? first + t * step : first + t / group * step + t % group
     }
 }

@@ -7,7 +7,7 @@ extension Tape {
     ///
     /// `logits` is `[..., classes]`; `targets` has one class per row. Rows whose target is `ignoreIndex` do not
     /// count (the mean is over the rest). Returns a scalar (shape `[]`).
-    public func crossEntropy(_ logits: Variable, targets: [Int32], ignoreIndex: Int32 = -1) -> Variable {
+    package func crossEntropy(_ logits: Variable, targets: [Int32], ignoreIndex: Int32 = -1) -> Variable {
         let classes = logits.shape.last!
         let rows = logits.value.count / max(classes, 1)
         precondition(targets.count == rows, "crossEntropy: \(targets.count) targets for \(rows) rows")
@@ -58,7 +58,7 @@ extension Tape {
 
 /// The row maximum m and log Σ exp(row[i] − m): log Σ exp(row) = m + logSum, computed stably.
 @inline(__always)
-public func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maximum: Float, logSum: Float) {
+package func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maximum: Float, logSum: Float) {
     let m = row.maximum(count)
     var acc = Float16x()
     forEachLane(count) { i, lanes in

@@ -3,7 +3,7 @@ import GPTUtilities
 extension Tape {
     /// Inverted dropout: each element is zeroed with `probability` and the rest scaled by 1 / (1 − probability).
     /// Identity when `probability` is 0 or the tape is not recording (inference).
-    public func dropout(_ x: Variable, probability: Float, random: inout SeededRandom) -> Variable {
+    package func dropout(_ x: Variable, probability: Float, random: inout SeededRandom) -> Variable {
         precondition(probability >= 0 && probability < 1, "dropout probability must be in [0, 1), got \(probability)")
         guard probability > 0, isRecording else { return x }
         let keep = 1 / (1 - probability)

@@ -2,7 +2,7 @@ import GPTUtilities
 
 extension Tape {
     /// a + b, element-wise (same shapes): residual connections and sums of losses.
-    public func add(_ a: Variable, _ b: Variable) -> Variable {
+    package func add(_ a: Variable, _ b: Variable) -> Variable {
         precondition(a.shape == b.shape, "add: shapes \(a.shape) and \(b.shape) differ")
         let y = Tensor(uninitializedShape: a.shape)
         let ap = a.value.pointer, bp = b.value.pointer, yp = y.pointer
@@ -20,7 +20,7 @@ extension Tape {
 
     /// `x` (`[..., columns]`) with element `column` of every row replaced by `value`, which then passes no gradient
     /// back: a class left out of a softmax (a large negative `value`), e.g. a token a policy is never let to sample.
-    public func fillingColumn(_ x: Variable, column: Int, with value: Float) -> Variable {
+    package func fillingColumn(_ x: Variable, column: Int, with value: Float) -> Variable {
         let columns = x.shape.last!
         precondition((0..<columns).contains(column), "fillingColumn: column \(column) outside 0..<\(columns)")
         let y = x.value.copy()
@@ -35,7 +35,7 @@ extension Tape {
     }
 
     /// x · factor, element-wise (weights a loss term, e.g. λ·L_LM).
-    public func scale(_ x: Variable, by factor: Float) -> Variable {
+    package func scale(_ x: Variable, by factor: Float) -> Variable {
         let y = Tensor(uninitializedShape: x.shape)
         y.pointer.axpyParallel(factor, x.value.pointer, x.value.count, accumulate: false)
         let out = output(y, inputs: [x])
@@ -47,7 +47,7 @@ extension Tape {
     }
 
     /// The same elements seen with another shape; the gradient flows back unchanged.
-    public func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
+    package func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
         let out = output(x.value.reshaped(shape), inputs: [x])
         record(out) {
             let (g, accumulate) = x.gradientTarget()

@@ -4,7 +4,7 @@ extension Tape {
     /// Token embedding plus position embedding: out[b, t] = tokens[ids[b, t]] + positions[positionOffset + t].
     ///
     /// `ids` holds `batch` rows of equal length, row-major. `positions` may be a constant (sinusoidal table).
-    public func embed(ids: [Int32], batch: Int, tokens: Variable, positions: Variable?, positionOffset: Int = 0) -> Variable {
+    package func embed(ids: [Int32], batch: Int, tokens: Variable, positions: Variable?, positionOffset: Int = 0) -> Variable {
         precondition(batch > 0 && ids.count % batch == 0, "embed: \(ids.count) ids do not form \(batch) rows")
         let length = ids.count / batch
         return embedding(ids: ids, positionIndices: (0..<ids.count).map { positionOffset + $0 % length }, tokens: tokens,
@@ -13,7 +13,7 @@ extension Tape {
 
     /// Token embedding plus position embedding of ids at given positions: out[n] = tokens[ids[n]] +
     /// positions[positionIndices[n]], a `[ids.count, width]` tensor (e.g. the real tokens of padded rows).
-    public func embed(ids: [Int32], at positionIndices: [Int], tokens: Variable, positions: Variable?) -> Variable {
+    package func embed(ids: [Int32], at positionIndices: [Int], tokens: Variable, positions: Variable?) -> Variable {
         embedding(ids: ids, positionIndices: positionIndices, tokens: tokens, positions: positions, shape: [ids.count, tokens.shape[1]])
     }
 
@@ -64,7 +64,7 @@ extension Tape {
     }
 
     /// Rows `indices` of a 2-D `x`, as a `[indices.count, columns]` tensor (e.g. the hidden state a head reads).
-    public func gatherRows(_ x: Variable, _ indices: [Int]) -> Variable {
+    package func gatherRows(_ x: Variable, _ indices: [Int]) -> Variable {
         precondition(x.value.rank == 2, "gatherRows needs a 2-D input, got \(x.shape)")
         let c = x.shape[1]
         precondition(indices.allSatisfy { $0 >= 0 && $0 < x.shape[0] }, "gatherRows: index outside 0..<\(x.shape[0])")
@@ -81,7 +81,7 @@ extension Tape {
 
     /// A `[rowCount, columns]` tensor of zeros whose row `indices[k]` is row k of a 2-D `x`: the inverse of
     /// `gatherRows` (e.g. real tokens put back in their padded rows). Indices must be distinct.
-    public func scatterRows(_ x: Variable, _ indices: [Int], rowCount: Int) -> Variable {
+    package func scatterRows(_ x: Variable, _ indices: [Int], rowCount: Int) -> Variable {
         precondition(x.value.rank == 2 && indices.count == x.shape[0], "scatterRows: \(indices.count) indices for \(x.shape)")
         precondition(indices.allSatisfy { $0 >= 0 && $0 < rowCount }, "scatterRows: index outside 0..<\(rowCount)")
         let c = x.shape[1]

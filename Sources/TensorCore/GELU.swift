@@ -8,7 +8,7 @@ public enum GELUApproximation: String, Codable, Sendable {
 
 extension Tape {
     /// The Gaussian error linear unit, element-wise.
-    public func gelu(_ x: Variable, approximation: GELUApproximation = .tanh) -> Variable {
+    package func gelu(_ x: Variable, approximation: GELUApproximation = .tanh) -> Variable {
         let n = x.value.count
         let y = Tensor(uninitializedShape: x.shape)
         let xp = x.value.pointer, yp = y.pointer

@@ -2,7 +2,7 @@ import GPTUtilities
 
 extension Tape {
     /// Layer normalisation over the last dimension: (x − mean) / sqrt(var + ε) · weight + bias (biased variance).
-    public func layerNorm(_ x: Variable, weight: Variable, bias: Variable, epsilon: Float = 1e-5) -> Variable {
+    package func layerNorm(_ x: Variable, weight: Variable, bias: Variable, epsilon: Float = 1e-5) -> Variable {
         let c = x.shape.last!
         precondition(weight.value.count == c && bias.value.count == c, "layerNorm: weight/bias must have \(c) elements")
         let rows = x.value.count / max(c, 1)

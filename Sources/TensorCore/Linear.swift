@@ -7,7 +7,7 @@ extension Tape {
     /// and a tied embedding used as output layer). `bias`, when given, has `out` elements. Under bf16 precision the
     /// three products read bf16 copies of x, W and the output gradient (W's from `weight.bfloat16` when its owner
     /// keeps one), and accumulate in fp32.
-    public func linear(_ x: Variable, weight: Variable, bias: Variable? = nil, transposedWeight: Bool = false) -> Variable {
+    package func linear(_ x: Variable, weight: Variable, bias: Variable? = nil, transposedWeight: Bool = false) -> Variable {
         let w = weight.value
         precondition(w.rank == 2, "linear weight must be 2-D, got \(w.shape)")
         let (inputs, outputs) = transposedWeight ? (w.shape[1], w.shape[0]) : (w.shape[0], w.shape[1])

@@ -4,19 +4,19 @@ import GPTUtilities
 /// All trainable parameters of a model in one contiguous arena, with their gradients in a second arena of the
 /// same layout: zeroing, clipping and the optimizer are single loops over memory, and each named parameter is a
 /// view into both arenas.
-public final class ParameterSet {
+package final class ParameterSet {
     /// Every parameter's values, back to back.
-    public let values: Tensor
+    package let values: Tensor
     /// Every parameter's gradient, in the same layout as `values`.
-    public let gradients: Tensor
+    package let gradients: Tensor
     /// Parameter names in arena order.
-    public let names: [String]
+    package let names: [String]
     /// Each parameter's element range in the arenas.
-    public let ranges: [String: Range<Int>]
+    package let ranges: [String: Range<Int>]
     private let variables: [String: Variable]
 
     /// An arena for parameters of the given names and shapes (values unspecified, gradients zero).
-    public init(_ specs: [(name: String, shape: [Int])]) {
+    package init(_ specs: [(name: String, shape: [Int])]) {
         let total = specs.reduce(0) { $0 + $1.shape.reduce(1, *) }
         values = Tensor(uninitializedShape: [total])
         gradients = Tensor(shape: [total])
@@ -36,13 +36,13 @@ public final class ParameterSet {
     }
 
     /// The parameter called `name` (a programming error if absent).
-    public subscript(name: String) -> Variable {
+    package subscript(name: String) -> Variable {
         guard let v = variables[name] else { preconditionFailure("no parameter \(name)") }
         return v
     }
 
     /// Whether a parameter of that name exists.
-    public func contains(_ name: String) -> Bool { variables[name] != nil }
+    package func contains(_ name: String) -> Bool { variables[name] != nil }
 
     /// bf16 copies of every parameter, in the arena's layout: made by the first `prepareBFloat16()` and kept
     /// current from then on (AdamW rewrites them as it updates `values`; any other writer of `values` calls
@@ -52,7 +52,7 @@ public final class ParameterSet {
     var bfloat16IsCurrent = false
 
     /// Makes every parameter's bf16 copy current (rounding the whole arena if anything changed since the last time).
-    public func prepareBFloat16() {
+    package func prepareBFloat16() {
         if bfloat16Values == nil {
             let arena = BFloat16Tensor(uninitializedShape: [count])
             for name in names {
@@ -68,28 +68,28 @@ public final class ParameterSet {
     }
 
     /// Says that `values` were written by something other than AdamW, so bf16 copies must be made again.
-    public func valuesDidChange() { bfloat16IsCurrent = false }
+    package func valuesDidChange() { bfloat16IsCurrent = false }
 
     /// Total number of scalars.
-    public var count: Int { values.count }
+    package var count: Int { values.count }
 
     /// Sets every gradient to zero.
-    public func zeroGradients() { gradients.fill(0) }
+    package func zeroGradients() { gradients.fill(0) }
 
     /// The L2 norm of all gradients together: the square root of the sum, in order, of `gradientSquareSums`.
-    public func gradientNorm() -> Float {
+    package func gradientNorm() -> Float {
         Float(gradientSquareSums(pieces: 0..<normPieceCount).reduce(0, +).squareRoot())
     }
 
     /// Norms are summed over pieces of this many arena elements: each piece's sum of squares, then those in order.
     /// A process that holds a share of the gradients made of whole pieces computes exactly its part of the norm.
-    public static let normPiece = 4096
+    package static let normPiece = 4096
 
     /// The number of pieces of `normPiece` elements (the last may be short) the arena has.
-    public var normPieceCount: Int { (count + Self.normPiece - 1) / Self.normPiece }
+    package var normPieceCount: Int { (count + Self.normPiece - 1) / Self.normPiece }
 
     /// The sum of the squared gradients of each piece in `pieces` (in double precision).
-    public func gradientSquareSums(pieces: Range<Int>) -> [Double] {
+    package func gradientSquareSums(pieces: Range<Int>) -> [Double] {
         let g = gradients.pointer, n = count, piece = Self.normPiece
         var sums = [Double](repeating: 0, count: pieces.count)
         sums.withUnsafeMutableBufferPointer { out in
@@ -106,19 +106,19 @@ public final class ParameterSet {
     /// The gradients' global norm and the factor that brings it to at most `maximum`, as
     /// torch.nn.utils.clip_grad_norm_ computes them: min(1, maximum / (norm + 1e-6)); 1 when the norm is not
     /// finite. Pass the factor to `AdamW.step(learningRate:gradientScale:)`, which applies it as it reads.
-    public func gradientClipping(maximum: Float) -> (norm: Float, scale: Float) {
+    package func gradientClipping(maximum: Float) -> (norm: Float, scale: Float) {
         let norm = gradientNorm()
         return (norm, Self.clippingScale(norm: norm, maximum: maximum))
     }
 
     /// The factor that brings gradients of global norm `norm` to at most `maximum` (see `gradientClipping`).
-    public static func clippingScale(norm: Float, maximum: Float) -> Float {
+    package static func clippingScale(norm: Float, maximum: Float) -> Float {
         norm.isFinite ? min(1, maximum / (norm + 1e-6)) : 1
     }
 }
 
 /// Runs `body(lo, hi)` over 64K-element chunks of `0..<count`, in parallel.
-public func forEachChunk(_ count: Int, _ body: (Int, Int) -> Void) {
+package func forEachChunk(_ count: Int, _ body: (Int, Int) -> Void) {
     let chunk = 1 << 16, chunks = (count + chunk - 1) / chunk
     Parallel.forEach(chunks, costPerItem: chunk) { r in
         for c in r { body(c * chunk, min(count, (c + 1) * chunk)) }

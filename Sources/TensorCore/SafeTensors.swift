@@ -18,23 +18,23 @@ public struct SafeTensors {
     }
 
     /// One tensor's place in the file.
-    public struct Entry: Sendable {
-        public let dtype: DType
-        public let shape: [Int]
+    package struct Entry: Sendable {
+        package let dtype: DType
+        package let shape: [Int]
         let byteRange: Range<Int>
     }
 
     /// The file read.
-    public let url: URL
+    package let url: URL
     /// Tensors by name.
-    public let entries: [String: Entry]
+    package let entries: [String: Entry]
     /// The `__metadata__` map of the header.
-    public let metadata: [String: String]
+    package let metadata: [String: String]
     private let data: Data
     private let dataStart: Int
 
     /// Opens and validates `url`; every problem is a `FileError` that names the file.
-    public init(contentsOf url: URL) throws {
+    package init(contentsOf url: URL) throws {
         self.url = url
         func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
         guard FileManager.default.fileExists(atPath: url.path) else { throw fail("no such file") }
@@ -102,10 +102,10 @@ public struct SafeTensors {
     }
 
     /// Tensor names in the file, sorted.
-    public var names: [String] { entries.keys.sorted() }
+    package var names: [String] { entries.keys.sorted() }
 
     /// The named tensor as float32 (F16, BF16 and F64 are converted).
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
         let t = Tensor(uninitializedShape: e.shape)
         let n = t.count
@@ -125,7 +125,7 @@ public struct SafeTensors {
     }
 
     /// The named integer tensor (I64 or I32), flattened.
-    public func integers(_ name: String) throws -> [Int] {
+    package func integers(_ name: String) throws -> [Int] {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
         let n = e.shape.reduce(1, *)
         return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
@@ -140,7 +140,7 @@ public struct SafeTensors {
 
     /// Writes float32 tensors (in the given order) atomically to `url`, stored as `dtype` (F32, or BF16 rounded to
     /// nearest even).
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], as dtype: DType = .float32,
+    package static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], as dtype: DType = .float32,
                              to url: URL) throws {
         try write(shapes: tensors.map { ($0.name, $0.tensor.shape) }, metadata: metadata, as: dtype, to: url) { index, write in
             let t = tensors[index].tensor
@@ -152,7 +152,7 @@ public struct SafeTensors {
     /// (F32, or BF16 rounded to nearest even), their values coming from `contents`: called once for each tensor's
     /// index, it hands the values in order, in one or more pieces, to the function it is given. A tensor given more
     /// or fewer values than its shape holds is an error.
-    public static func write(shapes: [(name: String, shape: [Int])], metadata: [String: String] = [:], as dtype: DType = .float32,
+    package static func write(shapes: [(name: String, shape: [Int])], metadata: [String: String] = [:], as dtype: DType = .float32,
                              to url: URL, contents: (_ index: Int, _ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
         precondition(dtype == .float32 || dtype == .bfloat16, "safetensors are written as F32 or BF16")
         var header: [String: Any] = [:]

@@ -2,7 +2,7 @@ import GPTUtilities
 
 extension Tape {
     /// Softmax over the last dimension.
-    public func softmax(_ x: Variable) -> Variable {
+    package func softmax(_ x: Variable) -> Variable {
         let c = x.shape.last!
         let rows = x.value.count / max(c, 1)
         let y = x.value.copy()

@@ -3,7 +3,7 @@ import Foundation
 extension Tape {
     /// Mean squared error between the elements of `predictions` (any shape, one value per target) and `targets`:
     /// the regression loss of a scalar head (torch's `MSELoss`, mean reduction). Returns a scalar.
-    public func meanSquaredError(_ predictions: Variable, targets: [Float]) -> Variable {
+    package func meanSquaredError(_ predictions: Variable, targets: [Float]) -> Variable {
         let n = predictions.value.count
         precondition(n == targets.count && n > 0, "meanSquaredError: \(targets.count) targets for \(n) predictions")
         let x = predictions.value.pointer
@@ -25,7 +25,7 @@ extension Tape {
     /// `scores[groups[k]]` (its candidates, any number each) and `targets[k]` is the index of the right one
     /// inside the group. `scores` holds one value per candidate (any shape). Returns a scalar: multiple choice
     /// with a varying number of choices.
-    public func groupedCrossEntropy(_ scores: Variable, groups: [Range<Int>], targets: [Int]) -> Variable {
+    package func groupedCrossEntropy(_ scores: Variable, groups: [Range<Int>], targets: [Int]) -> Variable {
         let n = scores.value.count
         precondition(groups.count == targets.count && !groups.isEmpty, "groupedCrossEntropy: \(targets.count) targets for \(groups.count) groups")
         precondition(groups.allSatisfy { !$0.isEmpty && $0.lowerBound >= 0 && $0.upperBound <= n },

@@ -5,21 +5,21 @@ import GPTUtilities
 ///
 /// `Tensor` is a reference to memory: a view made by `reshaped`, `rows(_:)` or `slice` shares its elements with
 /// the tensor it came from, and writing through one is seen through the other.
-public final class Tensor: @unchecked Sendable {
+package final class Tensor: @unchecked Sendable {
     /// Size of each dimension, outermost first.
-    public let shape: [Int]
+    package let shape: [Int]
     /// The storage this tensor (or view) lives in.
-    public let storage: TensorStorage
+    package let storage: TensorStorage
     /// Pointer to the first element.
-    public let pointer: UnsafeMutablePointer<Float>
+    package let pointer: UnsafeMutablePointer<Float>
 
     /// Number of elements.
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
     /// Number of dimensions.
-    public var rank: Int { shape.count }
+    package var rank: Int { shape.count }
 
     /// A tensor of the given shape with unspecified contents (fastest; use when every element is written next).
-    public init(uninitializedShape shape: [Int]) {
+    package init(uninitializedShape shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.storage = TensorStorage(uninitializedCount: shape.reduce(1, *))
@@ -27,20 +27,20 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// A tensor filled with `value`.
-    public convenience init(shape: [Int], repeating value: Float = 0) {
+    package convenience init(shape: [Int], repeating value: Float = 0) {
         self.init(uninitializedShape: shape)
         fill(value)
     }
 
     /// A tensor holding `values` in row-major order.
-    public convenience init(shape: [Int], values: [Float]) {
+    package convenience init(shape: [Int], values: [Float]) {
         precondition(shape.reduce(1, *) == values.count, "\(values.count) values do not fill shape \(shape)")
         self.init(uninitializedShape: shape)
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
     /// A view of `count` elements of `storage` starting at `offset`.
-    public init(viewing storage: TensorStorage, offset: Int, shape: [Int]) {
+    package init(viewing storage: TensorStorage, offset: Int, shape: [Int]) {
         precondition(offset >= 0 && offset + shape.reduce(1, *) <= storage.count, "view outside storage")
         self.shape = shape
         self.storage = storage
@@ -48,30 +48,30 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// The elements as an array (a copy).
-    public var scalars: [Float] { Array(buffer) }
+    package var scalars: [Float] { Array(buffer) }
 
     /// The elements as a mutable buffer (no copy).
-    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+    package var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
 
     /// Element access by flat index.
-    public subscript(flat index: Int) -> Float {
+    package subscript(flat index: Int) -> Float {
         get { pointer[index] }
         set { pointer[index] = newValue }
     }
 
     /// Sets every element to `value`.
-    public func fill(_ value: Float) {
+    package func fill(_ value: Float) {
         if value == 0 { memset(pointer, 0, count * MemoryLayout<Float>.stride) } else { pointer.update(repeating: value, count: count) }
     }
 
     /// A view of the same elements with another shape of equal element count.
-    public func reshaped(_ newShape: [Int]) -> Tensor {
+    package func reshaped(_ newShape: [Int]) -> Tensor {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         return Tensor(viewing: storage, offset: pointer - storage.base, shape: newShape)
     }
 
     /// A view of rows `range` along the first dimension.
-    public func rows(_ range: Range<Int>) -> Tensor {
+    package func rows(_ range: Range<Int>) -> Tensor {
         precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) outside \(shape)")
         let inner = shape.dropFirst().reduce(1, *)
         return Tensor(viewing: storage, offset: pointer - storage.base + range.lowerBound * inner,
@@ -79,14 +79,14 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// A fresh copy that shares nothing with this tensor.
-    public func copy() -> Tensor {
+    package func copy() -> Tensor {
         let t = Tensor(uninitializedShape: shape)
         t.pointer.update(from: pointer, count: count)
         return t
     }
 
     /// The transpose of a matrix: a new [columns, rows] tensor.
-    public func transposed2D() -> Tensor {
+    package func transposed2D() -> Tensor {
         precondition(rank == 2, "transposing a tensor of shape \(shape)")
         let rows = shape[0], columns = shape[1]
         let t = Tensor(uninitializedShape: [columns, rows])
@@ -95,27 +95,27 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// Copies the elements of `other` (same element count) into this tensor.
-    public func assign(_ other: Tensor) {
+    package func assign(_ other: Tensor) {
         precondition(other.count == count, "assigning \(other.shape) to \(shape)")
         pointer.update(from: other.pointer, count: count)
     }
 
     /// A new tensor of `shape` filled from `random` with N(mean, std²).
-    public static func normal(shape: [Int], mean: Float = 0, std: Float = 1, using random: inout SeededRandom) -> Tensor {
+    package static func normal(shape: [Int], mean: Float = 0, std: Float = 1, using random: inout SeededRandom) -> Tensor {
         let t = Tensor(uninitializedShape: shape)
         random.fillNormal(t.buffer, mean: mean, std: std)
         return t
     }
 
     /// A new tensor of `shape` filled from `random` with U[low, high).
-    public static func uniform(shape: [Int], low: Float = 0, high: Float = 1, using random: inout SeededRandom) -> Tensor {
+    package static func uniform(shape: [Int], low: Float = 0, high: Float = 1, using random: inout SeededRandom) -> Tensor {
         let t = Tensor(uninitializedShape: shape)
         for i in 0..<t.count { t.pointer[i] = low + (high - low) * random.nextFloat() }
         return t
     }
 
     /// Joins tensors along their first dimension (the other dimensions must agree).
-    public static func concatenate(_ parts: [Tensor]) -> Tensor {
+    package static func concatenate(_ parts: [Tensor]) -> Tensor {
         precondition(!parts.isEmpty, "nothing to concatenate")
         let inner = Array(parts[0].shape.dropFirst())
         precondition(parts.allSatisfy { Array($0.shape.dropFirst()) == inner }, "shapes disagree: \(parts.map(\.shape))")
@@ -130,7 +130,7 @@ public final class Tensor: @unchecked Sendable {
 }
 
 extension Tensor: CustomStringConvertible {
-    public var description: String {
+    package var description: String {
         let shown = scalars.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
         return "Tensor(\(shape): [\(shown)\(count > 8 ? ", …" : "")])"
     }

@@ -4,16 +4,16 @@ import Foundation
 /// Owns one float buffer. Buffers are recycled through a pool keyed by size class, so a training step reuses warm
 /// memory instead of faulting fresh pages from the OS, even when its shapes change from step to step (batches
 /// padded to their longest row).
-public final class TensorStorage: @unchecked Sendable {
+package final class TensorStorage: @unchecked Sendable {
     /// The first element of the buffer.
-    public let base: UnsafeMutablePointer<Float>
+    package let base: UnsafeMutablePointer<Float>
     /// Number of floats asked for (the buffer may hold more).
-    public let count: Int
+    package let count: Int
     /// Number of floats the buffer holds.
     private let capacity: Int
 
     /// A buffer of `count` floats with unspecified contents.
-    public init(uninitializedCount count: Int) {
+    package init(uninitializedCount count: Int) {
         self.count = count
         (base, capacity) = BufferPool.shared.take(count)
     }
@@ -119,17 +119,17 @@ final class BufferPool: @unchecked Sendable {
 
 /// Memory held by tensors (buffers of 16 KiB and more, which is where the memory is), for benchmarks: unlike the
 /// process's resident size, it falls when tensors are released even though their buffers stay pooled.
-public enum TensorMemory {
+package enum TensorMemory {
     /// Bytes held by live tensors now.
-    public static var liveBytes: Int { BufferPool.shared.liveFloats * MemoryLayout<Float>.stride }
+    package static var liveBytes: Int { BufferPool.shared.liveFloats * MemoryLayout<Float>.stride }
     /// The most bytes held at once since the last `resetPeak()`.
-    public static var peakBytes: Int { BufferPool.shared.peakLiveFloats * MemoryLayout<Float>.stride }
-    public static func resetPeak() { BufferPool.shared.resetPeak() }
+    package static var peakBytes: Int { BufferPool.shared.peakLiveFloats * MemoryLayout<Float>.stride }
+    package static func resetPeak() { BufferPool.shared.resetPeak() }
     /// Returns the released buffers kept for reuse to the system. Until the pool fills again, every buffer taken has
     /// exactly its size class, so a measurement of held memory started after this does not depend on what ran before
     /// (a pooled buffer up to twice the size asked for may otherwise serve a request).
     /// On Linux, glibc's free memory is handed back too (malloc_trim), which it otherwise keeps for later allocations.
-    public static func releasePooledBuffers() {
+    package static func releasePooledBuffers() {
         BufferPool.shared.drain()
         _ = returnFreedMemoryToSystem()
     }
@@ -151,7 +151,7 @@ public enum TensorMemory {
         CMemoryHints.fixMappingThreshold(Int32(bytes))
     }
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
-    public static var poolLimitBytes: Int {
+    package static var poolLimitBytes: Int {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }
         set { BufferPool.shared.poolLimit = newValue / MemoryLayout<Float>.stride }
     }

@@ -7,15 +7,15 @@ import _Builtin_intrinsics.intel
 /// Vectorised transcendental functions on 16 float lanes (AVX-512 width) and the load/store helpers the kernels use.
 ///
 /// libm works one element at a time (≈9 ns for tanhf here); these evaluate 16 lanes in a few nanoseconds.
-public typealias Float16x = SIMD16<Float>
+@usableFromInline package typealias Float16x = SIMD16<Float>
 
 /// The 16 floats at `p` (no alignment needed).
-@inlinable @inline(__always) public func load(_ p: UnsafePointer<Float>) -> Float16x {
+@inlinable @inline(__always) package func load(_ p: UnsafePointer<Float>) -> Float16x {
     UnsafeRawPointer(p).loadUnaligned(as: Float16x.self)
 }
 
 /// Stores 16 floats at `p` (no alignment needed).
-@inlinable @inline(__always) public func store(_ v: Float16x, _ p: UnsafeMutablePointer<Float>) {
+@inlinable @inline(__always) package func store(_ v: Float16x, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Float16x.self)
 }
 
@@ -23,7 +23,7 @@ public typealias Float16x = SIMD16<Float>
 /// x86-64; a plain store elsewhere). For arrays much larger than the caches that are written in one pass and not
 /// read again soon; it saves the read-for-ownership traffic of ordinary stores. Follow with
 /// `streamingStoreFence()` before the data is handed to another thread.
-@inlinable @inline(__always) public func storeStreaming(_ v: Float16x, _ p: UnsafeMutablePointer<Float>) {
+@inlinable @inline(__always) package func storeStreaming(_ v: Float16x, _ p: UnsafeMutablePointer<Float>) {
     #if arch(x86_64)
     // SSE's 16-byte form is in every x86-64; four of them fill one line in the write-combining buffer.
     let low = v.lowHalf, high = v.highHalf
@@ -37,7 +37,7 @@ public typealias Float16x = SIMD16<Float>
 }
 
 /// Orders earlier `storeStreaming` stores before later memory operations (they are weakly ordered on x86-64).
-@inlinable @inline(__always) public func streamingStoreFence() {
+@inlinable @inline(__always) package func streamingStoreFence() {
     // On x86-64 this is a locked instruction, which also drains the write-combining buffers.
     atomicMemoryFence(ordering: .sequentiallyConsistent)
 }
@@ -66,10 +66,10 @@ func forEachBlock(_ count: Int, _ body: (Int, Int) -> Void) {
     }
 }
 
-public enum VectorMath {
+package enum VectorMath {
     /// e^x for each lane; relative error below 2e-7 over the float range, exactly 0 below -87.3.
     @inline(__always)
-    public static func exp(_ x: Float16x) -> Float16x {
+    package static func exp(_ x: Float16x) -> Float16x {
         let low = Float16x(repeating: -87.3), high = Float16x(repeating: 88.3)
         let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
         // Round x·log2(e) to the nearest integer n by adding 1.5·2²³: the sum's low mantissa bits then hold n,
@@ -93,7 +93,7 @@ public enum VectorMath {
 
     /// tanh(x) for each lane, as 1 − 2 / (e^{2x} + 1); absolute error below 1e-7.
     @inline(__always)
-    public static func tanh(_ x: Float16x) -> Float16x {
+    package static func tanh(_ x: Float16x) -> Float16x {
         let limit = Float16x(repeating: 20)
         let e = exp(2 * x.replacing(with: -limit, where: x .< -limit).replacing(with: limit, where: x .> limit))
         return 1 - 2 / (e + 1)
@@ -101,7 +101,7 @@ public enum VectorMath {
 
     /// erf(x) for each lane (Abramowitz & Stegun 7.1.26 refined; absolute error below 5e-7).
     @inline(__always)
-    public static func erf(_ x: Float16x) -> Float16x {
+    package static func erf(_ x: Float16x) -> Float16x {
         let a = x.replacing(with: -x, where: x .< 0)
         let t = 1 / (1 + 0.327_591_1 * a)
         var p = Float16x(repeating: 1.061_405_429)
@@ -115,14 +115,14 @@ public enum VectorMath {
     }
 
     /// Scalar versions for loop tails, computed with the same formulas as the vector ones.
-    @inline(__always) public static func exp(_ x: Float) -> Float { exp(Float16x(repeating: x))[0] }
-    @inline(__always) public static func tanh(_ x: Float) -> Float { tanh(Float16x(repeating: x))[0] }
-    @inline(__always) public static func erf(_ x: Float) -> Float { erf(Float16x(repeating: x))[0] }
+    @inline(__always) package static func exp(_ x: Float) -> Float { exp(Float16x(repeating: x))[0] }
+    @inline(__always) package static func tanh(_ x: Float) -> Float { tanh(Float16x(repeating: x))[0] }
+    @inline(__always) package static func erf(_ x: Float) -> Float { erf(Float16x(repeating: x))[0] }
 }
 
 extension UnsafePointer where Pointee == Float {
     /// Largest of `count` elements starting here.
-    @inline(__always) public func maximum(_ count: Int) -> Float {
+    @inline(__always) package func maximum(_ count: Int) -> Float {
         var m = Float16x(repeating: -.infinity)
         var i = 0
         while i + 16 <= count { let v = load(self + i); m.replace(with: v, where: v .> m); i += 16 }
@@ -132,7 +132,7 @@ extension UnsafePointer where Pointee == Float {
     }
 
     /// Sum of `count` elements starting here.
-    @inline(__always) public func sum(_ count: Int) -> Float {
+    @inline(__always) package func sum(_ count: Int) -> Float {
         var s = Float16x()
         var i = 0
         while i + 16 <= count { s += load(self + i); i += 16 }
@@ -142,7 +142,7 @@ extension UnsafePointer where Pointee == Float {
     }
 
     /// Dot product with `other` over `count` elements.
-    @inline(__always) public func dot(_ other: UnsafePointer<Float>, _ count: Int) -> Float {
+    @inline(__always) package func dot(_ other: UnsafePointer<Float>, _ count: Int) -> Float {
         var s = Float16x()
         var i = 0
         while i + 16 <= count { s = s.addingProduct(load(self + i), load(other + i)); i += 16 }
@@ -154,7 +154,7 @@ extension UnsafePointer where Pointee == Float {
 
 extension UnsafeMutablePointer where Pointee == Float {
     /// self[i] = (accumulate ? self[i] : 0) + alpha · x[i] for `count` elements.
-    @inline(__always) public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ count: Int, accumulate: Bool = true) {
+    @inline(__always) package func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ count: Int, accumulate: Bool = true) {
         var i = 0
         if accumulate {
             while i + 16 <= count { store(load(self + i).addingProduct(alpha, load(x + i)), self + i); i += 16 }

@@ -13,7 +13,7 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     case int8
 
     /// Bytes one weight takes.
-    public var bytesPerWeight: Int {
+    package var bytesPerWeight: Int {
         switch self {
         case .float32: 4
         case .bfloat16: 2
@@ -24,7 +24,7 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     /// Rounds a matrix in place to the values this format represents, so that products with the fp32 matrix (prompt
     /// passes, training-style forwards) use exactly the weights decoding streams. The matrix is [inputs, outputs]
     /// row-major (Conv1D), or [outputs, inputs] when `oneRowPerOutput` (a tied embedding used as the output layer).
-    public func round(_ w: UnsafeMutablePointer<Float>, inputs: Int, outputs: Int, oneRowPerOutput: Bool) {
+    package func round(_ w: UnsafeMutablePointer<Float>, inputs: Int, outputs: Int, oneRowPerOutput: Bool) {
         switch self {
         case .float32:
             return

@@ -5,7 +5,7 @@ import GPTUtilities
 /// or `encoder.json` + `vocab.bpe` (OpenAI's names for the same formats).
 extension BPETokenizer {
     /// Loads the token → id map and the merge list. Errors name the file and, for merges, the line.
-    public static func load(vocabulary vocabularyURL: URL, merges mergesURL: URL, kind: String) throws -> BPETokenizer {
+    package static func load(vocabulary vocabularyURL: URL, merges mergesURL: URL, kind: String) throws -> BPETokenizer {
         let vocabulary = try readVocabulary(vocabularyURL)
         var tokens = [String?](repeating: nil, count: (vocabulary.values.max() ?? -1) + 1)
         for (token, id) in vocabulary {
@@ -91,7 +91,7 @@ extension BPETokenizer {
     /// Writes `vocab.json` and `merges.txt` into `directory`, atomically, and the same tokenizer as Hugging Face's
     /// `tokenizer.json` (byte-level BPE, GPT-2's pre-tokenizer) and `tokenizer_config.json`, so that transformers'
     /// `AutoTokenizer` and the `tokenizers` library load it.
-    public func save(to directory: URL) throws {
+    package func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let (vocabulary, merges) = try vocabularyFiles()
         try AtomicFile.write(vocabulary, to: directory.appendingPathComponent("vocab.json"))

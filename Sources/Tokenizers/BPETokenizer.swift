@@ -4,14 +4,14 @@ import GPTUtilities
 
 /// Byte-level BPE as in GPT-2: GPT-2's pre-tokenization, then rank-ordered merges over each piece's bytes.
 /// Tokens that are neither single bytes nor made by a merge are special tokens (such as `<|endoftext|>`).
-public final class BPETokenizer: Tokenizer, @unchecked Sendable {
-    public let kind: String
-    public let vocabularySize: Int
-    public let endOfText: Int32?
+package final class BPETokenizer: Tokenizer, @unchecked Sendable {
+    package let kind: String
+    package let vocabularySize: Int
+    package let endOfText: Int32?
     /// Special tokens by their text.
-    public let specialTokens: [String: Int32]
+    package let specialTokens: [String: Int32]
     /// The merges in rank order, as pairs of token ids.
-    public let merges: [(Int32, Int32)]
+    package let merges: [(Int32, Int32)]
 
     private let tokenBytes: [UInt8]
     private let tokenOffsets: [Int]
@@ -24,7 +24,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
 
     /// Builds a tokenizer from each id's bytes (nil for special tokens, given by `specialTokens`) and the merges.
     /// Every merge's result must be the concatenation of its two tokens.
-    public init(tokens: [[UInt8]?], specialTokens: [String: Int32], merges: [(Int32, Int32)], kind: String) throws {
+    package init(tokens: [[UInt8]?], specialTokens: [String: Int32], merges: [(Int32, Int32)], kind: String) throws {
         self.kind = kind
         vocabularySize = tokens.count
         self.specialTokens = specialTokens
@@ -65,11 +65,11 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
 
     // MARK: Encoding
 
-    public func encode(bytes: [UInt8]) throws -> [Int32] {
+    package func encode(bytes: [UInt8]) throws -> [Int32] {
         bytes.withUnsafeBufferPointer { encodeParallel($0) }
     }
 
-    public func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
+    package func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
         var names: [[UInt8]] = [], ids: [Int32] = []
         for name in allowedSpecial.sorted() {
             guard let id = specialTokens[name] else { throw TokenizerError("unknown special token \(name)") }
@@ -203,7 +203,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
 
     // MARK: Decoding
 
-    public func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
+    package func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(ids.count * 4)
         for id in ids {
@@ -215,7 +215,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         return bytes
     }
 
-    public func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
+    package func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
         var specials = specialTokens
         for (k, name) in names.enumerated() {
             guard specials.updateValue(Int32(vocabularySize + k), forKey: name) == nil else {
@@ -229,7 +229,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     }
 
     /// The bytes of one token.
-    public func bytes(of id: Int32) -> ArraySlice<UInt8> {
+    package func bytes(of id: Int32) -> ArraySlice<UInt8> {
         tokenBytes[tokenOffsets[Int(id)]..<tokenOffsets[Int(id) + 1]]
     }
 

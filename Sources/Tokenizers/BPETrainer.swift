@@ -2,25 +2,25 @@ import Foundation
 
 /// Learns a byte-level BPE from text, deterministically: GPT-2 pre-tokenization, then repeatedly the most frequent
 /// adjacent pair (ties: the pair with the smaller ids) becomes a new token, until the vocabulary has the size asked.
-public struct BPETrainer {
+package struct BPETrainer {
     /// Size of the final vocabulary, special tokens included (at least 256 + the special tokens).
-    public var vocabularySize: Int
+    package var vocabularySize: Int
     /// Special tokens, appended after the learned tokens; their text in the corpus is never merged into others.
-    public var specialTokens: [String]
+    package var specialTokens: [String]
 
-    public init(vocabularySize: Int, specialTokens: [String] = ["<|endoftext|>"]) {
+    package init(vocabularySize: Int, specialTokens: [String] = ["<|endoftext|>"]) {
         self.vocabularySize = vocabularySize
         self.specialTokens = specialTokens
     }
 
     /// Word counts of a corpus: each pre-tokenized piece and how often it occurs (special-token text excluded).
-    public struct WordCounts {
+    package struct WordCounts {
         var counts: [[UInt8]: Int] = [:]
 
-        public init() {}
+        package init() {}
 
         /// Adds the pieces of `bytes`; text of the special tokens is left out.
-        public mutating func add(_ bytes: [UInt8], specialTokens: [String]) {
+        package mutating func add(_ bytes: [UInt8], specialTokens: [String]) {
             for (run, _) in SpecialTokenSplit.segments(bytes, specials: specialTokens.map { Array($0.utf8) }) {
                 Array(run).withUnsafeBufferPointer { buffer in
                     PreTokenizer.forEachPiece(buffer) { counts[Array(buffer[$0]), default: 0] += 1 }
@@ -30,7 +30,7 @@ public struct BPETrainer {
     }
 
     /// Learns the merges. `progress` is called with (merges done, merges wanted).
-    public func train(_ words: WordCounts, progress: (Int, Int) -> Void = { _, _ in }) throws -> BPETokenizer {
+    package func train(_ words: WordCounts, progress: (Int, Int) -> Void = { _, _ in }) throws -> BPETokenizer {
         let wanted = vocabularySize - 256 - specialTokens.count
         guard wanted >= 0 else {
             throw TokenizerError("a vocabulary of \(vocabularySize) cannot hold the 256 bytes and \(specialTokens.count) special tokens")

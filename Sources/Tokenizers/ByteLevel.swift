@@ -1,8 +1,8 @@
 /// GPT-2's reversible mapping between bytes and printable Unicode characters, used only in vocabulary files:
 /// printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
-public enum ByteLevel {
+package enum ByteLevel {
     /// The character standing for each byte.
-    public static let characterForByte: [Character] = {
+    package static let characterForByte: [Character] = {
         var printable = Array(UInt8(ascii: "!")...UInt8(ascii: "~"))
         printable += Array(0xA1...0xAC) + Array(0xAE...0xFF)
         let printableSet = Set(printable)
@@ -20,7 +20,7 @@ public enum ByteLevel {
     }()
 
     /// The inverse mapping, from a character's scalar value to its byte.
-    public static let byteForScalar: [UInt32: UInt8] = {
+    package static let byteForScalar: [UInt32: UInt8] = {
         var result: [UInt32: UInt8] = [:]
         for (byte, character) in characterForByte.enumerated() {
             result[character.unicodeScalars.first!.value] = UInt8(byte)
@@ -29,12 +29,12 @@ public enum ByteLevel {
     }()
 
     /// The vocabulary-file spelling of `bytes`.
-    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         String(bytes.map { characterForByte[Int($0)] })
     }
 
     /// The bytes a vocabulary-file string stands for, or nil when it holds a character outside the mapping.
-    public static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.unicodeScalars.count)
         for scalar in text.unicodeScalars {

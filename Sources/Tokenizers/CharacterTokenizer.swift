@@ -3,21 +3,21 @@ import GPTUtilities
 
 /// One token per Unicode scalar, with the vocabulary taken from a corpus (as nanoGPT's shakespeare_char), and
 /// optional special tokens after the characters.
-public final class CharacterTokenizer: Tokenizer {
-    public static let fileName = "char_tokenizer.json"
-    public let kind = "char"
+package final class CharacterTokenizer: Tokenizer {
+    package static let fileName = "char_tokenizer.json"
+    package let kind = "char"
     /// The vocabulary, in id order.
-    public let characters: [Unicode.Scalar]
+    package let characters: [Unicode.Scalar]
     /// Special tokens, with ids from `characters.count` on.
-    public let specialTokens: [String]
+    package let specialTokens: [String]
     private let ids: [UInt32: Int32]
 
-    public var vocabularySize: Int { characters.count + specialTokens.count }
+    package var vocabularySize: Int { characters.count + specialTokens.count }
     /// The id of the special token `<|endoftext|>`, when the vocabulary has it.
-    public var endOfText: Int32? { specialTokens.firstIndex(of: "<|endoftext|>").map { Int32(characters.count + $0) } }
+    package var endOfText: Int32? { specialTokens.firstIndex(of: "<|endoftext|>").map { Int32(characters.count + $0) } }
 
     /// A tokenizer whose vocabulary is `characters` in that order, then `specialTokens` (all distinct).
-    public init(characters: [Unicode.Scalar], specialTokens: [String] = []) throws {
+    package init(characters: [Unicode.Scalar], specialTokens: [String] = []) throws {
         var ids: [UInt32: Int32] = [:]
         for (id, character) in characters.enumerated() {
             guard ids.updateValue(Int32(id), forKey: character.value) == nil else {
@@ -32,19 +32,19 @@ public final class CharacterTokenizer: Tokenizer {
         self.ids = ids
     }
 
-    public func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
+    package func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
         if let name = names.first(where: specialTokens.contains) { throw TokenizerError("\(name) is already a special token of this vocabulary") }
         return try CharacterTokenizer(characters: characters, specialTokens: specialTokens + names)
     }
 
     /// The vocabulary of a corpus: its distinct scalars in code-point order.
-    public convenience init(corpus: some Sequence<String>) throws {
+    package convenience init(corpus: some Sequence<String>) throws {
         var seen = Set<UInt32>()
         for text in corpus { for scalar in text.unicodeScalars { seen.insert(scalar.value) } }
         try self.init(characters: seen.sorted().map { Unicode.Scalar($0)! })
     }
 
-    public func encode(bytes: [UInt8]) throws -> [Int32] {
+    package func encode(bytes: [UInt8]) throws -> [Int32] {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw TokenizerError("the character tokenizer needs valid UTF-8 text")
         }
@@ -59,7 +59,7 @@ public final class CharacterTokenizer: Tokenizer {
         return result
     }
 
-    public func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
+    package func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
         if let unknown = allowedSpecial.first(where: { !specialTokens.contains($0) }) {
             throw TokenizerError("unknown special token \(unknown)")
         }
@@ -72,7 +72,7 @@ public final class CharacterTokenizer: Tokenizer {
         return result
     }
 
-    public func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
+    package func decodeBytes(_ ids: [Int32]) throws -> [UInt8] {
         var bytes: [UInt8] = []
         for id in ids {
             guard id >= 0, Int(id) < vocabularySize else {
@@ -93,7 +93,7 @@ public final class CharacterTokenizer: Tokenizer {
         var specialTokens: [String]?
     }
 
-    public func save(to directory: URL) throws {
+    package func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted]
@@ -103,7 +103,7 @@ public final class CharacterTokenizer: Tokenizer {
     }
 
     /// Reads a vocabulary written by `save(to:)`.
-    public static func load(from url: URL) throws -> CharacterTokenizer {
+    package static func load(from url: URL) throws -> CharacterTokenizer {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw FileError(url: url, message: "cannot read the character vocabulary (\(error.localizedDescription))")

@@ -2,7 +2,7 @@
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+` with Unicode semantics
 /// (`\p{L}` letters, `\p{N}` numbers, `\s` the White_Space property), as in tiktoken and Hugging Face tokenizers.
 /// It reads UTF-8 bytes; a byte that does not start a valid UTF-8 sequence counts as one "other" character.
-public enum PreTokenizer {
+package enum PreTokenizer {
     /// The classes the pattern distinguishes.
     @usableFromInline enum Class: UInt8 { case letter = 0, number, space, other }
 
@@ -49,7 +49,7 @@ public enum PreTokenizer {
 
     /// Calls `body` with the byte range of each piece of `bytes`, in order; the pieces cover `bytes` exactly.
     @inlinable
-    public static func forEachPiece(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) {
+    package static func forEachPiece(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) {
         guard let p = bytes.baseAddress else { return }
         table.withUnsafeBufferPointer { tableBuffer in
             scan(p, bytes.count, tableBuffer.baseAddress!, body)
@@ -118,7 +118,7 @@ public enum PreTokenizer {
     /// A position near `target` where a piece certainly ends, so that the text before and after it pre-tokenize
     /// independently with the same result as the whole; nil when none is found within `searchLimit` bytes.
     /// Such a position lies between two non-space characters of different classes, the first not an apostrophe.
-    public static func safeSplit(_ bytes: UnsafeBufferPointer<UInt8>, near target: Int, searchLimit: Int = 1 << 16) -> Int? {
+    package static func safeSplit(_ bytes: UnsafeBufferPointer<UInt8>, near target: Int, searchLimit: Int = 1 << 16) -> Int? {
         guard let p = bytes.baseAddress else { return nil }
         let n = bytes.count
         return table.withUnsafeBufferPointer { tableBuffer -> Int? in

@@ -1,13 +1,13 @@
 /// Turns a stream of token ids into text pieces that never split a UTF-8 character: bytes of an incomplete
 /// character wait for the next token; bytes that can never become valid UTF-8 come out as U+FFFD.
-public struct StreamingDecoder {
+package struct StreamingDecoder {
     private let tokenizer: any Tokenizer
     private var pending: [UInt8] = []
 
-    public init(tokenizer: any Tokenizer) { self.tokenizer = tokenizer }
+    package init(tokenizer: any Tokenizer) { self.tokenizer = tokenizer }
 
     /// The text completed by `id` (possibly empty).
-    public mutating func append(_ id: Int32) throws -> String {
+    package mutating func append(_ id: Int32) throws -> String {
         pending += try tokenizer.decodeBytes([id])
         let complete = Self.completePrefixLength(pending)
         let text = String(decoding: pending[..<complete], as: UTF8.self)
@@ -16,13 +16,13 @@ public struct StreamingDecoder {
     }
 
     /// Whatever is still held back, decoded with replacement characters (call at the end of the stream).
-    public mutating func finish() -> String {
+    package mutating func finish() -> String {
         defer { pending.removeAll() }
         return String(decoding: pending, as: UTF8.self)
     }
 
     /// The length of the longest prefix that does not end inside a character that may still be completed.
-    public static func completePrefixLength(_ bytes: [UInt8]) -> Int {
+    package static func completePrefixLength(_ bytes: [UInt8]) -> Int {
         let n = bytes.count
         // Look back at most 3 bytes for the start of a multi-byte character.
         var start = n - 1

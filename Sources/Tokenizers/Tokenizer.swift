@@ -36,7 +36,9 @@ extension Tokenizer {
 
 /// Bad tokenizer input or files, described so that a user can act on it.
 public struct TokenizerError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong, naming the file or token.
     public let message: String
-    public init(_ message: String) { self.message = message }
+    package init(_ message: String) { self.message = message }
+    /// The message.
     public var description: String { message }
 }

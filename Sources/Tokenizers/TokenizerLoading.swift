@@ -14,7 +14,8 @@ public enum TokenizerLoading {
         return try load(directory: directory)
     }
 
-    /// Loads the tokenizer files in `directory`.
+    /// Loads the tokenizer files in `directory`: `vocab.json` + `merges.txt`, `encoder.json` + `vocab.bpe`, or
+    /// `char_tokenizer.json`.
     public static func load(directory: URL) throws -> any Tokenizer {
         let exists = { (name: String) in FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) }
         if exists(CharacterTokenizer.fileName) {
@@ -33,7 +34,7 @@ public enum TokenizerLoading {
     private static let lock = NSLock()
 
     /// GPT-2's tokenizer, from the vocabulary files shipped with SwiftGPT (loaded once).
-    public static func gpt2() throws -> BPETokenizer {
+    package static func gpt2() throws -> BPETokenizer {
         lock.lock()
         defer { lock.unlock() }
         if let cachedGPT2 { return cachedGPT2 }
