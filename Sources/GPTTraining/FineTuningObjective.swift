@@ -15,6 +15,8 @@ package final class FineTuningObjective: TrainingObjective {
     package let settings: FineTuningSettings
     /// The training set's batches, epoch by epoch.
     package let batches: EpochBatches
+    /// Epochs over the training set, evaluated after each.
+    package let plan: RunPlan?
     /// Which training and dev examples had a text cut to fit the context, and how much of it.
     package let truncation: (train: TruncationSummary, dev: TruncationSummary)
 
@@ -22,14 +24,15 @@ package final class FineTuningObjective: TrainingObjective {
     /// non-pad token, as transformers does).
     package var pad: Int32 { format.start }
 
-    /// An objective for `model` (which carries its task head and input format), reading and validating the
-    /// configuration's train and dev files.
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    /// An objective for `model` (which carries its task head and input format), reading and validating the
+    /// settings' train and dev files.
+    package init(settings: FineTuningSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
+                 shard: Shard = .whole) throws {
         self.shard = shard
-        guard let settings = c.fineTuning, let format = model.inputFormat, model.taskHead != nil else {
+        guard let format = model.inputFormat, model.taskHead != nil else {
             throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")
         }
         self.model = model
@@ -48,6 +51,7 @@ package final class FineTuningObjective: TrainingObjective {
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
         truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
+        plan = RunPlan(epochs: settings.epochs, stepsPerEpoch: batches.stepsPerEpoch, warmupFraction: settings.warmupFraction)
     }
 
     /// Every label must fit the head: a class below the number of labels, a value only for regression.
@@ -82,6 +86,11 @@ package final class FineTuningObjective: TrainingObjective {
 
     /// The training objective (task loss plus λ times the LM loss, when λ > 0) and the dev task loss measure
     /// different things: each has its panel, and the dev metrics a third.
+    package var dataSummary: String? {
+        let t = truncation
+        return "task: \(format.task.rawValue), \(train.count) train and \(dev.count) dev examples, \(batches.stepsPerEpoch) steps per epoch, LM-loss weight \(settings.lmWeight), \(settings.pretrained ? "pretrained" : "random") body; cut to fit the context: train \(t.train), dev \(t.dev)"
+    }
+
     package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         let objective = settings.lmWeight > 0 ? "training objective: task loss + \(settings.lmWeight) × LM loss" : "training task loss"
         let metrics = records.last { $0["val_loss"] != nil }?.keys.filter { $0.hasPrefix("val_") && $0 != "val_loss" && !$0.hasSuffix("_stderr") }.sorted() ?? []
@@ -131,8 +140,7 @@ extension FineTuningObjective {
     /// appended to its vocabulary and its tokenizer, and a task head chosen by the task and the training labels
     /// (multiple choice; regression when similarity labels are real values; otherwise as many classes as the
     /// largest label + 1, at least 2).
-    package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
-        guard let settings = c.fineTuning else { throw ConfigurationError(message: "not a fine-tuning configuration") }
+    package static func startingModel(_ c: TrainingConfiguration, settings: FineTuningSettings) throws -> (GPTModel, any Tokenizer) {
         guard c.initFrom != "scratch" else {
             throw ConfigurationError(message: "fine-tuning needs a model directory to start from (its architecture and tokenizer)")
         }

@@ -2,6 +2,7 @@ import Foundation
 import GPTModels
 import GPTUtilities
 import TensorCore
+import Tokenizers
 
 /// Pretraining: next-token prediction on random windows of a prepared data directory's train.bin, evaluated by
 /// the mean loss over random windows of train.bin and val.bin. In a data-parallel run every rank draws the global
@@ -30,6 +31,24 @@ package final class LanguageModelObjective: TrainingObjective {
         batchSize = c.batchSize
         evalIterations = c.evalIterations
         seed = c.seed
+    }
+
+    /// The model a new pretraining run starts from: random weights of the configuration's sizes for the data's
+    /// vocabulary (`initFrom` is `scratch`), or the model in `initFrom`; and the data's tokenizer.
+    static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
+        let data = URL(fileURLWithPath: c.data)
+        let meta = try DataPreparation.meta(in: data)
+        let model: GPTModel
+        if c.initFrom == "scratch" {
+            model = try GPTModel(config: c.modelConfig(vocabularySize: meta.vocabularySize), seed: c.seed)
+        } else {
+            model = try HuggingFaceCheckpoint.load(from: ModelLoading.modelDirectory(URL(fileURLWithPath: c.initFrom)))
+            if let dropout = c.dropout { model.setDropout(dropout) }
+            guard model.config.vocabularySize >= meta.vocabularySize else {
+                throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")
+            }
+        }
+        return (model, try TokenizerLoading.load(directory: data))
     }
 
     package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,

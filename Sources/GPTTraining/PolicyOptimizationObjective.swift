@@ -82,9 +82,10 @@ package final class PolicyOptimizationObjective: TrainingObjective {
 
     static let stateFile = "ppo_state.json"
 
-    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, group: ProcessGroup) throws {
-        guard let settings = c.policyOptimization, model.taskHead == .value else {
-            throw ConfigurationError(message: "PPO needs its settings and a policy with a value head")
+    package init(settings: PolicyOptimizationSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
+                 group: ProcessGroup) throws {
+        guard model.taskHead == .value else {
+            throw ConfigurationError(message: "PPO needs a policy with a value head")
         }
         self.model = model
         self.tokenizer = tokenizer
@@ -371,6 +372,16 @@ package final class PolicyOptimizationObjective: TrainingObjective {
     }
 
     /// The loss PPO minimises at logged steps (it has no validation loss: rollouts are its evaluations).
+    /// `iterations` rollouts, each followed by its updates; no warmup; each rollout is the evaluation.
+    package var plan: RunPlan? {
+        RunPlan(maxIterations: settings.iterations * stepsPerIteration, warmupIterations: 0, evalInterval: stepsPerIteration)
+    }
+
+    package var dataSummary: String? {
+        let s = settings
+        return "PPO: \(prompts.count) prompts, \(s.iterations) rollouts of \(min(s.rolloutSize, prompts.count)) responses (≤ \(s.maxNewTokens) tokens), \(s.epochsPerRollout) epochs × \(stepsPerEpoch) steps per rollout; β \(s.klCoefficient)\(s.targetKL.map { " adaptive toward KL \($0)" } ?? " fixed") (\(s.klEstimator.rawValue)); reward \(s.reward)"
+    }
+
     package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("PPO loss: clipped policy loss + \(settings.valueCoefficient) × value loss", [
             .init("logged steps", LearningCurve.series(records, "train_loss"))])]

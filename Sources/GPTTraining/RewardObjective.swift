@@ -13,6 +13,8 @@ package final class RewardObjective: TrainingObjective {
     package let train: [EncodedExample]
     package let dev: [EncodedExample]
     package let batches: EpochBatches
+    /// Epochs over the training set, evaluated after each.
+    package let plan: RunPlan?
     /// Which training and dev pairs had a row cut to fit the context (their prompts lose their beginning), and how
     /// much of it.
     package let truncation: (train: TruncationSummary, dev: TruncationSummary)
@@ -21,9 +23,10 @@ package final class RewardObjective: TrainingObjective {
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(settings: RewardModelingSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
+                 shard: Shard = .whole) throws {
         self.shard = shard
-        guard let settings = c.rewardModeling, case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
+        guard case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
             throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")
         }
         self.model = model
@@ -34,6 +37,7 @@ package final class RewardObjective: TrainingObjective {
         dev = try PreferenceDataset.encode(try PreferenceDataset.load(devURL), from: devURL, tokenizer: tokenizer, contextLength: context)
         truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
+        plan = RunPlan(epochs: settings.epochs, stepsPerEpoch: batches.stepsPerEpoch, warmupFraction: settings.warmupFraction)
     }
 
     package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
@@ -53,6 +57,11 @@ package final class RewardObjective: TrainingObjective {
     }
 
     /// The pairwise loss (−log σ(r_chosen − r_rejected)) and, on a panel of its own, the dev accuracy.
+    package var dataSummary: String? {
+        let t = truncation
+        return "reward model: \(train.count) train and \(dev.count) dev pairs, \(batches.stepsPerEpoch) steps per epoch; pairs cut to fit the context (the prompt loses its beginning): train \(t.train), dev \(t.dev)"
+    }
+
     package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {
         [LearningCurve.Panel("pairwise loss −log σ(r_chosen − r_rejected)", [
             .init("training (logged steps)", LearningCurve.series(records, "train_loss")),

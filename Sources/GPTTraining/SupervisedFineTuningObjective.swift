@@ -14,6 +14,8 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
     package let train: [EncodedDemonstration]
     package let dev: [EncodedDemonstration]
     package let batches: EpochBatches
+    /// Epochs over the training set, evaluated after each.
+    package let plan: RunPlan?
     /// The number of trained (reply) tokens of each training demonstration.
     let replyTokenCounts: [Int]
     /// The trained (reply) tokens of the whole training set.
@@ -25,11 +27,9 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(settings: SupervisedFineTuningSettings, model: GPTModel, tokenizer: any Tokenizer,
+                 configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
         self.shard = shard
-        guard let settings = c.supervisedFineTuning else {
-            throw ConfigurationError(message: "supervised fine-tuning needs its settings")
-        }
         self.model = model
         template = settings.chatTemplate
         let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
@@ -47,6 +47,7 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
         truncation = (TruncationSummary(lostFractions: train.map(\.lostFraction)), TruncationSummary(lostFractions: dev.map(\.lostFraction)))
         replyTokenCounts = train.map { $0.targets.filter { $0 >= 0 }.count }
         batches = EpochBatches(count: train.count, batchSize: c.batchSize * shard.count, accumulation: c.gradientAccumulation, seed: c.seed)
+        plan = RunPlan(epochs: settings.epochs, stepsPerEpoch: batches.stepsPerEpoch, warmupFraction: settings.warmupFraction)
     }
 
     package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
@@ -84,6 +85,11 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
             : model.hidden(ids: ids, batch: examples.count, tape: tape, lengths: lengths, withoutPadding: true)
         let loss = tape.crossEntropy(model.logits(tape.gatherRows(hidden.final, gathered), tape: tape), targets: targets)
         return (loss, targets.count, token)
+    }
+
+    package var dataSummary: String? {
+        let t = truncation, d = droppedCount
+        return "demonstrations: \(train.count) train and \(dev.count) dev, \(batches.stepsPerEpoch) steps per epoch, \(replyTokenCount) trained reply tokens; cut to fit the context: train \(t.train), dev \(t.dev); dropped (no reply left): \(d.train) train, \(d.dev) dev"
     }
 
     package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {

@@ -6,8 +6,8 @@ import Tokenizers
 
 /// The training loop every trainer shares: AdamW with warmup and cosine or linear decay, gradient accumulation
 /// and clipping, periodic evaluation, checkpoints (`last/`, and `best/` by the evaluation's score), metrics and
-/// exact resume. What is optimised comes from a `TrainingObjective`: pretraining when the configuration has no
-/// other settings, else GPT-1 fine-tuning, reward modelling, supervised fine-tuning or PPO.
+/// exact resume. What is optimised comes from the configuration's `objective`: pretraining, GPT-1 fine-tuning,
+/// reward modelling, supervised fine-tuning or PPO.
 public final class Trainer {
     /// What the loop reports as it goes.
     public enum Event {
@@ -59,31 +59,12 @@ public final class Trainer {
     /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
     package private(set) var trainingSeconds: Double = 0
 
-    /// A new run: pretraining from scratch or from the model in `configuration.initFrom`, or fine-tuning, reward
-    /// modelling or supervised fine-tuning of that model.
+    /// A new run of `configuration.objective`: pretraining from scratch or from the model in
+    /// `configuration.initFrom`, or fine-tuning, reward modelling, supervised fine-tuning or PPO of that model.
     public convenience init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
-        if !configuration.isPretraining {
-            let (model, tokenizer) = configuration.fineTuning != nil ? try FineTuningObjective.startingModel(configuration)
-                : configuration.rewardModeling != nil ? try RewardObjective.startingModel(configuration)
-                : configuration.supervisedFineTuning != nil ? try SupervisedFineTuningObjective.startingModel(configuration)
-                : try PolicyOptimizationObjective.startingModel(configuration)
-            try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
-            return
-        }
-        let data = URL(fileURLWithPath: configuration.data)
-        let meta = try DataPreparation.meta(in: data)
-        let model: GPTModel
-        if configuration.initFrom == "scratch" {
-            model = try GPTModel(config: configuration.modelConfig(vocabularySize: meta.vocabularySize), seed: configuration.seed)
-        } else {
-            model = try HuggingFaceCheckpoint.load(from: ModelLoading.modelDirectory(URL(fileURLWithPath: configuration.initFrom)))
-            if let dropout = configuration.dropout { model.setDropout(dropout) }
-            guard model.config.vocabularySize >= meta.vocabularySize else {
-                throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")
-            }
-        }
-        try self.init(configuration: configuration, model: model, tokenizer: try TokenizerLoading.load(directory: data), state: nil)
+        let (model, tokenizer) = try configuration.objective.startingModel(configuration)
+        try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
     }
 
     /// Continues the run in `output` exactly where its checkpoint `last/` stopped (or, when `last/` cannot be
@@ -108,7 +89,7 @@ public final class Trainer {
         state.configuration.out = output.path
         let model = try HuggingFaceCheckpoint.load(from: last)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
-        let tokenizer = try TokenizerLoading.load(directory: state.configuration.isPretraining ? URL(fileURLWithPath: state.configuration.data) : last)
+        let tokenizer = try TokenizerLoading.load(directory: state.configuration.objective.tokenizerDirectory(state.configuration, checkpoint: last))
         let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
         try TrainingCheckpoint.loadOptimizer(trainer.optimizer, parameterCount: model.parameters.count, steps: state.optimizerSteps,
                                              from: last)
@@ -121,37 +102,13 @@ public final class Trainer {
         configuration.precision = configuration.resolvedPrecision
         self.model = model
         self.tokenizer = tokenizer
-        let shard = Shard(index: group.rank, count: group.size)
-        // A new run over a set of examples: its length, warmup and evaluations follow from the epochs.
-        func schedule(_ batches: EpochBatches, epochs: Int, warmupFraction: Float) {
-            guard state == nil else { return }
-            configuration.maxIterations = epochs * batches.stepsPerEpoch
-            configuration.warmupIterations = Int((warmupFraction * Float(configuration.maxIterations)).rounded(.up))
-            configuration.evalInterval = batches.stepsPerEpoch
-        }
-        if let settings = configuration.fineTuning {
-            let objective = try FineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
-            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
-            self.objective = objective
-        } else if let settings = configuration.rewardModeling {
-            let objective = try RewardObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
-            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
-            self.objective = objective
-        } else if let settings = configuration.supervisedFineTuning {
-            let objective = try SupervisedFineTuningObjective(model: model, tokenizer: tokenizer, configuration: configuration, shard: shard)
-            schedule(objective.batches, epochs: settings.epochs, warmupFraction: settings.warmupFraction)
-            self.objective = objective
-        } else if let settings = configuration.policyOptimization {
-            let objective = try PolicyOptimizationObjective(model: model, tokenizer: tokenizer, configuration: configuration, group: group)
-            if state == nil {
-                configuration.maxIterations = settings.iterations * objective.stepsPerIteration
-                configuration.warmupIterations = 0
-            }
-            configuration.evalInterval = objective.stepsPerIteration
-            self.objective = objective
-        } else {
-            objective = try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data),
-                                                   configuration: configuration, shard: shard)
+        objective = try configuration.objective.makeObjective(model: model, tokenizer: tokenizer, configuration: configuration,
+                                                              group: group)
+        // A new run over a set of examples or rollouts: its length, warmup and evaluations follow from them.
+        if state == nil, let plan = objective.plan {
+            configuration.maxIterations = plan.maxIterations
+            configuration.warmupIterations = plan.warmupIterations
+            configuration.evalInterval = plan.evalInterval
         }
         self.configuration = configuration
         group.timeout = configuration.rankTimeout
@@ -226,9 +183,7 @@ public final class Trainer {
         }
         try evaluateAndCheckpoint(events)
         guard group.isMain else { return .finished }
-        let kind = c.fineTuning.map { "\($0.task.rawValue) fine-tuning" }
-            ?? (c.rewardModeling != nil ? "reward model" : c.supervisedFineTuning != nil ? "supervised fine-tuning"
-                : c.policyOptimization != nil ? "PPO" : "pretraining on \(URL(fileURLWithPath: c.data).lastPathComponent)")
+        let kind = c.objective.title(data: c.data)
         let records = Metrics.records(in: output)
         try AtomicFile.write(Data(LearningCurve.svg(title: "\(output.lastPathComponent): \(kind)", panels: objective.lossPanels(records)).utf8),
                              to: output.appendingPathComponent("loss.svg"))

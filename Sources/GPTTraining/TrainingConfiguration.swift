@@ -81,22 +81,12 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// those of `last/` where the file system allows), and the oldest beyond this count are removed; 0 keeps
     /// `last/` (and `best/`) only.
     public var keepCheckpoints = 0
-    /// Present for fine-tuning on a labelled task (`gpt finetune`).
-    public var fineTuning: FineTuningSettings?
-    /// Present for training a reward model on preference pairs (`gpt reward train`).
-    public var rewardModeling: RewardModelingSettings?
-    /// Present for supervised fine-tuning on demonstrations (`gpt sft`).
-    public var supervisedFineTuning: SupervisedFineTuningSettings?
-    /// Present for PPO against a reward (`gpt ppo`). With none of these settings, the run pretrains on `data`.
-    public var policyOptimization: PolicyOptimizationSettings?
+    /// What the run optimises: pretraining on `data` (the default), or fine-tuning, reward modelling, supervised
+    /// fine-tuning or PPO of the model in `initFrom`, each with its settings.
+    public var objective = Objective.pretraining
 
     /// The defaults each setting states: pretraining the `baby` preset from scratch on `data`.
     public init() {}
-
-    /// Whether the run pretrains on `data` (it has no fine-tuning, reward-modelling, demonstration or PPO settings).
-    package var isPretraining: Bool {
-        fineTuning == nil && rewardModeling == nil && supervisedFineTuning == nil && policyOptimization == nil
-    }
 
     /// The precision this configuration trains in.
     package var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
@@ -104,21 +94,18 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case preset, layers, heads, width, context, dropout, attention, window, stride, summaries, data, out, initFrom, batchSize, gradientAccumulation
         case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
-        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, fineTuning
-        case shardOptimizer, rankTimeout, keepCheckpoints, rewardModeling, supervisedFineTuning, policyOptimization
+        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, objective
+        case shardOptimizer, rankTimeout, keepCheckpoints
     }
 
     /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
-    /// field is an error, so a misspelt setting is not silently ignored.
+    /// field is an error, so a misspelt setting is not silently ignored. The objective may also be given as one of
+    /// the keys `fineTuning`, `rewardModeling`, `supervisedFineTuning` or `policyOptimization` at the top level, as
+    /// checkpoints written before `objective` existed hold it.
     public init(from decoder: Decoder) throws {
-        struct AnyKey: CodingKey {
-            var stringValue: String
-            var intValue: Int? { nil }
-            init(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
-        }
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
+        let legacyObjectiveKeys = Objective.CodingKeys.allCases.filter { $0 != .pretraining }
+        let known = Set(CodingKeys.allCases.map(\.rawValue) + legacyObjectiveKeys.map(\.rawValue))
+        if let unknown = try decoder.container(keyedBy: AnyCodingKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
             throw DecodingError.dataCorrupted(.init(codingPath: [unknown], debugDescription: "unknown setting '\(unknown.stringValue)'; known: \(known.sorted().joined(separator: ", "))"))
         }
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -141,11 +128,18 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try read(.epsilon, &d.epsilon); try read(.weightDecay, &d.weightDecay); try read(.gradientClip, &d.gradientClip)
         try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
         try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
-        try read(.schedule, &d.schedule); try read(.fineTuning, &d.fineTuning)
+        try read(.schedule, &d.schedule); try read(.objective, &d.objective)
         try read(.shardOptimizer, &d.shardOptimizer); try read(.rankTimeout, &d.rankTimeout)
         try read(.keepCheckpoints, &d.keepCheckpoints)
-        try read(.rewardModeling, &d.rewardModeling); try read(.supervisedFineTuning, &d.supervisedFineTuning)
-        try read(.policyOptimization, &d.policyOptimization)
+        let legacy = try decoder.container(keyedBy: Objective.CodingKeys.self)
+        let legacyKeys = legacyObjectiveKeys.filter { legacy.contains($0) }
+        if !legacyKeys.isEmpty {
+            guard legacyKeys.count == 1, !c.contains(.objective) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription:
+                    "a run fine-tunes a task, trains a reward model, fine-tunes on demonstrations or runs PPO: one of them"))
+            }
+            d.objective = try Objective.decode(legacyKeys[0], from: legacy)
+        }
         self = d
     }
 
@@ -210,12 +204,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
         try check(rankTimeout > 0, "the rank timeout must be positive")
         try check(keepCheckpoints >= 0, "the number of checkpoints to keep must not be negative")
-        try fineTuning?.validate()
-        try rewardModeling?.validate()
-        try supervisedFineTuning?.validate()
-        try policyOptimization?.validate()
-        try check([fineTuning != nil, rewardModeling != nil, supervisedFineTuning != nil, policyOptimization != nil].filter { $0 }.count <= 1,
-                  "a run fine-tunes a task, trains a reward model, fine-tunes on demonstrations or runs PPO: one of them")
+        try objective.validate()
     }
 }
 

@@ -34,6 +34,37 @@ package protocol TrainingObjective: AnyObject {
 
     /// Draws the objective's own charts from the run's metrics records, when the run ends.
     func writeCharts(to output: URL, records: [[String: Any]]) throws
+
+    /// The length of a new run when the objective sets it from its data (epochs over examples, PPO's rollouts);
+    /// nil keeps the configuration's.
+    var plan: RunPlan? { get }
+
+    /// A line on the data the run trains on (counts, steps per epoch, what was cut to fit the context), printed
+    /// before training; nil when there is nothing to add.
+    var dataSummary: String? { get }
+}
+
+/// The length of a run an objective derives from its data: `maxIterations` steps, of which the first
+/// `warmupIterations` warm up, and an evaluation (with a checkpoint) every `evalInterval` steps.
+package struct RunPlan: Equatable, Sendable {
+    package var maxIterations: Int
+    package var warmupIterations: Int
+    package var evalInterval: Int
+
+    /// `epochs` passes over batches of `stepsPerEpoch` steps, warming up for `warmupFraction` of them and
+    /// evaluating after each pass.
+    package init(epochs: Int, stepsPerEpoch: Int, warmupFraction: Float) {
+        maxIterations = epochs * stepsPerEpoch
+        warmupIterations = Int((warmupFraction * Float(maxIterations)).rounded(.up))
+        evalInterval = stepsPerEpoch
+    }
+
+    /// A plan of the given lengths.
+    package init(maxIterations: Int, warmupIterations: Int, evalInterval: Int) {
+        self.maxIterations = maxIterations
+        self.warmupIterations = warmupIterations
+        self.evalInterval = evalInterval
+    }
 }
 
 extension TrainingObjective {
@@ -41,6 +72,8 @@ extension TrainingObjective {
     package func saveState(to directory: URL) throws {}
     package func restoreState(from directory: URL) throws {}
     package func writeCharts(to output: URL, records: [[String: Any]]) throws {}
+    package var plan: RunPlan? { nil }
+    package var dataSummary: String? { nil }
 
     /// The training loss at logged steps and the validation loss at evaluations, on one panel.
     package func lossPanels(_ records: [[String: Any]]) -> [LearningCurve.Panel] {

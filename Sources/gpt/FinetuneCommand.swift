@@ -39,7 +39,7 @@ struct FinetuneCommand: ParsableCommand {
     @OptionGroup var options: ExampleTrainingOptions<FineTuningDefaults>
 
     func run() throws {
-        let trainer = try options.trainer(kind: "fine-tuning", isKind: { $0.fineTuning != nil }) {
+        let trainer = try options.trainer(kind: "fine-tuning", isKind: { if case .fineTuning = $0 { true } else { false } }) {
             guard let task, let model, let train, let dev else { throw ValidationError("a new run needs --task, --model, --train and --dev") }
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")
@@ -52,7 +52,7 @@ struct FinetuneCommand: ParsableCommand {
             settings.classCount = classes
             settings.labelNames = labels.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
             var c = options.configuration(model: model)
-            c.fineTuning = settings
+            c.objective = .fineTuning(settings)
             return c
         }
         try TrainingRun.run(trainer)

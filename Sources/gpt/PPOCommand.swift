@@ -75,7 +75,7 @@ struct PPOCommand: ParsableCommand {
         let trainer: Trainer
         if resume {
             trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
-            guard trainer.configuration.policyOptimization != nil else { throw CommandError("\(out) is not a PPO run") }
+            guard case .policyOptimization = trainer.configuration.objective else { throw CommandError("\(out) is not a PPO run") }
             print("resuming \(out) at step \(trainer.step)")
         } else {
             guard let policy, let reward, let prompts else { throw ValidationError("a new run needs --policy, --reward and --prompts") }
@@ -123,7 +123,7 @@ struct PPOCommand: ParsableCommand {
             c.rankTimeout = rankTimeout
             c.keepCheckpoints = keepCheckpoints
             c.precision = precision
-            c.policyOptimization = settings
+            c.objective = .policyOptimization(settings)
             trainer = try Trainer(configuration: c)
         }
         try TrainingRun.run(trainer)

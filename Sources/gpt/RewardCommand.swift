@@ -30,12 +30,12 @@ struct RewardTrainCommand: ParsableCommand {
     @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
 
     func run() throws {
-        let trainer = try options.trainer(kind: "reward-model", isKind: { $0.rewardModeling != nil }) {
+        let trainer = try options.trainer(kind: "reward-model", isKind: { if case .rewardModeling = $0 { true } else { false } }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             var settings = RewardModelingSettings(train: absolutePath(train), dev: absolutePath(dev))
             (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
             var c = options.configuration(model: model)
-            c.rewardModeling = settings
+            c.objective = .rewardModeling(settings)
             return c
         }
         try TrainingRun.run(trainer)

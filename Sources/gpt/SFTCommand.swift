@@ -30,7 +30,7 @@ struct SFTCommand: ParsableCommand {
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let trainer = try options.trainer(kind: "supervised fine-tuning", isKind: { $0.supervisedFineTuning != nil }) {
+        let trainer = try options.trainer(kind: "supervised fine-tuning", isKind: { if case .supervisedFineTuning = $0 { true } else { false } }) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: model)
@@ -38,11 +38,11 @@ struct SFTCommand: ParsableCommand {
                                                         chatTemplate: template)
             (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
             var c = options.configuration(model: model)
-            c.supervisedFineTuning = settings
+            c.objective = .supervisedFineTuning(settings)
             return c
         }
         guard try TrainingRun.run(trainer) == .finished, trainer.group.isMain, samples > 0,
-              let settings = trainer.configuration.supervisedFineTuning else { return }
+              case .supervisedFineTuning(let settings) = trainer.configuration.objective else { return }
         try sampleReplies(output: URL(fileURLWithPath: options.out), settings: settings)
     }
 

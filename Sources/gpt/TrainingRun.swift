@@ -18,22 +18,7 @@ enum TrainingRun {
         print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
         let ranks = trainer.group.size > 1 ? " × \(trainer.group.size) ranks" : ""
         print("training: batch \(c.batchSize) × \(c.gradientAccumulation)\(ranks), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
-        if let task = trainer.objective as? FineTuningObjective {
-            let t = task.truncation
-            print("task: \(task.format.task.rawValue), \(task.train.count) train and \(task.dev.count) dev examples, \(task.batches.stepsPerEpoch) steps per epoch, LM-loss weight \(task.settings.lmWeight), \(task.settings.pretrained ? "pretrained" : "random") body; cut to fit the context: train \(t.train), dev \(t.dev)")
-        }
-        if let reward = trainer.objective as? RewardObjective {
-            let t = reward.truncation
-            print("reward model: \(reward.train.count) train and \(reward.dev.count) dev pairs, \(reward.batches.stepsPerEpoch) steps per epoch; pairs cut to fit the context (the prompt loses its beginning): train \(t.train), dev \(t.dev)")
-        }
-        if let sft = trainer.objective as? SupervisedFineTuningObjective {
-            let t = sft.truncation, d = sft.droppedCount
-            print("demonstrations: \(sft.train.count) train and \(sft.dev.count) dev, \(sft.batches.stepsPerEpoch) steps per epoch, \(sft.replyTokenCount) trained reply tokens; cut to fit the context: train \(t.train), dev \(t.dev); dropped (no reply left): \(d.train) train, \(d.dev) dev")
-        }
-        if let ppo = trainer.objective as? PolicyOptimizationObjective {
-            let s = ppo.settings
-            print("PPO: \(ppo.prompts.count) prompts, \(s.iterations) rollouts of \(min(s.rolloutSize, ppo.prompts.count)) responses (≤ \(s.maxNewTokens) tokens), \(s.epochsPerRollout) epochs × \(ppo.stepsPerEpoch) steps per rollout; β \(s.klCoefficient)\(s.targetKL.map { " adaptive toward KL \($0)" } ?? " fixed") (\(s.klEstimator.rawValue)); reward \(s.reward)")
-        }
+        if let summary = trainer.objective.dataSummary { print(summary) }
         let bar = isatty(STDOUT_FILENO) != 0 ? ProgressBar(total: c.maxIterations, label: "train") : nil
         let start = Date(), firstStep = trainer.step
         let outcome = try trainer.run(shouldStop: { interruptRequested }) { event in

@@ -275,7 +275,7 @@ final class FineTuningTests: XCTestCase {
         let train = try syntheticTask(40, seed: 1, in: folder, name: "train.jsonl")
         var c = settings(base: base, train: train, dev: train, out: folder.appendingPathComponent("run"))
         c.fineTuning!.labelNames = ["negative", "positive"]
-        let (model, _) = try FineTuningObjective.startingModel(c)
+        let (model, _) = try FineTuningObjective.startingModel(c, settings: c.fineTuning!)
         guard case .sequenceClassification(let head)? = model.taskHead else { return XCTFail("no classifier head") }
         XCTAssertEqual(head.labels, ["negative", "positive"])
         c.fineTuning!.labelNames = ["a", "b", "c"]

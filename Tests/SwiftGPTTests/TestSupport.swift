@@ -123,3 +123,24 @@ func residentBytes() -> Int? {
     guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
+
+/// The settings of each objective as an optional, as tests read and change them: nil when the run is of another
+/// kind; setting one makes the run of that kind.
+extension TrainingConfiguration {
+    var fineTuning: FineTuningSettings? {
+        get { if case .fineTuning(let settings) = objective { settings } else { nil } }
+        set { if let newValue { objective = .fineTuning(newValue) } }
+    }
+    var rewardModeling: RewardModelingSettings? {
+        get { if case .rewardModeling(let settings) = objective { settings } else { nil } }
+        set { if let newValue { objective = .rewardModeling(newValue) } }
+    }
+    var supervisedFineTuning: SupervisedFineTuningSettings? {
+        get { if case .supervisedFineTuning(let settings) = objective { settings } else { nil } }
+        set { if let newValue { objective = .supervisedFineTuning(newValue) } }
+    }
+    var policyOptimization: PolicyOptimizationSettings? {
+        get { if case .policyOptimization(let settings) = objective { settings } else { nil } }
+        set { if let newValue { objective = .policyOptimization(newValue) } }
+    }
+}

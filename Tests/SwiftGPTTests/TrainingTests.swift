@@ -105,6 +105,46 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(c.learningRate(at: 5000), 1e-4)
     }
 
+    /// The objective is one value, stored as `"objective": {"KIND": SETTINGS}`; configurations and checkpoints
+    /// written with the kind's key at the top level (before `objective` existed) read the same, and two kinds at once
+    /// are refused.
+    func testTheObjectiveIsOneValueReadInEitherForm() throws {
+        var c = TrainingConfiguration()
+        c.objective = .fineTuning(FineTuningSettings(task: .entailment, train: "/t.jsonl", dev: "/d.jsonl"))
+        let encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(c)) as! [String: Any]
+        let objective = try XCTUnwrap(encoded["objective"] as? [String: Any])
+        XCTAssertEqual(Array(objective.keys), ["fineTuning"])
+        XCTAssertNil(encoded["fineTuning"])
+        XCTAssertEqual(try JSONDecoder().decode(TrainingConfiguration.self, from: JSONSerialization.data(withJSONObject: encoded)), c)
+
+        var legacy = encoded
+        legacy["objective"] = nil
+        legacy["fineTuning"] = objective["fineTuning"]
+        XCTAssertEqual(try JSONDecoder().decode(TrainingConfiguration.self, from: JSONSerialization.data(withJSONObject: legacy)), c)
+
+        let pretraining = try JSONDecoder().decode(TrainingConfiguration.self, from: JSONEncoder().encode(TrainingConfiguration()))
+        XCTAssertEqual(pretraining.objective, .pretraining)
+        XCTAssertEqual(pretraining, TrainingConfiguration())
+
+        let reward = try JSONSerialization.jsonObject(with: JSONEncoder().encode(RewardModelingSettings(train: "/t", dev: "/d")))
+        var both = legacy
+        both["rewardModeling"] = reward
+        var objectiveAndLegacy = encoded
+        objectiveAndLegacy["rewardModeling"] = reward
+        var twoInOne = encoded
+        twoInOne["objective"] = ["fineTuning": objective["fineTuning"]!, "rewardModeling": reward]
+        for (name, json) in [("two kinds", both), ("objective and a kind", objectiveAndLegacy), ("two in objective", twoInOne)] {
+            XCTAssertThrowsError(try JSONDecoder().decode(TrainingConfiguration.self, from: JSONSerialization.data(withJSONObject: json)), name) {
+                XCTAssertTrue("\($0)".contains("one of them") || "\($0)".contains("an objective is one of"), "\(name): \($0)")
+            }
+        }
+        var unknown = encoded
+        unknown["objective"] = ["dpo": [String: Any]()]
+        XCTAssertThrowsError(try JSONDecoder().decode(TrainingConfiguration.self, from: JSONSerialization.data(withJSONObject: unknown))) {
+            XCTAssertTrue("\($0)".contains("an objective is one of pretraining, fineTuning"), "\($0)")
+        }
+    }
+
     func testResumedRunIsBitIdenticalToAnUninterruptedOne() throws {
         let folder = try temporaryDirectory(self)
         let text = try corpus(in: folder)
