@@ -92,6 +92,13 @@ let package = Package(
             resources: [.copy("Resources/chat")],
             swiftSettings: optimisation
         ),
+        // Measurement for the command line and the tests, not part of the library's products: timing helpers for
+        // `gpt bench`, and the comparison with transformers' golden outputs for `gpt parity`.
+        .target(
+            name: "GPTBenchmarks",
+            dependencies: ["GPTUtilities", "TensorCore", "GPTModels"],
+            swiftSettings: optimisation
+        ),
         .target(
             name: "SwiftGPT",
             dependencies: [
@@ -104,6 +111,7 @@ let package = Package(
             name: "gpt",
             dependencies: [
                 "SwiftGPT",
+                "GPTBenchmarks",
                 "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -113,7 +121,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["GPTUtilities", "Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
-            dependencies: ["SwiftGPT", .product(name: "Atomics", package: "swift-atomics")],
+            dependencies: ["SwiftGPT", "GPTBenchmarks", .product(name: "Atomics", package: "swift-atomics")],
             resources: [.copy("Resources")],
             swiftSettings: optimisation
         ),

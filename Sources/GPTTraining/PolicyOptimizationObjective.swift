@@ -5,8 +5,9 @@ import TensorCore
 import Tokenizers
 
 /// PPO against a reward with a KL penalty toward a frozen reference policy (InstructGPT's step 3, Ziegler et al.'s
-/// recipe), as an objective of the shared training loop: an optimizer step is one PPO mini-batch update, and every
-/// `stepsPerIteration` steps the loop's evaluation samples a new rollout.
+/// recipe), as an objective of the shared training loop: an optimizer step is one PPO mini-batch update; every
+/// `stepsPerIteration` steps the loop's preparation phase (`prepare(step:)`) samples a new rollout, whose figures are
+/// then the loop's evaluation.
 ///
 /// A rollout samples one response per prompt with the batched KV-cache sampler, then reads every sequence once
 /// with the policy (log-probabilities and values of the response tokens) and once with the reference policy. The
@@ -140,15 +141,20 @@ package final class PolicyOptimizationObjective: TrainingObjective {
 
     // MARK: Rollouts
 
-    /// Samples the rollout of the iteration that starts at `step` (or returns the one restored from a checkpoint
-    /// taken there) and reports its figures: the policy as it is now, scored.
-    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
-        if let rollout = state.rollout, rollout.step == step {
-            return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
-        }
-        let rollout = try sampleRollout(step: step)
-        state.rollout = rollout
+    /// At the start of each iteration (every `stepsPerIteration` steps, and at the run's end), samples the rollout
+    /// the iteration's updates train on: the policy as it is now, scored. A rollout restored from a checkpoint taken
+    /// at `step` is kept.
+    package func prepare(step: Int) throws {
+        guard step % stepsPerIteration == 0, state.rollout?.step != step else { return }
+        state.rollout = try sampleRollout(step: step)
         state.updates = UpdateStatistics()
+    }
+
+    /// The figures of the rollout sampled at `step`: PPO's rollouts are its evaluations.
+    package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
+        guard let rollout = state.rollout, rollout.step == step else {
+            throw TrainingError(message: "step \(step): PPO evaluates at the start of an iteration (every \(stepsPerIteration) steps), where a rollout is sampled")
+        }
         return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
     }
 

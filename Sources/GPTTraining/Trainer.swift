@@ -155,6 +155,7 @@ public final class Trainer {
         let c = configuration
         var window: [(Double, Double)] = []
         while step < c.maxIterations {
+            try objective.prepare(step: step)
             if step % c.evalInterval == 0 { try evaluateAndCheckpoint(events) }
             let start = DispatchTime.now().uptimeNanoseconds
             let (loss, norm, tokens, communication) = try trainingStep()
@@ -181,6 +182,7 @@ public final class Trainer {
                 return .interrupted
             }
         }
+        try objective.prepare(step: step)
         try evaluateAndCheckpoint(events)
         guard group.isMain else { return .finished }
         let kind = c.objective.title(data: c.data)

@@ -15,6 +15,11 @@ package protocol TrainingObjective: AnyObject {
     func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                         dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)?
 
+    /// Makes the data of the steps from `step` on when it comes from the model itself (PPO samples its rollout at
+    /// the start of each iteration); called before the loop evaluates or trains at `step`, and before the run's final
+    /// evaluation. Objectives whose data is fixed do nothing.
+    func prepare(step: Int) throws
+
     /// Evaluates the model as it is after `step` optimizer steps.
     func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation
 
@@ -68,6 +73,7 @@ package struct RunPlan: Equatable, Sendable {
 }
 
 extension TrainingObjective {
+    package func prepare(step: Int) throws {}
     package func writeModelFiles(to directory: URL) throws {}
     package func saveState(to directory: URL) throws {}
     package func restoreState(from directory: URL) throws {}

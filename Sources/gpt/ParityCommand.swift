@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GPTBenchmarks
 import SwiftGPT
 
 struct ParityCommand: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GPTBenchmarks
 import GPTUtilities
 import SwiftGPT
 import TensorCore

@@ -1,4 +1,5 @@
 import Foundation
+import GPTBenchmarks
 import SwiftGPT
 import XCTest
 

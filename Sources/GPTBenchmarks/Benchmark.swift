@@ -1,4 +1,5 @@
 import Foundation
+import GPTModels
 import GPTUtilities
 import TensorCore
 
