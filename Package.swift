@@ -117,11 +117,14 @@ let package = Package(
             ],
             swiftSettings: optimisation
         ),
-        .testTarget(name: "TensorCoreTests", dependencies: ["GPTUtilities", "TensorCore"], swiftSettings: optimisation),
+        // The finite-difference gradient check that the kernel tests and the model and loss tests share.
+        .target(name: "GradientChecking", dependencies: ["GPTUtilities", "TensorCore"], path: "Tests/GradientChecking",
+                swiftSettings: optimisation),
+        .testTarget(name: "TensorCoreTests", dependencies: ["GPTUtilities", "TensorCore", "GradientChecking"], swiftSettings: optimisation),
         .testTarget(name: "TokenizersTests", dependencies: ["GPTUtilities", "Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
-            dependencies: ["SwiftGPT", "GPTBenchmarks", .product(name: "Atomics", package: "swift-atomics")],
+            dependencies: ["SwiftGPT", "GPTBenchmarks", "GradientChecking", .product(name: "Atomics", package: "swift-atomics")],
             resources: [.copy("Resources")],
             swiftSettings: optimisation
         ),

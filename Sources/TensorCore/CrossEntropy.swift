@@ -57,7 +57,7 @@ extension Tape {
 }
 
 /// The row maximum m and log Σ exp(row[i] − m): log Σ exp(row) = m + logSum, computed stably.
-@inline(__always)
+@inlinable @inline(__always)
 package func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maximum: Float, logSum: Float) {
     let m = row.maximum(count)
     var acc = Float16x()
@@ -69,11 +69,11 @@ package func logSumExpOfRow(_ row: UnsafePointer<Float>, _ count: Int) -> (maxim
 }
 
 /// 0, 1, …, 15: compare with a lane count to mask the padding of a short block.
-let laneIndices = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+@usableFromInline package let laneIndices = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 /// Runs `body(offset, lanes)` serially over `0..<count` in blocks of 16 (the last may be shorter).
-@inline(__always)
-func forEachLane(_ count: Int, _ body: (Int, Int) -> Void) {
+@inlinable @inline(__always)
+package func forEachLane(_ count: Int, _ body: (Int, Int) -> Void) {
     var i = 0
     while i + 16 <= count { body(i, 16); i += 16 }
     if i < count { body(i, count - i) }

@@ -43,7 +43,7 @@ import _Builtin_intrinsics.intel
 }
 
 /// The first `lanes` (≤ 16) elements at `p`, zero-padded.
-@inline(__always) func load(_ p: UnsafePointer<Float>, _ lanes: Int) -> Float16x {
+@inlinable @inline(__always) package func load(_ p: UnsafePointer<Float>, _ lanes: Int) -> Float16x {
     if lanes == 16 { return load(p) }
     var v = Float16x()
     for j in 0..<lanes { v[j] = p[j] }
@@ -51,7 +51,7 @@ import _Builtin_intrinsics.intel
 }
 
 /// Stores the first `lanes` (≤ 16) lanes of `v` at `p`.
-@inline(__always) func store(_ v: Float16x, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
+@inlinable @inline(__always) package func store(_ v: Float16x, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
     if lanes == 16 { store(v, p); return }
     for j in 0..<lanes { p[j] = v[j] }
 }
@@ -66,9 +66,9 @@ func forEachBlock(_ count: Int, _ body: (Int, Int) -> Void) {
     }
 }
 
-package enum VectorMath {
+@usableFromInline package enum VectorMath {
     /// e^x for each lane; relative error below 2e-7 over the float range, exactly 0 below -87.3.
-    @inline(__always)
+    @inlinable @inline(__always)
     package static func exp(_ x: Float16x) -> Float16x {
         let low = Float16x(repeating: -87.3), high = Float16x(repeating: 88.3)
         let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
@@ -115,14 +115,14 @@ package enum VectorMath {
     }
 
     /// Scalar versions for loop tails, computed with the same formulas as the vector ones.
-    @inline(__always) package static func exp(_ x: Float) -> Float { exp(Float16x(repeating: x))[0] }
+    @inlinable @inline(__always) package static func exp(_ x: Float) -> Float { exp(Float16x(repeating: x))[0] }
     @inline(__always) package static func tanh(_ x: Float) -> Float { tanh(Float16x(repeating: x))[0] }
     @inline(__always) package static func erf(_ x: Float) -> Float { erf(Float16x(repeating: x))[0] }
 }
 
 extension UnsafePointer where Pointee == Float {
     /// Largest of `count` elements starting here.
-    @inline(__always) package func maximum(_ count: Int) -> Float {
+    @inlinable @inline(__always) package func maximum(_ count: Int) -> Float {
         var m = Float16x(repeating: -.infinity)
         var i = 0
         while i + 16 <= count { let v = load(self + i); m.replace(with: v, where: v .> m); i += 16 }

@@ -1,4 +1,5 @@
 import GPTUtilities
+import GradientChecking
 import TensorCore
 import XCTest
 

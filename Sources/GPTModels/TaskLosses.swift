@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 extension Tape {
     /// Mean squared error between the elements of `predictions` (any shape, one value per target) and `targets`:

@@ -6,7 +6,7 @@ import XCTest
 /// element (or a sample of them for large inputs). With `precision: .bfloat16` the analytic gradients come from
 /// bf16 products and the finite differences from the exact (fp32) function, so the tolerance must allow for bf16's
 /// 8-bit mantissa (relative rounding error 2⁻⁹ per input).
-func checkGradients(
+package func checkGradients(
     _ inputs: [Tensor], tolerance: Float = 2e-2, step: Float = 1e-2, precision: ProductPrecision = .float32,
     file: StaticString = #filePath, line: UInt = #line,
     _ operation: (Tape, [Variable]) -> Variable
@@ -43,7 +43,7 @@ func checkGradients(
     }
 }
 
-func randomTensor(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
+package func randomTensor(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
     var random = SeededRandom(seed: seed)
     return Tensor.normal(shape: shape, std: std, using: &random)
 }

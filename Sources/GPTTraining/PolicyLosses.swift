@@ -1,5 +1,6 @@
 import Foundation
 import GPTUtilities
+import TensorCore
 
 /// Figures of a clipped policy loss, for logging.
 package struct PolicyLossStatistics: Sendable, Equatable {
