@@ -29,8 +29,8 @@ package final class FineTuningObjective: TrainingObjective {
 
     /// An objective for `model` (which carries its task head and input format), reading and validating the
     /// settings' train and dev files.
-    package init(settings: FineTuningSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
-                 shard: Shard = .whole) throws {
+    package init(_ settings: FineTuningSettings, _ context: ObjectiveContext) throws {
+        let (model, tokenizer, c, shard) = (context.model, context.tokenizer, context.configuration, context.shard)
         self.shard = shard
         guard let format = model.inputFormat, model.taskHead != nil else {
             throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")

@@ -19,9 +19,11 @@ package final class LanguageModelObjective: TrainingObjective {
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(model: GPTModel, data: URL, configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    /// Pretraining on the prepared data folder `configuration.data`.
+    package init(_ context: ObjectiveContext) throws {
+        let (model, c, data) = (context.model, context.configuration, URL(fileURLWithPath: context.configuration.data))
         self.model = model
-        self.shard = shard
+        shard = context.shard
         train = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("train.bin")))
         val = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("val.bin")))
         length = min(c.context ?? model.config.contextLength, model.config.contextLength)

@@ -96,25 +96,13 @@ extension TrainingConfiguration {
         }
 
         /// The objective that trains `model` on this process's share of the data, reading and validating all of it.
-        func makeObjective(model: GPTModel, tokenizer: any Tokenizer, configuration: TrainingConfiguration,
-                           group: ProcessGroup) throws -> any TrainingObjective {
-            let shard = Shard(index: group.rank, count: group.size)
+        func makeObjective(_ context: ObjectiveContext) throws -> any TrainingObjective {
             switch self {
-            case .pretraining:
-                return try LanguageModelObjective(model: model, data: URL(fileURLWithPath: configuration.data),
-                                                  configuration: configuration, shard: shard)
-            case .fineTuning(let settings):
-                return try FineTuningObjective(settings: settings, model: model, tokenizer: tokenizer,
-                                               configuration: configuration, shard: shard)
-            case .rewardModeling(let settings):
-                return try RewardObjective(settings: settings, model: model, tokenizer: tokenizer,
-                                           configuration: configuration, shard: shard)
-            case .supervisedFineTuning(let settings):
-                return try SupervisedFineTuningObjective(settings: settings, model: model, tokenizer: tokenizer,
-                                                         configuration: configuration, shard: shard)
-            case .policyOptimization(let settings):
-                return try PolicyOptimizationObjective(settings: settings, model: model, tokenizer: tokenizer,
-                                                       configuration: configuration, group: group)
+            case .pretraining: try LanguageModelObjective(context)
+            case .fineTuning(let settings): try FineTuningObjective(settings, context)
+            case .rewardModeling(let settings): try RewardObjective(settings, context)
+            case .supervisedFineTuning(let settings): try SupervisedFineTuningObjective(settings, context)
+            case .policyOptimization(let settings): try PolicyOptimizationObjective(settings, context)
             }
         }
     }

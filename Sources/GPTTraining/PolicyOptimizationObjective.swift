@@ -83,8 +83,8 @@ package final class PolicyOptimizationObjective: TrainingObjective {
 
     static let stateFile = "ppo_state.json"
 
-    package init(settings: PolicyOptimizationSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
-                 group: ProcessGroup) throws {
+    package init(_ settings: PolicyOptimizationSettings, _ context: ObjectiveContext) throws {
+        let (model, tokenizer, c, group) = (context.model, context.tokenizer, context.configuration, context.group)
         guard model.taskHead == .value else {
             throw ConfigurationError(message: "PPO needs a policy with a value head")
         }

@@ -23,8 +23,8 @@ package final class RewardObjective: TrainingObjective {
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(settings: RewardModelingSettings, model: GPTModel, tokenizer: any Tokenizer, configuration c: TrainingConfiguration,
-                 shard: Shard = .whole) throws {
+    package init(_ settings: RewardModelingSettings, _ context: ObjectiveContext) throws {
+        let (model, tokenizer, c, shard) = (context.model, context.tokenizer, context.configuration, context.shard)
         self.shard = shard
         guard case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
             throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")

@@ -27,8 +27,8 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
     /// This process's share of each batch.
     package let shard: Shard
 
-    package init(settings: SupervisedFineTuningSettings, model: GPTModel, tokenizer: any Tokenizer,
-                 configuration c: TrainingConfiguration, shard: Shard = .whole) throws {
+    package init(_ settings: SupervisedFineTuningSettings, _ context: ObjectiveContext) throws {
+        let (model, tokenizer, c, shard) = (context.model, context.tokenizer, context.configuration, context.shard)
         self.shard = shard
         self.model = model
         template = settings.chatTemplate

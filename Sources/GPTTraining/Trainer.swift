@@ -102,8 +102,8 @@ public final class Trainer {
         configuration.precision = configuration.resolvedPrecision
         self.model = model
         self.tokenizer = tokenizer
-        objective = try configuration.objective.makeObjective(model: model, tokenizer: tokenizer, configuration: configuration,
-                                                              group: group)
+        objective = try configuration.objective.makeObjective(
+            ObjectiveContext(model: model, tokenizer: tokenizer, configuration: configuration, group: group))
         // A new run over a set of examples or rollouts: its length, warmup and evaluations follow from them.
         if state == nil, let plan = objective.plan {
             configuration.maxIterations = plan.maxIterations

@@ -43,43 +43,6 @@ package enum TrainingCheckpoint {
         /// The highest evaluation score so far (the model in `best/`).
         package var bestScore: Double?
         package var configuration: TrainingConfiguration
-
-        package init(step: Int, optimizerSteps: Int, dataRandom: SeededRandom, dropoutRandom: SeededRandom,
-                    bestScore: Double?, configuration: TrainingConfiguration) {
-            self.step = step
-            self.optimizerSteps = optimizerSteps
-            self.dataRandom = dataRandom
-            self.dropoutRandom = dropoutRandom
-            self.bestScore = bestScore
-            self.configuration = configuration
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case step, optimizerSteps, dataRandom, dropoutRandom, bestScore, configuration
-            /// Written by pretraining checkpoints before scores: the lowest validation loss (score = −loss).
-            case bestValLoss
-        }
-
-        package init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            step = try c.decode(Int.self, forKey: .step)
-            optimizerSteps = try c.decode(Int.self, forKey: .optimizerSteps)
-            dataRandom = try c.decode(SeededRandom.self, forKey: .dataRandom)
-            dropoutRandom = try c.decode(SeededRandom.self, forKey: .dropoutRandom)
-            bestScore = try c.decodeIfPresent(Double.self, forKey: .bestScore)
-                ?? c.decodeIfPresent(Float.self, forKey: .bestValLoss).map { -Double($0) }
-            configuration = try c.decode(TrainingConfiguration.self, forKey: .configuration)
-        }
-
-        package func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(step, forKey: .step)
-            try c.encode(optimizerSteps, forKey: .optimizerSteps)
-            try c.encode(dataRandom, forKey: .dataRandom)
-            try c.encode(dropoutRandom, forKey: .dropoutRandom)
-            try c.encodeIfPresent(bestScore, forKey: .bestScore)
-            try c.encode(configuration, forKey: .configuration)
-        }
     }
 
     static let stateFile = "training_state.json"
@@ -231,5 +194,36 @@ package enum TrainingCheckpoint {
             target.pointer.update(from: whole.pointer + optimizer.range.lowerBound, count: optimizer.range.count)
         }
         optimizer.stepCount = steps
+    }
+}
+
+/// The state's JSON (`training_state.json`): a checkpoint of a pretraining run from before scores holds its best
+/// validation loss instead of its best score.
+extension TrainingCheckpoint.State {
+    enum CodingKeys: String, CodingKey {
+        case step, optimizerSteps, dataRandom, dropoutRandom, bestScore, configuration
+        /// Written by pretraining checkpoints before scores: the lowest validation loss (score = −loss).
+        case bestValLoss
+    }
+
+    package init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        step = try c.decode(Int.self, forKey: .step)
+        optimizerSteps = try c.decode(Int.self, forKey: .optimizerSteps)
+        dataRandom = try c.decode(SeededRandom.self, forKey: .dataRandom)
+        dropoutRandom = try c.decode(SeededRandom.self, forKey: .dropoutRandom)
+        bestScore = try c.decodeIfPresent(Double.self, forKey: .bestScore)
+            ?? c.decodeIfPresent(Float.self, forKey: .bestValLoss).map { -Double($0) }
+        configuration = try c.decode(TrainingConfiguration.self, forKey: .configuration)
+    }
+
+    package func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(step, forKey: .step)
+        try c.encode(optimizerSteps, forKey: .optimizerSteps)
+        try c.encode(dataRandom, forKey: .dataRandom)
+        try c.encode(dropoutRandom, forKey: .dropoutRandom)
+        try c.encodeIfPresent(bestScore, forKey: .bestScore)
+        try c.encode(configuration, forKey: .configuration)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GPTModels
 import GPTUtilities
 import TensorCore
+import Tokenizers
 
 /// What a training run optimises. `Trainer` owns the loop (schedule, accumulation, clipping, AdamW, evaluation,
 /// checkpoints, resume); an objective owns the data and the loss: pretraining (`LanguageModelObjective`),
@@ -47,6 +48,18 @@ package protocol TrainingObjective: AnyObject {
     /// A line on the data the run trains on (counts, steps per epoch, what was cut to fit the context), printed
     /// before training; nil when there is nothing to add.
     var dataSummary: String? { get }
+}
+
+/// What an objective is made from: the model it trains, its tokenizer, the run's settings, and the processes
+/// that train together (this one alone unless started by `mpirun`).
+package struct ObjectiveContext {
+    package let model: GPTModel
+    package let tokenizer: any Tokenizer
+    package let configuration: TrainingConfiguration
+    package let group: ProcessGroup
+
+    /// This process's share of each batch.
+    package var shard: Shard { Shard(index: group.rank, count: group.size) }
 }
 
 /// The length of a run an objective derives from its data: `maxIterations` steps, of which the first

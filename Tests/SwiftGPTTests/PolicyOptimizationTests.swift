@@ -188,8 +188,9 @@ final class PolicyOptimizationTests: XCTestCase {
                                     tokenizer: try CharacterTokenizer(characters: Array("ab".unicodeScalars)), optimizer: nil, state: nil, to: rmBase)
         var rm = TrainingConfiguration()
         let pairsURL = try writeLines(pairs, "pairs.jsonl", in: folder)
-        rm.rewardModeling = RewardModelingSettings(train: pairsURL.path, dev: pairsURL.path)
-        rm.rewardModeling!.epochs = 4
+        var preferences = RewardModelingSettings(train: pairsURL.path, dev: pairsURL.path)
+        preferences.epochs = 4
+        rm.objective = .rewardModeling(preferences)
         rm.initFrom = rmBase.path
         rm.out = folder.appendingPathComponent("rm").path
         rm.batchSize = 16

@@ -45,7 +45,7 @@ final class RewardModelTests: XCTestCase {
         var c = TrainingConfiguration()
         var r = RewardModelingSettings(train: train.path, dev: dev.path)
         r.epochs = 6
-        c.rewardModeling = r
+        c.objective = .rewardModeling(r)
         c.initFrom = base.path
         c.out = folder.appendingPathComponent("run").path
         c.batchSize = 16

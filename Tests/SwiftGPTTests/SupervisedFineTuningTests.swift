@@ -77,7 +77,7 @@ final class SupervisedFineTuningTests: XCTestCase {
                                                     chatTemplate: template)
         settings.epochs = 8
         var c = TrainingConfiguration()
-        c.supervisedFineTuning = settings
+        c.objective = .supervisedFineTuning(settings)
         c.initFrom = base.path
         c.out = folder.appendingPathComponent("run").path
         c.batchSize = 16
@@ -173,9 +173,10 @@ final class SupervisedFineTuningTests: XCTestCase {
     func testABadDemonstrationFileStopsTheCommand() throws {
         let folder = try temporaryDirectory(self)
         let c = try configuration(in: folder)
+        guard case .supervisedFineTuning(let settings) = c.objective else { return XCTFail("not an SFT configuration") }
         let bad = try writeLines([#"{"instruction": "a", "response": "b"}"#, #"{"instruction": "a", "response": 7}"#], "bad.jsonl", in: folder)
         let out = folder.appendingPathComponent("out")
-        let (status, output) = try runGPT(["sft", "--model", c.initFrom, "--train", bad.path, "--dev", c.supervisedFineTuning!.dev,
+        let (status, output) = try runGPT(["sft", "--model", c.initFrom, "--train", bad.path, "--dev", settings.dev,
                                            "--out", out.path, "--chat-template", try templateFile(in: folder).path])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(output.contains("bad.jsonl: line 2: field 'response' must be a string"), output)

@@ -124,23 +124,15 @@ func residentBytes() -> Int? {
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
-/// The settings of each objective as an optional, as tests read and change them: nil when the run is of another
-/// kind; setting one makes the run of that kind.
+/// The fine-tuning and PPO settings of a run as optionals, as the tests read and change them: nil when the run is of
+/// another kind; setting them makes the run of that kind.
 extension TrainingConfiguration {
     var fineTuning: FineTuningSettings? {
         get { if case .fineTuning(let settings) = objective { settings } else { nil } }
-        set { if let newValue { objective = .fineTuning(newValue) } }
-    }
-    var rewardModeling: RewardModelingSettings? {
-        get { if case .rewardModeling(let settings) = objective { settings } else { nil } }
-        set { if let newValue { objective = .rewardModeling(newValue) } }
-    }
-    var supervisedFineTuning: SupervisedFineTuningSettings? {
-        get { if case .supervisedFineTuning(let settings) = objective { settings } else { nil } }
-        set { if let newValue { objective = .supervisedFineTuning(newValue) } }
+        set { newValue.map { objective = .fineTuning($0) } }
     }
     var policyOptimization: PolicyOptimizationSettings? {
         get { if case .policyOptimization(let settings) = objective { settings } else { nil } }
-        set { if let newValue { objective = .policyOptimization(newValue) } }
+        set { newValue.map { objective = .policyOptimization($0) } }
     }
 }
