@@ -46,12 +46,15 @@ public final class GPTModel {
         guard initializeWeights else { return }
         var random = SeededRandom(seed: seed)
         let residualStd = 0.02 / Float(2 * config.layerCount).squareRoot()
+        let blocks = (0..<config.layerCount).map(ParameterNames.Block.init)
+        let gains = Set(blocks.flatMap { [$0.attentionNorm.weight, $0.mlpNorm.weight] } + [ParameterNames.finalNorm.weight])
+        let residualOutputs = Set(blocks.flatMap { [$0.attentionOutput.weight, $0.mlpOutput.weight] })
         for (name, shape) in specs {
             let p = parameters[name].value
-            if name.hasSuffix("ln_1.weight") || name.hasSuffix("ln_2.weight") || name.hasSuffix("ln_f.weight") {
+            if gains.contains(name) {
                 p.fill(1)
             } else if shape.count >= 2 {
-                let std = name.hasSuffix("c_proj.weight") ? residualStd : 0.02
+                let std = residualOutputs.contains(name) ? residualStd : 0.02
                 random.fillNormal(p.buffer, mean: 0, std: std)
             } else {
                 p.fill(0)
@@ -82,24 +85,22 @@ public final class GPTModel {
 
     /// Names and shapes of the model's parameters, in arena order.
     package static func parameterShapes(_ c: GPTConfig) -> [(name: String, shape: [Int])] {
-        var specs: [(name: String, shape: [Int])] = [("wte.weight", [c.vocabularySize, c.embeddingWidth])]
-        if c.positions == .learned { specs.append(("wpe.weight", [c.contextLength, c.embeddingWidth])) }
+        let width = c.embeddingWidth
+        var specs: [(name: String, shape: [Int])] = [(ParameterNames.tokenEmbedding, [c.vocabularySize, width])]
+        if c.positions == .learned { specs.append((ParameterNames.positionEmbedding, [c.contextLength, width])) }
         for i in 0..<c.layerCount {
-            let p = "h.\(i)."
+            let b = ParameterNames.Block(i)
+            specs += [(b.attentionNorm.weight, [width]), (b.attentionNorm.bias, [width]), (b.queryKeyValue.weight, [width, 3 * width])]
+            if c.attentionBias { specs.append((b.queryKeyValue.bias, [3 * width])) }
             specs += [
-                (p + "ln_1.weight", [c.embeddingWidth]), (p + "ln_1.bias", [c.embeddingWidth]),
-                (p + "attn.c_attn.weight", [c.embeddingWidth, 3 * c.embeddingWidth]),
-            ]
-            if c.attentionBias { specs.append((p + "attn.c_attn.bias", [3 * c.embeddingWidth])) }
-            specs += [
-                (p + "attn.c_proj.weight", [c.embeddingWidth, c.embeddingWidth]), (p + "attn.c_proj.bias", [c.embeddingWidth]),
-                (p + "ln_2.weight", [c.embeddingWidth]), (p + "ln_2.bias", [c.embeddingWidth]),
-                (p + "mlp.c_fc.weight", [c.embeddingWidth, c.mlpWidth]), (p + "mlp.c_fc.bias", [c.mlpWidth]),
-                (p + "mlp.c_proj.weight", [c.mlpWidth, c.embeddingWidth]), (p + "mlp.c_proj.bias", [c.embeddingWidth]),
+                (b.attentionOutput.weight, [width, width]), (b.attentionOutput.bias, [width]),
+                (b.mlpNorm.weight, [width]), (b.mlpNorm.bias, [width]),
+                (b.mlpInput.weight, [width, c.mlpWidth]), (b.mlpInput.bias, [c.mlpWidth]),
+                (b.mlpOutput.weight, [c.mlpWidth, width]), (b.mlpOutput.bias, [width]),
             ]
         }
-        if c.layout == .preNorm { specs += [("ln_f.weight", [c.embeddingWidth]), ("ln_f.bias", [c.embeddingWidth])] }
-        if !c.tiedOutputEmbedding { specs.append(("lm_head.weight", [c.vocabularySize, c.embeddingWidth])) }
+        if c.layout == .preNorm { specs += [(ParameterNames.finalNorm.weight, [width]), (ParameterNames.finalNorm.bias, [width])] }
+        if !c.tiedOutputEmbedding { specs.append((ParameterNames.outputLayer, [c.vocabularySize, width])) }
         return specs
     }
 
@@ -157,59 +158,60 @@ public final class GPTModel {
         // Without padding: the index in the padded rows of every real token.
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        let positions = sinusoidalPositions ?? parameters["wpe.weight"]
+        let positions = sinusoidalPositions ?? parameters[ParameterNames.positionEmbedding]
         var x: Variable
         if let real {
-            x = tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: parameters["wte.weight"], positions: positions)
+            x = tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: parameters[ParameterNames.tokenEmbedding], positions: positions)
         } else {
-            x = tape.embed(ids: ids, batch: batch, tokens: parameters["wte.weight"], positions: positions)
+            x = tape.embed(ids: ids, batch: batch, tokens: parameters[ParameterNames.tokenEmbedding], positions: positions)
         }
         x = dropout(x)
         let embeddings = x
         var outputs: [Variable] = []
         for i in 0..<c.layerCount {
-            let p = "h.\(i)."
-            func norm(_ v: Variable, _ name: String) -> Variable {
-                tape.layerNorm(v, weight: parameters[p + name + ".weight"], bias: parameters[p + name + ".bias"],
-                               epsilon: c.layerNormEpsilon)
+            let b = ParameterNames.Block(i)
+            func norm(_ v: Variable, _ layer: LayerName) -> Variable {
+                tape.layerNorm(v, weight: parameters[layer.weight], bias: parameters[layer.bias], epsilon: c.layerNormEpsilon)
             }
             func attention(_ v: Variable) -> Variable {
-                var qkv = tape.linear(v, weight: parameters[p + "attn.c_attn.weight"],
-                                      bias: c.attentionBias ? parameters[p + "attn.c_attn.bias"] : nil)
+                var qkv = tape.linear(v, weight: parameters[b.queryKeyValue.weight],
+                                      bias: c.attentionBias ? parameters[b.queryKeyValue.bias] : nil)
                 // Attention needs the rows: the real tokens go back to their places (padding: zeros) and out again.
                 if let real { qkv = tape.reshape(tape.scatterRows(qkv, real, rowCount: batch * length), [batch, length, qkv.shape[1]]) }
                 var heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
                                                      random: &random, keyLengths: lengths, pattern: c.attentionPattern(layer: i),
                                                      scale: c.scoreScale)
                 if let real { heads = tape.gatherRows(tape.reshape(heads, [batch * length, heads.shape[2]]), real) }
-                return dropout(tape.linear(heads, weight: parameters[p + "attn.c_proj.weight"],
-                                           bias: parameters[p + "attn.c_proj.bias"]))
+                return dropout(tape.linear(heads, weight: parameters[b.attentionOutput.weight],
+                                           bias: parameters[b.attentionOutput.bias]))
             }
             func mlp(_ v: Variable) -> Variable {
-                let h = tape.linear(v, weight: parameters[p + "mlp.c_fc.weight"], bias: parameters[p + "mlp.c_fc.bias"])
+                let h = tape.linear(v, weight: parameters[b.mlpInput.weight], bias: parameters[b.mlpInput.bias])
                 return dropout(tape.linear(tape.gelu(h, approximation: c.activation),
-                                           weight: parameters[p + "mlp.c_proj.weight"], bias: parameters[p + "mlp.c_proj.bias"]))
+                                           weight: parameters[b.mlpOutput.weight], bias: parameters[b.mlpOutput.bias]))
             }
-            x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
+            x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
             outputs.append(x)
         }
         let final = c.layout == .preNorm
-            ? tape.layerNorm(x, weight: parameters["ln_f.weight"], bias: parameters["ln_f.bias"], epsilon: c.layerNormEpsilon)
+            ? tape.layerNorm(x, weight: parameters[ParameterNames.finalNorm.weight], bias: parameters[ParameterNames.finalNorm.bias],
+                             epsilon: c.layerNormEpsilon)
             : x
         return Hidden(embeddings: embeddings, blockOutputs: outputs, final: final)
     }
 
     /// One transformer block around its sublayers: pre-LN (GPT-2: x + f(LN(x)) for attention, then the MLP) or
     /// post-LN (GPT-1: LN(x + f(x)) for each). `norm(v, "ln_1" | "ln_2")` applies the block's LayerNorms.
-    static func block(_ x: Variable, layout: GPTConfig.Layout, tape: Tape, norm: (Variable, String) -> Variable,
-                      attention: (Variable) -> Variable, mlp: (Variable) -> Variable) -> Variable {
+    static func block(_ x: Variable, names b: ParameterNames.Block, layout: GPTConfig.Layout, tape: Tape,
+                      norm: (Variable, LayerName) -> Variable, attention: (Variable) -> Variable,
+                      mlp: (Variable) -> Variable) -> Variable {
         switch layout {
         case .preNorm:
-            let h = tape.add(x, attention(norm(x, "ln_1")))
-            return tape.add(h, mlp(norm(h, "ln_2")))
+            let h = tape.add(x, attention(norm(x, b.attentionNorm)))
+            return tape.add(h, mlp(norm(h, b.mlpNorm)))
         case .postNorm:
-            let n = norm(tape.add(x, attention(x)), "ln_1")
-            return norm(tape.add(n, mlp(n)), "ln_2")
+            let n = norm(tape.add(x, attention(x)), b.attentionNorm)
+            return norm(tape.add(n, mlp(n)), b.mlpNorm)
         }
     }
 
@@ -223,7 +225,7 @@ public final class GPTModel {
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
     package func logits(_ hidden: Variable, tape: Tape) -> Variable {
-        let head = config.tiedOutputEmbedding ? parameters["wte.weight"] : parameters["lm_head.weight"]
+        let head = parameters[ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)]
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         return tape.linear(hidden, weight: head, transposedWeight: true)
     }

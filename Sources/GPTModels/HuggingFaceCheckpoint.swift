@@ -35,10 +35,10 @@ public enum HuggingFaceCheckpoint {
             throw FileError(url: configURL, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
         }
         var expected = Set(model.parameters.names)
-        if config.positions == .sinusoidal { expected.remove("wpe.weight") }
+        if config.positions == .sinusoidal { expected.remove(ParameterNames.positionEmbedding) }
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
-            if ours == "lm_head.weight" && config.tiedOutputEmbedding { continue }
-            if ours == "wpe.weight" && config.positions == .sinusoidal { continue }
+            if ours == ParameterNames.outputLayer && config.tiedOutputEmbedding { continue }
+            if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
             let theirs = hfName(ours, modelType: modelType)
             guard model.parameters.contains(ours) else {
                 throw FileError(url: weightsURL, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
@@ -66,7 +66,7 @@ public enum HuggingFaceCheckpoint {
         var tensors = try exportedTensors(model) { model.parameters[$0].value }
         if c.positions == .sinusoidal {
             // HF has no fixed table: store it as the learned one, so HF computes the same function.
-            tensors.append((hfName("wpe.weight", modelType: modelType),
+            tensors.append((hfName(ParameterNames.positionEmbedding, modelType: modelType),
                             GPTModel.sinusoidalTable(length: c.contextLength, width: c.embeddingWidth)))
         }
         try SafeTensors.write(tensors, metadata: ["format": "pt"], as: dtype, to: directory.appendingPathComponent("model.safetensors"))
@@ -397,21 +397,21 @@ public enum HuggingFaceCheckpoint {
         }
         var consumed = Set<String>()
         for layer in 0..<config.layerCount {
-            let prefix = "transformer.h.\(layer).", attention = prefix + "attn.attention."
+            let prefix = "transformer.h.\(layer).", attention = prefix + "attn.attention.", b = ParameterNames.Block(layer)
             let qkv = Tensor(uninitializedShape: [width, 3 * width])
             for (part, name) in ["q_proj", "k_proj", "v_proj"].enumerated() {
                 let w = try matrix(attention + name + ".weight", [width, width])
                 for i in 0..<width { for o in 0..<width { qkv.pointer[i * 3 * width + part * width + o] = w.pointer[o * width + i] } }
                 consumed.insert(attention + name + ".weight")
             }
-            result["h.\(layer).attn.c_attn.weight"] = qkv
-            for (theirs, ours, shape) in [("attn.attention.out_proj.weight", "attn.c_proj.weight", [width, width]),
-                                          ("mlp.c_fc.weight", "mlp.c_fc.weight", [config.mlpWidth, width]),
-                                          ("mlp.c_proj.weight", "mlp.c_proj.weight", [width, config.mlpWidth])] {
-                result["h.\(layer)." + ours] = try matrix(prefix + theirs, shape).transposed2D()
+            result[b.queryKeyValue.weight] = qkv
+            for (theirs, ours, shape) in [("attn.attention.out_proj.weight", b.attentionOutput, [width, width]),
+                                          ("mlp.c_fc.weight", b.mlpInput, [config.mlpWidth, width]),
+                                          ("mlp.c_proj.weight", b.mlpOutput, [width, config.mlpWidth])] {
+                result[ours.weight] = try matrix(prefix + theirs, shape).transposed2D()
                 consumed.insert(prefix + theirs)
             }
-            result["h.\(layer).attn.c_proj.bias"] = try file.tensor(attention + "out_proj.bias")
+            result[b.attentionOutput.bias] = try file.tensor(attention + "out_proj.bias")
             consumed.insert(attention + "out_proj.bias")
         }
         for name in file.names where !consumed.contains(name) {
@@ -432,18 +432,21 @@ public enum HuggingFaceCheckpoint {
         var result: [(name: String, tensor: Tensor)] = []
         for name in model.parameters.names {
             let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
-            guard parts.count == 3, parts[0] == "h" else { result.append((hfName(name, modelType: modelType), tensor(name))); continue }
-            let prefix = "transformer.h.\(parts[1]).", value = tensor(name)
-            switch parts[2] {
-            case "attn.c_attn.weight":
+            guard parts.count == 3, parts[0] == "h", let layer = Int(parts[1]) else {
+                result.append((hfName(name, modelType: modelType), tensor(name)))
+                continue
+            }
+            let prefix = "transformer.h.\(layer).", value = tensor(name), b = ParameterNames.Block(layer)
+            switch name {
+            case b.queryKeyValue.weight:
                 for (part, projection) in ["q_proj", "k_proj", "v_proj"].enumerated() {
                     let w = Tensor(uninitializedShape: [width, width])
                     for i in 0..<width { for o in 0..<width { w.pointer[o * width + i] = value.pointer[i * 3 * width + part * width + o] } }
                     result.append((prefix + "attn.attention.\(projection).weight", w))
                 }
-            case "attn.c_proj.weight": result.append((prefix + "attn.attention.out_proj.weight", value.transposed2D()))
-            case "attn.c_proj.bias": result.append((prefix + "attn.attention.out_proj.bias", value))
-            case "mlp.c_fc.weight", "mlp.c_proj.weight": result.append((prefix + parts[2], value.transposed2D()))
+            case b.attentionOutput.weight: result.append((prefix + "attn.attention.out_proj.weight", value.transposed2D()))
+            case b.attentionOutput.bias: result.append((prefix + "attn.attention.out_proj.bias", value))
+            case b.mlpInput.weight, b.mlpOutput.weight: result.append((prefix + parts[2], value.transposed2D()))
             default: result.append((prefix + parts[2], value))
             }
         }
@@ -454,19 +457,19 @@ public enum HuggingFaceCheckpoint {
     static func ourName(_ name: String, modelType: String) -> String {
         var n = name.hasPrefix("transformer.") ? String(name.dropFirst("transformer.".count)) : name
         if modelType == "openai-gpt" {
-            if n == "tokens_embed.weight" { n = "wte.weight" }
-            if n == "positions_embed.weight" { n = "wpe.weight" }
+            if n == "tokens_embed.weight" { n = ParameterNames.tokenEmbedding }
+            if n == "positions_embed.weight" { n = ParameterNames.positionEmbedding }
         }
         return n
     }
 
     /// The checkpoint name of a SwiftGPT parameter name.
     package static func hfName(_ name: String, modelType: String) -> String {
-        if TaskHead.isHeadParameter(name) || name == "lm_head.weight" { return name }
+        if TaskHead.isHeadParameter(name) || name == ParameterNames.outputLayer { return name }
         var n = name
         if modelType == "openai-gpt" {
-            if n == "wte.weight" { n = "tokens_embed.weight" }
-            if n == "wpe.weight" { n = "positions_embed.weight" }
+            if n == ParameterNames.tokenEmbedding { n = "tokens_embed.weight" }
+            if n == ParameterNames.positionEmbedding { n = "positions_embed.weight" }
         }
         return "transformer." + n
     }

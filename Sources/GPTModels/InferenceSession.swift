@@ -119,8 +119,8 @@ package final class InferenceSession {
         let p = model.parameters
         // Embeddings: token row plus the position row of each row's own position.
         let x0 = Tensor(uninitializedShape: [rows, width])
-        let table = p["wte.weight"].value.pointer
-        let positionTable = (model.sinusoidalPositions ?? p["wpe.weight"]).value.pointer
+        let table = p[ParameterNames.tokenEmbedding].value.pointer
+        let positionTable = (model.sinusoidalPositions ?? p[ParameterNames.positionEmbedding]).value.pointer
         for r in 0..<rows {
             let out = x0.pointer + r * width, token = table + Int(ids[r]) * width, position = positionTable + rowPosition[r] * width
             for j in 0..<width { out[j] = token[j] + position[j] }
@@ -132,14 +132,14 @@ package final class InferenceSession {
         let pruneLastLayer = !everyToken && lastRows.count < rows
         var x = Variable(x0)
         for layer in 0..<c.layerCount {
-            let prefix = "h.\(layer)."
-            func norm(_ v: Variable, _ name: String) -> Variable {
-                tape.layerNorm(v, weight: p[prefix + name + ".weight"], bias: p[prefix + name + ".bias"], epsilon: c.layerNormEpsilon)
+            let b = ParameterNames.Block(layer)
+            func norm(_ v: Variable, _ layer: LayerName) -> Variable {
+                tape.layerNorm(v, weight: p[layer.weight], bias: p[layer.bias], epsilon: c.layerNormEpsilon)
             }
             let cache = caches[layer]
             /// q | k | v of every row, its keys and values stored in the cache.
             func queriesKeysValues(_ v: Variable) -> Tensor {
-                let qkv = project(v.value, prefix + "attn.c_attn")
+                let qkv = project(v.value, b.queryKeyValue)
                 for r in 0..<rows {
                     let row = qkv.pointer + r * 3 * width
                     cache.store(key: row + width, value: row + 2 * width, sequence: rowSequence[r], position: rowPosition[r])
@@ -151,21 +151,21 @@ package final class InferenceSession {
                 CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache, sequences: sequences,
                                        positions: positions, scale: c.scoreScale,
                                        into: heads.pointer)
-                return Variable(project(heads, prefix + "attn.c_proj"))
+                return Variable(project(heads, b.attentionOutput))
             }
             func mlp(_ v: Variable) -> Variable {
-                let h = tape.gelu(Variable(project(v.value, prefix + "mlp.c_fc")), approximation: c.activation)
-                return Variable(project(h.value, prefix + "mlp.c_proj"))
+                let h = tape.gelu(Variable(project(v.value, b.mlpInput)), approximation: c.activation)
+                return Variable(project(h.value, b.mlpOutput))
             }
             if layer == c.layerCount - 1, pruneLastLayer {
-                let qkv = queriesKeysValues(c.layout == .preNorm ? norm(x, "ln_1") : x)
+                let qkv = queriesKeysValues(c.layout == .preNorm ? norm(x, b.attentionNorm) : x)
                 let keptQKV = Self.rows(lastRows, of: qkv, width: 3 * width)
                 x = Variable(Self.rows(lastRows, of: x.value, width: width))
                 let sequences = lastRows.map { rowSequence[$0] }, positions = lastRows.map { rowPosition[$0] }
-                x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm,
+                x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm,
                                    attention: { _ in attend(keptQKV, sequences: sequences, positions: positions) }, mlp: mlp)
             } else {
-                x = GPTModel.block(x, layout: c.layout, tape: tape, norm: norm,
+                x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm,
                                    attention: { attend(queriesKeysValues($0), sequences: rowSequence, positions: rowPosition) }, mlp: mlp)
             }
         }
@@ -173,9 +173,10 @@ package final class InferenceSession {
         var final = x
         if !everyToken, !pruneLastLayer { final = Variable(Self.rows(lastRows, of: x.value, width: width)) }
         if c.layout == .preNorm {
-            final = tape.layerNorm(final, weight: p["ln_f.weight"], bias: p["ln_f.bias"], epsilon: c.layerNormEpsilon)
+            final = tape.layerNorm(final, weight: p[ParameterNames.finalNorm.weight], bias: p[ParameterNames.finalNorm.bias],
+                                   epsilon: c.layerNormEpsilon)
         }
-        let head = (c.tiedOutputEmbedding ? p["wte.weight"] : p["lm_head.weight"]).value
+        let head = p[ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)].value
         let outputRows = final.value.count / width
         let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
         if outputRows <= Self.matrixVectorRows {
@@ -194,14 +195,14 @@ package final class InferenceSession {
         return result
     }
 
-    /// x · W + b for the Conv1D-layout weight `name.weight` [in, out] and bias `name.bias`.
-    private func project(_ x: Tensor, _ name: String) -> Tensor {
-        let w = model.parameters[name + ".weight"].value
-        let b = model.parameters.contains(name + ".bias") ? model.parameters[name + ".bias"].value : nil
+    /// x · W + b for the Conv1D-layout layer `layer`: its weight [in, out] and its bias when it has one.
+    private func project(_ x: Tensor, _ layer: LayerName) -> Tensor {
+        let w = model.parameters[layer.weight].value
+        let b = model.parameters.contains(layer.bias) ? model.parameters[layer.bias].value : nil
         let rows = x.count / w.shape[0], k = w.shape[0], n = w.shape[1]
         let y = Tensor(uninitializedShape: [rows, n])
         if rows <= Self.matrixVectorRows {
-            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[name]!, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
+            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[layer]!, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
         } else {
             for r in 0..<rows {
                 if let b { (y.pointer + r * n).update(from: b.pointer, count: n) } else { (y.pointer + r * n).update(repeating: 0, count: n) }
@@ -215,7 +216,7 @@ package final class InferenceSession {
 /// The model's Conv1D matrices and output layer repacked for the decoding kernel (`MatrixVector.PackedMatrix`), in a
 /// weight format. They copy the weights: make new ones after the model is trained further.
 package final class DecodeWeights: @unchecked Sendable {
-    let matrices: [String: MatrixVector.PackedMatrix]
+    let matrices: [LayerName: MatrixVector.PackedMatrix]
     /// The output layer (the token embedding when tied), transposed.
     let head: MatrixVector.PackedMatrix
     package let format: WeightFormat
@@ -228,12 +229,12 @@ package final class DecodeWeights: @unchecked Sendable {
     package init(model: GPTModel, format: WeightFormat = .float32) {
         self.format = format
         let c = model.config
-        let headName = c.tiedOutputEmbedding ? "wte.weight" : "lm_head.weight"
+        let headName = ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)
         if format != .float32 { model.roundDecodingWeights(to: format) }
-        var matrices: [String: MatrixVector.PackedMatrix] = [:]
-        for name in GPTModel.decodingMatrices(layers: c.layerCount) {
-            let w = model.parameters[name + ".weight"].value
-            matrices[name] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
+        var matrices: [LayerName: MatrixVector.PackedMatrix] = [:]
+        for layer in GPTModel.decodingMatrices(layers: c.layerCount) {
+            let w = model.parameters[layer.weight].value
+            matrices[layer] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
         }
         self.matrices = matrices
         let head = model.parameters[headName].value
@@ -242,9 +243,9 @@ package final class DecodeWeights: @unchecked Sendable {
 }
 
 extension GPTModel {
-    /// The Conv1D matrices decoding streams, by name without `.weight`.
-    static func decodingMatrices(layers: Int) -> [String] {
-        (0..<layers).flatMap { layer in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].map { "h.\(layer).\($0)" } }
+    /// The Conv1D layers whose matrices decoding streams.
+    static func decodingMatrices(layers: Int) -> [LayerName] {
+        (0..<layers).flatMap { ParameterNames.Block($0).matrices }
     }
 
     /// Rounds the matrices decoding streams — every layer's four Conv1D weights and the output layer (the token
@@ -252,11 +253,11 @@ extension GPTModel {
     /// rounded computes, in fp32, what 16- or 8-bit decoding computes: `gpt loss --precision` measures it this way.
     package func roundDecodingWeights(to format: WeightFormat) {
         guard format != .float32 else { return }
-        for name in Self.decodingMatrices(layers: config.layerCount) {
-            let w = parameters[name + ".weight"].value
+        for layer in Self.decodingMatrices(layers: config.layerCount) {
+            let w = parameters[layer.weight].value
             format.round(w.pointer, inputs: w.shape[0], outputs: w.shape[1], oneRowPerOutput: false)
         }
-        let head = parameters[config.tiedOutputEmbedding ? "wte.weight" : "lm_head.weight"].value
+        let head = parameters[ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)].value
         format.round(head.pointer, inputs: config.embeddingWidth, outputs: config.vocabularySize, oneRowPerOutput: true)
         parameters.valuesDidChange()
     }
