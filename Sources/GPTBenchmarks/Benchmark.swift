@@ -18,14 +18,25 @@ package enum Benchmark {
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
-    /// Peak single-precision matrix-product rate of the BLAS on all cores, in GFLOP/s (best of several 2048³ products).
-    package static func peakGEMM(size n: Int = 2048, repetitions: Int = 5) -> Double {
+    /// Peak matrix-product rate of the BLAS on all cores with inputs of `precision` (fp32, or bf16 accumulated in fp32:
+    /// what training's products use), in GFLOP/s (best of several 2048³ products).
+    package static func peakGEMM(precision: ProductPrecision = .float32, size n: Int = 2048, repetitions: Int = 5) -> Double {
         var random = SeededRandom(seed: 1)
         let a = Tensor.normal(shape: [n, n], using: &random), b = Tensor.normal(shape: [n, n], using: &random)
         let c = Tensor(shape: [n, n])
         var best = Double.infinity
-        for _ in 0..<repetitions {
-            best = min(best, time { BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n) })
+        switch precision {
+        case .float32:
+            for _ in 0..<repetitions {
+                best = min(best, time { BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n) })
+            }
+        case .bfloat16:
+            var a16 = [BFloat16](repeating: BFloat16(bitPattern: 0), count: n * n), b16 = a16
+            BFloat16Conversion.round(a.pointer, into: &a16, count: n * n)
+            BFloat16Conversion.round(b.pointer, into: &b16, count: n * n)
+            for _ in 0..<repetitions {
+                best = min(best, time { BLAS.gemm(m: n, n: n, k: n, a: a16, lda: n, b: b16, ldb: n, c: c.pointer, ldc: n) })
+            }
         }
         return 2 * Double(n * n * n) / best / 1e9
     }

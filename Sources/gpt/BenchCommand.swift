@@ -87,7 +87,7 @@ struct TrainBench: ParsableCommand {
     func run() throws {
         let c = try passes.config(model)
         guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
-        let peakBefore = Benchmark.peakGEMM()
+        let peakBefore = Benchmark.peakGEMM(precision: passes.precision)
         let gpt = try GPTModel(config: c, seed: model.seed)
         let optimizer = AdamW(parameters: gpt.parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
         let ids = model.randomIDs(count: batch * passes.seq, vocabulary: c.vocabularySize)
@@ -108,9 +108,9 @@ struct TrainBench: ParsableCommand {
             print(String(format: "step %d: %.1f ms, loss %.4f%@", step, t * 1000, loss, step == 0 ? " (warm-up)" : ""))
         }
         // Measured before and after the steps: on a shared machine one measurement alone can land in a slow spell.
-        let peak = max(peakBefore, Benchmark.peakGEMM())
-        print(String(format: "peak sgemm: %.1f GFLOP/s (2048³, %d threads, best before and after the steps)",
-                     peak, Parallel.threadCount))
+        let peak = max(peakBefore, Benchmark.peakGEMM(precision: passes.precision))
+        print(String(format: "peak %@ matrix product: %.1f GFLOP/s (2048³, %d threads, best before and after the steps)",
+                     passes.precision.rawValue, peak, Parallel.threadCount))
         let seconds = Benchmark.median(times)
         let tokens = batch * passes.seq
         let flops = Benchmark.trainingFLOPs(c, tokens: tokens, length: passes.seq)
