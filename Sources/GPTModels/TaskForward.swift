@@ -54,15 +54,7 @@ extension GPTModel {
     /// before a row's last token predicts the token after it; padding never enters. `final` holds the real tokens'
     /// states, as `taskForward` gives them.
     package func taskLanguageModelLoss(_ final: Variable, batch: TaskBatch, tape: Tape) -> Variable {
-        var positions: [Int] = [], targets: [Int32] = []
-        var token = 0
-        for (r, length) in batch.lengths.enumerated() {
-            for t in 0..<(length - 1) {
-                positions.append(token + t)
-                targets.append(batch.ids[r * batch.length + t + 1])
-            }
-            token += length
-        }
-        return tape.crossEntropy(logits(tape.gatherRows(final, positions), tape: tape), targets: targets)
+        let rows = PackedSequences(paddedIDs: batch.ids, length: batch.length, lengths: batch.lengths) { _, _ in true }
+        return tape.crossEntropy(logits(tape.gatherRows(final, rows.positions), tape: tape), targets: rows.targets)
     }
 }

@@ -277,9 +277,9 @@ package final class PolicyOptimizationObjective: TrainingObjective {
         for start in stride(from: 0, to: sequences.count, by: batchSize) {
             let range = start..<min(sequences.count, start + batchSize)
             let tape = Tape(recording: false, precision: precision)
-            let batch = ResponseBatch(Array(sequences[range]), promptLengths: Array(promptLengths[range]))
+            let batch = PackedSequences(responses: Array(sequences[range]), promptLengths: Array(promptLengths[range]))
             let states = batch.responseStates(reader, tape: tape)
-            let (lp, entropy) = actionLogProbabilities(policyLogits(reader, states, tape: tape).value, actions: batch.actions)
+            let (lp, entropy) = actionLogProbabilities(policyLogits(reader, states, tape: tape).value, actions: batch.targets)
             let v = wantValues ? reader.head(states, tape: tape).value.scalars : []
             for span in batch.spans {
                 logProbabilities.append(Array(lp[span]))
@@ -320,10 +320,10 @@ package final class PolicyOptimizationObjective: TrainingObjective {
         let shard = Shard(index: group.rank, count: group.size)
         guard let (whole, share) = order.microBatch(step: step - rollout.step, microBatch: microBatch),
               let (indices, _) = order.microBatch(step: step - rollout.step, microBatch: microBatch, shard: shard) else { return nil }
-        let batch = ResponseBatch(indices.map { rollout.sequences[$0] }, promptLengths: indices.map { rollout.promptLengths[$0] })
+        let batch = PackedSequences(responses: indices.map { rollout.sequences[$0] }, promptLengths: indices.map { rollout.promptLengths[$0] })
         let states = batch.responseStates(model, tape: tape)
         let (policyLoss, statistics) = tape.clippedPolicyLoss(
-            policyLogits(model, states, tape: tape), actions: batch.actions,
+            policyLogits(model, states, tape: tape), actions: batch.targets,
             oldLogProbabilities: indices.flatMap { rollout.logProbabilities[$0] }, advantages: indices.flatMap { rollout.advantages[$0] },
             clipRange: settings.clipRange)
         let (valueLoss, valueClipFraction) = tape.clippedValueLoss(
@@ -454,40 +454,11 @@ struct RolloutPart {
     }
 }
 
-/// Sequences (prompt + response) as one right-padded batch, and where their response tokens are: the states that
-/// predict each response token are those at the positions before it.
-struct ResponseBatch {
-    let ids: [Int32]
-    let length: Int
-    let lengths: [Int]
-    /// Indices, among the real tokens (sequence after sequence, padding left out), of the states that predict
-    /// response tokens.
-    let positions: [Int]
-    /// The response tokens, in the same order.
-    let actions: [Int32]
-    /// Each sequence's range in `positions` and `actions`.
-    let spans: [Range<Int>]
-
-    init(_ sequences: [[Int32]], promptLengths: [Int]) {
-        length = sequences.map(\.count).max()!
-        lengths = sequences.map(\.count)
-        var ids = [Int32](repeating: 0, count: sequences.count * length)
-        var positions: [Int] = [], actions: [Int32] = [], spans: [Range<Int>] = []
-        var token = 0  // index of the sequence's first token among the real tokens
-        for (r, sequence) in sequences.enumerated() {
-            ids.replaceSubrange((r * length)..<(r * length + sequence.count), with: sequence)
-            let first = positions.count
-            for t in (promptLengths[r] - 1)..<(sequence.count - 1) {
-                positions.append(token + t)
-                actions.append(sequence[t + 1])
-            }
-            spans.append(first..<positions.count)
-            token += sequence.count
-        }
-        self.ids = ids
-        self.positions = positions
-        self.actions = actions
-        self.spans = spans
+extension PackedSequences {
+    /// Sequences (prompt + response) as one batch, scoring their response tokens (the `targets`; PPO's actions):
+    /// the states that predict them are those at the positions before them.
+    init(responses sequences: [[Int32]], promptLengths: [Int]) {
+        self.init(sequences) { r, t in t >= promptLengths[r] - 1 }
     }
 
     /// The final hidden states `[responseTokens, width]` that predict the response tokens, without dropout.

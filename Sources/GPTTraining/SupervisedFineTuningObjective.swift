@@ -67,24 +67,12 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
     /// The mean cross-entropy over the trained tokens of `examples` run as one padded batch (padding not computed),
     /// the number of those tokens, and the number of tokens run. With `random`, dropout is on.
     func replyLoss(_ examples: [EncodedDemonstration], tape: Tape, random: inout SeededRandom?) -> (Variable, Int, Int) {
-        let length = examples.map(\.ids.count).max()!
-        var ids = [Int32](repeating: 0, count: examples.count * length)
-        var gathered: [Int] = [], targets: [Int32] = []
-        var token = 0  // index of the row's first token among the real tokens
-        for (r, example) in examples.enumerated() {
-            ids.replaceSubrange((r * length)..<(r * length + example.ids.count), with: example.ids)
-            for (t, target) in example.targets.enumerated() where target >= 0 {
-                gathered.append(token + t)
-                targets.append(target)
-            }
-            token += example.ids.count
-        }
-        let lengths = examples.map(\.ids.count)
+        let rows = PackedSequences(examples.map(\.ids)) { r, t in examples[r].trained[t + 1] }
         let hidden = random != nil
-            ? model.hidden(ids: ids, batch: examples.count, tape: tape, random: &random!, lengths: lengths, withoutPadding: true)
-            : model.hidden(ids: ids, batch: examples.count, tape: tape, lengths: lengths, withoutPadding: true)
-        let loss = tape.crossEntropy(model.logits(tape.gatherRows(hidden.final, gathered), tape: tape), targets: targets)
-        return (loss, targets.count, token)
+            ? model.hidden(ids: rows.ids, batch: examples.count, tape: tape, random: &random!, lengths: rows.lengths, withoutPadding: true)
+            : model.hidden(ids: rows.ids, batch: examples.count, tape: tape, lengths: rows.lengths, withoutPadding: true)
+        let loss = tape.crossEntropy(model.logits(tape.gatherRows(hidden.final, rows.positions), tape: tape), targets: rows.targets)
+        return (loss, rows.targets.count, rows.tokenCount)
     }
 
     package var dataSummary: String? {
