@@ -10,7 +10,7 @@ import Tokenizers
 /// reward modelling, supervised fine-tuning or PPO.
 public final class Trainer {
     /// What the loop reports as it goes.
-    public enum Event {
+    public enum Event: Sendable {
         case step(StepReport)
         case evaluation(step: Int, Evaluation)
         case checkpoint(step: Int, directory: URL)
@@ -18,7 +18,7 @@ public final class Trainer {
 
     /// One optimizer step. The speed figures are over the same steps — the last `speedWindow` (fewer at the start) —
     /// so that tokens/s × ms/step ÷ 1000 is the mean tokens a step.
-    public struct StepReport {
+    public struct StepReport: Sendable {
         /// The step's index, from 0.
         public let step: Int
         /// The objective's training loss on this process's share of the step's batch.

@@ -30,4 +30,28 @@ extension Trainer {
             stop.store(true, ordering: .relaxed)
         }
     }
+
+    /// Trains as `train(onEvent:)` does, delivering the loop's events (each step's report, each evaluation and
+    /// checkpoint) as an asynchronous sequence, which ends when the run ends and throws the run's error if it fails.
+    /// Cancelling the task that iterates it, or leaving the loop early, stops the run after its current step with a
+    /// checkpoint, from which `Trainer.resume(output:)` continues exactly.
+    ///
+    /// ```swift
+    /// for try await event in trainer.events() {
+    ///     if case .step(let report) = event, report.step % 100 == 0 { print(report.step, report.loss) }
+    /// }
+    /// ```
+    public func events() -> AsyncThrowingStream<Event, any Error> {
+        AsyncThrowingStream { continuation in
+            let run = Task {
+                do {
+                    try await train { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in run.cancel() }
+        }
+    }
 }

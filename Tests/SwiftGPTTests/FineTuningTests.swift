@@ -314,10 +314,17 @@ final class FineTuningTests: XCTestCase {
         let train = try syntheticTask(70, seed: 3, in: folder, name: "train.jsonl"), dev = try syntheticTask(20, seed: 4, in: folder, name: "dev.jsonl")
         var c = settings(base: base, train: train, dev: dev, out: folder.appendingPathComponent("whole"))
         let whole = try Trainer(configuration: c)
-        let steps = ManagedAtomic(0)
-        let outcome = try await whole.train { if case .step = $0 { steps.wrappingIncrement(ordering: .relaxed) } }
-        XCTAssertEqual(outcome, .finished)
-        XCTAssertEqual(steps.load(ordering: .relaxed), whole.configuration.maxIterations)
+        var steps: [Int] = [], evaluations: [Int] = [], checkpoints: [Int] = []
+        for try await event in whole.events() {
+            switch event {
+            case .step(let report): steps.append(report.step)
+            case .evaluation(let step, _): evaluations.append(step)
+            case .checkpoint(let step, _): checkpoints.append(step)
+            }
+        }
+        XCTAssertEqual(steps, Array(1...whole.configuration.maxIterations))
+        XCTAssertEqual(evaluations, Array(stride(from: 0, through: whole.configuration.maxIterations, by: whole.configuration.evalInterval)))
+        XCTAssertEqual(checkpoints, Array(evaluations.dropFirst()))
 
         c.out = folder.appendingPathComponent("parts").path
         let first = try Trainer(configuration: c)
