@@ -304,6 +304,13 @@ final class FineTuningTests: XCTestCase {
         XCTAssertEqual(resumed.step, 5)
         _ = try resumed.run()
         XCTAssertEqual(resumed.model.parameters.values.scalars, whole.model.parameters.values.scalars)
+        // `gpt train --resume` continues pretraining runs only, and says which command continues this one.
+        let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
+        try XCTSkipIf(!FileManager.default.fileExists(atPath: gpt.path), "no release build of gpt (make build)")
+        let parts = folder.appendingPathComponent("parts").path
+        let (status, output) = try runCapturingOutput(gpt, ["train", "--resume", "--out", parts])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(output.contains("is not a pretraining run (it is classification fine-tuning); continue it with gpt finetune --resume"), output)
     }
 
     /// The library's calls: `Trainer.train` reports each step and stops with a checkpoint when its task is
