@@ -63,7 +63,7 @@ configuration.learningRate = 1e-3
 configuration.minLearningRate = 0
 configuration.context = 64
 let trainer = try Trainer(configuration: configuration)
-try await trainer.train { event in
+for try await event in trainer.events() {
     if case .evaluation(let step, let evaluation) = event { print("step \(step): \(evaluation.summary)") }
 }
 
