@@ -59,13 +59,10 @@ struct ExampleTrainingOptions<Defaults: ExampleTrainingDefaults>: ParsableArgume
         return c
     }
 
-    /// The run in --out resumed (which must be a run of this kind, `kind` naming it in the error), or a new one.
-    func trainer(kind: String, isKind: (TrainingConfiguration.Objective) -> Bool, newRun: () throws -> TrainingConfiguration) throws -> Trainer {
+    /// The run in --out resumed (which must be one `command` trains), or a new one.
+    func trainer(_ command: TrainingCommand, newRun: () throws -> TrainingConfiguration) throws -> Trainer {
         guard resume else { return try Trainer(configuration: newRun()) }
-        let trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
-        guard isKind(trainer.configuration.objective) else { throw CommandError("\(out) is not a \(kind) run") }
-        print("resuming \(out) at step \(trainer.step)")
-        return trainer
+        return try command.resume(out)
     }
 }
 

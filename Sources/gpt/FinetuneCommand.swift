@@ -39,7 +39,7 @@ struct FinetuneCommand: ParsableCommand {
     @OptionGroup var options: ExampleTrainingOptions<FineTuningDefaults>
 
     func run() throws {
-        let trainer = try options.trainer(kind: "fine-tuning", isKind: { if case .fineTuning = $0 { true } else { false } }) {
+        let trainer = try options.trainer(.finetune) {
             guard let task, let model, let train, let dev else { throw ValidationError("a new run needs --task, --model, --train and --dev") }
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")

@@ -74,9 +74,7 @@ struct PPOCommand: ParsableCommand {
     func run() throws {
         let trainer: Trainer
         if resume {
-            trainer = try Trainer.resume(output: URL(fileURLWithPath: out))
-            guard case .policyOptimization = trainer.configuration.objective else { throw CommandError("\(out) is not a PPO run") }
-            print("resuming \(out) at step \(trainer.step)")
+            trainer = try TrainingCommand.ppo.resume(out)
         } else {
             guard let policy, let reward, let prompts else { throw ValidationError("a new run needs --policy, --reward and --prompts") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }

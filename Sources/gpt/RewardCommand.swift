@@ -30,7 +30,7 @@ struct RewardTrainCommand: ParsableCommand {
     @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
 
     func run() throws {
-        let trainer = try options.trainer(kind: "reward-model", isKind: { if case .rewardModeling = $0 { true } else { false } }) {
+        let trainer = try options.trainer(.reward) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             var settings = RewardModelingSettings(train: absolutePath(train), dev: absolutePath(dev))
             (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)

@@ -30,7 +30,7 @@ struct SFTCommand: ParsableCommand {
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let trainer = try options.trainer(kind: "supervised fine-tuning", isKind: { if case .supervisedFineTuning = $0 { true } else { false } }) {
+        let trainer = try options.trainer(.sft) {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: model)

@@ -101,18 +101,7 @@ struct TrainCommand: ParsableCommand {
         let trainer: Trainer
         if resume {
             guard let out else { throw ValidationError("--resume needs --out, the directory of the run to continue") }
-            trainer = try Trainer.resume(output: URL(fileURLWithPath: out), maxIterations: maxIterations)
-            let command: String? = switch trainer.configuration.objective {
-            case .pretraining: nil
-            case .fineTuning: "gpt finetune"
-            case .rewardModeling: "gpt reward train"
-            case .supervisedFineTuning: "gpt sft"
-            case .policyOptimization: "gpt ppo"
-            }
-            if let command {
-                throw CommandError("\(out) is not a pretraining run (it is \(trainer.configuration.objective.title(data: trainer.configuration.data))); continue it with \(command) --resume --out \(out)")
-            }
-            print("resuming \(out) at step \(trainer.step)")
+            trainer = try TrainingCommand.train.resume(out, maxIterations: maxIterations)
         } else {
             trainer = try Trainer(configuration: settings())
         }
