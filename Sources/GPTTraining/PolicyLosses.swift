@@ -59,13 +59,9 @@ extension Tape {
             Parallel.forEach(rows, costPerItem: classes * 2) { range in
                 for r in range {
                     let row = xp + r * classes, d = gp + r * classes
-                    let m = stats[2 * r], logSum = stats[2 * r + 1], s = scale * figures[5 * r + 1]
-                    // d log π(a) / d x_i = [i = a] − p_i.
-                    forEachLane(classes) { i, lanes in
-                        let p = VectorMath.exp((load(row + i, lanes) - m) - logSum) * -s
-                        store(accumulate ? load(d + i, lanes) + p : p, d + i, lanes)
-                    }
-                    d[Int(actions[r])] += s
+                    // d loss / d x = s · d log π(a) / d x = −s · (softmax(x) − onehot(a)).
+                    softmaxCrossEntropyGradient(row, classes, maximum: stats[2 * r], logSum: stats[2 * r + 1], target: Int(actions[r]),
+                                                scale: -(scale * figures[5 * r + 1]), into: d, accumulate: accumulate)
                 }
             }
         }

@@ -42,18 +42,28 @@ extension Tape {
                     for r in range {
                         let row = xp + r * classes, d = gp + r * classes
                         let ignored = tp[r] == ignoreIndex
-                        let m = stats[2 * r], logSum = stats[2 * r + 1], s = ignored ? 0 : scale
-                        forEachLane(classes) { i, lanes in
-                            let p = VectorMath.exp((load(row + i, lanes) - m) - logSum) * s
-                            store(accumulate ? load(d + i, lanes) + p : p, d + i, lanes)
-                        }
-                        if !ignored { d[Int(tp[r])] -= s }
+                        softmaxCrossEntropyGradient(row, classes, maximum: stats[2 * r], logSum: stats[2 * r + 1],
+                                                    target: ignored ? nil : Int(tp[r]), scale: ignored ? 0 : scale,
+                                                    into: d, accumulate: accumulate)
                     }
                 }
             }
         }
         return out
     }
+}
+
+/// `scale` × the gradient of −log softmax(`row`)[`target`] with respect to the row, scale·(softmax(row) − onehot),
+/// written to `gradient` or added to it when `accumulate`; `maximum` and `logSum` are the row's `logSumExpOfRow`
+/// figures. Without a target only the softmax term is written.
+@inlinable @inline(__always)
+package func softmaxCrossEntropyGradient(_ row: UnsafePointer<Float>, _ count: Int, maximum m: Float, logSum: Float, target: Int?,
+                                        scale s: Float, into gradient: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    forEachLane(count) { i, lanes in
+        let p = VectorMath.exp((load(row + i, lanes) - m) - logSum) * s
+        store(accumulate ? load(gradient + i, lanes) + p : p, gradient + i, lanes)
+    }
+    if let target { gradient[target] -= s }
 }
 
 /// The row maximum m and log Σ exp(row[i] − m): log Σ exp(row) = m + logSum, computed stably.
