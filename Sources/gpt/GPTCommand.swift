@@ -16,7 +16,7 @@ struct GPTCommand: ParsableCommand {
     /// ArgumentParser's own `main` would show the usage of `gpt` itself.
     static func main() {
         var command: ParsableCommand
-        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do { command = try parseAsRoot() } catch { exitReporting(error) }
         do {
             try command.run()
         } catch let error as ValidationError {
@@ -30,8 +30,20 @@ struct GPTCommand: ParsableCommand {
                 """.utf8))
             Foundation.exit(ExitCode.validationFailure.rawValue)
         } catch {
-            exit(withError: error)
+            exitReporting(error)
         }
+    }
+
+    /// Ends the process for `error` as ArgumentParser's `exit(withError:)` does (help and version to standard
+    /// output with status 0, anything else to standard error with its code), but writes an error's text with one
+    /// `write`: ArgumentParser's own writes it a byte at a time, and the ranks of an MPI job that fail together (a
+    /// settings check) would have their messages interleaved byte by byte in `mpirun`'s output.
+    private static func exitReporting(_ error: Error) -> Never {
+        let code = exitCode(for: error)
+        guard code != .success else { exit(withError: error) }
+        let text = fullMessage(for: error)
+        if !text.isEmpty { FileHandle.standardError.write(Data((text + "\n").utf8)) }
+        Foundation.exit(code.rawValue)
     }
 
     /// The subcommand names leading from `root` to `target` (empty when it is `root`).
