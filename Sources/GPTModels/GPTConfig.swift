@@ -9,6 +9,16 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         case postNorm = "post-ln"
         /// GPT-2: x = x + sublayer(LN(x)), and a final LayerNorm after the last block.
         case preNorm = "pre-ln"
+        /// GPT-NeoX: x = x + attention(LN₁(x)) + MLP(LN₂(x)), both sublayers reading the block's input; a final
+        /// LayerNorm.
+        case parallel
+        /// GPT-J: x = x + attention(LN(x)) + MLP(LN(x)), one LayerNorm for both; a final LayerNorm.
+        case parallelSharedNorm = "parallel-shared-ln"
+
+        /// Whether a LayerNorm follows the last block.
+        package var hasFinalNorm: Bool { self != .postNorm }
+        /// Whether each block has a LayerNorm of its own for the MLP.
+        package var hasMLPNorm: Bool { self != .parallelSharedNorm }
     }
 
     /// How positions enter the model.
@@ -17,6 +27,9 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         case learned
         /// The fixed sinusoidal table of "Attention Is All You Need".
         case sinusoidal
+        /// No table: rotary embedding turns each attention head's queries and keys by angles proportional to the
+        /// position (GPT-NeoX, GPT-J); `rotaryDimensions` and `rotaryBase` set it.
+        case rotary
     }
 
     /// Which earlier positions a query sees in one layer.
@@ -50,8 +63,19 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     public var attentionPatterns: [AttentionPattern]? = nil
     /// The factor of the attention scores q·k; nil: 1/√(head width) (GPT-2). GPT-Neo uses 1.
     public var attentionScale: Float? = nil
-    /// Whether the query, key and value projections have a bias (GPT-2: yes; GPT-Neo: no).
+    /// Whether the query, key and value projections have a bias (GPT-2: yes; GPT-Neo, GPT-J: no).
     public var attentionBias = true
+    /// Whether the attention's output projection has a bias (GPT-J: no).
+    public var attentionOutputBias = true
+    /// Whether the output layer has a bias (GPT-J: yes).
+    public var outputBias = false
+    /// Heads of keys and values, which the query heads share in equal groups: 1 for multi-query attention
+    /// (GPTBigCode); nil: one per query head.
+    public var keyValueHeadCount: Int? = nil
+    /// With rotary positions: how many leading dimensions of each head turn (even, at most the head width).
+    public var rotaryDimensions: Int? = nil
+    /// With rotary positions: the base θ of the angles p·θ^(−2j/r).
+    public var rotaryBase: Float = 10000
 
     /// A configuration of the given sizes; the others default as GPT-2's (MLP 4 × width, tanh GELU, ε 1e-5, no
     /// dropout, learned positions, pre-LayerNorm, tied output layer, dense attention).
@@ -76,6 +100,12 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 
     /// Width of one attention head.
     package var headWidth: Int { embeddingWidth / headCount }
+
+    /// How the query, key and value projection lays out its output: the queries of every head, then the keys and
+    /// the values of the key/value heads.
+    package var attentionRows: AttentionRowLayout {
+        AttentionRowLayout(heads: headCount, keyValueHeads: keyValueHeadCount ?? headCount, headWidth: headWidth)
+    }
 
     /// The attention pattern of layer `layer`.
     package func attentionPattern(layer: Int) -> AttentionPattern { attentionPatterns?[layer] ?? .dense }
@@ -163,7 +193,19 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         try check((1...limits.mlpWidth).contains(mlpWidth), "MLP width must be between 1 and \(limits.mlpWidth), got \(mlpWidth)")
         try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got \(dropout)")
         try check(layerNormEpsilon > 0 && layerNormEpsilon <= 1, "LayerNorm epsilon must be in (0, 1], got \(layerNormEpsilon)")
-        try check(positions == .learned || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
+        try check(positions != .sinusoidal || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
+        if let keyValueHeadCount {
+            try check(keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
+                      "the \(headCount) attention heads must share the \(keyValueHeadCount) key/value heads in equal groups")
+        }
+        if positions == .rotary {
+            guard let rotaryDimensions else { throw ConfigurationError(message: "rotary positions need the number of rotary dimensions") }
+            try check(rotaryDimensions > 0 && rotaryDimensions % 2 == 0 && rotaryDimensions <= headWidth,
+                      "the rotary dimensions must be even and between 2 and the head width \(headWidth), got \(rotaryDimensions)")
+            try check(rotaryBase.isFinite && rotaryBase > 1, "the rotary base must be a number above 1, got \(rotaryBase)")
+        } else {
+            try check(rotaryDimensions == nil, "rotary dimensions are given, but the positions are \(positions.rawValue)")
+        }
         if let patterns = attentionPatterns {
             try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
             for pattern in patterns {

@@ -88,19 +88,22 @@ public final class GPTModel {
         let width = c.embeddingWidth
         var specs: [(name: String, shape: [Int])] = [(ParameterNames.tokenEmbedding, [c.vocabularySize, width])]
         if c.positions == .learned { specs.append((ParameterNames.positionEmbedding, [c.contextLength, width])) }
+        let qkvWidth = c.attentionRows.rowWidth
         for i in 0..<c.layerCount {
             let b = ParameterNames.Block(i)
-            specs += [(b.attentionNorm.weight, [width]), (b.attentionNorm.bias, [width]), (b.queryKeyValue.weight, [width, 3 * width])]
-            if c.attentionBias { specs.append((b.queryKeyValue.bias, [3 * width])) }
+            specs += [(b.attentionNorm.weight, [width]), (b.attentionNorm.bias, [width]), (b.queryKeyValue.weight, [width, qkvWidth])]
+            if c.attentionBias { specs.append((b.queryKeyValue.bias, [qkvWidth])) }
+            specs.append((b.attentionOutput.weight, [width, width]))
+            if c.attentionOutputBias { specs.append((b.attentionOutput.bias, [width])) }
+            if c.layout.hasMLPNorm { specs += [(b.mlpNorm.weight, [width]), (b.mlpNorm.bias, [width])] }
             specs += [
-                (b.attentionOutput.weight, [width, width]), (b.attentionOutput.bias, [width]),
-                (b.mlpNorm.weight, [width]), (b.mlpNorm.bias, [width]),
                 (b.mlpInput.weight, [width, c.mlpWidth]), (b.mlpInput.bias, [c.mlpWidth]),
                 (b.mlpOutput.weight, [c.mlpWidth, width]), (b.mlpOutput.bias, [width]),
             ]
         }
-        if c.layout == .preNorm { specs += [(ParameterNames.finalNorm.weight, [width]), (ParameterNames.finalNorm.bias, [width])] }
+        if c.layout.hasFinalNorm { specs += [(ParameterNames.finalNorm.weight, [width]), (ParameterNames.finalNorm.bias, [width])] }
         if !c.tiedOutputEmbedding { specs.append((ParameterNames.outputLayer, [c.vocabularySize, width])) }
+        if c.outputBias { specs.append((ParameterNames.outputBias, [c.vocabularySize])) }
         return specs
     }
 
@@ -150,69 +153,19 @@ public final class GPTModel {
         let c = config
         let length = ids.count / batch
         precondition(length <= c.contextLength, "sequence of \(length) tokens exceeds the context of \(c.contextLength)")
-        func dropout(_ x: Variable) -> Variable {
-            guard applyDropout, c.dropout > 0 else { return x }
-            return tape.dropout(x, probability: c.dropout, random: &random)
-        }
         precondition(!withoutPadding || lengths != nil, "running without padding needs the rows' lengths")
         // Without padding: the index in the padded rows of every real token.
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        let positions = sinusoidalPositions ?? parameters[ParameterNames.positionEmbedding]
-        var x: Variable
-        if let real {
-            x = tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: parameters[ParameterNames.tokenEmbedding], positions: positions)
-        } else {
-            x = tape.embed(ids: ids, batch: batch, tokens: parameters[ParameterNames.tokenEmbedding], positions: positions)
-        }
-        x = dropout(x)
-        let embeddings = x
-        var outputs: [Variable] = []
-        for i in 0..<c.layerCount {
-            let b = ParameterNames.Block(i)
-            func norm(_ v: Variable, _ layer: LayerName) -> Variable {
-                tape.layerNorm(v, weight: parameters[layer.weight], bias: parameters[layer.bias], epsilon: c.layerNormEpsilon)
-            }
-            func attention(_ v: Variable) -> Variable {
-                var qkv = tape.linear(v, weight: parameters[b.queryKeyValue.weight],
-                                      bias: c.attentionBias ? parameters[b.queryKeyValue.bias] : nil)
-                // Attention needs the rows: the real tokens go back to their places (padding: zeros) and out again.
-                if let real { qkv = tape.reshape(tape.scatterRows(qkv, real, rowCount: batch * length), [batch, length, qkv.shape[1]]) }
-                var heads = tape.causalSelfAttention(qkv, heads: c.headCount, dropout: applyDropout ? c.dropout : 0,
-                                                     random: &random, keyLengths: lengths, pattern: c.attentionPattern(layer: i),
-                                                     scale: c.scoreScale)
-                if let real { heads = tape.gatherRows(tape.reshape(heads, [batch * length, heads.shape[2]]), real) }
-                return dropout(tape.linear(heads, weight: parameters[b.attentionOutput.weight],
-                                           bias: parameters[b.attentionOutput.bias]))
-            }
-            func mlp(_ v: Variable) -> Variable {
-                let h = tape.linear(v, weight: parameters[b.mlpInput.weight], bias: parameters[b.mlpInput.bias])
-                return dropout(tape.linear(tape.gelu(h, approximation: c.activation),
-                                           weight: parameters[b.mlpOutput.weight], bias: parameters[b.mlpOutput.bias]))
-            }
-            x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm, attention: attention, mlp: mlp)
-            outputs.append(x)
-        }
-        let final = c.layout == .preNorm
-            ? tape.layerNorm(x, weight: parameters[ParameterNames.finalNorm.weight], bias: parameters[ParameterNames.finalNorm.bias],
-                             epsilon: c.layerNormEpsilon)
-            : x
-        return Hidden(embeddings: embeddings, blockOutputs: outputs, final: final)
-    }
-
-    /// One transformer block around its sublayers: pre-LN (GPT-2: x + f(LN(x)) for attention, then the MLP) or
-    /// post-LN (GPT-1: LN(x + f(x)) for each). `norm(v, "ln_1" | "ln_2")` applies the block's LayerNorms.
-    static func block(_ x: Variable, names b: ParameterNames.Block, layout: GPTConfig.Layout, tape: Tape,
-                      norm: (Variable, LayerName) -> Variable, attention: (Variable) -> Variable,
-                      mlp: (Variable) -> Variable) -> Variable {
-        switch layout {
-        case .preNorm:
-            let h = tape.add(x, attention(norm(x, b.attentionNorm)))
-            return tape.add(h, mlp(norm(h, b.mlpNorm)))
-        case .postNorm:
-            let n = norm(tape.add(x, attention(x)), b.attentionNorm)
-            return norm(tape.add(n, mlp(n)), b.mlpNorm)
-        }
+        let tokens = parameters[ParameterNames.tokenEmbedding]
+        let positions = positionTable
+        let embeddings = real.map { real in
+            tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: tokens, positions: positions)
+        } ?? tape.embed(ids: ids, batch: batch, tokens: tokens, positions: positions)
+        let pass = TrainingPass(model: self, tape: tape, dropout: applyDropout ? c.dropout : 0, random: random,
+                                batch: batch, length: length, lengths: lengths, real: real)
+        defer { random = pass.random }
+        return forward(embeddings, tape: tape, pass: pass)
     }
 
     /// Index, in right-padded rows of `length` positions, of every real token (row after row).
@@ -223,11 +176,22 @@ public final class GPTModel {
         return positions
     }
 
+    /// The table of position embeddings added to the token embeddings: learned or sinusoidal, nil with rotary
+    /// positions.
+    var positionTable: Variable? {
+        switch config.positions {
+        case .learned: parameters[ParameterNames.positionEmbedding]
+        case .sinusoidal: sinusoidalPositions
+        case .rotary: nil
+        }
+    }
+
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
     package func logits(_ hidden: Variable, tape: Tape) -> Variable {
         let head = parameters[ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)]
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        return tape.linear(hidden, weight: head, transposedWeight: true)
+        return tape.linear(hidden, weight: head, bias: config.outputBias ? parameters[ParameterNames.outputBias] : nil,
+                           transposedWeight: true)
     }
 
     /// Mean next-token cross-entropy: the logits at position t are scored against the id at t + 1 of the same row.

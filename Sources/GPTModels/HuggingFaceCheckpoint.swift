@@ -3,9 +3,9 @@ import GPTUtilities
 import TensorCore
 
 /// Reads and writes Hugging Face checkpoints (`config.json` + `model.safetensors`) of GPT-2 (`model_type` gpt2),
-/// OpenAI-GPT (`model_type` openai-gpt) and GPT-Neo (`model_type` gpt_neo) models: the LM-head models, the
-/// double-heads models (multiple-choice head) and the sequence-classification models (`score` head, classification
-/// or regression).
+/// OpenAI-GPT (`model_type` openai-gpt), GPT-Neo (`model_type` gpt_neo), GPT-NeoX / Pythia (`gpt_neox`), GPT-J
+/// (`gptj`) and GPTBigCode (`gpt_bigcode`) models: the LM-head models, the double-heads models (multiple-choice head)
+/// and the sequence-classification models (`score` head, classification or regression).
 ///
 /// The whole name and layout mapping lives here: HF names carry a `transformer.` prefix, OpenAI-GPT calls the
 /// embeddings `tokens_embed`/`positions_embed`, a tied `lm_head.weight` is not stored, and attention buffers are
@@ -88,10 +88,12 @@ public enum HuggingFaceCheckpoint {
         guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let modelType = json["model_type"] as? String else { throw fail("no model_type") }
-        guard modelType == "gpt2" || modelType == "openai-gpt" || modelType == "gpt_neo" else {
-            throw fail("unsupported model_type '\(modelType)' (supported: gpt2, openai-gpt, gpt_neo)")
+        guard supportedModelTypes.contains(modelType) else {
+            throw fail("unsupported model_type '\(modelType)' (supported: \(supportedModelTypes.joined(separator: ", ")))")
         }
         if modelType == "gpt_neo" { return (try readNeoConfig(json, fail: fail), modelType) }
+        if modelType == "gpt_neox" { return (try readNeoXConfig(json, fail: fail), modelType) }
+        if modelType == "gptj" { return (try readGPTJConfig(json, fail: fail), modelType) }
         func int(_ key: String, _ fallback: String? = nil) throws -> Int {
             guard let v = try integer(json, key, fail: fail) ?? fallback.flatMap({ try integer(json, $0, fail: fail) }) else {
                 throw fail("missing or non-integer '\(key)'")
@@ -103,11 +105,11 @@ public enum HuggingFaceCheckpoint {
         if json["scale_attn_weights"] as? Bool == false { throw fail("scale_attn_weights = false is not supported") }
         if json["add_cross_attention"] as? Bool == true { throw fail("add_cross_attention is not supported") }
         let width = try int("n_embd")
-        let activationName = (json[modelType == "gpt2" ? "activation_function" : "afn"] as? String) ?? "gelu_new"
+        let activationName = (json[modelType == "openai-gpt" ? "afn" : "activation_function"] as? String) ?? "gelu_new"
         let activation: GELUApproximation
         switch (modelType, activationName) {
         case (_, "gelu_new"), (_, "gelu_pytorch_tanh"), ("openai-gpt", "gelu"): activation = .tanh  // HF's OpenAI-GPT maps "gelu" to gelu_new
-        case ("gpt2", "gelu"): activation = .none
+        case ("gpt2", "gelu"), ("gpt_bigcode", "gelu"): activation = .none
         default: throw fail("unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
         }
         let dropout = try ["resid_pdrop", "embd_pdrop", "attn_pdrop"].map { try probability($0, json, default: 0.1, fail: fail) }.max()!
@@ -118,14 +120,18 @@ public enum HuggingFaceCheckpoint {
             mlpWidth: try integer(json, "n_inner", fail: fail) ?? 4 * width, activation: activation,
             layerNormEpsilon: Float(try number("layer_norm_epsilon", default: 1e-5)), dropout: Float(dropout),
             positions: json["swiftgpt_positions"] as? String == "sinusoidal" ? .sinusoidal : .learned,
-            layout: modelType == "gpt2" ? .preNorm : .postNorm,
+            layout: modelType == "openai-gpt" ? .postNorm : .preNorm,
             tiedOutputEmbedding: (json["tie_word_embeddings"] as? Bool) ?? true)
+        if modelType == "gpt_bigcode", (json["multi_query"] as? Bool) ?? true { config.keyValueHeadCount = 1 }
         if let layers = json[attentionLayersKey] {
             config.attentionPatterns = try attentionPatterns(layers, window: json[windowKey], stride: json[strideKey],
                                                              summaries: json[summariesKey], fail: fail)
         }
         return (try checked(config, fail: fail), modelType)
     }
+
+    /// The `model_type`s this reader knows.
+    static let supportedModelTypes = ["gpt2", "openai-gpt", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode"]
 
     /// `config` once it is valid and fits this machine's memory; the error names the file.
     static func checked(_ config: GPTConfig, fail: (String) -> FileError) throws -> GPTConfig {
@@ -229,6 +235,7 @@ public enum HuggingFaceCheckpoint {
     /// The checkpoint format a configuration is saved as: GPT-Neo's for bias-free, unscaled attention; GPT-2's
     /// (pre-LN) or OpenAI-GPT's (post-LN) otherwise, local layers then kept under SwiftGPT's own config keys.
     static func checkpointType(_ c: GPTConfig) throws -> String {
+        if let family = try linearFamily(c) { return family }
         if !c.attentionBias || c.attentionScale != nil {
             guard !c.attentionBias, c.attentionScale == 1, c.layout == .preNorm, c.positions == .learned else {
                 throw ConfigurationError(message: "no Hugging Face format holds this attention (GPT-Neo's needs pre-LN, learned positions, bias-free q/k/v and unscaled scores)")
@@ -311,6 +318,7 @@ public enum HuggingFaceCheckpoint {
     }
 
     static func hfConfig(_ c: GPTConfig, modelType: String, head: TaskHead?) -> [String: Any] {
+        if linearFamilies.contains(modelType) { return linearFamilyConfig(c, family: modelType, head: head) }
         let kinds = c.attentionKinds
         let (window, stride, summaries) = attentionSizes(c)
         if modelType == "gpt_neo" {
@@ -380,6 +388,7 @@ public enum HuggingFaceCheckpoint {
     /// The tensors of a checkpoint under SwiftGPT's names and layouts (attention buffers left out). GPT-Neo's
     /// separate q/k/v projections become one `c_attn` and its `nn.Linear` matrices ([out, in]) are transposed.
     static func storedTensors(_ file: SafeTensors, modelType: String, config: GPTConfig) throws -> [String: Tensor] {
+        if linearFamilies.contains(modelType) { return try linearFamilyTensors(file, family: modelType, config: config) }
         var result: [String: Tensor] = [:]
         guard modelType == "gpt_neo" else {
             for name in file.names where !isBuffer(ourName(name, modelType: modelType)) {
@@ -427,6 +436,7 @@ public enum HuggingFaceCheckpoint {
     package static func exportedTensors(_ model: GPTModel, _ tensor: (String) -> Tensor) throws -> [(name: String, tensor: Tensor)] {
         let c = model.config
         let modelType = try checkpointType(c)
+        if linearFamilies.contains(modelType) { return linearFamilyExport(model, family: modelType, tensor) }
         guard modelType == "gpt_neo" else { return model.parameters.names.map { (hfName($0, modelType: modelType), tensor($0)) } }
         let width = c.embeddingWidth
         var result: [(name: String, tensor: Tensor)] = []
@@ -465,6 +475,7 @@ public enum HuggingFaceCheckpoint {
 
     /// The checkpoint name of a SwiftGPT parameter name.
     package static func hfName(_ name: String, modelType: String) -> String {
+        if linearFamilies.contains(modelType) { return linearFamilyName(name, family: modelType) }
         if TaskHead.isHeadParameter(name) || name == ParameterNames.outputLayer { return name }
         var n = name
         if modelType == "openai-gpt" {

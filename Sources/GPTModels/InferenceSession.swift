@@ -114,102 +114,106 @@ package final class InferenceSession {
                 ids.append(id)
             }
         }
-        let rows = ids.count
         let tape = Tape(recording: false)
         let p = model.parameters
-        // Embeddings: token row plus the position row of each row's own position.
-        let x0 = Tensor(uninitializedShape: [rows, width])
-        let table = p[ParameterNames.tokenEmbedding].value.pointer
-        let positionTable = (model.sinusoidalPositions ?? p[ParameterNames.positionEmbedding]).value.pointer
-        for r in 0..<rows {
-            let out = x0.pointer + r * width, token = table + Int(ids[r]) * width, position = positionTable + rowPosition[r] * width
-            for j in 0..<width { out[j] = token[j] + position[j] }
-        }
-        // Unless every row's logits are asked for, only each entry's last row needs them; the last layer then
+        let embeddings = tape.embed(ids: ids, at: rowPosition, tokens: p[ParameterNames.tokenEmbedding],
+                                    positions: model.positionTable)
+        // Unless every row's logits are asked for, only each entry's last row needs them; the last block then
         // computes the keys and values of every row (for the cache) but the rest only for those rows.
         var lastRows: [Int] = [], row = -1
         for entry in entries { row += entry.tokens.count; lastRows.append(row) }
-        let pruneLastLayer = !everyToken && lastRows.count < rows
-        var x = Variable(x0)
-        for layer in 0..<c.layerCount {
-            let b = ParameterNames.Block(layer)
-            func norm(_ v: Variable, _ layer: LayerName) -> Variable {
-                tape.layerNorm(v, weight: p[layer.weight], bias: p[layer.bias], epsilon: c.layerNormEpsilon)
-            }
-            let cache = caches[layer]
-            /// q | k | v of every row, its keys and values stored in the cache.
-            func queriesKeysValues(_ v: Variable) -> Tensor {
-                let qkv = project(v.value, b.queryKeyValue)
-                for r in 0..<rows {
-                    let row = qkv.pointer + r * 3 * width
-                    cache.store(key: row + width, value: row + 2 * width, sequence: rowSequence[r], position: rowPosition[r])
-                }
-                return qkv
-            }
-            func attend(_ qkv: Tensor, sequences: [Int], positions: [Int]) -> Variable {
-                let heads = Tensor(uninitializedShape: [sequences.count, width])
-                CachedAttention.attend(queries: qkv.pointer, queryStride: 3 * width, cache: cache, sequences: sequences,
-                                       positions: positions, scale: c.scoreScale,
-                                       into: heads.pointer)
-                return Variable(project(heads, b.attentionOutput))
-            }
-            func mlp(_ v: Variable) -> Variable {
-                let h = tape.gelu(Variable(project(v.value, b.mlpInput)), approximation: c.activation)
-                return Variable(project(h.value, b.mlpOutput))
-            }
-            if layer == c.layerCount - 1, pruneLastLayer {
-                let qkv = queriesKeysValues(c.layout == .preNorm ? norm(x, b.attentionNorm) : x)
-                let keptQKV = Self.rows(lastRows, of: qkv, width: 3 * width)
-                x = Variable(Self.rows(lastRows, of: x.value, width: width))
-                let sequences = lastRows.map { rowSequence[$0] }, positions = lastRows.map { rowPosition[$0] }
-                x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm,
-                                   attention: { _ in attend(keptQKV, sequences: sequences, positions: positions) }, mlp: mlp)
-            } else {
-                x = GPTModel.block(x, names: b, layout: c.layout, tape: tape, norm: norm,
-                                   attention: { attend(queriesKeysValues($0), sequences: rowSequence, positions: rowPosition) }, mlp: mlp)
-            }
-        }
+        let pass = DecodingPass(model: model, weights: weights, caches: caches, sequences: rowSequence, positions: rowPosition,
+                                keptRows: everyToken || lastRows.count == ids.count ? nil : lastRows)
+        let final = model.forward(embeddings, tape: tape, pass: pass, keepingBlockOutputs: false).final
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
-        var final = x
-        if !everyToken, !pruneLastLayer { final = Variable(Self.rows(lastRows, of: x.value, width: width)) }
-        if c.layout == .preNorm {
-            final = tape.layerNorm(final, weight: p[ParameterNames.finalNorm.weight], bias: p[ParameterNames.finalNorm.bias],
-                                   epsilon: c.layerNormEpsilon)
-        }
         let head = p[ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)].value
-        let outputRows = final.value.count / width
-        let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
+        let bias = c.outputBias ? p[ParameterNames.outputBias].value : nil
+        let outputRows = final.value.count / width, vocabulary = c.vocabularySize
+        let logits = Tensor(uninitializedShape: [outputRows, vocabulary])
         if outputRows <= Self.matrixVectorRows {
-            MatrixVector.multiply(final.value.pointer, rows: outputRows, weights.head, bias: nil, into: logits.pointer)
+            MatrixVector.multiply(final.value.pointer, rows: outputRows, weights.head, bias: bias.map { UnsafePointer($0.pointer) },
+                                  into: logits.pointer)
         } else {
-            BLAS.gemm(transposeB: true, m: outputRows, n: c.vocabularySize, k: width, a: final.value.pointer, lda: width,
-                      b: head.pointer, ldb: width, c: logits.pointer, ldc: c.vocabularySize)
+            if let bias { for r in 0..<outputRows { (logits.pointer + r * vocabulary).update(from: bias.pointer, count: vocabulary) } }
+            BLAS.gemm(transposeB: true, m: outputRows, n: vocabulary, k: width, a: final.value.pointer, lda: width,
+                      b: head.pointer, ldb: width, beta: bias == nil ? 0 : 1, c: logits.pointer, ldc: vocabulary)
         }
         return logits
     }
+}
+
+/// The forward pass of decoding: matrices through the decoding kernels (`MatrixVector` for a few rows, the BLAS
+/// for more), attention through the key/value cache, which every row's key and value join.
+private final class DecodingPass: ForwardPass {
+    private let model: GPTModel
+    private let weights: DecodeWeights
+    private let caches: [CachedAttention.Cache]
+    /// Each row's sequence slot and position.
+    private let sequences: [Int]
+    let positions: [Int]
+    /// The rows that go on past the last block's attention (each sequence's last), or nil for all.
+    private let keptRows: [Int]?
+    private let width: Int, lastLayer: Int
+
+    init(model: GPTModel, weights: DecodeWeights, caches: [CachedAttention.Cache], sequences: [Int], positions: [Int],
+         keptRows: [Int]?) {
+        self.model = model
+        self.weights = weights
+        self.caches = caches
+        self.sequences = sequences
+        self.positions = positions
+        self.keptRows = keptRows
+        width = model.config.embeddingWidth
+        lastLayer = model.config.layerCount - 1
+    }
+
+    func linear(_ x: Variable, _ layer: LayerName) -> Variable {
+        let w = model.parameters[layer.weight].value
+        let b = model.parameters.contains(layer.bias) ? model.parameters[layer.bias].value : nil
+        let rows = x.value.count / w.shape[0], k = w.shape[0], n = w.shape[1]
+        let y = Tensor(uninitializedShape: [rows, n])
+        if rows <= InferenceSession.matrixVectorRows {
+            MatrixVector.multiply(x.value.pointer, rows: rows, weights.matrices[layer]!, bias: b.map { UnsafePointer($0.pointer) },
+                                  into: y.pointer)
+        } else {
+            for r in 0..<rows {
+                if let b { (y.pointer + r * n).update(from: b.pointer, count: n) } else { (y.pointer + r * n).update(repeating: 0, count: n) }
+            }
+            BLAS.gemm(m: rows, n: n, k: k, a: x.value.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
+        }
+        return Variable(y)
+    }
+
+    func attend(_ qkv: Variable, layer: Int) -> Variable {
+        let cache = caches[layer], c = model.config
+        for r in sequences.indices {
+            let row = qkv.value.pointer + r * 3 * width
+            cache.store(key: row + width, value: row + 2 * width, sequence: sequences[r], position: positions[r])
+        }
+        var queries = qkv.value, querySequences = sequences, queryPositions = positions
+        if layer == lastLayer, let keptRows {
+            queries = Self.rows(keptRows, of: queries, width: 3 * width)
+            querySequences = keptRows.map { sequences[$0] }
+            queryPositions = keptRows.map { positions[$0] }
+        }
+        let heads = Tensor(uninitializedShape: [querySequences.count, width])
+        CachedAttention.attend(queries: queries.pointer, queryStride: 3 * width, cache: cache, sequences: querySequences,
+                               positions: queryPositions, scale: c.scoreScale, into: heads.pointer)
+        return Variable(heads)
+    }
+
+    func residualRows(_ x: Variable, layer: Int) -> Variable {
+        guard layer == lastLayer, let keptRows else { return x }
+        return Variable(Self.rows(keptRows, of: x.value, width: width))
+    }
+
+    func dropout(_ x: Variable) -> Variable { x }
 
     /// The listed rows of a [rows, width] tensor.
     private static func rows(_ indices: [Int], of tensor: Tensor, width: Int) -> Tensor {
         let result = Tensor(uninitializedShape: [indices.count, width])
         for (i, r) in indices.enumerated() { (result.pointer + i * width).update(from: tensor.pointer + r * width, count: width) }
         return result
-    }
-
-    /// x · W + b for the Conv1D-layout layer `layer`: its weight [in, out] and its bias when it has one.
-    private func project(_ x: Tensor, _ layer: LayerName) -> Tensor {
-        let w = model.parameters[layer.weight].value
-        let b = model.parameters.contains(layer.bias) ? model.parameters[layer.bias].value : nil
-        let rows = x.count / w.shape[0], k = w.shape[0], n = w.shape[1]
-        let y = Tensor(uninitializedShape: [rows, n])
-        if rows <= Self.matrixVectorRows {
-            MatrixVector.multiply(x.pointer, rows: rows, weights.matrices[layer]!, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
-        } else {
-            for r in 0..<rows {
-                if let b { (y.pointer + r * n).update(from: b.pointer, count: n) } else { (y.pointer + r * n).update(repeating: 0, count: n) }
-            }
-            BLAS.gemm(m: rows, n: n, k: k, a: x.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
-        }
-        return y
     }
 }
 

@@ -7,6 +7,8 @@ package enum ParameterNames {
     package static let positionEmbedding = "wpe.weight"
     /// The untied output layer, `[vocabulary, width]`.
     package static let outputLayer = "lm_head.weight"
+    /// The output layer's bias, `[vocabulary]`, in models that have one (GPT-J).
+    package static let outputBias = "lm_head.bias"
     /// The LayerNorm after the last block (pre-LayerNorm layouts).
     package static let finalNorm = LayerName("ln_f")
 
@@ -23,7 +25,8 @@ package enum ParameterNames {
 
         /// The LayerNorm before attention (pre-LayerNorm), or after the attention's residual sum (post-LayerNorm).
         package var attentionNorm: LayerName { LayerName(prefix + "ln_1") }
-        /// The fused query, key and value projection, `[width, 3·width]` (Conv1D layout: `[in, out]`).
+        /// The fused query, key and value projection, `[width, 3·width]` (Conv1D layout: `[in, out]`; fewer key and
+        /// value columns when the heads share them).
         package var queryKeyValue: LayerName { LayerName(prefix + "attn.c_attn") }
         /// The attention's output projection, `[width, width]`.
         package var attentionOutput: LayerName { LayerName(prefix + "attn.c_proj") }

@@ -9,8 +9,14 @@ final class CheckpointTests: XCTestCase {
     private let ids: [Int32] = [1, 5, 22, 7, 7, 0, 3, 9, 11, 2]
 
     func testRoundTripKeepsEveryParameterAndLogit() throws {
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)] {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)]
+            + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 3)
+            // Biases drawn too, so that a bias stored in the wrong place shows.
+            for name in model.parameters.names where model.parameters[name].value.rank == 1 {
+                var random = SeededRandom(seed: 5)
+                random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.5)
+            }
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             let loaded = try HuggingFaceCheckpoint.load(from: dir)
@@ -31,8 +37,12 @@ final class CheckpointTests: XCTestCase {
 
     func testSavedCheckpointLoadsInTransformers() throws {
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false),
-                       tinyNeoConfig()] {
+                       tinyNeoConfig()] + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 4)
+            for name in model.parameters.names where model.parameters[name].value.rank == 1 {
+                var random = SeededRandom(seed: 6)
+                random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.5)
+            }
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             try checkInTransformers(dir, [("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),

@@ -25,7 +25,7 @@ final class GenerationTests: XCTestCase {
         var wideFixed = wide
         wideFixed.attentionPatterns = [.fixed(block: 4, summaries: 2), .dense]
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), wide,
-                       tinyNeoConfig(), local, strided, wideStrided, fixed, wideFixed] {
+                       tinyNeoConfig(), local, strided, wideStrided, fixed, wideFixed] + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
             let full = logits(model, ids, batch: 1)

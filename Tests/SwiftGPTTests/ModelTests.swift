@@ -36,9 +36,10 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(again.parameters.values.scalars, model.parameters.values.scalars, "same seed, same weights")
     }
 
-    /// The whole model's loss gradient against finite differences, for both layouts and sinusoidal positions.
+    /// The whole model's loss gradient against finite differences, for both layouts, sinusoidal positions and the
+    /// GPT-NeoX, GPT-J and GPTBigCode blocks.
     func testEndToEndGradientsMatchFiniteDifferences() throws {
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false)] {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false)] + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 7)
             var random = SeededRandom(seed: 1)
             for name in model.parameters.names { random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.3) }
@@ -69,7 +70,8 @@ final class ModelTests: XCTestCase {
     /// Running padded rows without their padding gives the padded run's states at the real tokens, and the same
     /// parameter gradients for a loss on those tokens, for both layouts, sinusoidal positions and a local layer.
     func testHiddenWithoutPaddingMatchesPaddedRows() throws {
-        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), tinyNeoConfig()] {
+        for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal, tied: false), tinyNeoConfig()]
+            + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 7)
             let lengths = [5, 2, 7], length = 7, pad: Int32 = 22
             var ids = [Int32](repeating: pad, count: lengths.count * length)

@@ -5,7 +5,8 @@ import XCTest
 
 /// The golden folders: the project's own copy (always present) and, when it exists, `../shared/golden`.
 enum Golden {
-    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny", "gpt2-seqcls-tiny", "gpt2-regression-tiny", "gptneo-tiny"]
+    static let names = ["gpt2-tiny", "openai-gpt-tiny", "gpt2-doubleheads-tiny", "gpt2-seqcls-tiny", "gpt2-regression-tiny", "gptneo-tiny",
+                        "gptneox-tiny", "gptj-tiny", "gptbigcode-tiny"]
 
     static func bundled(_ name: String) -> URL {
         Bundle.module.url(forResource: "Resources", withExtension: nil)!.appendingPathComponent("golden/\(name)")
@@ -53,6 +54,29 @@ func tinyNeoConfig() -> GPTConfig {
     config.attentionScale = 1
     config.attentionBias = false
     return config
+}
+
+/// Small configurations of the GPT-NeoX (parallel, and sequential without attention biases), GPT-J and GPTBigCode
+/// families: rotary positions (on part of each head, and all of it), parallel blocks with two LayerNorms and with
+/// one, an output bias, and one key/value head shared by the query heads.
+func tinyFamilyConfigs() -> [GPTConfig] {
+    var neox = tinyConfig(layout: .parallel, positions: .rotary, tied: false)
+    neox.rotaryDimensions = 4
+    neox.activation = .none
+    var sequential = neox
+    sequential.layout = .preNorm
+    sequential.rotaryDimensions = 6
+    sequential.rotaryBase = 500
+    sequential.attentionBias = false
+    sequential.attentionOutputBias = false
+    var gptj = tinyConfig(layout: .parallelSharedNorm, positions: .rotary, tied: false)
+    gptj.rotaryDimensions = 4
+    gptj.attentionBias = false
+    gptj.attentionOutputBias = false
+    gptj.outputBias = true
+    var bigcode = tinyConfig()
+    bigcode.keyValueHeadCount = 1
+    return [neox, sequential, gptj, bigcode]
 }
 
 /// The package root (where `scripts/` and `data/` are).

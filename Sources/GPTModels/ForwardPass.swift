@@ -1,0 +1,133 @@
+import GPTUtilities
+import TensorCore
+
+/// What differs between the forward passes of training and of decoding: how a layer's matrix is applied, how
+/// attention reads keys and values, which rows go on past the last attention, and dropout. The model's structure —
+/// embeddings, blocks, LayerNorms, residual sums — is written once, in `GPTModel.forward`, over these operations.
+///
+/// Training (`TrainingPass`) records every operation on a tape over whole rows of tokens; decoding
+/// (`InferenceSession`'s pass) multiplies by weights packed for its kernels and attends through a key/value cache.
+protocol ForwardPass: AnyObject {
+    /// The position of every row of the residual stream in its sequence (rotary embedding turns by it).
+    var positions: [Int] { get }
+    /// x · W + b for the Conv1D layer `layer` (its bias when it has one).
+    func linear(_ x: Variable, _ layer: LayerName) -> Variable
+    /// The attention heads' output, `[rows, width]`, of block `layer` for the query | key | value rows `qkv`.
+    func attend(_ qkv: Variable, layer: Int) -> Variable
+    /// The rows of block `layer`'s residual stream `x` that its attention's output continues: all of them, but for
+    /// decoding's last block when only each sequence's last token needs logits.
+    func residualRows(_ x: Variable, layer: Int) -> Variable
+    /// Dropout on the embeddings and on each sublayer's output: the identity outside training.
+    func dropout(_ x: Variable) -> Variable
+}
+
+extension GPTModel {
+    /// The embeddings through every block and, in the pre-LN layout, the final LayerNorm: the one forward pass of
+    /// training, evaluation and decoding. Each block's output is kept in the result when `keepingBlockOutputs`.
+    func forward(_ embeddings: Variable, tape: Tape, pass: some ForwardPass, keepingBlockOutputs: Bool = true) -> Hidden {
+        let input = pass.dropout(embeddings)
+        var x = input
+        var outputs: [Variable] = []
+        for layer in 0..<config.layerCount {
+            x = block(x, layer: layer, tape: tape, pass: pass)
+            if keepingBlockOutputs { outputs.append(x) }
+        }
+        let final = config.layout.hasFinalNorm ? norm(x, ParameterNames.finalNorm, tape: tape) : x
+        return Hidden(embeddings: input, blockOutputs: outputs, final: final)
+    }
+
+    /// Block `layer` over the residual stream `x`, its sublayers placed as `config.layout` says: pre-LN (GPT-2:
+    /// x + f(LN(x)) for attention, then the MLP), post-LN (GPT-1: LN(x + f(x)) for each), or parallel (GPT-NeoX,
+    /// GPT-J: x + attention(LN(x)) + MLP(LN(x))), attention and MLP each ending in dropout. Rotary embedding turns
+    /// the queries and keys, and shared key/value heads are repeated for their query heads, before attention.
+    private func block(_ x: Variable, layer: Int, tape: Tape, pass: some ForwardPass) -> Variable {
+        let b = ParameterNames.Block(layer), rows = config.attentionRows
+        func attention(_ v: Variable) -> Variable {
+            var qkv = pass.linear(v, b.queryKeyValue)
+            if let dimensions = config.rotaryDimensions {
+                qkv = tape.rotary(qkv, positions: pass.positions, layout: rows, dimensions: dimensions, base: config.rotaryBase)
+            }
+            if rows.keyValueHeads != rows.heads { qkv = tape.repeatingKeyValueHeads(qkv, layout: rows) }
+            return pass.dropout(pass.linear(pass.attend(qkv, layer: layer), b.attentionOutput))
+        }
+        func mlp(_ v: Variable) -> Variable {
+            let h = tape.gelu(pass.linear(v, b.mlpInput), approximation: config.activation)
+            return pass.dropout(pass.linear(h, b.mlpOutput))
+        }
+        switch config.layout {
+        case .preNorm:
+            let h = tape.add(pass.residualRows(x, layer: layer), attention(norm(x, b.attentionNorm, tape: tape)))
+            return tape.add(h, mlp(norm(h, b.mlpNorm, tape: tape)))
+        case .postNorm:
+            let n = norm(tape.add(pass.residualRows(x, layer: layer), attention(x)), b.attentionNorm, tape: tape)
+            return norm(tape.add(n, mlp(n)), b.mlpNorm, tape: tape)
+        case .parallel:
+            let residual = pass.residualRows(x, layer: layer)
+            let a = attention(norm(x, b.attentionNorm, tape: tape))
+            return tape.add(tape.add(residual, a), mlp(norm(residual, b.mlpNorm, tape: tape)))
+        case .parallelSharedNorm:
+            let h = norm(x, b.attentionNorm, tape: tape)
+            let a = attention(h)
+            return tape.add(tape.add(pass.residualRows(x, layer: layer), a), mlp(pass.residualRows(h, layer: layer)))
+        }
+    }
+
+    /// The LayerNorm `layer` applied to `x`.
+    private func norm(_ x: Variable, _ layer: LayerName, tape: Tape) -> Variable {
+        tape.layerNorm(x, weight: parameters[layer.weight], bias: parameters[layer.bias], epsilon: config.layerNormEpsilon)
+    }
+}
+
+/// The forward pass of training and evaluation: every operation recorded on the tape (when it records), over
+/// `batch` right-padded rows of `length` tokens, or over their real tokens only (`real`, their indices in the rows).
+final class TrainingPass: ForwardPass {
+    private let parameters: ParameterSet
+    private let config: GPTConfig
+    private let tape: Tape
+    /// The dropout probability: the model's in training, 0 in evaluation.
+    private let probability: Float
+    /// Where dropout masks are drawn from; read back after the pass.
+    private(set) var random: SeededRandom
+    private let batch: Int, length: Int
+    /// Each row's real length when the rows are padded.
+    private let lengths: [Int]?
+    /// Without padding: the index in the padded rows of every real token.
+    private let real: [Int]?
+    let positions: [Int]
+
+    init(model: GPTModel, tape: Tape, dropout probability: Float, random: SeededRandom, batch: Int, length: Int,
+         lengths: [Int]?, real: [Int]?) {
+        parameters = model.parameters
+        config = model.config
+        self.tape = tape
+        self.probability = probability
+        self.random = random
+        self.batch = batch
+        self.length = length
+        self.lengths = lengths
+        self.real = real
+        positions = model.config.rotaryDimensions == nil ? [] : (real ?? Array(0..<(batch * length))).map { $0 % length }
+    }
+
+    func linear(_ x: Variable, _ layer: LayerName) -> Variable {
+        tape.linear(x, weight: parameters[layer.weight], bias: parameters.contains(layer.bias) ? parameters[layer.bias] : nil)
+    }
+
+    func attend(_ qkv: Variable, layer: Int) -> Variable {
+        // Attention needs the rows: the real tokens go back to their places (padding: zeros) and out again.
+        var qkv = qkv
+        if let real { qkv = tape.reshape(tape.scatterRows(qkv, real, rowCount: batch * length), [batch, length, qkv.shape[1]]) }
+        var heads = tape.causalSelfAttention(qkv, heads: config.headCount, dropout: probability, random: &random,
+                                             keyLengths: lengths, pattern: config.attentionPattern(layer: layer),
+                                             scale: config.scoreScale)
+        if let real { heads = tape.gatherRows(tape.reshape(heads, [batch * length, heads.shape[2]]), real) }
+        return heads
+    }
+
+    func residualRows(_ x: Variable, layer: Int) -> Variable { x }
+
+    func dropout(_ x: Variable) -> Variable {
+        guard probability > 0 else { return x }
+        return tape.dropout(x, probability: probability, random: &random)
+    }
+}
