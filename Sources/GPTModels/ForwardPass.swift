@@ -12,7 +12,8 @@ protocol ForwardPass: AnyObject {
     var positions: [Int] { get }
     /// x · W + b for the Conv1D layer `layer` (its bias when it has one).
     func linear(_ x: Variable, _ layer: LayerName) -> Variable
-    /// The attention heads' output, `[rows, width]`, of block `layer` for the query | key | value rows `qkv`.
+    /// The attention heads' output, `[rows, width]`, of block `layer` for the query | key | value rows `qkv` (laid out
+    /// as `GPTConfig.attentionRows`: fewer key and value heads than query heads when they are shared).
     func attend(_ qkv: Variable, layer: Int) -> Variable
     /// The rows of block `layer`'s residual stream `x` that its attention's output continues: all of them, but for
     /// decoding's last block when only each sequence's last token needs logits.
@@ -39,15 +40,12 @@ extension GPTModel {
     /// Block `layer` over the residual stream `x`, its sublayers placed as `config.layout` says: pre-LN (GPT-2:
     /// x + f(LN(x)) for attention, then the MLP), post-LN (GPT-1: LN(x + f(x)) for each), or parallel (GPT-NeoX,
     /// GPT-J: x + attention(LN(x)) + MLP(LN(x))), attention and MLP each ending in dropout. Rotary embedding turns
-    /// the queries and keys, and shared key/value heads are repeated for their query heads, before attention.
+    /// the queries and keys before attention.
     private func block(_ x: Variable, layer: Int, tape: Tape, pass: some ForwardPass) -> Variable {
         let b = ParameterNames.Block(layer), rows = config.attentionRows
         func attention(_ v: Variable) -> Variable {
             var qkv = pass.linear(v, b.queryKeyValue)
-            if let dimensions = config.rotaryDimensions {
-                qkv = tape.rotary(qkv, positions: pass.positions, layout: rows, dimensions: dimensions, base: config.rotaryBase)
-            }
-            if rows.keyValueHeads != rows.heads { qkv = tape.repeatingKeyValueHeads(qkv, layout: rows) }
+            if let rotaryTable { qkv = tape.rotary(qkv, positions: pass.positions, layout: rows, table: rotaryTable) }
             return pass.dropout(pass.linear(pass.attend(qkv, layer: layer), b.attentionOutput))
         }
         func mlp(_ v: Variable) -> Variable {
@@ -114,8 +112,10 @@ final class TrainingPass: ForwardPass {
     }
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {
+        // The kernel reads as many key and value heads as query heads: shared ones are repeated for their group.
+        let rows = config.attentionRows
+        var qkv = rows.keyValueHeads == rows.heads ? qkv : tape.repeatingKeyValueHeads(qkv, layout: rows)
         // Attention needs the rows: the real tokens go back to their places (padding: zeros) and out again.
-        var qkv = qkv
         if let real { qkv = tape.reshape(tape.scatterRows(qkv, real, rowCount: batch * length), [batch, length, qkv.shape[1]]) }
         var heads = tape.causalSelfAttention(qkv, heads: config.headCount, dropout: probability, random: &random,
                                              keyLengths: lengths, pattern: config.attentionPattern(layer: layer),

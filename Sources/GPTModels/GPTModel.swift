@@ -17,6 +17,8 @@ public final class GPTModel {
     package var inputFormat: InputFormat?
     /// The fixed position table when positions are sinusoidal.
     let sinusoidalPositions: Variable?
+    /// Rotary embedding's cosines and sines for every position of the context, when positions are rotary.
+    let rotaryTable: RotaryTable?
 
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output
     /// projections N(0, 0.02 / √(2·layers)), biases 0, LayerNorm gains 1. A task head's parameters (initialised the
@@ -43,6 +45,7 @@ public final class GPTModel {
         parameters = ParameterSet(specs)
         sinusoidalPositions = config.positions == .sinusoidal
             ? Variable(GPTModel.sinusoidalTable(length: config.contextLength, width: config.embeddingWidth)) : nil
+        rotaryTable = config.rotaryDimensions.map { RotaryTable(dimensions: $0, base: config.rotaryBase, length: config.contextLength) }
         guard initializeWeights else { return }
         var random = SeededRandom(seed: seed)
         let residualStd = 0.02 / Float(2 * config.layerCount).squareRoot()

@@ -36,12 +36,14 @@ package final class InferenceSession {
         let patterns = (0..<c.layerCount).map { c.attentionPattern(layer: $0) }
         chunk = patterns.map { CachedAttention.Cache.longestFeed(pattern: $0, contextLength: c.contextLength) }.min()!
         let slots = patterns.map { CachedAttention.Cache.capacity(pattern: $0, contextLength: c.contextLength) }
-        let keys = slots.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
-        let values = slots.map { Tensor(uninitializedShape: [sequences, c.headCount, $0, c.headWidth]) }
+        // Only the key/value heads are kept: a head's worth per layer under multi-query attention.
+        let kvHeads = c.attentionRows.keyValueHeads
+        let keys = slots.map { Tensor(uninitializedShape: [sequences, kvHeads, $0, c.headWidth]) }
+        let values = slots.map { Tensor(uninitializedShape: [sequences, kvHeads, $0, c.headWidth]) }
         self.keys = keys
         self.values = values
         caches = patterns.indices.map { layer in
-            CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer, heads: c.headCount,
+            CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer, heads: kvHeads, queryHeads: c.headCount,
                                   headWidth: c.headWidth, pattern: patterns[layer], contextLength: c.contextLength)
         }
     }
@@ -186,18 +188,20 @@ private final class DecodingPass: ForwardPass {
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {
         let cache = caches[layer], c = model.config
+        // Rows of queries (width floats), then the keys and the values of the key/value heads.
+        let rowWidth = c.attentionRows.rowWidth, keyValueWidth = c.attentionRows.keyValueHeads * c.headWidth
         for r in sequences.indices {
-            let row = qkv.value.pointer + r * 3 * width
-            cache.store(key: row + width, value: row + 2 * width, sequence: sequences[r], position: positions[r])
+            let row = qkv.value.pointer + r * rowWidth
+            cache.store(key: row + width, value: row + width + keyValueWidth, sequence: sequences[r], position: positions[r])
         }
         var queries = qkv.value, querySequences = sequences, queryPositions = positions
         if layer == lastLayer, let keptRows {
-            queries = Self.rows(keptRows, of: queries, width: 3 * width)
+            queries = Self.rows(keptRows, of: queries, width: rowWidth)
             querySequences = keptRows.map { sequences[$0] }
             queryPositions = keptRows.map { positions[$0] }
         }
         let heads = Tensor(uninitializedShape: [querySequences.count, width])
-        CachedAttention.attend(queries: queries.pointer, queryStride: 3 * width, cache: cache, sequences: querySequences,
+        CachedAttention.attend(queries: queries.pointer, queryStride: rowWidth, cache: cache, sequences: querySequences,
                                positions: queryPositions, scale: c.scoreScale, into: heads.pointer)
         return Variable(heads)
     }

@@ -7,7 +7,8 @@ import _Builtin_intrinsics.intel
 package enum CachedAttention {
     /// Where the cache lives: layout [sequence, head, slot, d], so that one head's keys (and values) are
     /// contiguous and stream in order. The key of sequence s, head h in slot n is the d floats at
-    /// `keys + ((s * heads + h) * capacity + n) * d`.
+    /// `keys + ((s * heads + h) * capacity + n) * d`. With shared key/value heads (multi-query or grouped-query
+    /// attention) the cache holds those only, and `queryHeads / heads` query heads read each.
     ///
     /// The cache holds only what later queries of its pattern can still read. Dense and strided layers keep every
     /// position (a strided key stays visible to the later queries a multiple of the stride away). A local layer
@@ -18,7 +19,10 @@ package enum CachedAttention {
     package struct Cache {
         package let keys: UnsafeMutablePointer<Float>
         package let values: UnsafeMutablePointer<Float>
+        /// Key and value heads held.
         package let heads: Int
+        /// Query heads that read them, in equal groups.
+        package let queryHeads: Int
         /// Slots per sequence.
         package let capacity: Int
         /// Floats per head (d).
@@ -28,12 +32,15 @@ package enum CachedAttention {
         private let ring: Int
 
         /// A cache for sequences of up to `contextLength` positions at `keys` and `values`, each
-        /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` floats.
-        package init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, headWidth: Int,
-                    pattern: AttentionPattern, contextLength: Int) {
+        /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` floats, read by `queryHeads`
+        /// query heads (default: `heads`).
+        package init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, queryHeads: Int? = nil,
+                    headWidth: Int, pattern: AttentionPattern, contextLength: Int) {
+            precondition((queryHeads ?? heads) % heads == 0, "\(queryHeads ?? heads) query heads do not share \(heads) key/value heads evenly")
             self.keys = keys
             self.values = values
             self.heads = heads
+            self.queryHeads = queryHeads ?? heads
             self.headWidth = headWidth
             self.pattern = pattern
             capacity = Self.capacity(pattern: pattern, contextLength: contextLength)
@@ -108,12 +115,12 @@ package enum CachedAttention {
         }
     }
 
-    /// For each row r and head h: out[r, h] = softmax(q[r, h] · K[s_r, keys, h]ᵀ · scale) · V[s_r, keys, h] over the
-    /// keys the cache's pattern lets position p_r see, with q read from `queries + r * queryStride` and out written
-    /// to `output + r * heads * d`; `scale` replaces 1/√d.
+    /// For each row r and query head h: out[r, h] = softmax(q[r, h] · K[s_r, keys, g]ᵀ · scale) · V[s_r, keys, g]
+    /// over the keys the cache's pattern lets position p_r see, g being the key/value head h reads, with q read from
+    /// `queries + r * queryStride` and out written to `output + r * queryHeads * d`; `scale` replaces 1/√d.
     package static func attend(queries: UnsafePointer<Float>, queryStride: Int, cache: Cache, sequences: [Int], positions: [Int],
                               scale: Float? = nil, into output: UnsafeMutablePointer<Float>) {
-        let rows = sequences.count, heads = cache.heads, d = cache.headWidth
+        let rows = sequences.count, heads = cache.queryHeads, group = cache.queryHeads / cache.heads, d = cache.headWidth
         let scale = scale ?? 1 / Float(d).squareRoot()
         let longest = (positions.max() ?? 0) + 1
         sequences.withUnsafeBufferPointer { sequences in
@@ -130,7 +137,7 @@ package enum CachedAttention {
                         let first = cache.bandSlot(start)
                         if earlier.isEmpty, first + count <= cache.capacity {
                             // The band lies in consecutive slots.
-                            let base = cache.offset(sequences[r], h, slot: first)
+                            let base = cache.offset(sequences[r], h / group, slot: first)
                             let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
                             if d == 64 {
                                 attend64(q, k, v, count, scale, scores, o)
@@ -143,7 +150,7 @@ package enum CachedAttention {
                             continue
                         }
                         // The keys before the band, then the band (which may wrap around its ring), slot by slot.
-                        let head = cache.offset(sequences[r], h, slot: 0)
+                        let head = cache.offset(sequences[r], h / group, slot: 0)
                         func slot(_ t: Int) -> Int {
                             head + (t < earlier.count ? cache.earlierSlot(earlier[t]) : cache.bandSlot(start + t - earlier.count)) * d
                         }

@@ -21,29 +21,50 @@ package struct AttentionRowLayout: Equatable, Sendable {
     package var rowWidth: Int { (heads + 2 * keyValueHeads) * headWidth }
 }
 
+/// The cosines and sines of rotary embedding's angles p·base^(−2j/r) for every position p of a context and every
+/// pair j < r/2 (r the rotary dimensions), computed once for a model, as transformers computes them: inverse
+/// frequencies in float32, then the float32 product with the position.
+package final class RotaryTable: @unchecked Sendable {
+    /// The leading dimensions of a head that turn.
+    package let dimensions: Int
+    /// Positions covered: 0 ..< length.
+    package let length: Int
+    /// cos then sin, each `[length, dimensions / 2]`.
+    private let values: Tensor
+
+    package init(dimensions: Int, base: Float, length: Int) {
+        precondition(dimensions > 0 && dimensions % 2 == 0 && length > 0, "rotary table of \(dimensions) dimensions, \(length) positions")
+        self.dimensions = dimensions
+        self.length = length
+        let half = dimensions / 2
+        let inverseFrequencies = (0..<half).map { Float(1 / pow(Double(base), Double(2 * $0) / Double(dimensions))) }
+        values = Tensor(uninitializedShape: [2, length, half])
+        for p in 0..<length {
+            for j in 0..<half {
+                let angle = Float(p) * inverseFrequencies[j]
+                values.pointer[p * half + j] = cos(angle)
+                values.pointer[(length + p) * half + j] = sin(angle)
+            }
+        }
+    }
+
+    /// The cosines of position p's angles start at `cosines + p * dimensions / 2`.
+    var cosines: UnsafePointer<Float> { UnsafePointer(values.pointer) }
+    /// The sines of position p's angles start at `sines + p * dimensions / 2`.
+    var sines: UnsafePointer<Float> { UnsafePointer(values.pointer + length * dimensions / 2) }
+}
+
 extension Tape {
     /// Rotary position embedding (Su et al., RoFormer) of the queries and keys in `qkv` (rows laid out as `layout`
     /// says; values pass unchanged), in GPT-NeoX's layout: in each query and key head, dimensions j and j + r/2 for
-    /// j < r/2 (r = `dimensions`, the first r of the head) turn by the angle p·base^(−2j/r), p being the row's
-    /// position in `positions`; the head's other dimensions pass unchanged. The gradient turns back by the same
-    /// angles.
-    package func rotary(_ qkv: Variable, positions: [Int], layout: AttentionRowLayout, dimensions: Int, base: Float) -> Variable {
-        let rowWidth = layout.rowWidth, half = dimensions / 2
+    /// j < r/2 (r = `table.dimensions`, the first r of the head) turn by the table's angle for the row's position in
+    /// `positions`; the head's other dimensions pass unchanged. The gradient turns back by the same angles.
+    package func rotary(_ qkv: Variable, positions: [Int], layout: AttentionRowLayout, table: RotaryTable) -> Variable {
+        let rowWidth = layout.rowWidth, half = table.dimensions / 2
         precondition(qkv.value.count == positions.count * rowWidth, "rotary: \(qkv.shape) is not \(positions.count) rows of \(rowWidth)")
-        precondition(dimensions % 2 == 0 && dimensions > 0 && dimensions <= layout.headWidth,
-                     "rotary: \(dimensions) dimensions in heads of \(layout.headWidth)")
-        // cos and sin of every row's angles, as transformers computes them: inverse frequencies in float32, then
-        // the float32 product with the position.
-        let inverseFrequencies = (0..<half).map { Float(1 / pow(Double(base), Double(2 * $0) / Double(dimensions))) }
-        let angles = Tensor(uninitializedShape: [2, positions.count, half])
-        let cosines = angles.pointer, sines = angles.pointer + positions.count * half
-        for (r, position) in positions.enumerated() {
-            for j in 0..<half {
-                let angle = Float(position) * inverseFrequencies[j]
-                cosines[r * half + j] = cos(angle)
-                sines[r * half + j] = sin(angle)
-            }
-        }
+        precondition(table.dimensions <= layout.headWidth, "rotary: \(table.dimensions) dimensions in heads of \(layout.headWidth)")
+        precondition(positions.allSatisfy { (0..<table.length).contains($0) }, "rotary: a position is outside 0..<\(table.length)")
+        let cosines = table.cosines, sines = table.sines
         let rotatedHeads = layout.heads + layout.keyValueHeads, d = layout.headWidth
         /// `source`'s rows (of `rowWidth`) with their rotated pairs turned by +angle (`sign` 1) or −angle (−1), written
         /// to `target` or, with `accumulate`, added to it.
@@ -54,10 +75,11 @@ extension Tape {
                 for r in rows {
                     let from = source + r * rowWidth, to = scratch ?? target + r * rowWidth
                     to.update(from: from, count: rowWidth)
+                    let angles = positions[r] * half
                     for h in 0..<rotatedHeads {
                         let x = from + h * d, y = to + h * d
                         for j in 0..<half {
-                            let c = cosines[r * half + j], s = sign * sines[r * half + j]
+                            let c = cosines[angles + j], s = sign * sines[angles + j]
                             y[j] = x[j] * c - x[j + half] * s
                             y[j + half] = x[j + half] * c + x[j] * s
                         }
@@ -71,8 +93,8 @@ extension Tape {
         let out = output(y, inputs: [qkv])
         record(out) {
             let (g, accumulate) = qkv.gradientTarget()
-            // The table's pointers are read through `turn`: the tensor must live as long as this step.
-            withExtendedLifetime(angles) { turn(out.grad!.pointer, into: g.pointer, sign: -1, accumulate: accumulate) }
+            // The table's pointers are read through `turn`: the table must live as long as this step.
+            withExtendedLifetime(table) { turn(out.grad!.pointer, into: g.pointer, sign: -1, accumulate: accumulate) }
         }
         return out
     }

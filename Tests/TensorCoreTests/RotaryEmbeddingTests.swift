@@ -12,7 +12,8 @@ final class RotaryEmbeddingTests: XCTestCase {
     func testRotaryTurnsEachPairOfQueriesAndKeysByItsAngle() {
         let positions = [0, 3, 7], dimensions = 4, base: Float = 100
         let x = randomTensor([3, layout.rowWidth], seed: 1)
-        let y = Tape(recording: false).rotary(Variable(x), positions: positions, layout: layout, dimensions: dimensions, base: base).value
+        let table = RotaryTable(dimensions: dimensions, base: base, length: 8)
+        let y = Tape(recording: false).rotary(Variable(x), positions: positions, layout: layout, table: table).value
         for (r, p) in positions.enumerated() {
             for column in 0..<layout.rowWidth {
                 let head = column / 6, dimension = column % 6
@@ -31,8 +32,9 @@ final class RotaryEmbeddingTests: XCTestCase {
 
     func testRotaryGradients() {
         for (dimensions, positions) in [(2, [5]), (4, [0, 1, 9]), (6, [2, 2])] {
+            let table = RotaryTable(dimensions: dimensions, base: 10000, length: 10)
             checkGradients([randomTensor([positions.count, layout.rowWidth], seed: 2)]) { t, v in
-                t.rotary(v[0], positions: positions, layout: layout, dimensions: dimensions, base: 10000)
+                t.rotary(v[0], positions: positions, layout: layout, table: table)
             }
         }
     }
@@ -63,7 +65,7 @@ final class RotaryEmbeddingTests: XCTestCase {
     func testGradientsAccumulateIntoAnInputUsedTwice() {
         // q | k | v used by both kernels and a sum: each backward adds to what is there.
         checkGradients([randomTensor([2, layout.rowWidth], seed: 5)]) { t, v in
-            let turned = t.rotary(v[0], positions: [1, 4], layout: layout, dimensions: 4, base: 10000)
+            let turned = t.rotary(v[0], positions: [1, 4], layout: layout, table: RotaryTable(dimensions: 4, base: 10000, length: 5))
             return t.add(t.repeatingKeyValueHeads(turned, layout: layout), t.repeatingKeyValueHeads(v[0], layout: layout))
         }
     }
