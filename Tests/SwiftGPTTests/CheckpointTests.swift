@@ -114,7 +114,7 @@ final class CheckpointTests: XCTestCase {
             (classification(1, .regression), tinyConfig(), .similarity),
             (.multipleChoice, tinyConfig(), .multipleChoice),
             (.multipleChoice, tinyConfig(layout: .postNorm), .multipleChoice),
-        ]
+        ] + tinyFamilyConfigs().map { (classification(3, .singleLabel), $0, .classification) }
         for (head, config, task) in cases {
             let model = try GPTModel(config: config, seed: 6, taskHead: head)
             var taskFormat = format
