@@ -24,7 +24,7 @@ struct RewardTrainCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder).") var model: String?
+    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model).") var model: String?
     @Option(help: "Training pairs (JSONL).") var train: String?
     @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
     @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
