@@ -11,7 +11,7 @@ import Tokenizers
 
 /// The parsers, by the name FUZZ_TARGET gives.
 let targets: [String: (Data) throws -> Void] = [
-    "safetensors": fuzzSafeTensors, "config": fuzzConfig, "tokenizer": fuzzTokenizerFiles,
+    "safetensors": fuzzSafeTensors, "config": fuzzConfig, "tokenizer": fuzzTokenizerFiles, "tokenizer-json": fuzzTokenizerJSON,
     "chat-template": fuzzChatTemplate, "task-data": fuzzTaskData, "request": fuzzRequest,
 ]
 
@@ -98,6 +98,16 @@ func fuzzTokenizerFiles(_ data: Data) throws {
     }
     let tokenizer = try TokenizerLoading.load(directory: folder)
     let ids = try tokenizer.encode("Hello world, hello!\n")
+    _ = try tokenizer.decode(ids)
+}
+
+/// A Hugging Face `tokenizer.json`.
+func fuzzTokenizerJSON(_ data: Data) throws {
+    let folder = scratch.appendingPathComponent("tokenizer-json")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    try data.write(to: folder.appendingPathComponent("tokenizer.json"))
+    let tokenizer = try TokenizerLoading.load(directory: folder)
+    let ids = try tokenizer.encode("Hello  world,   hello!\n <|endoftext|>")
     _ = try tokenizer.decode(ids)
 }
 

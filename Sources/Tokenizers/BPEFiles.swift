@@ -108,11 +108,15 @@ extension BPETokenizer {
     /// The tokenizer as the `tokenizers` library's `tokenizer.json`.
     func huggingFaceTokenizer() throws -> Data {
         let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        func entry(_ name: String, _ id: Int32, special: Bool) -> [String: Any] {
+            ["id": Int(id), "content": name, "single_word": false, "lstrip": false, "rstrip": false, "normalized": !special, "special": special]
+        }
+        let added = (specialTokens.map { entry($0.key, $0.value, special: true) } + addedTokens.map { entry($0.key, $0.value, special: false) })
+            .sorted { ($0["id"] as! Int) < ($1["id"] as! Int) }
         let document: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "normalizer": NSNull(),
-            "added_tokens": specialTokens.sorted { $0.value < $1.value }.map { name, id -> [String: Any] in
-                ["id": Int(id), "content": name, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true]
-            },
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(),
+            "normalizer": normalizesToNFC ? ["type": "NFC"] as [String: Any] : NSNull(),
+            "added_tokens": added,
             "pre_tokenizer": byteLevel, "post_processor": byteLevel, "decoder": byteLevel,
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
                       "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocabularyTable(),
@@ -131,6 +135,7 @@ extension BPETokenizer {
     /// Each token's byte-level text (special tokens by name) and its id, as both file formats store the vocabulary.
     func vocabularyTable() -> [String: Int] {
         var vocabulary: [String: Int] = [:]
+        // Added tokens are stored as the text of their bytes, as GPT-NeoX's files store them.
         let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         for id in 0..<vocabularySize {
             vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id

@@ -3,13 +3,18 @@ import Foundation
 import GPTUtilities
 
 /// Byte-level BPE as in GPT-2: GPT-2's pre-tokenization, then rank-ordered merges over each piece's bytes.
-/// Tokens that are neither single bytes nor made by a merge are special tokens (such as `<|endoftext|>`).
+/// Tokens that are neither single bytes nor made by a merge are special tokens (such as `<|endoftext|>`), or added
+/// tokens, which (as Hugging Face tokenizers' non-special added tokens) are cut out of any text before the merges.
 package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     package let kind: String
     package let vocabularySize: Int
     package let endOfText: Int32?
     /// Special tokens by their text.
     package let specialTokens: [String: Int32]
+    /// Added tokens by their text: recognised in all text, before the merges (GPT-NeoX's runs of spaces).
+    package let addedTokens: [String: Int32]
+    /// Whether text is put in Unicode normalization form C before it is encoded (GPT-NeoX's tokenizer).
+    package let normalizesToNFC: Bool
     /// The merges in rank order, as pairs of token ids.
     package let merges: [(Int32, Int32)]
 
@@ -22,19 +27,22 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     private var files: (Data, Data)?
     private let filesLock = NSLock()
 
-    /// Builds a tokenizer from each id's bytes (nil for special tokens, given by `specialTokens`) and the merges.
-    /// Every merge's result must be the concatenation of its two tokens.
-    package init(tokens: [[UInt8]?], specialTokens: [String: Int32], merges: [(Int32, Int32)], kind: String) throws {
+    /// Builds a tokenizer from each id's bytes (nil for special and added tokens, given by `specialTokens` and
+    /// `addedTokens`) and the merges. Every merge's result must be the concatenation of its two tokens.
+    package init(tokens: [[UInt8]?], specialTokens: [String: Int32], addedTokens: [String: Int32] = [:], merges: [(Int32, Int32)],
+                 normalizesToNFC: Bool = false, kind: String) throws {
         self.kind = kind
         vocabularySize = tokens.count
         self.specialTokens = specialTokens
+        self.addedTokens = addedTokens
+        self.normalizesToNFC = normalizesToNFC
         endOfText = specialTokens["<|endoftext|>"]
         self.merges = merges
+        var names: [Int32: String] = [:]
+        for (name, id) in specialTokens.merging(addedTokens, uniquingKeysWith: { a, _ in a }) { names[id] = name }
         var arena: [UInt8] = [], offsets = [0]
         for (id, token) in tokens.enumerated() {
-            if let token { arena += token } else if let special = specialTokens.first(where: { $0.value == id }) {
-                arena += Array(special.key.utf8)
-            }
+            if let token { arena += token } else if let name = names[Int32(id)] { arena += Array(name.utf8) }
             offsets.append(arena.count)
         }
         tokenBytes = arena
@@ -66,7 +74,18 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     // MARK: Encoding
 
     package func encode(bytes: [UInt8]) throws -> [Int32] {
-        bytes.withUnsafeBufferPointer { encodeParallel($0) }
+        var bytes = bytes
+        if normalizesToNFC, let text = String(validating: bytes, as: UTF8.self) {
+            bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
+        }
+        guard !addedTokens.isEmpty else { return bytes.withUnsafeBufferPointer { encodeParallel($0) } }
+        let names = addedTokens.keys.sorted()
+        var result: [Int32] = []
+        for (run, added) in SpecialTokenSplit.segments(bytes, specials: names.map { Array($0.utf8) }) {
+            result += Array(run).withUnsafeBufferPointer { encodeParallel($0) }
+            if let added { result.append(addedTokens[names[added]]!) }
+        }
+        return result
     }
 
     package func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
@@ -218,15 +237,21 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     package func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
         var specials = specialTokens
         for (k, name) in names.enumerated() {
-            guard specials.updateValue(Int32(vocabularySize + k), forKey: name) == nil else {
+            guard addedTokens[name] == nil, specials.updateValue(Int32(vocabularySize + k), forKey: name) == nil else {
                 throw TokenizerError("\(name) is already a special token of this vocabulary")
             }
         }
-        let specialIDs = Set(specialTokens.values)
+        // Added tokens that merges also make stay pieces; the others, as special tokens, have no bytes of their own.
+        let specialIDs = Set(specialTokens.values).union(addedTokens.values.filter { !isPiece($0) })
         let tokens = (0..<vocabularySize).map { specialIDs.contains(Int32($0)) ? nil : Array(bytes(of: Int32($0))) }
             + [[UInt8]?](repeating: nil, count: names.count)
-        return try BPETokenizer(tokens: tokens, specialTokens: specials, merges: merges, kind: kind)
+        return try BPETokenizer(tokens: tokens, specialTokens: specials, addedTokens: addedTokens, merges: merges,
+                                normalizesToNFC: normalizesToNFC, kind: kind)
     }
+
+    /// Whether token `id` is one the merges work with (a byte or a merge's result), not a special or added token
+    /// outside them.
+    func isPiece(_ id: Int32) -> Bool { pieces.find(Array(bytes(of: id))) == id }
 
     /// The bytes of one token.
     package func bytes(of id: Int32) -> ArraySlice<UInt8> {

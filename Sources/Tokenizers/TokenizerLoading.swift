@@ -3,7 +3,8 @@ import Foundation
 /// Finding and loading tokenizers by name or directory.
 public enum TokenizerLoading {
     /// Loads `gpt2` (GPT-2's vocabulary, shipped with SwiftGPT) or the tokenizer files in a directory:
-    /// `vocab.json` + `merges.txt`, `encoder.json` + `vocab.bpe`, or `char_tokenizer.json`.
+    /// `tokenizer.json` (a byte-level BPE), `vocab.json` + `merges.txt`, `encoder.json` + `vocab.bpe`, or
+    /// `char_tokenizer.json`.
     public static func load(_ specification: String) throws -> any Tokenizer {
         if specification == "gpt2" { return try gpt2() }
         let directory = URL(fileURLWithPath: specification)
@@ -14,20 +15,22 @@ public enum TokenizerLoading {
         return try load(directory: directory)
     }
 
-    /// Loads the tokenizer files in `directory`: `vocab.json` + `merges.txt`, `encoder.json` + `vocab.bpe`, or
-    /// `char_tokenizer.json`.
+    /// Loads the tokenizer files in `directory`: `char_tokenizer.json`, else `tokenizer.json` (Hugging Face
+    /// tokenizers' file, which transformers also prefers: it holds the normalizer and added tokens the others lack),
+    /// else `vocab.json` + `merges.txt` or `encoder.json` + `vocab.bpe`.
     public static func load(directory: URL) throws -> any Tokenizer {
         let exists = { (name: String) in FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) }
         if exists(CharacterTokenizer.fileName) {
             return try CharacterTokenizer.load(from: directory.appendingPathComponent(CharacterTokenizer.fileName))
         }
+        if exists("tokenizer.json") { return try BPETokenizer.load(huggingFaceFile: directory.appendingPathComponent("tokenizer.json")) }
         for (vocabulary, merges) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]
         where exists(vocabulary) && exists(merges) {
             return try BPETokenizer.load(
                 vocabulary: directory.appendingPathComponent(vocabulary),
                 merges: directory.appendingPathComponent(merges), kind: "bpe")
         }
-        throw TokenizerError("\(directory.path): no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or \(CharacterTokenizer.fileName))")
+        throw TokenizerError("\(directory.path): no tokenizer files (tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, or \(CharacterTokenizer.fileName))")
     }
 
     nonisolated(unsafe) private static var cachedGPT2: BPETokenizer?

@@ -41,7 +41,7 @@ func jsonArray(_ ids: [Int32]) -> String {
 
 /// `--tokenizer` as used by every command that reads or writes text.
 struct TokenizerOption: ParsableArguments {
-    @Option(help: "Tokenizer: gpt2 (shipped) or a directory with vocab.json + merges.txt, encoder.json + vocab.bpe, or char_tokenizer.json.")
+    @Option(help: "Tokenizer: gpt2 (shipped) or a directory with tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, or char_tokenizer.json.")
     var tokenizer = "gpt2"
 
     func load() throws -> any Tokenizer { try TokenizerLoading.load(tokenizer) }
