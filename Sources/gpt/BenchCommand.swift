@@ -36,9 +36,35 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Summaries per block of the fixed layers (default 8, at most the block).")
     var summaries: Int?
 
+    @Option(help: "Block design at the preset's sizes: gpt2 (the preset's own), gpt-neox (rotary positions on a quarter of each head, parallel attention and MLP, untied output layer), gpt-j (the same with one LayerNorm, bias-free attention and an output bias), gpt-bigcode (one key/value head).")
+    var blocks = BlockDesign.gpt2
+
+    /// A family's block design, applied to a preset's sizes.
+    enum BlockDesign: String, ExpressibleByArgument {
+        case gpt2, gptNeoX = "gpt-neox", gptJ = "gpt-j", gptBigCode = "gpt-bigcode"
+
+        func apply(to c: inout GPTConfig) {
+            switch self {
+            case .gpt2: return
+            case .gptNeoX, .gptJ:
+                c.positions = .rotary
+                c.rotaryDimensions = max(2, c.headWidth / 4 / 2 * 2)
+                c.tiedOutputEmbedding = false
+                c.layout = self == .gptNeoX ? .parallel : .parallelSharedNorm
+                if self == .gptJ {
+                    c.attentionBias = false
+                    c.attentionOutputBias = false
+                    c.outputBias = true
+                }
+            case .gptBigCode: c.keyValueHeadCount = 1
+            }
+        }
+    }
+
     /// The preset without dropout (benchmarks compare compute, as the reference runs do).
     func presetWithoutDropout() throws -> GPTConfig {
         var c = try GPTConfig.preset(preset)
+        blocks.apply(to: &c)
         c.dropout = 0
         if let context { c.contextLength = context }
         if let attention {
