@@ -47,12 +47,13 @@ public enum HuggingFaceCheckpoint {
             guard tensor.shape == target.shape else {
                 throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
             }
-            target.assign(tensor)
+            try tensor.fill(target.pointer)
             expected.remove(ours)
         }
         if let missing = expected.sorted().first {
             throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
         }
+        model.parameters.valuesDidChange()
         return model
     }
 
@@ -385,48 +386,69 @@ public enum HuggingFaceCheckpoint {
 
     // MARK: Names and layouts
 
+    /// A checkpoint tensor under SwiftGPT's layout: its shape, and how to write its values into a parameter's
+    /// memory (read from the file then, one tensor at a time, so that loading never holds two copies of a model).
+    struct StoredTensor {
+        let shape: [Int]
+        let fill: (UnsafeMutablePointer<Float>) throws -> Void
+
+        /// The file's tensor `name` as it is stored.
+        init(_ file: SafeTensors, _ name: String) {
+            shape = file.entries[name]?.shape ?? []
+            fill = { try file.read(name, into: $0) }
+        }
+
+        init(shape: [Int], fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
+            self.shape = shape
+            self.fill = fill
+        }
+
+        /// The `nn.Linear` matrix `name` (`[out, in]`, `theirs` its shape) transposed to SwiftGPT's `[in, out]`.
+        static func transposing(_ file: SafeTensors, _ name: String, _ theirs: [Int]) -> StoredTensor {
+            StoredTensor(shape: [theirs[1], theirs[0]]) { target in
+                let tensor = try file.checkedTensor(name, shape: theirs)
+                let rows = theirs[0], columns = theirs[1]
+                for r in 0..<rows { for c in 0..<columns { target[c * rows + r] = tensor.pointer[r * columns + c] } }
+            }
+        }
+    }
+
     /// The tensors of a checkpoint under SwiftGPT's names and layouts (attention buffers left out). GPT-Neo's
     /// separate q/k/v projections become one `c_attn` and its `nn.Linear` matrices ([out, in]) are transposed.
-    static func storedTensors(_ file: SafeTensors, modelType: String, config: GPTConfig) throws -> [String: Tensor] {
+    static func storedTensors(_ file: SafeTensors, modelType: String, config: GPTConfig) throws -> [String: StoredTensor] {
         if linearFamilies.contains(modelType) { return try linearFamilyTensors(file, family: modelType, config: config) }
-        var result: [String: Tensor] = [:]
+        var result: [String: StoredTensor] = [:]
         guard modelType == "gpt_neo" else {
             for name in file.names where !isBuffer(ourName(name, modelType: modelType)) {
-                result[ourName(name, modelType: modelType)] = try file.tensor(name)
+                result[ourName(name, modelType: modelType)] = StoredTensor(file, name)
             }
             return result
         }
         let width = config.embeddingWidth
-        func matrix(_ name: String, _ shape: [Int]) throws -> Tensor {
-            let tensor = try file.tensor(name)
-            guard tensor.shape == shape else {
-                throw FileError(url: file.url, message: "tensor '\(name)' has shape \(tensor.shape), the config needs \(shape)")
-            }
-            return tensor
-        }
         var consumed = Set<String>()
         for layer in 0..<config.layerCount {
             let prefix = "transformer.h.\(layer).", attention = prefix + "attn.attention.", b = ParameterNames.Block(layer)
-            let qkv = Tensor(uninitializedShape: [width, 3 * width])
-            for (part, name) in ["q_proj", "k_proj", "v_proj"].enumerated() {
-                let w = try matrix(attention + name + ".weight", [width, width])
-                for i in 0..<width { for o in 0..<width { qkv.pointer[i * 3 * width + part * width + o] = w.pointer[o * width + i] } }
-                consumed.insert(attention + name + ".weight")
+            let parts = ["q_proj", "k_proj", "v_proj"].map { attention + $0 + ".weight" }
+            result[b.queryKeyValue.weight] = StoredTensor(shape: [width, 3 * width]) { qkv in
+                for (part, name) in parts.enumerated() {
+                    let w = try file.checkedTensor(name, shape: [width, width])
+                    for i in 0..<width { for o in 0..<width { qkv[i * 3 * width + part * width + o] = w.pointer[o * width + i] } }
+                }
             }
-            result[b.queryKeyValue.weight] = qkv
+            consumed.formUnion(parts)
             for (theirs, ours, shape) in [("attn.attention.out_proj.weight", b.attentionOutput, [width, width]),
                                           ("mlp.c_fc.weight", b.mlpInput, [config.mlpWidth, width]),
                                           ("mlp.c_proj.weight", b.mlpOutput, [width, config.mlpWidth])] {
-                result[ours.weight] = try matrix(prefix + theirs, shape).transposed2D()
+                result[ours.weight] = .transposing(file, prefix + theirs, shape)
                 consumed.insert(prefix + theirs)
             }
-            result[b.attentionOutput.bias] = try file.tensor(attention + "out_proj.bias")
+            result[b.attentionOutput.bias] = StoredTensor(file, attention + "out_proj.bias")
             consumed.insert(attention + "out_proj.bias")
         }
         for name in file.names where !consumed.contains(name) {
             let ours = ourName(name, modelType: modelType)
             if ours.hasSuffix("attn.attention.bias") || ours.hasSuffix("attn.attention.masked_bias") { continue }
-            result[ours] = try file.tensor(name)
+            result[ours] = StoredTensor(file, name)
         }
         return result
     }

@@ -212,43 +212,41 @@ extension HuggingFaceCheckpoint {
     }
 
     /// The tensors of a GPT-NeoX, GPT-J or GPTBigCode checkpoint under SwiftGPT's names and layouts; a tensor the
-    /// model does not have is an error naming it.
-    static func linearFamilyTensors(_ file: SafeTensors, family: String, config c: GPTConfig) throws -> [String: Tensor] {
-        func read(_ name: String, _ shape: [Int]) throws -> Tensor {
+    /// model does not have, or one it needs and the file lacks, is an error naming it.
+    static func linearFamilyTensors(_ file: SafeTensors, family: String, config c: GPTConfig) throws -> [String: StoredTensor] {
+        func require(_ name: String) throws {
             guard file.entries[name] != nil else { throw FileError(url: file.url, message: "missing tensor '\(name)'") }
-            let tensor = try file.tensor(name)
-            guard tensor.shape == shape else {
-                throw FileError(url: file.url, message: "tensor '\(name)' has shape \(tensor.shape), the config needs \(shape)")
-            }
-            return tensor
         }
-        var result: [String: Tensor] = [:], consumed = Set<String>()
+        var result: [String: StoredTensor] = [:], consumed = Set<String>()
         for (ours, shape) in GPTModel.parameterShapes(c) {
             let theirs = linearFamilyName(ours, family: family)
             let isQKV = ours.hasSuffix("attn.c_attn.weight") || ours.hasSuffix("attn.c_attn.bias")
             if isQKV && family != "gpt_bigcode" {
                 // GPT-NeoX's per-head groups, or GPT-J's three projections, to SwiftGPT's [q | k | v] columns.
                 let names = family == "gpt_neox" ? [theirs] : ["q_proj", "k_proj", "v_proj"].map { theirs.replacingOccurrences(of: "q_proj", with: $0) }
+                for name in names { try require(name) }
                 let columns = shape.last!, inputs = shape.count == 2 ? shape[0] : 1
-                let parts = try names.map { try read($0, shape.count == 2 ? [columns / names.count, inputs] : [columns / names.count]) }
-                let tensor = Tensor(uninitializedShape: shape)
-                for column in 0..<columns {
-                    let (part, row) = queryKeyValueSource(column, family: family, config: c)
-                    for i in 0..<inputs { tensor.pointer[i * columns + column] = parts[part].pointer[row * inputs + i] }
+                result[ours] = StoredTensor(shape: shape) { tensor in
+                    let parts = try names.map { try file.checkedTensor($0, shape: shape.count == 2 ? [columns / names.count, inputs] : [columns / names.count]) }
+                    for column in 0..<columns {
+                        let (part, row) = queryKeyValueSource(column, family: family, config: c)
+                        for i in 0..<inputs { tensor[i * columns + column] = parts[part].pointer[row * inputs + i] }
+                    }
                 }
-                result[ours] = tensor
                 consumed.formUnion(names)
             } else if shape.count == 2, ours.hasPrefix("h.") {
-                result[ours] = try read(theirs, [shape[1], shape[0]]).transposed2D()
+                try require(theirs)
+                result[ours] = .transposing(file, theirs, [shape[1], shape[0]])
                 consumed.insert(theirs)
             } else {
-                result[ours] = try read(theirs, shape)
+                try require(theirs)
+                result[ours] = StoredTensor(file, theirs)
                 consumed.insert(theirs)
             }
         }
         for name in file.names.sorted() where !consumed.contains(name) && !isLinearFamilyBuffer(name) {
             if TaskHead.isHeadParameter(name) {
-                result[name] = try file.tensor(name)
+                result[name] = StoredTensor(file, name)
             } else if !(name == "lm_head.weight" && c.tiedOutputEmbedding) {
                 throw FileError(url: file.url, message: "unexpected tensor '\(name)' for a \(family) model of this configuration")
             }

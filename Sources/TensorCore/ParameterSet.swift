@@ -19,7 +19,8 @@ package final class ParameterSet {
     package init(_ specs: [(name: String, shape: [Int])]) {
         let total = specs.reduce(0) { $0 + $1.shape.reduce(1, *) }
         values = Tensor(uninitializedShape: [total])
-        gradients = Tensor(shape: [total])
+        // Zero pages of their own: a model that only runs inference never makes its gradients resident.
+        gradients = Tensor(zeroedShape: [total])
         var offset = 0
         var ranges: [String: Range<Int>] = [:], variables: [String: Variable] = [:]
         for (name, shape) in specs {

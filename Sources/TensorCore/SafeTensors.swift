@@ -30,7 +30,7 @@ public struct SafeTensors {
     package let entries: [String: Entry]
     /// The `__metadata__` map of the header.
     package let metadata: [String: String]
-    private let data: Data
+    private let file: FileMapping
     private let dataStart: Int
 
     /// Opens and validates `url`; every problem is a `FileError` that names the file.
@@ -38,14 +38,15 @@ public struct SafeTensors {
         self.url = url
         func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
         guard FileManager.default.fileExists(atPath: url.path) else { throw fail("no such file") }
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch { throw fail("cannot read: \(error.localizedDescription)") }
+        let file: FileMapping
+        do { file = try FileMapping(url) } catch { throw fail("cannot read: \(error)") }
+        let data = file.bytes
         guard data.count >= 8 else { throw fail("truncated safetensors file: \(data.count) bytes, no header") }
         let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard headerLength <= UInt64(data.count - 8) else {
             throw fail("corrupt safetensors header: it claims \(headerLength) bytes but the file has \(data.count - 8)")
         }
-        let header = data.subdata(in: 8..<(8 + Int(headerLength)))
+        let header = Data(data[8..<(8 + Int(headerLength))])
         guard let json = (try? JSONSerialization.jsonObject(with: header)) as? [String: Any] else {
             throw fail("corrupt safetensors header: not a JSON object")
         }
@@ -97,7 +98,7 @@ public struct SafeTensors {
         }
         self.entries = entries
         self.metadata = metadata
-        self.data = data
+        self.file = file
         self.dataStart = 8 + Int(headerLength)
     }
 
@@ -108,33 +109,45 @@ public struct SafeTensors {
     package func tensor(_ name: String) throws -> Tensor {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
         let t = Tensor(uninitializedShape: e.shape)
-        let n = t.count
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let src = raw.baseAddress! + dataStart + e.byteRange.lowerBound
-            switch e.dtype {
-            case .float32: memcpy(t.pointer, src, n * 4)
-            case .float64: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
-            case .bfloat16:
-                for i in 0..<n { t.pointer[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
-            case .float16: for i in 0..<n { t.pointer[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
-            case .int64: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
-            case .int32: for i in 0..<n { t.pointer[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
-            }
-        }
+        try read(name, into: t.pointer)
         return t
+    }
+
+    /// The named tensor as float32, which must have `shape`; the error names the tensor and both shapes.
+    package func checkedTensor(_ name: String, shape: [Int]) throws -> Tensor {
+        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        guard e.shape == shape else { throw FileError(url: url, message: "tensor '\(name)' has shape \(e.shape), the config needs \(shape)") }
+        return try tensor(name)
+    }
+
+    /// Writes the named tensor's elements into `target` as float32 (F16, BF16, F64 and integers converted), then
+    /// lets the file's pages it read go from this process's memory (they stay in the system's file cache): a model
+    /// read tensor by tensor into its own memory never holds the file as a second copy.
+    package func read(_ name: String, into target: UnsafeMutablePointer<Float>) throws {
+        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        let n = e.shape.reduce(1, *)
+        let src = file.bytes.baseAddress! + dataStart + e.byteRange.lowerBound
+        switch e.dtype {
+        case .float32: memcpy(target, src, n * 4)
+        case .float64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+        case .bfloat16:
+            for i in 0..<n { target[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+        case .float16: for i in 0..<n { target[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .int64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+        case .int32: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+        }
+        file.release(dataStart + e.byteRange.lowerBound..<dataStart + e.byteRange.upperBound)
     }
 
     /// The named integer tensor (I64 or I32), flattened.
     package func integers(_ name: String) throws -> [Int] {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
         let n = e.shape.reduce(1, *)
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let src = raw.baseAddress! + dataStart + e.byteRange.lowerBound
-            switch e.dtype {
-            case .int64: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
-            case .int32: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
-            default: throw FileError(url: url, message: "tensor '\(name)' is \(e.dtype.rawValue), not an integer type")
-            }
+        let src = file.bytes.baseAddress! + dataStart + e.byteRange.lowerBound
+        switch e.dtype {
+        case .int64: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+        case .int32: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+        default: throw FileError(url: url, message: "tensor '\(name)' is \(e.dtype.rawValue), not an integer type")
         }
     }
 
@@ -202,4 +215,43 @@ func halfToFloat(_ h: UInt16) -> Float {
     case 31: return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
     default: return Float(bitPattern: sign | UInt32(exponent + 112) << 23 | (mantissa << 13))
     }
+}
+
+/// A file mapped read-only into memory, unmapped when released.
+final class FileMapping: @unchecked Sendable {
+    /// The file's bytes.
+    let bytes: UnsafeRawBufferPointer
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Maps the file at `url`; an error says why it cannot (an empty file maps to no bytes).
+    init(_ url: URL) throws {
+        let descriptor = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw FileMappingError(reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw FileMappingError(reason: String(cString: strerror(errno))) }
+        let count = Int(status.st_size)
+        guard count > 0 else { bytes = UnsafeRawBufferPointer(start: nil, count: 0); return }
+        guard let base = mmap(nil, count, PROT_READ, MAP_PRIVATE, descriptor, 0), base != MAP_FAILED else {
+            throw FileMappingError(reason: String(cString: strerror(errno)))
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: count)
+    }
+
+    /// Drops the pages of `range` from this process's resident memory; they are read from the file again if touched.
+    func release(_ range: Range<Int>) {
+        guard let base = bytes.baseAddress, !range.isEmpty else { return }
+        let start = range.lowerBound / Self.pageSize * Self.pageSize
+        let end = min(bytes.count, (range.upperBound + Self.pageSize - 1) / Self.pageSize * Self.pageSize)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
+    deinit {
+        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+    }
+}
+
+struct FileMappingError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
 }

@@ -26,6 +26,12 @@ package final class Tensor: @unchecked Sendable {
         self.pointer = storage.base
     }
 
+    /// A tensor of zeros in pages of its own that take memory only once written (see `TensorStorage(zeroedCount:)`).
+    package convenience init(zeroedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.init(viewing: TensorStorage(zeroedCount: shape.reduce(1, *)), offset: 0, shape: shape)
+    }
+
     /// A tensor filled with `value`.
     package convenience init(shape: [Int], repeating value: Float = 0) {
         self.init(uninitializedShape: shape)

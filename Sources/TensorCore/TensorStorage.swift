@@ -11,14 +11,36 @@ package final class TensorStorage: @unchecked Sendable {
     package let count: Int
     /// Number of floats the buffer holds.
     private let capacity: Int
+    /// Whether the buffer is a mapping of its own (not the pool's), unmapped when released.
+    private let isMapping: Bool
 
     /// A buffer of `count` floats with unspecified contents.
     package init(uninitializedCount count: Int) {
         self.count = count
         (base, capacity) = BufferPool.shared.take(count)
+        isMapping = false
     }
 
-    deinit { BufferPool.shared.give(base, capacity: capacity) }
+    /// A buffer of `count` zeros in fresh pages of its own, which take memory only once written: a model's gradient
+    /// arena, which inference never touches.
+    package init(zeroedCount count: Int) {
+        self.count = count
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        guard let mapping = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), mapping != MAP_FAILED else {
+            // No mapping to be had: pooled memory, zeroed by hand.
+            (base, capacity) = BufferPool.shared.take(count)
+            base.update(repeating: 0, count: count)
+            isMapping = false
+            return
+        }
+        base = mapping.bindMemory(to: Float.self, capacity: max(count, 1))
+        capacity = max(count, 1)
+        isMapping = true
+    }
+
+    deinit {
+        if isMapping { munmap(base, capacity * MemoryLayout<Float>.stride) } else { BufferPool.shared.give(base, capacity: capacity) }
+    }
 }
 
 /// Keeps released buffers by size class for reuse. Thread-safe.
