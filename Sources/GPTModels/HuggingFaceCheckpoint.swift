@@ -334,12 +334,7 @@ public enum HuggingFaceCheckpoint {
                 "tie_word_embeddings": c.tiedOutputEmbedding, "dtype": "float32",
             ]
             if c.vocabularySize > gpt2EndOfText { json["bos_token_id"] = gpt2EndOfText; json["eos_token_id"] = gpt2EndOfText }
-            if case .sequenceClassification(let classification)? = head {
-                json["num_labels"] = classification.labels.count
-                json["problem_type"] = classification.problem.rawValue
-                json["pad_token_id"] = Int(classification.padTokenID)
-                json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
-            }
+            if case .sequenceClassification(let classification)? = head { addFields(of: classification, to: &json) }
             return json
         }
         var json: [String: Any] = [
@@ -360,11 +355,7 @@ public enum HuggingFaceCheckpoint {
             json["num_labels"] = 1
         case .sequenceClassification(let classification)?:
             json["architectures"] = [family + "ForSequenceClassification"]
-            json["num_labels"] = classification.labels.count
-            json["problem_type"] = classification.problem.rawValue
-            json["pad_token_id"] = Int(classification.padTokenID)
-            json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
-            json["label2id"] = Dictionary(classification.labels.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+            addFields(of: classification, to: &json)
         }
         if modelType == "gpt2" {
             json["activation_function"] = activation
@@ -382,6 +373,15 @@ public enum HuggingFaceCheckpoint {
             if let summaries { json[summariesKey] = summaries }
         }
         return json
+    }
+
+    /// The config.json fields of a sequence-classification head: its labels, problem type and padding token.
+    static func addFields(of classification: SequenceClassification, to json: inout [String: Any]) {
+        json["num_labels"] = classification.labels.count
+        json["problem_type"] = classification.problem.rawValue
+        json["pad_token_id"] = Int(classification.padTokenID)
+        json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
+        json["label2id"] = Dictionary(classification.labels.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
     }
 
     // MARK: Names and layouts

@@ -140,12 +140,7 @@ extension HuggingFaceCheckpoint {
             if family == "gptj" { json["rotary_dim"] = c.rotaryDimensions ?? 0 } else { json["multi_query"] = true }
             if c.vocabularySize > gpt2EndOfText { json["bos_token_id"] = gpt2EndOfText; json["eos_token_id"] = gpt2EndOfText }
         }
-        if case .sequenceClassification(let classification)? = head {
-            json["num_labels"] = classification.labels.count
-            json["problem_type"] = classification.problem.rawValue
-            json["pad_token_id"] = Int(classification.padTokenID)
-            json["id2label"] = Dictionary(uniqueKeysWithValues: classification.labels.enumerated().map { (String($0.offset), $0.element) })
-        }
+        if case .sequenceClassification(let classification)? = head { addFields(of: classification, to: &json) }
         return json
     }
 
