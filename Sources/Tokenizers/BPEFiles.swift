@@ -115,9 +115,12 @@ extension BPETokenizer {
             .sorted { ($0["id"] as! Int) < ($1["id"] as! Int) }
         let document: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(),
-            "normalizer": normalizesToNFC ? ["type": "NFC"] as [String: Any] : NSNull(),
+            "normalizer": preparation.normalizesToNFC ? ["type": "NFC"] as [String: Any] : NSNull(),
             "added_tokens": added,
-            "pre_tokenizer": byteLevel, "post_processor": byteLevel, "decoder": byteLevel,
+            "pre_tokenizer": preparation.digits.map { digits -> [String: Any] in
+                ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": digits == .individual], byteLevel]]
+            } ?? byteLevel,
+            "post_processor": byteLevel, "decoder": byteLevel,
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
                       "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "vocab": vocabularyTable(),
                       "merges": mergeLines()] as [String: Any],

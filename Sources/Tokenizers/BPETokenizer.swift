@@ -13,8 +13,8 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     package let specialTokens: [String: Int32]
     /// Added tokens by their text: recognised in all text, before the merges (GPT-NeoX's runs of spaces).
     package let addedTokens: [String: Int32]
-    /// Whether text is put in Unicode normalization form C before it is encoded (GPT-NeoX's tokenizer).
-    package let normalizesToNFC: Bool
+    /// What happens to text before GPT-2's pre-tokenizer (Hugging Face tokenizers' normalizer and digit splitting).
+    package let preparation: TextPreparation
     /// The merges in rank order, as pairs of token ids.
     package let merges: [(Int32, Int32)]
 
@@ -30,12 +30,12 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     /// Builds a tokenizer from each id's bytes (nil for special and added tokens, given by `specialTokens` and
     /// `addedTokens`) and the merges. Every merge's result must be the concatenation of its two tokens.
     package init(tokens: [[UInt8]?], specialTokens: [String: Int32], addedTokens: [String: Int32] = [:], merges: [(Int32, Int32)],
-                 normalizesToNFC: Bool = false, kind: String) throws {
+                 preparation: TextPreparation = TextPreparation(), kind: String) throws {
         self.kind = kind
         vocabularySize = tokens.count
         self.specialTokens = specialTokens
         self.addedTokens = addedTokens
-        self.normalizesToNFC = normalizesToNFC
+        self.preparation = preparation
         endOfText = specialTokens["<|endoftext|>"]
         self.merges = merges
         var names: [Int32: String] = [:]
@@ -75,14 +75,14 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
 
     package func encode(bytes: [UInt8]) throws -> [Int32] {
         var bytes = bytes
-        if normalizesToNFC, let text = String(validating: bytes, as: UTF8.self) {
+        if preparation.normalizesToNFC, let text = String(validating: bytes, as: UTF8.self) {
             bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
         }
-        guard !addedTokens.isEmpty else { return bytes.withUnsafeBufferPointer { encodeParallel($0) } }
+        guard !addedTokens.isEmpty || preparation.digits != nil else { return bytes.withUnsafeBufferPointer { encodeParallel($0) } }
         let names = addedTokens.keys.sorted()
         var result: [Int32] = []
         for (run, added) in SpecialTokenSplit.segments(bytes, specials: names.map { Array($0.utf8) }) {
-            result += Array(run).withUnsafeBufferPointer { encodeParallel($0) }
+            for piece in preparation.digitSegments(run) { result += Array(piece).withUnsafeBufferPointer { encodeParallel($0) } }
             if let added { result.append(addedTokens[names[added]]!) }
         }
         return result
@@ -246,7 +246,7 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
         let tokens = (0..<vocabularySize).map { specialIDs.contains(Int32($0)) ? nil : Array(bytes(of: Int32($0))) }
             + [[UInt8]?](repeating: nil, count: names.count)
         return try BPETokenizer(tokens: tokens, specialTokens: specials, addedTokens: addedTokens, merges: merges,
-                                normalizesToNFC: normalizesToNFC, kind: kind)
+                                preparation: preparation, kind: kind)
     }
 
     /// Whether token `id` is one the merges work with (a byte or a merge's result), not a special or added token

@@ -3,9 +3,9 @@ import GPTUtilities
 
 /// Reading Hugging Face tokenizers' `tokenizer.json`, the file most model repositories ship (GPT-NeoX's and Pythia's
 /// alone). Byte-level BPE tokenizers are read exactly: the vocabulary and merges, the special tokens, the non-special
-/// added tokens (cut out of any text before the merges, as the `tokenizers` library does), and an NFC normalizer.
-/// Anything else (WordPiece, Unigram, another pre-tokenizer, a post-processor that adds tokens) is refused by name
-/// rather than encoded differently.
+/// added tokens (cut out of any text before the merges, as the `tokenizers` library does), an NFC normalizer, and
+/// numbers split off first (StarCoder's Digits pre-tokenizer). Anything else (WordPiece, Unigram, another
+/// pre-tokenizer, a post-processor that adds tokens) is refused by name rather than encoded differently.
 extension BPETokenizer {
     /// Loads the byte-level BPE described by the `tokenizer.json` at `url`. Errors name the file and the field.
     package static func load(huggingFaceFile url: URL) throws -> BPETokenizer {
@@ -23,8 +23,8 @@ extension BPETokenizer {
             if let affix = model[key] as? String, !affix.isEmpty { throw fail("'model.\(key)' is \(affix.debugDescription): byte-level BPE has none") }
         }
         if let dropout = model["dropout"], !(dropout is NSNull) { throw fail("'model.dropout' is set: BPE dropout is not supported") }
-        let normalizesToNFC = try readNormalizer(document["normalizer"], fail: fail)
-        try checkByteLevel(document["pre_tokenizer"], field: "pre_tokenizer", fail: fail)
+        var preparation = TextPreparation(normalizesToNFC: try readNormalizer(document["normalizer"], fail: fail))
+        preparation.digits = try readPreTokenizer(document["pre_tokenizer"], fail: fail)
         try checkPostProcessor(document["post_processor"], fail: fail)
         if let decoder = document["decoder"], !(decoder is NSNull), (decoder as? [String: Any])?["type"] as? String != "ByteLevel" {
             throw fail("'decoder' is not ByteLevel: only byte-level BPE is supported")
@@ -79,7 +79,7 @@ extension BPETokenizer {
         }
         do {
             return try BPETokenizer(tokens: tokens, specialTokens: specials, addedTokens: addedTokens, merges: merges,
-                                    normalizesToNFC: normalizesToNFC, kind: "bpe")
+                                    preparation: preparation, kind: "bpe")
         } catch let error as TokenizerError {
             throw fail(error.message)
         }
@@ -96,19 +96,33 @@ extension BPETokenizer {
         }
     }
 
-    /// Checks that `value` is a ByteLevel pre-tokenizer with GPT-2's regular expression and no prefix space, alone or
-    /// as the only member of a Sequence.
-    private static func checkByteLevel(_ value: Any?, field: String, fail: (String) -> FileError) throws {
+    /// The digit splitting before a ByteLevel pre-tokenizer with GPT-2's regular expression and no prefix space:
+    /// ByteLevel alone (none), or a Sequence of Digits and ByteLevel (StarCoder's). Any other is an error.
+    private static func readPreTokenizer(_ value: Any?, fail: (String) -> FileError) throws -> TextPreparation.DigitSplit? {
         guard let object = value as? [String: Any], let type = object["type"] as? String else {
-            throw fail("'\(field)' is missing: a byte-level BPE needs the ByteLevel pre-tokenizer")
+            throw fail("'pre_tokenizer' is missing: a byte-level BPE needs the ByteLevel pre-tokenizer")
         }
-        if type == "Sequence", let members = object["pretokenizers"] as? [Any] {
-            guard members.count == 1 else {
-                let names = members.compactMap { ($0 as? [String: Any])?["type"] as? String }
-                throw fail("'\(field)' is a Sequence of \(names.joined(separator: ", ")): only ByteLevel alone is supported")
-            }
-            return try checkByteLevel(members[0], field: field + ".pretokenizers[0]", fail: fail)
+        guard type == "Sequence" else {
+            try checkByteLevel(object, field: "pre_tokenizer", fail: fail)
+            return nil
         }
+        let members = (object["pretokenizers"] as? [[String: Any]]) ?? []
+        let names = members.map { ($0["type"] as? String) ?? "?" }
+        switch names {
+        case ["ByteLevel"]:
+            try checkByteLevel(members[0], field: "pre_tokenizer.pretokenizers[0]", fail: fail)
+            return nil
+        case ["Digits", "ByteLevel"]:
+            try checkByteLevel(members[1], field: "pre_tokenizer.pretokenizers[1]", fail: fail)
+            return members[0]["individual_digits"] as? Bool == true ? .individual : .runs
+        default:
+            throw fail("'pre_tokenizer' is a Sequence of \(names.joined(separator: ", ")): supported are ByteLevel, alone or after Digits")
+        }
+    }
+
+    /// Checks that `object` is a ByteLevel pre-tokenizer with GPT-2's regular expression and no prefix space.
+    private static func checkByteLevel(_ object: [String: Any], field: String, fail: (String) -> FileError) throws {
+        let type = (object["type"] as? String) ?? "?"
         guard type == "ByteLevel" else { throw fail("'\(field)' is \(type): only the ByteLevel pre-tokenizer is supported") }
         if object["add_prefix_space"] as? Bool == true { throw fail("'\(field).add_prefix_space' is true: not supported") }
         if object["use_regex"] as? Bool == false { throw fail("'\(field).use_regex' is false: not supported (GPT-2's expression is)") }

@@ -32,6 +32,15 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
     /// `tokenizers` does, with merges stored as pairs and as strings, and decodes it back. (`tokenizers` recognises
     /// special tokens in any text; SwiftGPT where they are allowed, as tiktoken does: here all are.)
     func testTokenizerTrainedByTheTokenizersLibraryEncodesAsItDoes() throws {
+        try checkAgainstTheTokenizersLibrary(starCoderStyle: false)
+    }
+
+    /// The same for StarCoder's set-up: each digit a piece of its own (the Digits pre-tokenizer) before ByteLevel.
+    func testDigitsSplitOffAsStarCodersTokenizerDoes() throws {
+        try checkAgainstTheTokenizersLibrary(starCoderStyle: true)
+    }
+
+    private func checkAgainstTheTokenizersLibrary(starCoderStyle: Bool) throws {
         try XCTSkipIf(!pythonHas("tokenizers"), "python3 with tokenizers is not installed (pip install tokenizers)")
         let folder = try temporaryFolder()
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -39,7 +48,7 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
         run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         run.arguments = ["python3", root.appendingPathComponent("scripts/tokenizer_json_reference.py").path,
                          root.appendingPathComponent("data/tinyshakespeare/input.txt").path,
-                         Fixtures.resources.appendingPathComponent("cases.jsonl").path, folder.path]
+                         Fixtures.resources.appendingPathComponent("cases.jsonl").path, folder.path] + (starCoderStyle ? ["--digits"] : [])
         try run.run()
         run.waitUntilExit()
         XCTAssertEqual(run.terminationStatus, 0)
@@ -52,7 +61,7 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
                                         to: stringMerges.appendingPathComponent("tokenizer.json"))
         for directory in [folder, stringMerges] {
             let tokenizer = try TokenizerLoading.load(directory: directory)
-            XCTAssertEqual(tokenizer.vocabularySize, 707)
+            XCTAssertEqual(tokenizer.vocabularySize, starCoderStyle ? 700 : 707)
             XCTAssertEqual(tokenizer.endOfText, 0)
             let specials: Set = ["<|endoftext|>", "<|padding|>"]
             for (line, item) in expected.enumerated() {
@@ -60,8 +69,12 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
                 XCTAssertEqual(ids, item.ids, "line \(line + 1): \(item.text.debugDescription)")
                 XCTAssertEqual(try tokenizer.decode(ids), item.text.precomposedStringWithCanonicalMapping, "line \(line + 1)")
             }
-            // Runs of spaces take the added tokens, longest first, wherever they are.
-            XCTAssertEqual(Array(try tokenizer.encode("a          b")[1...2]), [700, 706])
+            if starCoderStyle {
+                XCTAssertEqual(try tokenizer.encode("x 2026").count, 6, "x, the space, and each digit alone")
+            } else {
+                // Runs of spaces take the added tokens, longest first, wherever they are.
+                XCTAssertEqual(Array(try tokenizer.encode("a          b")[1...2]), [700, 706])
+            }
             // Saved again, it is the same tokenizer.
             let copy = directory.appendingPathComponent("copy")
             try tokenizer.save(to: copy)
@@ -86,9 +99,10 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
             }
         }
         try refused({ var model = $0["model"] as! [String: Any]; model["type"] = "WordPiece"; $0["model"] = model }, "'model.type' is WordPiece")
-        try refused({ $0["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true],
+        try refused({ $0["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [["type": "Whitespace"],
                                                                                   ["type": "ByteLevel", "add_prefix_space": false]]] },
-                    "Sequence of Digits, ByteLevel")
+                    "Sequence of Whitespace, ByteLevel")
+        try refused({ $0["pre_tokenizer"] = ["type": "ByteLevel", "add_prefix_space": true] }, "'pre_tokenizer.add_prefix_space' is true")
         try refused({ $0["normalizer"] = ["type": "Lowercase"] }, "'normalizer' Lowercase")
         try refused({ $0["post_processor"] = ["type": "TemplateProcessing", "single": [["SpecialToken": ["id": "<|endoftext|>"]], ["Sequence": ["id": "A"]]]] },
                     "'post_processor' adds tokens")
