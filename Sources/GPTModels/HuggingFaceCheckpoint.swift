@@ -12,13 +12,14 @@ import TensorCore
 /// skipped. GPT-2 and OpenAI-GPT need no transposes (SwiftGPT stores matrices `[in, out]` as HF's Conv1D does);
 /// GPT-Neo's `nn.Linear` matrices are transposed and its q/k/v projections fused into one `c_attn`.
 public enum HuggingFaceCheckpoint {
-    /// Loads the model in `directory`, with the task head its file holds (the multiple-choice head, a PPO value head,
-    /// or a sequence-classification `score` described by config.json). Every problem throws an error naming the file.
+    /// Loads the model in `directory` (weights in `model.safetensors`, or in the shards `model.safetensors.index.json`
+    /// names), with the task head its file holds (the multiple-choice head, a PPO value head, or a
+    /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
     public static func load(from directory: URL) throws -> GPTModel {
         let configURL = directory.appendingPathComponent("config.json")
         let (config, modelType) = try readConfig(configURL)
-        let weightsURL = directory.appendingPathComponent("model.safetensors")
-        let file = try SafeTensors(contentsOf: weightsURL)
+        let file = try CheckpointWeights(directory: directory)
+        let weightsURL = file.url
         let stored = try storedTensors(file, modelType: modelType, config: config)
         var head: TaskHead?
         if stored[TaskHead.choiceWeight] != nil {
@@ -393,7 +394,7 @@ public enum HuggingFaceCheckpoint {
         let fill: (UnsafeMutablePointer<Float>) throws -> Void
 
         /// The file's tensor `name` as it is stored.
-        init(_ file: SafeTensors, _ name: String) {
+        init(_ file: CheckpointWeights, _ name: String) {
             shape = file.entries[name]?.shape ?? []
             fill = { try file.read(name, into: $0) }
         }
@@ -404,7 +405,7 @@ public enum HuggingFaceCheckpoint {
         }
 
         /// The `nn.Linear` matrix `name` (`[out, in]`, `theirs` its shape) transposed to SwiftGPT's `[in, out]`.
-        static func transposing(_ file: SafeTensors, _ name: String, _ theirs: [Int]) -> StoredTensor {
+        static func transposing(_ file: CheckpointWeights, _ name: String, _ theirs: [Int]) -> StoredTensor {
             StoredTensor(shape: [theirs[1], theirs[0]]) { target in
                 let tensor = try file.checkedTensor(name, shape: theirs)
                 let rows = theirs[0], columns = theirs[1]
@@ -415,7 +416,7 @@ public enum HuggingFaceCheckpoint {
 
     /// The tensors of a checkpoint under SwiftGPT's names and layouts (attention buffers left out). GPT-Neo's
     /// separate q/k/v projections become one `c_attn` and its `nn.Linear` matrices ([out, in]) are transposed.
-    static func storedTensors(_ file: SafeTensors, modelType: String, config: GPTConfig) throws -> [String: StoredTensor] {
+    static func storedTensors(_ file: CheckpointWeights, modelType: String, config: GPTConfig) throws -> [String: StoredTensor] {
         if linearFamilies.contains(modelType) { return try linearFamilyTensors(file, family: modelType, config: config) }
         var result: [String: StoredTensor] = [:]
         guard modelType == "gpt_neo" else {

@@ -208,7 +208,7 @@ extension HuggingFaceCheckpoint {
 
     /// The tensors of a GPT-NeoX, GPT-J or GPTBigCode checkpoint under SwiftGPT's names and layouts; a tensor the
     /// model does not have, or one it needs and the file lacks, is an error naming it.
-    static func linearFamilyTensors(_ file: SafeTensors, family: String, config c: GPTConfig) throws -> [String: StoredTensor] {
+    static func linearFamilyTensors(_ file: CheckpointWeights, family: String, config c: GPTConfig) throws -> [String: StoredTensor] {
         func require(_ name: String) throws {
             guard file.entries[name] != nil else { throw FileError(url: file.url, message: "missing tensor '\(name)'") }
         }

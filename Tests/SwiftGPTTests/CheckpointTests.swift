@@ -26,6 +26,54 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// Weights in shards that model.safetensors.index.json names load as one file does; an index that sends a tensor
+    /// to the wrong file or out of the folder, and a folder of pickled weights only, are refused naming the file.
+    func testShardedCheckpointsLoadAsOneFile() throws {
+        for config in [tinyConfig(), tinyFamilyConfigs()[0]] {
+            let model = try GPTModel(config: config, seed: 8)
+            let dir = try temporaryDirectory(self)
+            try HuggingFaceCheckpoint.save(model, to: dir)
+            let single = dir.appendingPathComponent("model.safetensors")
+            let file = try SafeTensors(contentsOf: single)
+            let names = file.names, half = names.count / 2
+            let shards = [Array(names[..<half]), Array(names[half...])]
+            var map: [String: String] = [:]
+            for (k, shard) in shards.enumerated() {
+                let name = "model-0000\(k + 1)-of-00002.safetensors"
+                try SafeTensors.write(try shard.map { ($0, try file.tensor($0)) }, to: dir.appendingPathComponent(name))
+                for tensor in shard { map[tensor] = name }
+            }
+            try FileManager.default.removeItem(at: single)
+            func writeIndex(_ map: [String: String]) throws {
+                try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map])
+                    .write(to: dir.appendingPathComponent("model.safetensors.index.json"))
+            }
+            try writeIndex(map)
+            let loaded = try HuggingFaceCheckpoint.load(from: dir)
+            XCTAssertEqual(loaded.parameters.values.scalars, model.parameters.values.scalars)
+            XCTAssertEqual(logits(loaded, ids, batch: 2).scalars, logits(model, ids, batch: 2).scalars)
+
+            var wrong = map
+            wrong[names[0]] = "model-00002-of-00002.safetensors"
+            try writeIndex(wrong)
+            XCTAssertThrowsError(try HuggingFaceCheckpoint.load(from: dir)) {
+                XCTAssertTrue("\($0)".contains("model-00001-of-00002.safetensors") && "\($0)".contains(names[0]), "\($0)")
+            }
+            wrong = map
+            wrong[names[0]] = "../model-00001-of-00002.safetensors"
+            try writeIndex(wrong)
+            XCTAssertThrowsError(try HuggingFaceCheckpoint.load(from: dir)) {
+                XCTAssertTrue("\($0)".contains("model.safetensors.index.json") && "\($0)".contains("not a file name of this folder"), "\($0)")
+            }
+        }
+        let pickled = try temporaryDirectory(self)
+        try HuggingFaceCheckpoint.save(try GPTModel(config: tinyConfig(), seed: 1), to: pickled)
+        try FileManager.default.moveItem(at: pickled.appendingPathComponent("model.safetensors"), to: pickled.appendingPathComponent("pytorch_model.bin"))
+        XCTAssertThrowsError(try HuggingFaceCheckpoint.load(from: pickled)) {
+            XCTAssertTrue("\($0)".contains("pytorch_model.bin") && "\($0)".contains("pickle"), "\($0)")
+        }
+    }
+
     /// Runs scripts/hf_check.py on a saved model folder and the outputs SwiftGPT computed (skips without torch).
     private func checkInTransformers(_ dir: URL, _ tensors: [(name: String, tensor: Tensor)], _ what: String) throws {
         try requirePython("torch, transformers, safetensors", install: "pip install torch transformers")
