@@ -251,8 +251,38 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         return config
     }
 
-    /// Presets by name: the published GPT-1, GPT-2 and GPT-3 sizes and small experiment sizes.
+    /// Pythia's published sizes (Biderman et al. 2023): GPT-NeoX blocks (rotary positions on a quarter of each head,
+    /// parallel attention and MLP, exact GELU), an untied output layer, context 2048, GPT-NeoX's vocabulary padded to
+    /// 50,304.
+    static func pythia(layers: Int, width: Int, heads: Int) -> GPTConfig {
+        var config = GPTConfig(vocabularySize: 50304, contextLength: 2048, layerCount: layers, headCount: heads, embeddingWidth: width,
+                               activation: .none, positions: .rotary, layout: .parallel, tiedOutputEmbedding: false)
+        config.rotaryDimensions = width / heads / 4
+        return config
+    }
+
+    /// Presets by name: the published GPT-1, GPT-2, GPT-3, Pythia, GPT-J and SantaCoder sizes and small experiment
+    /// sizes.
     public static let presets: [String: GPTConfig] = [
+        "pythia-70m": pythia(layers: 6, width: 512, heads: 8),
+        "pythia-160m": pythia(layers: 12, width: 768, heads: 12),
+        "pythia-410m": pythia(layers: 24, width: 1024, heads: 16),
+        "pythia-1b": pythia(layers: 16, width: 2048, heads: 8),
+        "pythia-1.4b": pythia(layers: 24, width: 2048, heads: 16),
+        "gpt-j-6b": {
+            var config = GPTConfig(vocabularySize: 50400, contextLength: 2048, layerCount: 28, headCount: 16, embeddingWidth: 4096,
+                                   positions: .rotary, layout: .parallelSharedNorm, tiedOutputEmbedding: false)
+            config.rotaryDimensions = 64
+            config.attentionBias = false
+            config.attentionOutputBias = false
+            config.outputBias = true
+            return config
+        }(),
+        "santacoder": {
+            var config = GPTConfig(vocabularySize: 49280, contextLength: 2048, layerCount: 24, headCount: 16, embeddingWidth: 2048)
+            config.keyValueHeadCount = 1
+            return config
+        }(),
         "gpt3-small": gpt3(layers: 12, width: 768, heads: 12),
         "gpt3-medium": gpt3(layers: 24, width: 1024, heads: 16),
         "gpt3-large": gpt3(layers: 24, width: 1536, heads: 16),

@@ -11,6 +11,11 @@ final class ModelTests: XCTestCase {
         let count = GPTModel.parameterShapes(gpt2).reduce(0) { $0 + $1.shape.reduce(1, *) }
         XCTAssertEqual(count, 124_439_808)  // GPT-2 small as published by Hugging Face
         XCTAssertEqual(gpt2.parameterCount, count)
+        // As Pythia's model cards give them, and GPT-J 6B's and SantaCoder's transformers checkpoints hold.
+        XCTAssertEqual(try GPTConfig.preset("pythia-70m").parameterCount, 70_426_624)
+        XCTAssertEqual(try GPTConfig.preset("pythia-160m").parameterCount, 162_322_944)
+        XCTAssertEqual(try GPTConfig.preset("gpt-j-6b").parameterCount, 6_050_882_784)
+        XCTAssertEqual(try GPTConfig.preset("santacoder").parameterCount, 1_124_886_528)
         // GPT-3 175B needs 1.4 TB for its parameters and gradients: refused before anything is allocated.
         XCTAssertThrowsError(try GPTModel(config: try GPTConfig.preset("gpt3-175b"))) { error in
             XCTAssertTrue("\(error)".contains("174604259328 parameters") && "\(error)".contains("GB for them and their gradients"), "\(error)")
