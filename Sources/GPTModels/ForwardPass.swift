@@ -23,8 +23,8 @@ protocol ForwardPass: AnyObject {
 }
 
 extension GPTModel {
-    /// The embeddings through every block and, in the pre-LN layout, the final LayerNorm: the one forward pass of
-    /// training, evaluation and decoding. Each block's output is kept in the result when `keepingBlockOutputs`.
+    /// The embeddings through every block and, in the layouts that have one, the final LayerNorm: the one forward
+    /// pass of training, evaluation and decoding. Each block's output is kept in the result when `keepingBlockOutputs`.
     func forward(_ embeddings: Variable, tape: Tape, pass: some ForwardPass, keepingBlockOutputs: Bool = true) -> Hidden {
         let input = pass.dropout(embeddings)
         var x = input
