@@ -87,7 +87,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     /// The template of the model at `path` (a model directory or a training output directory, as `ModelLoading`
     /// opens it), or the default.
     package static func load(model path: String) throws -> ChatTemplate {
-        try load(modelDirectory: ModelLoading.modelDirectory(URL(fileURLWithPath: path)))
+        try load(modelDirectory: ModelLoading.resolve(path))
     }
 
     /// The template in a JSON file.

@@ -3,11 +3,12 @@ import GPTUtilities
 import TensorCore
 import Tokenizers
 
-/// Opens a model directory for inference: a SwiftGPT checkpoint, a training output directory (its best/ or last/
-/// model), or a Hugging Face GPT-2 / OpenAI-GPT / GPT-Neo folder, with the tokenizer it carries.
+/// Opens a model for inference, with the tokenizer it carries: a SwiftGPT checkpoint, a training output directory
+/// (its best/ or last/ model), a Hugging Face model folder, or a Hub name (`ORG/NAME[@REVISION]`) found in Hugging
+/// Face's local cache.
 package enum ModelLoading {
     package static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
-        let directory = modelDirectory(URL(fileURLWithPath: path))
+        let directory = try resolve(path)
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
         }
@@ -26,6 +27,15 @@ package enum ModelLoading {
             throw FileError(url: directory, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
         }
         return (model, tokenizer)
+    }
+
+    /// The model folder `path` names: a folder (see `modelDirectory`), else, for a Hub name that is no folder here,
+    /// its snapshot in Hugging Face's cache.
+    package static func resolve(_ path: String) throws -> URL {
+        if !FileManager.default.fileExists(atPath: path), let reference = HubCache.Reference(path) {
+            return try HubCache.snapshot(reference)
+        }
+        return modelDirectory(URL(fileURLWithPath: path))
     }
 
     /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.

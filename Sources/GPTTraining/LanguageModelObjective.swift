@@ -44,7 +44,7 @@ package final class LanguageModelObjective: TrainingObjective {
         if c.initFrom == "scratch" {
             model = try GPTModel(config: c.modelConfig(vocabularySize: meta.vocabularySize), seed: c.seed)
         } else {
-            model = try HuggingFaceCheckpoint.load(from: ModelLoading.modelDirectory(URL(fileURLWithPath: c.initFrom)))
+            model = try HuggingFaceCheckpoint.load(from: ModelLoading.resolve(c.initFrom))
             if let dropout = c.dropout { model.setDropout(dropout) }
             guard model.config.vocabularySize >= meta.vocabularySize else {
                 throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")

@@ -31,8 +31,8 @@ public final class LanguageModel: @unchecked Sendable {
     private var scorer: LoglikelihoodScorer?
 
     /// Loads a model folder: a SwiftGPT checkpoint, a training output folder (its `best/` or `last/`), or a Hugging
-    /// Face GPT-2, OpenAI-GPT or GPT-Neo folder, with the tokenizer it carries (GPT-2's when it has none and its
-    /// vocabulary is GPT-2's).
+    /// Face GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode folder, with the tokenizer it carries (GPT-2's
+    /// when it has none and its vocabulary is GPT-2's).
     /// - Parameters:
     ///   - directory: the model folder.
     ///   - precision: the weights decoding reads: `.float32`, `.bfloat16`, or `.int8` (per output channel).
@@ -51,6 +51,19 @@ public final class LanguageModel: @unchecked Sendable {
                                    weights: DecodeWeights(model: model, format: precision))
         engine = GenerationEngine(decoder: decoder, maxQueue: maxWaiting, timeout: nil)
         engine.start()
+    }
+
+    /// Loads a model by its Hugging Face Hub name (`EleutherAI/pythia-160m`, or `ORG/NAME@REVISION` for a branch, tag
+    /// or commit) from Hugging Face's local cache, where `huggingface_hub` and transformers download models
+    /// (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`). The other parameters are those of
+    /// ``init(directory:precision:concurrentSequences:maxWaiting:)``.
+    public convenience init(hubName name: String, precision: WeightFormat = .float32, concurrentSequences: Int = 8,
+                            maxWaiting: Int = 256) throws {
+        guard let reference = HubCache.Reference(name) else {
+            throw GenerationError("'\(name)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)")
+        }
+        try self.init(directory: try HubCache.snapshot(reference), precision: precision, concurrentSequences: concurrentSequences,
+                      maxWaiting: maxWaiting)
     }
 
     /// Generations still being read go on to their end; then the engine's thread ends.

@@ -35,9 +35,9 @@ struct ExampleTrainingOptions<Defaults: ExampleTrainingDefaults>: ParsableArgume
     @Option(help: "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; default 0: last/ and best/ only).") var keepCheckpoints = 0
 
     /// The loop's settings for a new run starting from `model`: AdamW (0.9, 0.999), decay to 0.
-    func configuration(model: String) -> TrainingConfiguration {
+    func configuration(model: String) throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
-        c.initFrom = absolutePath(model)
+        c.initFrom = try absoluteModelPath(model)
         c.out = out
         c.context = context
         c.dropout = dropout
@@ -68,3 +68,10 @@ struct ExampleTrainingOptions<Defaults: ExampleTrainingDefaults>: ParsableArgume
 
 /// An absolute path, so that a resumed run finds its files from any directory.
 func absolutePath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+
+/// A model's absolute path, as `absolutePath`; a Hub name (`ORG/NAME`) becomes the folder of its cached snapshot, at
+/// the commit it names now, so that a resumed run starts from the same weights.
+func absoluteModelPath(_ path: String) throws -> String {
+    if !FileManager.default.fileExists(atPath: path), HubCache.Reference(path) != nil { return try ModelLoading.resolve(path).path }
+    return absolutePath(path)
+}

@@ -17,7 +17,7 @@ struct ExportCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder).") var model: String
+    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var model: String
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Output directory (replaced if it exists).") var out: String
     @Option(help: "Weight type: fp32 or bf16.") var dtype = "fp32"
@@ -28,7 +28,7 @@ struct ExportCommand: ParsableCommand {
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
         let target = URL(fileURLWithPath: out)
         // A chat model keeps its template (chat_template.json, and as Jinja in tokenizer_config.json).
-        let source = ModelLoading.modelDirectory(URL(fileURLWithPath: model))
+        let source = try ModelLoading.resolve(model)
         let template = FileManager.default.fileExists(atPath: source.appendingPathComponent(ChatTemplate.fileName).path)
             ? try ChatTemplate.load(modelDirectory: source) : nil
         try TrainingCheckpoint.save(model: gpt, tokenizer: tok, optimizer: nil, state: nil, to: target, weightsAs: type) {

@@ -26,7 +26,7 @@ struct FinetuneCommand: ParsableCommand {
     )
 
     @Option(help: "Task: \(InputFormat.Task.allCases.map(\.rawValue).joined(separator: ", ")).") var task: InputFormat.Task?
-    @Option(help: "Pretrained model directory (a SwiftGPT checkpoint or training output, or a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model).") var model: String?
+    @Option(help: "Pretrained model directory (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache).") var model: String?
     @Option(help: "Training examples (JSONL).") var train: String?
     @Option(help: "Dev examples (JSONL), evaluated after every epoch.") var dev: String?
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
@@ -51,7 +51,7 @@ struct FinetuneCommand: ParsableCommand {
             settings.pretrained = initialization == "pretrained"
             settings.classCount = classes
             settings.labelNames = labels.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
-            var c = options.configuration(model: model)
+            var c = try options.configuration(model: model)
             c.objective = .fineTuning(settings)
             return c
         }

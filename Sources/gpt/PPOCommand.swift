@@ -31,7 +31,7 @@ struct PPOCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Policy to start from (usually the output of gpt sft); also the frozen reference policy.") var policy: String?
+    @Option(help: "Policy to start from (usually the output of gpt sft; or a Hub name in Hugging Face's local cache); also the frozen reference policy.") var policy: String?
     @Option(help: "Reward: a reward-model directory, or classifier:DIR:LABEL.") var reward: String?
     @Option(help: "Prompts (JSONL: {\"prompt\"} or {\"messages\"}).") var prompts: String?
     @Option(help: "Output directory.") var out: String
@@ -79,7 +79,7 @@ struct PPOCommand: ParsableCommand {
             guard let policy, let reward, let prompts else { throw ValidationError("a new run needs --policy, --reward and --prompts") }
             let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: policy)
-            let rewardSpecification = reward.hasPrefix("classifier:") ? reward : absolutePath(reward)
+            let rewardSpecification = reward.hasPrefix("classifier:") ? reward : try absoluteModelPath(reward)
             var settings = PolicyOptimizationSettings(prompts: absolutePath(prompts), reward: rewardSpecification,
                                                       chatTemplate: template)
             settings.iterations = iterations
@@ -105,7 +105,7 @@ struct PPOCommand: ParsableCommand {
             settings.sampleInterval = sampleInterval
             settings.heldOutPrompts = heldOut
             var c = TrainingConfiguration()
-            c.initFrom = absolutePath(policy)
+            c.initFrom = try absoluteModelPath(policy)
             c.out = out
             c.batchSize = batchSize
             c.gradientAccumulation = gradientAccumulation

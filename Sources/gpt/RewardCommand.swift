@@ -24,7 +24,7 @@ struct RewardTrainCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, or a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model).") var model: String?
+    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache).") var model: String?
     @Option(help: "Training pairs (JSONL).") var train: String?
     @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
     @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
@@ -34,7 +34,7 @@ struct RewardTrainCommand: ParsableCommand {
             guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
             var settings = RewardModelingSettings(train: absolutePath(train), dev: absolutePath(dev))
             (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
-            var c = options.configuration(model: model)
+            var c = try options.configuration(model: model)
             c.objective = .rewardModeling(settings)
             return c
         }
