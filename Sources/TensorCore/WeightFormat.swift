@@ -32,16 +32,35 @@ public enum WeightFormat: String, CaseIterable, Sendable {
             Parallel.forEach(inputs, costPerItem: outputs) { range in
                 for i in (range.lowerBound * outputs)..<(range.upperBound * outputs) { w[i] = BFloat16(w[i]).float }
             }
-        case .int8:
-            // Element (output j, input i) lives at j * inputs + i in the row-per-output layout, i * outputs + j otherwise.
-            let outputStride = oneRowPerOutput ? inputs : 1, inputStride = oneRowPerOutput ? 1 : outputs
+        case .int8 where oneRowPerOutput:
+            // Output j's channel is the row j * inputs ..< (j + 1) * inputs.
             Parallel.forEach(outputs, costPerItem: inputs) { range in
                 for j in range {
-                    let channel = w + j * outputStride
+                    let channel = w + j * inputs
                     var largest: Float = 0
-                    for i in 0..<inputs { largest = max(largest, abs(channel[i * inputStride])) }
+                    for i in 0..<inputs { largest = max(largest, abs(channel[i])) }
                     let scale = Self.int8Scale(largest: largest)
-                    for i in 0..<inputs { channel[i * inputStride] = Float(Self.int8(channel[i * inputStride], scale: scale)) * scale }
+                    for i in 0..<inputs { channel[i] = Float(Self.int8(channel[i], scale: scale)) * scale }
+                }
+            }
+        case .int8:
+            // Output j's channel is the column j of rows of `outputs`: sixteen channels at a time, so that each row
+            // is read a cache line at a time rather than one element.
+            let block = 16
+            Parallel.forEach((outputs + block - 1) / block, costPerItem: block * inputs) { range in
+                var largest = [Float](repeating: 0, count: block), scales = [Float](repeating: 1, count: block)
+                for b in range {
+                    let lo = b * block, count = min(block, outputs - lo)
+                    for k in 0..<count { largest[k] = 0 }
+                    for i in 0..<inputs {
+                        let row = w + i * outputs + lo
+                        for k in 0..<count { largest[k] = max(largest[k], abs(row[k])) }
+                    }
+                    for k in 0..<count { scales[k] = Self.int8Scale(largest: largest[k]) }
+                    for i in 0..<inputs {
+                        let row = w + i * outputs + lo
+                        for k in 0..<count { row[k] = Float(Self.int8(row[k], scale: scales[k])) * scales[k] }
+                    }
                 }
             }
         }
