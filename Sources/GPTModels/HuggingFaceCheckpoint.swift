@@ -406,11 +406,7 @@ public enum HuggingFaceCheckpoint {
 
         /// The `nn.Linear` matrix `name` (`[out, in]`, `theirs` its shape) transposed to SwiftGPT's `[in, out]`.
         static func transposing(_ file: CheckpointWeights, _ name: String, _ theirs: [Int]) -> StoredTensor {
-            StoredTensor(shape: [theirs[1], theirs[0]]) { target in
-                let tensor = try file.checkedTensor(name, shape: theirs)
-                let rows = theirs[0], columns = theirs[1]
-                for r in 0..<rows { for c in 0..<columns { target[c * rows + r] = tensor.pointer[r * columns + c] } }
-            }
+            StoredTensor(shape: [theirs[1], theirs[0]]) { try file.checkedTensor(name, shape: theirs).transpose2D(into: $0) }
         }
     }
 

@@ -195,6 +195,12 @@ extension HuggingFaceCheckpoint {
         return n < r / 2 ? 2 * n : 2 * (n - r / 2) + 1
     }
 
+    /// The checkpoint tensors of a fused q/k/v parameter whose (query's) checkpoint name is `name`: GPT-NeoX's one
+    /// tensor, or GPT-J's q, k and v projections.
+    static func queryKeyValueNames(_ name: String, family: String) -> [String] {
+        family == "gpt_neox" ? [name] : ["q_proj", "k_proj", "v_proj"].map { name.replacingOccurrences(of: "q_proj", with: $0) }
+    }
+
     /// For SwiftGPT's fused q/k/v output column `column`: the checkpoint's tensor part (0 q, 1 k, 2 v, or 0 for
     /// GPT-NeoX's single tensor) and row in it.
     static func queryKeyValueSource(_ column: Int, family: String, config c: GPTConfig) -> (part: Int, row: Int) {
@@ -218,7 +224,7 @@ extension HuggingFaceCheckpoint {
             let isQKV = ours.hasSuffix("attn.c_attn.weight") || ours.hasSuffix("attn.c_attn.bias")
             if isQKV && family != "gpt_bigcode" {
                 // GPT-NeoX's per-head groups, or GPT-J's three projections, to SwiftGPT's [q | k | v] columns.
-                let names = family == "gpt_neox" ? [theirs] : ["q_proj", "k_proj", "v_proj"].map { theirs.replacingOccurrences(of: "q_proj", with: $0) }
+                let names = queryKeyValueNames(theirs, family: family)
                 for name in names { try require(name) }
                 let columns = shape.last!, inputs = shape.count == 2 ? shape[0] : 1
                 result[ours] = StoredTensor(shape: shape) { tensor in
@@ -258,7 +264,7 @@ extension HuggingFaceCheckpoint {
             let value = tensor(name), theirs = linearFamilyName(name, family: family)
             let isQKV = name.hasSuffix("attn.c_attn.weight") || name.hasSuffix("attn.c_attn.bias")
             if isQKV && family != "gpt_bigcode" {
-                let names = family == "gpt_neox" ? [theirs] : ["q_proj", "k_proj", "v_proj"].map { theirs.replacingOccurrences(of: "q_proj", with: $0) }
+                let names = queryKeyValueNames(theirs, family: family)
                 let columns = value.shape.last!, inputs = value.rank == 2 ? value.shape[0] : 1
                 let parts = names.map { _ in
                     Tensor(uninitializedShape: value.rank == 2 ? [columns / names.count, inputs] : [columns / names.count])

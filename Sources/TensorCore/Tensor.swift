@@ -94,10 +94,16 @@ package final class Tensor: @unchecked Sendable {
     /// The transpose of a matrix: a new [columns, rows] tensor.
     package func transposed2D() -> Tensor {
         precondition(rank == 2, "transposing a tensor of shape \(shape)")
-        let rows = shape[0], columns = shape[1]
-        let t = Tensor(uninitializedShape: [columns, rows])
-        for r in 0..<rows { for c in 0..<columns { t.pointer[c * rows + r] = pointer[r * columns + c] } }
+        let t = Tensor(uninitializedShape: [shape[1], shape[0]])
+        transpose2D(into: t.pointer)
         return t
+    }
+
+    /// Writes the transpose of this 2-D tensor (`[columns, rows]`, row-major) to `target`.
+    package func transpose2D(into target: UnsafeMutablePointer<Float>) {
+        precondition(rank == 2, "transposing a tensor of shape \(shape)")
+        let rows = shape[0], columns = shape[1]
+        for r in 0..<rows { for c in 0..<columns { target[c * rows + r] = pointer[r * columns + c] } }
     }
 
     /// Copies the elements of `other` (same element count) into this tensor.

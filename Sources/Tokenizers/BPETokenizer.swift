@@ -13,6 +13,8 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     package let specialTokens: [String: Int32]
     /// Added tokens by their text: recognised in all text, before the merges (GPT-NeoX's runs of spaces).
     package let addedTokens: [String: Int32]
+    /// The added tokens' bytes and ids, in one order: what each encoding cuts text at, made once.
+    private let addedTokenBytes: [[UInt8]], addedTokenIDs: [Int32]
     /// What happens to text before GPT-2's pre-tokenizer (Hugging Face tokenizers' normalizer and digit splitting).
     package let preparation: TextPreparation
     /// The merges in rank order, as pairs of token ids.
@@ -35,6 +37,9 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
         vocabularySize = tokens.count
         self.specialTokens = specialTokens
         self.addedTokens = addedTokens
+        let addedNames = addedTokens.keys.sorted()
+        addedTokenBytes = addedNames.map { Array($0.utf8) }
+        addedTokenIDs = addedNames.map { addedTokens[$0]! }
         self.preparation = preparation
         endOfText = specialTokens["<|endoftext|>"]
         self.merges = merges
@@ -79,11 +84,10 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
             bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
         }
         guard !addedTokens.isEmpty || preparation.digits != nil else { return bytes.withUnsafeBufferPointer { encodeParallel($0) } }
-        let names = addedTokens.keys.sorted()
         var result: [Int32] = []
-        for (run, added) in SpecialTokenSplit.segments(bytes, specials: names.map { Array($0.utf8) }) {
+        for (run, added) in SpecialTokenSplit.segments(bytes, specials: addedTokenBytes) {
             for piece in preparation.digitSegments(run) { result += Array(piece).withUnsafeBufferPointer { encodeParallel($0) } }
-            if let added { result.append(addedTokens[names[added]]!) }
+            if let added { result.append(addedTokenIDs[added]) }
         }
         return result
     }
