@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "GPTUtilities", targets: ["GPTUtilities"]),
+        .library(name: "GPTHub", targets: ["GPTHub"]),
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "GPTModels", targets: ["GPTModels"]),
@@ -24,6 +25,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        // Downloads from the Hugging Face Hub (GPTHub).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        // SHA-256 and SHA-1 of downloaded files (async-http-client builds it anyway, for TLS certificates).
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         // `swift package generate-documentation --target SwiftGPT` (`make docs`): the DocC catalog in Sources/SwiftGPT.
@@ -48,6 +55,18 @@ let package = Package(
             dependencies: ["CFileSystem", .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: optimisation
         ),
+        // Models by name: Hugging Face's cache layout, and downloads from the Hub into it.
+        .target(
+            name: "GPTHub",
+            dependencies: [
+                "GPTUtilities", "CFileSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: optimisation
+        ),
         .target(
             name: "TensorCore",
             dependencies: [
@@ -67,7 +86,7 @@ let package = Package(
         ),
         .target(
             name: "GPTModels",
-            dependencies: ["TensorCore", "Tokenizers"],
+            dependencies: ["TensorCore", "Tokenizers", "GPTHub"],
             swiftSettings: optimisation
         ),
         .target(
@@ -102,7 +121,7 @@ let package = Package(
         .target(
             name: "SwiftGPT",
             dependencies: [
-                "GPTUtilities", "TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer",
+                "GPTUtilities", "GPTHub", "TensorCore", "Tokenizers", "GPTModels", "GPTTraining", "GPTEvaluation", "GPTServer",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: optimisation
@@ -110,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "gpt",
             dependencies: [
-                "SwiftGPT",
+                "SwiftGPT", "GPTHub", "GPTUtilities",
                 "GPTBenchmarks",
                 "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -120,11 +139,18 @@ let package = Package(
         // The finite-difference gradient check that the kernel tests and the model and loss tests share.
         .target(name: "GradientChecking", dependencies: ["GPTUtilities", "TensorCore"], path: "Tests/GradientChecking",
                 swiftSettings: optimisation),
+        // A server on 127.0.0.1 that answers as the Hugging Face Hub does, serving model folders: the download tests'
+        // counterpart, and `local-hub` for scripts/bench_download.sh.
+        .target(name: "LocalHub", dependencies: ["GPTHub", .product(name: "Hummingbird", package: "hummingbird"),
+                                                 .product(name: "HTTPTypes", package: "swift-http-types")],
+                path: "Tests/LocalHub", swiftSettings: optimisation),
+        .executableTarget(name: "local-hub", dependencies: ["LocalHub"], path: "Tests/LocalHubServer", swiftSettings: optimisation),
         .testTarget(name: "TensorCoreTests", dependencies: ["GPTUtilities", "TensorCore", "GradientChecking"], swiftSettings: optimisation),
         .testTarget(name: "TokenizersTests", dependencies: ["GPTUtilities", "Tokenizers"], resources: [.copy("Resources")], swiftSettings: optimisation),
         .testTarget(
             name: "SwiftGPTTests",
-            dependencies: ["SwiftGPT", "GPTBenchmarks", "GradientChecking", .product(name: "Atomics", package: "swift-atomics")],
+            dependencies: ["SwiftGPT", "GPTHub", "GPTBenchmarks", "GradientChecking", "LocalHub",
+                           .product(name: "Atomics", package: "swift-atomics")],
             resources: [.copy("Resources")],
             swiftSettings: optimisation
         ),

@@ -1,4 +1,4 @@
-// Atomic exchange of two paths, which Swift's Glibc module does not declare (renameat2 needs _GNU_SOURCE).
+// File-system calls that Swift's Glibc module does not declare (they need _GNU_SOURCE): atomic exchange of two paths, early writeback.
 #pragma once
 #include <errno.h>
 #include <stdio.h>
@@ -18,5 +18,15 @@ static inline int swiftgpt_exchange_paths(const char *a, const char *b) {
 #else
     errno = ENOSYS;
     return -1;
+#endif
+}
+
+/// Starts writing a file's range back to the disk without waiting (Linux's sync_file_range, also behind
+/// _GNU_SOURCE), so that a later fsync has less to wait for; does nothing elsewhere.
+static inline void swiftgpt_start_writeback(int descriptor, long long offset, long long count) {
+#if defined(__linux__) && defined(SYS_sync_file_range)
+    syscall(SYS_sync_file_range, descriptor, offset, count, 2 /* SYNC_FILE_RANGE_WRITE */);
+#else
+    (void)descriptor; (void)offset; (void)count;
 #endif
 }

@@ -1,11 +1,12 @@
 import Foundation
+import GPTHub
 import GPTUtilities
 import TensorCore
 import Tokenizers
 
 /// Opens a model for inference, with the tokenizer it carries: a SwiftGPT checkpoint, a training output directory
-/// (its best/ or last/ model), a Hugging Face model folder, or a Hub name (`ORG/NAME[@REVISION]`) found in Hugging
-/// Face's local cache.
+/// (its best/ or last/ model), a Hugging Face model folder, or a Hub name (`ORG/NAME[@REVISION]`), downloaded into
+/// Hugging Face's cache unless it is there already.
 package enum ModelLoading {
     package static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
         let directory = try resolve(path)
@@ -30,10 +31,13 @@ package enum ModelLoading {
     }
 
     /// The model folder `path` names: a folder (see `modelDirectory`), else, for a Hub name that is no folder here,
-    /// its snapshot in Hugging Face's cache.
-    package static func resolve(_ path: String) throws -> URL {
+    /// its snapshot in Hugging Face's cache, downloaded first when the cache lacks it (see `HubDownload`; offline
+    /// with `HF_HUB_OFFLINE`).
+    package static func resolve(_ path: String, showsProgress: Bool = true) throws -> URL {
         if !FileManager.default.fileExists(atPath: path), let reference = HubCache.Reference(path) {
-            return try HubCache.snapshot(reference)
+            return try HubDownload(settings: HubSettings(showsProgress: showsProgress)).modelSnapshot(reference) { config in
+                _ = try HuggingFaceCheckpoint.readConfig(config)
+            }
         }
         return modelDirectory(URL(fileURLWithPath: path))
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GPTModels
+import GPTUtilities
 import Hummingbird
 import NIOCore
 import TensorCore

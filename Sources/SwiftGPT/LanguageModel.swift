@@ -1,4 +1,5 @@
 import Foundation
+import GPTHub
 import GPTEvaluation
 import GPTModels
 import GPTUtilities
@@ -54,16 +55,19 @@ public final class LanguageModel: @unchecked Sendable {
     }
 
     /// Loads a model by its Hugging Face Hub name (`EleutherAI/pythia-160m`, or `ORG/NAME@REVISION` for a branch, tag
-    /// or commit) from Hugging Face's local cache, where `huggingface_hub` and transformers download models
-    /// (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`). The other parameters are those of
+    /// or commit) from Hugging Face's local cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`, shared with `huggingface_hub` and transformers), downloading it there first when
+    /// the cache lacks it: from `$HF_ENDPOINT` (default `https://huggingface.co`), with the token in `$HF_TOKEN` or
+    /// Hugging Face's token file, never when `HF_HUB_OFFLINE` is set. Downloads are resumed after an interruption and
+    /// each file is checked against the hash the Hub gives for it. The other parameters are those of
     /// ``init(directory:precision:concurrentSequences:maxWaiting:)``.
     public convenience init(hubName name: String, precision: WeightFormat = .float32, concurrentSequences: Int = 8,
                             maxWaiting: Int = 256) throws {
         guard let reference = HubCache.Reference(name) else {
             throw GenerationError("'\(name)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)")
         }
-        try self.init(directory: try HubCache.snapshot(reference), precision: precision, concurrentSequences: concurrentSequences,
-                      maxWaiting: maxWaiting)
+        let snapshot = try ModelLoading.resolve(name, showsProgress: false)
+        try self.init(directory: snapshot, precision: precision, concurrentSequences: concurrentSequences, maxWaiting: maxWaiting)
     }
 
     /// Generations still being read go on to their end; then the engine's thread ends.

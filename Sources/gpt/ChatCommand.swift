@@ -19,7 +19,7 @@ struct ChatCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory, or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var model: String
+    @Option(help: "Model directory, or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "A system message opening every conversation.") var system: String?
     @Option(name: [.customLong("max-tokens")], help: "New tokens at most per reply.") var maxTokens = 256

@@ -17,7 +17,7 @@ struct EvalCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache).") var model: String
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Task: a built-in name or a task file (repeatable; or comma-separated).") var task: [String]
     @Option(help: "Numbers of demonstrations, comma-separated.") var shots = "0"

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GPTHub
 import SwiftGPT
 
 /// The defaults of a command that trains on a set of examples in epochs, which its `--help` shows.

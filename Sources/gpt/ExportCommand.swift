@@ -17,7 +17,7 @@ struct ExportCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var model: String
+    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Output directory (replaced if it exists).") var out: String
     @Option(help: "Weight type: fp32 or bf16.") var dtype = "fp32"

@@ -26,7 +26,7 @@ struct FinetuneCommand: ParsableCommand {
     )
 
     @Option(help: "Task: \(InputFormat.Task.allCases.map(\.rawValue).joined(separator: ", ")).") var task: InputFormat.Task?
-    @Option(help: "Pretrained model directory (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache).") var model: String?
+    @Option(help: "Pretrained model directory (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String?
     @Option(help: "Training examples (JSONL).") var train: String?
     @Option(help: "Dev examples (JSONL), evaluated after every epoch.") var dev: String?
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"

@@ -9,8 +9,8 @@ struct GenerateCommand: ParsableCommand {
         abstract: "Continue prompts with a trained model.",
         discussion: """
         --model is a SwiftGPT checkpoint, a training output directory (its best/ model), a Hugging Face folder \
-        of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in \
-        Hugging Face's local cache. Prompts come from --prompt (repeatable), --file (JSON lines {"prompt": ...}), or \
+        of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), \
+        downloaded into Hugging Face's cache unless it is there (see gpt pull). Prompts come from --prompt (repeatable), --file (JSON lines {"prompt": ...}), or \
         else standard input (one prompt: all of it, less a final newline); several prompts are generated together as \
         one batch. A single completion is printed as it is generated; --json prints one JSON object per completion \
         with its text, token ids and finish reason (stop, length or end_of_text). A prompt that leaves less room in \

@@ -14,7 +14,7 @@ struct LossCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var model: String
+    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String
     @Option(help: "Which split: train or val.") var split = "val"
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?

@@ -31,7 +31,7 @@ struct PPOCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Policy to start from (usually the output of gpt sft; or a Hub name in Hugging Face's local cache); also the frozen reference policy.") var policy: String?
+    @Option(help: "Policy to start from (usually the output of gpt sft; or a Hub name, downloaded into Hugging Face's cache unless it is there; see gpt pull); also the frozen reference policy.") var policy: String?
     @Option(help: "Reward: a reward-model directory, or classifier:DIR:LABEL.") var reward: String?
     @Option(help: "Prompts (JSONL: {\"prompt\"} or {\"messages\"}).") var prompts: String?
     @Option(help: "Output directory.") var out: String

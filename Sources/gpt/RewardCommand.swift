@@ -24,7 +24,7 @@ struct RewardTrainCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache).") var model: String?
+    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String?
     @Option(help: "Training pairs (JSONL).") var train: String?
     @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
     @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>

@@ -17,7 +17,7 @@ struct ServeCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var model: String
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port (0: any free one; the address is printed).") var port = 8080

@@ -29,7 +29,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Dropout probability.") var dropout: Float?
     @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String?
     @Option(help: "Output directory.") var out: String?
-    @Option(help: "scratch, or a model to start from: a directory (SwiftGPT or Hugging Face GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode) or a Hub name (ORG/NAME[@REVISION]) in Hugging Face's local cache.") var initFrom: String?
+    @Option(help: "scratch, or a model to start from: a directory (SwiftGPT or Hugging Face GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode) or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var initFrom: String?
     @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
     @Option(help: "Sequences per micro-batch.") var batchSize: Int?
     @Option(help: "Micro-batches per optimizer step.") var gradientAccumulation: Int?

@@ -1,4 +1,5 @@
 import Foundation
+import GPTHub
 import SwiftGPT
 import TensorCore
 import XCTest

@@ -45,7 +45,12 @@ package enum HubCache {
     /// The cached snapshot of `reference`: the folder of its files at the commit the revision names. An error says
     /// where the model was looked for and how to get it there.
     package static func snapshot(_ reference: Reference, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> URL {
-        let repository = folder(environment: environment).appendingPathComponent(reference.folderName)
+        try snapshot(reference, folder: folder(environment: environment))
+    }
+
+    /// The cached snapshot of `reference` in the cache folder `cache`.
+    package static func snapshot(_ reference: Reference, folder cache: URL) throws -> URL {
+        let repository = cache.appendingPathComponent(reference.folderName)
         let snapshots = repository.appendingPathComponent("snapshots")
         let fm = FileManager.default
         var commit = reference.revision
@@ -53,8 +58,7 @@ package enum HubCache {
             let ref = repository.appendingPathComponent("refs").appendingPathComponent(reference.revision)
             guard let data = fm.contents(atPath: ref.path) else {
                 throw FileError(url: repository, message: "\(reference.repository) at revision '\(reference.revision)' is not in the Hugging Face cache "
-                                + "(no \(ref.path)); SwiftGPT runs models that huggingface_hub or transformers downloaded there, "
-                                + "e.g. `huggingface-cli download \(reference.repository)`, or give a model folder")
+                                + "(no \(ref.path))")
             }
             commit = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard isCommit(commit) else { throw FileError(url: ref, message: "does not hold a commit id (40 hexadecimal digits)") }
@@ -68,6 +72,58 @@ package enum HubCache {
 
     /// Whether `text` is a full commit id.
     static func isCommit(_ text: String) -> Bool {
-        text.utf8.count == 40 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        text.utf8.count == 40 && isHex(text)
+    }
+
+    /// Whether `text` is lowercase hexadecimal.
+    static func isHex(_ text: String) -> Bool {
+        text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// What SwiftGPT calls itself in requests (`User-Agent`).
+    static var clientVersion: String { swiftGPTVersion }
+
+    /// Makes `snapshot/file` a link to the blob, relative as `huggingface_hub` makes it (`../../blobs/NAME`, one
+    /// `..` more per folder in `file`), replacing whatever was there atomically.
+    static func link(snapshot: URL, file: String, blob: String) throws {
+        let pointer = snapshot.appendingPathComponent(file)
+        let folder = pointer.deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let depth = file.split(separator: "/").count + 1
+        let target = String(repeating: "../", count: depth) + "blobs/" + blob
+        let temporary = folder.appendingPathComponent(".\(pointer.lastPathComponent).link-\(getpid())")
+        unlink(temporary.path)
+        guard symlink(target, temporary.path) == 0, rename(temporary.path, pointer.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary.path)
+            throw FileError(url: pointer, message: "cannot link the snapshot's file to its blob: \(reason)")
+        }
+        try AtomicFile.synchronizeFolder(folder)
+    }
+
+    /// An exclusive lock on a file (`flock`, as Python's `filelock`, which `huggingface_hub` uses, takes it), held
+    /// until released.
+    final class FileLock {
+        private let descriptor: Int32
+        init(descriptor: Int32) { self.descriptor = descriptor }
+        func release() {
+            flock(descriptor, LOCK_UN)
+            close(descriptor)
+        }
+    }
+
+    /// Takes the lock at `url` (created if absent), waiting while another process holds it.
+    static func lock(_ url: URL) throws -> FileLock {
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let descriptor = open(url.path, O_RDWR | O_CREAT, 0o644)
+        guard descriptor >= 0 else { throw FileError(url: url, message: "cannot open the lock file: \(String(cString: strerror(errno)))") }
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else {
+                let reason = String(cString: strerror(errno))
+                close(descriptor)
+                throw FileError(url: url, message: "cannot lock: \(reason)")
+            }
+        }
+        return FileLock(descriptor: descriptor)
     }
 }
