@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         // SHA-256 and SHA-1 of downloaded files (async-http-client builds it anyway, for TLS certificates).
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
@@ -142,7 +143,8 @@ let package = Package(
         // A server on 127.0.0.1 that answers as the Hugging Face Hub does, serving model folders: the download tests'
         // counterpart, and `local-hub` for scripts/bench_download.sh.
         .target(name: "LocalHub", dependencies: ["GPTHub", .product(name: "Hummingbird", package: "hummingbird"),
-                                                 .product(name: "HTTPTypes", package: "swift-http-types")],
+                                                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                 .product(name: "Logging", package: "swift-log")],
                 path: "Tests/LocalHub", swiftSettings: optimisation),
         .executableTarget(name: "local-hub", dependencies: ["LocalHub"], path: "Tests/LocalHubServer", swiftSettings: optimisation),
         .testTarget(name: "TensorCoreTests", dependencies: ["GPTUtilities", "TensorCore", "GradientChecking"], swiftSettings: optimisation),

@@ -20,6 +20,8 @@ package struct HubDownload {
     static let companionFiles = [
         "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
         "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+        // What SwiftGPT's own checkpoints carry: a character tokenizer, a chat template.
+        "char_tokenizer.json", "chat_template.json",
     ]
 
     /// The snapshot folder of `reference`, with the files a model needs: downloaded when the cache lacks them (all

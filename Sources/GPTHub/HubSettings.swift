@@ -2,7 +2,8 @@ import Foundation
 
 /// Where the Hub is and how to reach it, read from the environment as `huggingface_hub` reads it: `HF_ENDPOINT`
 /// (default `https://huggingface.co`), `HF_TOKEN` (else the token file: `HF_TOKEN_PATH`, else `$HF_HOME/token`, else
-/// `~/.cache/huggingface/token`), `HF_HUB_OFFLINE` (1, ON, YES or TRUE: use the cache only), and the cache folder.
+/// `~/.cache/huggingface/token`), `HF_HUB_OFFLINE` (1, ON, YES or TRUE: use the cache only), `HF_HUB_ETAG_TIMEOUT`
+/// (seconds for each request about a model, default 10), and the cache folder.
 package struct HubSettings: Sendable {
     /// The Hub's address, without a trailing slash.
     package var endpoint: URL
@@ -14,6 +15,9 @@ package struct HubSettings: Sendable {
     package var cacheFolder: URL
     /// Whether downloads draw a progress line on standard error.
     package var showsProgress: Bool
+    /// The seconds a request about a model (its file list, a file's metadata) may take, connecting included.
+    package var metadataTimeout: Double
+    static let metadataTimeoutDefault = 10
 
     package init(environment: [String: String] = ProcessInfo.processInfo.environment, showsProgress: Bool = true) throws {
         var address = environment["HF_ENDPOINT"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://huggingface.co"
@@ -25,6 +29,13 @@ package struct HubSettings: Sendable {
         let truthy: Set<String> = ["1", "ON", "YES", "TRUE"]
         isOffline = truthy.contains((environment["HF_HUB_OFFLINE"] ?? environment["TRANSFORMERS_OFFLINE"] ?? "").uppercased())
         cacheFolder = HubCache.folder(environment: environment)
+        metadataTimeout = Double(Self.metadataTimeoutDefault)
+        if let text = environment["HF_HUB_ETAG_TIMEOUT"], !text.isEmpty {
+            guard let seconds = Double(text), seconds > 0, seconds <= 3600 else {
+                throw HubError(.invalidSetting, "HF_HUB_ETAG_TIMEOUT '\(text.prefix(40))' is not a number of seconds between 0 and 3600")
+            }
+            metadataTimeout = seconds
+        }
         self.showsProgress = showsProgress
         if let token = environment["HF_TOKEN"], !token.isEmpty {
             self.token = try Self.checkedToken(token, source: "HF_TOKEN")

@@ -12,7 +12,7 @@ package struct HubTransport: Sendable {
     private static let client: HTTPClient = {
         let configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: .init(connect: .seconds(15), read: .seconds(60)),
+            timeout: .init(connect: .seconds(10), read: .seconds(60)),
             // A server may gzip a text file although asked for its bytes; the file's size and hash bound and check
             // what is written.
             decompression: .enabled(limit: .none))
@@ -65,21 +65,22 @@ package struct HubTransport: Sendable {
         throw HubError(.invalidResponse, "\(start.absoluteString) redirects more than ten times")
     }
 
-    /// Runs `body` up to four times while it fails for a reason that may pass (no connection, a timeout, a server
-    /// error or rate limit), waiting 1, 2 and 4 seconds between tries.
+    /// Runs `body` up to four times while it fails for a reason that may pass (a server error or rate limit, a
+    /// kept-alive connection the server had closed), waiting 0.5, 1 and 2 seconds between tries. A connection that
+    /// cannot be made is not tried again: the client has kept trying until the request's deadline.
     static func retrying<T>(_ what: String, _ body: () throws -> T) throws -> T {
         var attempt = 0
         while true {
             do { return try body() } catch let error as HubError where error.kind == .network && attempt < 3 {
                 attempt += 1
-                Thread.sleep(forTimeInterval: Double(1 << (attempt - 1)))
             } catch let error as HubError {
                 throw error
-            } catch {
-                guard attempt < 3 else { throw HubError(.network, "\(what): \(Self.describe(error))") }
+            } catch let error as HTTPClientError where error == .remoteConnectionClosed && attempt < 3 {
                 attempt += 1
-                Thread.sleep(forTimeInterval: Double(1 << (attempt - 1)))
+            } catch {
+                throw HubError(.network, "\(what): \(Self.describe(error))")
             }
+            Thread.sleep(forTimeInterval: 0.5 * Double(1 << (attempt - 1)))
         }
     }
 
@@ -88,6 +89,7 @@ package struct HubTransport: Sendable {
         if let error = error as? HTTPClientError {
             switch error {
             case .connectTimeout: return "the connection timed out"
+            case .deadlineExceeded: return "no answer within HF_HUB_ETAG_TIMEOUT (\(HubSettings.metadataTimeoutDefault) seconds unless set)"
             case .readTimeout: return "no data arrived for 60 seconds"
             case .remoteConnectionClosed: return "the server closed the connection"
             default: return "\(error)"
@@ -103,7 +105,8 @@ package struct HubTransport: Sendable {
             var headers = HTTPHeaders()
             headers.add(name: "Accept-Encoding", value: "identity")
             return try follow(.HEAD, url, headers: headers, followsOtherHosts: false) { request in
-                let response = try Self.client.execute(request: request, delegate: ResponseAccumulator(request: request, maxBodySize: 1 << 20)).wait()
+                let response = try Self.client.execute(request: request, delegate: ResponseAccumulator(request: request, maxBodySize: 1 << 20),
+                                                       deadline: .now() + .milliseconds(Int64(settings.metadataTimeout * 1000))).wait()
                 return (response.status, response.headers)
             }
         }
@@ -115,7 +118,10 @@ package struct HubTransport: Sendable {
             var body = Data()
             let answer = try follow(.GET, url, headers: HTTPHeaders(), followsOtherHosts: true) { request in
                 let response: HTTPClient.Response
-                do { response = try Self.client.execute(request: request, delegate: ResponseAccumulator(request: request, maxBodySize: limit)).wait() }
+                do {
+                    response = try Self.client.execute(request: request, delegate: ResponseAccumulator(request: request, maxBodySize: limit),
+                                                       deadline: .now() + .milliseconds(Int64(settings.metadataTimeout * 1000))).wait()
+                }
                 catch is ResponseAccumulator.ResponseTooBigError {
                     throw HubError(.invalidResponse, "\(url.absoluteString) answered with more than \(limit >> 20) MiB")
                 }

@@ -2,6 +2,7 @@ import Foundation
 import GPTHub
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 
 /// A server on 127.0.0.1 that answers as the Hugging Face Hub does, for the download tests and the download
@@ -79,7 +80,7 @@ package final class LocalHub: @unchecked Sendable {
     package func dropConnection(of blob: String, after bytes: Int) { locked { dropAfter[blob] = bytes } }
     /// Downloads of `blob` from storage arrive with one byte changed.
     package func corrupt(_ blob: String) { locked { _ = corrupted.insert(blob) } }
-    /// The requests served, as `METHOD path`, oldest first.
+    /// The requests served, as `METHOD path` (and the Range header's value when there is one), oldest first.
     package var requests: [String] { locked { log } }
     /// How many requests to the storage host carried an Authorization header.
     package var tokenLeaks: Int { locked { leaks } }
@@ -90,8 +91,10 @@ package final class LocalHub: @unchecked Sendable {
     package func start() throws {
         let listening = DispatchSemaphore(value: 0)
         let box = PortBox()
+        var logger = Logger(label: "LocalHub")
+        logger.logLevel = .critical  // a test's server stopping is no error
         let app = Application(router: router(), configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "LocalHub"),
-                              onServerRunning: { channel in box.port = channel.localAddress?.port ?? 0; listening.signal() })
+                              onServerRunning: { channel in box.port = channel.localAddress?.port ?? 0; listening.signal() }, logger: logger)
         task = Task { try await app.runService() }
         guard listening.wait(timeout: .now() + 30) == .success else { throw CocoaError(.featureUnsupported) }
         port = box.port
@@ -109,6 +112,11 @@ package final class LocalHub: @unchecked Sendable {
             let revision = (context.parameters.get("revision") ?? "").removingPercentEncoding ?? ""
             return self.modelInfo(name, revision: revision, request: request)
         }
+        router.get("/api/models/:org/:name/tree/:revision") { request, context in
+            let name = "\(context.parameters.get("org") ?? "")/\(context.parameters.get("name") ?? "")"
+            let revision = (context.parameters.get("revision") ?? "").removingPercentEncoding ?? ""
+            return self.tree(name, revision: revision, request: request)
+        }
         for method in [HTTPRequest.Method.head, .get] {
             router.on("/:org/:name/resolve/:revision/**", method: method) { request, context in
                 let name = "\(context.parameters.get("org") ?? "")/\(context.parameters.get("name") ?? "")"
@@ -124,7 +132,8 @@ package final class LocalHub: @unchecked Sendable {
     }
 
     private func record(_ request: Request) {
-        locked { log.append("\(request.method.rawValue) \(request.uri.path)") }
+        let range = request.headers[.range].map { " \($0)" } ?? ""
+        locked { log.append("\(request.method.rawValue) \(request.uri.path)\(range)") }
     }
 
     private static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String, commit: String? = nil) -> Response {
@@ -169,6 +178,29 @@ package final class LocalHub: @unchecked Sendable {
         let siblings = repository.files.keys.sorted().map { ["rfilename": $0] }
         let body = try! JSONSerialization.data(withJSONObject: ["id": name, "modelId": name, "sha": commit, "siblings": siblings,
                                                                 "private": repository.isPrivate, "gated": repository.isGated])
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The tree API (`huggingface_hub`'s `snapshot_download` lists files with it): every file, its size and blob id,
+    /// and the SHA-256 of those stored with Git LFS.
+    private func tree(_ name: String, revision: String, request: Request) -> Response {
+        record(request)
+        let repository: Repository
+        switch self.repository(name, request: request, redirectPath: { "/api/models/\($0)/tree/\(revision)" }) {
+        case .success(let found): repository = found
+        case .failure(let response): return response
+        }
+        guard revision == "main" || revision == repository.commit || repository.tags.contains(revision) else {
+            return Self.error(.notFound, "RevisionNotFound", "Invalid rev id: \(revision)")
+        }
+        let names = locked { blobNames[name] ?? [:] }
+        let entries: [[String: Any]] = repository.files.keys.sorted().map { file in
+            let size = repository.files[file]!.count
+            var entry: [String: Any] = ["type": "file", "path": file, "size": size, "oid": names[file] ?? ""]
+            if size > largeFileBytes { entry["lfs"] = ["oid": names[file] ?? "", "size": size, "pointerSize": 134] }
+            return entry
+        }
+        let body = try! JSONSerialization.data(withJSONObject: entries)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 

@@ -47,15 +47,17 @@ final class HubCacheTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("not in the Hugging Face cache") && "\($0)".contains("refs/dev"), "\($0)")
         }
 
-        // The library's entry point reads the same environment.
+        // The library's entry point reads the same environment (offline here: the cache alone).
         setenv("HF_HUB_CACHE", cache.path, 1)
-        defer { unsetenv("HF_HUB_CACHE") }
+        setenv("HF_HUB_OFFLINE", "1", 1)
+        defer { unsetenv("HF_HUB_CACHE"); unsetenv("HF_HUB_OFFLINE") }
         XCTAssertEqual(try LanguageModel(hubName: "test-org/tiny").configuration, model.config)
         XCTAssertThrowsError(try LanguageModel(hubName: "tiny")) { XCTAssertTrue("\($0)".contains("not a Hub name"), "\($0)") }
 
         let gpt = packageRoot.appendingPathComponent(".build/release/gpt")
         var processEnvironment = ProcessInfo.processInfo.environment
         processEnvironment["HF_HUB_CACHE"] = cache.path
+        processEnvironment["HF_HUB_OFFLINE"] = "1"
         let (status, output) = try runCapturingOutput(gpt, ["generate", "--model", "test-org/tiny", "--prompt", "abc", "--max-tokens", "4", "--seed", "1"],
                                                       environment: processEnvironment)
         XCTAssertEqual(status, 0, output)
