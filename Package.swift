@@ -165,7 +165,7 @@ let package = Package(
 if ProcessInfo.processInfo.environment["SWIFTGPT_FUZZ"] != nil {
     package.targets.append(.executableTarget(
         name: "swiftgpt-fuzz",
-        dependencies: ["GPTModels", "GPTTraining", "GPTServer", "GPTUtilities", "TensorCore", "Tokenizers"],
+        dependencies: ["GPTHub", "GPTModels", "GPTTraining", "GPTServer", "GPTUtilities", "TensorCore", "Tokenizers"],
         path: "Fuzz/Sources",
         swiftSettings: optimisation + [.unsafeFlags(["-parse-as-library"])]
     ))

@@ -1,4 +1,5 @@
 import Foundation
+import GPTHub
 import GPTModels
 import GPTServer
 import GPTTraining
@@ -12,7 +13,7 @@ import Tokenizers
 /// The parsers, by the name FUZZ_TARGET gives.
 let targets: [String: (Data) throws -> Void] = [
     "safetensors": fuzzSafeTensors, "config": fuzzConfig, "tokenizer": fuzzTokenizerFiles, "tokenizer-json": fuzzTokenizerJSON,
-    "chat-template": fuzzChatTemplate, "task-data": fuzzTaskData, "request": fuzzRequest,
+    "chat-template": fuzzChatTemplate, "task-data": fuzzTaskData, "request": fuzzRequest, "hub-answer": fuzzHubAnswer,
 ]
 
 nonisolated(unsafe) var chosen: ((Data) throws -> Void)?
@@ -148,4 +149,15 @@ func fuzzRequest(_ data: Data) throws {
     _ = try? CompletionRequests.chat(body, model: served)
     _ = try? CompletionRequests.tokenize(body, model: served)
     _ = try? CompletionRequests.detokenize(body, model: served)
+}
+
+/// What a Hub server answers (untrusted: the endpoint is whatever HF_ENDPOINT names): a model-info JSON, then,
+/// after a zero byte, a safetensors index checked against its file list; the first line also as an ETag and a size.
+func fuzzHubAnswer(_ data: Data) throws {
+    let (first, second) = split(data)
+    let line = String(decoding: first.prefix { $0 != 0x0A }, as: UTF8.self)
+    _ = try? HubDownload.blobName(etag: line, what: "fuzz")
+    _ = try? HubDownload.byteCount(line, what: "fuzz")
+    let files = (try? HubDownload.parseModelInfo(first, what: "fuzz").files) ?? ["model-00001-of-00002.safetensors"]
+    _ = try HubDownload.shardNames(index: second ?? Data(), repository: "fuzz/model", available: files)
 }

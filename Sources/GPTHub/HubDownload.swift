@@ -68,7 +68,11 @@ package struct HubDownload {
         guard answer.status.code == 200 else {
             throw HubTransport.error(for: answer, what: "\(reference.repository)@\(reference.revision)", repository: reference.repository, settings: settings)
         }
-        let what = "the Hub's description of \(reference.repository)@\(reference.revision)"
+        return try Self.parseModelInfo(body, what: "the Hub's description of \(reference.repository)@\(reference.revision)")
+    }
+
+    /// The commit (`sha`) and file names (`siblings[].rfilename`) of a model-info answer; `what` names it in errors.
+    package static func parseModelInfo(_ body: Data, what: String) throws -> (commit: String, files: Set<String>) {
         guard let json = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw HubError(.invalidResponse, "\(what) is not a JSON object")
         }
@@ -106,14 +110,21 @@ package struct HubDownload {
     /// The shard files a safetensors index names (its `weight_map`'s values), each a plain relative path that the
     /// repository holds.
     func shardNames(_ index: URL, reference: HubCache.Reference, available: Set<String>) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: index.path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        guard let data = FileManager.default.contents(atPath: index.path) else {
+            throw HubError(.invalidResponse, "\(reference.repository): cannot read \(index.path)")
+        }
+        return try Self.shardNames(index: data, repository: reference.repository, available: available)
+    }
+
+    /// The shard files named by the bytes of a safetensors index.
+    package static func shardNames(index data: Data, repository: String, available: Set<String>) throws -> [String] {
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let map = json["weight_map"] as? [String: Any]
-        else { throw HubError(.invalidResponse, "\(reference.repository): model.safetensors.index.json has no 'weight_map' object") }
+        else { throw HubError(.invalidResponse, "\(repository): model.safetensors.index.json has no 'weight_map' object") }
         var shards = Set<String>()
         for (tensor, value) in map {
             guard let shard = value as? String, Self.isPlainPath(shard), available.contains(shard) else {
-                throw HubError(.invalidResponse, "\(reference.repository): model.safetensors.index.json maps '\(tensor.prefix(100))' to "
+                throw HubError(.invalidResponse, "\(repository): model.safetensors.index.json maps '\(tensor.prefix(100))' to "
                                + "'\(String(describing: value).prefix(100))', which is not a file of the repository")
             }
             shards.insert(shard)
@@ -160,24 +171,34 @@ package struct HubDownload {
         guard let tag = answer.headers.first(name: "X-Linked-Etag") ?? answer.headers.first(name: "ETag") else {
             throw HubError(.invalidResponse, "\(what): the answer has no ETag, which names the file's content")
         }
-        var blob = tag.trimmingCharacters(in: .whitespaces)
-        if blob.hasPrefix("W/") { blob.removeFirst(2) }
-        blob = blob.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
-        // The blob's name becomes a file name in the cache: nothing that could leave blobs/.
-        guard !blob.isEmpty, blob.utf8.count <= 128, !blob.hasPrefix("."),
-              blob.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.".unicodeScalars.contains($0) })
-        else { throw HubError(.invalidResponse, "\(what): the ETag '\(tag.prefix(100))' is not a content id") }
+        let blob = try Self.blobName(etag: tag, what: what)
         let sizeText = answer.headers.first(name: "X-Linked-Size") ?? (answer.isRedirect ? nil : answer.headers.first(name: "Content-Length"))
-        var size: Int?
-        if let sizeText {
-            guard let value = Int(sizeText), value >= 0 else { throw HubError(.invalidResponse, "\(what): the size '\(sizeText.prefix(40))' is not a byte count") }
-            size = value
-        }
+        let size = try sizeText.map { try Self.byteCount($0, what: what) }
         var location = url
         if answer.isRedirect, let target = answer.headers.first(name: "Location"), let next = URL(string: target, relativeTo: answer.url)?.absoluteURL {
             location = next
         }
         return FileMetadata(blob: blob, size: size, location: location)
+    }
+
+    /// The blob name an ETag gives: quotes and a weak `W/` stripped; refused unless it is a plain content id, since
+    /// it becomes a file name in the cache (nothing that could leave `blobs/`).
+    package static func blobName(etag: String, what: String) throws -> String {
+        var blob = etag.trimmingCharacters(in: .whitespaces)
+        if blob.hasPrefix("W/") { blob.removeFirst(2) }
+        blob = blob.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        guard !blob.isEmpty, blob.utf8.count <= 128, !blob.hasPrefix("."),
+              blob.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) })
+        else { throw HubError(.invalidResponse, "\(what): the ETag '\(etag.prefix(100))' is not a content id") }
+        return blob
+    }
+
+    /// A size header's value: decimal digits only, within Int.
+    package static func byteCount(_ text: String, what: String) throws -> Int {
+        guard !text.isEmpty, text.utf8.count <= 19, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int(text) else {
+            throw HubError(.invalidResponse, "\(what): the size '\(text.prefix(40))' is not a byte count")
+        }
+        return value
     }
 
     /// Makes `files` of the commit present in its snapshot, downloading the blobs the cache lacks (after checking
@@ -194,7 +215,7 @@ package struct HubDownload {
         for file in missing { plans.append((file, try metadata(reference, commit: commit, file: file))) }
         let toDownload = plans.filter { !fm.fileExists(atPath: blobs.appendingPathComponent($0.metadata.blob).path) }
         let needed = toDownload.reduce(0) { total, plan in
-            let partial = (try? fm.attributesOfItem(atPath: blobs.appendingPathComponent(plan.metadata.blob + ".incomplete").path)[.size] as? Int) ?? 0
+            let partial = (try? fm.attributesOfItem(atPath: blobs.appendingPathComponent(plan.metadata.blob + ".incomplete").path))?[.size] as? Int
             return total + max(0, (plan.metadata.size ?? 0) - (partial ?? 0))
         }
         if let free = try? fm.attributesOfFileSystem(forPath: blobs.path)[.systemFreeSize] as? Int, needed > free {

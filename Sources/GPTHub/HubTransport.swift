@@ -209,10 +209,9 @@ package struct HubTransport: Sendable {
             return HubError(.revisionNotFound, "\(what): no such revision (branch, tag or commit)\(serverMessage)")
         case ("EntryNotFound", _):
             return HubError(.fileNotFound, "\(what): no such file at that revision\(serverMessage)")
-        case ("RepoNotFound", _), (_, 401) where code != "":
+        case ("RepoNotFound", _), (_, 401):
+            // The Hub answers alike for a repository that does not exist and one the request may not see.
             return HubError(.repositoryNotFound, "\(name): repository not found; \(tokenHint)\(serverMessage)")
-        case (_, 401):
-            return HubError(.repositoryNotFound, "\(name): repository not found or not readable without a token; \(tokenHint)\(serverMessage)")
         case (_, 403):
             return HubError(.unauthorized, "\(what): access refused (403): the token cannot read this repository\(serverMessage)")
         case (_, 404):

@@ -236,6 +236,7 @@ package final class LocalHub: @unchecked Sendable {
             && (file.hasSuffix(".json") || file.hasSuffix(".txt"))
         if wantsGzip {
             // As the Hub's front end does for text: gzip, no Content-Length.
+            locked { log[log.count - 1] += " (gzip)" }
             headers[.contentEncoding] = "gzip"
             let gzipped = Self.gzip(content)
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
