@@ -95,7 +95,10 @@ package struct HubTransport: Sendable {
             default: return "\(error)"
             }
         }
-        return "\(error)"
+        let text = "\(error)"
+        if text.contains("Connection refused") { return "the connection was refused (nothing answers at that address)" }
+        if text.contains("Name or service not known") || text.contains("NXDOMAIN") { return "the host name is unknown" }
+        return text
     }
 
     /// `HEAD url`: the status and headers, following same-host redirects only (the Hub's own answer to a large file

@@ -33,14 +33,26 @@ package enum ModelLoading {
     /// The model folder `path` names: a folder (see `modelDirectory`), else, for a Hub name that is no folder here,
     /// its snapshot in Hugging Face's cache, downloaded first when the cache lacks it (see `HubDownload`; offline
     /// with `HF_HUB_OFFLINE`).
+    ///
+    /// A name resolves once a process (a command opens its model's folder more than once: weights, tokenizer,
+    /// chat template), so that every part comes from the same snapshot and the Hub is asked once.
     package static func resolve(_ path: String, showsProgress: Bool = true) throws -> URL {
         if !FileManager.default.fileExists(atPath: path), let reference = HubCache.Reference(path) {
-            return try HubDownload(settings: HubSettings(showsProgress: showsProgress)).modelSnapshot(reference) { config in
+            let settings = try HubSettings(showsProgress: showsProgress)
+            let key = [settings.endpoint.absoluteString, settings.cacheFolder.path, path].joined(separator: "\n")
+            if let known = resolvedLock.withLock({ resolved[key] }),
+               FileManager.default.fileExists(atPath: known.appendingPathComponent("config.json").path) { return known }
+            let snapshot = try HubDownload(settings: settings).modelSnapshot(reference) { config in
                 _ = try HuggingFaceCheckpoint.readConfig(config)
             }
+            resolvedLock.withLock { resolved[key] = snapshot }
+            return snapshot
         }
         return modelDirectory(URL(fileURLWithPath: path))
     }
+
+    private static let resolvedLock = NSLock()
+    nonisolated(unsafe) private static var resolved: [String: URL] = [:]
 
     /// The model directory inside a training output directory (`best`, else `last`), or `directory` itself.
     package static func modelDirectory(_ directory: URL) -> URL {

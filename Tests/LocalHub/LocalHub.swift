@@ -143,8 +143,9 @@ package final class LocalHub: @unchecked Sendable {
     }
 
     /// The repository, or the error the Hub gives: renamed (a same-host redirect), missing or private without the
-    /// token (both 401 RepoNotFound), gated without the token (401 GatedRepo).
-    private func repository(_ name: String, request: Request, redirectPath: (String) -> String) -> Found {
+    /// token (both 401 RepoNotFound), gated without the token (401 GatedRepo), no such revision (404
+    /// RevisionNotFound).
+    private func repository(_ name: String, revision: String, request: Request, redirectPath: (String) -> String) -> Found {
         let (repository, newName) = locked { (repositories[name], renamed[name]) }
         if let newName {
             return .failure(Response(status: .temporaryRedirect, headers: [.location: redirectPath(newName)]))
@@ -155,6 +156,9 @@ package final class LocalHub: @unchecked Sendable {
         }
         if repository.isGated && !authorized {
             return .failure(Self.error(.unauthorized, "GatedRepo", "Access to model \(name) is restricted"))
+        }
+        guard revision == "main" || revision == repository.commit || repository.tags.contains(revision) else {
+            return .failure(Self.error(.notFound, "RevisionNotFound", "Invalid rev id: \(revision)"))
         }
         return .success(repository)
     }
@@ -167,14 +171,11 @@ package final class LocalHub: @unchecked Sendable {
     private func modelInfo(_ name: String, revision: String, request: Request) -> Response {
         record(request)
         let repository: Repository
-        switch self.repository(name, request: request, redirectPath: { "/api/models/\($0)/revision/\(revision)" }) {
+        switch self.repository(name, revision: revision, request: request, redirectPath: { "/api/models/\($0)/revision/\(revision)" }) {
         case .success(let found): repository = found
         case .failure(let response): return response
         }
         let commit = repository.commit
-        guard revision == "main" || revision == commit || repository.tags.contains(revision) else {
-            return Self.error(.notFound, "RevisionNotFound", "Invalid rev id: \(revision)")
-        }
         let siblings = repository.files.keys.sorted().map { ["rfilename": $0] }
         let body = try! JSONSerialization.data(withJSONObject: ["id": name, "modelId": name, "sha": commit, "siblings": siblings,
                                                                 "private": repository.isPrivate, "gated": repository.isGated])
@@ -186,12 +187,9 @@ package final class LocalHub: @unchecked Sendable {
     private func tree(_ name: String, revision: String, request: Request) -> Response {
         record(request)
         let repository: Repository
-        switch self.repository(name, request: request, redirectPath: { "/api/models/\($0)/tree/\(revision)" }) {
+        switch self.repository(name, revision: revision, request: request, redirectPath: { "/api/models/\($0)/tree/\(revision)" }) {
         case .success(let found): repository = found
         case .failure(let response): return response
-        }
-        guard revision == "main" || revision == repository.commit || repository.tags.contains(revision) else {
-            return Self.error(.notFound, "RevisionNotFound", "Invalid rev id: \(revision)")
         }
         let names = locked { blobNames[name] ?? [:] }
         let entries: [[String: Any]] = repository.files.keys.sorted().map { file in
@@ -207,14 +205,11 @@ package final class LocalHub: @unchecked Sendable {
     private func resolve(_ name: String, revision: String, file: String, request: Request) -> Response {
         record(request)
         let repository: Repository
-        switch self.repository(name, request: request, redirectPath: { "/\($0)/resolve/\(revision)/\(file)" }) {
+        switch self.repository(name, revision: revision, request: request, redirectPath: { "/\($0)/resolve/\(revision)/\(file)" }) {
         case .success(let found): repository = found
         case .failure(let response): return response
         }
         let commit = repository.commit
-        guard revision == "main" || revision == commit || repository.tags.contains(revision) else {
-            return Self.error(.notFound, "RevisionNotFound", "Invalid rev id: \(revision)")
-        }
         guard let content = repository.files[file], let blob = locked({ blobNames[name]?[file] }) else {
             return Self.error(.notFound, "EntryNotFound", "\(file) does not exist on \"\(revision)\"", commit: commit)
         }

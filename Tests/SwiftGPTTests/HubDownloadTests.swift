@@ -201,6 +201,39 @@ final class HubDownloadTests: XCTestCase {
         }
     }
 
+    /// A model in shards (a GPT-NeoX one here) comes with every shard its index names and nothing else (not the
+    /// pickled copy beside it); an index naming a file the repository lacks is refused.
+    func testShardedWeightsAreFetchedByTheirIndex() throws {
+        let neox = try GPTModel(config: tinyFamilyConfigs()[0], seed: 9)
+        let folder = try temporaryDirectory(self)
+        try HuggingFaceCheckpoint.save(neox, to: folder)
+        let single = try SafeTensors(contentsOf: folder.appendingPathComponent("model.safetensors"))
+        let names = single.names, half = names.count / 2
+        var files = try files(of: folder)
+        files["model.safetensors"] = nil
+        var map: [String: String] = [:]
+        for (k, shard) in [Array(names[..<half]), Array(names[half...])].enumerated() {
+            let name = "model-0000\(k + 1)-of-00002.safetensors"
+            let url = folder.appendingPathComponent(name)
+            try SafeTensors.write(try shard.map { ($0, try single.tensor($0)) }, to: url)
+            files[name] = try Data(contentsOf: url)
+            for tensor in shard { map[tensor] = name }
+        }
+        files["model.safetensors.index.json"] = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map])
+        files["pytorch_model.bin"] = Data(repeating: 0x80, count: 10_000)
+        hub.add("test-org/sharded", LocalHub.Repository(files: files))
+        let snapshot = try snapshot("test-org/sharded")
+        XCTAssertEqual(try HuggingFaceCheckpoint.load(from: snapshot).parameters.values.scalars, neox.parameters.values.scalars)
+        XCTAssertFalse(hub.requests.contains { $0.contains("pytorch_model.bin") }, "\(hub.requests)")
+
+        map[names[0]] = "model-00003-of-00002.safetensors"
+        files["model.safetensors.index.json"] = try JSONSerialization.data(withJSONObject: ["weight_map": map])
+        hub.add("test-org/bad-index", LocalHub.Repository(files: files))
+        let error = hubError { _ = try self.snapshot("test-org/bad-index") }
+        XCTAssertEqual(error?.kind, .invalidResponse)
+        XCTAssertTrue(error?.message.contains("model-00003-of-00002.safetensors") == true, "\(String(describing: error))")
+    }
+
     /// When the Hub cannot be reached: what is cached is used (with a warning), what is not is an error that says so.
     func testUnreachableHub() throws {
         let snapshot = try snapshot("test-org/tiny")
