@@ -14,27 +14,29 @@ extension HubCache {
 
     /// The model repositories in the cache folder `cache`, by name.
     package static func entries(in cache: URL) -> [Entry] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: cache.path)) ?? []
+        return names.filter { $0.hasPrefix("models--") }.sorted().map { entry(cache.appendingPathComponent($0)) }
+    }
+
+    /// The repository whose cache folder is `folder` (`models--ORG--NAME`).
+    static func entry(_ folder: URL) -> Entry {
         let fm = FileManager.default
-        let names = (try? fm.contentsOfDirectory(atPath: cache.path)) ?? []
-        return names.filter { $0.hasPrefix("models--") }.sorted().compactMap { name in
-            let folder = cache.appendingPathComponent(name)
-            let repository = String(name.dropFirst("models--".count)).replacingOccurrences(of: "--", with: "/")
-            let refsFolder = folder.appendingPathComponent("refs")
-            var refs: [(String, String)] = []
-            if let walker = fm.enumerator(at: refsFolder, includingPropertiesForKeys: [.isRegularFileKey]) {
-                for case let file as URL in walker where (try? file.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
-                    let ref = String(file.path.dropFirst(refsFolder.path.count + 1))
-                    let commit = ((try? String(contentsOf: file, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-                    refs.append((ref, commit))
-                }
+        let repository = String(folder.lastPathComponent.dropFirst("models--".count)).replacingOccurrences(of: "--", with: "/")
+        let refsFolder = folder.appendingPathComponent("refs")
+        var refs: [(String, String)] = []
+        if let walker = fm.enumerator(at: refsFolder, includingPropertiesForKeys: [.isRegularFileKey]) {
+            for case let file as URL in walker where (try? file.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
+                let ref = String(file.path.dropFirst(refsFolder.path.count + 1))
+                let commit = ((try? String(contentsOf: file, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                refs.append((ref, commit))
             }
-            let snapshots = ((try? fm.contentsOfDirectory(atPath: folder.appendingPathComponent("snapshots").path)) ?? []).filter(isCommit).sorted()
-            let blobs = folder.appendingPathComponent("blobs")
-            let size = ((try? fm.contentsOfDirectory(atPath: blobs.path)) ?? []).reduce(0) { total, blob in
-                total + ((try? fm.attributesOfItem(atPath: blobs.appendingPathComponent(blob).path)[.size] as? Int) ?? 0)
-            }
-            return Entry(repository: repository, folder: folder, refs: refs.sorted { $0.0 < $1.0 }, snapshots: snapshots, size: size)
         }
+        let snapshots = ((try? fm.contentsOfDirectory(atPath: folder.appendingPathComponent("snapshots").path)) ?? []).filter(isCommit).sorted()
+        let blobs = folder.appendingPathComponent("blobs")
+        let size = ((try? fm.contentsOfDirectory(atPath: blobs.path)) ?? []).reduce(0) { total, blob in
+            total + ((try? fm.attributesOfItem(atPath: blobs.appendingPathComponent(blob).path)[.size] as? Int) ?? 0)
+        }
+        return Entry(repository: repository, folder: folder, refs: refs.sorted { $0.0 < $1.0 }, snapshots: snapshots, size: size)
     }
 
     /// Removes `repository` from the cache, or only its snapshot of `revision` (a ref or a commit) and the blobs
@@ -44,9 +46,11 @@ extension HubCache {
             throw FileError(url: cache, message: "'\(repository)' is not a model name (ORG/NAME[@REVISION])")
         }
         let fm = FileManager.default
-        guard let entry = entries(in: cache).first(where: { $0.folder.lastPathComponent == reference.folderName }) else {
-            throw FileError(url: cache.appendingPathComponent(reference.folderName), message: "\(repository) is not in the cache")
+        let folder = cache.appendingPathComponent(reference.folderName)
+        guard fm.fileExists(atPath: folder.path) else {
+            throw FileError(url: folder, message: "\(repository) is not in the cache")
         }
+        let entry = entry(folder)
         guard let revision else {
             try fm.removeItem(at: entry.folder)
             try AtomicFile.synchronizeFolder(cache)

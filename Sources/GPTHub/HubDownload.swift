@@ -174,10 +174,8 @@ package struct HubDownload {
         let blob = try Self.blobName(etag: tag, what: what)
         let sizeText = answer.headers.first(name: "X-Linked-Size") ?? (answer.isRedirect ? nil : answer.headers.first(name: "Content-Length"))
         let size = try sizeText.map { try Self.byteCount($0, what: what) }
-        var location = url
-        if answer.isRedirect, let target = answer.headers.first(name: "Location"), let next = URL(string: target, relativeTo: answer.url)?.absoluteURL {
-            location = next
-        }
+        // A large file's content is where the Hub's redirect sends; a small one's is at the address asked.
+        let location = try answer.redirectTarget() ?? url
         return FileMetadata(blob: blob, size: size, location: location)
     }
 

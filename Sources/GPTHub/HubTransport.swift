@@ -31,6 +31,16 @@ package struct HubTransport: Sendable {
         package let headers: HTTPHeaders
         package let url: URL
         package var isRedirect: Bool { [301, 302, 303, 307, 308].contains(status.code) }
+
+        /// Where a redirect sends (its `Location`, resolved against `url`), nil when this is no redirect. Only an
+        /// http(s) address with a host is followed, and never from https down to plain http.
+        package func redirectTarget() throws -> URL? {
+            guard isRedirect, let location = headers.first(name: "Location") else { return nil }
+            guard let next = URL(string: location, relativeTo: url)?.absoluteURL, let scheme = next.scheme?.lowercased(),
+                  scheme == "https" || (scheme == "http" && url.scheme?.lowercased() == "http"), next.host != nil
+            else { throw HubError(.invalidResponse, "\(url.absoluteString) redirects to '\(location.prefix(200))', which is not an address to follow") }
+            return next
+        }
     }
 
     /// Whether two addresses share scheme, host and port.
@@ -55,10 +65,7 @@ package struct HubTransport: Sendable {
             catch { throw HubError(.invalidResponse, "cannot request \(url.absoluteString): \(error)") }
             let (status, responseHeaders) = try send(request)
             let answer = Answer(status: status, headers: responseHeaders, url: url)
-            guard answer.isRedirect, let location = responseHeaders.first(name: "Location") else { return answer }
-            guard let next = URL(string: location, relativeTo: url)?.absoluteURL, let scheme = next.scheme?.lowercased(),
-                  scheme == "https" || (scheme == "http" && url.scheme?.lowercased() == "http"), next.host != nil
-            else { throw HubError(.invalidResponse, "\(url.absoluteString) redirects to '\(location.prefix(200))', which is not an address to follow") }
+            guard let next = try answer.redirectTarget() else { return answer }
             if !followsOtherHosts && !Self.sameOrigin(next, url) { return answer }
             url = next
         }

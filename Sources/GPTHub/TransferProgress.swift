@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// A download's progress on standard error: bytes, speed and time left, redrawn in place on a terminal (ten times a
 /// second at most), otherwise one line every ten seconds and one at the end.
@@ -43,7 +44,7 @@ final class TransferProgress: @unchecked Sendable {
     private func draw(_ now: Date) {
         let elapsed = max(now.timeIntervalSince(start), 1e-3)
         let rate = Double(done) / elapsed
-        let left = done >= total ? "done" : rate > 0 ? Self.duration(Double(total - done) / rate) + " left" : "time left unknown"
+        let left = done >= total ? "done" : rate > 0 ? durationText(Double(total - done) / rate) + " left" : "time left unknown"
         let text = String(format: "%@ %3.0f%% %@/%@ %@/s, %@", label, 100 * Double(done) / Double(total),
                           Self.bytes(done), Self.bytes(total), Self.bytes(Int(rate)), left)
         FileHandle.standardError.write(Data((isTerminal ? "\r" + text + "\u{1B}[K" : text + "\n").utf8))
@@ -52,10 +53,5 @@ final class TransferProgress: @unchecked Sendable {
     /// A byte count in MB or GB (decimal, as the Hub shows sizes).
     static func bytes(_ count: Int) -> String {
         count >= 1_000_000_000 ? String(format: "%.2f GB", Double(count) / 1e9) : String(format: "%.1f MB", Double(count) / 1e6)
-    }
-
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// A one-line progress display on standard error: a bar redrawn in place when it is a terminal, otherwise a plain
 /// line every `plainInterval` seconds at most, and one at the end (a log file gets a few lines, not a flood).
@@ -29,7 +30,7 @@ final class ProgressBar {
             let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
             let line = String(format: "\r%@ %@ %3.0f%% %d/%d %@ ETA %@\u{1B}[K", label, bar, fraction * 100, done, total,
-                              detail, Self.duration(eta))
+                              detail, durationText(eta))
             FileHandle.standardError.write(Data(line.utf8))
         } else {
             let now = Date()
@@ -43,10 +44,5 @@ final class ProgressBar {
     /// Ends the bar's line.
     func finish() {
         if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }
 }
