@@ -80,4 +80,9 @@ struct CheckpointWeights {
 
     /// Writes the named tensor into `target` as float32 (see `SafeTensors.read(_:into:)`).
     func read(_ name: String, into target: UnsafeMutablePointer<Float>) throws { try file(name).read(name, into: target) }
+
+    /// A reader of the named tensor's rows as float32 (see `SafeTensors.rowReader(_:)`).
+    func rowReader(_ name: String) throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void {
+        try file(name).rowReader(name)
+    }
 }

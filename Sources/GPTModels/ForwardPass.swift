@@ -95,6 +95,7 @@ final class TrainingPass: ForwardPass {
 
     init(model: GPTModel, tape: Tape, dropout probability: Float, random: SeededRandom, batch: Int, length: Int,
          lengths: [Int]?, real: [Int]?) {
+        precondition(!model.isDecodingOnly, "a model loaded for decoding only has its matrices in its decoding weights")
         parameters = model.parameters
         config = model.config
         self.tape = tape

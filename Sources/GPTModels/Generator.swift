@@ -80,10 +80,15 @@ package final class Generator: @unchecked Sendable {
 
     /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16- or 8-bit
     /// format rounds the model's matrices in place, see `DecodeWeights`).
-    package init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
+    package convenience init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
+        self.init(model: model, tokenizer: tokenizer, weights: DecodeWeights(model: model, format: format))
+    }
+
+    /// A generator for `model` with its decoding weights (see `ModelLoading.loadForDecoding`).
+    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights) {
         self.model = model
         self.tokenizer = tokenizer
-        weights = DecodeWeights(model: model, format: format)
+        self.weights = weights
     }
 
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.

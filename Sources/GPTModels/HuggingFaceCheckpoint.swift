@@ -16,27 +16,44 @@ public enum HuggingFaceCheckpoint {
     /// names), with the task head its file holds (the multiple-choice head, a PPO value head, or a
     /// sequence-classification `score` described by config.json). Every problem throws an error naming the file.
     public static func load(from directory: URL) throws -> GPTModel {
+        try load(from: directory, packingIn: nil).model
+    }
+
+    /// Loads the model in `directory` for decoding in `format`: the matrices decoding streams and the output layer
+    /// (the token embedding when tied) are read from the file straight into decoding weights, never into the
+    /// model's own memory, so that an open model holds its weights once, in the decoding format. The model is
+    /// `isDecodingOnly`: it runs in an `InferenceSession` given these weights.
+    package static func loadForDecoding(from directory: URL, format: WeightFormat) throws -> (GPTModel, DecodeWeights) {
+        let (model, weights) = try load(from: directory, packingIn: format)
+        return (model, weights!)
+    }
+
+    /// `load(from:)`, or with a format, `loadForDecoding(from:format:)`.
+    private static func load(from directory: URL, packingIn format: WeightFormat?) throws -> (model: GPTModel, weights: DecodeWeights?) {
         let configURL = directory.appendingPathComponent("config.json")
         let (config, modelType) = try readConfig(configURL)
         let file = try CheckpointWeights(directory: directory)
         let weightsURL = file.url
         let stored = try storedTensors(file, modelType: modelType, config: config)
-        var head: TaskHead?
+        var taskHead: TaskHead?
         if stored[TaskHead.choiceWeight] != nil {
-            head = .multipleChoice
+            taskHead = .multipleChoice
         } else if stored[TaskHead.valueWeight] != nil {
-            head = .value
+            taskHead = .value
         } else if let score = file.entries[TaskHead.scoreWeight] {
-            head = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0,
-                                                                 vocabularySize: config.vocabularySize))
+            taskHead = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0,
+                                                                     vocabularySize: config.vocabularySize))
         }
-        let model = try GPTModel(config: config, seed: 0, taskHead: head, initializeWeights: false)
+        let model = try GPTModel(config: config, seed: 0, taskHead: taskHead, initializeWeights: false)
         model.inputFormat = try readInputFormat(configURL)
         if let format = model.inputFormat, let id = [format.start, format.delimiter, format.extract].first(where: { !(0..<Int32(config.vocabularySize)).contains($0) }) {
             throw FileError(url: configURL, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
         }
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove(ParameterNames.positionEmbedding) }
+        let headName = ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)
+        let packed = format == nil ? [:] : Dictionary(uniqueKeysWithValues: GPTModel.decodingMatrices(layers: config.layerCount).map { ($0.weight, $0) })
+        var matrices: [LayerName: MatrixVector.PackedMatrix] = [:], outputLayer: MatrixVector.PackedMatrix?
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
             if ours == ParameterNames.outputLayer && config.tiedOutputEmbedding { continue }
             if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
@@ -48,20 +65,41 @@ public enum HuggingFaceCheckpoint {
             guard tensor.shape == target.shape else {
                 throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
             }
-            try tensor.fill(target.pointer)
             expected.remove(ours)
+            if let format, ours == headName {
+                outputLayer = try packedTranspose(tensor, n: config.vocabularySize, k: config.embeddingWidth, format: format)
+            } else if let format, let layer = packed[ours] {
+                let floats = Tensor(uninitializedShape: tensor.shape)
+                try tensor.fill(floats.pointer)
+                matrices[layer] = MatrixVector.PackedMatrix(floats.pointer, k: tensor.shape[0], n: tensor.shape[1], format: format)
+            } else {
+                try tensor.fill(target.pointer)
+            }
         }
         if let missing = expected.sorted().first {
             throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
         }
         model.parameters.valuesDidChange()
-        return model
+        guard let format, let outputLayer else { return (model, nil) }
+        model.isDecodingOnly = true
+        return (model, DecodeWeights(matrices: matrices, head: outputLayer, format: format))
+    }
+
+    /// A stored [n, k] tensor packed transposed, read a few rows at a time when it is stored as it is.
+    private static func packedTranspose(_ tensor: StoredTensor, n: Int, k: Int, format: WeightFormat) throws -> MatrixVector.PackedMatrix {
+        if let rowReader = tensor.rowReader {
+            return MatrixVector.PackedMatrix(transposedRows: try rowReader(), n: n, k: k, format: format)
+        }
+        let floats = Tensor(uninitializedShape: tensor.shape)
+        try tensor.fill(floats.pointer)
+        return MatrixVector.PackedMatrix(transposing: floats.pointer, n: n, k: k, format: format)
     }
 
     /// Writes `model` to `directory` (created if needed) as `config.json` + `model.safetensors` that Hugging Face
     /// transformers loads unchanged, the weights stored as `dtype` (F32, or BF16: half the size). Both files are
     /// written atomically.
     public static func save(_ model: GPTModel, to directory: URL, as dtype: SafeTensors.DType = .float32) throws {
+        precondition(!model.isDecodingOnly, "a model loaded for decoding only has its matrices in its decoding weights")
         let c = model.config
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let modelType = try checkpointType(c)
@@ -392,16 +430,20 @@ public enum HuggingFaceCheckpoint {
     struct StoredTensor {
         let shape: [Int]
         let fill: (UnsafeMutablePointer<Float>) throws -> Void
+        /// For a tensor stored as it is (no transpose, no fusion): a reader of some of its rows.
+        let rowReader: (() throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void)?
 
         /// The file's tensor `name` as it is stored.
         init(_ file: CheckpointWeights, _ name: String) {
             shape = file.entries[name]?.shape ?? []
             fill = { try file.read(name, into: $0) }
+            rowReader = { try file.rowReader(name) }
         }
 
         init(shape: [Int], fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
             self.shape = shape
             self.fill = fill
+            rowReader = nil
         }
 
         /// The `nn.Linear` matrix `name` (`[out, in]`, `theirs` its shape) transposed to SwiftGPT's `[in, out]`.

@@ -22,9 +22,6 @@ package final class InferenceSession {
     private let chunk: Int
     private let weights: DecodeWeights
 
-    /// Rows up to this count go through the matrix-vector kernels; more rows use the BLAS.
-    static let matrixVectorRows = 8
-
     /// A session with room for `sequences` sequences. `weights` (the model's matrices repacked for decoding) may be
     /// shared by many sessions; they are made from the model's current values when not given.
     package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
@@ -100,8 +97,37 @@ package final class InferenceSession {
         return logits
     }
 
-    /// One pass of the model over the entries' tokens.
+    /// The final hidden states (after the last layer normalisation) [tokens, width] after each of `tokens`, fed to
+    /// slot `sequence` after emptying it: what an embedding of the text pools.
+    package func finalHiddenStates(of tokens: [Int32], sequence: Int) throws -> Tensor {
+        reset(sequence: sequence)
+        let width = model.config.embeddingWidth
+        let states = Tensor(uninitializedShape: [tokens.count, width])
+        var start = 0
+        while start < tokens.count {
+            let piece = Array(tokens[start..<min(start + chunk, tokens.count)])
+            let part = try finalStates([(sequence, piece)], everyToken: true)
+            (states.pointer + start * width).update(from: part.pointer, count: piece.count * width)
+            start += chunk
+        }
+        return states
+    }
+
+    /// One pass of the model over the entries' tokens: the logits of `feed`.
     private func pass(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool) throws -> Tensor {
+        let c = model.config
+        let final = try finalStates(entries, everyToken: everyToken)
+        let bias = c.outputBias ? model.parameters[ParameterNames.outputBias].value : nil
+        let outputRows = final.count / c.embeddingWidth
+        let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
+        MatrixVector.multiply(final.pointer, rows: outputRows, weights.head, bias: bias.map { UnsafePointer($0.pointer) },
+                              into: logits.pointer)
+        return logits
+    }
+
+    /// One pass of the model's blocks over the entries' tokens, which join the cache: the final hidden states after
+    /// every token with `everyToken`, else after each entry's last.
+    private func finalStates(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool) throws -> Tensor {
         let c = model.config, width = c.embeddingWidth
         var rowSequence: [Int] = [], rowPosition: [Int] = [], ids: [Int32] = []
         for entry in entries {
@@ -118,8 +144,16 @@ package final class InferenceSession {
         }
         let tape = Tape(recording: false)
         let p = model.parameters
-        let embeddings = tape.embed(ids: ids, at: rowPosition, tokens: p[ParameterNames.tokenEmbedding],
+        let embeddings: Variable
+        if c.tiedOutputEmbedding {
+            // The token embedding is the output layer's matrix, packed: its rows are gathered from there.
+            let tokens = Tensor(uninitializedShape: [ids.count, width])
+            for (r, id) in ids.enumerated() { weights.head.column(Int(id), into: tokens.pointer + r * width) }
+            embeddings = tape.embed(ids: ids.indices.map { Int32($0) }, at: rowPosition, tokens: Variable(tokens),
                                     positions: model.positionTable)
+        } else {
+            embeddings = tape.embed(ids: ids, at: rowPosition, tokens: p[ParameterNames.tokenEmbedding], positions: model.positionTable)
+        }
         // Unless every row's logits are asked for, only each entry's last row needs them; the last block then
         // computes the keys and values of every row (for the cache) but the rest only for those rows.
         var lastRows: [Int] = [], row = -1
@@ -128,24 +162,12 @@ package final class InferenceSession {
                                 keptRows: everyToken || lastRows.count == ids.count ? nil : lastRows)
         let final = model.forward(embeddings, tape: tape, pass: pass, keepingBlockOutputs: false).final
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
-        let head = p[ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)].value
-        let bias = c.outputBias ? p[ParameterNames.outputBias].value : nil
-        let outputRows = final.value.count / width, vocabulary = c.vocabularySize
-        let logits = Tensor(uninitializedShape: [outputRows, vocabulary])
-        if outputRows <= Self.matrixVectorRows {
-            MatrixVector.multiply(final.value.pointer, rows: outputRows, weights.head, bias: bias.map { UnsafePointer($0.pointer) },
-                                  into: logits.pointer)
-        } else {
-            if let bias { for r in 0..<outputRows { (logits.pointer + r * vocabulary).update(from: bias.pointer, count: vocabulary) } }
-            BLAS.gemm(transposeB: true, m: outputRows, n: vocabulary, k: width, a: final.value.pointer, lda: width,
-                      b: head.pointer, ldb: width, beta: bias == nil ? 0 : 1, c: logits.pointer, ldc: vocabulary)
-        }
-        return logits
+        return final.value
     }
 }
 
-/// The forward pass of decoding: matrices through the decoding kernels (`MatrixVector` for a few rows, the BLAS
-/// for more), attention through the key/value cache, which every row's key and value join.
+/// The forward pass of decoding: matrices through the decoding kernels (`MatrixVector`: streamed for a few rows,
+/// widened into the BLAS for more), attention through the key/value cache, which every row's key and value join.
 private final class DecodingPass: ForwardPass {
     private let model: GPTModel
     private let weights: DecodeWeights
@@ -170,19 +192,11 @@ private final class DecodingPass: ForwardPass {
     }
 
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
-        let w = model.parameters[layer.weight].value
+        let w = weights.matrices[layer]!
         let b = model.parameters.contains(layer.bias) ? model.parameters[layer.bias].value : nil
-        let rows = x.value.count / w.shape[0], k = w.shape[0], n = w.shape[1]
-        let y = Tensor(uninitializedShape: [rows, n])
-        if rows <= InferenceSession.matrixVectorRows {
-            MatrixVector.multiply(x.value.pointer, rows: rows, weights.matrices[layer]!, bias: b.map { UnsafePointer($0.pointer) },
-                                  into: y.pointer)
-        } else {
-            for r in 0..<rows {
-                if let b { (y.pointer + r * n).update(from: b.pointer, count: n) } else { (y.pointer + r * n).update(repeating: 0, count: n) }
-            }
-            BLAS.gemm(m: rows, n: n, k: k, a: x.value.pointer, lda: k, b: w.pointer, ldb: n, beta: 1, c: y.pointer, ldc: n)
-        }
+        let rows = x.value.count / w.k
+        let y = Tensor(uninitializedShape: [rows, w.n])
+        MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
         return Variable(y)
     }
 
@@ -235,6 +249,7 @@ package final class DecodeWeights: @unchecked Sendable {
     /// embedding) are first rounded in place to the values the format holds, so that prompt passes, which multiply
     /// the fp32 matrices, and decoding, which streams the packed ones, compute with the same weights.
     package init(model: GPTModel, format: WeightFormat = .float32) {
+        precondition(!model.isDecodingOnly, "a model loaded for decoding only has its decoding weights already")
         self.format = format
         let c = model.config
         let headName = ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)
@@ -247,6 +262,13 @@ package final class DecodeWeights: @unchecked Sendable {
         self.matrices = matrices
         let head = model.parameters[headName].value
         self.head = MatrixVector.PackedMatrix(transposing: head.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+    }
+
+    /// Weights already packed in `format`: every layer's matrices (`GPTModel.decodingMatrices`) and the output layer.
+    init(matrices: [LayerName: MatrixVector.PackedMatrix], head: MatrixVector.PackedMatrix, format: WeightFormat) {
+        self.matrices = matrices
+        self.head = head
+        self.format = format
     }
 }
 

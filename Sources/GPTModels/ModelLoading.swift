@@ -9,11 +9,31 @@ import Tokenizers
 /// Hugging Face's cache unless it is there already.
 package enum ModelLoading {
     package static func load(_ path: String, tokenizer tokenizerOverride: String? = nil) throws -> (GPTModel, any Tokenizer) {
+        let directory = try modelFolder(path)
+        let model = try HuggingFaceCheckpoint.load(from: directory)
+        return (model, try tokenizer(of: model, in: directory, override: tokenizerOverride))
+    }
+
+    /// `load`, for decoding in `format` only (see `HuggingFaceCheckpoint.loadForDecoding`): the model holds its
+    /// weights once, in that format.
+    package static func loadForDecoding(_ path: String, tokenizer tokenizerOverride: String? = nil,
+                                        format: WeightFormat) throws -> (GPTModel, any Tokenizer, DecodeWeights) {
+        let directory = try modelFolder(path)
+        let (model, weights) = try HuggingFaceCheckpoint.loadForDecoding(from: directory, format: format)
+        return (model, try tokenizer(of: model, in: directory, override: tokenizerOverride), weights)
+    }
+
+    /// The model folder `path` names, which must hold a config.json.
+    private static func modelFolder(_ path: String) throws -> URL {
         let directory = try resolve(path)
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
             throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
         }
-        let model = try HuggingFaceCheckpoint.load(from: directory)
+        return directory
+    }
+
+    /// The tokenizer `override` names, else the one the model's folder carries, else GPT-2's for a vocabulary of its size.
+    private static func tokenizer(of model: GPTModel, in directory: URL, override tokenizerOverride: String?) throws -> any Tokenizer {
         let tokenizer: any Tokenizer
         if let tokenizerOverride {
             tokenizer = try TokenizerLoading.load(tokenizerOverride)
@@ -27,7 +47,7 @@ package enum ModelLoading {
         guard tokenizer.vocabularySize <= model.config.vocabularySize else {
             throw FileError(url: directory, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
         }
-        return (model, tokenizer)
+        return tokenizer
     }
 
     /// The model folder `path` names: a folder (see `modelDirectory`), else, for a Hub name that is no folder here,

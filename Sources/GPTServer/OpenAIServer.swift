@@ -53,7 +53,16 @@ public final class OpenAIServer: Sendable {
 
     /// A server of `model` with `tokenizer` and `chatTemplate` (for chat completions), set up as `configuration`
     /// says; nothing listens until ``run(onListening:)``.
-    public init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration) throws {
+    public convenience init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration) throws {
+        try self.init(model: model, tokenizer: tokenizer, chatTemplate: chatTemplate, configuration: configuration,
+                      weights: DecodeWeights(model: model, format: configuration.precision))
+    }
+
+    /// A server of `model` with its decoding weights, whose format must be `configuration.precision` (see
+    /// `ModelLoading.loadForDecoding`).
+    package init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration,
+                 weights: DecodeWeights) throws {
+        precondition(weights.format == configuration.precision, "decoding weights in \(weights.format), configured \(configuration.precision)")
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
               configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {
             throw GenerationError("max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes not negative")
@@ -65,7 +74,7 @@ public final class OpenAIServer: Sendable {
         served = ServedModel(name: configuration.servedModelName, tokenizer: tokenizer, contextLength: model.config.contextLength,
                              vocabularySize: model.config.vocabularySize, chatTemplate: chatTemplate, maxChoices: configuration.maxBatch)
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
-                                   weights: DecodeWeights(model: model, format: configuration.precision),
+                                   weights: weights,
                                    prefillBudget: configuration.prefillBudget)
         // The cache for every slot at full context is resident from the start: memory does not creep up under load.
         decoder.reserveCacheMemory()

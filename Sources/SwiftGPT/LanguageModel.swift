@@ -26,30 +26,34 @@ public final class LanguageModel: @unchecked Sendable {
     /// How conversations are rendered for the model (its `chat_template.json`, else HH-RLHF's form).
     public let chatTemplate: ChatTemplate
     private let model: GPTModel
+    /// The model's matrices in the decoding precision: its only copy of them, shared by generation, scoring and embedding.
+    private let weights: DecodeWeights
     private let engine: GenerationEngine
     /// Scoring and embedding run one at a time, on the caller's thread.
     private let lock = NSLock()
     private var scorer: LoglikelihoodScorer?
+    private var embeddingSession: InferenceSession?
 
     /// Loads a model folder: a SwiftGPT checkpoint, a training output folder (its `best/` or `last/`), or a Hugging
     /// Face GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode folder, with the tokenizer it carries (GPT-2's
     /// when it has none and its vocabulary is GPT-2's).
     /// - Parameters:
     ///   - directory: the model folder.
-    ///   - precision: the weights decoding reads: `.float32`, `.bfloat16`, or `.int8` (per output channel).
+    ///   - precision: the weights generation, scoring and embedding compute with: `.float32`, `.bfloat16`, or `.int8`
+    ///     (per output channel). The model holds its matrices once, in this precision.
     ///   - concurrentSequences: completions decoded together at most; more wait their turn.
     ///   - maxWaiting: generations waiting for a slot at most; one more fails with `GenerationEngineError.queueFull`.
     public init(directory: URL, precision: WeightFormat = .float32, concurrentSequences: Int = 8, maxWaiting: Int = 256) throws {
         guard concurrentSequences > 0, maxWaiting > 0 else {
             throw GenerationError("concurrentSequences and maxWaiting must be positive, got \(concurrentSequences) and \(maxWaiting)")
         }
-        let (model, tokenizer) = try ModelLoading.load(directory.path)
+        let (model, tokenizer, weights) = try ModelLoading.loadForDecoding(directory.path, format: precision)
         self.model = model
         self.tokenizer = tokenizer
+        self.weights = weights
         configuration = model.config
         chatTemplate = try ChatTemplate.load(model: directory.path)
-        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: concurrentSequences,
-                                   weights: DecodeWeights(model: model, format: precision))
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: concurrentSequences, weights: weights)
         engine = GenerationEngine(decoder: decoder, maxQueue: maxWaiting, timeout: nil)
         engine.start()
     }
@@ -113,7 +117,7 @@ public final class LanguageModel: @unchecked Sendable {
     public func logLikelihood(of continuation: String, after context: String) throws -> ContinuationScore {
         let request = ScoringRequest(context: try tokenizer.encode(context), continuations: [try tokenizer.encode(continuation)])
         return try lock.withLock {
-            let scorer = self.scorer ?? LoglikelihoodScorer(model: model, slots: 1)
+            let scorer = self.scorer ?? LoglikelihoodScorer(model: model, slots: 1, weights: weights)
             self.scorer = scorer
             return try scorer.score([request])[0][0]
         }
@@ -136,8 +140,10 @@ public final class LanguageModel: @unchecked Sendable {
             throw GenerationError("the text has \(ids.count) tokens, more than the model's context of \(configuration.contextLength)")
         }
         let width = configuration.embeddingWidth
-        return lock.withLock {
-            let states = model.hidden(ids: ids, batch: 1, tape: Tape(recording: false)).final.value.scalars
+        return try lock.withLock {
+            let session = embeddingSession ?? InferenceSession(model: model, sequences: 1, weights: weights)
+            embeddingSession = session
+            let states = try session.finalHiddenStates(of: ids, sequence: 0).scalars
             switch pooling {
             case .lastToken:
                 return Array(states[((ids.count - 1) * width)...])

@@ -124,19 +124,32 @@ public struct SafeTensors {
     /// lets the file's pages it read go from this process's memory (they stay in the system's file cache): a model
     /// read tensor by tensor into its own memory never holds the file as a second copy.
     package func read(_ name: String, into target: UnsafeMutablePointer<Float>) throws {
+        let reader = try rowReader(name)
+        reader(0..<(entries[name]!.shape.first ?? 1), target)
+    }
+
+    /// A reader of the named tensor's rows (along its first dimension), each as `read(_:into:)` reads the whole:
+    /// `reader(rows, target)` writes those rows' elements into `target` as float32 and lets their pages go. It may
+    /// be called from several threads at once; rows must lie within the tensor.
+    package func rowReader(_ name: String) throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
-        let n = e.shape.reduce(1, *)
-        let src = file.bytes.baseAddress! + dataStart + e.byteRange.lowerBound
-        switch e.dtype {
-        case .float32: memcpy(target, src, n * 4)
-        case .float64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
-        case .bfloat16:
-            for i in 0..<n { target[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
-        case .float16: for i in 0..<n { target[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
-        case .int64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
-        case .int32: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+        let rowElements = e.shape.dropFirst().reduce(1, *), rowCount = e.shape.first ?? 1, size = e.dtype.size
+        let dtype = e.dtype, file = file, start = dataStart + e.byteRange.lowerBound
+        return { rows, target in
+            precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows \(rows) outside the tensor's \(rowCount)")
+            let n = rows.count * rowElements, first = start + rows.lowerBound * rowElements * size
+            let src = file.bytes.baseAddress! + first
+            switch dtype {
+            case .float32: memcpy(target, src, n * 4)
+            case .float64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            case .bfloat16:
+                for i in 0..<n { target[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+            case .float16: for i in 0..<n { target[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            case .int64: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+            case .int32: for i in 0..<n { target[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+            }
+            file.release(first..<(first + n * size))
         }
-        file.release(dataStart + e.byteRange.lowerBound..<dataStart + e.byteRange.upperBound)
     }
 
     /// The named integer tensor (I64 or I32), flattened.

@@ -31,7 +31,7 @@ struct ChatCommand: ParsableCommand {
     @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
 
     func run() throws {
-        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
         let template = try ChatTemplate.load(model: model)
         var options = SamplingOptions()
         options.maxNewTokens = maxTokens
@@ -43,7 +43,6 @@ struct ChatCommand: ParsableCommand {
         do { try options.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
         let context = gpt.config.contextLength
         guard maxTokens < context else { throw ValidationError("--max-tokens must leave room for a message in the context of \(context)") }
-        let weights = DecodeWeights(model: gpt, format: precision)
         let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
         var history = opening
         let interactive = isatty(STDIN_FILENO) != 0

@@ -99,7 +99,7 @@ struct GenerateCommand: ParsableCommand {
             texts = [try Self.standardInputPrompt()]
         }
         guard !texts.isEmpty else { throw ValidationError("the file \(file ?? "") holds no prompts") }
-        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
         let prompts: [[Int32]]
         if chat {
             let template = try ChatTemplate.load(model: model)
@@ -113,7 +113,7 @@ struct GenerateCommand: ParsableCommand {
         }
         let streaming = !json && texts.count == 1 && n == 1
         let start = Date()
-        let completions = try Generator(model: gpt, tokenizer: tok, format: precision).generate(prompts: prompts, options: options) { event in
+        let completions = try Generator(model: gpt, tokenizer: tok, weights: weights).generate(prompts: prompts, options: options) { event in
             if streaming, case .text(_, _, let delta) = event {
                 FileHandle.standardOutput.write(Data(delta.utf8))
             }

@@ -42,7 +42,7 @@ struct ServeCommand: ParsableCommand {
         // the heap's holes.
         TensorMemory.limitAllocatorArenas(2)
         TensorMemory.fixMappingThreshold(256 << 10)
-        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
         let template = try ChatTemplate.load(model: model)
         var configuration = ServerConfiguration()
         configuration.host = host
@@ -61,7 +61,7 @@ struct ServeCommand: ParsableCommand {
         configuration.precision = precision
         let server: OpenAIServer
         do {
-            server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration)
+            server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights)
         } catch let error as GenerationError {
             throw ValidationError(error.message)
         }
