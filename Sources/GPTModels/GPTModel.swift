@@ -19,9 +19,9 @@ public final class GPTModel {
     let sinusoidalPositions: Variable?
     /// Rotary embedding's cosines and sines for every position of the context, when positions are rotary.
     let rotaryTable: RotaryTable?
-    /// Whether the matrices decoding streams (and a tied token embedding) were read straight into decoding weights
-    /// and never into `parameters` (see `HuggingFaceCheckpoint.loadForDecoding`): such a model runs only in an
-    /// `InferenceSession` given those weights, and cannot be trained, saved or packed again.
+    /// Whether the matrices decoding streams, the output layer and the token embedding were read straight into
+    /// decoding weights and never into `parameters` (see `HuggingFaceCheckpoint.loadForDecoding`): such a model runs
+    /// only in an `InferenceSession` given those weights, and cannot be trained, saved or packed again.
     package internal(set) var isDecodingOnly = false
 
     /// A model with every parameter allocated, initialised as GPT-2: weights N(0, 0.02), residual output

@@ -19,10 +19,10 @@ public enum HuggingFaceCheckpoint {
         try load(from: directory, packingIn: nil).model
     }
 
-    /// Loads the model in `directory` for decoding in `format`: the matrices decoding streams and the output layer
-    /// (the token embedding when tied) are read from the file straight into decoding weights, never into the
-    /// model's own memory, so that an open model holds its weights once, in the decoding format. The model is
-    /// `isDecodingOnly`: it runs in an `InferenceSession` given these weights.
+    /// Loads the model in `directory` for decoding in `format`: the matrices decoding streams, the output layer and
+    /// the token embedding are read from the file straight into decoding weights, never into the model's own
+    /// memory, so that an open model holds its weights once, in the decoding format. The model is `isDecodingOnly`:
+    /// it runs in an `InferenceSession` given these weights.
     package static func loadForDecoding(from directory: URL, format: WeightFormat) throws -> (GPTModel, DecodeWeights) {
         let (model, weights) = try load(from: directory, packingIn: format)
         return (model, weights!)
@@ -53,7 +53,7 @@ public enum HuggingFaceCheckpoint {
         if config.positions == .sinusoidal { expected.remove(ParameterNames.positionEmbedding) }
         let headName = ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)
         let packed = format == nil ? [:] : Dictionary(uniqueKeysWithValues: GPTModel.decodingMatrices(layers: config.layerCount).map { ($0.weight, $0) })
-        var matrices: [LayerName: MatrixVector.PackedMatrix] = [:], outputLayer: MatrixVector.PackedMatrix?
+        var matrices: [LayerName: MatrixVector.PackedMatrix] = [:], tables: [String: MatrixVector.PackedMatrix] = [:]
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
             if ours == ParameterNames.outputLayer && config.tiedOutputEmbedding { continue }
             if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
@@ -66,8 +66,8 @@ public enum HuggingFaceCheckpoint {
                 throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
             }
             expected.remove(ours)
-            if let format, ours == headName {
-                outputLayer = try packedTranspose(tensor, n: config.vocabularySize, k: config.embeddingWidth, format: format)
+            if let format, ours == ParameterNames.outputLayer || ours == ParameterNames.tokenEmbedding {
+                tables[ours] = try packedTranspose(tensor, n: config.vocabularySize, k: config.embeddingWidth, format: format)
             } else if let format, let layer = packed[ours] {
                 let floats = Tensor(uninitializedShape: tensor.shape)
                 try tensor.fill(floats.pointer)
@@ -80,9 +80,9 @@ public enum HuggingFaceCheckpoint {
             throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
         }
         model.parameters.valuesDidChange()
-        guard let format, let outputLayer else { return (model, nil) }
+        guard let format, let head = tables[headName], let tokenEmbedding = tables[ParameterNames.tokenEmbedding] else { return (model, nil) }
         model.isDecodingOnly = true
-        return (model, DecodeWeights(matrices: matrices, head: outputLayer, format: format))
+        return (model, DecodeWeights(matrices: matrices, head: head, tokenEmbedding: tokenEmbedding, format: format))
     }
 
     /// A stored [n, k] tensor packed transposed, read a few rows at a time when it is stored as it is.

@@ -144,16 +144,11 @@ package final class InferenceSession {
         }
         let tape = Tape(recording: false)
         let p = model.parameters
-        let embeddings: Variable
-        if c.tiedOutputEmbedding {
-            // The token embedding is the output layer's matrix, packed: its rows are gathered from there.
-            let tokens = Tensor(uninitializedShape: [ids.count, width])
-            for (r, id) in ids.enumerated() { weights.head.column(Int(id), into: tokens.pointer + r * width) }
-            embeddings = tape.embed(ids: ids.indices.map { Int32($0) }, at: rowPosition, tokens: Variable(tokens),
+        // The token embedding is packed with the decoding weights: each row's token is gathered from there.
+        let tokens = Tensor(uninitializedShape: [ids.count, width])
+        for (r, id) in ids.enumerated() { weights.tokenEmbedding.column(Int(id), into: tokens.pointer + r * width) }
+        let embeddings = tape.embed(ids: ids.indices.map { Int32($0) }, at: rowPosition, tokens: Variable(tokens),
                                     positions: model.positionTable)
-        } else {
-            embeddings = tape.embed(ids: ids, at: rowPosition, tokens: p[ParameterNames.tokenEmbedding], positions: model.positionTable)
-        }
         // Unless every row's logits are asked for, only each entry's last row needs them; the last block then
         // computes the keys and values of every row (for the cache) but the rest only for those rows.
         var lastRows: [Int] = [], row = -1
@@ -235,24 +230,26 @@ private final class DecodingPass: ForwardPass {
     }
 }
 
-/// The model's Conv1D matrices and output layer repacked for the decoding kernel (`MatrixVector.PackedMatrix`), in a
-/// weight format. They copy the weights: make new ones after the model is trained further.
+/// The model's Conv1D matrices, output layer and token embedding repacked for the decoding kernel
+/// (`MatrixVector.PackedMatrix`), in a weight format. They copy the weights: make new ones after the model is trained
+/// further.
 package final class DecodeWeights: @unchecked Sendable {
     let matrices: [LayerName: MatrixVector.PackedMatrix]
     /// The output layer (the token embedding when tied), transposed.
     let head: MatrixVector.PackedMatrix
+    /// The token embedding, transposed: each token's row is a column (the output layer itself when tied).
+    let tokenEmbedding: MatrixVector.PackedMatrix
     package let format: WeightFormat
     /// Bytes of the packed matrices: what one decoding step reads.
     package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
-    /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and a tied
-    /// embedding) are first rounded in place to the values the format holds, so that prompt passes, which multiply
-    /// the fp32 matrices, and decoding, which streams the packed ones, compute with the same weights.
+    /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and its token
+    /// embedding) are first rounded in place to the values the format holds, so that a model given these weights
+    /// computes what decoding computes.
     package init(model: GPTModel, format: WeightFormat = .float32) {
         precondition(!model.isDecodingOnly, "a model loaded for decoding only has its decoding weights already")
         self.format = format
         let c = model.config
-        let headName = ParameterNames.outputLayer(tied: c.tiedOutputEmbedding)
         if format != .float32 { model.roundDecodingWeights(to: format) }
         var matrices: [LayerName: MatrixVector.PackedMatrix] = [:]
         for layer in GPTModel.decodingMatrices(layers: c.layerCount) {
@@ -260,14 +257,20 @@ package final class DecodeWeights: @unchecked Sendable {
             matrices[layer] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
         }
         self.matrices = matrices
-        let head = model.parameters[headName].value
-        self.head = MatrixVector.PackedMatrix(transposing: head.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+        func packed(_ name: String) -> MatrixVector.PackedMatrix {
+            MatrixVector.PackedMatrix(transposing: model.parameters[name].value.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+        }
+        head = packed(ParameterNames.outputLayer(tied: c.tiedOutputEmbedding))
+        tokenEmbedding = c.tiedOutputEmbedding ? head : packed(ParameterNames.tokenEmbedding)
     }
 
-    /// Weights already packed in `format`: every layer's matrices (`GPTModel.decodingMatrices`) and the output layer.
-    init(matrices: [LayerName: MatrixVector.PackedMatrix], head: MatrixVector.PackedMatrix, format: WeightFormat) {
+    /// Weights already packed in `format`: every layer's matrices (`GPTModel.decodingMatrices`), the output layer,
+    /// and the token embedding (the output layer when tied).
+    init(matrices: [LayerName: MatrixVector.PackedMatrix], head: MatrixVector.PackedMatrix,
+         tokenEmbedding: MatrixVector.PackedMatrix, format: WeightFormat) {
         self.matrices = matrices
         self.head = head
+        self.tokenEmbedding = tokenEmbedding
         self.format = format
     }
 }
@@ -278,8 +281,8 @@ extension GPTModel {
         (0..<layers).flatMap { ParameterNames.Block($0).matrices }
     }
 
-    /// Rounds the matrices decoding streams — every layer's four Conv1D weights and the output layer (the token
-    /// embedding when tied) — to the values `format` holds (per output channel for int8), in place. A model so
+    /// Rounds the weights decoding packs — every layer's four Conv1D matrices, the output layer and the token
+    /// embedding — to the values `format` holds (per output channel, and per token, for int8), in place. A model so
     /// rounded computes, in fp32, what 16- or 8-bit decoding computes: `gpt loss --precision` measures it this way.
     package func roundDecodingWeights(to format: WeightFormat) {
         guard format != .float32 else { return }
@@ -287,8 +290,10 @@ extension GPTModel {
             let w = parameters[layer.weight].value
             format.round(w.pointer, inputs: w.shape[0], outputs: w.shape[1], oneRowPerOutput: false)
         }
-        let head = parameters[ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)].value
-        format.round(head.pointer, inputs: config.embeddingWidth, outputs: config.vocabularySize, oneRowPerOutput: true)
+        let tables = config.tiedOutputEmbedding ? [ParameterNames.tokenEmbedding] : [ParameterNames.outputLayer, ParameterNames.tokenEmbedding]
+        for name in tables {
+            format.round(parameters[name].value.pointer, inputs: config.embeddingWidth, outputs: config.vocabularySize, oneRowPerOutput: true)
+        }
         parameters.valuesDidChange()
     }
 }
