@@ -9,8 +9,8 @@
 # Each figure comes from its own `gpt generate` process: with --max-tokens 1, the process's wall time less the
 # generation's own time is the time to open the model (loading, packing, tokenizer), the generation's time is the
 # time to the first token, and /usr/bin/time's maximum resident size is the peak; with --max-tokens 65, the 64
-# tokens after the first over the time they took is the decoding speed. Needs python3 with torch and transformers
-# (only to make the folders), about 16 GB of disk and 8 GB of memory.
+# tokens after the first over the time they took is the decoding speed. Sizes in MB (10^6 bytes). Needs python3
+# with torch and transformers (only to make the folders), about 16 GB of disk and 8 GB of memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FOLDER=${1:-.build/bench-open}
@@ -34,16 +34,16 @@ for name, config in shapes.items():
     out = os.path.join(folder, name)
     if os.path.exists(os.path.join(out, "config.json")):
         continue
-    model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(out + ".partial", safe_serialization=True)
     for file in ("vocab.json", "merges.txt"):
-        shutil.copy(os.path.join("data/gpt2", file), os.path.join(out + ".partial", file))
+        shutil.copy(os.path.join("Sources/Tokenizers/Resources/gpt2", file), os.path.join(out + ".partial", file))
     os.rename(out + ".partial", out)
     print(f"made {out}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters", flush=True)
 EOF
 
 prompt="The history of the region begins with the first settlements along the river, where farmers grew"
-printf "%-18s %-5s %10s %9s %10s %12s %10s %11s\n" model prec weights_MB open_s ttft_s peak_RSS_MB RSS/weights tokens/s
+printf "%-18s %-5s %10s %9s %10s %12s %11s %10s\n" model prec weights_MB open_s ttft_s peak_RSS_MB RSS/weights tokens/s
 for model in gpt2-124m pythia-1.4b-shape gpt2-xl-shape; do
     for precision in fp32 bf16 int8; do
         log=$(mktemp)
@@ -75,8 +75,9 @@ EOF
 )
         awk -v m="$model" -v p="$precision" -v w="$weights_mb" -v wall="$wall" -v first="$first" -v kb="$peak_kb" \
             -v n="$count" -v s="$seconds" 'BEGIN {
-                printf "%-18s %-5s %10s %9.2f %10.2f %12.0f %11.2f %10.1f\n", m, p, w, wall - first, first, kb / 1024,
-                    kb / 1024 / w, (n - 1) / (s - first)
+                mb = kb * 1024 / 1e6
+                printf "%-18s %-5s %10s %9.2f %10.2f %12.0f %11.2f %10.1f\n", m, p, w, wall - first, first, mb, mb / w,
+                    (n - 1) / (s - first)
             }'
     done
 done

@@ -69,12 +69,11 @@ public enum HuggingFaceCheckpoint {
             if let format, ours == ParameterNames.outputLayer || ours == ParameterNames.tokenEmbedding {
                 tables[ours] = try packedTranspose(tensor, n: config.vocabularySize, k: config.embeddingWidth, format: format)
             } else if let format, let layer = packed[ours] {
-                let floats = Tensor(uninitializedShape: tensor.shape)
-                try tensor.fill(floats.pointer)
-                matrices[layer] = MatrixVector.PackedMatrix(floats.pointer, k: tensor.shape[0], n: tensor.shape[1], format: format)
+                matrices[layer] = try packedMatrix(tensor, format: format)
             } else {
                 try tensor.fill(target.pointer)
             }
+            file.releaseMappedPages()
         }
         if let missing = expected.sorted().first {
             throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
@@ -83,6 +82,17 @@ public enum HuggingFaceCheckpoint {
         guard let format, let head = tables[headName], let tokenEmbedding = tables[ParameterNames.tokenEmbedding] else { return (model, nil) }
         model.isDecodingOnly = true
         return (model, DecodeWeights(matrices: matrices, head: head, tokenEmbedding: tokenEmbedding, format: format))
+    }
+
+    /// A stored [k, n] matrix packed, read a few columns at a time when the file holds it transposed.
+    private static func packedMatrix(_ tensor: StoredTensor, format: WeightFormat) throws -> MatrixVector.PackedMatrix {
+        let k = tensor.shape[0], n = tensor.shape[1]
+        if let columnReader = tensor.columnReader {
+            return MatrixVector.PackedMatrix(transposedRows: try columnReader(), n: n, k: k, format: format)
+        }
+        let floats = Tensor(uninitializedShape: tensor.shape)
+        try tensor.fill(floats.pointer)
+        return MatrixVector.PackedMatrix(floats.pointer, k: k, n: n, format: format)
     }
 
     /// A stored [n, k] tensor packed transposed, read a few rows at a time when it is stored as it is.
@@ -428,27 +438,38 @@ public enum HuggingFaceCheckpoint {
     /// A checkpoint tensor under SwiftGPT's layout: its shape, and how to write its values into a parameter's
     /// memory (read from the file then, one tensor at a time, so that loading never holds two copies of a model).
     struct StoredTensor {
+        /// A reader of some rows of a matrix, as `SafeTensors.rowReader(_:)` gives: `reader(rows, target)`.
+        typealias RowReader = @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void
+
         let shape: [Int]
         let fill: (UnsafeMutablePointer<Float>) throws -> Void
-        /// For a tensor stored as it is (no transpose, no fusion): a reader of some of its rows.
-        let rowReader: (() throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void)?
+        /// For a tensor the file stores as SwiftGPT does: a reader of some of its rows (an embedding's tokens).
+        let rowReader: (() throws -> RowReader)?
+        /// For a matrix the file stores transposed (`nn.Linear`'s [out, in]): a reader of some of SwiftGPT's columns
+        /// (its outputs), each as a row of `shape[0]` weights, which decoding packs without a transpose.
+        let columnReader: (() throws -> RowReader)?
 
         /// The file's tensor `name` as it is stored.
         init(_ file: CheckpointWeights, _ name: String) {
             shape = file.entries[name]?.shape ?? []
             fill = { try file.read(name, into: $0) }
             rowReader = { try file.rowReader(name) }
+            columnReader = nil
         }
 
-        init(shape: [Int], fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
+        init(shape: [Int], columnReader: (() throws -> RowReader)? = nil, fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
             self.shape = shape
             self.fill = fill
             rowReader = nil
+            self.columnReader = columnReader
         }
 
         /// The `nn.Linear` matrix `name` (`[out, in]`, `theirs` its shape) transposed to SwiftGPT's `[in, out]`.
         static func transposing(_ file: CheckpointWeights, _ name: String, _ theirs: [Int]) -> StoredTensor {
-            StoredTensor(shape: [theirs[1], theirs[0]]) { try file.checkedTensor(name, shape: theirs).transpose2D(into: $0) }
+            StoredTensor(shape: [theirs[1], theirs[0]], columnReader: {
+                try file.checkShape(name, theirs)
+                return try file.rowReader(name)
+            }) { try file.checkedTensor(name, shape: theirs).transpose2D(into: $0) }
         }
     }
 

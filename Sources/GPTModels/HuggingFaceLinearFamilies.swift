@@ -227,8 +227,20 @@ extension HuggingFaceCheckpoint {
                 let names = queryKeyValueNames(theirs, family: family)
                 for name in names { try require(name) }
                 let columns = shape.last!, inputs = shape.count == 2 ? shape[0] : 1
-                result[ours] = StoredTensor(shape: shape) { tensor in
-                    let parts = try names.map { try file.checkedTensor($0, shape: shape.count == 2 ? [columns / names.count, inputs] : [columns / names.count]) }
+                let partShape = shape.count == 2 ? [columns / names.count, inputs] : [columns / names.count]
+                // Each of SwiftGPT's columns is a row of one of the file's matrices.
+                let columnReader: () throws -> StoredTensor.RowReader = {
+                    for name in names { try file.checkShape(name, partShape) }
+                    let readers = try names.map { try file.rowReader($0) }
+                    return { outputs, target in
+                        for (index, column) in outputs.enumerated() {
+                            let (part, row) = queryKeyValueSource(column, family: family, config: c)
+                            readers[part](row..<(row + 1), target + index * inputs)
+                        }
+                    }
+                }
+                result[ours] = StoredTensor(shape: shape, columnReader: shape.count == 2 ? columnReader : nil) { tensor in
+                    let parts = try names.map { try file.checkedTensor($0, shape: partShape) }
                     for column in 0..<columns {
                         let (part, row) = queryKeyValueSource(column, family: family, config: c)
                         for i in 0..<inputs { tensor[i * columns + column] = parts[part].pointer[row * inputs + i] }

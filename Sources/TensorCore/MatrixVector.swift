@@ -71,17 +71,48 @@ package enum MatrixVector {
                         let target = (storage + b * k * 32 * 2).assumingMemoryBound(to: BFloat16.self)
                         for i in 0..<(k * 32) { target[i] = BFloat16(floats[i]) }
                     case .int8:
-                        let target = (storage + b * k * 32).assumingMemoryBound(to: Int8.self)
-                        for j in 0..<32 {
-                            var largest: Float = 0
-                            for i in 0..<k { largest = max(largest, abs(floats[i * 32 + j])) }
-                            let scale = WeightFormat.int8Scale(largest: largest)
-                            scales![b * 32 + j] = scale
-                            for i in 0..<k { target[i * 32 + j] = WeightFormat.int8(floats[i * 32 + j], scale: scale) }
+                        // Each column's scale from its largest magnitude, then every weight quantized, row by row,
+                        // sixteen columns at a time: the values of `WeightFormat.int8Scale` and `WeightFormat.int8`.
+                        let target = UnsafeMutableRawPointer(storage + b * k * 32)
+                        var largest = (Float16x(), Float16x())
+                        for i in 0..<k {
+                            let low = Self.magnitude(load(floats + i * 32)), high = Self.magnitude(load(floats + i * 32 + 16))
+                            largest.0 = largest.0.replacing(with: low, where: low .> largest.0)
+                            largest.1 = largest.1.replacing(with: high, where: high .> largest.1)
+                        }
+                        let one = Float16x(repeating: 1)
+                        let scale = (one.replacing(with: largest.0 / 127, where: largest.0 .> 0),
+                                     one.replacing(with: largest.1 / 127, where: largest.1 .> 0))
+                        store(scale.0, scales! + b * 32)
+                        store(scale.1, scales! + b * 32 + 16)
+                        for i in 0..<k {
+                            target.storeBytes(of: Self.int8(load(floats + i * 32) / scale.0), toByteOffset: i * 32, as: SIMD16<Int8>.self)
+                            target.storeBytes(of: Self.int8(load(floats + i * 32 + 16) / scale.1), toByteOffset: i * 32 + 16, as: SIMD16<Int8>.self)
                         }
                     }
                 }
             }
+        }
+
+        /// |v|, lane by lane.
+        @inline(__always)
+        private static func magnitude(_ v: Float16x) -> Float16x {
+            unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
+        }
+
+        /// `WeightFormat.int8` of sixteen quotients: clamped to −127…127, rounded to the nearest integer, ties away
+        /// from zero. Adding and subtracting 1.5 · 2²³ rounds to the nearest (ties to even) exactly at these
+        /// magnitudes; a tie is then moved away from zero; the integer is read from the low bits of its sum with
+        /// 1.5 · 2²³.
+        @inline(__always)
+        private static func int8(_ quotient: Float16x) -> SIMD16<Int8> {
+            let bound = Float16x(repeating: 127), magic = Float16x(repeating: 12_582_912)
+            var x = quotient.replacing(with: bound, where: quotient .> bound)
+            x = x.replacing(with: -bound, where: x .< -bound)
+            let even = (x + magic) - magic, difference = x - even
+            let half = unsafeBitCast((unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000) | 0x3F00_0000, to: Float16x.self)
+            let rounded = even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5))
+            return SIMD16<Int8>(truncatingIfNeeded: unsafeBitCast(rounded + magic, to: SIMD16<Int32>.self) &- 0x4B40_0000)
         }
 
         /// Bytes the packed weights take, scales included.

@@ -152,6 +152,10 @@ public struct SafeTensors {
         }
     }
 
+    /// Lets every page of the file that this process still maps go from its memory (reading maps pages around the
+    /// ones asked for, which a reader's own release does not reach).
+    package func releaseMappedPages() { file.release(0..<file.bytes.count) }
+
     /// The named integer tensor (I64 or I32), flattened.
     package func integers(_ name: String) throws -> [Int] {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }

@@ -70,9 +70,15 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     @inline(__always)
     static func int8Scale(largest: Float) -> Float { largest > 0 ? largest / 127 : 1 }
 
-    /// `value / scale` rounded to the nearest integer (ties away from zero), clamped to −127…127.
+    /// `value / scale` rounded to the nearest integer (ties away from zero), clamped to −127…127. The rounding is
+    /// spelled out (a truncating conversion, then the exact remainder) because `rounded()` calls the C library here
+    /// (x86-64 before SSE4.1 has no rounding instruction), which made packing an 8-bit model take seconds.
     @inline(__always)
-    static func int8(_ value: Float, scale: Float) -> Int8 { Int8(max(-127, min(127, (value / scale).rounded()))) }
+    static func int8(_ value: Float, scale: Float) -> Int8 {
+        let x = max(-127, min(127, value / scale))
+        let whole = Int32(x), part = x - Float(whole)
+        return Int8(truncatingIfNeeded: whole + (part >= 0.5 ? 1 : part <= -0.5 ? -1 : 0))
+    }
 
     /// The 16 bfloat16 values at `p` as floats (exact).
     @inline(__always)
