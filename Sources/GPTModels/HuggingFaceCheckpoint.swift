@@ -54,6 +54,9 @@ public enum HuggingFaceCheckpoint {
         let headName = ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)
         let packed = format == nil ? [:] : Dictionary(uniqueKeysWithValues: GPTModel.decodingMatrices(layers: config.layerCount).map { ($0.weight, $0) })
         var matrices: [LayerName: MatrixVector.PackedMatrix] = [:], tables: [String: MatrixVector.PackedMatrix] = [:]
+        // Floats of a matrix the file holds as SwiftGPT does, on their way to being packed: pages of their own, reused
+        // from matrix to matrix and unmapped at the end (pooled buffers would stay resident beside the packed weights).
+        var scratch: Tensor?
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
             if ours == ParameterNames.outputLayer && config.tiedOutputEmbedding { continue }
             if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
@@ -69,7 +72,7 @@ public enum HuggingFaceCheckpoint {
             if let format, ours == ParameterNames.outputLayer || ours == ParameterNames.tokenEmbedding {
                 tables[ours] = try packedTranspose(tensor, n: config.vocabularySize, k: config.embeddingWidth, format: format)
             } else if let format, let layer = packed[ours] {
-                matrices[layer] = try packedMatrix(tensor, format: format)
+                matrices[layer] = try packedMatrix(tensor, format: format, scratch: &scratch)
             } else {
                 try tensor.fill(target.pointer)
             }
@@ -84,15 +87,16 @@ public enum HuggingFaceCheckpoint {
         return (model, DecodeWeights(matrices: matrices, head: head, tokenEmbedding: tokenEmbedding, format: format))
     }
 
-    /// A stored [k, n] matrix packed, read a few columns at a time when the file holds it transposed.
-    private static func packedMatrix(_ tensor: StoredTensor, format: WeightFormat) throws -> MatrixVector.PackedMatrix {
+    /// A stored [k, n] matrix packed, read a few columns at a time when the file holds it transposed, else read
+    /// whole into `scratch` (made larger when it is too small).
+    private static func packedMatrix(_ tensor: StoredTensor, format: WeightFormat, scratch: inout Tensor?) throws -> MatrixVector.PackedMatrix {
         let k = tensor.shape[0], n = tensor.shape[1]
         if let columnReader = tensor.columnReader {
             return MatrixVector.PackedMatrix(transposedRows: try columnReader(), n: n, k: k, format: format)
         }
-        let floats = Tensor(uninitializedShape: tensor.shape)
-        try tensor.fill(floats.pointer)
-        return MatrixVector.PackedMatrix(floats.pointer, k: k, n: n, format: format)
+        if (scratch?.count ?? 0) < k * n { scratch = Tensor(zeroedShape: [k * n]) }
+        try tensor.fill(scratch!.pointer)
+        return MatrixVector.PackedMatrix(scratch!.pointer, k: k, n: n, format: format)
     }
 
     /// A stored [n, k] tensor packed transposed, read a few rows at a time when it is stored as it is.
