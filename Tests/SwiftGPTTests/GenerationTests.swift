@@ -93,12 +93,7 @@ final class GenerationTests: XCTestCase {
             }
         }
         // The model's own memory for the matrices is never touched: an 8-bit model takes about a quarter of fp32's.
-        var large = tinyConfig()
-        large.vocabularySize = 8192
-        large.embeddingWidth = 512
-        large.mlpWidth = 2048
-        large.layerCount = 4
-        large.headCount = 8
+        let large = GPTConfig(vocabularySize: 8192, contextLength: 16, layerCount: 4, headCount: 8, embeddingWidth: 512)
         let directory = folder.appendingPathComponent("large")
         try HuggingFaceCheckpoint.save(try GPTModel(config: large, seed: 1), to: directory)
         let fp32Bytes = (8192 * 512 + 4 * 12 * 512 * 512) * 4
