@@ -40,12 +40,19 @@ package final class Evaluator {
     package let tokenizer: any Tokenizer
     private let weights: DecodeWeights
     private lazy var scorer = LoglikelihoodScorer(model: model, weights: weights)
-    private lazy var generator = Generator(model: model, tokenizer: tokenizer)
+    private lazy var generator = Generator(model: model, tokenizer: tokenizer, weights: weights)
 
-    package init(model: GPTModel, tokenizer: any Tokenizer) {
+    /// An evaluator of `model` as it is now (its weights are packed for decoding in fp32).
+    package convenience init(model: GPTModel, tokenizer: any Tokenizer) {
+        self.init(model: model, tokenizer: tokenizer, weights: DecodeWeights(model: model))
+    }
+
+    /// An evaluator of `model` with its decoding weights, which scoring and generation share (see
+    /// `ModelLoading.loadForDecoding`).
+    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights) {
         self.model = model
         self.tokenizer = tokenizer
-        weights = DecodeWeights(model: model)
+        self.weights = weights
     }
 
     /// Scores `examples` of `task` with `shots` demonstrations each, drawn by `seed` from `pool` (the examples of

@@ -45,8 +45,8 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("--data and --fewshot-data apply to a single task")
         }
         let tasks = try names.map { try EvaluationTask.load($0) }
-        let (gpt, tokenizer) = try ModelLoading.load(model, tokenizer: self.tokenizer)
-        let evaluator = Evaluator(model: gpt, tokenizer: tokenizer)
+        let (gpt, tokenizer, weights) = try ModelLoading.loadForDecoding(model, tokenizer: self.tokenizer, format: .float32)
+        let evaluator = Evaluator(model: gpt, tokenizer: tokenizer, weights: weights)
         var results: [EvaluationResult] = [], speeds: [[String: Any]] = [], samples: [[String: Any]] = []
         for var task in tasks {
             if let data { task.data = URL(fileURLWithPath: data) }
