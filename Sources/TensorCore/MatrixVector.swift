@@ -118,7 +118,7 @@ package enum MatrixVector {
         /// Bytes the packed weights take, scales included.
         package var bytes: Int { (n + 31) / 32 * 32 * (k * format.bytesPerWeight + (format == .int8 ? 4 : 0)) }
 
-        /// The k weights of output `j` as floats (a row of the token embedding, for a tied output layer).
+        /// The k weights of output `j` as floats (a token's row, for a packed token embedding).
         package func column(_ j: Int, into target: UnsafeMutablePointer<Float>) {
             precondition(j >= 0 && j < n, "column \(j) outside 0..<\(n)")
             let first = j / 32 * k * 32 + j % 32
