@@ -71,8 +71,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     static func int8Scale(largest: Float) -> Float { largest > 0 ? largest / 127 : 1 }
 
     /// `value / scale` rounded to the nearest integer (ties away from zero), clamped to −127…127. The rounding is
-    /// spelled out (a truncating conversion, then the exact remainder) because `rounded()` calls the C library here
-    /// (x86-64 before SSE4.1 has no rounding instruction), which made packing an 8-bit model take seconds.
+    /// spelled out (a truncating conversion, then the exact remainder) because `rounded()` calls the C library's
+    /// `roundf` (x86 has no instruction that rounds ties away from zero), which made packing an 8-bit model slow.
     @inline(__always)
     static func int8(_ value: Float, scale: Float) -> Int8 {
         let x = max(-127, min(127, value / scale))
