@@ -67,7 +67,7 @@ public final class LanguageModel: @unchecked Sendable {
     /// ``init(directory:precision:concurrentSequences:maxWaiting:)``.
     public convenience init(hubName name: String, precision: WeightFormat = .float32, concurrentSequences: Int = 8,
                             maxWaiting: Int = 256) throws {
-        guard let reference = HubCache.Reference(name) else {
+        guard HubCache.Reference(name) != nil else {
             throw GenerationError("'\(name)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)")
         }
         let snapshot = try ModelLoading.resolve(name, showsProgress: false)
