@@ -203,9 +203,10 @@ final class GenerationTests: XCTestCase {
     }
 
     func testEightBitWeightsRoundTiesAwayFromZeroWhenPackedAndWhenRounded() {
-        // A channel whose largest magnitude is 127 has scale 1, so these are the quotients themselves.
-        let values: [Float] = [127, 2.5, -2.5, 0.5, -0.5, 126.5, -126.5, 0.49999997, -1.5, 3.4999998, -0.7]
-        let expected: [Float] = [127, 3, -3, 1, -1, 127, -127, 0, -2, 3, -1]
+        // A channel whose largest magnitude is 127 has scale 1, so these are the quotients themselves (a NaN, which
+        // the largest magnitude passes over, is clamped to 127 by both).
+        let values: [Float] = [127, 2.5, -2.5, 0.5, -0.5, 126.5, -126.5, 0.49999997, -1.5, 3.4999998, -0.7, .nan]
+        let expected: [Float] = [127, 3, -3, 1, -1, 127, -127, 0, -2, 3, -1, 127]
         let w = Tensor(shape: [1, values.count], values: values), column = Tensor(shape: [values.count])
         MatrixVector.PackedMatrix(transposing: w.pointer, n: 1, k: values.count, format: .int8).column(0, into: column.pointer)
         XCTAssertEqual(column.scalars, expected, "packed")
