@@ -84,13 +84,8 @@ struct CheckpointWeights {
     /// Lets the pages of every file of the checkpoint that this process still maps go from its memory.
     func releaseMappedPages() { for file in files { file.releaseMappedPages() } }
 
-    /// Throws unless the named tensor exists with `shape` (the error names the tensor and both shapes).
-    func checkShape(_ name: String, _ shape: [Int]) throws {
-        guard let entry = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
-        guard entry.shape == shape else {
-            throw FileError(url: url, message: "tensor '\(name)' has shape \(entry.shape), the config needs \(shape)")
-        }
-    }
+    /// Throws unless the named tensor exists with `shape` (see `SafeTensors.checkShape(_:_:)`).
+    func checkShape(_ name: String, _ shape: [Int]) throws { try file(name).checkShape(name, shape) }
 
     /// A reader of the named tensor's rows as float32 (see `SafeTensors.rowReader(_:)`).
     func rowReader(_ name: String) throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void {

@@ -115,9 +115,14 @@ public struct SafeTensors {
 
     /// The named tensor as float32, which must have `shape`; the error names the tensor and both shapes.
     package func checkedTensor(_ name: String, shape: [Int]) throws -> Tensor {
+        try checkShape(name, shape)
+        return try tensor(name)
+    }
+
+    /// Throws unless the named tensor exists with `shape`; the error names the tensor and both shapes.
+    package func checkShape(_ name: String, _ shape: [Int]) throws {
         guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
         guard e.shape == shape else { throw FileError(url: url, message: "tensor '\(name)' has shape \(e.shape), the config needs \(shape)") }
-        return try tensor(name)
     }
 
     /// Writes the named tensor's elements into `target` as float32 (F16, BF16, F64 and integers converted), then
