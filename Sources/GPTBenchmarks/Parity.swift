@@ -63,7 +63,7 @@ package enum Parity {
             unchecked.remove(name)
             items.append(compare(name, value.scalars, try expected.tensor(name).scalars))
         }
-        func fail(_ message: String) -> FileError { FileError(url: expected.url, message: message) }
+        func fail(_ message: String) -> FileError { FileError(url: expected.url, reason: .malformed(line: nil), message: message) }
 
         guard let idsShape = expected.entries["input_ids"]?.shape, let length = idsShape.last, length > 0 else {
             throw fail("no input_ids")

@@ -87,7 +87,7 @@ package struct EvaluationTask: Sendable {
         }
         let url = URL(fileURLWithPath: nameOrPath)
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw TaskDefinitionError("no task \"\(nameOrPath)\": not a file, nor a built-in task (\(builtInNames.joined(separator: ", ")))")
+            throw TaskDefinitionError(.unknownTask, "no task \"\(nameOrPath)\": not a file, nor a built-in task (\(builtInNames.joined(separator: ", ")))")
         }
         return try load(file: url, dataBase: url.deletingLastPathComponent())
     }
@@ -95,14 +95,14 @@ package struct EvaluationTask: Sendable {
     /// Reads a task file; its data paths are resolved against `dataBase`. Every error names the file and the field.
     package static func load(file: URL, dataBase: URL) throws -> EvaluationTask {
         let contents: Data
-        do { contents = try Data(contentsOf: file) } catch { throw FileError(url: file, message: "cannot read (\(error.localizedDescription))") }
+        do { contents = try Data(contentsOf: file) } catch { throw FileError(url: file, reason: .unreadable, message: "cannot read (\(error.localizedDescription))") }
         guard let object = (try? JSONSerialization.jsonObject(with: contents)) as? [String: Any] else {
-            throw FileError(url: file, message: "not a JSON object")
+            throw FileError(url: file, reason: .malformed(line: nil), message: "not a JSON object")
         }
         do {
             return try EvaluationTask(object: object, defaultName: file.deletingPathExtension().lastPathComponent, dataBase: dataBase)
         } catch let error as TaskDefinitionError {
-            throw FileError(url: file, message: error.message)
+            throw FileError(url: file, reason: .malformed(line: nil), message: error.message)
         }
     }
 
@@ -113,11 +113,11 @@ package struct EvaluationTask: Sendable {
     /// A task from its JSON object (the keys of a task file).
     package init(object: [String: Any], defaultName: String, dataBase: URL) throws {
         if let unknown = object.keys.filter({ !Self.knownKeys.contains($0) }).sorted().first {
-            throw TaskDefinitionError("unknown field \"\(unknown)\" (known: \(Self.knownKeys.sorted().joined(separator: ", ")))")
+            throw TaskDefinitionError(.invalidField(unknown), "unknown field \"\(unknown)\" (known: \(Self.knownKeys.sorted().joined(separator: ", ")))")
         }
         func string(_ key: String) throws -> String? {
             guard let value = object[key] else { return nil }
-            guard let string = value as? String else { throw TaskDefinitionError("field \"\(key)\" must be a string") }
+            guard let string = value as? String else { throw TaskDefinitionError(.invalidField(key), "field \"\(key)\" must be a string") }
             return string
         }
         func path(_ key: String) throws -> URL? {
@@ -126,13 +126,13 @@ package struct EvaluationTask: Sendable {
         }
         name = try string("name") ?? defaultName
         guard let typeName = try string("output_type") else {
-            throw TaskDefinitionError("field \"output_type\" is missing (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw TaskDefinitionError(.invalidField("output_type"), "field \"output_type\" is missing (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard let type = EvaluationOutputType(rawValue: typeName) else {
-            throw TaskDefinitionError("field \"output_type\": unknown type \"\(typeName)\" (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw TaskDefinitionError(.invalidField("output_type"), "field \"output_type\": unknown type \"\(typeName)\" (one of \(EvaluationOutputType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         outputType = type
-        guard let data = try path("data") else { throw TaskDefinitionError("field \"data\" is missing (the examples, a JSONL file)") }
+        guard let data = try path("data") else { throw TaskDefinitionError(.invalidField("data"), "field \"data\" is missing (the examples, a JSONL file)") }
         self.data = data
         fewShotData = try path("fewshot_data")
         fewShotGroup = try string("fewshot_group")
@@ -140,7 +140,7 @@ package struct EvaluationTask: Sendable {
         func template(_ key: String) throws -> PromptTemplate? {
             guard let source = try string(key) else { return nil }
             do { return try PromptTemplate(source) } catch let error as TaskDefinitionError {
-                throw TaskDefinitionError("field \"\(key)\": \(error.message)")
+                throw TaskDefinitionError(.invalidField(key), "field \"\(key)\": \(error.message)")
             }
         }
         if let template = try template("template") {
@@ -148,7 +148,7 @@ package struct EvaluationTask: Sendable {
         } else if type == .rollingPerplexity {
             self.template = try PromptTemplate("{text}")
         } else {
-            throw TaskDefinitionError("field \"template\" is missing (the prompt, with {field} placeholders)")
+            throw TaskDefinitionError(.invalidField("template"), "field \"template\" is missing (the prompt, with {field} placeholders)")
         }
         targetDelimiter = try string("target_delimiter") ?? " "
         fewShotDelimiter = try string("fewshot_delimiter") ?? "\n\n"
@@ -160,37 +160,37 @@ package struct EvaluationTask: Sendable {
         case let field as String:
             choices = .field(field, template: try template("choice_template") ?? PromptTemplate("{choice}"))
         case let list as [Any]:
-            guard object["choice_template"] == nil else { throw TaskDefinitionError("field \"choice_template\" goes with \"choices\" naming a field, not a list") }
+            guard object["choice_template"] == nil else { throw TaskDefinitionError(.invalidField("choice_template"), "field \"choice_template\" goes with \"choices\" naming a field, not a list") }
             choices = .templates(try list.enumerated().map { index, item in
-                guard let source = item as? String else { throw TaskDefinitionError("field \"choices\": item \(index + 1) is not a string") }
+                guard let source = item as? String else { throw TaskDefinitionError(.invalidField("choices"), "field \"choices\": item \(index + 1) is not a string") }
                 do { return try PromptTemplate(source) } catch let error as TaskDefinitionError {
-                    throw TaskDefinitionError("field \"choices\": \(error.message)")
+                    throw TaskDefinitionError(.invalidField("choices"), "field \"choices\": \(error.message)")
                 }
             })
         default:
-            throw TaskDefinitionError("field \"choices\" must be a list of strings or the name of a field that holds the list")
+            throw TaskDefinitionError(.invalidField("choices"), "field \"choices\" must be a list of strings or the name of a field that holds the list")
         }
         switch object["stop"] {
         case nil: stop = [fewShotDelimiter]
         case let list as [String]: stop = list
-        default: throw TaskDefinitionError("field \"stop\" must be a list of strings")
+        default: throw TaskDefinitionError(.invalidField("stop"), "field \"stop\" must be a list of strings")
         }
         switch object["max_new_tokens"] {
         case nil: maxNewTokens = 32
         case let number as Int where number > 0: maxNewTokens = number
-        default: throw TaskDefinitionError("field \"max_new_tokens\" must be a positive integer")
+        default: throw TaskDefinitionError(.invalidField("max_new_tokens"), "field \"max_new_tokens\" must be a positive integer")
         }
         switch object["rolling_overlap"] {
         case nil: rollingOverlap = 0.5
         case let number as Double where number >= 0 && number < 1: rollingOverlap = number
-        default: throw TaskDefinitionError("field \"rolling_overlap\" must be a number in [0, 1)")
+        default: throw TaskDefinitionError(.invalidField("rolling_overlap"), "field \"rolling_overlap\" must be a number in [0, 1)")
         }
         switch type {
         case .multipleChoice:
-            guard choices != nil else { throw TaskDefinitionError("field \"choices\" is missing (multiple_choice needs the choices)") }
-            guard answer != nil else { throw TaskDefinitionError("field \"answer\" is missing (the correct choice: its index or its text)") }
+            guard choices != nil else { throw TaskDefinitionError(.invalidField("choices"), "field \"choices\" is missing (multiple_choice needs the choices)") }
+            guard answer != nil else { throw TaskDefinitionError(.invalidField("answer"), "field \"answer\" is missing (the correct choice: its index or its text)") }
         case .loglikelihood, .generateUntil:
-            guard answer != nil else { throw TaskDefinitionError("field \"answer\" is missing (the target text, a template)") }
+            guard answer != nil else { throw TaskDefinitionError(.invalidField("answer"), "field \"answer\" is missing (the target text, a template)") }
         case .rollingPerplexity:
             break
         }

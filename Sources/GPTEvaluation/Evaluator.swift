@@ -62,14 +62,14 @@ package final class Evaluator {
         let start = Date()
         let sampler = FewShotSampler(poolGroups: pool.map(\.group), poolIsData: poolIsData, seed: seed)
         if task.outputType == .rollingPerplexity, shots > 0 {
-            throw TaskDefinitionError("task \(task.name): rolling_perplexity scores documents whole and takes no demonstrations (use --shots 0)")
+            throw TaskDefinitionError(.invalidShots, "task \(task.name): rolling_perplexity scores documents whole and takes no demonstrations (use --shots 0)")
         }
         if shots > 0 {
             for (index, example) in examples.enumerated() {
                 let available = sampler.available(forQuery: index, group: example.group)
                 guard shots <= available else {
                     let scope = example.group.map { " in group \(PromptTemplate.quoted($0)) (line \(example.line))" } ?? ""
-                    throw TaskDefinitionError("task \(task.name): \(shots) shots asked, but the few-shot pool has \(available) example\(available == 1 ? "" : "s")\(scope) to draw from")
+                    throw TaskDefinitionError(.invalidShots, "task \(task.name): \(shots) shots asked, but the few-shot pool has \(available) example\(available == 1 ? "" : "s")\(scope) to draw from")
                 }
             }
         }
@@ -83,7 +83,7 @@ package final class Evaluator {
                 do {
                     return try assembly.assemble(query: example, demonstrations: sampler.sample(shots, forQuery: index, group: example.group).map { pool[$0] })
                 } catch let error as TaskDefinitionError {
-                    throw TaskDefinitionError("task \(task.name), example \(index + 1) (line \(example.line)): \(error.message)")
+                    throw TaskDefinitionError(error.reason, "task \(task.name), example \(index + 1) (line \(example.line)): \(error.message)")
                 }
             }
             evaluation = task.outputType == .generateUntil

@@ -47,16 +47,16 @@ package final class LoglikelihoodScorer {
     package func score(_ requests: [ScoringRequest]) throws -> [[ContinuationScore]] {
         let c = model.config
         for (index, request) in requests.enumerated() {
-            guard !request.context.isEmpty else { throw GenerationError("request \(index + 1): empty context") }
-            guard !request.continuations.isEmpty else { throw GenerationError("request \(index + 1): no continuation") }
+            guard !request.context.isEmpty else { throw GenerationError(.emptyInput, "request \(index + 1): empty context") }
+            guard !request.continuations.isEmpty else { throw GenerationError(.emptyInput, "request \(index + 1): no continuation") }
             for continuation in request.continuations {
-                guard !continuation.isEmpty else { throw GenerationError("request \(index + 1): an empty continuation") }
+                guard !continuation.isEmpty else { throw GenerationError(.emptyInput, "request \(index + 1): an empty continuation") }
                 guard request.context.count + continuation.count - 1 <= c.contextLength else {
-                    throw GenerationError("request \(index + 1): \(request.context.count) context and \(continuation.count) continuation tokens exceed the model's context of \(c.contextLength)")
+                    throw GenerationError(.exceedsContext, "request \(index + 1): \(request.context.count) context and \(continuation.count) continuation tokens exceed the model's context of \(c.contextLength)")
                 }
             }
             guard request.continuations.count <= session.capacity else {
-                throw GenerationError("request \(index + 1) has \(request.continuations.count) continuations, more than the \(session.capacity) sequences the scorer holds")
+                throw GenerationError(.overCapacity, "request \(index + 1) has \(request.continuations.count) continuations, more than the \(session.capacity) sequences the scorer holds")
             }
         }
         var results: [[ContinuationScore]] = []

@@ -67,7 +67,7 @@ package struct PromptAssembly {
                 (context, encoded) = try encode(context: text, continuations: continuations)
                 let longest = encoded.map(\.count).max() ?? 1
                 guard longest <= contextLength else {
-                    throw TaskDefinitionError("a continuation of \(longest) tokens does not fit the model's context of \(contextLength)")
+                    throw TaskDefinitionError(.doesNotFitModel, "a continuation of \(longest) tokens does not fit the model's context of \(contextLength)")
                 }
                 room = contextLength + 1 - longest
             }
@@ -96,12 +96,12 @@ package struct PromptAssembly {
         }
         if contextTokens.isEmpty {
             guard let endOfText = tokenizer.endOfText else {
-                throw TaskDefinitionError("an empty prompt, and the tokenizer has no end-of-text token to stand for it")
+                throw TaskDefinitionError(.doesNotFitModel, "an empty prompt, and the tokenizer has no end-of-text token to stand for it")
             }
             contextTokens = [endOfText]
         }
         for (index, tokens) in continuationTokens.enumerated() where tokens.isEmpty {
-            throw TaskDefinitionError("continuation \(PromptTemplate.quoted(continuations[index])) encodes to no tokens")
+            throw TaskDefinitionError(.invalidExample, "continuation \(PromptTemplate.quoted(continuations[index])) encodes to no tokens")
         }
         return (contextTokens, continuationTokens)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// A text with `{field}` placeholders filled from a JSON object, as task definitions write prompts, choices and
 /// answers. A placeholder may pass its value through filters: `{premise|trim|drop_last}`. `{{` and `}}` stand for
@@ -35,18 +36,18 @@ package struct PromptTemplate: Sendable, Equatable {
                 index = source.index(after: next)
                 continue
             }
-            if character == "}" { throw TaskDefinitionError("template \(Self.quoted(source)): a \"}\" without its \"{\" (write \"}}\" for a brace)") }
+            if character == "}" { throw TaskDefinitionError(.invalidTemplate, "template \(Self.quoted(source)): a \"}\" without its \"{\" (write \"}}\" for a brace)") }
             guard character == "{" else {
                 text.append(character)
                 index = next
                 continue
             }
             guard let close = source[next...].firstIndex(of: "}") else {
-                throw TaskDefinitionError("template \(Self.quoted(source)): a \"{\" without its \"}\" (write \"{{\" for a brace)")
+                throw TaskDefinitionError(.invalidTemplate, "template \(Self.quoted(source)): a \"{\" without its \"}\" (write \"{{\" for a brace)")
             }
             let parts = source[next..<close].split(separator: "|", omittingEmptySubsequences: false).map(String.init)
             let name = parts[0].trimmingCharacters(in: .whitespaces)
-            guard !name.isEmpty else { throw TaskDefinitionError("template \(Self.quoted(source)): an empty placeholder") }
+            guard !name.isEmpty else { throw TaskDefinitionError(.invalidTemplate, "template \(Self.quoted(source)): an empty placeholder") }
             if !text.isEmpty { segments.append(.text(text)); text = "" }
             segments.append(.field(name, try parts.dropFirst().map { try Self.filter($0, in: source) }))
             index = source.index(after: close)
@@ -74,7 +75,7 @@ package struct PromptTemplate: Sendable, Equatable {
             case .text(let text):
                 result += text
             case .field(let name, let filters):
-                guard let raw = object[name] else { throw TaskDefinitionError("no field \"\(name)\" (template \(Self.quoted(source)))") }
+                guard let raw = object[name] else { throw TaskDefinitionError(.invalidExample, "no field \"\(name)\" (template \(Self.quoted(source)))") }
                 var value = try Self.text(of: raw, field: name)
                 for filter in filters { value = try Self.apply(filter, to: value, field: name) }
                 result += value
@@ -92,7 +93,7 @@ package struct PromptTemplate: Sendable, Equatable {
             let double = number.doubleValue
             if double == double.rounded(), abs(double) < 1e15 { return String(Int64(double)) }
             return "\(double)"
-        default: throw TaskDefinitionError("field \"\(field)\" is not a string or a number")
+        default: throw TaskDefinitionError(.invalidExample, "field \"\(field)\" is not a string or a number")
         }
     }
 
@@ -107,12 +108,12 @@ package struct PromptTemplate: Sendable, Equatable {
                 var table: [String: String] = [:]
                 for pair in spec.dropFirst(4).split(separator: ",") {
                     let sides = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                    guard sides.count == 2 else { throw TaskDefinitionError("template \(quoted(source)): filter \"\(spec)\" takes key=value pairs") }
+                    guard sides.count == 2 else { throw TaskDefinitionError(.invalidTemplate, "template \(quoted(source)): filter \"\(spec)\" takes key=value pairs") }
                     table[String(sides[0])] = String(sides[1])
                 }
                 return .map(table)
             }
-            throw TaskDefinitionError("template \(quoted(source)): unknown filter \"\(spec)\" (known: trim, drop_last, lowercase_first, map:key=value,…)")
+            throw TaskDefinitionError(.invalidTemplate, "template \(quoted(source)): unknown filter \"\(spec)\" (known: trim, drop_last, lowercase_first, map:key=value,…)")
         }
     }
 
@@ -125,7 +126,7 @@ package struct PromptTemplate: Sendable, Equatable {
             return first.lowercased() + value.dropFirst()
         case .map(let table):
             guard let mapped = table[value] else {
-                throw TaskDefinitionError("field \"\(field)\": value \(quoted(value)) is not in the map (\(table.keys.sorted().joined(separator: ", ")))")
+                throw TaskDefinitionError(.invalidExample, "field \"\(field)\": value \(quoted(value)) is not in the map (\(table.keys.sorted().joined(separator: ", ")))")
             }
             return mapped
         }
@@ -138,8 +139,20 @@ package struct PromptTemplate: Sendable, Equatable {
 }
 
 /// A task definition or task data that cannot be used, described so that a user can fix it.
-package struct TaskDefinitionError: Error, CustomStringConvertible, Sendable {
-    package let message: String
-    package init(_ message: String) { self.message = message }
-    package var description: String { message }
+package typealias TaskDefinitionError = DomainError<TaskDefinitionProblem>
+
+/// The kinds of problem a task can have (`TaskDefinitionError`'s reasons).
+package enum TaskDefinitionProblem: Equatable, Sendable {
+    /// No task file or built-in task has the name.
+    case unknownTask
+    /// A field of the task definition is unknown, missing or malformed; the value is its name.
+    case invalidField(String)
+    /// A prompt template does not parse (braces, placeholders, filters).
+    case invalidTemplate
+    /// An example lacks what the task's templates and fields need, or its answer is not among its choices.
+    case invalidExample
+    /// A prompt or continuation does not fit the model (its context, its tokenizer).
+    case doesNotFitModel
+    /// The number of demonstrations asked for cannot be given.
+    case invalidShots
 }

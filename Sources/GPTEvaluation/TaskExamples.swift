@@ -30,9 +30,9 @@ extension EvaluationTask {
         let url = url ?? data
         if outputType == .rollingPerplexity, url.pathExtension != "jsonl" {
             let contents: Data
-            do { contents = try Data(contentsOf: url) } catch { throw FileError(url: url, message: "cannot read (\(error.localizedDescription))") }
-            guard let text = String(validating: contents, as: UTF8.self) else { throw FileError(url: url, message: "not valid UTF-8") }
-            guard !text.isEmpty else { throw FileError(url: url, message: "is empty") }
+            do { contents = try Data(contentsOf: url) } catch { throw FileError(url: url, reason: .unreadable, message: "cannot read (\(error.localizedDescription))") }
+            guard let text = String(validating: contents, as: UTF8.self) else { throw FileError(url: url, reason: .malformed(line: nil), message: "not valid UTF-8") }
+            guard !text.isEmpty else { throw FileError(url: url, reason: .malformed(line: nil), message: "is empty") }
             return [EvaluationExample(line: 0, query: "", choices: [], gold: nil, target: text)]
         }
         return try JSONLines.map(url) { line, object, fail in
@@ -45,7 +45,7 @@ extension EvaluationTask {
         let query = try template.render(object)
         var example = try content(line: line, query: query, object)
         if let field = fewShotGroup {
-            guard let value = object[field] else { throw TaskDefinitionError("no field \"\(field)\" (the few-shot group)") }
+            guard let value = object[field] else { throw TaskDefinitionError(.invalidExample, "no field \"\(field)\" (the few-shot group)") }
             example.group = try PromptTemplate.text(of: value, field: field)
         }
         return example
@@ -60,7 +60,7 @@ extension EvaluationTask {
             return EvaluationExample(line: line, query: query, choices: [], gold: nil, target: try answer!.render(object))
         case .multipleChoice:
             let choices = try choiceTexts(object)
-            guard !choices.isEmpty else { throw TaskDefinitionError("no choices") }
+            guard !choices.isEmpty else { throw TaskDefinitionError(.invalidExample, "no choices") }
             return EvaluationExample(line: line, query: query, choices: choices, gold: try goldIndex(object, choices: choices), target: "")
         }
     }
@@ -70,7 +70,7 @@ extension EvaluationTask {
         case .templates(let templates):
             return try templates.map { try $0.render(object) }
         case .field(let field, let template):
-            guard let list = object[field] as? [Any] else { throw TaskDefinitionError("field \"\(field)\" is missing or not a list (the choices)") }
+            guard let list = object[field] as? [Any] else { throw TaskDefinitionError(.invalidExample, "field \"\(field)\" is missing or not a list (the choices)") }
             return try list.map { item in
                 var fields = object
                 fields["choice"] = try PromptTemplate.text(of: item, field: field)
@@ -86,13 +86,13 @@ extension EvaluationTask {
            number.doubleValue == number.doubleValue.rounded() {
             let index = number.intValue
             guard choices.indices.contains(index) else {
-                throw TaskDefinitionError("field \"\(field)\": answer index \(index) is outside the \(choices.count) choices")
+                throw TaskDefinitionError(.invalidExample, "field \"\(field)\": answer index \(index) is outside the \(choices.count) choices")
             }
             return index
         }
         let text = try answer.render(object)
         guard let index = choices.firstIndex(of: text) else {
-            throw TaskDefinitionError("answer \(PromptTemplate.quoted(text)) is not one of the choices \(choices.map(PromptTemplate.quoted).joined(separator: ", "))")
+            throw TaskDefinitionError(.invalidExample, "answer \(PromptTemplate.quoted(text)) is not one of the choices \(choices.map(PromptTemplate.quoted).joined(separator: ", "))")
         }
         return index
     }

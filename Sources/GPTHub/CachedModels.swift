@@ -43,12 +43,12 @@ extension HubCache {
     /// no other snapshot links to (the repository goes when no snapshot is left). Returns the bytes freed.
     package static func remove(_ repository: String, revision: String?, in cache: URL) throws -> Int {
         guard let reference = Reference(repository + (revision.map { "@" + $0 } ?? "")) else {
-            throw FileError(url: cache, message: "'\(repository)' is not a model name (ORG/NAME[@REVISION])")
+            throw FileError(url: cache, reason: .malformed(line: nil), message: "'\(repository)' is not a model name (ORG/NAME[@REVISION])")
         }
         let fm = FileManager.default
         let folder = cache.appendingPathComponent(reference.folderName)
         guard fm.fileExists(atPath: folder.path) else {
-            throw FileError(url: folder, message: "\(repository) is not in the cache")
+            throw FileError(url: folder, reason: .missing, message: "\(repository) is not in the cache")
         }
         let entry = entry(folder)
         guard let revision else {
@@ -58,7 +58,7 @@ extension HubCache {
         }
         let commit = isCommit(revision) ? revision : entry.refs.first { $0.name == revision }?.commit
         guard let commit, entry.snapshots.contains(commit) else {
-            throw FileError(url: entry.folder, message: "\(repository) has no cached snapshot of revision '\(revision)'")
+            throw FileError(url: entry.folder, reason: .missing, message: "\(repository) has no cached snapshot of revision '\(revision)'")
         }
         let snapshots = entry.folder.appendingPathComponent("snapshots")
         try fm.removeItem(at: snapshots.appendingPathComponent(commit))

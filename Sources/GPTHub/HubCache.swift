@@ -57,15 +57,15 @@ package enum HubCache {
         if !(isCommit(commit) && fm.fileExists(atPath: snapshots.appendingPathComponent(commit).path)) {
             let ref = repository.appendingPathComponent("refs").appendingPathComponent(reference.revision)
             guard let data = fm.contents(atPath: ref.path) else {
-                throw FileError(url: repository, message: "\(reference.repository) at revision '\(reference.revision)' is not in the Hugging Face cache "
+                throw FileError(url: repository, reason: .missing, message: "\(reference.repository) at revision '\(reference.revision)' is not in the Hugging Face cache "
                                 + "(no \(ref.path))")
             }
             commit = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            guard isCommit(commit) else { throw FileError(url: ref, message: "does not hold a commit id (40 hexadecimal digits)") }
+            guard isCommit(commit) else { throw FileError(url: ref, reason: .malformed(line: nil), message: "does not hold a commit id (40 hexadecimal digits)") }
         }
         let snapshot = snapshots.appendingPathComponent(commit)
         guard fm.fileExists(atPath: snapshot.appendingPathComponent("config.json").path) else {
-            throw FileError(url: snapshot, message: "the cached snapshot of \(reference.repository) has no config.json (an incomplete download?)")
+            throw FileError(url: snapshot, reason: .missing, message: "the cached snapshot of \(reference.repository) has no config.json (an incomplete download?)")
         }
         return snapshot
     }
@@ -96,7 +96,7 @@ package enum HubCache {
         guard symlink(target, temporary.path) == 0, rename(temporary.path, pointer.path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary.path)
-            throw FileError(url: pointer, message: "cannot link the snapshot's file to its blob: \(reason)")
+            throw FileError(url: pointer, reason: .writeFailed, message: "cannot link the snapshot's file to its blob: \(reason)")
         }
         try AtomicFile.synchronizeFolder(folder)
     }
@@ -116,12 +116,12 @@ package enum HubCache {
     static func lock(_ url: URL) throws -> FileLock {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         let descriptor = open(url.path, O_RDWR | O_CREAT, 0o644)
-        guard descriptor >= 0 else { throw FileError(url: url, message: "cannot open the lock file: \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else { throw FileError(url: url, reason: .writeFailed, message: "cannot open the lock file: \(String(cString: strerror(errno)))") }
         while flock(descriptor, LOCK_EX) != 0 {
             guard errno == EINTR else {
                 let reason = String(cString: strerror(errno))
                 close(descriptor)
-                throw FileError(url: url, message: "cannot lock: \(reason)")
+                throw FileError(url: url, reason: .writeFailed, message: "cannot lock: \(reason)")
             }
         }
         return FileLock(descriptor: descriptor)

@@ -37,7 +37,7 @@ package struct HubDownload {
         let info: (commit: String, files: Set<String>)
         do {
             info = try modelInfo(reference)
-        } catch let error as HubError where error.kind == .network {
+        } catch let error as HubError where error.reason == .network {
             guard let cached = try? HubCache.snapshot(reference, folder: settings.cacheFolder) else { throw error }
             FileHandle.standardError.write(Data("warning: \(error.message); using the cached snapshot \(cached.path)\n".utf8))
             return cached

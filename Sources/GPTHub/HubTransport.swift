@@ -78,7 +78,7 @@ package struct HubTransport: Sendable {
     static func retrying<T>(_ what: String, _ body: () throws -> T) throws -> T {
         var attempt = 0
         while true {
-            do { return try body() } catch let error as HubError where error.kind == .network && attempt < 3 {
+            do { return try body() } catch let error as HubError where error.reason == .network && attempt < 3 {
                 attempt += 1
             } catch let error as HubError {
                 throw error
@@ -171,7 +171,7 @@ package struct HubTransport: Sendable {
                     if let failure = sink.failure { throw failure }
                     return (head.status, head.headers)
                 }
-            } catch let error as HubError where error.kind != .network {
+            } catch let error as HubError where error.reason != .network {
                 throw error
             } catch {
                 if let failure = sink.failure { throw failure }

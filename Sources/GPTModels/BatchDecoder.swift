@@ -65,15 +65,15 @@ package final class BatchDecoder {
         let o = request.options
         try o.validate()
         let c = model.config
-        guard !request.prompt.isEmpty else { throw GenerationError("prompt \(request.index + 1) is empty") }
+        guard !request.prompt.isEmpty else { throw GenerationError(.emptyInput, "prompt \(request.index + 1) is empty") }
         guard request.prompt.count <= c.contextLength else {
-            throw GenerationError("prompt \(request.index + 1) has \(request.prompt.count) tokens, more than the model's context of \(c.contextLength)")
+            throw GenerationError(.exceedsContext, "prompt \(request.index + 1) has \(request.prompt.count) tokens, more than the model's context of \(c.contextLength)")
         }
         if let bad = request.prompt.first(where: { $0 < 0 || Int($0) >= c.vocabularySize }) {
-            throw GenerationError("token id \(bad) is outside the vocabulary of \(c.vocabularySize)")
+            throw GenerationError(.idOutsideVocabulary, "token id \(bad) is outside the vocabulary of \(c.vocabularySize)")
         }
         guard o.count <= freeSlots.count else {
-            throw GenerationError("\(o.count) completions need as many free slots; \(freeSlots.count) are free")
+            throw GenerationError(.overCapacity, "\(o.count) completions need as many free slots; \(freeSlots.count) are free")
         }
         let id = nextID
         nextID += 1

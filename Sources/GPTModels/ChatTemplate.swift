@@ -96,7 +96,7 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
         do {
             template = try JSONDecoder().decode(ChatTemplate.self, from: try Data(contentsOf: url))
         } catch {
-            throw FileError(url: url, message: "not a chat template (keys system, user, assistant, generation_prompt, end_of_turn): \(error)")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not a chat template (keys system, user, assistant, generation_prompt, end_of_turn): \(error)")
         }
         try template.validate(source: url.path)
         return template
@@ -148,9 +148,9 @@ public struct ChatTemplate: Sendable, Equatable, Codable {
     package func validate(source: String) throws {
         for (name, pattern) in [("system", system), ("user", user), ("assistant", assistant)]
         where pattern.components(separatedBy: "{content}").count != 2 {
-            throw GenerationError("\(source): the \(name) pattern must contain {content} exactly once")
+            throw GenerationError(.invalidArgument, "\(source): the \(name) pattern must contain {content} exactly once")
         }
-        guard !endOfTurn.isEmpty else { throw GenerationError("\(source): end_of_turn must not be empty") }
+        guard !endOfTurn.isEmpty else { throw GenerationError(.invalidArgument, "\(source): end_of_turn must not be empty") }
     }
 
     /// What the model writes before a reply's content, after the generation prompt (a space in the default form):

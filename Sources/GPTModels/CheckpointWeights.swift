@@ -22,7 +22,7 @@ struct CheckpointWeights {
         let exists = { (url: URL) in FileManager.default.fileExists(atPath: url.path) }
         if exists(single) || !exists(index) {
             if !exists(single), let pickled = ["pytorch_model.bin", "pytorch_model.bin.index.json"].first(where: { exists(directory.appendingPathComponent($0)) }) {
-                throw FileError(url: directory.appendingPathComponent(pickled), message: "only pickled PyTorch weights here: a pickle file runs code "
+                throw FileError(url: directory.appendingPathComponent(pickled), reason: .unsupported, message: "only pickled PyTorch weights here: a pickle file runs code "
                                 + "when it is loaded, so SwiftGPT does not read it; convert it with transformers "
                                 + "(from_pretrained, then save_pretrained(folder, safe_serialization=True)) or take the repository's safetensors")
             }
@@ -30,7 +30,7 @@ struct CheckpointWeights {
             self.init(url: single, files: [file], fileOf: file.entries.mapValues { _ in 0 })
             return
         }
-        func fail(_ message: String) -> FileError { FileError(url: index, message: message) }
+        func fail(_ message: String) -> FileError { FileError(url: index, reason: .malformed(line: nil), message: message) }
         guard let data = FileManager.default.contents(atPath: index.path),
               let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let map = json["weight_map"] as? [String: Any], !map.isEmpty else { throw fail("no 'weight_map' object of tensor names and files") }
@@ -46,7 +46,7 @@ struct CheckpointWeights {
         let files = try shardNames.map { try SafeTensors(contentsOf: directory.appendingPathComponent($0)) }
         for (k, file) in files.enumerated() {
             if let stray = file.names.first(where: { tensorShard[$0] != k }) {
-                throw FileError(url: file.url, message: "holds tensor '\(stray)', which the index "
+                throw FileError(url: file.url, reason: .malformed(line: nil), message: "holds tensor '\(stray)', which the index "
                                 + (tensorShard[stray].map { "places in \(shardNames[$0])" } ?? "does not list"))
             }
         }
@@ -68,7 +68,7 @@ struct CheckpointWeights {
 
     /// The file holding tensor `name`.
     private func file(_ name: String) throws -> SafeTensors {
-        guard let k = fileOf[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        guard let k = fileOf[name] else { throw FileError(url: url, reason: .mismatched, message: "missing tensor '\(name)'") }
         return files[k]
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// The shape and layout of a GPT model. One value describes GPT-1, GPT-2 and experiment sizes.
@@ -143,7 +144,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// "local+strided" (both) and "fixed" (blocks of `stride`, default the window, with `summaries` summaries each).
     package static func patterns(cycling kinds: [String], window: Int, stride: Int? = nil, summaries: Int? = nil,
                                 layers: Int) throws -> [AttentionPattern] {
-        guard !kinds.isEmpty else { throw ConfigurationError(message: "no attention kinds given") }
+        guard !kinds.isEmpty else { throw ConfigurationError(.invalidSetting("attention"), "no attention kinds given") }
         let cycle = try kinds.map { kind -> AttentionPattern in
             switch kind {
             case "global", "dense": return .dense
@@ -154,7 +155,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
                 let block = stride ?? window
                 return .fixed(block: block, summaries: summaries ?? min(defaultSummaries, block))
             default:
-                throw ConfigurationError(message: "unknown attention kind '\(kind)' (known: \(attentionKindNames.joined(separator: ", ")))")
+                throw ConfigurationError(.invalidSetting("attention"), "unknown attention kind '\(kind)' (known: \(attentionKindNames.joined(separator: ", ")))")
             }
         }
         return (0..<layers).map { cycle[$0 % cycle.count] }
@@ -182,34 +183,34 @@ public struct GPTConfig: Codable, Equatable, Sendable {
 
     /// Throws a `ConfigurationError` describing the first inconsistency, if any.
     public func validate() throws {
-        func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError(message: message) } }
+        func check(_ ok: Bool, _ setting: String, _ message: String) throws { if !ok { throw ConfigurationError(.invalidSetting(setting), message) } }
         let limits = Self.limits
-        try check((1...limits.vocabularySize).contains(vocabularySize), "vocabulary size must be between 1 and \(limits.vocabularySize), got \(vocabularySize)")
-        try check((1...limits.contextLength).contains(contextLength), "context length must be between 1 and \(limits.contextLength), got \(contextLength)")
-        try check((1...limits.layerCount).contains(layerCount), "layer count must be between 1 and \(limits.layerCount), got \(layerCount)")
-        try check(headCount > 0, "head count must be positive, got \(headCount)")
+        try check((1...limits.vocabularySize).contains(vocabularySize), "vocabularySize", "vocabulary size must be between 1 and \(limits.vocabularySize), got \(vocabularySize)")
+        try check((1...limits.contextLength).contains(contextLength), "contextLength", "context length must be between 1 and \(limits.contextLength), got \(contextLength)")
+        try check((1...limits.layerCount).contains(layerCount), "layerCount", "layer count must be between 1 and \(limits.layerCount), got \(layerCount)")
+        try check(headCount > 0, "headCount", "head count must be positive, got \(headCount)")
         try check((1...limits.width).contains(embeddingWidth) && embeddingWidth % headCount == 0,
-                  "embedding width \(embeddingWidth) must be a multiple of the head count \(headCount) between 1 and \(limits.width)")
-        try check((1...limits.mlpWidth).contains(mlpWidth), "MLP width must be between 1 and \(limits.mlpWidth), got \(mlpWidth)")
-        try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got \(dropout)")
-        try check(layerNormEpsilon > 0 && layerNormEpsilon <= 1, "LayerNorm epsilon must be in (0, 1], got \(layerNormEpsilon)")
-        try check(positions != .sinusoidal || embeddingWidth % 2 == 0, "sinusoidal positions need an even embedding width")
+                  "embeddingWidth", "embedding width \(embeddingWidth) must be a multiple of the head count \(headCount) between 1 and \(limits.width)")
+        try check((1...limits.mlpWidth).contains(mlpWidth), "mlpWidth", "MLP width must be between 1 and \(limits.mlpWidth), got \(mlpWidth)")
+        try check(dropout >= 0 && dropout < 1, "dropout", "dropout must be in [0, 1), got \(dropout)")
+        try check(layerNormEpsilon > 0 && layerNormEpsilon <= 1, "layerNormEpsilon", "LayerNorm epsilon must be in (0, 1], got \(layerNormEpsilon)")
+        try check(positions != .sinusoidal || embeddingWidth % 2 == 0, "positions", "sinusoidal positions need an even embedding width")
         if let keyValueHeadCount {
             try check(keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
-                      "the \(headCount) attention heads must share the \(keyValueHeadCount) key/value heads in equal groups")
+                      "keyValueHeadCount", "the \(headCount) attention heads must share the \(keyValueHeadCount) key/value heads in equal groups")
         }
         if positions == .rotary {
-            guard let rotaryDimensions else { throw ConfigurationError(message: "rotary positions need the number of rotary dimensions") }
+            guard let rotaryDimensions else { throw ConfigurationError(.invalidSetting("rotaryDimensions"), "rotary positions need the number of rotary dimensions") }
             try check(rotaryDimensions > 0 && rotaryDimensions % 2 == 0 && rotaryDimensions <= headWidth,
-                      "the rotary dimensions must be even and between 2 and the head width \(headWidth), got \(rotaryDimensions)")
-            try check(rotaryBase.isFinite && rotaryBase > 1, "the rotary base must be a number above 1, got \(rotaryBase)")
+                      "rotaryDimensions", "the rotary dimensions must be even and between 2 and the head width \(headWidth), got \(rotaryDimensions)")
+            try check(rotaryBase.isFinite && rotaryBase > 1, "rotaryBase", "the rotary base must be a number above 1, got \(rotaryBase)")
         } else {
-            try check(rotaryDimensions == nil, "rotary dimensions are given, but the positions are \(positions.rawValue)")
+            try check(rotaryDimensions == nil, "rotaryDimensions", "rotary dimensions are given, but the positions are \(positions.rawValue)")
         }
         if let patterns = attentionPatterns {
-            try check(patterns.count == layerCount, "\(patterns.count) attention patterns for \(layerCount) layers")
+            try check(patterns.count == layerCount, "attentionPatterns", "\(patterns.count) attention patterns for \(layerCount) layers")
             for pattern in patterns {
-                try check(pattern.isValid, "attention pattern \(pattern): windows, strides and blocks must be positive, "
+                try check(pattern.isValid, "attentionPatterns", "attention pattern \(pattern): windows, strides and blocks must be positive, "
                           + "and a fixed block's summaries between 1 and the block")
                 let sizes: [Int]
                 switch pattern {
@@ -218,10 +219,10 @@ public struct GPTConfig: Codable, Equatable, Sendable {
                 case .strided(let window, let stride): sizes = [window, stride]
                 case .fixed(let block, let summaries): sizes = [block, summaries]
                 }
-                try check(sizes.allSatisfy { $0 <= limits.contextLength }, "attention pattern \(pattern): sizes must be at most \(limits.contextLength)")
+                try check(sizes.allSatisfy { $0 <= limits.contextLength }, "attentionPatterns", "attention pattern \(pattern): sizes must be at most \(limits.contextLength)")
             }
         }
-        try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "the attention scale must be a positive number")
+        try check(attentionScale.map { $0.isFinite && $0 > 0 } ?? true, "attentionScale", "the attention scale must be a positive number")
     }
 
     /// Throws a `ConfigurationError` when a model of this (valid) configuration needs more memory for its parameters
@@ -231,7 +232,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         let bytes = 8 * parameterCount
         let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         guard bytes <= memory else {
-            throw ConfigurationError(message: "this model has \(parameterCount) parameters and needs \(String(format: "%.1f", Double(bytes) / 1e9)) GB "
+            throw ConfigurationError(.insufficientMemory, "this model has \(parameterCount) parameters and needs \(String(format: "%.1f", Double(bytes) / 1e9)) GB "
                                      + "for them and their gradients; this machine has \(String(format: "%.1f", Double(memory) / 1e9)) GB")
         }
     }
@@ -308,17 +309,29 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// The preset called `name`, or a `ConfigurationError` listing the known names.
     public static func preset(_ name: String) throws -> GPTConfig {
         guard let config = presets[name] else {
-            throw ConfigurationError(message: "unknown preset '\(name)'; known: \(presets.keys.sorted().joined(separator: ", "))")
+            throw ConfigurationError(.invalidSetting("preset"), "unknown preset '\(name)'; known: \(presets.keys.sorted().joined(separator: ", "))")
         }
         return config
     }
 }
 
-/// A model configuration that cannot be built or loaded.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    /// What is wrong, naming the setting or file.
-    public let message: String
-    package init(message: String) { self.message = message }
-    /// The message.
-    public var description: String { message }
+/// A configuration that cannot be built, loaded or trained.
+public typealias ConfigurationError = DomainError<ConfigurationProblem>
+
+/// The kinds of problem a configuration can have (`ConfigurationError`'s reasons).
+public enum ConfigurationProblem: Equatable, Sendable {
+    /// A setting's value is outside its range, unknown, or at odds with another setting; the value is the setting's
+    /// name (a property of `GPTConfig`, `TrainingConfiguration` or an objective's settings).
+    case invalidSetting(String)
+    /// The model a run starts from cannot be used for it (a task head where a language model is needed, a vocabulary
+    /// or context too small for the data or the task).
+    case unsuitableModel
+    /// The data holds too little for the run (fewer tokens than one window).
+    case insufficientData
+    /// No checkpoint format holds a model of this configuration.
+    case unsupportedFormat
+    /// The model needs more memory than the machine has.
+    case insufficientMemory
+    /// The processes of a data-parallel run were given different settings or files.
+    case ranksDisagree
 }

@@ -2,31 +2,6 @@ import Atomics
 import Foundation
 import TensorCore
 
-/// Why the generation engine refused or ended a submission.
-public enum GenerationEngineError: Error, CustomStringConvertible, Sendable, Equatable {
-    /// The queue of waiting submissions is full.
-    case queueFull(waiting: Int)
-    /// The submission did not finish within the engine's time limit.
-    case timedOut(seconds: Double)
-    /// The engine is stopping and takes no more work.
-    case stopping
-    /// A request was refused by the decoder (an empty prompt, a token outside the vocabulary, too many completions).
-    case invalidRequest(String)
-    /// A decoding step failed; every running submission gets this.
-    case failed(String)
-
-    /// A sentence for a log or an error response.
-    public var description: String {
-        switch self {
-        case .queueFull(let waiting): "\(waiting) requests are already waiting; retry later"
-        case .timedOut(let seconds): "the request did not finish within \(seconds) s"
-        case .stopping: "the generation engine is stopping"
-        case .invalidRequest(let message): message
-        case .failed(let message): "generation failed: \(message)"
-        }
-    }
-}
-
 /// What a generation engine reports as it works, for a server's metrics (every method is called on the engine's
 /// thread, and must return quickly).
 package protocol GenerationMonitor: Sendable {
@@ -135,8 +110,8 @@ package final class GenerationEngine: @unchecked Sendable {
         continuation.onTermination = { [weak ticket] _ in ticket?.cancel() }
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping else { throw GenerationEngineError.stopping }
-        guard waiting.count < maxQueue else { throw GenerationEngineError.queueFull(waiting: waiting.count) }
+        guard !stopping else { throw GenerationError(.stopping, "the generation engine is stopping") }
+        guard waiting.count < maxQueue else { throw GenerationError(.queueFull, "\(waiting.count) requests are already waiting; retry later") }
         waiting.append(ticket)
         monitor.queueDepthChanged(to: waiting.count)
         condition.signal()
@@ -177,7 +152,7 @@ package final class GenerationEngine: @unchecked Sendable {
                 try decoder.step()
             } catch {
                 // A step fails only on a bug: every running request gets the error, the loop goes on.
-                for ticket in running { fail(ticket, .failed("\(error)")) }
+                for ticket in running { fail(ticket, GenerationError(.failed, "generation failed: \(error)")) }
             }
             monitor.stepFinished(after: ContinuousClock.now - start)
             if ContinuousClock.now - lastTrim > .seconds(1) {
@@ -199,7 +174,7 @@ package final class GenerationEngine: @unchecked Sendable {
                 let id = try decoder.add(request) { [unowned self] event in handle(event, of: ticket) }
                 ticket.decoderIDs.append(id)
             } catch {
-                fail(ticket, .invalidRequest("\(error)"))
+                fail(ticket, error as? GenerationError ?? GenerationError(.invalidArgument, "\(error)"))
             }
         }
     }
@@ -212,7 +187,7 @@ package final class GenerationEngine: @unchecked Sendable {
                 remove(ticket)
                 ticket.continuation.finish()
             } else if let deadline = ticket.deadline, now >= deadline, let timeout {
-                fail(ticket, .timedOut(seconds: Double(timeout.components.seconds)))
+                fail(ticket, Self.timedOut(timeout))
             }
         }
         condition.lock()
@@ -221,7 +196,7 @@ package final class GenerationEngine: @unchecked Sendable {
         condition.unlock()
         for ticket in abandoned {
             if ticket.cancelled.load(ordering: .relaxed) { ticket.continuation.finish() } else if let timeout {
-                ticket.continuation.finish(throwing: GenerationEngineError.timedOut(seconds: Double(timeout.components.seconds)))
+                ticket.continuation.finish(throwing: Self.timedOut(timeout))
             }
         }
     }
@@ -245,7 +220,11 @@ package final class GenerationEngine: @unchecked Sendable {
         }
     }
 
-    private func fail(_ ticket: Ticket, _ error: GenerationEngineError) {
+    private static func timedOut(_ timeout: Duration) -> GenerationError {
+        GenerationError(.timedOut, "the request did not finish within \(Double(timeout.components.seconds)) s")
+    }
+
+    private func fail(_ ticket: Ticket, _ error: GenerationError) {
         remove(ticket)
         ticket.continuation.finish(throwing: error)
     }

@@ -102,7 +102,7 @@ package final class Generator: @unchecked Sendable {
         for (index, prompt) in prompts.enumerated() {
             var input = prompt
             if prompt.count > c.contextLength && !options.truncateLeft {
-                throw GenerationError("prompt \(index + 1) has \(prompt.count) tokens, more than the model's context of \(c.contextLength) (truncate it from the left to generate anyway)")
+                throw GenerationError(.exceedsContext, "prompt \(index + 1) has \(prompt.count) tokens, more than the model's context of \(c.contextLength) (truncate it from the left to generate anyway)")
             }
             if options.truncateLeft {
                 input = Array(prompt.suffix(Self.keptPromptTokens(prompt.count, maxNewTokens: options.maxNewTokens, context: c.contextLength)))

@@ -47,7 +47,7 @@ public enum HuggingFaceCheckpoint {
         let model = try GPTModel(config: config, seed: 0, taskHead: taskHead, initializeWeights: false)
         model.inputFormat = try readInputFormat(configURL)
         if let format = model.inputFormat, let id = [format.start, format.delimiter, format.extract].first(where: { !(0..<Int32(config.vocabularySize)).contains($0) }) {
-            throw FileError(url: configURL, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
+            throw FileError(url: configURL, reason: .mismatched, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
         }
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove(ParameterNames.positionEmbedding) }
@@ -62,11 +62,11 @@ public enum HuggingFaceCheckpoint {
             if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
             let theirs = hfName(ours, modelType: modelType)
             guard model.parameters.contains(ours) else {
-                throw FileError(url: weightsURL, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
+                throw FileError(url: weightsURL, reason: .mismatched, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
             }
             let target = model.parameters[ours].value
             guard tensor.shape == target.shape else {
-                throw FileError(url: weightsURL, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
+                throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(theirs)' has shape \(tensor.shape), the config needs \(target.shape)")
             }
             expected.remove(ours)
             if let format, ours == ParameterNames.outputLayer || ours == ParameterNames.tokenEmbedding {
@@ -79,7 +79,7 @@ public enum HuggingFaceCheckpoint {
             file.releaseMappedPages()
         }
         if let missing = expected.sorted().first {
-            throw FileError(url: weightsURL, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
+            throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
         }
         model.parameters.valuesDidChange()
         guard let format, let head = tables[headName], let tokenEmbedding = tables[ParameterNames.tokenEmbedding] else { return (model, nil) }
@@ -138,12 +138,12 @@ public enum HuggingFaceCheckpoint {
 
     /// The model configuration and `model_type` that a config.json describes; errors name the file and the field.
     package static func readConfig(_ url: URL) throws -> (GPTConfig, String) {
-        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("no such file (a model directory needs config.json)") }
+        func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: nil), message: message) }
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw FileError(url: url, reason: .missing, message: "no such file (a model directory needs config.json)") }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let modelType = json["model_type"] as? String else { throw fail("no model_type") }
         guard supportedModelTypes.contains(modelType) else {
-            throw fail("unsupported model_type '\(modelType)' (supported: \(supportedModelTypes.joined(separator: ", ")))")
+            throw FileError(url: url, reason: .unsupported, message: "unsupported model_type '\(modelType)' (supported: \(supportedModelTypes.joined(separator: ", ")))")
         }
         if modelType == "gpt_neo" { return (try readNeoConfig(json, fail: fail), modelType) }
         if modelType == "gpt_neox" { return (try readNeoXConfig(json, fail: fail), modelType) }
@@ -155,16 +155,16 @@ public enum HuggingFaceCheckpoint {
             return v
         }
         func number(_ key: String, default value: Double) throws -> Double { try Self.number(json, key, default: value, fail: fail) }
-        if json["scale_attn_by_inverse_layer_idx"] as? Bool == true { throw fail("scale_attn_by_inverse_layer_idx is not supported") }
-        if json["scale_attn_weights"] as? Bool == false { throw fail("scale_attn_weights = false is not supported") }
-        if json["add_cross_attention"] as? Bool == true { throw fail("add_cross_attention is not supported") }
+        if json["scale_attn_by_inverse_layer_idx"] as? Bool == true { throw FileError(url: url, reason: .unsupported, message: "scale_attn_by_inverse_layer_idx is not supported") }
+        if json["scale_attn_weights"] as? Bool == false { throw FileError(url: url, reason: .unsupported, message: "scale_attn_weights = false is not supported") }
+        if json["add_cross_attention"] as? Bool == true { throw FileError(url: url, reason: .unsupported, message: "add_cross_attention is not supported") }
         let width = try int("n_embd")
         let activationName = (json[modelType == "openai-gpt" ? "afn" : "activation_function"] as? String) ?? "gelu_new"
         let activation: GELUApproximation
         switch (modelType, activationName) {
         case (_, "gelu_new"), (_, "gelu_pytorch_tanh"), ("openai-gpt", "gelu"): activation = .tanh  // HF's OpenAI-GPT maps "gelu" to gelu_new
         case ("gpt2", "gelu"), ("gpt_bigcode", "gelu"): activation = .none
-        default: throw fail("unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
+        default: throw FileError(url: url, reason: .unsupported, message: "unsupported activation '\(activationName)' (supported: gelu_new, gelu)")
         }
         let dropout = try ["resid_pdrop", "embd_pdrop", "attn_pdrop"].map { try probability($0, json, default: 0.1, fail: fail) }.max()!
         guard width <= GPTConfig.limits.width else { throw fail("'n_embd' must be between 1 and \(GPTConfig.limits.width), got \(width)") }
@@ -271,7 +271,7 @@ public enum HuggingFaceCheckpoint {
         switch (json["activation_function"] as? String) ?? "gelu_new" {
         case "gelu_new", "gelu_pytorch_tanh": activation = .tanh
         case "gelu": activation = .none
-        case let other: throw fail("unsupported activation '\(other)' (supported: gelu_new, gelu)")
+        case let other: throw fail("unsupported activation '\(other)' (supported: gelu_new, gelu)").withReason(.unsupported)
         }
         var config = GPTConfig(
             vocabularySize: try int("vocab_size"), contextLength: try int("max_position_embeddings"), layerCount: layerCount,
@@ -292,12 +292,12 @@ public enum HuggingFaceCheckpoint {
         if let family = try linearFamily(c) { return family }
         if !c.attentionBias || c.attentionScale != nil {
             guard !c.attentionBias, c.attentionScale == 1, c.layout == .preNorm, c.positions == .learned else {
-                throw ConfigurationError(message: "no Hugging Face format holds this attention (GPT-Neo's needs pre-LN, learned positions, bias-free q/k/v and unscaled scores)")
+                throw ConfigurationError(.unsupportedFormat, "no Hugging Face format holds this attention (GPT-Neo's needs pre-LN, learned positions, bias-free q/k/v and unscaled scores)")
             }
             let windows = Set((0..<c.layerCount).compactMap { c.attentionWindow(layer: $0) })
-            guard windows.count <= 1 else { throw ConfigurationError(message: "GPT-Neo checkpoints have one window size for every local layer") }
+            guard windows.count <= 1 else { throw ConfigurationError(.unsupportedFormat, "GPT-Neo checkpoints have one window size for every local layer") }
             guard (0..<c.layerCount).allSatisfy({ c.attentionStride(layer: $0) == nil }) else {
-                throw ConfigurationError(message: "GPT-Neo checkpoints have no strided or fixed attention")
+                throw ConfigurationError(.unsupportedFormat, "GPT-Neo checkpoints have no strided or fixed attention")
             }
             return "gpt_neo"
         }
@@ -305,11 +305,11 @@ public enum HuggingFaceCheckpoint {
             let (window, stride, summaries) = attentionSizes(c)
             guard try GPTConfig.patterns(cycling: c.attentionKinds, window: window ?? 1, stride: stride, summaries: summaries,
                                          layers: c.layerCount) == patterns else {
-                throw ConfigurationError(message: "SwiftGPT's config.json keys hold one window, one stride and one summary count for all layers; these layers differ")
+                throw ConfigurationError(.unsupportedFormat, "SwiftGPT's config.json keys hold one window, one stride and one summary count for all layers; these layers differ")
             }
         }
         guard c.layout == .preNorm || c.activation == .tanh else {
-            throw ConfigurationError(message: "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
+            throw ConfigurationError(.unsupportedFormat, "OpenAI-GPT checkpoints have no exact-erf GELU; use the tanh approximation")
         }
         return c.layout == .preNorm ? "gpt2" : "openai-gpt"
     }
@@ -324,16 +324,16 @@ public enum HuggingFaceCheckpoint {
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any], let format = json[inputFormatKey] else { return nil }
         // JSONSerialization stops the process on a value that is not a container: check before re-encoding it.
         guard JSONSerialization.isValidJSONObject(format) else {
-            throw FileError(url: url, message: "'\(inputFormatKey)' must be an object describing the input format, got \(format)")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "'\(inputFormatKey)' must be an object describing the input format, got \(format)")
         }
         do { return try JSONDecoder().decode(InputFormat.self, from: JSONSerialization.data(withJSONObject: format)) } catch {
-            throw FileError(url: url, message: "'\(inputFormatKey)' is not a valid input format (\(error))")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "'\(inputFormatKey)' is not a valid input format (\(error))")
         }
     }
 
     /// The sequence-classification head that config.json describes for a `score` of `labelCount` rows.
     static func readClassification(_ url: URL, labelCount: Int, vocabularySize: Int) throws -> SequenceClassification {
-        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
+        func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: nil), message: message) }
         guard let data = FileManager.default.contents(atPath: url.path),
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
         let labelNames = json["id2label"] as? [String: String] ?? [:]
@@ -347,7 +347,7 @@ public enum HuggingFaceCheckpoint {
         case nil: problem = count == 1 ? .regression : .singleLabel
         case let name?:
             guard let known = SequenceClassification.Problem(rawValue: name) else {
-                throw fail("unsupported problem_type '\(name)' (supported: single_label_classification, regression)")
+                throw FileError(url: url, reason: .unsupported, message: "unsupported problem_type '\(name)' (supported: single_label_classification, regression)")
             }
             problem = known
         }

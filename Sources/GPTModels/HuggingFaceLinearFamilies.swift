@@ -96,7 +96,7 @@ extension HuggingFaceCheckpoint {
            c.attentionOutputBias, !c.outputBias {
             return "gpt_bigcode"
         }
-        throw ConfigurationError(message: "no Hugging Face format holds this model (GPT-NeoX: rotary positions, biases on all or none "
+        throw ConfigurationError(.unsupportedFormat, "no Hugging Face format holds this model (GPT-NeoX: rotary positions, biases on all or none "
                                  + "of attention's projections, no output bias; GPT-J: rotary positions with base 10000, one LayerNorm "
                                  + "per block, bias-free attention, an untied output layer with a bias; GPTBigCode: GPT-2 with one "
                                  + "key/value head)")
@@ -216,7 +216,7 @@ extension HuggingFaceCheckpoint {
     /// model does not have, or one it needs and the file lacks, is an error naming it.
     static func linearFamilyTensors(_ file: CheckpointWeights, family: String, config c: GPTConfig) throws -> [String: StoredTensor] {
         func require(_ name: String) throws {
-            guard file.entries[name] != nil else { throw FileError(url: file.url, message: "missing tensor '\(name)'") }
+            guard file.entries[name] != nil else { throw FileError(url: file.url, reason: .mismatched, message: "missing tensor '\(name)'") }
         }
         var result: [String: StoredTensor] = [:], consumed = Set<String>()
         for (ours, shape) in GPTModel.parameterShapes(c) {
@@ -261,7 +261,7 @@ extension HuggingFaceCheckpoint {
             if TaskHead.isHeadParameter(name) {
                 result[name] = StoredTensor(file, name)
             } else if !(name == "lm_head.weight" && c.tiedOutputEmbedding) {
-                throw FileError(url: file.url, message: "unexpected tensor '\(name)' for a \(family) model of this configuration")
+                throw FileError(url: file.url, reason: .mismatched, message: "unexpected tensor '\(name)' for a \(family) model of this configuration")
             }
         }
         return result

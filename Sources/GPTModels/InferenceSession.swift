@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 import TensorCore
 
 /// Incremental inference with a key/value cache for several sequences at once: each call feeds new tokens of some
@@ -131,19 +132,18 @@ package final class InferenceSession {
         let c = model.config, width = c.embeddingWidth
         var rowSequence: [Int] = [], rowPosition: [Int] = [], ids: [Int32] = []
         for entry in entries {
-            guard !entry.tokens.isEmpty else { throw GenerationError("an entry with no tokens") }
+            guard !entry.tokens.isEmpty else { throw GenerationError(.emptyInput, "an entry with no tokens") }
             guard lengths[entry.sequence] + entry.tokens.count <= c.contextLength else {
-                throw GenerationError("sequence of \(lengths[entry.sequence] + entry.tokens.count) tokens exceeds the context of \(c.contextLength)")
+                throw GenerationError(.exceedsContext, "sequence of \(lengths[entry.sequence] + entry.tokens.count) tokens exceeds the context of \(c.contextLength)")
             }
             for (t, id) in entry.tokens.enumerated() {
-                guard id >= 0, Int(id) < c.vocabularySize else { throw GenerationError("token id \(id) is outside the vocabulary") }
+                guard id >= 0, Int(id) < c.vocabularySize else { throw GenerationError(.idOutsideVocabulary, "token id \(id) is outside the vocabulary") }
                 rowSequence.append(entry.sequence)
                 rowPosition.append(lengths[entry.sequence] + t)
                 ids.append(id)
             }
         }
         let tape = Tape(recording: false)
-        let p = model.parameters
         // The token embedding is packed with the decoding weights: each row's token is gathered from there.
         let tokens = Tensor(uninitializedShape: [ids.count, width])
         for (r, id) in ids.enumerated() { weights.tokenEmbedding.column(Int(id), into: tokens.pointer + r * width) }
@@ -298,9 +298,27 @@ extension GPTModel {
     }
 }
 
-/// A generation request that cannot be served.
-package struct GenerationError: Error, CustomStringConvertible, Sendable {
-    package let message: String
-    package init(_ message: String) { self.message = message }
-    package var description: String { message }
+/// A generation, scoring or embedding request that cannot be served, or that the generation engine refused or ended.
+public typealias GenerationError = DomainError<GenerationProblem>
+
+/// The kinds of problem a generation, scoring or embedding request can meet (`GenerationError`'s reasons).
+public enum GenerationProblem: Equatable, Sendable {
+    /// An option or argument is outside its range (sampling options, batch sizes, a chat template's patterns).
+    case invalidArgument
+    /// A prompt, context or text is empty.
+    case emptyInput
+    /// A prompt, or a context with its continuation, is longer than the model's context.
+    case exceedsContext
+    /// A token id outside the model's vocabulary.
+    case idOutsideVocabulary
+    /// More sequences at once than the decoder has room for.
+    case overCapacity
+    /// The generation engine's queue of waiting requests is full; retry later.
+    case queueFull
+    /// The request did not finish within the engine's time limit.
+    case timedOut
+    /// The generation engine is stopping and takes no more work.
+    case stopping
+    /// A decoding step failed; every running request gets this.
+    case failed
 }

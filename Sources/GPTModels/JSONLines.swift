@@ -10,14 +10,14 @@ package enum JSONLines {
     package static func map<T>(_ url: URL, _ transform: (Int, [String: Any], (String) -> FileError) throws -> T) throws -> [T] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw FileError(url: url, message: "cannot read (\(error.localizedDescription))")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read (\(error.localizedDescription))")
         }
         var results: [T] = []
         var lineNumber = 0
         for rawLine in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             let number = lineNumber
-            func fail(_ message: String) -> FileError { FileError(url: url, message: "line \(number): \(message)") }
+            func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: number), message: "line \(number): \(message)") }
             let line = rawLine.last == UInt8(ascii: "\r") ? rawLine.dropLast() : rawLine
             if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
             guard String(validating: line, as: UTF8.self) != nil else { throw fail("not valid UTF-8") }
@@ -26,7 +26,7 @@ package enum JSONLines {
             }
             results.append(try transform(number, object, fail))
         }
-        guard !results.isEmpty else { throw FileError(url: url, message: "holds no examples") }
+        guard !results.isEmpty else { throw FileError(url: url, reason: .malformed(line: nil), message: "holds no examples") }
         return results
     }
 }

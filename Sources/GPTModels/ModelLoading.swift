@@ -27,7 +27,7 @@ package enum ModelLoading {
     private static func modelFolder(_ path: String) throws -> URL {
         let directory = try resolve(path)
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
-            throw FileError(url: directory, message: "not a model directory (no config.json, best/ or last/)")
+            throw FileError(url: directory, reason: .missing, message: "not a model directory (no config.json, best/ or last/)")
         }
         return directory
     }
@@ -42,10 +42,10 @@ package enum ModelLoading {
         } else if model.config.vocabularySize == 50257 {
             tokenizer = try TokenizerLoading.gpt2()
         } else {
-            throw FileError(url: directory, message: "has no tokenizer files and its vocabulary (\(model.config.vocabularySize)) is not GPT-2's; pass a tokenizer")
+            throw FileError(url: directory, reason: .missing, message: "has no tokenizer files and its vocabulary (\(model.config.vocabularySize)) is not GPT-2's; pass a tokenizer")
         }
         guard tokenizer.vocabularySize <= model.config.vocabularySize else {
-            throw FileError(url: directory, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
+            throw FileError(url: directory, reason: .mismatched, message: "the tokenizer has \(tokenizer.vocabularySize) tokens, more than the model's vocabulary of \(model.config.vocabularySize)")
         }
         return tokenizer
     }

@@ -50,7 +50,7 @@ public struct SamplingOptions: Sendable, Equatable {
 
     /// Rejects settings outside their ranges, with a message naming the setting.
     package func validate() throws {
-        func check(_ condition: Bool, _ message: String) throws { if !condition { throw GenerationError(message) } }
+        func check(_ condition: Bool, _ message: String) throws { if !condition { throw GenerationError(.invalidArgument, message) } }
         try check(maxNewTokens >= 0, "max new tokens must not be negative")
         try check(temperature >= 0 && temperature.isFinite, "temperature must be a finite number ≥ 0")
         try check(topK.map { $0 > 0 } ?? true, "top-k must be positive")

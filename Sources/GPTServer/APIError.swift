@@ -50,29 +50,20 @@ package struct APIError: Error, CustomStringConvertible, HTTPResponseError {
                  type: "invalid_request_error", code: "unsupported_media_type")
     }
 
-    static func queueFull(waiting: Int) -> APIError {
-        var error = APIError(status: .tooManyRequests, message: "the server is busy: \(waiting) requests are already waiting; retry later",
-                             type: "rate_limit_error", code: "queue_full")
-        error.retryAfter = 1
-        return error
-    }
-
-    static func timedOut(seconds: Double) -> APIError {
-        APIError(status: .requestTimeout, message: "the request did not finish within \(seconds) s", type: "timeout_error", code: "timeout")
-    }
-
     static func shuttingDown() -> APIError {
         APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error", code: "shutting_down")
     }
 
-    /// The answer to an error of the generation engine.
-    init(_ error: GenerationEngineError) {
-        switch error {
-        case .queueFull(let waiting): self = .queueFull(waiting: waiting)
-        case .timedOut(let seconds): self = .timedOut(seconds: seconds)
+    /// The answer to a request that generation refused or ended.
+    init(_ error: GenerationError) {
+        switch error.reason {
+        case .queueFull:
+            self = APIError(status: .tooManyRequests, message: "the server is busy: \(error.message)", type: "rate_limit_error", code: "queue_full")
+            retryAfter = 1
+        case .timedOut: self = APIError(status: .requestTimeout, message: error.message, type: "timeout_error", code: "timeout")
         case .stopping: self = .shuttingDown()
-        case .invalidRequest(let message): self = .invalidRequest(message)
-        case .failed: self = .internalError(error.description)
+        case .failed: self = .internalError(error.message)
+        case .invalidArgument, .emptyInput, .exceedsContext, .idOutsideVocabulary, .overCapacity: self = .invalidRequest(error.message)
         }
     }
 

@@ -66,10 +66,10 @@ public final class OpenAIServer: Sendable {
         precondition(weights.format == configuration.precision, "decoding weights in \(weights.format), configured \(configuration.precision)")
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
               configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {
-            throw GenerationError("max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes not negative")
+            throw GenerationError(.invalidArgument, "max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes not negative")
         }
         for (name, seconds) in [("request timeout", configuration.requestTimeout), ("receive timeout", configuration.receiveTimeout)] {
-            guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError("the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
+            guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError(.invalidArgument, "the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
         }
         self.configuration = configuration
         served = ServedModel(name: configuration.servedModelName, tokenizer: tokenizer, contextLength: model.config.contextLength,
@@ -270,7 +270,7 @@ struct StreamWriter: Sendable {
                     }
                 }
             }
-        } catch let error as GenerationEngineError {
+        } catch let error as GenerationError {
             return try await fail(APIError(error), &writer)
         } catch let error as APIError {
             return try await fail(error, &writer)
@@ -305,13 +305,12 @@ struct APIMiddleware: RouterMiddleware {
             let apiError: APIError
             switch error {
             case let e as APIError: apiError = e
-            case let e as GenerationEngineError: apiError = APIError(e)
+            case let e as GenerationError: apiError = APIError(e)
             case let e as HTTPError where e.status == .notFound: apiError = .notFound(path)
             case let e as HTTPError:
                 apiError = APIError(status: e.status, message: e.body ?? e.status.reasonPhrase, type: "invalid_request_error")
             case is NIOTooManyBytesError: apiError = .bodyTooLarge(limit: server.configuration.maxBodyBytes)
             case let e as TokenizerError: apiError = .invalidRequest(e.message)
-            case let e as GenerationError: apiError = .invalidRequest(e.message)
             default: apiError = .internalError("\(error)")
             }
             server.metrics.countRequest(endpoint: endpoint, status: Int(apiError.status.code))

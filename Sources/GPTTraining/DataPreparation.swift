@@ -24,12 +24,12 @@ package enum DataPreparation {
     /// Reads a text file, insisting on non-empty UTF-8.
     package static func readText(_ url: URL) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw FileError(url: url, message: "cannot read the file")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read the file")
         }
-        guard !data.isEmpty else { throw FileError(url: url, message: "the file is empty") }
+        guard !data.isEmpty else { throw FileError(url: url, reason: .malformed(line: nil), message: "the file is empty") }
         let bytes = Array(data)
         guard String(validating: bytes, as: UTF8.self) != nil else {
-            throw FileError(url: url, message: "not valid UTF-8 text")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not valid UTF-8 text")
         }
         return bytes
     }
@@ -44,14 +44,14 @@ package enum DataPreparation {
         for (index, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
         where !line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
-                throw FileError(url: url, message: "line \(index + 1): not a JSON object")
+                throw FileError(url: url, reason: .malformed(line: index + 1), message: "line \(index + 1): not a JSON object")
             }
             let texts = fields.flatMap { field -> [String] in
                 if let text = object[field] as? String { return [text] }
                 return object[field] as? [String] ?? []
             }
             guard !texts.isEmpty else {
-                throw FileError(url: url, message: "line \(index + 1): none of the fields \(fields.joined(separator: ", ")) holds text")
+                throw FileError(url: url, reason: .malformed(line: index + 1), message: "line \(index + 1): none of the fields \(fields.joined(separator: ", ")) holds text")
             }
             documents.append(Array(texts.joined(separator: "\n").utf8))
         }
@@ -64,8 +64,8 @@ package enum DataPreparation {
     /// Nothing is written unless every file was read and encoded. `progress` gets (bytes done, bytes in all).
     package static func prepare(files: [URL], fields: [String]? = nil, tokenizer: any Tokenizer, valFraction: Double = 0.1,
                                output: URL, progress: (Int, Int) -> Void = { _, _ in }) throws -> Meta {
-        guard !files.isEmpty else { throw TokenizerError("no input files") }
-        guard valFraction >= 0, valFraction < 1 else { throw TokenizerError("the validation fraction must be in [0, 1)") }
+        guard !files.isEmpty else { throw ConfigurationError(.invalidSetting("files"), "no input files") }
+        guard valFraction >= 0, valFraction < 1 else { throw ConfigurationError(.invalidSetting("valFraction"), "the validation fraction must be in [0, 1)") }
         let files = try files.map { ($0, try readDocuments($0, fields: fields)) }
         let total = files.reduce(0) { $0 + $1.1.reduce(0) { $0 + $1.count } }
         let newline = try tokenizer.encode(bytes: [UInt8(ascii: "\n")])
@@ -76,7 +76,7 @@ package enum DataPreparation {
                 do {
                     ids += try tokenizer.encode(bytes: document)
                 } catch let error as TokenizerError {
-                    throw FileError(url: url, message: documents.count > 1 ? "document \(d + 1): \(error.message)" : error.message)
+                    throw FileError(url: url, reason: .mismatched, message: documents.count > 1 ? "document \(d + 1): \(error.message)" : error.message)
                 }
                 // Documents are separated by the end-of-text token, or within a JSONL file by a newline without one.
                 let last = index + 1 == files.count && d + 1 == documents.count
@@ -105,10 +105,10 @@ package enum DataPreparation {
     package static func meta(in directory: URL) throws -> Meta {
         let url = directory.appendingPathComponent("meta.json")
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw FileError(url: url, message: "missing; prepare the data with `gpt prepare`")
+            throw FileError(url: url, reason: .missing, message: "missing; prepare the data with `gpt prepare`")
         }
         do { return try JSONDecoder().decode(Meta.self, from: data) } catch {
-            throw FileError(url: url, message: "not a valid meta.json (\(error))")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not a valid meta.json (\(error))")
         }
     }
 }

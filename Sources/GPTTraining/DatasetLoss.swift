@@ -20,11 +20,11 @@ package enum DatasetLoss {
     package static func evaluate(_ model: GPTModel, on file: TokenFile, length: Int, batch: Int,
                                 progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Result {
         guard length > 0, length <= model.config.contextLength else {
-            throw FileError(url: file.url, message: "window of \(length) tokens does not fit the model's context of \(model.config.contextLength)")
+            throw FileError(url: file.url, reason: .mismatched, message: "window of \(length) tokens does not fit the model's context of \(model.config.contextLength)")
         }
-        guard batch > 0 else { throw FileError(url: file.url, message: "batch must be positive") }
+        guard batch > 0 else { throw ConfigurationError(.invalidSetting("batch"), "batch must be positive") }
         let predictions = file.count - 1
-        guard predictions > 0 else { throw FileError(url: file.url, message: "has \(file.count) tokens; nothing to predict") }
+        guard predictions > 0 else { throw FileError(url: file.url, reason: .mismatched, message: "has \(file.count) tokens; nothing to predict") }
         let full = predictions / length
         var total = 0.0, done = 0
         let dataset = TokenDataset(file: file)
@@ -33,7 +33,7 @@ package enum DatasetLoss {
         func run(first: Int, count: Int, size: Int) throws {
             let (inputs, targets) = dataset.windows(at: (first..<(first + count)).map { $0 * length }, length: size)
             guard inputs.allSatisfy(inVocabulary), targets.allSatisfy(inVocabulary) else {
-                throw FileError(url: file.url, message: "holds token ids outside the model's vocabulary of \(model.config.vocabularySize) (prepared with another tokenizer?)")
+                throw FileError(url: file.url, reason: .mismatched, message: "holds token ids outside the model's vocabulary of \(model.config.vocabularySize) (prepared with another tokenizer?)")
             }
             let mean = model.evaluationLoss(inputs: inputs, targets: targets, batch: count)
             total += Double(mean) * Double(count * size)

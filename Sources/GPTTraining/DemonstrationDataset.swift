@@ -74,7 +74,7 @@ package enum DemonstrationDataset {
         for demonstration in demonstrations {
             let (ids, trained): ([Int32], [Bool])
             do { (ids, trained) = try template.trainingTokens(demonstration.messages, tokenizer: tokenizer) } catch {
-                throw FileError(url: source, message: "line \(demonstration.line): \(error)")
+                throw FileError(url: source, reason: .malformed(line: demonstration.line), message: "line \(demonstration.line): \(error)")
             }
             let kept = min(ids.count, contextLength)
             // The first token is never a target: a demonstration needs a trained token after it.

@@ -33,7 +33,7 @@ package final class FineTuningObjective: TrainingObjective {
         let (model, tokenizer, c, shard) = (context.model, context.tokenizer, context.configuration, context.shard)
         self.shard = shard
         guard let format = model.inputFormat, model.taskHead != nil else {
-            throw ConfigurationError(message: "fine-tuning needs a model with a task head and an input format")
+            throw ConfigurationError(.unsuitableModel, "fine-tuning needs a model with a task head and an input format")
         }
         self.model = model
         self.format = format
@@ -45,7 +45,7 @@ package final class FineTuningObjective: TrainingObjective {
         try FineTuningObjective.checkLabels(devExamples, url: devURL, head: model.taskHead!)
         let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
         guard context >= format.minimumContext else {
-            throw ConfigurationError(message: "a context of \(context) tokens cannot hold a \(format.task.rawValue) input's special tokens")
+            throw ConfigurationError(.unsuitableModel, "a context of \(context) tokens cannot hold a \(format.task.rawValue) input's special tokens")
         }
         train = try format.encode(trainExamples, from: trainURL, tokenizer: tokenizer, contextLength: context)
         dev = try format.encode(devExamples, from: devURL, tokenizer: tokenizer, contextLength: context)
@@ -57,7 +57,7 @@ package final class FineTuningObjective: TrainingObjective {
     /// Every label must fit the head: a class below the number of labels, a value only for regression.
     static func checkLabels(_ examples: [TaskExample], url: URL, head: TaskHead) throws {
         for example in examples {
-            func fail(_ message: String) -> FileError { FileError(url: url, message: "line \(example.line): field 'label' \(message)") }
+            func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: example.line), message: "line \(example.line): field 'label' \(message)") }
             switch (head, example.label) {
             case (.sequenceClassification(let h), .index(let i)?) where h.problem == .singleLabel && i >= h.labels.count:
                 throw fail("is \(i), but the model has \(h.labels.count) labels")
@@ -120,7 +120,7 @@ extension FineTuningObjective {
         let labelled = examples.compactMap { example in example.label?.classIndex.map { (line: example.line, label: $0) } }
         if let given {
             if let bad = labelled.first(where: { $0.label >= given }) {
-                throw FileError(url: file, message: "line \(bad.line): field 'label' is \(bad.label), but the task has \(given) classes (--classes, or the number of --labels)")
+                throw FileError(url: file, reason: .malformed(line: bad.line), message: "line \(bad.line): field 'label' is \(bad.label), but the task has \(given) classes (--classes, or the number of --labels)")
             }
             return given
         }
@@ -128,7 +128,7 @@ extension FineTuningObjective {
         let seen = Set(labelled.map(\.label))
         let missing = (0..<count).filter { !seen.contains($0) }
         if !missing.isEmpty, let largest = labelled.max(by: { $0.label < $1.label }), largest.label >= 2 {
-            throw FileError(url: file, message: "the labels go up to \(largest.label) (line \(largest.line)), but no example has class "
+            throw FileError(url: file, reason: .malformed(line: largest.line), message: "the labels go up to \(largest.label) (line \(largest.line)), but no example has class "
                             + "\(missing.prefix(5).map(String.init).joined(separator: ", "))\(missing.count > 5 ? ", …" : ""); "
                             + "fix the labels, or give the number of classes with --classes")
         }
@@ -142,11 +142,11 @@ extension FineTuningObjective {
     /// largest label + 1, at least 2).
     package static func startingModel(_ c: TrainingConfiguration, settings: FineTuningSettings) throws -> (GPTModel, any Tokenizer) {
         guard c.initFrom != "scratch" else {
-            throw ConfigurationError(message: "fine-tuning needs a model directory to start from (its architecture and tokenizer)")
+            throw ConfigurationError(.invalidSetting("initFrom"), "fine-tuning needs a model directory to start from (its architecture and tokenizer)")
         }
         let (base, baseTokenizer) = try ModelLoading.load(c.initFrom)
         guard base.inputFormat == nil else {
-            throw ConfigurationError(message: "\(c.initFrom) is already fine-tuned (it has an input format); start from a pretrained model")
+            throw ConfigurationError(.unsuitableModel, "\(c.initFrom) is already fine-tuned (it has an input format); start from a pretrained model")
         }
         let examples = try TaskDataset.load(URL(fileURLWithPath: settings.train), task: settings.task, labelsRequired: true)
         // Ids up to the model's vocabulary that the tokenizer lacks become unused special tokens, so the new ones
@@ -160,7 +160,7 @@ extension FineTuningObjective {
             head = .multipleChoice
         } else if examples.contains(where: { $0.label?.classIndex == nil }) {
             guard settings.labelNames == nil else {
-                throw ConfigurationError(message: "\(settings.train) has real-valued labels (a regression): it takes no label names")
+                throw ConfigurationError(.invalidSetting("labelNames"), "\(settings.train) has real-valued labels (a regression): it takes no label names")
             }
             head = .sequenceClassification(SequenceClassification(labels: ["score"], problem: .regression, padTokenID: format.start))
         } else {

@@ -28,7 +28,7 @@ package final class LanguageModelObjective: TrainingObjective {
         val = TokenDataset(file: try TokenFile(contentsOf: data.appendingPathComponent("val.bin")))
         length = min(c.context ?? model.config.contextLength, model.config.contextLength)
         guard train.file.count > length, val.file.count > length else {
-            throw ConfigurationError(message: "train.bin (\(train.file.count) tokens) and val.bin (\(val.file.count) tokens) must each hold more than one window of \(length) tokens")
+            throw ConfigurationError(.insufficientData, "train.bin (\(train.file.count) tokens) and val.bin (\(val.file.count) tokens) must each hold more than one window of \(length) tokens")
         }
         batchSize = c.batchSize
         evalIterations = c.evalIterations
@@ -47,7 +47,7 @@ package final class LanguageModelObjective: TrainingObjective {
             model = try HuggingFaceCheckpoint.load(from: ModelLoading.resolve(c.initFrom))
             if let dropout = c.dropout { model.setDropout(dropout) }
             guard model.config.vocabularySize >= meta.vocabularySize else {
-                throw ConfigurationError(message: "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")
+                throw ConfigurationError(.unsuitableModel, "the model's vocabulary (\(model.config.vocabularySize)) is smaller than the data's (\(meta.vocabularySize))")
             }
         }
         return (model, try TokenizerLoading.load(directory: data))

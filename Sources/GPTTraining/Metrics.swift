@@ -19,7 +19,7 @@ enum Metrics {
             lines.append(UInt8(ascii: "\n"))
         }
         let descriptor = open(url.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        guard descriptor >= 0 else { throw FileError(url: url, message: "cannot open for appending (\(String(cString: strerror(errno))))") }
+        guard descriptor >= 0 else { throw FileError(url: url, reason: .writeFailed, message: "cannot open for appending (\(String(cString: strerror(errno))))") }
         let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         try handle.write(contentsOf: lines)
     }

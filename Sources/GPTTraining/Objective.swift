@@ -36,10 +36,10 @@ extension TrainingConfiguration {
         static func decode(_ key: CodingKeys, from c: KeyedDecodingContainer<CodingKeys>) throws -> Objective {
             switch key {
             case .pretraining: .pretraining
-            case .fineTuning: .fineTuning(try c.decode(FineTuningSettings.self, forKey: key))
-            case .rewardModeling: .rewardModeling(try c.decode(RewardModelingSettings.self, forKey: key))
-            case .supervisedFineTuning: .supervisedFineTuning(try c.decode(SupervisedFineTuningSettings.self, forKey: key))
-            case .policyOptimization: .policyOptimization(try c.decode(PolicyOptimizationSettings.self, forKey: key))
+            case .fineTuning: .fineTuning(try FineTuningSettings(from: c.superDecoder(forKey: key)))
+            case .rewardModeling: .rewardModeling(try RewardModelingSettings(from: c.superDecoder(forKey: key)))
+            case .supervisedFineTuning: .supervisedFineTuning(try SupervisedFineTuningSettings(from: c.superDecoder(forKey: key)))
+            case .policyOptimization: .policyOptimization(try PolicyOptimizationSettings(from: c.superDecoder(forKey: key)))
             }
         }
 
@@ -48,10 +48,10 @@ extension TrainingConfiguration {
             var c = encoder.container(keyedBy: CodingKeys.self)
             switch self {
             case .pretraining: try c.encode([String: Int](), forKey: .pretraining)
-            case .fineTuning(let settings): try c.encode(settings, forKey: .fineTuning)
-            case .rewardModeling(let settings): try c.encode(settings, forKey: .rewardModeling)
-            case .supervisedFineTuning(let settings): try c.encode(settings, forKey: .supervisedFineTuning)
-            case .policyOptimization(let settings): try c.encode(settings, forKey: .policyOptimization)
+            case .fineTuning(let settings): try settings.encode(to: c.superEncoder(forKey: .fineTuning))
+            case .rewardModeling(let settings): try settings.encode(to: c.superEncoder(forKey: .rewardModeling))
+            case .supervisedFineTuning(let settings): try settings.encode(to: c.superEncoder(forKey: .supervisedFineTuning))
+            case .policyOptimization(let settings): try settings.encode(to: c.superEncoder(forKey: .policyOptimization))
             }
         }
 

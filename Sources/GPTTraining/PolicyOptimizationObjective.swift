@@ -86,19 +86,19 @@ package final class PolicyOptimizationObjective: TrainingObjective {
     package init(_ settings: PolicyOptimizationSettings, _ context: ObjectiveContext) throws {
         let (model, tokenizer, c, group) = (context.model, context.tokenizer, context.configuration, context.group)
         guard model.taskHead == .value else {
-            throw ConfigurationError(message: "PPO needs a policy with a value head")
+            throw ConfigurationError(.unsuitableModel, "PPO needs a policy with a value head")
         }
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
         (reference, _) = try ModelLoading.load(c.initFrom)
         guard reference.config.vocabularySize == model.config.vocabularySize else {
-            throw ConfigurationError(message: "the reference policy \(c.initFrom) does not match the policy's vocabulary")
+            throw ConfigurationError(.unsuitableModel, "the reference policy \(c.initFrom) does not match the policy's vocabulary")
         }
         reward = try RewardFunction(specification: settings.reward)
         let room = model.config.contextLength - settings.maxNewTokens
         guard room > 0 else {
-            throw ConfigurationError(message: "\(settings.maxNewTokens) new tokens leave no room for a prompt in the context of \(model.config.contextLength)")
+            throw ConfigurationError(.invalidSetting("maxNewTokens"), "\(settings.maxNewTokens) new tokens leave no room for a prompt in the context of \(model.config.contextLength)")
         }
         let url = URL(fileURLWithPath: settings.prompts)
         let template = settings.chatTemplate
@@ -121,7 +121,7 @@ package final class PolicyOptimizationObjective: TrainingObjective {
             return (text: text, ids: Array(ids.suffix(room)))
         }
         guard all.count > settings.heldOutPrompts else {
-            throw ConfigurationError(message: "\(url.path) holds \(all.count) prompts: holding back \(settings.heldOutPrompts) to choose best/ by leaves none for the rollouts (hold back fewer)")
+            throw ConfigurationError(.invalidSetting("heldOutPrompts"), "\(url.path) holds \(all.count) prompts: holding back \(settings.heldOutPrompts) to choose best/ by leaves none for the rollouts (hold back fewer)")
         }
         prompts = Array(all.dropLast(settings.heldOutPrompts))
         heldOut = Array(all.suffix(settings.heldOutPrompts))
@@ -153,7 +153,7 @@ package final class PolicyOptimizationObjective: TrainingObjective {
     /// The figures of the rollout sampled at `step`: PPO's rollouts are its evaluations.
     package func evaluate(step: Int, precision: ProductPrecision) throws -> Evaluation {
         guard let rollout = state.rollout, rollout.step == step else {
-            throw TrainingError(message: "step \(step): PPO evaluates at the start of an iteration (every \(stepsPerIteration) steps), where a rollout is sampled")
+            throw TrainingError(.inconsistentState, "step \(step): PPO evaluates at the start of an iteration (every \(stepsPerIteration) steps), where a rollout is sampled")
         }
         return Evaluation(metrics: rollout.metrics, score: Self.bestScore(rollout.metrics), summary: rollout.summary)
     }
@@ -313,7 +313,7 @@ package final class PolicyOptimizationObjective: TrainingObjective {
     package func microBatchLoss(step: Int, microBatch: Int, of count: Int, tape: Tape, data: inout SeededRandom,
                                dropout: inout SeededRandom) throws -> (loss: Variable, tokens: Int)? {
         guard let rollout = state.rollout, (rollout.step..<(rollout.step + stepsPerIteration)).contains(step) else {
-            throw TrainingError(message: "step \(step + 1): no rollout for this PPO iteration")
+            throw TrainingError(.inconsistentState, "step \(step + 1): no rollout for this PPO iteration")
         }
         let order = EpochBatches(count: rollout.sequences.count, batchSize: batchSize, accumulation: accumulation,
                                  seed: seed ^ UInt64(rollout.step))
@@ -373,7 +373,7 @@ package final class PolicyOptimizationObjective: TrainingObjective {
     package func restoreState(from directory: URL) throws {
         let url = directory.appendingPathComponent(Self.stateFile)
         do { state = try JSONDecoder().decode(State.self, from: try Data(contentsOf: url)) } catch {
-            throw FileError(url: url, message: "missing or corrupt PPO state (\(error))")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "missing or corrupt PPO state (\(error))")
         }
     }
 
@@ -472,13 +472,13 @@ extension PolicyOptimizationObjective {
     /// The policy a new run starts from: the configuration's `initFrom` model with a value head (N(0, 0.02)), or
     /// with the value head it already has.
     package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
-        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "PPO starts from a policy directory") }
+        guard c.initFrom != "scratch" else { throw ConfigurationError(.invalidSetting("initFrom"), "PPO starts from a policy directory") }
         let (base, tokenizer) = try ModelLoading.load(c.initFrom)
         guard base.taskHead == nil || base.taskHead == .value else {
-            throw ConfigurationError(message: "\(c.initFrom) has a task head; PPO starts from a language model")
+            throw ConfigurationError(.unsuitableModel, "\(c.initFrom) has a task head; PPO starts from a language model")
         }
         guard tokenizer.endOfText != nil else {
-            throw ConfigurationError(message: "the policy's tokenizer has no end-of-text token to end responses with")
+            throw ConfigurationError(.unsuitableModel, "the policy's tokenizer has no end-of-text token to end responses with")
         }
         let model = try base.adapted(vocabularySize: base.config.vocabularySize, taskHead: .value, seed: c.seed)
         if let dropout = c.dropout { model.setDropout(dropout) }

@@ -43,10 +43,10 @@ package enum PreferenceDataset {
             var rows: [[Int32]] = []
             for (name, reply) in [("chosen", pair.chosen), ("rejected", pair.rejected)] {
                 do { rows.append(try tokenizer.encode(pair.prompt + reply)) } catch {
-                    throw FileError(url: source, message: "line \(pair.line): \(error)")
+                    throw FileError(url: source, reason: .malformed(line: pair.line), message: "line \(pair.line): \(error)")
                 }
                 guard !rows.last!.isEmpty else {
-                    throw FileError(url: source, message: "line \(pair.line): fields 'prompt' and '\(name)' are empty together: a reward model needs text to score")
+                    throw FileError(url: source, reason: .malformed(line: pair.line), message: "line \(pair.line): fields 'prompt' and '\(name)' are empty together: a reward model needs text to score")
                 }
             }
             let lost = rows.map { Double(max(0, $0.count - contextLength)) / Double($0.count) }.max() ?? 0

@@ -205,7 +205,7 @@ package final class ProcessGroup: @unchecked Sendable {
         let halves = [Double(hash >> 32), Double(hash & 0xFFFF_FFFF)]
         let low = maximum(halves.map { -$0 }).map { -$0 }, high = maximum(halves)
         guard low == high else {
-            throw ConfigurationError(message: "the ranks of this run were given different \(what) (rank \(rank) of \(size)); every rank needs the same command line and files")
+            throw ConfigurationError(.ranksDisagree, "the ranks of this run were given different \(what) (rank \(rank) of \(size)); every rank needs the same command line and files")
         }
     }
 }

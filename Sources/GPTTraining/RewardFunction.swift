@@ -17,22 +17,22 @@ package final class RewardFunction {
         if specification.hasPrefix("classifier:") {
             let rest = specification.dropFirst("classifier:".count)
             guard let colon = rest.lastIndex(of: ":") else {
-                throw ConfigurationError(message: "a classifier reward is classifier:DIR:LABEL, got '\(specification)'")
+                throw ConfigurationError(.invalidSetting("reward"), "a classifier reward is classifier:DIR:LABEL, got '\(specification)'")
             }
             let directory = String(rest[..<colon]), name = String(rest[rest.index(after: colon)...])
             (model, tokenizer) = try ModelLoading.load(directory)
             guard model.inputFormat?.task == .classification, case .sequenceClassification(let head)? = model.taskHead,
                   head.problem == .singleLabel else {
-                throw ConfigurationError(message: "\(directory) is not a classifier from gpt finetune --task classification")
+                throw ConfigurationError(.unsuitableModel, "\(directory) is not a classifier from gpt finetune --task classification")
             }
             guard let index = head.labels.firstIndex(of: name) ?? Int(name).flatMap({ head.labels.indices.contains($0) ? $0 : nil }) else {
-                throw ConfigurationError(message: "\(directory) has no label '\(name)' (its labels: \(head.labels.joined(separator: ", ")))")
+                throw ConfigurationError(.invalidSetting("reward"), "\(directory) has no label '\(name)' (its labels: \(head.labels.joined(separator: ", ")))")
             }
             label = index
         } else {
             (model, tokenizer) = try ModelLoading.load(specification)
             guard case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1, model.inputFormat == nil else {
-                throw ConfigurationError(message: "\(specification) is not a reward model (from gpt reward train); a classifier is classifier:DIR:LABEL")
+                throw ConfigurationError(.unsuitableModel, "\(specification) is not a reward model (from gpt reward train); a classifier is classifier:DIR:LABEL")
             }
             label = nil
         }

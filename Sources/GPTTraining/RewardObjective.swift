@@ -27,7 +27,7 @@ package final class RewardObjective: TrainingObjective {
         let (model, tokenizer, c, shard) = (context.model, context.tokenizer, context.configuration, context.shard)
         self.shard = shard
         guard case .sequenceClassification(let head)? = model.taskHead, head.labels.count == 1 else {
-            throw ConfigurationError(message: "reward modelling needs a model with a one-output sequence-classification head")
+            throw ConfigurationError(.unsuitableModel, "reward modelling needs a model with a one-output sequence-classification head")
         }
         self.model = model
         pad = head.padTokenID
@@ -110,7 +110,7 @@ extension RewardObjective {
     /// head (N(0, 0.02)). Rows are padded with the end-of-text token, or with a `<|pad|>` token added to the
     /// vocabulary when the tokenizer has none, so the head reads each row's last real token as transformers does.
     package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
-        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "a reward model starts from a model directory") }
+        guard c.initFrom != "scratch" else { throw ConfigurationError(.invalidSetting("initFrom"), "a reward model starts from a model directory") }
         let (base, baseTokenizer) = try ModelLoading.load(c.initFrom)
         var tokenizer = baseTokenizer, vocabulary = base.config.vocabularySize
         let pad: Int32

@@ -37,7 +37,7 @@ package final class SupervisedFineTuningObjective: TrainingObjective {
             let url = URL(fileURLWithPath: path)
             let encoded = try DemonstrationDataset.encode(try DemonstrationDataset.load(url), from: url, template: settings.chatTemplate,
                                                           tokenizer: tokenizer, contextLength: context)
-            guard !encoded.examples.isEmpty else { throw FileError(url: url, message: "no demonstration keeps a reply token within the context of \(context)") }
+            guard !encoded.examples.isEmpty else { throw FileError(url: url, reason: .mismatched, message: "no demonstration keeps a reply token within the context of \(context)") }
             return encoded
         }
         let trainSet = try read(settings.train), devSet = try read(settings.dev)
@@ -109,10 +109,10 @@ extension SupervisedFineTuningObjective {
     /// The model a new run starts from: the configuration's `initFrom` model and tokenizer, as they are (dropout as
     /// configured).
     package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
-        guard c.initFrom != "scratch" else { throw ConfigurationError(message: "supervised fine-tuning starts from a model directory") }
+        guard c.initFrom != "scratch" else { throw ConfigurationError(.invalidSetting("initFrom"), "supervised fine-tuning starts from a model directory") }
         let (model, tokenizer) = try ModelLoading.load(c.initFrom)
         guard model.taskHead == nil else {
-            throw ConfigurationError(message: "\(c.initFrom) has a task head; supervised fine-tuning starts from a language model")
+            throw ConfigurationError(.unsuitableModel, "\(c.initFrom) has a task head; supervised fine-tuning starts from a language model")
         }
         if let dropout = c.dropout { model.setDropout(dropout) }
         return (model, tokenizer)

@@ -95,12 +95,12 @@ extension InputFormat {
     /// sequences of at most `contextLength` tokens.
     package func encode(_ examples: [TaskExample], from source: URL, tokenizer: any Tokenizer, contextLength: Int) throws -> [EncodedExample] {
         guard contextLength >= minimumContext else {
-            throw ConfigurationError(message: "a context of \(contextLength) tokens cannot hold the special tokens of a \(task.rawValue) input (\(minimumContext))")
+            throw ConfigurationError(.unsuitableModel, "a context of \(contextLength) tokens cannot hold the special tokens of a \(task.rawValue) input (\(minimumContext))")
         }
         return try examples.map { example in
             let segments: [[Int32]]
             do { segments = try example.segments.map { try tokenizer.encode($0) } } catch {
-                throw FileError(url: source, message: "line \(example.line): \(error)")
+                throw FileError(url: source, reason: .malformed(line: example.line), message: "line \(example.line): \(error)")
             }
             let sequences = sequences(segments, contextLength: contextLength)
             return EncodedExample(rows: sequences.rows, label: example.label, lostFraction: sequences.lostFraction)

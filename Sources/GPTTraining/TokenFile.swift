@@ -21,20 +21,20 @@ package struct TokenFile {
         self.url = url
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw FileError(url: url, message: "cannot read the token file (\(error.localizedDescription))")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read the token file (\(error.localizedDescription))")
         }
         guard data.count >= Self.headerSize, Array(data.prefix(8)) == Self.magic else {
-            throw FileError(url: url, message: "not a SwiftGPT token file (bad header); make one with `gpt prepare`")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not a SwiftGPT token file (bad header); make one with `gpt prepare`")
         }
         let (version, width, count) = data.withUnsafeBytes { raw in
             (raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian,
              raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian,
              raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian)
         }
-        guard version == 1 else { throw FileError(url: url, message: "unsupported token-file version \(version)") }
-        guard width == 2 || width == 4 else { throw FileError(url: url, message: "corrupt header: \(width) bytes per token") }
+        guard version == 1 else { throw FileError(url: url, reason: .unsupported, message: "unsupported token-file version \(version)") }
+        guard width == 2 || width == 4 else { throw FileError(url: url, reason: .malformed(line: nil), message: "corrupt header: \(width) bytes per token") }
         guard count <= UInt64(Int.max / 4), data.count == Self.headerSize + Int(count) * Int(width) else {
-            throw FileError(url: url, message: "corrupt or truncated: the header says \(count) tokens of \(width) bytes, the file has \(data.count) bytes")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "corrupt or truncated: the header says \(count) tokens of \(width) bytes, the file has \(data.count) bytes")
         }
         self.data = data
         self.count = Int(count)
@@ -92,7 +92,7 @@ package struct TokenDataset {
     /// `batch` windows of `length` inputs with their next-token targets, at offsets drawn from `random`.
     package func batch(_ batch: Int, length: Int, random: inout SeededRandom) throws -> (inputs: [Int32], targets: [Int32]) {
         guard file.count > length else {
-            throw FileError(url: file.url, message: "has \(file.count) tokens, fewer than one window of \(length + 1)")
+            throw FileError(url: file.url, reason: .mismatched, message: "has \(file.count) tokens, fewer than one window of \(length + 1)")
         }
         let starts = (0..<batch).map { _ in random.nextInt(below: file.count - length) }
         return windows(at: starts, length: length)

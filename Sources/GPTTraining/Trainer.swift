@@ -114,7 +114,7 @@ public final class Trainer {
         group.timeout = configuration.rankTimeout
         let sharded = configuration.shardOptimizer && group.size > 1
         if sharded && model.parameters.count > Int(Int32.max) {
-            throw ConfigurationError(message: "--shard-optimizer handles models of fewer than 2³¹ parameters")
+            throw ConfigurationError(.invalidSetting("shardOptimizer"), "--shard-optimizer handles models of fewer than 2³¹ parameters")
         }
         optimizer = AdamW(parameters: model.parameters, settings: .init(
             beta1: configuration.beta1, beta2: configuration.beta2, epsilon: configuration.epsilon,
@@ -251,7 +251,7 @@ public final class Trainer {
             norm = parameters.gradientNorm()
         }
         guard loss.isFinite, norm.isFinite else {
-            throw TrainingError(message: "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. \(keptCheckpointNote)")
+            throw TrainingError(.diverged, "step \(step + 1): the \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? norm : loss); stopping. \(keptCheckpointNote)")
         }
         optimizer.step(learningRate: c.learningRate(at: step),
                        gradientScale: c.gradientClip > 0 ? ParameterSet.clippingScale(norm: norm, maximum: c.gradientClip) : 1)
@@ -268,7 +268,7 @@ public final class Trainer {
     private func evaluateAndCheckpoint(_ events: (Event) -> Void) throws {
         let evaluation = try objective.evaluate(step: step, precision: configuration.resolvedPrecision)
         if let (name, value) = evaluation.metrics.first(where: { !$0.value.isFinite }) {
-            throw TrainingError(message: "step \(step): the evaluation's \(name) is \(value); stopping. \(keptCheckpointNote)")
+            throw TrainingError(.diverged, "step \(step): the evaluation's \(name) is \(value); stopping. \(keptCheckpointNote)")
         }
         events(.evaluation(step: step, evaluation))
         if group.isMain {
@@ -332,9 +332,12 @@ extension Trainer {
 }
 
 /// A training run that cannot go on.
-public struct TrainingError: Error, CustomStringConvertible, Sendable {
-    /// What went wrong.
-    public let message: String
-    /// The message.
-    public var description: String { message }
+public typealias TrainingError = DomainError<TrainingProblem>
+
+/// Why a training run stops (`TrainingError`'s reasons).
+public enum TrainingProblem: Equatable, Sendable {
+    /// The loss, the gradient norm or an evaluation figure is not a finite number.
+    case diverged
+    /// The run's state contradicts itself (a PPO step without its rollout).
+    case inconsistentState
 }

@@ -112,7 +112,7 @@ package enum TrainingCheckpoint {
             // Renamed out of the step names first, so that a kill during the removal leaves no partial step folder.
             let removed = output.appendingPathComponent(".\(folder.lastPathComponent).removed-\(getpid())")
             guard rename(folder.path, removed.path) == 0 else {
-                throw FileError(url: folder, message: "cannot remove this old checkpoint (\(String(cString: strerror(errno))))")
+                throw FileError(url: folder, reason: .writeFailed, message: "cannot remove this old checkpoint (\(String(cString: strerror(errno))))")
             }
             try fm.removeItem(at: removed)
         }
@@ -174,10 +174,10 @@ package enum TrainingCheckpoint {
     package static func loadState(from directory: URL) throws -> State {
         let url = directory.appendingPathComponent(stateFile)
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw FileError(url: url, message: "missing: this checkpoint cannot be resumed")
+            throw FileError(url: url, reason: .missing, message: "missing: this checkpoint cannot be resumed")
         }
         do { return try JSONDecoder().decode(State.self, from: data) } catch {
-            throw FileError(url: url, message: "corrupt training state (\(error))")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "corrupt training state (\(error))")
         }
     }
 
@@ -188,7 +188,7 @@ package enum TrainingCheckpoint {
         let file = try SafeTensors(contentsOf: url)
         for (name, target) in [("exp_avg", optimizer.firstMoment), ("exp_avg_sq", optimizer.secondMoment)] {
             guard let entry = file.entries[name], entry.shape == [parameterCount] else {
-                throw FileError(url: url, message: "tensor '\(name)' is missing or does not fit the model ([\(parameterCount)])")
+                throw FileError(url: url, reason: .mismatched, message: "tensor '\(name)' is missing or does not fit the model ([\(parameterCount)])")
             }
             let whole = try file.tensor(name)
             target.pointer.update(from: whole.pointer + optimizer.range.lowerBound, count: optimizer.range.count)

@@ -91,56 +91,71 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// The precision this configuration trains in.
     package var resolvedPrecision: ProductPrecision { precision ?? .machineDefault }
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case preset, layers, heads, width, context, dropout, attention, window, stride, summaries, data, out, initFrom, batchSize, gradientAccumulation
-        case maxIterations, learningRate, minLearningRate, warmupIterations, decayIterations, beta1, beta2, epsilon
-        case weightDecay, gradientClip, evalInterval, evalIterations, logInterval, seed, precision, schedule, objective
-        case shardOptimizer, rankTimeout, keepCheckpoints
-    }
+    /// Every setting but the objective, in the order `gpt train --help` lists them.
+    package static let settings: [Setting<TrainingConfiguration>] = [
+        Setting("preset", \.preset, "Model preset: \(GPTConfig.presets.keys.sorted().joined(separator: ", ")); the settings below override its sizes."),
+        Setting("layers", \.layers, "Number of layers (default: the preset's)."),
+        Setting("heads", \.heads, "Attention heads (default: the preset's)."),
+        Setting("width", \.width, "Embedding width (default: the preset's; the MLP is 4 times it)."),
+        Setting("context", \.context, "Context length and training window (default: the preset's)."),
+        Setting("dropout", \.dropout, "Dropout probability (default: the preset's, or a fine-tuned model's own)."),
+        Setting("attention", \.attention, "Attention kind per layer, cycled: global, local, strided, local+strided, fixed (e.g. global,local alternates as GPT-3; default: the preset's)."),
+        Setting("window", \.window, "Window of the local attention layers (default: the preset's, else 256)."),
+        Setting("stride", \.stride, "Stride of the strided attention layers, block of the fixed ones (default: the window)."),
+        Setting("summaries", \.summaries, "Summaries per block of the fixed attention layers (default 8, at most the block)."),
+        Setting("data", \.data, "Prepared data directory (from gpt prepare)."),
+        Setting("out", \.out, "Output directory."),
+        Setting("initFrom", \.initFrom, "scratch, or a model to start from: a directory (SwiftGPT or Hugging Face GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode) or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull)."),
+        Setting("batchSize", \.batchSize, "Sequences per micro-batch."),
+        Setting("gradientAccumulation", \.gradientAccumulation, "Micro-batches per optimizer step."),
+        Setting("maxIterations", \.maxIterations, "Optimizer steps in all."),
+        Setting("learningRate", \.learningRate, "Peak learning rate."),
+        Setting("minLearningRate", \.minLearningRate, "Learning rate at the end of the decay."),
+        Setting("warmupIterations", \.warmupIterations, "Linear warmup steps."),
+        Setting("decayIterations", \.decayIterations, "Steps of decay (default: max iterations)."),
+        Setting("schedule", \.schedule, "Decay after warmup, to the minimum learning rate."),
+        Setting("beta1", \.beta1, "AdamW beta1."),
+        Setting("beta2", \.beta2, "AdamW beta2."),
+        Setting("epsilon", \.epsilon, "AdamW epsilon."),
+        Setting("weightDecay", \.weightDecay, "AdamW weight decay (matrices and embeddings only)."),
+        Setting("gradientClip", \.gradientClip, "Gradient-norm clip (0: off)."),
+        Setting("evalInterval", \.evalInterval, "Steps between evaluations and checkpoints."),
+        Setting("evalIterations", \.evalIterations, "Batches per evaluation."),
+        Setting("logInterval", \.logInterval, "Steps between metric log lines."),
+        Setting("seed", \.seed, "Random seed (weights, batches, dropout)."),
+        Setting("precision", \.precision, "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively)."),
+        Setting("shardOptimizer", \.shardOptimizer, "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1)."),
+        Setting("rankTimeout", \.rankTimeout, "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error."),
+        Setting("keepCheckpoints", \.keepCheckpoints, "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; 0: last/ and best/ only)."),
+    ]
 
-    /// Reads a configuration in which every field is optional (missing fields keep their defaults); an unknown
-    /// field is an error, so a misspelt setting is not silently ignored. The objective may also be given as one of
-    /// the keys `fineTuning`, `rewardModeling`, `supervisedFineTuning` or `policyOptimization` at the top level, as
+    /// Reads a configuration in which every setting is optional (a missing one keeps its default); an unknown key
+    /// is an error, so a misspelt setting is not silently ignored. The objective may also be given as one of the
+    /// keys `fineTuning`, `rewardModeling`, `supervisedFineTuning` or `policyOptimization` at the top level, as
     /// checkpoints written before `objective` existed hold it.
     public init(from decoder: Decoder) throws {
-        let legacyObjectiveKeys = Objective.CodingKeys.allCases.filter { $0 != .pretraining }
-        let known = Set(CodingKeys.allCases.map(\.rawValue) + legacyObjectiveKeys.map(\.rawValue))
-        if let unknown = try decoder.container(keyedBy: AnyCodingKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [unknown], debugDescription: "unknown setting '\(unknown.stringValue)'; known: \(known.sorted().joined(separator: ", "))"))
-        }
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        var d = TrainingConfiguration()
-        func read<T: Decodable>(_ key: CodingKeys, _ target: inout T) throws {
-            if let value = try c.decodeIfPresent(T.self, forKey: key) { target = value }
-        }
-        func read<T: Decodable>(_ key: CodingKeys, _ target: inout T?) throws {
-            if let value = try c.decodeIfPresent(T.self, forKey: key) { target = value }
-        }
-        try read(.preset, &d.preset); try read(.layers, &d.layers); try read(.heads, &d.heads)
-        try read(.width, &d.width); try read(.context, &d.context); try read(.dropout, &d.dropout)
-        try read(.attention, &d.attention); try read(.window, &d.window); try read(.stride, &d.stride)
-        try read(.summaries, &d.summaries)
-        try read(.data, &d.data); try read(.out, &d.out); try read(.initFrom, &d.initFrom)
-        try read(.batchSize, &d.batchSize); try read(.gradientAccumulation, &d.gradientAccumulation)
-        try read(.maxIterations, &d.maxIterations); try read(.learningRate, &d.learningRate)
-        try read(.minLearningRate, &d.minLearningRate); try read(.warmupIterations, &d.warmupIterations)
-        try read(.decayIterations, &d.decayIterations); try read(.beta1, &d.beta1); try read(.beta2, &d.beta2)
-        try read(.epsilon, &d.epsilon); try read(.weightDecay, &d.weightDecay); try read(.gradientClip, &d.gradientClip)
-        try read(.evalInterval, &d.evalInterval); try read(.evalIterations, &d.evalIterations)
-        try read(.logInterval, &d.logInterval); try read(.seed, &d.seed); try read(.precision, &d.precision)
-        try read(.schedule, &d.schedule); try read(.objective, &d.objective)
-        try read(.shardOptimizer, &d.shardOptimizer); try read(.rankTimeout, &d.rankTimeout)
-        try read(.keepCheckpoints, &d.keepCheckpoints)
+        let objectiveKeys = Objective.CodingKeys.allCases.filter { $0 != .pretraining }
+        self = try Self.settings.decode(TrainingConfiguration(), from: decoder,
+                                        alsoKnown: ["objective"] + objectiveKeys.map(\.rawValue))
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        let objectiveKey = AnyCodingKey(stringValue: "objective")
+        if let objective = try c.decodeIfPresent(Objective.self, forKey: objectiveKey) { self.objective = objective }
         let legacy = try decoder.container(keyedBy: Objective.CodingKeys.self)
-        let legacyKeys = legacyObjectiveKeys.filter { legacy.contains($0) }
+        let legacyKeys = objectiveKeys.filter { legacy.contains($0) }
         if !legacyKeys.isEmpty {
-            guard legacyKeys.count == 1, !c.contains(.objective) else {
+            guard legacyKeys.count == 1, !c.contains(objectiveKey) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription:
                     "a run fine-tunes a task, trains a reward model, fine-tunes on demonstrations or runs PPO: one of them"))
             }
-            d.objective = try Objective.decode(legacyKeys[0], from: legacy)
+            objective = try Objective.decode(legacyKeys[0], from: legacy)
         }
-        self = d
+    }
+
+    /// Writes every setting and the objective.
+    public func encode(to encoder: Encoder) throws {
+        try Self.settings.encode(self, to: encoder)
+        var c = encoder.container(keyedBy: AnyCodingKey.self)
+        try c.encode(objective, forKey: AnyCodingKey(stringValue: "objective"))
     }
 
     /// Learning rate at `step`: linear warmup, then cosine (nanoGPT's schedule) or linear (GPT-1's fine-tuning)
@@ -188,33 +203,37 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
 
     /// Rejects settings that cannot run.
     package func validate() throws {
-        func check(_ condition: Bool, _ message: String) throws {
-            if !condition { throw ConfigurationError(message: message) }
+        func check(_ condition: Bool, _ setting: String, _ message: String) throws {
+            if !condition { throw ConfigurationError(.invalidSetting(setting), message) }
         }
-        try check(batchSize > 0, "batch size must be positive")
-        try check(gradientAccumulation > 0, "gradient accumulation must be positive")
-        try check(maxIterations >= 0, "max iterations must not be negative")
-        try check(learningRate >= 0 && minLearningRate >= 0 && learningRate.isFinite && minLearningRate.isFinite,
-                  "learning rates must be finite and not negative")
-        try check(warmupIterations >= 0, "warmup iterations must not be negative")
-        try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "betas must be in [0, 1)")
-        try check(epsilon > 0, "epsilon must be positive")
-        try check(weightDecay >= 0 && gradientClip >= 0, "weight decay and gradient clip must not be negative")
-        try check(evalInterval > 0 && evalIterations > 0 && logInterval > 0, "eval interval, eval iterations and log interval must be positive")
-        try check((0..<1).contains(dropout ?? 0), "dropout must be in [0, 1)")
-        try check(rankTimeout > 0, "the rank timeout must be positive")
-        try check(keepCheckpoints >= 0, "the number of checkpoints to keep must not be negative")
+        try check(batchSize > 0, "batchSize", "batch size must be positive")
+        try check(gradientAccumulation > 0, "gradientAccumulation", "gradient accumulation must be positive")
+        try check(maxIterations >= 0, "maxIterations", "max iterations must not be negative")
+        try check(learningRate >= 0 && learningRate.isFinite, "learningRate", "the learning rate must be finite and not negative")
+        try check(minLearningRate >= 0 && minLearningRate.isFinite, "minLearningRate", "the minimum learning rate must be finite and not negative")
+        try check(warmupIterations >= 0, "warmupIterations", "warmup iterations must not be negative")
+        try check((0..<1).contains(beta1), "beta1", "beta1 must be in [0, 1)")
+        try check((0..<1).contains(beta2), "beta2", "beta2 must be in [0, 1)")
+        try check(epsilon > 0, "epsilon", "epsilon must be positive")
+        try check(weightDecay >= 0, "weightDecay", "weight decay must not be negative")
+        try check(gradientClip >= 0, "gradientClip", "the gradient clip must not be negative")
+        try check(evalInterval > 0, "evalInterval", "the eval interval must be positive")
+        try check(evalIterations > 0, "evalIterations", "eval iterations must be positive")
+        try check(logInterval > 0, "logInterval", "the log interval must be positive")
+        try check((0..<1).contains(dropout ?? 0), "dropout", "dropout must be in [0, 1)")
+        try check(rankTimeout > 0, "rankTimeout", "the rank timeout must be positive")
+        try check(keepCheckpoints >= 0, "keepCheckpoints", "the number of checkpoints to keep must not be negative")
         try objective.validate()
     }
 }
 
 /// How the learning rate falls after warmup.
-public enum LearningRateSchedule: String, Codable, Sendable {
+public enum LearningRateSchedule: String, Codable, CaseIterable, Sendable, SettingValue {
     case cosine, linear
 }
 
 /// The settings of a fine-tuning run that pretraining does not have.
-public struct FineTuningSettings: Codable, Equatable, Sendable {
+public struct FineTuningSettings: Equatable, Sendable {
     /// The kind of task, which sets how examples become token sequences and which head is trained.
     public var task: InputFormat.Task
     /// JSONL files of labelled examples.
@@ -247,31 +266,54 @@ public struct FineTuningSettings: Codable, Equatable, Sendable {
         self.dev = dev
     }
 
+    /// Every setting, in the order `gpt finetune --help` lists them.
+    package static let settings: [Setting<FineTuningSettings>] = [
+        Setting("task", \.task, isRequired: true, "The task, which sets how examples become token sequences and which head is trained."),
+        Setting("train", \.train, isRequired: true, "Training examples (JSONL)."),
+        Setting("dev", \.dev, isRequired: true, "Dev examples (JSONL), evaluated after every epoch."),
+        Setting("lmWeight", \.lmWeight, "λ, the weight of the auxiliary language-model loss (0: off)."),
+        Setting("headDropout", \.headDropout, "Dropout on the pooled state before the head."),
+        Setting("epochs", \.epochs, "Passes over the training set."),
+        Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
+        Setting(file: "pretrained", \.pretrained, "Whether the body keeps the pretrained weights."),
+        Setting("classCount", \.classCount, option: "classes", "Number of classes of a classification, entailment or integer similarity task (default: the largest training label + 1, every class below it present)."),
+        Setting("labelNames", \.labelNames, option: "labels", "Names of the classes, comma-separated, label 0's first (default: LABEL_0, LABEL_1, …); the checkpoint's config.json and gpt predict use them."),
+    ]
+
+    /// Reads the settings of a configuration file or checkpoint: `task`, `train` and `dev` are required, the others
+    /// keep their defaults when missing.
+    package init(from decoder: Decoder) throws {
+        self = try Self.settings.decode(FineTuningSettings(task: .classification, train: "", dev: ""), from: decoder)
+    }
+
+    /// Writes every setting.
+    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
+
     func validate() throws {
-        guard lmWeight >= 0, lmWeight.isFinite else { throw ConfigurationError(message: "the LM-loss weight must be finite and not negative") }
-        guard (0..<1).contains(headDropout) else { throw ConfigurationError(message: "head dropout must be in [0, 1)") }
-        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
-        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+        guard lmWeight >= 0, lmWeight.isFinite else { throw ConfigurationError(.invalidSetting("lmWeight"), "the LM-loss weight must be finite and not negative") }
+        guard (0..<1).contains(headDropout) else { throw ConfigurationError(.invalidSetting("headDropout"), "head dropout must be in [0, 1)") }
+        guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(.invalidSetting("warmupFraction"), "the warmup fraction must be in [0, 1]") }
         if let classCount, !(2...Self.maxClassCount).contains(classCount) {
-            throw ConfigurationError(message: "the number of classes must be between 2 and \(Self.maxClassCount), got \(classCount)")
+            throw ConfigurationError(.invalidSetting("classCount"), "the number of classes must be between 2 and \(Self.maxClassCount), got \(classCount)")
         }
         if let labelNames {
-            guard task != .multipleChoice else { throw ConfigurationError(message: "label names are for classes; a multiple-choice task has none") }
+            guard task != .multipleChoice else { throw ConfigurationError(.invalidSetting("labelNames"), "label names are for classes; a multiple-choice task has none") }
             guard (2...Self.maxClassCount).contains(labelNames.count) else {
-                throw ConfigurationError(message: "give between 2 and \(Self.maxClassCount) label names, got \(labelNames.count)")
+                throw ConfigurationError(.invalidSetting("labelNames"), "give between 2 and \(Self.maxClassCount) label names, got \(labelNames.count)")
             }
             guard !labelNames.contains(where: \.isEmpty), Set(labelNames).count == labelNames.count else {
-                throw ConfigurationError(message: "label names must be non-empty and distinct: \(labelNames)")
+                throw ConfigurationError(.invalidSetting("labelNames"), "label names must be non-empty and distinct: \(labelNames)")
             }
             if let classCount, classCount != labelNames.count {
-                throw ConfigurationError(message: "\(labelNames.count) label names for \(classCount) classes")
+                throw ConfigurationError(.invalidSetting("labelNames"), "\(labelNames.count) label names for \(classCount) classes")
             }
         }
     }
 }
 
 /// The settings of a reward-modelling run that pretraining does not have.
-public struct RewardModelingSettings: Codable, Equatable, Sendable {
+public struct RewardModelingSettings: Equatable, Sendable {
     /// JSONL files of preference pairs (`{"prompt", "chosen", "rejected"}`).
     public var train: String
     /// The preference pairs that choose `best/` by accuracy (a JSONL file).
@@ -287,14 +329,30 @@ public struct RewardModelingSettings: Codable, Equatable, Sendable {
         self.dev = dev
     }
 
+    /// Every setting, in the order `gpt reward train --help` lists them.
+    package static let settings: [Setting<RewardModelingSettings>] = [
+        Setting("train", \.train, isRequired: true, "Training pairs (JSONL)."),
+        Setting("dev", \.dev, isRequired: true, "Dev pairs (JSONL), evaluated after every epoch."),
+        Setting("epochs", \.epochs, "Passes over the training set."),
+        Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
+    ]
+
+    /// Reads the settings of a configuration file or checkpoint: `train` and `dev` are required.
+    package init(from decoder: Decoder) throws {
+        self = try Self.settings.decode(RewardModelingSettings(train: "", dev: ""), from: decoder)
+    }
+
+    /// Writes every setting.
+    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
+
     func validate() throws {
-        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
-        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+        guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(.invalidSetting("warmupFraction"), "the warmup fraction must be in [0, 1]") }
     }
 }
 
 /// The settings of a supervised fine-tuning run that pretraining does not have.
-public struct SupervisedFineTuningSettings: Codable, Equatable, Sendable {
+public struct SupervisedFineTuningSettings: Equatable, Sendable {
     /// JSONL files of demonstrations (`{"instruction", "input", "response"}` or `{"messages": […]}`).
     public var train: String
     /// The demonstrations whose loss chooses `best/` (a JSONL file).
@@ -313,15 +371,32 @@ public struct SupervisedFineTuningSettings: Codable, Equatable, Sendable {
         self.chatTemplate = chatTemplate
     }
 
+    /// Every setting, in the order `gpt sft --help` lists them.
+    package static let settings: [Setting<SupervisedFineTuningSettings>] = [
+        Setting("train", \.train, isRequired: true, "Training demonstrations (JSONL)."),
+        Setting("dev", \.dev, isRequired: true, "Dev demonstrations (JSONL), evaluated before training and after every epoch."),
+        Setting(file: "chatTemplate", \.chatTemplate, isRequired: true, "How conversations become text."),
+        Setting("epochs", \.epochs, "Passes over the training set."),
+        Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
+    ]
+
+    /// Reads the settings of a configuration file or checkpoint: `train`, `dev` and `chatTemplate` are required.
+    package init(from decoder: Decoder) throws {
+        self = try Self.settings.decode(SupervisedFineTuningSettings(train: "", dev: "", chatTemplate: .default), from: decoder)
+    }
+
+    /// Writes every setting.
+    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
+
     func validate() throws {
-        guard epochs > 0 else { throw ConfigurationError(message: "epochs must be positive") }
-        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(message: "the warmup fraction must be in [0, 1]") }
+        guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(.invalidSetting("warmupFraction"), "the warmup fraction must be in [0, 1]") }
         try chatTemplate.validate(source: "the chat template")
     }
 }
 
 /// The settings of a PPO run (InstructGPT's step 3) that pretraining does not have.
-public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
+public struct PolicyOptimizationSettings: Equatable, Sendable {
     /// JSONL prompts: `{"prompt": text}` read as it is, or `{"messages": […]}` rendered by the chat template.
     public var prompts: String
     /// A reward model directory, or `classifier:DIR:LABEL`.
@@ -382,57 +457,67 @@ public struct PolicyOptimizationSettings: Codable, Equatable, Sendable {
         self.chatTemplate = chatTemplate
     }
 
-    enum CodingKeys: String, CodingKey {
-        case prompts, reward, chatTemplate, iterations, rolloutSize, epochsPerRollout, maxNewTokens, temperature, topP
-        case fixedLength, unfinishedPenalty, klCoefficient, targetKL, klHorizon, klEstimator, gamma, lambda, clipRange
-        case valueClipRange, valueCoefficient, whitenScores, pretrainingData, pretrainingCoefficient, sampleInterval
-        case heldOutPrompts
+    /// Every setting, in the order `gpt ppo --help` lists them.
+    package static let settings: [Setting<PolicyOptimizationSettings>] = [
+        Setting("prompts", \.prompts, isRequired: true, "Prompts (JSONL: {\"prompt\"} or {\"messages\"})."),
+        Setting("reward", \.reward, isRequired: true, "Reward: a reward-model directory, or classifier:DIR:LABEL."),
+        Setting(file: "chatTemplate", \.chatTemplate, isRequired: true, "How prompts given as messages are rendered, and where a reply ends."),
+        Setting("iterations", \.iterations, "Rollouts (each followed by its updates)."),
+        Setting("rolloutSize", \.rolloutSize, "Responses per rollout."),
+        Setting("epochsPerRollout", \.epochsPerRollout, "Passes over each rollout."),
+        Setting("maxNewTokens", \.maxNewTokens, "Longest response, in tokens."),
+        Setting("temperature", \.temperature, "Sampling temperature of rollouts."),
+        Setting("topP", \.topP, "Nucleus sampling of rollouts."),
+        Setting("fixedLength", \.fixedLength, "Sample every response to --max-new-tokens (the end-of-text token is never sampled)."),
+        Setting("unfinishedPenalty", \.unfinishedPenalty, "Subtracted from the score of a response that does not end with the end-of-text token."),
+        Setting("klCoefficient", \.klCoefficient, "β, the KL penalty's coefficient (its start when adaptive)."),
+        Setting("targetKL", \.targetKL, "Adapt β toward this KL per response (default: β fixed)."),
+        Setting("klHorizon", \.klHorizon, "The adaptive controller's horizon, in responses."),
+        Setting("klEstimator", \.klEstimator, "Per-token KL estimator: k1 (log π − log π_ref) or k3."),
+        Setting("gamma", \.gamma, "GAE's discount γ."),
+        Setting("lambda", \.lambda, "GAE's λ."),
+        Setting("clipRange", \.clipRange, "ε of the clipped policy objective."),
+        Setting("valueClipRange", \.valueClipRange, "ε of the clipped value loss."),
+        Setting("valueCoefficient", \.valueCoefficient, "Weight of the value loss."),
+        Setting("whitenScores", \.whitenScores, "Whiten each rollout's scores before the KL penalty is added."),
+        Setting("pretrainingData", \.pretrainingData, option: "ptx-data", "PPO-ptx: a directory prepared by gpt prepare whose LM loss is mixed in."),
+        Setting("pretrainingCoefficient", \.pretrainingCoefficient, option: "ptx-coefficient", "PPO-ptx's coefficient γ_ptx."),
+        Setting("sampleInterval", \.sampleInterval, "Rollouts between logged sample responses."),
+        // A checkpoint written before held-out prompts existed held none back, and resumes so.
+        Setting("heldOutPrompts", \.heldOutPrompts, option: "held-out", whenAbsent: 0, "Prompts held back from the rollouts (the file's last ones), whose mean score chooses best/ (0: the rollouts' own)."),
+    ]
+
+    /// Reads the settings of a configuration file or checkpoint: `prompts`, `reward` and `chatTemplate` are
+    /// required; one written before `heldOutPrompts` existed held none back, and resumes so.
+    package init(from decoder: Decoder) throws {
+        self = try Self.settings.decode(PolicyOptimizationSettings(prompts: "", reward: "", chatTemplate: .default), from: decoder)
     }
 
-    /// Reads the settings a checkpoint stored; one written before `heldOutPrompts` existed held none back, and
-    /// resumes so.
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(prompts: try c.decode(String.self, forKey: .prompts), reward: try c.decode(String.self, forKey: .reward),
-                  chatTemplate: try c.decode(ChatTemplate.self, forKey: .chatTemplate))
-        iterations = try c.decode(Int.self, forKey: .iterations)
-        rolloutSize = try c.decode(Int.self, forKey: .rolloutSize)
-        epochsPerRollout = try c.decode(Int.self, forKey: .epochsPerRollout)
-        maxNewTokens = try c.decode(Int.self, forKey: .maxNewTokens)
-        temperature = try c.decode(Float.self, forKey: .temperature)
-        topP = try c.decode(Float.self, forKey: .topP)
-        fixedLength = try c.decode(Bool.self, forKey: .fixedLength)
-        unfinishedPenalty = try c.decode(Float.self, forKey: .unfinishedPenalty)
-        klCoefficient = try c.decode(Float.self, forKey: .klCoefficient)
-        targetKL = try c.decodeIfPresent(Float.self, forKey: .targetKL)
-        klHorizon = try c.decode(Float.self, forKey: .klHorizon)
-        klEstimator = try c.decode(KLEstimator.self, forKey: .klEstimator)
-        gamma = try c.decode(Float.self, forKey: .gamma)
-        lambda = try c.decode(Float.self, forKey: .lambda)
-        clipRange = try c.decode(Float.self, forKey: .clipRange)
-        valueClipRange = try c.decode(Float.self, forKey: .valueClipRange)
-        valueCoefficient = try c.decode(Float.self, forKey: .valueCoefficient)
-        whitenScores = try c.decode(Bool.self, forKey: .whitenScores)
-        pretrainingData = try c.decodeIfPresent(String.self, forKey: .pretrainingData)
-        pretrainingCoefficient = try c.decode(Float.self, forKey: .pretrainingCoefficient)
-        sampleInterval = try c.decode(Int.self, forKey: .sampleInterval)
-        heldOutPrompts = try c.decodeIfPresent(Int.self, forKey: .heldOutPrompts) ?? 0
-    }
+    /// Writes every setting.
+    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
 
     func validate() throws {
-        func check(_ condition: Bool, _ message: String) throws {
-            if !condition { throw ConfigurationError(message: message) }
+        func check(_ condition: Bool, _ setting: String, _ message: String) throws {
+            if !condition { throw ConfigurationError(.invalidSetting(setting), message) }
         }
-        try check(iterations > 0 && rolloutSize > 0 && epochsPerRollout > 0 && maxNewTokens > 0 && sampleInterval > 0,
-                  "iterations, rollout size, epochs per rollout, max new tokens and sample interval must be positive")
-        try check(heldOutPrompts >= 0, "the number of held-out prompts must not be negative")
-        try check(temperature > 0 && temperature.isFinite && topP > 0 && topP <= 1, "temperature must be positive and top-p in (0, 1]")
-        try check(klCoefficient >= 0 && klHorizon > 0 && (targetKL.map { $0 > 0 } ?? true), "β must not be negative, the horizon and target KL must be positive")
-        try check((0...1).contains(gamma) && (0...1).contains(lambda), "γ and λ must be in [0, 1]")
-        try check(clipRange > 0 && valueClipRange > 0 && valueCoefficient >= 0 && unfinishedPenalty >= 0,
-                  "clip ranges must be positive; the value coefficient and unfinished penalty not negative")
-        try check(pretrainingCoefficient >= 0 && (pretrainingCoefficient == 0 || pretrainingData != nil),
-                  "the pretraining coefficient must not be negative, and needs pretraining data")
+        for (value, setting) in [(iterations, "iterations"), (rolloutSize, "rolloutSize"), (epochsPerRollout, "epochsPerRollout"),
+                                 (maxNewTokens, "maxNewTokens"), (sampleInterval, "sampleInterval")] {
+            try check(value > 0, setting, "\(setting) must be positive")
+        }
+        try check(heldOutPrompts >= 0, "heldOutPrompts", "the number of held-out prompts must not be negative")
+        try check(temperature > 0 && temperature.isFinite, "temperature", "temperature must be a positive number")
+        try check(topP > 0 && topP <= 1, "topP", "top-p must be in (0, 1]")
+        try check(klCoefficient >= 0 && klCoefficient.isFinite, "klCoefficient", "β must be a number, not negative")
+        try check(klHorizon > 0, "klHorizon", "the KL horizon must be positive")
+        try check(targetKL.map { $0 > 0 } ?? true, "targetKL", "the target KL must be positive")
+        try check((0...1).contains(gamma), "gamma", "γ must be in [0, 1]")
+        try check((0...1).contains(lambda), "lambda", "λ must be in [0, 1]")
+        try check(clipRange > 0, "clipRange", "the clip range must be positive")
+        try check(valueClipRange > 0, "valueClipRange", "the value clip range must be positive")
+        try check(valueCoefficient >= 0, "valueCoefficient", "the value coefficient must not be negative")
+        try check(unfinishedPenalty >= 0, "unfinishedPenalty", "the unfinished penalty must not be negative")
+        try check(pretrainingCoefficient >= 0, "pretrainingCoefficient", "the pretraining coefficient must not be negative")
+        try check(pretrainingCoefficient == 0 || pretrainingData != nil, "pretrainingData", "a pretraining coefficient needs pretraining data")
         try chatTemplate.validate(source: "the chat template")
     }
 }

@@ -13,7 +13,7 @@ package enum AtomicFile {
         let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())")
         let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard descriptor >= 0 else {
-            throw FileError(url: url, message: "cannot create a file in \(folder.path) (\(String(cString: strerror(errno))))")
+            throw FileError(url: url, reason: .writeFailed, message: "cannot create a file in \(folder.path) (\(String(cString: strerror(errno))))")
         }
         do {
             let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: false)
@@ -26,7 +26,7 @@ package enum AtomicFile {
                 throw error
             }
             guard rename(temporary.path, url.path) == 0 else {
-                throw FileError(url: url, message: "cannot rename the written file into place (\(String(cString: strerror(errno))))")
+                throw FileError(url: url, reason: .writeFailed, message: "cannot rename the written file into place (\(String(cString: strerror(errno))))")
             }
             try synchronizeFolder(folder)
         } catch {
@@ -43,9 +43,9 @@ package enum AtomicFile {
     /// Flushes a folder's entries (files created, renamed or removed in it) to the disk.
     package static func synchronizeFolder(_ folder: URL) throws {
         let descriptor = open(folder.path, O_RDONLY)
-        guard descriptor >= 0 else { throw FileError(url: folder, message: "cannot open the folder to flush it (\(String(cString: strerror(errno))))") }
+        guard descriptor >= 0 else { throw FileError(url: folder, reason: .writeFailed, message: "cannot open the folder to flush it (\(String(cString: strerror(errno))))") }
         defer { close(descriptor) }
-        guard fsync(descriptor) == 0 else { throw FileError(url: folder, message: "cannot flush the folder to the disk (\(String(cString: strerror(errno))))") }
+        guard fsync(descriptor) == 0 else { throw FileError(url: folder, reason: .writeFailed, message: "cannot flush the folder to the disk (\(String(cString: strerror(errno))))") }
     }
 
     /// Puts the complete folder `staged` (its files already flushed) at `target`, replacing any folder there, so
@@ -59,7 +59,7 @@ package enum AtomicFile {
         try synchronizeFolder(staged)
         if !fm.fileExists(atPath: target.path) {
             guard rename(staged.path, target.path) == 0 else {
-                throw FileError(url: target, message: "cannot rename the written folder into place (\(String(cString: strerror(errno))))")
+                throw FileError(url: target, reason: .writeFailed, message: "cannot rename the written folder into place (\(String(cString: strerror(errno))))")
             }
         } else if swiftgpt_exchange_paths(staged.path, target.path) == 0 {
             // `staged` now names the old folder.
@@ -68,17 +68,17 @@ package enum AtomicFile {
         } else if errno == ENOSYS || errno == EINVAL || errno == ENOTSUP {
             try? fm.removeItem(at: displaced)
             guard rename(target.path, displaced.path) == 0 else {
-                throw FileError(url: target, message: "cannot move the old folder aside (\(String(cString: strerror(errno))))")
+                throw FileError(url: target, reason: .writeFailed, message: "cannot move the old folder aside (\(String(cString: strerror(errno))))")
             }
             guard rename(staged.path, target.path) == 0 else {
                 let reason = String(cString: strerror(errno))
                 _ = rename(displaced.path, target.path)
-                throw FileError(url: target, message: "cannot rename the written folder into place (\(reason))")
+                throw FileError(url: target, reason: .writeFailed, message: "cannot rename the written folder into place (\(reason))")
             }
             try synchronizeFolder(parent)
             try fm.removeItem(at: displaced)
         } else {
-            throw FileError(url: target, message: "cannot exchange the written folder with the old one (\(String(cString: strerror(errno))))")
+            throw FileError(url: target, reason: .writeFailed, message: "cannot exchange the written folder with the old one (\(String(cString: strerror(errno))))")
         }
         try synchronizeFolder(parent)
     }
@@ -95,7 +95,7 @@ package enum AtomicFile {
         var displaced = names.filter(isDisplaced).map { parent.appendingPathComponent($0) }
         if !fm.fileExists(atPath: target.path), let newest = displaced.max(by: { modificationDate($0) < modificationDate($1) }) {
             guard rename(newest.path, target.path) == 0 else {
-                throw FileError(url: newest, message: "cannot restore this interrupted checkpoint to \(target.path) (\(String(cString: strerror(errno))))")
+                throw FileError(url: newest, reason: .writeFailed, message: "cannot restore this interrupted checkpoint to \(target.path) (\(String(cString: strerror(errno))))")
             }
             done.append("\(target.path) was missing (a save was interrupted): restored the previous one from \(newest.lastPathComponent)")
             displaced.removeAll { $0 == newest }

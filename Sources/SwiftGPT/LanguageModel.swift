@@ -42,10 +42,10 @@ public final class LanguageModel: @unchecked Sendable {
     ///   - precision: the weights generation, scoring and embedding compute with: `.float32`, `.bfloat16`, or `.int8`
     ///     (per output channel). The model holds its matrices once, in this precision.
     ///   - concurrentSequences: completions decoded together at most; more wait their turn.
-    ///   - maxWaiting: generations waiting for a slot at most; one more fails with `GenerationEngineError.queueFull`.
+    ///   - maxWaiting: generations waiting for a slot at most; one more fails with a `GenerationError` of reason `.queueFull`.
     public init(directory: URL, precision: WeightFormat = .float32, concurrentSequences: Int = 8, maxWaiting: Int = 256) throws {
         guard concurrentSequences > 0, maxWaiting > 0 else {
-            throw GenerationError("concurrentSequences and maxWaiting must be positive, got \(concurrentSequences) and \(maxWaiting)")
+            throw GenerationError(.invalidArgument, "concurrentSequences and maxWaiting must be positive, got \(concurrentSequences) and \(maxWaiting)")
         }
         let (model, tokenizer, weights) = try ModelLoading.loadForDecoding(directory.path, format: precision)
         self.model = model
@@ -68,7 +68,7 @@ public final class LanguageModel: @unchecked Sendable {
     public convenience init(hubName name: String, precision: WeightFormat = .float32, concurrentSequences: Int = 8,
                             maxWaiting: Int = 256) throws {
         guard HubCache.Reference(name) != nil else {
-            throw GenerationError("'\(name)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)")
+            throw GenerationError(.invalidArgument, "'\(name)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)")
         }
         let snapshot = try ModelLoading.resolve(name, showsProgress: false)
         try self.init(directory: snapshot, precision: precision, concurrentSequences: concurrentSequences, maxWaiting: maxWaiting)
@@ -135,9 +135,9 @@ public final class LanguageModel: @unchecked Sendable {
     /// text's tokens; `configuration.embeddingWidth` numbers. The text must fit the model's context.
     public func embedding(of text: String, pooling: Pooling = .mean) throws -> [Float] {
         let ids = try tokenizer.encode(text)
-        guard !ids.isEmpty else { throw GenerationError("the text to embed is empty") }
+        guard !ids.isEmpty else { throw GenerationError(.emptyInput, "the text to embed is empty") }
         guard ids.count <= configuration.contextLength else {
-            throw GenerationError("the text has \(ids.count) tokens, more than the model's context of \(configuration.contextLength)")
+            throw GenerationError(.exceedsContext, "the text has \(ids.count) tokens, more than the model's context of \(configuration.contextLength)")
         }
         let width = configuration.embeddingWidth
         return try lock.withLock {

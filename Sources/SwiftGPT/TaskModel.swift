@@ -26,7 +26,7 @@ public final class TaskModel: @unchecked Sendable {
     public init(directory: URL) throws {
         let (model, tokenizer) = try ModelLoading.load(directory.path)
         guard let format = model.inputFormat, let head = model.taskHead else {
-            throw FileError(url: directory, message: "not a fine-tuned model (it has no task head and input format)")
+            throw FileError(url: directory, reason: .mismatched, message: "not a fine-tuned model (it has no task head and input format)")
         }
         self.model = model
         self.tokenizer = tokenizer
@@ -43,11 +43,11 @@ public final class TaskModel: @unchecked Sendable {
     /// `[premise, hypothesis]`, similarity `[text_a, text_b]`, multiple choice `[context, choice, …]`. Texts longer
     /// than the model's context are cut, as in training.
     public func predict(_ examples: [[String]], batchSize: Int = 32) throws -> [TaskPrediction] {
-        guard batchSize > 0 else { throw GenerationError("the batch size must be positive, got \(batchSize)") }
+        guard batchSize > 0 else { throw GenerationError(.invalidArgument, "the batch size must be positive, got \(batchSize)") }
         let tasks = examples.enumerated().map { TaskExample(segments: $1, label: nil, line: $0 + 1) }
         for example in tasks where !task.segmentCount.contains(example.segments.count) {
             let expected = task.segmentCount.upperBound == Int.max ? "\(task.segmentCount.lowerBound) or more" : "\(task.segmentCount.lowerBound)"
-            throw GenerationError("example \(example.line) has \(example.segments.count) texts; a \(task.rawValue) example has \(expected)")
+            throw GenerationError(.invalidArgument, "example \(example.line) has \(example.segments.count) texts; a \(task.rawValue) example has \(expected)")
         }
         let encoded = try format.encode(tasks, from: URL(fileURLWithPath: "examples"), tokenizer: tokenizer, contextLength: model.config.contextLength)
         return lock.withLock { model.predict(encoded, batchSize: batchSize, pad: format.start).predictions }

@@ -36,10 +36,10 @@ public struct SafeTensors {
     /// Opens and validates `url`; every problem is a `FileError` that names the file.
     package init(contentsOf url: URL) throws {
         self.url = url
-        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
-        guard FileManager.default.fileExists(atPath: url.path) else { throw fail("no such file") }
+        func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: nil), message: message) }
+        guard FileManager.default.fileExists(atPath: url.path) else { throw FileError(url: url, reason: .missing, message: "no such file") }
         let file: FileMapping
-        do { file = try FileMapping(url) } catch { throw fail("cannot read: \(error)") }
+        do { file = try FileMapping(url) } catch { throw FileError(url: url, reason: .unreadable, message: "cannot read: \(error)") }
         let data = file.bytes
         guard data.count >= 8 else { throw fail("truncated safetensors file: \(data.count) bytes, no header") }
         let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
@@ -62,7 +62,7 @@ public struct SafeTensors {
                   let shapeValues = info["shape"] as? [Any], let offsetValues = info["data_offsets"] as? [Any], offsetValues.count == 2
             else { throw fail("corrupt safetensors header: entry '\(name)' lacks dtype, shape or data_offsets") }
             guard let dtype = DType(rawValue: dtypeName) else {
-                throw fail("tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16, F64, I64, I32)")
+                throw FileError(url: url, reason: .unsupported, message: "tensor '\(name)' has unsupported dtype \(dtypeName) (supported: F32, F16, BF16, F64, I64, I32)")
             }
             let shape = shapeValues.compactMap { JSONNumber.integer($0) }, offsets = offsetValues.compactMap { JSONNumber.integer($0) }
             guard shape.count == shapeValues.count, shape.allSatisfy({ $0 >= 0 }) else {
@@ -107,7 +107,7 @@ public struct SafeTensors {
 
     /// The named tensor as float32 (F16, BF16 and F64 are converted).
     package func tensor(_ name: String) throws -> Tensor {
-        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        guard let e = entries[name] else { throw FileError(url: url, reason: .mismatched, message: "missing tensor '\(name)'") }
         let t = Tensor(uninitializedShape: e.shape)
         try read(name, into: t.pointer)
         return t
@@ -121,8 +121,8 @@ public struct SafeTensors {
 
     /// Throws unless the named tensor exists with `shape`; the error names the tensor and both shapes.
     package func checkShape(_ name: String, _ shape: [Int]) throws {
-        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
-        guard e.shape == shape else { throw FileError(url: url, message: "tensor '\(name)' has shape \(e.shape), the config needs \(shape)") }
+        guard let e = entries[name] else { throw FileError(url: url, reason: .mismatched, message: "missing tensor '\(name)'") }
+        guard e.shape == shape else { throw FileError(url: url, reason: .mismatched, message: "tensor '\(name)' has shape \(e.shape), the config needs \(shape)") }
     }
 
     /// Writes the named tensor's elements into `target` as float32 (F16, BF16, F64 and integers converted), then
@@ -137,7 +137,7 @@ public struct SafeTensors {
     /// `reader(rows, target)` writes those rows' elements into `target` as float32 and lets their pages go. It may
     /// be called from several threads at once; rows must lie within the tensor.
     package func rowReader(_ name: String) throws -> @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void {
-        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        guard let e = entries[name] else { throw FileError(url: url, reason: .mismatched, message: "missing tensor '\(name)'") }
         let rowElements = e.shape.dropFirst().reduce(1, *), rowCount = e.shape.first ?? 1, size = e.dtype.size
         let dtype = e.dtype, file = file, start = dataStart + e.byteRange.lowerBound
         return { rows, target in
@@ -163,13 +163,13 @@ public struct SafeTensors {
 
     /// The named integer tensor (I64 or I32), flattened.
     package func integers(_ name: String) throws -> [Int] {
-        guard let e = entries[name] else { throw FileError(url: url, message: "missing tensor '\(name)'") }
+        guard let e = entries[name] else { throw FileError(url: url, reason: .mismatched, message: "missing tensor '\(name)'") }
         let n = e.shape.reduce(1, *)
         let src = file.bytes.baseAddress! + dataStart + e.byteRange.lowerBound
         switch e.dtype {
         case .int64: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
         case .int32: return (0..<n).map { Int(src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
-        default: throw FileError(url: url, message: "tensor '\(name)' is \(e.dtype.rawValue), not an integer type")
+        default: throw FileError(url: url, reason: .mismatched, message: "tensor '\(name)' is \(e.dtype.rawValue), not an integer type")
         }
     }
 
@@ -219,7 +219,7 @@ public struct SafeTensors {
                     written += piece.count
                 }
                 guard written == shape.reduce(1, *) else {
-                    throw FileError(url: url, message: "tensor '\(name)' was given \(written) values for shape \(shape)")
+                    throw FileError(url: url, reason: .mismatched, message: "tensor '\(name)' was given \(written) values for shape \(shape)")
                 }
             }
         }

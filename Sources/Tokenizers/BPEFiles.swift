@@ -10,22 +10,22 @@ extension BPETokenizer {
         var tokens = [String?](repeating: nil, count: (vocabulary.values.max() ?? -1) + 1)
         for (token, id) in vocabulary {
             guard tokens[id] == nil else {
-                throw FileError(url: vocabularyURL, message: "id \(id) is given to two tokens")
+                throw FileError(url: vocabularyURL, reason: .malformed(line: nil), message: "id \(id) is given to two tokens")
             }
             tokens[id] = token
         }
         if let hole = tokens.firstIndex(of: nil) {
-            throw FileError(url: vocabularyURL, message: "no token has id \(hole); ids must be 0..<\(tokens.count)")
+            throw FileError(url: vocabularyURL, reason: .malformed(line: nil), message: "no token has id \(hole); ids must be 0..<\(tokens.count)")
         }
         let mergeLines = try readMerges(mergesURL)
         var merges: [(Int32, Int32)] = []
         var madeByMerge = Set<Int>()
         for (line, left, right) in mergeLines {
             guard let a = vocabulary[left], let b = vocabulary[right] else {
-                throw FileError(url: mergesURL, message: "line \(line): \"\(left) \(right)\" uses a token missing from \(vocabularyURL.lastPathComponent)")
+                throw FileError(url: mergesURL, reason: .malformed(line: line), message: "line \(line): \"\(left) \(right)\" uses a token missing from \(vocabularyURL.lastPathComponent)")
             }
             guard let c = vocabulary[left + right] else {
-                throw FileError(url: mergesURL, message: "line \(line): the merge of \"\(left) \(right)\" is missing from \(vocabularyURL.lastPathComponent)")
+                throw FileError(url: mergesURL, reason: .malformed(line: line), message: "line \(line): the merge of \"\(left) \(right)\" is missing from \(vocabularyURL.lastPathComponent)")
             }
             merges.append((Int32(a), Int32(b)))
             madeByMerge.insert(c)
@@ -43,24 +43,24 @@ extension BPETokenizer {
         do {
             return try BPETokenizer(tokens: bytes, specialTokens: specials, merges: merges, kind: kind)
         } catch let error as TokenizerError {
-            throw FileError(url: mergesURL, message: error.message)
+            throw FileError(url: mergesURL, reason: .malformed(line: nil), message: error.message)
         }
     }
 
     static func readVocabulary(_ url: URL) throws -> [String: Int] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw FileError(url: url, message: "cannot read the vocabulary file (\(error.localizedDescription))")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read the vocabulary file (\(error.localizedDescription))")
         }
         guard let object = try? JSONSerialization.jsonObject(with: data), let map = object as? [String: Any] else {
-            throw FileError(url: url, message: "not a JSON object mapping tokens to ids")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not a JSON object mapping tokens to ids")
         }
         var vocabulary: [String: Int] = [:]
         vocabulary.reserveCapacity(map.count)
         for (token, value) in map {
             // Ids number the tokens 0..<count, so a larger one is an error (and never sizes an allocation).
             guard let id = JSONNumber.integer(value), id >= 0, id < map.count else {
-                throw FileError(url: url, message: "token \(token.debugDescription) has id \(value), not an integer in 0..<\(map.count) (the number of tokens)")
+                throw FileError(url: url, reason: .malformed(line: nil), message: "token \(token.debugDescription) has id \(value), not an integer in 0..<\(map.count) (the number of tokens)")
             }
             vocabulary[token] = id
         }
@@ -70,10 +70,10 @@ extension BPETokenizer {
     static func readMerges(_ url: URL) throws -> [(line: Int, left: String, right: String)] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw FileError(url: url, message: "cannot read the merges file (\(error.localizedDescription))")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read the merges file (\(error.localizedDescription))")
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw FileError(url: url, message: "not valid UTF-8")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not valid UTF-8")
         }
         var result: [(Int, String, String)] = []
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -81,7 +81,7 @@ extension BPETokenizer {
             if content.isEmpty || (index == 0 && content.hasPrefix("#version")) { continue }
             let parts = content.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                throw FileError(url: url, message: "line \(index + 1): expected two tokens separated by one space, found \(String(content).debugDescription)")
+                throw FileError(url: url, reason: .malformed(line: index + 1), message: "line \(index + 1): expected two tokens separated by one space, found \(String(content).debugDescription)")
             }
             result.append((index + 1, String(parts[0]), String(parts[1])))
         }

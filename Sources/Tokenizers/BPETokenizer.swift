@@ -58,16 +58,16 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
             if byteTokens[Int(token![0])] < 0 { byteTokens[Int(token![0])] = Int32(id) }
         }
         if let missing = byteTokens.firstIndex(of: -1) {
-            throw TokenizerError("the vocabulary has no token for byte \(missing); a byte-level BPE needs all 256")
+            throw TokenizerError(.invalidVocabulary, "the vocabulary has no token for byte \(missing); a byte-level BPE needs all 256")
         }
         for (id, token) in tokens.enumerated() { if let token { table.insert(token, value: Int32(id)) } }
         var mergeTable = MergeTable(capacity: merges.count)
         for (rank, (left, right)) in merges.enumerated() {
             guard let a = tokens[Int(left)], let b = tokens[Int(right)] else {
-                throw TokenizerError("merge \(rank + 1) uses a special token")
+                throw TokenizerError(.invalidVocabulary, "merge \(rank + 1) uses a special token")
             }
             guard let merged = table.find(a + b) else {
-                throw TokenizerError("merge \(rank + 1) makes a token that is not in the vocabulary")
+                throw TokenizerError(.unencodableText, "merge \(rank + 1) makes a token that is not in the vocabulary")
             }
             mergeTable.insert(left, right, rank: Int32(rank), merged: merged)
         }
@@ -95,7 +95,7 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
     package func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
         var names: [[UInt8]] = [], ids: [Int32] = []
         for name in allowedSpecial.sorted() {
-            guard let id = specialTokens[name] else { throw TokenizerError("unknown special token \(name)") }
+            guard let id = specialTokens[name] else { throw TokenizerError(.unknownSpecialToken, "unknown special token \(name)") }
             names.append(Array(name.utf8))
             ids.append(id)
         }
@@ -231,7 +231,7 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
         bytes.reserveCapacity(ids.count * 4)
         for id in ids {
             guard id >= 0, Int(id) < vocabularySize else {
-                throw TokenizerError("token id \(id) is outside the vocabulary (0..<\(vocabularySize))")
+                throw TokenizerError(.idOutsideVocabulary, "token id \(id) is outside the vocabulary (0..<\(vocabularySize))")
             }
             bytes += tokenBytes[tokenOffsets[Int(id)]..<tokenOffsets[Int(id) + 1]]
         }
@@ -242,7 +242,7 @@ package final class BPETokenizer: Tokenizer, @unchecked Sendable {
         var specials = specialTokens
         for (k, name) in names.enumerated() {
             guard addedTokens[name] == nil, specials.updateValue(Int32(vocabularySize + k), forKey: name) == nil else {
-                throw TokenizerError("\(name) is already a special token of this vocabulary")
+                throw TokenizerError(.duplicateSpecialToken, "\(name) is already a special token of this vocabulary")
             }
         }
         // Added tokens that merges also make stay pieces; the others, as special tokens, have no bytes of their own.

@@ -33,9 +33,9 @@ package struct BPETrainer {
     package func train(_ words: WordCounts, progress: (Int, Int) -> Void = { _, _ in }) throws -> BPETokenizer {
         let wanted = vocabularySize - 256 - specialTokens.count
         guard wanted >= 0 else {
-            throw TokenizerError("a vocabulary of \(vocabularySize) cannot hold the 256 bytes and \(specialTokens.count) special tokens")
+            throw TokenizerError(.invalidVocabulary, "a vocabulary of \(vocabularySize) cannot hold the 256 bytes and \(specialTokens.count) special tokens")
         }
-        guard Set(specialTokens).count == specialTokens.count else { throw TokenizerError("special tokens must be distinct") }
+        guard Set(specialTokens).count == specialTokens.count else { throw TokenizerError(.invalidVocabulary, "special tokens must be distinct") }
         // Byte tokens in the order of their vocabulary-file characters, as GPT-2's vocabulary.
         let byteOrder = (0..<256).sorted { ByteLevel.characterForByte[$0] < ByteLevel.characterForByte[$1] }
         var tokens: [[UInt8]] = byteOrder.map { [UInt8($0)] }

@@ -21,11 +21,11 @@ package final class CharacterTokenizer: Tokenizer {
         var ids: [UInt32: Int32] = [:]
         for (id, character) in characters.enumerated() {
             guard ids.updateValue(Int32(id), forKey: character.value) == nil else {
-                throw TokenizerError("character \(String(character).debugDescription) appears twice in the vocabulary")
+                throw TokenizerError(.invalidVocabulary, "character \(String(character).debugDescription) appears twice in the vocabulary")
             }
         }
         guard Set(specialTokens).count == specialTokens.count, !specialTokens.contains("") else {
-            throw TokenizerError("special tokens must be distinct and not empty")
+            throw TokenizerError(.invalidVocabulary, "special tokens must be distinct and not empty")
         }
         self.characters = characters
         self.specialTokens = specialTokens
@@ -33,7 +33,7 @@ package final class CharacterTokenizer: Tokenizer {
     }
 
     package func addingSpecialTokens(_ names: [String]) throws -> any Tokenizer {
-        if let name = names.first(where: specialTokens.contains) { throw TokenizerError("\(name) is already a special token of this vocabulary") }
+        if let name = names.first(where: specialTokens.contains) { throw TokenizerError(.duplicateSpecialToken, "\(name) is already a special token of this vocabulary") }
         return try CharacterTokenizer(characters: characters, specialTokens: specialTokens + names)
     }
 
@@ -46,13 +46,13 @@ package final class CharacterTokenizer: Tokenizer {
 
     package func encode(bytes: [UInt8]) throws -> [Int32] {
         guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw TokenizerError("the character tokenizer needs valid UTF-8 text")
+            throw TokenizerError(.unencodableText, "the character tokenizer needs valid UTF-8 text")
         }
         var result: [Int32] = []
         result.reserveCapacity(bytes.count)
         for scalar in text.unicodeScalars {
             guard let id = ids[scalar.value] else {
-                throw TokenizerError("character \(String(scalar).debugDescription) (U+\(String(scalar.value, radix: 16, uppercase: true))) is not in the vocabulary")
+                throw TokenizerError(.unencodableText, "character \(String(scalar).debugDescription) (U+\(String(scalar.value, radix: 16, uppercase: true))) is not in the vocabulary")
             }
             result.append(id)
         }
@@ -61,7 +61,7 @@ package final class CharacterTokenizer: Tokenizer {
 
     package func encode(_ text: String, allowedSpecial: Set<String>) throws -> [Int32] {
         if let unknown = allowedSpecial.first(where: { !specialTokens.contains($0) }) {
-            throw TokenizerError("unknown special token \(unknown)")
+            throw TokenizerError(.unknownSpecialToken, "unknown special token \(unknown)")
         }
         let names = specialTokens.filter(allowedSpecial.contains)
         var result: [Int32] = []
@@ -76,7 +76,7 @@ package final class CharacterTokenizer: Tokenizer {
         var bytes: [UInt8] = []
         for id in ids {
             guard id >= 0, Int(id) < vocabularySize else {
-                throw TokenizerError("token id \(id) is outside the vocabulary (0..<\(vocabularySize))")
+                throw TokenizerError(.idOutsideVocabulary, "token id \(id) is outside the vocabulary (0..<\(vocabularySize))")
             }
             if Int(id) < characters.count {
                 bytes += Array(String(characters[Int(id)]).utf8)
@@ -106,20 +106,20 @@ package final class CharacterTokenizer: Tokenizer {
     package static func load(from url: URL) throws -> CharacterTokenizer {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw FileError(url: url, message: "cannot read the character vocabulary (\(error.localizedDescription))")
+            throw FileError(url: url, reason: .unreadable, message: "cannot read the character vocabulary (\(error.localizedDescription))")
         }
         guard let file = try? JSONDecoder().decode(File.self, from: data), file.type == "char" else {
-            throw FileError(url: url, message: "not a character-tokenizer file (expected {\"type\": \"char\", \"characters\": [...]})")
+            throw FileError(url: url, reason: .malformed(line: nil), message: "not a character-tokenizer file (expected {\"type\": \"char\", \"characters\": [...]})")
         }
         var scalars: [Unicode.Scalar] = []
         for text in file.characters {
             guard text.unicodeScalars.count == 1 else {
-                throw FileError(url: url, message: "entry \(text.debugDescription) is not exactly one character")
+                throw FileError(url: url, reason: .malformed(line: nil), message: "entry \(text.debugDescription) is not exactly one character")
             }
             scalars.append(text.unicodeScalars.first!)
         }
         do { return try CharacterTokenizer(characters: scalars, specialTokens: file.specialTokens ?? []) } catch let error as TokenizerError {
-            throw FileError(url: url, message: error.message)
+            throw FileError(url: url, reason: .malformed(line: nil), message: error.message)
         }
     }
 }

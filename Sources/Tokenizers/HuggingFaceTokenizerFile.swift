@@ -9,25 +9,25 @@ import GPTUtilities
 extension BPETokenizer {
     /// Loads the byte-level BPE described by the `tokenizer.json` at `url`. Errors name the file and the field.
     package static func load(huggingFaceFile url: URL) throws -> BPETokenizer {
-        func fail(_ message: String) -> FileError { FileError(url: url, message: message) }
+        func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: nil), message: message) }
         let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw fail("cannot read (\(error.localizedDescription))") }
+        do { data = try Data(contentsOf: url) } catch { throw FileError(url: url, reason: .unreadable, message: "cannot read (\(error.localizedDescription))") }
         guard let document = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let model = document["model"] as? [String: Any] else { throw fail("no 'model' object") }
         guard let type = model["type"] as? String else { throw fail("'model.type' is missing") }
         guard type == "BPE" else {
-            throw fail("'model.type' is \(type): only byte-level BPE tokenizers are supported (GPT-2's, GPT-NeoX's, GPT-J's, StarCoder's kind)")
+            throw fail("'model.type' is \(type): only byte-level BPE tokenizers are supported (GPT-2's, GPT-NeoX's, GPT-J's, StarCoder's kind)").withReason(.unsupported)
         }
-        if model["byte_fallback"] as? Bool == true { throw fail("'model.byte_fallback' is true: only byte-level BPE is supported") }
+        if model["byte_fallback"] as? Bool == true { throw fail("'model.byte_fallback' is true: only byte-level BPE is supported").withReason(.unsupported) }
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
             if let affix = model[key] as? String, !affix.isEmpty { throw fail("'model.\(key)' is \(affix.debugDescription): byte-level BPE has none") }
         }
-        if let dropout = model["dropout"], !(dropout is NSNull) { throw fail("'model.dropout' is set: BPE dropout is not supported") }
+        if let dropout = model["dropout"], !(dropout is NSNull) { throw fail("'model.dropout' is set: BPE dropout is not supported").withReason(.unsupported) }
         var preparation = TextPreparation(normalizesToNFC: try readNormalizer(document["normalizer"], fail: fail))
         preparation.digits = try readPreTokenizer(document["pre_tokenizer"], fail: fail)
         try checkPostProcessor(document["post_processor"], fail: fail)
         if let decoder = document["decoder"], !(decoder is NSNull), (decoder as? [String: Any])?["type"] as? String != "ByteLevel" {
-            throw fail("'decoder' is not ByteLevel: only byte-level BPE is supported")
+            throw fail("'decoder' is not ByteLevel: only byte-level BPE is supported").withReason(.unsupported)
         }
 
         // Ids: the vocabulary's and the added tokens' together number 0..<count, each once.
@@ -92,7 +92,7 @@ extension BPETokenizer {
         switch type {
         case "NFC": return true
         case "Sequence" where (normalizer["normalizers"] as? [Any])?.isEmpty == true: return false
-        default: throw fail("'normalizer' \(type) is not supported (supported: none, NFC)")
+        default: throw fail("'normalizer' \(type) is not supported (supported: none, NFC)").withReason(.unsupported)
         }
     }
 
@@ -116,16 +116,16 @@ extension BPETokenizer {
             try checkByteLevel(members[1], field: "pre_tokenizer.pretokenizers[1]", fail: fail)
             return members[0]["individual_digits"] as? Bool == true ? .individual : .runs
         default:
-            throw fail("'pre_tokenizer' is a Sequence of \(names.joined(separator: ", ")): supported are ByteLevel, alone or after Digits")
+            throw fail("'pre_tokenizer' is a Sequence of \(names.joined(separator: ", ")): supported are ByteLevel, alone or after Digits").withReason(.unsupported)
         }
     }
 
     /// Checks that `object` is a ByteLevel pre-tokenizer with GPT-2's regular expression and no prefix space.
     private static func checkByteLevel(_ object: [String: Any], field: String, fail: (String) -> FileError) throws {
         let type = (object["type"] as? String) ?? "?"
-        guard type == "ByteLevel" else { throw fail("'\(field)' is \(type): only the ByteLevel pre-tokenizer is supported") }
-        if object["add_prefix_space"] as? Bool == true { throw fail("'\(field).add_prefix_space' is true: not supported") }
-        if object["use_regex"] as? Bool == false { throw fail("'\(field).use_regex' is false: not supported (GPT-2's expression is)") }
+        guard type == "ByteLevel" else { throw fail("'\(field)' is \(type): only the ByteLevel pre-tokenizer is supported").withReason(.unsupported) }
+        if object["add_prefix_space"] as? Bool == true { throw fail("'\(field).add_prefix_space' is true: not supported").withReason(.unsupported) }
+        if object["use_regex"] as? Bool == false { throw fail("'\(field).use_regex' is false: not supported (GPT-2's expression is)").withReason(.unsupported) }
     }
 
     /// Checks that the post-processor adds no tokens: none, ByteLevel, or a template of the sequence alone.
@@ -136,8 +136,8 @@ extension BPETokenizer {
         case "ByteLevel": return
         case "TemplateProcessing":
             if let single = object["single"] as? [[String: Any]], single.count == 1, single[0]["Sequence"] != nil { return }
-            throw fail("'post_processor' adds tokens around the text (TemplateProcessing); not supported")
-        default: throw fail("'post_processor' \(type) is not supported (supported: none, ByteLevel)")
+            throw fail("'post_processor' adds tokens around the text (TemplateProcessing); not supported").withReason(.unsupported)
+        default: throw fail("'post_processor' \(type) is not supported (supported: none, ByteLevel)").withReason(.unsupported)
         }
     }
 
@@ -158,7 +158,7 @@ extension BPETokenizer {
             let special = entry["special"] as? Bool ?? false
             // A non-special added token is cut out of every text: its matching options must be the plain ones.
             if !special, let option = ["lstrip", "rstrip", "single_word"].first(where: { entry[$0] as? Bool == true }) {
-                throw fail("'added_tokens[\(index)].\(option)' is true for the non-special token \(content.debugDescription): not supported")
+                throw fail("'added_tokens[\(index)].\(option)' is true for the non-special token \(content.debugDescription): not supported").withReason(.unsupported)
             }
             return AddedToken(id: id, content: content, special: special)
         }
@@ -180,3 +180,4 @@ extension BPETokenizer {
         }
     }
 }
+

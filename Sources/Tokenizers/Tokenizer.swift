@@ -1,4 +1,5 @@
 import Foundation
+import GPTUtilities
 
 /// Turns text into token ids and back. Training, generation and serving use tokenizers only through this protocol.
 public protocol Tokenizer: Sendable {
@@ -34,11 +35,21 @@ extension Tokenizer {
     }
 }
 
-/// Bad tokenizer input or files, described so that a user can act on it.
-public struct TokenizerError: Error, CustomStringConvertible, Sendable {
-    /// What is wrong, naming the file or token.
-    public let message: String
-    package init(_ message: String) { self.message = message }
-    /// The message.
-    public var description: String { message }
+/// Bad tokenizer input or files.
+public typealias TokenizerError = DomainError<TokenizerProblem>
+
+/// The kinds of problem a tokenizer meets (`TokenizerError`'s reasons).
+public enum TokenizerProblem: Equatable, Sendable {
+    /// The vocabulary, merges or special tokens that make a tokenizer contradict each other or are incomplete.
+    case invalidVocabulary
+    /// Text that this tokenizer cannot encode (a character outside a character vocabulary, invalid UTF-8).
+    case unencodableText
+    /// A token id outside the vocabulary.
+    case idOutsideVocabulary
+    /// A special token the vocabulary does not have.
+    case unknownSpecialToken
+    /// A special token added twice.
+    case duplicateSpecialToken
+    /// No tokenizer files where they were looked for.
+    case notFound
 }

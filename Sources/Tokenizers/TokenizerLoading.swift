@@ -10,7 +10,7 @@ public enum TokenizerLoading {
         let directory = URL(fileURLWithPath: specification)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw TokenizerError("\(specification): not a tokenizer name (gpt2) or a directory")
+            throw TokenizerError(.notFound, "\(specification): not a tokenizer name (gpt2) or a directory")
         }
         return try load(directory: directory)
     }
@@ -30,7 +30,7 @@ public enum TokenizerLoading {
                 vocabulary: directory.appendingPathComponent(vocabulary),
                 merges: directory.appendingPathComponent(merges), kind: "bpe")
         }
-        throw TokenizerError("\(directory.path): no tokenizer files (tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, or \(CharacterTokenizer.fileName))")
+        throw TokenizerError(.notFound, "\(directory.path): no tokenizer files (tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, or \(CharacterTokenizer.fileName))")
     }
 
     nonisolated(unsafe) private static var cachedGPT2: BPETokenizer?
@@ -66,6 +66,6 @@ public enum TokenizerLoading {
             let directory = candidate.appendingPathComponent("gpt2")
             if FileManager.default.fileExists(atPath: directory.appendingPathComponent("vocab.json").path) { return directory }
         }
-        throw TokenizerError("GPT-2's vocabulary files were not found (looked in: \(candidates.map(\.path).joined(separator: ", "))); set SWIFTGPT_RESOURCES to the folder holding gpt2/vocab.json")
+        throw TokenizerError(.notFound, "GPT-2's vocabulary files were not found (looked in: \(candidates.map(\.path).joined(separator: ", "))); set SWIFTGPT_RESOURCES to the folder holding gpt2/vocab.json")
     }
 }

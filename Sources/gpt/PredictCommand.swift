@@ -3,6 +3,8 @@ import Foundation
 import SwiftGPT
 import TensorCore
 
+extension InputFormat.Task: ExpressibleByArgument {}
+
 struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "predict",

@@ -14,6 +14,7 @@ struct RewardTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a reward model on preference pairs (Bradley–Terry loss).",
+        usage: TrainingCommand.reward.usage(loop: loop, objective: RewardModelingSettings.settings, options: "[--resume]"),
         discussion: """
         Pairs are JSONL lines {"prompt", "chosen", "rejected"} (HH-RLHF's form: prompt + chosen is the preferred \
         dialogue); each line is checked before training starts. The model reads prompt + reply and a scalar head \
@@ -21,22 +22,27 @@ struct RewardTrainCommand: ParsableCommand {
         context keeps its end. The dev pairs are evaluated after every epoch (pairwise accuracy with its standard \
         error, mean margin, rewards' mean and spread); best/ keeps the most accurate model. Checkpoints load in \
         transformers as GPT2ForSequenceClassification with num_labels 1. --resume continues exactly.
+
+        SETTINGS:
+        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: RewardModelingSettings.settings, objectiveStart: objectiveStart))
         """
     )
 
-    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String?
-    @Option(help: "Training pairs (JSONL).") var train: String?
-    @Option(help: "Dev pairs (JSONL), evaluated after every epoch.") var dev: String?
-    @OptionGroup var options: ExampleTrainingOptions<RewardModelingDefaults>
+    static let loop = TrainingCommand.exampleLoopSettings(batchItems: "Pairs")
+    static let start = TrainingCommand.exampleStart(learningRate: 1e-5, batchSize: 8)
+    static let objectiveStart = RewardModelingSettings(train: "", dev: "")
+
+    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
+    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
 
     func run() throws {
-        let trainer = try options.trainer(.reward) {
-            guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
-            var settings = RewardModelingSettings(train: absolutePath(train), dev: absolutePath(dev))
-            (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
-            var c = try options.configuration(model: model)
-            c.objective = .rewardModeling(settings)
-            return c
+        let trainer = try TrainingCommand.reward.trainer(
+            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
+            objective: RewardModelingSettings.settings, objectiveStart: Self.objectiveStart
+        ) { configuration, settings in
+            var settings = settings
+            (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
+            configuration.objective = .rewardModeling(settings)
         }
         try TrainingRun.run(trainer)
     }
@@ -95,13 +101,4 @@ struct RewardScoreCommand: ParsableCommand {
         }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
-}
-
-/// The defaults of `gpt reward train`.
-enum RewardModelingDefaults: ExampleTrainingDefaults {
-    static let epochs = 1
-    static let learningRate: Float = 1e-5
-    static let batchSize = 8
-    static let examples = "Pairs"
-    static let warmupFraction: Float = 0.03
 }

@@ -6,6 +6,7 @@ struct SFTCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sft",
         abstract: "Supervised fine-tuning on demonstrations: learn to write the assistant's replies.",
+        usage: TrainingCommand.sft.usage(loop: loop, objective: SupervisedFineTuningSettings.settings, options: "[--chat-template <chat-template>] [--samples <samples>] [--sample-tokens <sample-tokens>] [--resume]"),
         discussion: """
         Demonstrations are JSONL lines, Alpaca's {"instruction", "input", "response"} or {"messages": [{"role", \
         "content"}, …]} (roles system, user, assistant); each line is checked before training starts. Every \
@@ -17,38 +18,42 @@ struct SFTCommand: ParsableCommand {
         lowest. Checkpoints are Hugging Face GPT-2 folders with the chat template, which gpt generate --chat and \
         gpt serve then use. After training, replies to the first --samples dev prompts are printed and written \
         to OUT/samples.jsonl. --resume continues exactly.
+
+        SETTINGS:
+        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: SupervisedFineTuningSettings.settings, objectiveStart: objectiveStart))
         """
     )
 
-    @Option(help: "Model to start from (a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String?
-    @Option(help: "Training demonstrations (JSONL).") var train: String?
-    @Option(help: "Dev demonstrations (JSONL), evaluated before training and after every epoch.") var dev: String?
+    static let loop = TrainingCommand.exampleLoopSettings(batchItems: "Examples")
+    static let start = TrainingCommand.exampleStart(learningRate: 5e-5, batchSize: 8)
+    static let objectiveStart = SupervisedFineTuningSettings(train: "", dev: "", chatTemplate: .default)
+
     @Option(help: "A chat template (JSON: system, user, assistant, generation_prompt, end_of_turn; default: the model's, else HH-RLHF's form).") var chatTemplate: String?
     @Option(help: "Dev prompts to answer with the trained model at the end.") var samples = 3
     @Option(help: "Longest sampled reply, in tokens.") var sampleTokens = 128
-    @OptionGroup var options: ExampleTrainingOptions<SupervisedFineTuningDefaults>
+    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
+    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let trainer = try options.trainer(.sft) {
-            guard let model, let train, let dev else { throw ValidationError("a new run needs --model, --train and --dev") }
-            let template = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
-                ?? ChatTemplate.load(model: model)
-            var settings = SupervisedFineTuningSettings(train: absolutePath(train), dev: absolutePath(dev),
-                                                        chatTemplate: template)
-            (settings.epochs, settings.warmupFraction) = (options.epochs, options.warmupFraction)
-            var c = try options.configuration(model: model)
-            c.objective = .supervisedFineTuning(settings)
-            return c
+        let trainer = try TrainingCommand.sft.trainer(
+            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
+            objective: SupervisedFineTuningSettings.settings, objectiveStart: Self.objectiveStart
+        ) { configuration, settings in
+            var settings = settings
+            (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
+            settings.chatTemplate = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
+                ?? ChatTemplate.load(model: configuration.initFrom)
+            configuration.objective = .supervisedFineTuning(settings)
         }
         guard try TrainingRun.run(trainer) == .finished, trainer.group.isMain, samples > 0,
               case .supervisedFineTuning(let settings) = trainer.configuration.objective else { return }
-        try sampleReplies(output: URL(fileURLWithPath: options.out), settings: settings)
+        try sampleReplies(output: URL(fileURLWithPath: trainer.configuration.out), seed: trainer.configuration.seed, settings: settings)
     }
 
     /// Replies of the best model to the first dev prompts (each demonstration up to its last reply), sampled at
     /// temperature 0.7 and top-p 0.9 with the run's seed.
-    private func sampleReplies(output: URL, settings: SupervisedFineTuningSettings) throws {
+    private func sampleReplies(output: URL, seed: UInt64, settings: SupervisedFineTuningSettings) throws {
         let (gpt, tokenizer) = try ModelLoading.load(output.path)
         let template = settings.chatTemplate
         let url = URL(fileURLWithPath: settings.dev)
@@ -59,7 +64,7 @@ struct SFTCommand: ParsableCommand {
         sampling.maxNewTokens = sampleTokens
         sampling.temperature = 0.7
         sampling.topP = 0.9
-        sampling.seed = options.seed
+        sampling.seed = seed
         sampling.truncateLeft = true
         sampling.stop = try template.replyStops(tokenizer)
         let ids = try prompts.map { try template.tokens($0, addGenerationPrompt: true, tokenizer: tokenizer) }
@@ -75,13 +80,4 @@ struct SFTCommand: ParsableCommand {
         try JSONLinesOutput.write(records, to: path)
         print("\nsamples written to \(path)")
     }
-}
-
-/// The defaults of `gpt sft`.
-enum SupervisedFineTuningDefaults: ExampleTrainingDefaults {
-    static let epochs = 2
-    static let learningRate: Float = 5e-5
-    static let batchSize = 8
-    static let examples = "Examples"
-    static let warmupFraction: Float = 0.03
 }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import SwiftGPT
 
@@ -31,9 +32,24 @@ enum TrainingCommand: String {
         }
     }
 
+    /// The run in the command line's `--out` resumed, which must be one this command trains. The run keeps the
+    /// settings it started with: only `--out`, and for `gpt train` `--max-iterations` (which moves its end), may be
+    /// given.
+    func resume(_ options: SettingOptions) throws -> Trainer {
+        let resumable = TrainingConfiguration.settings.filter { $0.key == "out" || (self == .train && $0.key == "maxIterations") }
+        let allowed = Set(resumable.compactMap(\.option))
+        if let other = options.options.first(where: { !allowed.contains($0) }) {
+            throw ValidationError("--resume continues the run in --out with the settings it started with; --\(other) cannot be given with it")
+        }
+        guard options.contains("out") else { throw ValidationError("--resume needs --out, the directory of the run to continue") }
+        var c = TrainingConfiguration(), options = options
+        try options.apply(resumable, to: &c)
+        return try resume(c.out, maxIterations: options.contains("max-iterations") ? c.maxIterations : nil)
+    }
+
     /// The run in `out` resumed, which must be one this command trains; otherwise an error naming the command that
     /// continues it. `maxIterations` moves its end.
-    func resume(_ out: String, maxIterations: Int? = nil) throws -> Trainer {
+    private func resume(_ out: String, maxIterations: Int?) throws -> Trainer {
         let trainer = try Trainer.resume(output: URL(fileURLWithPath: out), maxIterations: maxIterations)
         let c = trainer.configuration, owner = TrainingCommand(c.objective)
         guard owner == self else {
@@ -41,5 +57,80 @@ enum TrainingCommand: String {
         }
         print("resuming \(out) at step \(trainer.step)")
         return trainer
+    }
+}
+
+extension TrainingCommand {
+    /// The trainer that a command line of this command asks for: with `--resume`, the run in `--out` continued;
+    /// otherwise a new run whose loop settings start from `start` and whose objective settings start from
+    /// `objectiveStart`, the command line's options applied to them (each of `loop` and `objective` that it gives),
+    /// the model to start from made absolute, and `newRun` setting the objective.
+    func trainer<Settings>(arguments: [String], resume: Bool, loop: [Setting<TrainingConfiguration>],
+                           start: TrainingConfiguration, objective: [Setting<Settings>], objectiveStart: Settings,
+                           newRun: (inout TrainingConfiguration, Settings) throws -> Void) throws -> Trainer {
+        var options = try SettingOptions(arguments, flags: SettingOptions.flags(loop).union(SettingOptions.flags(objective)))
+        if resume { return try self.resume(options) }
+        let missing = options.missing(objective) + options.missing(loop)
+        if !missing.isEmpty { throw ValidationError("a new run needs \(missing.map { "--\($0)" }.joined(separator: ", "))") }
+        var c = start, settings = objectiveStart
+        try options.apply(loop, to: &c)
+        try options.apply(objective, to: &settings)
+        try options.checkAllApplied()
+        c.initFrom = try absoluteModelPath(c.initFrom)
+        try newRun(&c, settings)
+        return try Trainer(configuration: c)
+    }
+
+    /// The command's usage line: the settings a new run needs, the command's own `options`, then the other settings.
+    func usage(required: [String], options: String) -> String {
+        ([rawValue] + required.map { "--\($0) <\($0)>" } + [options, "[<setting> ...]"]).joined(separator: " ")
+    }
+
+    /// The usage line of a command taking `loop` and `objective` settings besides its own `options`.
+    func usage<Settings>(loop: [Setting<TrainingConfiguration>], objective: [Setting<Settings>], options: String) -> String {
+        usage(required: (objective.filter(\.isRequired).compactMap(\.option) + loop.filter(\.isRequired).compactMap(\.option)), options: options)
+    }
+
+    /// The help of the settings a command takes: its objective's, then the loop's, with the values they start from.
+    static func settingsHelp<Settings>(loop: [Setting<TrainingConfiguration>], start: TrainingConfiguration,
+                                       objective: [Setting<Settings>], objectiveStart: Settings) -> String {
+        SettingOptions.help(objective, startingFrom: objectiveStart) + "\n" + SettingOptions.help(loop, startingFrom: start)
+    }
+
+    /// The loop's settings that the commands training on examples in epochs (`gpt finetune`, `gpt reward train`,
+    /// `gpt sft`) take; a micro-batch holds `batchItems` ("Examples", "Pairs").
+    static func exampleLoopSettings(batchItems: String) -> [Setting<TrainingConfiguration>] {
+        let table = TrainingConfiguration.settings
+        return [
+            table[key: "initFrom"].renamed("model", help: "Model to start from: a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).", isRequired: true),
+            table[key: "out"].renamed("out", isRequired: true),
+            table[key: "learningRate"],
+            table[key: "batchSize"].renamed("batch-size", help: "\(batchItems) per micro-batch."),
+            table[key: "gradientAccumulation"],
+            table[key: "schedule"],
+            table[key: "dropout"].renamed("dropout", help: "Dropout in the body (default: the model's own)."),
+            table[key: "context"].renamed("context", help: "Longest sequence in tokens (default: the model's context); longer inputs are cut."),
+            table[key: "logInterval"],
+            table[key: "seed"].renamed("seed", help: "Random seed (head, new embeddings, order, dropout)."),
+        ] + commonLoopSettings
+    }
+
+    /// The loop's settings that every command starting from a model (all but `gpt train`) takes as they are.
+    static let commonLoopSettings = ["weightDecay", "gradientClip", "precision", "shardOptimizer", "rankTimeout", "keepCheckpoints"]
+        .map { TrainingConfiguration.settings[key: $0] }
+
+    /// Where a new run of the commands training on examples in epochs starts: AdamW (0.9, 0.999), weight decay
+    /// 0.01, linear decay to 0 after warmup, and the command's learning rate and batch size.
+    static func exampleStart(learningRate: Float, batchSize: Int) -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.initFrom = ""
+        c.learningRate = learningRate
+        c.minLearningRate = 0
+        c.schedule = .linear
+        c.batchSize = batchSize
+        c.beta1 = 0.9
+        c.beta2 = 0.999
+        c.weightDecay = 0.01
+        return c
     }
 }

@@ -276,7 +276,7 @@ final class DataParallelTests: XCTestCase {
         let folder = try temporaryDirectory(self)
         let data = try prepared(in: folder)
         let out = folder.appendingPathComponent("run"), log = folder.appendingPathComponent("log.txt")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: log.path, contents: nil))
         let job = Process()
         job.executableURL = mpirun
         job.arguments = ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS=1",

@@ -43,11 +43,8 @@ final class DatasetLossTests: XCTestCase {
         let folder = try temporaryDirectory(self)
         let model = try GPTModel(config: tinyConfig(), seed: 4)
         let file = try tokenFile(count: 40, vocabulary: 100, in: folder)
-        XCTAssertThrowsError(try DatasetLoss.evaluate(model, on: file, length: 17, batch: 2)) { error in
-            XCTAssertTrue("\(error)".contains("context of 16"), "\(error)")
-        }
-        XCTAssertThrowsError(try DatasetLoss.evaluate(model, on: file, length: 8, batch: 2)) { error in
-            XCTAssertTrue("\(error)".contains("outside the model's vocabulary of 23"), "\(error)")
-        }
+        assertFileError(.mismatched, file.url.lastPathComponent, try DatasetLoss.evaluate(model, on: file, length: 17, batch: 2))
+        assertFileError(.mismatched, file.url.lastPathComponent, try DatasetLoss.evaluate(model, on: file, length: 8, batch: 2))
+        assertThrows(ConfigurationError.self, .invalidSetting("batch"), try DatasetLoss.evaluate(model, on: file, length: 8, batch: 0))
     }
 }

@@ -336,9 +336,7 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(first[0].logprobs?[0].alternatives.count, 2)
 
         let long = [Int32](repeating: 15496, count: 70)
-        XCTAssertThrowsError(try generator.generate(prompts: [long], options: options)) {
-            XCTAssertTrue("\($0)".contains("context"), "\($0)")
-        }
+        assertThrows(GenerationError.self, .exceedsContext, try generator.generate(prompts: [long], options: options))
         options.truncateLeft = true
         options.count = 1
         let truncated = try generator.generate(prompts: [long], options: options)[0]

@@ -89,7 +89,7 @@ final class HubDownloadTests: XCTestCase {
         XCTAssertEqual(try self.snapshot("test-org/tiny", ["HF_HUB_OFFLINE": "1"]).path, snapshot.path)
         XCTAssertEqual(hub.requests.count, offline)
         let error = hubError { _ = try self.snapshot("test-org/other", ["HF_HUB_OFFLINE": "1"]) }
-        XCTAssertEqual(error?.kind, .notCached)
+        XCTAssertEqual(error?.reason, .notCached)
         XCTAssertTrue(error?.message.contains("test-org/other") == true && error?.message.contains("HF_HUB_OFFLINE") == true, "\(String(describing: error))")
     }
 
@@ -122,11 +122,11 @@ final class HubDownloadTests: XCTestCase {
         var bad = weights.prefix(1000)
         bad[bad.startIndex + 10] ^= 0xFF
         try bad.write(to: blobs.appendingPathComponent(blob + ".incomplete"))
-        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/tiny") }?.kind, .integrity)
+        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/tiny") }?.reason, .integrity)
 
         hub.corrupt(blob)
         let error = hubError { _ = try self.snapshot("test-org/tiny") }
-        XCTAssertEqual(error?.kind, .integrity)
+        XCTAssertEqual(error?.reason, .integrity)
         XCTAssertTrue(error?.message.contains("test-org/tiny: model.safetensors") == true && error?.message.contains("SHA-256") == true,
                       "\(String(describing: error))")
         let left = try FileManager.default.contentsOfDirectory(atPath: blobs.path)
@@ -155,14 +155,14 @@ final class HubDownloadTests: XCTestCase {
         hub.rename("old-org/tiny", to: "new-org/tiny")
 
         let missing = hubError { _ = try self.snapshot("test-org/absent") }
-        XCTAssertEqual(missing?.kind, .repositoryNotFound)
+        XCTAssertEqual(missing?.reason, .repositoryNotFound)
         XCTAssertTrue(missing?.message.contains("test-org/absent") == true && missing?.message.contains("HF_TOKEN") == true, "\(String(describing: missing))")
-        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/secret") }?.kind, .repositoryNotFound)
-        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/secret", ["HF_TOKEN": "hf_wrong"]) }?.kind, .repositoryNotFound)
+        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/secret") }?.reason, .repositoryNotFound)
+        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/secret", ["HF_TOKEN": "hf_wrong"]) }?.reason, .repositoryNotFound)
         let gate = hubError { _ = try self.snapshot("test-org/gated") }
-        XCTAssertEqual(gate?.kind, .gated)
+        XCTAssertEqual(gate?.reason, .gated)
         XCTAssertTrue(gate?.message.contains("test-org/gated is gated") == true, "\(String(describing: gate))")
-        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/tiny@no-such-branch") }?.kind, .revisionNotFound)
+        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/tiny@no-such-branch") }?.reason, .revisionNotFound)
 
         // The token opens them; the storage host never sees it.
         for name in ["test-org/secret", "test-org/gated"] {
@@ -181,7 +181,7 @@ final class HubDownloadTests: XCTestCase {
 
         let before = hub.requests.count
         let pickle = hubError { _ = try self.snapshot("test-org/pickled") }
-        XCTAssertEqual(pickle?.kind, .unsupported)
+        XCTAssertEqual(pickle?.reason, .unsupported)
         XCTAssertTrue(pickle?.message.contains("pytorch_model.bin") == true && pickle?.message.contains("runs the code") == true, "\(String(describing: pickle))")
         XCTAssertEqual(Array(hub.requests[before...]), ["GET /api/models/test-org/pickled/revision/main"])
 
@@ -189,15 +189,19 @@ final class HubDownloadTests: XCTestCase {
             _ = try snapshot("test-org/llama")
             XCTFail("a llama config was accepted")
         } catch {
-            XCTAssertTrue("\(error)".contains("unsupported model_type 'llama'") && "\(error)".contains("gpt_neox"), "\(error)")
+            XCTAssertEqual((error as? FileError)?.reason, .unsupported, "\(error)")
+            XCTAssertEqual((error as? FileError)?.url.lastPathComponent, "config.json", "\(error)")
+            XCTAssertTrue("\(error)".contains("gpt_neox"), "\(error) does not list the supported model types")
         }
         XCTAssertFalse(hub.requests.contains { $0.contains("test-org/llama") && $0.contains("model.safetensors") }, "\(hub.requests)")
 
         XCTAssertThrowsError(try HubSettings(environment: ["HF_ENDPOINT": "ftp://example.org"])) {
-            XCTAssertTrue("\($0)".contains("HF_ENDPOINT"), "\($0)")
+            XCTAssertEqual(($0 as? HubError)?.reason, .invalidSetting, "\($0)")
+            XCTAssertTrue("\($0)".contains("HF_ENDPOINT"), "\($0) does not name the variable")
         }
         XCTAssertThrowsError(try HubSettings(environment: ["HF_TOKEN": "hf_a\r\nX-Injected: 1"])) {
-            XCTAssertTrue("\($0)".contains("HF_TOKEN"), "\($0)")
+            XCTAssertEqual(($0 as? HubError)?.reason, .invalidSetting, "\($0)")
+            XCTAssertTrue("\($0)".contains("HF_TOKEN"), "\($0) does not name the variable")
         }
     }
 
@@ -230,7 +234,7 @@ final class HubDownloadTests: XCTestCase {
         files["model.safetensors.index.json"] = try JSONSerialization.data(withJSONObject: ["weight_map": map])
         hub.add("test-org/bad-index", LocalHub.Repository(files: files))
         let error = hubError { _ = try self.snapshot("test-org/bad-index") }
-        XCTAssertEqual(error?.kind, .invalidResponse)
+        XCTAssertEqual(error?.reason, .invalidResponse)
         XCTAssertTrue(error?.message.contains("model-00003-of-00002.safetensors") == true, "\(String(describing: error))")
     }
 
@@ -240,7 +244,7 @@ final class HubDownloadTests: XCTestCase {
         hub.stop()
         Thread.sleep(forTimeInterval: 0.5)
         XCTAssertEqual(try self.snapshot("test-org/tiny").path, snapshot.path)
-        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/never") }?.kind, .network)
+        XCTAssertEqual(hubError { _ = try self.snapshot("test-org/never") }?.reason, .network)
     }
 
     /// `gpt generate --model ORG/NAME` in a fresh HF_HOME downloads, then runs again offline with the Hub gone;

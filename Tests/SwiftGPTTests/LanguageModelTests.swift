@@ -115,15 +115,14 @@ final class LanguageModelTests: XCTestCase {
             for try await _ in api.generate("Hi", options: options) {}
             XCTFail("a negative temperature is refused")
         } catch let error as GenerationError {
-            XCTAssertTrue(error.message.contains("temperature"), error.message)
+            XCTAssertEqual(error.reason, .invalidArgument, error.message)
         }
         options = SamplingOptions()
         do {
             for try await _ in api.generate(tokens: [60000], options: options) {}
             XCTFail("a token outside the vocabulary is refused")
-        } catch let error as GenerationEngineError {
-            guard case .invalidRequest(let message) = error else { return XCTFail("\(error)") }
-            XCTAssertTrue(message.contains("outside the vocabulary"), message)
+        } catch let error as GenerationError {
+            XCTAssertEqual(error.reason, .idOutsideVocabulary, "\(error)")
         }
     }
 

@@ -81,19 +81,14 @@ final class RewardModelTests: XCTestCase {
                                 (#"{"prompt": "a", "chosen": 1, "rejected": "c"}"#, "line 2: field 'chosen' must be a string"),
                                 ("[1, 2]", "line 2: not a JSON object")] {
             let url = try writeLines([good, line], "pairs.jsonl", in: folder)
-            XCTAssertThrowsError(try PreferenceDataset.load(url)) { error in
-                XCTAssertTrue("\(error)".contains("pairs.jsonl: \(message)"), "\(error)")
-            }
+            let error = assertFileError(.malformed(line: 2), "pairs.jsonl", try PreferenceDataset.load(url))
+            XCTAssertTrue(error?.message.hasPrefix(message) ?? false, "\(String(describing: error)) does not name the field as '\(message)'")
         }
         let bad = try writeLines([good, #"{"prompt": "x", "chosen": "b", "rejected": "c"}"#], "chars.jsonl", in: folder)
-        XCTAssertThrowsError(try Trainer(configuration: try settings(in: folder, train: bad, dev: bad))) { error in
-            XCTAssertTrue("\(error)".contains("chars.jsonl: line 2"), "\(error)")
-        }
+        assertFileError(.malformed(line: 2), "chars.jsonl", try Trainer(configuration: try settings(in: folder, train: bad, dev: bad)))
         // A pair whose prompt and reply are both empty (it once failed a precondition in attention mid-run).
         let empty = try writeLines([good, #"{"prompt": "", "chosen": "", "rejected": ""}"#], "empty.jsonl", in: folder)
-        XCTAssertThrowsError(try Trainer(configuration: try settings(in: folder, train: empty, dev: empty))) { error in
-            XCTAssertTrue("\(error)".contains("empty.jsonl: line 2: fields 'prompt' and 'chosen' are empty"), "\(error)")
-        }
+        assertFileError(.malformed(line: 2), "empty.jsonl", try Trainer(configuration: try settings(in: folder, train: empty, dev: empty)))
     }
 
     func testLongRowsKeepTheirEnd() throws {

@@ -182,7 +182,7 @@ final class ServerProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(60)
         while port == 0 {
             let data = pipe.fileHandleForReading.availableData
-            guard !data.isEmpty, Date() < deadline else { throw GenerationError("gpt serve did not start: \(log)") }
+            guard !data.isEmpty, Date() < deadline else { throw ServerStartError(description: "gpt serve did not start: \(log)") }
             log += String(decoding: data, as: UTF8.self)
             if let range = log.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 port = Int(log[range].split(separator: ":").last!)!
@@ -237,7 +237,7 @@ final class RawConnection {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard socket >= 0, connected == 0 else { throw GenerationError("cannot connect to 127.0.0.1:\(port) (errno \(errno))") }
+        guard socket >= 0, connected == 0 else { throw ServerStartError(description: "cannot connect to 127.0.0.1:\(port) (errno \(errno))") }
     }
 
     deinit { close() }
@@ -277,4 +277,9 @@ final class RawConnection {
         }
         return String(decoding: received, as: UTF8.self)
     }
+}
+
+/// A server the tests start that does not answer.
+struct ServerStartError: Error, CustomStringConvertible {
+    let description: String
 }

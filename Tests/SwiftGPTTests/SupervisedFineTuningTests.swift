@@ -48,9 +48,8 @@ final class SupervisedFineTuningTests: XCTestCase {
                                 (#"{"messages": [{"role": "robot", "content": "x"}]}"#, "line 2: messages[0].role must be one of"),
                                 (#"{"messages": [{"role": "user", "content": "x"}]}"#, "line 2: 'messages' has no assistant turn"),
                                 ("not json", "line 2: not a JSON object")] {
-            XCTAssertThrowsError(try DemonstrationDataset.load(try writeLines([good, line], "bad.jsonl", in: folder))) { error in
-                XCTAssertTrue("\(error)".contains("bad.jsonl: \(message)"), "\(error)")
-            }
+            let error = assertFileError(.malformed(line: 2), "bad.jsonl", try DemonstrationDataset.load(try writeLines([good, line], "bad.jsonl", in: folder)))
+            XCTAssertTrue(error?.message.hasPrefix(message) ?? false, "\(String(describing: error)) does not name the field as '\(message)'")
         }
     }
 

@@ -90,12 +90,17 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
         try TokenizerLoading.gpt2().save(to: folder)
         let url = folder.appendingPathComponent("tokenizer.json")
         let original = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        func refused(_ change: (inout [String: Any]) -> Void, _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        func refused(_ change: (inout [String: Any]) -> Void, _ expected: String, _ reason: FileError.Reason = .unsupported,
+                     file: StaticString = #filePath, line: UInt = #line) throws {
             var document = original
             change(&document)
             try JSONSerialization.data(withJSONObject: document).write(to: url)
+            // Refused as what it is, naming tokenizer.json and the field.
             XCTAssertThrowsError(try TokenizerLoading.load(directory: folder), file: file, line: line) {
-                XCTAssertTrue("\($0)".contains("tokenizer.json") && "\($0)".contains(expected), "\($0)", file: file, line: line)
+                let error = $0 as? FileError
+                XCTAssertEqual(error?.reason, reason, "\($0)", file: file, line: line)
+                XCTAssertEqual(error?.url.lastPathComponent, "tokenizer.json", "\($0)", file: file, line: line)
+                XCTAssertTrue(error?.message.contains(expected) ?? false, "\($0) does not name '\(expected)'", file: file, line: line)
             }
         }
         try refused({ var model = $0["model"] as! [String: Any]; model["type"] = "WordPiece"; $0["model"] = model }, "'model.type' is WordPiece")
@@ -106,9 +111,9 @@ final class HuggingFaceTokenizerFileTests: XCTestCase {
         try refused({ $0["normalizer"] = ["type": "Lowercase"] }, "'normalizer' Lowercase")
         try refused({ $0["post_processor"] = ["type": "TemplateProcessing", "single": [["SpecialToken": ["id": "<|endoftext|>"]], ["Sequence": ["id": "A"]]]] },
                     "'post_processor' adds tokens")
-        try refused({ var model = $0["model"] as! [String: Any]; model["merges"] = ["Ġ t", "q"]; $0["model"] = model }, "'model.merges' entry 1")
+        try refused({ var model = $0["model"] as! [String: Any]; model["merges"] = ["Ġ t", "q"]; $0["model"] = model }, "'model.merges' entry 1", .malformed(line: nil))
         try refused({ var model = $0["model"] as! [String: Any]; var vocab = model["vocab"] as! [String: Any]; vocab["!"] = 70000; model["vocab"] = vocab; $0["model"] = model },
-                    "'model.vocab'")
+                    "'model.vocab'", .malformed(line: nil))
         try refused({ $0["added_tokens"] = [["id": 50257, "content": "  ", "special": false, "lstrip": true]] }, "'added_tokens[0].lstrip'")
     }
 
