@@ -266,6 +266,10 @@ public struct FineTuningSettings: Equatable, Sendable {
         self.dev = dev
     }
 
+    /// The values a run's settings start from: the defaults, and blanks for the required settings that a file
+    /// or command line gives.
+    package static let blank = FineTuningSettings(task: .classification, train: "", dev: "")
+
     /// Every setting, in the order `gpt finetune --help` lists them.
     package static let settings: [Setting<FineTuningSettings>] = [
         Setting("task", \.task, isRequired: true, "The task, which sets how examples become token sequences and which head is trained."),
@@ -279,15 +283,6 @@ public struct FineTuningSettings: Equatable, Sendable {
         Setting("classCount", \.classCount, option: "classes", "Number of classes of a classification, entailment or integer similarity task (default: the largest training label + 1, every class below it present)."),
         Setting("labelNames", \.labelNames, option: "labels", "Names of the classes, comma-separated, label 0's first (default: LABEL_0, LABEL_1, …); the checkpoint's config.json and gpt predict use them."),
     ]
-
-    /// Reads the settings of a configuration file or checkpoint: `task`, `train` and `dev` are required, the others
-    /// keep their defaults when missing.
-    package init(from decoder: Decoder) throws {
-        self = try Self.settings.decode(FineTuningSettings(task: .classification, train: "", dev: ""), from: decoder)
-    }
-
-    /// Writes every setting.
-    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
 
     func validate() throws {
         guard lmWeight >= 0, lmWeight.isFinite else { throw ConfigurationError(.invalidSetting("lmWeight"), "the LM-loss weight must be finite and not negative") }
@@ -329,6 +324,10 @@ public struct RewardModelingSettings: Equatable, Sendable {
         self.dev = dev
     }
 
+    /// The values a run's settings start from: the defaults, and blanks for the required settings that a file
+    /// or command line gives.
+    package static let blank = RewardModelingSettings(train: "", dev: "")
+
     /// Every setting, in the order `gpt reward train --help` lists them.
     package static let settings: [Setting<RewardModelingSettings>] = [
         Setting("train", \.train, isRequired: true, "Training pairs (JSONL)."),
@@ -336,14 +335,6 @@ public struct RewardModelingSettings: Equatable, Sendable {
         Setting("epochs", \.epochs, "Passes over the training set."),
         Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
     ]
-
-    /// Reads the settings of a configuration file or checkpoint: `train` and `dev` are required.
-    package init(from decoder: Decoder) throws {
-        self = try Self.settings.decode(RewardModelingSettings(train: "", dev: ""), from: decoder)
-    }
-
-    /// Writes every setting.
-    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
 
     func validate() throws {
         guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
@@ -371,6 +362,10 @@ public struct SupervisedFineTuningSettings: Equatable, Sendable {
         self.chatTemplate = chatTemplate
     }
 
+    /// The values a run's settings start from: the defaults, and blanks for the required settings that a file
+    /// or command line gives.
+    package static let blank = SupervisedFineTuningSettings(train: "", dev: "", chatTemplate: .default)
+
     /// Every setting, in the order `gpt sft --help` lists them.
     package static let settings: [Setting<SupervisedFineTuningSettings>] = [
         Setting("train", \.train, isRequired: true, "Training demonstrations (JSONL)."),
@@ -379,14 +374,6 @@ public struct SupervisedFineTuningSettings: Equatable, Sendable {
         Setting("epochs", \.epochs, "Passes over the training set."),
         Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
     ]
-
-    /// Reads the settings of a configuration file or checkpoint: `train`, `dev` and `chatTemplate` are required.
-    package init(from decoder: Decoder) throws {
-        self = try Self.settings.decode(SupervisedFineTuningSettings(train: "", dev: "", chatTemplate: .default), from: decoder)
-    }
-
-    /// Writes every setting.
-    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
 
     func validate() throws {
         guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
@@ -457,6 +444,10 @@ public struct PolicyOptimizationSettings: Equatable, Sendable {
         self.chatTemplate = chatTemplate
     }
 
+    /// The values a run's settings start from: the defaults, and blanks for the required settings that a file
+    /// or command line gives.
+    package static let blank = PolicyOptimizationSettings(prompts: "", reward: "", chatTemplate: .default)
+
     /// Every setting, in the order `gpt ppo --help` lists them.
     package static let settings: [Setting<PolicyOptimizationSettings>] = [
         Setting("prompts", \.prompts, isRequired: true, "Prompts (JSONL: {\"prompt\"} or {\"messages\"})."),
@@ -486,15 +477,6 @@ public struct PolicyOptimizationSettings: Equatable, Sendable {
         // A checkpoint written before held-out prompts existed held none back, and resumes so.
         Setting("heldOutPrompts", \.heldOutPrompts, option: "held-out", whenAbsent: 0, "Prompts held back from the rollouts (the file's last ones), whose mean score chooses best/ (0: the rollouts' own)."),
     ]
-
-    /// Reads the settings of a configuration file or checkpoint: `prompts`, `reward` and `chatTemplate` are
-    /// required; one written before `heldOutPrompts` existed held none back, and resumes so.
-    package init(from decoder: Decoder) throws {
-        self = try Self.settings.decode(PolicyOptimizationSettings(prompts: "", reward: "", chatTemplate: .default), from: decoder)
-    }
-
-    /// Writes every setting.
-    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
 
     func validate() throws {
         func check(_ condition: Bool, _ setting: String, _ message: String) throws {

@@ -7,7 +7,7 @@ struct FinetuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
         abstract: "Fine-tune a pretrained GPT on a labelled task, as GPT-1 did (task head + λ·LM loss).",
-        usage: TrainingCommand.finetune.usage(loop: loop, objective: FineTuningSettings.settings, options: "[--initialization <initialization>] [--resume]"),
+        usage: commandLine.usage(options: "[--initialization <initialization>] [--resume]"),
         discussion: """
         Inputs become token sequences around three special tokens added to the tokenizer and the embedding: \
         classification [start] text [extract]; entailment [start] premise [delim] hypothesis [extract]; similarity \
@@ -22,24 +22,22 @@ struct FinetuneCommand: ParsableCommand {
         GPT2DoubleHeadsModel), metrics.jsonl and loss.svg; --resume continues exactly.
 
         SETTINGS:
-        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: FineTuningSettings.settings, objectiveStart: objectiveStart))
+        \(commandLine.help)
         """
     )
 
-    static let loop = TrainingCommand.exampleLoopSettings(batchItems: "Examples")
     /// GPT-1's recipe: lr 6.25e-5, batch 32.
-    static let start = TrainingCommand.exampleStart(learningRate: 6.25e-5, batchSize: 32)
-    static let objectiveStart = FineTuningSettings(task: .classification, train: "", dev: "")
+    static let commandLine = TrainingCommandLine(
+        command: .finetune, loop: TrainingCommand.exampleLoopSettings(batchItems: "Examples"),
+        start: TrainingCommand.exampleStart(learningRate: 6.25e-5, batchSize: 32), objective: FineTuningSettings.settings,
+        objectiveStart: .blank)
 
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
     @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
 
     func run() throws {
-        let trainer = try TrainingCommand.finetune.trainer(
-            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
-            objective: FineTuningSettings.settings, objectiveStart: Self.objectiveStart
-        ) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")
             }

@@ -6,7 +6,7 @@ struct PPOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ppo",
         abstract: "Optimise a policy against a reward with PPO and a KL penalty toward the starting policy.",
-        usage: TrainingCommand.ppo.usage(loop: loop, objective: PolicyOptimizationSettings.settings, options: "[--chat-template <chat-template>] [--resume]"),
+        usage: commandLine.usage(options: "[--chat-template <chat-template>] [--resume]"),
         discussion: """
         Each iteration samples one response per prompt (--rollout-size prompts; temperature, top-p, at most \
         --max-new-tokens, ending at the end-of-text token) with the KV-cache sampler, scores prompt + response \
@@ -29,13 +29,14 @@ struct PPOCommand: ParsableCommand {
         share of every mini-batch.
 
         SETTINGS:
-        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: PolicyOptimizationSettings.settings, objectiveStart: objectiveStart))
+        \(commandLine.help)
         """
     )
 
-    static let loop: [Setting<TrainingConfiguration>] = {
+    /// TRL's recipe: AdamW (0.9, 0.95) at a constant learning rate of 1.41e-5, batches of 16 responses, no weight decay.
+    static let commandLine: TrainingCommandLine<PolicyOptimizationSettings> = {
         let table = TrainingConfiguration.settings
-        return [
+        let loop = [
             table[key: "initFrom"].renamed("policy", help: "Policy to start from (usually the output of gpt sft; or a Hub name, downloaded into Hugging Face's cache unless it is there; see gpt pull); also the frozen reference policy.", isRequired: true),
             table[key: "out"].renamed("out", isRequired: true),
             table[key: "batchSize"].renamed("batch-size", help: "Responses per mini-batch."),
@@ -44,29 +45,23 @@ struct PPOCommand: ParsableCommand {
             table[key: "learningRate"].renamed("learning-rate", help: "Learning rate (constant)."),
             table[key: "seed"].renamed("seed", help: "Random seed (value head, prompt order, sampling)."),
         ] + TrainingCommand.commonLoopSettings
+        var start = TrainingConfiguration()
+        start.initFrom = ""
+        start.batchSize = 16
+        start.learningRate = 1.41e-5
+        start.beta1 = 0.9
+        start.beta2 = 0.95
+        start.weightDecay = 0
+        return TrainingCommandLine(command: .ppo, loop: loop, start: start, objective: PolicyOptimizationSettings.settings,
+                                   objectiveStart: .blank)
     }()
-    /// AdamW (0.9, 0.95) at a constant learning rate of 1.41e-5 (TRL's), batches of 16 responses, no weight decay.
-    static let start: TrainingConfiguration = {
-        var c = TrainingConfiguration()
-        c.initFrom = ""
-        c.batchSize = 16
-        c.learningRate = 1.41e-5
-        c.beta1 = 0.9
-        c.beta2 = 0.95
-        c.weightDecay = 0
-        return c
-    }()
-    static let objectiveStart = PolicyOptimizationSettings(prompts: "", reward: "", chatTemplate: .default)
 
     @Option(help: "A chat template for {\"messages\"} prompts (default: the policy's, else HH-RLHF's form).") var chatTemplate: String?
     @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
     @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
 
     func run() throws {
-        let trainer = try TrainingCommand.ppo.trainer(
-            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
-            objective: PolicyOptimizationSettings.settings, objectiveStart: Self.objectiveStart
-        ) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
             var settings = settings
             settings.chatTemplate = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: configuration.initFrom)

@@ -14,7 +14,7 @@ struct RewardTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a reward model on preference pairs (Bradley–Terry loss).",
-        usage: TrainingCommand.reward.usage(loop: loop, objective: RewardModelingSettings.settings, options: "[--resume]"),
+        usage: commandLine.usage(options: "[--resume]"),
         discussion: """
         Pairs are JSONL lines {"prompt", "chosen", "rejected"} (HH-RLHF's form: prompt + chosen is the preferred \
         dialogue); each line is checked before training starts. The model reads prompt + reply and a scalar head \
@@ -24,22 +24,20 @@ struct RewardTrainCommand: ParsableCommand {
         transformers as GPT2ForSequenceClassification with num_labels 1. --resume continues exactly.
 
         SETTINGS:
-        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: RewardModelingSettings.settings, objectiveStart: objectiveStart))
+        \(commandLine.help)
         """
     )
 
-    static let loop = TrainingCommand.exampleLoopSettings(batchItems: "Pairs")
-    static let start = TrainingCommand.exampleStart(learningRate: 1e-5, batchSize: 8)
-    static let objectiveStart = RewardModelingSettings(train: "", dev: "")
+    static let commandLine = TrainingCommandLine(
+        command: .reward, loop: TrainingCommand.exampleLoopSettings(batchItems: "Pairs"),
+        start: TrainingCommand.exampleStart(learningRate: 1e-5, batchSize: 8), objective: RewardModelingSettings.settings,
+        objectiveStart: .blank)
 
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
     @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
 
     func run() throws {
-        let trainer = try TrainingCommand.reward.trainer(
-            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
-            objective: RewardModelingSettings.settings, objectiveStart: Self.objectiveStart
-        ) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
             configuration.objective = .rewardModeling(settings)

@@ -6,7 +6,7 @@ struct SFTCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sft",
         abstract: "Supervised fine-tuning on demonstrations: learn to write the assistant's replies.",
-        usage: TrainingCommand.sft.usage(loop: loop, objective: SupervisedFineTuningSettings.settings, options: "[--chat-template <chat-template>] [--samples <samples>] [--sample-tokens <sample-tokens>] [--resume]"),
+        usage: commandLine.usage(options: "[--chat-template <chat-template>] [--samples <samples>] [--sample-tokens <sample-tokens>] [--resume]"),
         discussion: """
         Demonstrations are JSONL lines, Alpaca's {"instruction", "input", "response"} or {"messages": [{"role", \
         "content"}, …]} (roles system, user, assistant); each line is checked before training starts. Every \
@@ -20,13 +20,14 @@ struct SFTCommand: ParsableCommand {
         to OUT/samples.jsonl. --resume continues exactly.
 
         SETTINGS:
-        \(TrainingCommand.settingsHelp(loop: loop, start: start, objective: SupervisedFineTuningSettings.settings, objectiveStart: objectiveStart))
+        \(commandLine.help)
         """
     )
 
-    static let loop = TrainingCommand.exampleLoopSettings(batchItems: "Examples")
-    static let start = TrainingCommand.exampleStart(learningRate: 5e-5, batchSize: 8)
-    static let objectiveStart = SupervisedFineTuningSettings(train: "", dev: "", chatTemplate: .default)
+    static let commandLine = TrainingCommandLine(
+        command: .sft, loop: TrainingCommand.exampleLoopSettings(batchItems: "Examples"),
+        start: TrainingCommand.exampleStart(learningRate: 5e-5, batchSize: 8), objective: SupervisedFineTuningSettings.settings,
+        objectiveStart: .blank)
 
     @Option(help: "A chat template (JSON: system, user, assistant, generation_prompt, end_of_turn; default: the model's, else HH-RLHF's form).") var chatTemplate: String?
     @Option(help: "Dev prompts to answer with the trained model at the end.") var samples = 3
@@ -36,10 +37,7 @@ struct SFTCommand: ParsableCommand {
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let trainer = try TrainingCommand.sft.trainer(
-            arguments: settingArguments, resume: resume, loop: Self.loop, start: Self.start,
-            objective: SupervisedFineTuningSettings.settings, objectiveStart: Self.objectiveStart
-        ) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
             settings.chatTemplate = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }

@@ -61,40 +61,10 @@ enum TrainingCommand: String {
 }
 
 extension TrainingCommand {
-    /// The trainer that a command line of this command asks for: with `--resume`, the run in `--out` continued;
-    /// otherwise a new run whose loop settings start from `start` and whose objective settings start from
-    /// `objectiveStart`, the command line's options applied to them (each of `loop` and `objective` that it gives),
-    /// the model to start from made absolute, and `newRun` setting the objective.
-    func trainer<Settings>(arguments: [String], resume: Bool, loop: [Setting<TrainingConfiguration>],
-                           start: TrainingConfiguration, objective: [Setting<Settings>], objectiveStart: Settings,
-                           newRun: (inout TrainingConfiguration, Settings) throws -> Void) throws -> Trainer {
-        var options = try SettingOptions(arguments, flags: SettingOptions.flags(loop).union(SettingOptions.flags(objective)))
-        if resume { return try self.resume(options) }
-        let missing = options.missing(objective) + options.missing(loop)
-        if !missing.isEmpty { throw ValidationError("a new run needs \(missing.map { "--\($0)" }.joined(separator: ", "))") }
-        var c = start, settings = objectiveStart
-        try options.apply(loop, to: &c)
-        try options.apply(objective, to: &settings)
-        try options.checkAllApplied()
-        c.initFrom = try absoluteModelPath(c.initFrom)
-        try newRun(&c, settings)
-        return try Trainer(configuration: c)
-    }
-
-    /// The command's usage line: the settings a new run needs, the command's own `options`, then the other settings.
+    /// The usage line of this command: the settings a new run needs (`required`), the command's own `options`, then
+    /// the other settings.
     func usage(required: [String], options: String) -> String {
         ([rawValue] + required.map { "--\($0) <\($0)>" } + [options, "[<setting> ...]"]).joined(separator: " ")
-    }
-
-    /// The usage line of a command taking `loop` and `objective` settings besides its own `options`.
-    func usage<Settings>(loop: [Setting<TrainingConfiguration>], objective: [Setting<Settings>], options: String) -> String {
-        usage(required: (objective.filter(\.isRequired).compactMap(\.option) + loop.filter(\.isRequired).compactMap(\.option)), options: options)
-    }
-
-    /// The help of the settings a command takes: its objective's, then the loop's, with the values they start from.
-    static func settingsHelp<Settings>(loop: [Setting<TrainingConfiguration>], start: TrainingConfiguration,
-                                       objective: [Setting<Settings>], objectiveStart: Settings) -> String {
-        SettingOptions.help(objective, startingFrom: objectiveStart) + "\n" + SettingOptions.help(loop, startingFrom: start)
     }
 
     /// The loop's settings that the commands training on examples in epochs (`gpt finetune`, `gpt reward train`,
