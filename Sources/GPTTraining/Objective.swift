@@ -36,13 +36,10 @@ extension TrainingConfiguration {
         static func decode(_ key: CodingKeys, from c: KeyedDecodingContainer<CodingKeys>) throws -> Objective {
             switch key {
             case .pretraining: .pretraining
-            // Each kind's settings are read through its table, whose required settings replace the blanks.
-            case .fineTuning: .fineTuning(try FineTuningSettings.settings.decode(.blank, from: c.superDecoder(forKey: key)))
-            case .rewardModeling: .rewardModeling(try RewardModelingSettings.settings.decode(.blank, from: c.superDecoder(forKey: key)))
-            case .supervisedFineTuning:
-                .supervisedFineTuning(try SupervisedFineTuningSettings.settings.decode(.blank, from: c.superDecoder(forKey: key)))
-            case .policyOptimization:
-                .policyOptimization(try PolicyOptimizationSettings.settings.decode(.blank, from: c.superDecoder(forKey: key)))
+            case .fineTuning: .fineTuning(try FineTuningSettings(from: c.superDecoder(forKey: key)))
+            case .rewardModeling: .rewardModeling(try RewardModelingSettings(from: c.superDecoder(forKey: key)))
+            case .supervisedFineTuning: .supervisedFineTuning(try SupervisedFineTuningSettings(from: c.superDecoder(forKey: key)))
+            case .policyOptimization: .policyOptimization(try PolicyOptimizationSettings(from: c.superDecoder(forKey: key)))
             }
         }
 
@@ -51,10 +48,10 @@ extension TrainingConfiguration {
             var c = encoder.container(keyedBy: CodingKeys.self)
             switch self {
             case .pretraining: try c.encode([String: Int](), forKey: .pretraining)
-            case .fineTuning(let settings): try FineTuningSettings.settings.encode(settings, to: c.superEncoder(forKey: .fineTuning))
-            case .rewardModeling(let settings): try RewardModelingSettings.settings.encode(settings, to: c.superEncoder(forKey: .rewardModeling))
-            case .supervisedFineTuning(let settings): try SupervisedFineTuningSettings.settings.encode(settings, to: c.superEncoder(forKey: .supervisedFineTuning))
-            case .policyOptimization(let settings): try PolicyOptimizationSettings.settings.encode(settings, to: c.superEncoder(forKey: .policyOptimization))
+            case .fineTuning(let settings): try settings.encode(to: c.superEncoder(forKey: .fineTuning))
+            case .rewardModeling(let settings): try settings.encode(to: c.superEncoder(forKey: .rewardModeling))
+            case .supervisedFineTuning(let settings): try settings.encode(to: c.superEncoder(forKey: .supervisedFineTuning))
+            case .policyOptimization(let settings): try settings.encode(to: c.superEncoder(forKey: .policyOptimization))
             }
         }
 

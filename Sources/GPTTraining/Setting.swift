@@ -151,6 +151,23 @@ extension Array {
     }
 }
 
+/// The settings of one objective kind (`FineTuningSettings`, …): its table and the values a run's settings start
+/// from, from which they are read (required settings replacing the blanks) and written.
+package protocol ObjectiveSettings {
+    /// Every setting, in the order its command's `--help` lists them.
+    static var settings: [Setting<Self>] { get }
+    /// The defaults, and blanks for the required settings that a file or command line gives.
+    static var blank: Self { get }
+}
+
+extension ObjectiveSettings {
+    /// The settings `decoder` holds, through the table.
+    package init(from decoder: Decoder) throws { self = try Self.settings.decode(Self.blank, from: decoder) }
+
+    /// Writes every setting through the table.
+    package func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
+}
+
 /// A value a setting can hold: read from files as JSON, and from a command line as text.
 package protocol SettingValue: Codable, Sendable {
     /// The value that a command-line argument spells, or nil when it spells none.

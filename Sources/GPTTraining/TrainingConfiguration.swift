@@ -233,7 +233,7 @@ public enum LearningRateSchedule: String, Codable, CaseIterable, Sendable, Setti
 }
 
 /// The settings of a fine-tuning run that pretraining does not have.
-public struct FineTuningSettings: Equatable, Sendable {
+public struct FineTuningSettings: Equatable, Sendable, ObjectiveSettings {
     /// The kind of task, which sets how examples become token sequences and which head is trained.
     public var task: InputFormat.Task
     /// JSONL files of labelled examples.
@@ -308,7 +308,7 @@ public struct FineTuningSettings: Equatable, Sendable {
 }
 
 /// The settings of a reward-modelling run that pretraining does not have.
-public struct RewardModelingSettings: Equatable, Sendable {
+public struct RewardModelingSettings: Equatable, Sendable, ObjectiveSettings {
     /// JSONL files of preference pairs (`{"prompt", "chosen", "rejected"}`).
     public var train: String
     /// The preference pairs that choose `best/` by accuracy (a JSONL file).
@@ -343,7 +343,7 @@ public struct RewardModelingSettings: Equatable, Sendable {
 }
 
 /// The settings of a supervised fine-tuning run that pretraining does not have.
-public struct SupervisedFineTuningSettings: Equatable, Sendable {
+public struct SupervisedFineTuningSettings: Equatable, Sendable, ObjectiveSettings {
     /// JSONL files of demonstrations (`{"instruction", "input", "response"}` or `{"messages": […]}`).
     public var train: String
     /// The demonstrations whose loss chooses `best/` (a JSONL file).
@@ -383,7 +383,7 @@ public struct SupervisedFineTuningSettings: Equatable, Sendable {
 }
 
 /// The settings of a PPO run (InstructGPT's step 3) that pretraining does not have.
-public struct PolicyOptimizationSettings: Equatable, Sendable {
+public struct PolicyOptimizationSettings: Equatable, Sendable, ObjectiveSettings {
     /// JSONL prompts: `{"prompt": text}` read as it is, or `{"messages": […]}` rendered by the chat template.
     public var prompts: String
     /// A reward model directory, or `classifier:DIR:LABEL`.

@@ -27,10 +27,8 @@ struct FinetuneCommand: ParsableCommand {
     )
 
     /// GPT-1's recipe: lr 6.25e-5, batch 32.
-    static let commandLine = TrainingCommandLine(
-        command: .finetune, loop: TrainingCommand.exampleLoopSettings(batchItems: "Examples"),
-        start: TrainingCommand.exampleStart(learningRate: 6.25e-5, batchSize: 32), objective: FineTuningSettings.settings,
-        objectiveStart: .blank)
+    static let commandLine = TrainingCommandLine<FineTuningSettings>.trainingOnExamples(
+        .finetune, batchItems: "Examples", learningRate: 6.25e-5, batchSize: 32)
 
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false

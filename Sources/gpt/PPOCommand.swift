@@ -44,7 +44,7 @@ struct PPOCommand: ParsableCommand {
             table[key: "logInterval"].renamed("log-interval", help: "Optimizer steps between step log lines (every rollout has its own line)."),
             table[key: "learningRate"].renamed("learning-rate", help: "Learning rate (constant)."),
             table[key: "seed"].renamed("seed", help: "Random seed (value head, prompt order, sampling)."),
-        ] + TrainingCommand.commonLoopSettings
+        ] + TrainingCommandLine<PolicyOptimizationSettings>.commonLoopSettings
         var start = TrainingConfiguration()
         start.initFrom = ""
         start.batchSize = 16
@@ -52,8 +52,7 @@ struct PPOCommand: ParsableCommand {
         start.beta1 = 0.9
         start.beta2 = 0.95
         start.weightDecay = 0
-        return TrainingCommandLine(command: .ppo, loop: loop, start: start, objective: PolicyOptimizationSettings.settings,
-                                   objectiveStart: .blank)
+        return TrainingCommandLine(command: .ppo, loop: loop, start: start)
     }()
 
     @Option(help: "A chat template for {\"messages\"} prompts (default: the policy's, else HH-RLHF's form).") var chatTemplate: String?

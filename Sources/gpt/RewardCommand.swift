@@ -28,10 +28,8 @@ struct RewardTrainCommand: ParsableCommand {
         """
     )
 
-    static let commandLine = TrainingCommandLine(
-        command: .reward, loop: TrainingCommand.exampleLoopSettings(batchItems: "Pairs"),
-        start: TrainingCommand.exampleStart(learningRate: 1e-5, batchSize: 8), objective: RewardModelingSettings.settings,
-        objectiveStart: .blank)
+    static let commandLine = TrainingCommandLine<RewardModelingSettings>.trainingOnExamples(
+        .reward, batchItems: "Pairs", learningRate: 1e-5, batchSize: 8)
 
     @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
     @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []

@@ -24,10 +24,8 @@ struct SFTCommand: ParsableCommand {
         """
     )
 
-    static let commandLine = TrainingCommandLine(
-        command: .sft, loop: TrainingCommand.exampleLoopSettings(batchItems: "Examples"),
-        start: TrainingCommand.exampleStart(learningRate: 5e-5, batchSize: 8), objective: SupervisedFineTuningSettings.settings,
-        objectiveStart: .blank)
+    static let commandLine = TrainingCommandLine<SupervisedFineTuningSettings>.trainingOnExamples(
+        .sft, batchItems: "Examples", learningRate: 5e-5, batchSize: 8)
 
     @Option(help: "A chat template (JSON: system, user, assistant, generation_prompt, end_of_turn; default: the model's, else HH-RLHF's form).") var chatTemplate: String?
     @Option(help: "Dev prompts to answer with the trained model at the end.") var samples = 3

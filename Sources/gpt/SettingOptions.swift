@@ -61,7 +61,12 @@ struct SettingOptions {
 
     /// The required ones of `settings` that the command line did not give.
     func missing<Root>(_ settings: [Setting<Root>]) -> [String] {
-        settings.filter(\.isRequired).compactMap(\.option).filter { !contains($0) }
+        Self.required(settings).filter { !contains($0) }
+    }
+
+    /// The options of `settings` that a new run must be given.
+    static func required<Root>(_ settings: [Setting<Root>]) -> [String] {
+        settings.filter(\.isRequired).compactMap(\.option)
     }
 
     /// The options of `settings` that take no value.

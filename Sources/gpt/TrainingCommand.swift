@@ -66,41 +66,4 @@ extension TrainingCommand {
     func usage(required: [String], options: String) -> String {
         ([rawValue] + required.map { "--\($0) <\($0)>" } + [options, "[<setting> ...]"]).joined(separator: " ")
     }
-
-    /// The loop's settings that the commands training on examples in epochs (`gpt finetune`, `gpt reward train`,
-    /// `gpt sft`) take; a micro-batch holds `batchItems` ("Examples", "Pairs").
-    static func exampleLoopSettings(batchItems: String) -> [Setting<TrainingConfiguration>] {
-        let table = TrainingConfiguration.settings
-        return [
-            table[key: "initFrom"].renamed("model", help: "Model to start from: a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).", isRequired: true),
-            table[key: "out"].renamed("out", isRequired: true),
-            table[key: "learningRate"],
-            table[key: "batchSize"].renamed("batch-size", help: "\(batchItems) per micro-batch."),
-            table[key: "gradientAccumulation"],
-            table[key: "schedule"],
-            table[key: "dropout"].renamed("dropout", help: "Dropout in the body (default: the model's own)."),
-            table[key: "context"].renamed("context", help: "Longest sequence in tokens (default: the model's context); longer inputs are cut."),
-            table[key: "logInterval"],
-            table[key: "seed"].renamed("seed", help: "Random seed (head, new embeddings, order, dropout)."),
-        ] + commonLoopSettings
-    }
-
-    /// The loop's settings that every command starting from a model (all but `gpt train`) takes as they are.
-    static let commonLoopSettings = ["weightDecay", "gradientClip", "precision", "shardOptimizer", "rankTimeout", "keepCheckpoints"]
-        .map { TrainingConfiguration.settings[key: $0] }
-
-    /// Where a new run of the commands training on examples in epochs starts: AdamW (0.9, 0.999), weight decay
-    /// 0.01, linear decay to 0 after warmup, and the command's learning rate and batch size.
-    static func exampleStart(learningRate: Float, batchSize: Int) -> TrainingConfiguration {
-        var c = TrainingConfiguration()
-        c.initFrom = ""
-        c.learningRate = learningRate
-        c.minLearningRate = 0
-        c.schedule = .linear
-        c.batchSize = batchSize
-        c.beta1 = 0.9
-        c.beta2 = 0.999
-        c.weightDecay = 0.01
-        return c
-    }
 }
