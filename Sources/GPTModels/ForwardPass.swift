@@ -7,7 +7,7 @@ import TensorCore
 ///
 /// Training (`TrainingPass`) records every operation on a tape over whole rows of tokens; decoding
 /// (`InferenceSession`'s pass) multiplies by weights packed for its kernels and attends through a key/value cache.
-protocol ForwardPass: AnyObject {
+protocol ForwardPass {
     /// The position of every row of the residual stream in its sequence (rotary embedding turns by it).
     var positions: [Int] { get }
     /// x · W + b for the Conv1D layer `layer` (its bias when it has one).

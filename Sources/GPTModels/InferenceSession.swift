@@ -163,28 +163,18 @@ package final class InferenceSession {
 
 /// The forward pass of decoding: matrices through the decoding kernels (`MatrixVector`: streamed for a few rows,
 /// widened into the BLAS for more), attention through the key/value cache, which every row's key and value join.
-private final class DecodingPass: ForwardPass {
-    private let model: GPTModel
-    private let weights: DecodeWeights
-    private let caches: [CachedAttention.Cache]
+private struct DecodingPass: ForwardPass {
+    let model: GPTModel
+    let weights: DecodeWeights
+    let caches: [CachedAttention.Cache]
     /// Each row's sequence slot and position.
-    private let sequences: [Int]
+    let sequences: [Int]
     let positions: [Int]
     /// The rows that go on past the last block's attention (each sequence's last), or nil for all.
-    private let keptRows: [Int]?
-    private let width: Int, lastLayer: Int
+    let keptRows: [Int]?
 
-    init(model: GPTModel, weights: DecodeWeights, caches: [CachedAttention.Cache], sequences: [Int], positions: [Int],
-         keptRows: [Int]?) {
-        self.model = model
-        self.weights = weights
-        self.caches = caches
-        self.sequences = sequences
-        self.positions = positions
-        self.keptRows = keptRows
-        width = model.config.embeddingWidth
-        lastLayer = model.config.layerCount - 1
-    }
+    private var width: Int { model.config.embeddingWidth }
+    private var lastLayer: Int { model.config.layerCount - 1 }
 
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
         let w = weights.matrices[layer]!

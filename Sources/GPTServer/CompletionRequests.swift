@@ -24,15 +24,6 @@ package struct ServedModel {
     let chatTemplate: ChatTemplate
     /// Most completions one request may ask for (n), bounded by the batch.
     let maxChoices: Int
-
-    package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int) {
-        self.name = name
-        self.tokenizer = tokenizer
-        self.contextLength = contextLength
-        self.vocabularySize = vocabularySize
-        self.chatTemplate = chatTemplate
-        self.maxChoices = maxChoices
-    }
 }
 
 package enum CompletionRequests {

@@ -91,13 +91,15 @@ struct PassOptions: ParsableArguments {
 
     var precision: ProductPrecision { requestedPrecision ?? .machineDefault }
 
-    /// The model's preset without dropout, checked against --seq.
-    func config(_ model: ModelOptions) throws -> GPTConfig {
+    /// The model to time, from its preset without dropout, and `batch` rows of --seq random tokens, after checking
+    /// the options.
+    func model(_ model: ModelOptions, batch: Int, steps: Int) throws -> (GPTModel, ids: [Int32]) {
         let c = try model.presetWithoutDropout()
         guard seq > 0, seq <= c.contextLength else {
             throw ValidationError("--seq must be in 1...\(c.contextLength) for preset \(model.preset)")
         }
-        return c
+        guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
+        return (try GPTModel(config: c, seed: model.seed), model.randomIDs(count: batch * seq, vocabulary: c.vocabularySize))
     }
 }
 
@@ -111,12 +113,9 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
 
     func run() throws {
-        let c = try passes.config(model)
-        guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
+        let (gpt, ids) = try passes.model(model, batch: batch, steps: steps)
         let peakBefore = Benchmark.peakGEMM(precision: passes.precision)
-        let gpt = try GPTModel(config: c, seed: model.seed)
         let optimizer = AdamW(parameters: gpt.parameters, settings: .init(beta1: 0.9, beta2: 0.95, weightDecay: 0.1))
-        let ids = model.randomIDs(count: batch * passes.seq, vocabulary: c.vocabularySize)
         print("model: \(model.preset), \(gpt.parameters.count) parameters; batch \(batch) × seq \(passes.seq); precision \(passes.precision.rawValue)")
         var times: [Double] = []
         for step in 0...steps {
@@ -139,7 +138,7 @@ struct TrainBench: ParsableCommand {
                      passes.precision.rawValue, peak, Parallel.threadCount))
         let seconds = Benchmark.median(times)
         let tokens = batch * passes.seq
-        let flops = Benchmark.trainingFLOPs(c, tokens: tokens, length: passes.seq)
+        let flops = Benchmark.trainingFLOPs(gpt.config, tokens: tokens, length: passes.seq)
         print(String(format: "median %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%% of measured peak, peak RSS %.0f MiB",
                      seconds * 1000, Double(tokens) / seconds, flops / seconds / 1e9, 100 * flops / seconds / 1e9 / peak,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
@@ -156,10 +155,7 @@ struct ForwardBench: ParsableCommand {
     @Option(help: "Timed passes (after one warm-up pass).") var steps = 5
 
     func run() throws {
-        let c = try passes.config(model)
-        guard batch > 0, steps > 0 else { throw ValidationError("--batch and --steps must be positive") }
-        let gpt = try GPTModel(config: c, seed: model.seed)
-        let ids = model.randomIDs(count: batch * passes.seq, vocabulary: c.vocabularySize)
+        let (gpt, ids) = try passes.model(model, batch: batch, steps: steps)
         var times: [Double] = []
         for step in 0...steps {
             let t = Benchmark.time {

@@ -14,40 +14,26 @@ struct ChatCommand: ParsableCommand {
         (with --system first) is rendered by the model's chat template (chat_template.json, as gpt sft saves it; \
         else HH-RLHF's form) with the assistant's turn opened, and the template's end-of-turn marker ends the reply; \
         when the conversation no longer fits the context with --max-tokens, its oldest turns are left out, and a \
-        note says so. /reset starts a new conversation; /exit or end of input (Ctrl-D) leaves; Ctrl-C while a reply \
+        note says so. Each reply draws from its own random stream (--seed plus the turn's number, from 0). /reset starts a new conversation; /exit or end of input (Ctrl-D) leaves; Ctrl-C while a reply \
         is written stops the reply (at the prompt, it leaves). Input need not be a terminal: lines can be piped in.
         """
     )
 
-    @Option(help: "Model directory, or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
-    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @OptionGroup var source: DecodingModelOptions
     @Option(help: "A system message opening every conversation.") var system: String?
-    @Option(name: [.customLong("max-tokens")], help: "New tokens at most per reply.") var maxTokens = 256
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.7
-    @Option(help: "Nucleus sampling: the smallest set with this much probability, in (0, 1].") var topP: Float = 0.9
-    @Option(help: "Sample among the k most likely tokens.") var topK: Int?
-    @Option(help: "Penalty for tokens already present (1: off).") var repetitionPenalty: Float = 1
-    @Option(help: "Random seed (each reply draws from its own stream).") var seed: UInt64 = 0
-    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
+    @OptionGroup var sampling: SamplingArguments<ChatSamplingDefaults>
 
     func run() throws {
-        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
-        let template = try ChatTemplate.load(model: model)
-        var options = SamplingOptions()
-        options.maxNewTokens = maxTokens
-        options.temperature = temperature
-        options.topP = topP
-        options.topK = topK
-        options.repetitionPenalty = repetitionPenalty
-        options.stop = try template.replyStops(tok)
-        do { try options.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
+        let (gpt, tok, weights) = try source.load()
+        let template = try source.chatTemplate()
+        var options = try sampling.options { options in options.stop += try template.replyStops(tok) }
         let context = gpt.config.contextLength
-        guard maxTokens < context else { throw ValidationError("--max-tokens must leave room for a message in the context of \(context)") }
+        guard options.maxNewTokens < context else { throw ValidationError("--max-tokens must leave room for a message in the context of \(context)") }
         let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
         var history = opening
         let interactive = isatty(STDIN_FILENO) != 0
         if interactive {
-            print("chatting with \(model) (context \(context) tokens); /reset starts over, /exit or Ctrl-D leaves, Ctrl-C stops a reply")
+            print("chatting with \(source.model) (context \(context) tokens); /reset starts over, /exit or Ctrl-D leaves, Ctrl-C stops a reply")
         }
         var turn: UInt64 = 0
         while true {
@@ -71,7 +57,7 @@ struct ChatCommand: ParsableCommand {
                 note("\(error)")
                 continue
             }
-            options.seed = seed &+ turn
+            options.seed = sampling.seed &+ turn
             turn += 1
             let reply = try self.reply(to: prompt, options: options, model: gpt, tokenizer: tok, weights: weights)
             history.append(ChatMessage(role: .assistant, content: ReplyPrefixRemover.removing(template.replyPrefix, from: reply)))
@@ -82,10 +68,10 @@ struct ChatCommand: ParsableCommand {
     /// stays) and then its start cut until the reply has room in the context, saying so.
     private func fitted(_ history: inout [ChatMessage], opening: Int, template: ChatTemplate, tokenizer tok: any Tokenizer,
                         context: Int) throws -> [Int32] {
-        let fitted = try template.fittedPrompt(&history, keeping: opening, replyTokens: maxTokens, context: context, tokenizer: tok)
+        let fitted = try template.fittedPrompt(&history, keeping: opening, replyTokens: sampling.maxTokens, context: context, tokenizer: tok)
         let dropped = fitted.droppedMessages
         if dropped > 0 { note("\(dropped) earliest message\(dropped == 1 ? "" : "s") left out to fit the context of \(context) tokens") }
-        if fitted.cut { note("the message is cut from the left to \(context - maxTokens) tokens to leave room for the reply") }
+        if fitted.cut { note("the message is cut from the left to \(context - sampling.maxTokens) tokens to leave room for the reply") }
         return fitted.tokens
     }
 

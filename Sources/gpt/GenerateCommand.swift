@@ -23,66 +23,31 @@ struct GenerateCommand: ParsableCommand {
         aliases: ["sample"]
     )
 
-    @Option(help: "Model directory.") var model: String
-    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @OptionGroup var source: DecodingModelOptions
     @Option(help: "A prompt (repeatable).") var prompt: [String] = []
     @Option(help: "JSON lines file of prompts {\"prompt\": ...}.") var file: String?
-    @Option(name: [.customLong("max-tokens")], help: "New tokens at most per completion.") var maxTokens = 128
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 1
-    @Option(help: "Sample among the k most likely tokens.") var topK: Int?
-    @Option(help: "Nucleus sampling: the smallest set with this much probability, in (0, 1].") var topP: Float = 1
-    @Option(help: "Drop tokens below this fraction of the top token's probability.") var minP: Float = 0
-    @Option(help: "Penalty for tokens already present (1: off).") var repetitionPenalty: Float = 1
-    @Option(help: "OpenAI presence penalty.") var presencePenalty: Float = 0
-    @Option(help: "OpenAI frequency penalty.") var frequencyPenalty: Float = 0
-    @Option(help: "Bias a token: ID:BIAS (repeatable).") var logitBias: [String] = []
-    @Option(help: "A stop sequence (repeatable).") var stop: [String] = []
-    @Flag(help: "Keep going after the end-of-text token.") var ignoreEndOfText = false
+    @OptionGroup var sampling: SamplingArguments<CompletionSamplingDefaults>
     @Option(help: "Completions per prompt.") var n = 1
-    @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Report log-probabilities with this many alternatives (with --json).") var logprobs: Int?
     @Flag(help: "Include the prompt in the output.") var echo = false
     @Option(help: "\"left\": cut prompts from the left to leave room for --max-tokens in the context, instead of failing on prompts longer than the context.") var truncate: String?
     @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
     @Flag(help: "Treat each prompt as a user's message in the model's chat template.") var chat = false
-    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
-    var precision = WeightFormat.float32
 
     struct PromptLine: Decodable { var prompt: String }
 
     func options() throws -> SamplingOptions {
-        var o = SamplingOptions()
-        o.maxNewTokens = maxTokens
-        o.temperature = temperature
-        o.topK = topK
-        o.topP = topP
-        o.minP = minP
-        o.repetitionPenalty = repetitionPenalty
-        o.presencePenalty = presencePenalty
-        o.frequencyPenalty = frequencyPenalty
-        for item in logitBias {
-            let parts = item.split(separator: ":")
-            guard parts.count == 2, let id = Int32(parts[0]), let bias = Float(parts[1]) else {
-                throw ValidationError("--logit-bias takes ID:BIAS, e.g. 50256:-100")
-            }
-            o.logitBias[id] = bias
-        }
-        o.stop = stop
-        o.stopAtEndOfText = !ignoreEndOfText
-        o.count = n
-        o.seed = seed
-        o.logprobs = logprobs
-        o.echo = echo
-        o.slidingWindow = slidingWindow
-        if let truncate {
-            guard truncate == "left" else { throw ValidationError("--truncate takes \"left\"") }
-            o.truncateLeft = true
-        }
-        do { try o.validate() } catch let error as GenerationError { throw ValidationError(error.message) }
         // Plain text has no place for them: asked for without --json, they would be silently dropped.
         if logprobs != nil && !json { throw ValidationError("--logprobs is reported in JSON: add --json") }
-        return o
+        if let truncate, truncate != "left" { throw ValidationError("--truncate takes \"left\"") }
+        return try sampling.options { options in
+            options.count = n
+            options.logprobs = logprobs
+            options.echo = echo
+            options.slidingWindow = slidingWindow
+            options.truncateLeft = truncate != nil
+        }
     }
 
     func run() throws {
@@ -99,10 +64,10 @@ struct GenerateCommand: ParsableCommand {
             texts = [try Self.standardInputPrompt()]
         }
         guard !texts.isEmpty else { throw ValidationError("the file \(file ?? "") holds no prompts") }
-        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
+        let (gpt, tok, weights) = try source.load()
         let prompts: [[Int32]]
         if chat {
-            let template = try ChatTemplate.load(model: model)
+            let template = try source.chatTemplate()
             prompts = try texts.map { try template.tokens([ChatMessage(role: .user, content: $0)], addGenerationPrompt: true, tokenizer: tok) }
             options.stop += try template.replyStops(tok)
         } else {

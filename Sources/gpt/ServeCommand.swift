@@ -17,8 +17,7 @@ struct ServeCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
-    @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @OptionGroup var source: DecodingModelOptions
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port (0: any free one; the address is printed).") var port = 8080
     @Option(help: "Completions decoding together at most.") var maxBatch = 16
@@ -33,8 +32,6 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Bytes of released tensor buffers kept for reuse while serving (all are returned to the system when idle).")
     var poolBytes = 32 << 20
     @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
-    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
-    var precision = WeightFormat.float32
 
     func run() throws {
         // A server runs for weeks: two malloc arenas fragment less than glibc's default of eight per core, and
@@ -42,15 +39,15 @@ struct ServeCommand: ParsableCommand {
         // the heap's holes.
         TensorMemory.limitAllocatorArenas(2)
         TensorMemory.fixMappingThreshold(256 << 10)
-        let (gpt, tok, weights) = try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
-        let template = try ChatTemplate.load(model: model)
+        let (gpt, tok, weights) = try source.load()
+        let template = try source.chatTemplate()
         var configuration = ServerConfiguration()
         configuration.host = host
         configuration.port = port
         configuration.maxBatch = maxBatch
         configuration.maxQueue = maxQueue
         configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["GPT_API_KEY"]
-        configuration.servedModelName = servedModelName ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
+        configuration.servedModelName = servedModelName ?? URL(fileURLWithPath: source.model).standardizedFileURL.lastPathComponent
         configuration.requestTimeout = timeout
         configuration.maxBodyBytes = maxBodyBytes
         configuration.receiveTimeout = receiveTimeout
@@ -58,7 +55,7 @@ struct ServeCommand: ParsableCommand {
         configuration.poolBytes = poolBytes
         raiseOpenFileLimit(toServe: maxConnections)
         configuration.prefillBudget = prefillBudget
-        configuration.precision = precision
+        configuration.precision = source.precision
         let server: OpenAIServer
         do {
             server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights)

@@ -8,15 +8,21 @@ import XCTest
 final class CheckpointTests: XCTestCase {
     private let ids: [Int32] = [1, 5, 22, 7, 7, 0, 3, 9, 11, 2]
 
+    /// A model whose biases and LayerNorm parameters are drawn too (not zeros and ones), so that one stored in the
+    /// wrong place shows.
+    private func modelWithDrawnBiases(_ config: GPTConfig, seed: UInt64) throws -> GPTModel {
+        let model = try GPTModel(config: config, seed: seed)
+        for name in model.parameters.names where model.parameters[name].value.rank == 1 {
+            var random = SeededRandom(seed: seed + 2)
+            random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.5)
+        }
+        return model
+    }
+
     func testRoundTripKeepsEveryParameterAndLogit() throws {
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false)]
             + tinyFamilyConfigs() {
-            let model = try GPTModel(config: config, seed: 3)
-            // Biases drawn too, so that a bias stored in the wrong place shows.
-            for name in model.parameters.names where model.parameters[name].value.rank == 1 {
-                var random = SeededRandom(seed: 5)
-                random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.5)
-            }
+            let model = try modelWithDrawnBiases(config, seed: 3)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             let loaded = try HuggingFaceCheckpoint.load(from: dir)
@@ -80,11 +86,7 @@ final class CheckpointTests: XCTestCase {
     func testSavedCheckpointLoadsInTransformers() throws {
         for config in [tinyConfig(), tinyConfig(layout: .postNorm), tinyConfig(positions: .sinusoidal), tinyConfig(tied: false),
                        tinyNeoConfig()] + tinyFamilyConfigs() {
-            let model = try GPTModel(config: config, seed: 4)
-            for name in model.parameters.names where model.parameters[name].value.rank == 1 {
-                var random = SeededRandom(seed: 6)
-                random.fillNormal(model.parameters[name].value.buffer, mean: 0, std: 0.5)
-            }
+            let model = try modelWithDrawnBiases(config, seed: 4)
             let dir = try temporaryDirectory(self)
             try HuggingFaceCheckpoint.save(model, to: dir)
             try checkInTransformers(dir, [("input_ids", Tensor(shape: [2, 5], values: ids.map(Float.init))),

@@ -222,20 +222,12 @@ final class FineTuningTests: XCTestCase {
     }
 
     private func settings(base: URL, train: URL, dev: URL, out: URL) -> TrainingConfiguration {
-        var c = TrainingConfiguration()
         var f = FineTuningSettings(task: .classification, train: train.path, dev: dev.path)
         f.epochs = 4
         f.headDropout = 0
-        c.fineTuning = f
-        c.initFrom = base.path
-        c.out = out.path
-        c.batchSize = 16
-        c.learningRate = 3e-3
-        c.minLearningRate = 0
-        c.schedule = .linear
+        var c = TrainingConfiguration.exampleRun(.fineTuning(f), from: base, into: out)
         c.weightDecay = 0.01
         c.logInterval = 5
-        c.precision = .float32
         return c
     }
 

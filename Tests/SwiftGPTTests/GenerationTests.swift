@@ -28,15 +28,20 @@ final class GenerationTests: XCTestCase {
                        tinyNeoConfig(), local, strided, wideStrided, fixed, wideFixed] + tinyFamilyConfigs() {
             let model = try GPTModel(config: config, seed: 9)
             let ids = randomIDs(12, vocabulary: config.vocabularySize, seed: 4)
-            let full = logits(model, ids, batch: 1)
-            let v = config.vocabularySize
-            let session = InferenceSession(model: model, sequences: 1)
-            var cached = try session.feed([(0, Array(ids[0..<5]))]).scalars
-            for t in 5..<ids.count { cached += try session.feed([(0, [ids[t]])]).scalars }
-            let expected = Array(full.scalars[(4 * v)...])
-            XCTAssertEqual(cached.count, expected.count)
-            for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(config.layout)") }
+            try assertDecodingMatches(model, ids: ids, prompt: 5, full: logits(model, ids, batch: 1), "\(config.layout)")
         }
+    }
+
+    /// Feeds `ids` to a decoding session, the first `prompt` of them in one pass and then one a pass, and checks the
+    /// logits after each token from the prompt's last on against `full`, the whole sequence's in one training pass.
+    private func assertDecodingMatches(_ model: GPTModel, weights: DecodeWeights? = nil, ids: [Int32], prompt: Int, full: Tensor,
+                                       _ message: String) throws {
+        let session = InferenceSession(model: model, sequences: 1, weights: weights)
+        var cached = try session.feed([(0, Array(ids[0..<prompt]))]).scalars
+        for t in prompt..<ids.count { cached += try session.feed([(0, [ids[t]])]).scalars }
+        let expected = Array(full.scalars[((prompt - 1) * model.config.vocabularySize)...])
+        XCTAssertEqual(cached.count, expected.count, message)
+        for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, message) }
     }
 
     func testSixteenAndEightBitDecodingComputesWithTheRoundedModel() throws {
@@ -50,15 +55,8 @@ final class GenerationTests: XCTestCase {
                 let model = try GPTModel(config: base, seed: 9)
                 let weights = DecodeWeights(model: model, format: format)  // rounds the model's matrices
                 let full = logits(model, ids, batch: 1)
-                let v = base.vocabularySize
                 XCTAssertGreaterThan(zip(full.scalars, exact.scalars).map { abs($0 - $1) }.max()!, 1e-4, "\(format) rounds the weights")
-                // Ten prompt tokens in one pass, then one token a pass.
-                let session = InferenceSession(model: model, sequences: 1, weights: weights)
-                var cached = try session.feed([(0, Array(ids[0..<10]))]).scalars
-                for t in 10..<ids.count { cached += try session.feed([(0, [ids[t]])]).scalars }
-                let expected = Array(full.scalars[(9 * v)...])
-                XCTAssertEqual(cached.count, expected.count)
-                for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(format), \(base.layout)") }
+                try assertDecodingMatches(model, weights: weights, ids: ids, prompt: 10, full: full, "\(format), \(base.layout)")
             }
         }
     }

@@ -183,9 +183,7 @@ final class PolicyOptimizationTests: XCTestCase {
             (good[k], bad[k]) = ("a", "b")
             return #"{"prompt": "\#(prompt)", "chosen": "\#(String(good))", "rejected": "\#(String(bad))"}"#
         }
-        let rmBase = folder.appendingPathComponent("rm-base")
-        try TrainingCheckpoint.save(model: try GPTModel(config: GPTConfig(vocabularySize: 2, contextLength: 16, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 3),
-                                    tokenizer: try CharacterTokenizer(characters: Array("ab".unicodeScalars)), optimizer: nil, state: nil, to: rmBase)
+        let rmBase = try savedBase(alphabet: "ab", layers: 1, width: 16, name: "rm-base", in: folder)
         var rm = TrainingConfiguration()
         let pairsURL = try writeLines(pairs, "pairs.jsonl", in: folder)
         var preferences = RewardModelingSettings(train: pairsURL.path, dev: pairsURL.path)

@@ -38,22 +38,11 @@ final class RewardModelTests: XCTestCase {
     }
 
     private func settings(in folder: URL, train: URL, dev: URL) throws -> TrainingConfiguration {
-        let tokenizer = try CharacterTokenizer(characters: Array("abc ".unicodeScalars))
-        let model = try GPTModel(config: GPTConfig(vocabularySize: 4, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 32), seed: 3)
-        let base = folder.appendingPathComponent("base")
-        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil, to: base)
-        var c = TrainingConfiguration()
         var r = RewardModelingSettings(train: train.path, dev: dev.path)
         r.epochs = 6
-        c.objective = .rewardModeling(r)
-        c.initFrom = base.path
-        c.out = folder.appendingPathComponent("run").path
-        c.batchSize = 16
-        c.learningRate = 3e-3
-        c.minLearningRate = 0
-        c.schedule = .linear
+        var c = TrainingConfiguration.exampleRun(.rewardModeling(r), from: try savedBase(alphabet: "abc ", in: folder),
+                                                 into: folder.appendingPathComponent("run"))
         c.logInterval = 10
-        c.precision = .float32
         return c
     }
 

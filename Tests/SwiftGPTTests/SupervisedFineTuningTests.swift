@@ -67,24 +67,12 @@ final class SupervisedFineTuningTests: XCTestCase {
     }
 
     private func configuration(in folder: URL) throws -> TrainingConfiguration {
-        let tokenizer = try CharacterTokenizer(characters: Array("abcUA;\n".unicodeScalars))
-        let model = try GPTModel(config: GPTConfig(vocabularySize: 7, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 32), seed: 3)
-        let base = folder.appendingPathComponent("base")
-        try TrainingCheckpoint.save(model: model, tokenizer: tokenizer, optimizer: nil, state: nil, to: base)
         var settings = SupervisedFineTuningSettings(train: try demonstrations(300, seed: 1, in: folder, name: "train.jsonl").path,
                                                     dev: try demonstrations(60, seed: 2, in: folder, name: "dev.jsonl").path,
                                                     chatTemplate: template)
         settings.epochs = 8
-        var c = TrainingConfiguration()
-        c.objective = .supervisedFineTuning(settings)
-        c.initFrom = base.path
-        c.out = folder.appendingPathComponent("run").path
-        c.batchSize = 16
-        c.learningRate = 3e-3
-        c.minLearningRate = 0
-        c.schedule = .linear
-        c.precision = .float32
-        return c
+        return .exampleRun(.supervisedFineTuning(settings), from: try savedBase(alphabet: "abcUA;\n", in: folder),
+                           into: folder.appendingPathComponent("run"))
     }
 
     /// The dev loss is the mean cross-entropy over the reply tokens alone (checked against a full forward pass of

@@ -160,3 +160,32 @@ extension TrainingConfiguration {
         set { newValue.map { objective = .policyOptimization($0) } }
     }
 }
+
+/// A randomly initialised model over the characters of `alphabet` (as many tokens as characters), saved as a
+/// checkpoint in `folder/name` for a run to start from.
+func savedBase(alphabet: String, layers: Int = 2, width: Int = 32, seed: UInt64 = 3, name: String = "base", in folder: URL) throws -> URL {
+    let tokenizer = try CharacterTokenizer(characters: Array(alphabet.unicodeScalars))
+    let config = GPTConfig(vocabularySize: alphabet.unicodeScalars.count, contextLength: 16, layerCount: layers, headCount: 2,
+                           embeddingWidth: width)
+    let base = folder.appendingPathComponent(name)
+    try TrainingCheckpoint.save(model: try GPTModel(config: config, seed: seed), tokenizer: tokenizer, optimizer: nil, state: nil,
+                                to: base)
+    return base
+}
+
+extension TrainingConfiguration {
+    /// A run of `objective` from `base` into `out`, set as the tests of the objectives trained on examples set it:
+    /// batches of 16, a learning rate of 3e-3 decaying linearly to 0, fp32 products.
+    static func exampleRun(_ objective: Objective, from base: URL, into out: URL) -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.objective = objective
+        c.initFrom = base.path
+        c.out = out.path
+        c.batchSize = 16
+        c.learningRate = 3e-3
+        c.minLearningRate = 0
+        c.schedule = .linear
+        c.precision = .float32
+        return c
+    }
+}
