@@ -255,7 +255,7 @@ package final class BatchDecoder {
         return TokenLogprob(token: token, text: try tokenizer.decode([token]), bytes: try tokenizer.decodeBytes([token]),
                             logprob: logits[Int(token)] - logTotal,
                             alternatives: try top.map { .init(token: $0, text: try tokenizer.decode([$0]), bytes: try tokenizer.decodeBytes([$0]),
-                                                              logprob: logits[Int($0)] - logTotal) })
+                                                              logprob: logits[Int($0)] - logTotal, alternatives: []) })
     }
 }
 

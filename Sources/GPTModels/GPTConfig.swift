@@ -33,9 +33,6 @@ public struct GPTConfig: Codable, Equatable, Sendable {
         case rotary
     }
 
-    /// Which earlier positions a query sees in one layer.
-    public typealias AttentionPattern = TensorCore.AttentionPattern
-
     /// Number of token ids the embedding and the output layer cover.
     public var vocabularySize: Int
     /// The most positions a sequence may have (the position table's length).

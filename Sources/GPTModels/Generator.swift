@@ -14,28 +14,16 @@ public enum FinishReason: String, Sendable, Codable {
 
 /// The log-probability of a token and of the most likely alternatives at its position.
 public struct TokenLogprob: Sendable {
-    /// A candidate token with its log-probability.
-    public struct Alternative: Sendable {
-        /// The token's id.
-        public let token: Int32
-        /// The token's text (U+FFFD where its bytes are a part of a character).
-        public let text: String
-        /// The token's bytes (its text may hold a part of a character).
-        public let bytes: [UInt8]
-        /// Its natural-log probability at this position.
-        public let logprob: Float
-    }
-
     /// The token's id.
     public let token: Int32
     /// The token's text (U+FFFD where its bytes are a part of a character).
     public let text: String
-    /// The token's bytes.
+    /// The token's bytes (its text may hold a part of a character).
     public let bytes: [UInt8]
     /// Its natural-log probability under the model's distribution (before temperature and truncation).
     public let logprob: Float
-    /// The most likely tokens at this position, most likely first.
-    public let alternatives: [Alternative]
+    /// The most likely tokens at this position, most likely first (each with no alternatives of its own).
+    public let alternatives: [TokenLogprob]
 }
 
 /// One generated completion.

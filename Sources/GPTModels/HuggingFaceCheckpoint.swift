@@ -224,7 +224,7 @@ public enum HuggingFaceCheckpoint {
     /// Per-layer patterns from a list of kinds ("global", "local", "strided", "local+strided", "fixed"), the window,
     /// the stride (a fixed layer's block) and a fixed layer's summaries.
     static func attentionPatterns(_ layers: Any, window: Any?, stride: Any? = nil, summaries: Any? = nil,
-                                  fail: (String) -> FileError) throws -> [GPTConfig.AttentionPattern] {
+                                  fail: (String) -> FileError) throws -> [AttentionPattern] {
         guard let kinds = layers as? [String] else { throw fail("the attention layers are not a list of kinds (global, local, …)") }
         let size = JSONNumber.integer(window), step = JSONNumber.integer(stride), count = JSONNumber.integer(summaries)
         if kinds.contains(where: { $0 == "local" || $0 == "local+strided" }), (size ?? 0) <= 0 {

@@ -16,9 +16,11 @@ extension TrainingConfiguration {
         case supervisedFineTuning(SupervisedFineTuningSettings)
         /// PPO against a reward, with a KL penalty toward the starting policy (`gpt ppo`).
         case policyOptimization(PolicyOptimizationSettings)
+        /// Direct Preference Optimization on preference pairs, against the starting policy (`gpt dpo`).
+        case directPreference(DirectPreferenceSettings)
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case pretraining, fineTuning, rewardModeling, supervisedFineTuning, policyOptimization
+            case pretraining, fineTuning, rewardModeling, supervisedFineTuning, policyOptimization, directPreference
         }
 
         /// Reads `{"KIND": SETTINGS}` (pretraining: `{"pretraining": {}}`), one kind exactly.
@@ -40,6 +42,7 @@ extension TrainingConfiguration {
             case .rewardModeling: .rewardModeling(try RewardModelingSettings(from: c.superDecoder(forKey: key)))
             case .supervisedFineTuning: .supervisedFineTuning(try SupervisedFineTuningSettings(from: c.superDecoder(forKey: key)))
             case .policyOptimization: .policyOptimization(try PolicyOptimizationSettings(from: c.superDecoder(forKey: key)))
+            case .directPreference: .directPreference(try DirectPreferenceSettings(from: c.superDecoder(forKey: key)))
             }
         }
 
@@ -52,6 +55,7 @@ extension TrainingConfiguration {
             case .rewardModeling(let settings): try settings.encode(to: c.superEncoder(forKey: .rewardModeling))
             case .supervisedFineTuning(let settings): try settings.encode(to: c.superEncoder(forKey: .supervisedFineTuning))
             case .policyOptimization(let settings): try settings.encode(to: c.superEncoder(forKey: .policyOptimization))
+            case .directPreference(let settings): try settings.encode(to: c.superEncoder(forKey: .directPreference))
             }
         }
 
@@ -63,6 +67,7 @@ extension TrainingConfiguration {
             case .rewardModeling: "reward model"
             case .supervisedFineTuning: "supervised fine-tuning"
             case .policyOptimization: "PPO"
+            case .directPreference(let settings): settings.loss == .sigmoid ? "DPO" : "DPO (\(settings.loss.rawValue) loss)"
             }
         }
 
@@ -74,6 +79,7 @@ extension TrainingConfiguration {
             case .rewardModeling(let settings): try settings.validate()
             case .supervisedFineTuning(let settings): try settings.validate()
             case .policyOptimization(let settings): try settings.validate()
+            case .directPreference(let settings): try settings.validate()
             }
         }
 
@@ -85,6 +91,7 @@ extension TrainingConfiguration {
             case .rewardModeling: try RewardObjective.startingModel(configuration)
             case .supervisedFineTuning: try SupervisedFineTuningObjective.startingModel(configuration)
             case .policyOptimization: try PolicyOptimizationObjective.startingModel(configuration)
+            case .directPreference: try DirectPreferenceObjective.startingModel(configuration)
             }
         }
 
@@ -103,6 +110,7 @@ extension TrainingConfiguration {
             case .rewardModeling(let settings): try RewardObjective(settings, context)
             case .supervisedFineTuning(let settings): try SupervisedFineTuningObjective(settings, context)
             case .policyOptimization(let settings): try PolicyOptimizationObjective(settings, context)
+            case .directPreference(let settings): try DirectPreferenceObjective(settings, context)
             }
         }
     }

@@ -24,28 +24,21 @@ extension Tape {
         precondition(rows > 0 && actions.count == rows && oldLogProbabilities.count == rows && advantages.count == rows,
                      "clippedPolicyLoss: \(actions.count) actions, \(oldLogProbabilities.count) old log-probabilities and \(advantages.count) advantages for \(rows) rows")
         precondition(actions.allSatisfy { $0 >= 0 && Int($0) < classes }, "clippedPolicyLoss: action outside 0..<\(classes)")
-        let statistics = Tensor(uninitializedShape: [rows, 2])
         // Per row: the loss, d loss / d log π(a) (before the 1/rows of the mean), clipped or not, the squared
         // log-ratio and the entropy.
         let rowFigures = Tensor(uninitializedShape: [rows, 5])
-        let xp = logits.value.pointer, stats = statistics.pointer, figures = rowFigures.pointer
-        Parallel.forEach(rows, costPerItem: classes * 3) { range in
-            for r in range {
-                let row = UnsafePointer(xp + r * classes)
-                let (m, logSum) = logSumExpOfRow(row, classes)
-                stats[2 * r] = m
-                stats[2 * r + 1] = logSum
-                let logProbability = (row[Int(actions[r])] - m) - logSum
-                let logRatio = logProbability - oldLogProbabilities[r]
-                let ratio = exp(logRatio), advantage = advantages[r]
-                let unclipped = -advantage * ratio
-                let clipped = -advantage * min(max(ratio, 1 - clipRange), 1 + clipRange)
-                figures[5 * r] = max(unclipped, clipped)
-                figures[5 * r + 1] = unclipped >= clipped ? -advantage * ratio : 0
-                figures[5 * r + 2] = clipped > unclipped ? 1 : 0
-                figures[5 * r + 3] = logRatio * logRatio
-                figures[5 * r + 4] = entropyOfRow(row, classes, maximum: m, logSum: logSum)
-            }
+        let xp = logits.value.pointer, figures = rowFigures.pointer
+        let statistics = rowLogSumExps(xp, rows: rows, classes: classes, extraPasses: 1) { r, row, m, logSum in
+            let logProbability = (row[Int(actions[r])] - m) - logSum
+            let logRatio = logProbability - oldLogProbabilities[r]
+            let ratio = exp(logRatio), advantage = advantages[r]
+            let unclipped = -advantage * ratio
+            let clipped = -advantage * min(max(ratio, 1 - clipRange), 1 + clipRange)
+            figures[5 * r] = max(unclipped, clipped)
+            figures[5 * r + 1] = unclipped >= clipped ? -advantage * ratio : 0
+            figures[5 * r + 2] = clipped > unclipped ? 1 : 0
+            figures[5 * r + 3] = logRatio * logRatio
+            figures[5 * r + 4] = entropyOfRow(row, classes, maximum: m, logSum: logSum)
         }
         var sums = [Float](repeating: 0, count: 5)
         for r in 0..<rows { for k in 0..<5 { sums[k] += figures[5 * r + k] } }

@@ -240,3 +240,4 @@ extension SettingValue where Self: RawRepresentable & CaseIterable, RawValue == 
 extension ProductPrecision: SettingValue {}
 extension InputFormat.Task: SettingValue {}
 extension KLEstimator: SettingValue {}
+extension DirectPreferenceSettings.Loss: SettingValue {}

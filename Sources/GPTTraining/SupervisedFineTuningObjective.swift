@@ -109,11 +109,7 @@ extension SupervisedFineTuningObjective {
     /// The model a new run starts from: the configuration's `initFrom` model and tokenizer, as they are (dropout as
     /// configured).
     package static func startingModel(_ c: TrainingConfiguration) throws -> (GPTModel, any Tokenizer) {
-        guard c.initFrom != "scratch" else { throw ConfigurationError(.invalidSetting("initFrom"), "supervised fine-tuning starts from a model directory") }
-        let (model, tokenizer) = try ModelLoading.load(c.initFrom)
-        guard model.taskHead == nil else {
-            throw ConfigurationError(.unsuitableModel, "\(c.initFrom) has a task head; supervised fine-tuning starts from a language model")
-        }
+        let (model, tokenizer) = try c.startingLanguageModel(for: "supervised fine-tuning")
         if let dropout = c.dropout { model.setDropout(dropout) }
         return (model, tokenizer)
     }

@@ -342,6 +342,75 @@ public struct RewardModelingSettings: Equatable, Sendable, ObjectiveSettings {
     }
 }
 
+/// The settings of a Direct Preference Optimization run (Rafailov et al. 2023) that pretraining does not have: the
+/// policy learns from preference pairs directly, against itself as it started (the frozen reference), with no reward
+/// model and no sampling.
+public struct DirectPreferenceSettings: Equatable, Sendable, ObjectiveSettings {
+    /// How the margin z = (log π(chosen) − log π(rejected)) − (log π_ref(chosen) − log π_ref(rejected)) becomes
+    /// a pair's loss, as TRL's `DPOTrainer` names them.
+    public enum Loss: String, Codable, Sendable, CaseIterable {
+        /// DPO's −log σ(β·z); with label smoothing ε, −(1 − ε)·log σ(β·z) − ε·log σ(−β·z) (conservative DPO).
+        case sigmoid
+        /// IPO's (z − 1/(2β))² (Azar et al. 2023), over log-probabilities averaged over each reply's tokens.
+        case ipo
+        /// SLiC's hinge, max(0, 1 − β·z).
+        case hinge
+    }
+
+    /// JSONL files of preference pairs (`{"prompt", "chosen", "rejected"}`).
+    public var train: String
+    /// The preference pairs that choose `best/` by accuracy (a JSONL file).
+    public var dev: String
+    /// Where a reply ends (its end-of-turn marker closes every reply scored); saved with every checkpoint.
+    public var chatTemplate: ChatTemplate
+    /// β: how far the policy may move from the reference (larger keeps it closer).
+    public var beta: Float = 0.1
+    /// The loss of each pair.
+    public var loss = Loss.sigmoid
+    /// ε of conservative DPO: the assumed share of pairs whose preference is flipped (sigmoid loss only).
+    public var labelSmoothing: Float = 0
+    /// Passes over the training pairs.
+    public var epochs = 1
+    /// Warmup as a fraction of all steps; sets `warmupIterations` when the run starts.
+    public var warmupFraction: Float = 0.1
+
+    /// DPO on the preference pairs in the JSONL files `train` and `dev`, each reply closed as `chatTemplate` closes
+    /// an assistant's turn.
+    public init(train: String, dev: String, chatTemplate: ChatTemplate) {
+        self.train = train
+        self.dev = dev
+        self.chatTemplate = chatTemplate
+    }
+
+    /// The values a run's settings start from: the defaults, and blanks for the required settings that a file
+    /// or command line gives.
+    package static let blank = DirectPreferenceSettings(train: "", dev: "", chatTemplate: .default)
+
+    /// Every setting, in the order `gpt dpo --help` lists them.
+    package static let settings: [Setting<DirectPreferenceSettings>] = [
+        Setting("train", \.train, isRequired: true, "Training pairs (JSONL)."),
+        Setting("dev", \.dev, isRequired: true, "Dev pairs (JSONL), evaluated before training and after every epoch."),
+        Setting(file: "chatTemplate", \.chatTemplate, isRequired: true, "Where a reply ends."),
+        Setting("beta", \.beta, "β: larger keeps the policy closer to the reference."),
+        Setting("loss", \.loss, "The loss of a pair: sigmoid (DPO), ipo or hinge."),
+        Setting("labelSmoothing", \.labelSmoothing, "ε of conservative DPO, in [0, 0.5) (sigmoid loss only)."),
+        Setting("epochs", \.epochs, "Passes over the training set."),
+        Setting("warmupFraction", \.warmupFraction, "Warmup as a fraction of all steps."),
+    ]
+
+    func validate() throws {
+        guard beta > 0, beta.isFinite else { throw ConfigurationError(.invalidSetting("beta"), "β must be a positive number") }
+        guard (0..<0.5).contains(labelSmoothing) else {
+            throw ConfigurationError(.invalidSetting("labelSmoothing"), "label smoothing must be in [0, 0.5)")
+        }
+        guard labelSmoothing == 0 || loss == .sigmoid else {
+            throw ConfigurationError(.invalidSetting("labelSmoothing"), "label smoothing applies to the sigmoid loss only, not \(loss.rawValue)")
+        }
+        guard epochs > 0 else { throw ConfigurationError(.invalidSetting("epochs"), "epochs must be positive") }
+        guard (0...1).contains(warmupFraction) else { throw ConfigurationError(.invalidSetting("warmupFraction"), "the warmup fraction must be in [0, 1]") }
+    }
+}
+
 /// The settings of a supervised fine-tuning run that pretraining does not have.
 public struct SupervisedFineTuningSettings: Equatable, Sendable, ObjectiveSettings {
     /// JSONL files of demonstrations (`{"instruction", "input", "response"}` or `{"messages": […]}`).

@@ -101,6 +101,19 @@ extension TrainingObjective {
     }
 }
 
+extension TrainingConfiguration {
+    /// The model and tokenizer in `initFrom` that a run of `kind` ("supervised fine-tuning", "DPO") continues: a
+    /// language model (no task head) from a model directory.
+    func startingLanguageModel(for kind: String) throws -> (GPTModel, any Tokenizer) {
+        guard initFrom != "scratch" else { throw ConfigurationError(.invalidSetting("initFrom"), "\(kind) starts from a model directory") }
+        let (model, tokenizer) = try ModelLoading.load(initFrom)
+        guard model.taskHead == nil else {
+            throw ConfigurationError(.unsuitableModel, "\(initFrom) has a task head; \(kind) starts from a language model")
+        }
+        return (model, tokenizer)
+    }
+}
+
 /// The share of every global batch one process takes in a data-parallel run: rank `index` of `count`. A global
 /// batch holds `count` times the configured batch size, so that N ranks of batch B step as one process of batch N·B.
 package struct Shard: Sendable, Equatable {

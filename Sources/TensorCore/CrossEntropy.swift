@@ -14,20 +14,11 @@ extension Tape {
         precondition(targets.allSatisfy { $0 == ignoreIndex || ($0 >= 0 && Int($0) < classes) },
                      "crossEntropy: target outside 0..<\(classes)")
         let counted = targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
-        // Per row: the maximum and log Σ exp(x − max), kept apart so that log-probabilities are (x − max) − logSum,
-        // rounded as PyTorch rounds them.
-        let statistics = Tensor(uninitializedShape: [rows, 2])
-        let xp = logits.value.pointer, stats = statistics.pointer
+        let xp = logits.value.pointer
         let rowLoss = Tensor(shape: [rows])
-        targets.withUnsafeBufferPointer { tp in
-            Parallel.forEach(rows, costPerItem: classes * 2) { range in
-                for r in range {
-                    let row = UnsafePointer(xp + r * classes)
-                    let (m, logSum) = logSumExpOfRow(row, classes)
-                    stats[2 * r] = m
-                    stats[2 * r + 1] = logSum
-                    if tp[r] != ignoreIndex { rowLoss.pointer[r] = -((row[Int(tp[r])] - m) - logSum) }
-                }
+        let statistics = targets.withUnsafeBufferPointer { tp in
+            rowLogSumExps(xp, rows: rows, classes: classes) { r, row, m, logSum in
+                if tp[r] != ignoreIndex { rowLoss.pointer[r] = -((row[Int(tp[r])] - m) - logSum) }
             }
         }
         let loss = Tensor(shape: [], values: [counted == 0 ? 0 : UnsafePointer(rowLoss.pointer).sum(rows) / Float(counted)])
@@ -64,6 +55,26 @@ package func softmaxCrossEntropyGradient(_ row: UnsafePointer<Float>, _ count: I
         store(accumulate ? load(gradient + i, lanes) + p : p, gradient + i, lanes)
     }
     if let target { gradient[target] -= s }
+}
+
+/// For each row of `logits` (`rows` rows of `classes`), in parallel: its maximum m and log Σ exp(x − m), kept apart so
+/// that log-probabilities are (x − m) − logSum, rounded as PyTorch rounds them. They are handed with the row to
+/// `each` (which computes what the row gives a loss, in `extraPasses` more passes over it at most) and returned as a
+/// `[rows, 2]` tensor for the backward pass.
+package func rowLogSumExps(_ logits: UnsafePointer<Float>, rows: Int, classes: Int, extraPasses: Int = 0,
+                           _ each: (_ row: Int, _ values: UnsafePointer<Float>, _ maximum: Float, _ logSum: Float) -> Void) -> Tensor {
+    let statistics = Tensor(uninitializedShape: [rows, 2])
+    let stats = statistics.pointer
+    Parallel.forEach(rows, costPerItem: classes * (2 + extraPasses)) { range in
+        for r in range {
+            let row = logits + r * classes
+            let (m, logSum) = logSumExpOfRow(row, classes)
+            stats[2 * r] = m
+            stats[2 * r + 1] = logSum
+            each(r, row, m, logSum)
+        }
+    }
+    return statistics
 }
 
 /// The row maximum m and log Σ exp(row[i] − m): log Σ exp(row) = m + logSum, computed stably.

@@ -9,7 +9,7 @@ struct GPTCommand: ParsableCommand {
         commandName: "gpt",
         abstract: "SwiftGPT: train, evaluate and run GPT models.",
         version: swiftGPTVersion,
-        subcommands: [PrepareCommand.self, TrainCommand.self, FinetuneCommand.self, PredictCommand.self, SFTCommand.self, RewardCommand.self, PPOCommand.self, LossCommand.self, ExportCommand.self, EvalCommand.self, ICLDataCommand.self, GenerateCommand.self, ChatCommand.self, ServeCommand.self, PullCommand.self, ModelsCommand.self, EncodeCommand.self, DecodeCommand.self, TokenizerCommand.self, ParityCommand.self, BenchCommand.self]
+        subcommands: [PrepareCommand.self, TrainCommand.self, FinetuneCommand.self, PredictCommand.self, SFTCommand.self, RewardCommand.self, PPOCommand.self, DPOCommand.self, LossCommand.self, ExportCommand.self, EvalCommand.self, ICLDataCommand.self, GenerateCommand.self, ChatCommand.self, ServeCommand.self, PullCommand.self, ModelsCommand.self, EncodeCommand.self, DecodeCommand.self, TokenizerCommand.self, ParityCommand.self, BenchCommand.self]
     )
 
     /// Parses the command line and runs the command it names. A usage error found while the command runs (a

@@ -9,6 +9,7 @@ enum TrainingCommand: String {
     case reward = "gpt reward train"
     case sft = "gpt sft"
     case ppo = "gpt ppo"
+    case dpo = "gpt dpo"
 
     /// The command that starts and continues runs of `objective`.
     init(_ objective: TrainingConfiguration.Objective) {
@@ -18,6 +19,7 @@ enum TrainingCommand: String {
         case .rewardModeling: self = .reward
         case .supervisedFineTuning: self = .sft
         case .policyOptimization: self = .ppo
+        case .directPreference: self = .dpo
         }
     }
 
@@ -29,6 +31,7 @@ enum TrainingCommand: String {
         case .reward: "reward-model"
         case .sft: "supervised fine-tuning"
         case .ppo: "PPO"
+        case .dpo: "DPO"
         }
     }
 

@@ -43,9 +43,11 @@ struct TrainingCommandLine<Settings: ObjectiveSettings> {
 
 extension TrainingCommandLine {
     /// The command line of a command that trains on examples in epochs (`gpt finetune`, `gpt reward train`,
-    /// `gpt sft`): a micro-batch holds `batchItems` ("Examples", "Pairs"); a new run starts from AdamW (0.9, 0.999),
-    /// weight decay 0.01, linear decay to 0 after warmup, and the command's learning rate and batch size.
-    static func trainingOnExamples(_ command: TrainingCommand, batchItems: String, learningRate: Float, batchSize: Int) -> Self {
+    /// `gpt sft`, `gpt dpo`): a micro-batch holds `batchItems` ("Examples", "Pairs"); a new run starts from AdamW (0.9,
+    /// 0.999), weight decay 0.01, linear decay to 0 after warmup, and the command's learning rate and batch size; its
+    /// help gives `dropout` as the body's dropout when none is set.
+    static func trainingOnExamples(_ command: TrainingCommand, batchItems: String, learningRate: Float, batchSize: Int,
+                                   dropout: String = "the model's own") -> Self {
         let table = TrainingConfiguration.settings
         let loop = [
             table[key: "initFrom"].renamed("model", help: "Model to start from: a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).", isRequired: true),
@@ -54,7 +56,7 @@ extension TrainingCommandLine {
             table[key: "batchSize"].renamed("batch-size", help: "\(batchItems) per micro-batch."),
             table[key: "gradientAccumulation"],
             table[key: "schedule"],
-            table[key: "dropout"].renamed("dropout", help: "Dropout in the body (default: the model's own)."),
+            table[key: "dropout"].renamed("dropout", help: "Dropout in the body (default: \(dropout))."),
             table[key: "context"].renamed("context", help: "Longest sequence in tokens (default: the model's context); longer inputs are cut."),
             table[key: "logInterval"],
             table[key: "seed"].renamed("seed", help: "Random seed (head, new embeddings, order, dropout)."),

@@ -365,4 +365,31 @@ final class DataParallelTests: XCTestCase {
             for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), key) }
         }
     }
+
+    /// DPO: each rank computes the reference's log-probabilities of every pair, and 2 ranks of 4 pairs step as one
+    /// process of 8.
+    func testDPOOnTwoRanksEqualsOneProcess() throws {
+        let mpirun = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let base = folder.appendingPathComponent("base")
+        let model = try GPTModel(config: GPTConfig(vocabularySize: 50257, contextLength: 64, layerCount: 1, headCount: 2, embeddingWidth: 16), seed: 2)
+        try TrainingCheckpoint.save(model: model, tokenizer: try TokenizerLoading.gpt2(), optimizer: nil, state: nil, to: base)
+        let pairs = try String(contentsOf: packageRoot.appendingPathComponent("data/hh-rlhf/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(32).map(String.init)
+        let train = try writeLines(Array(pairs.prefix(24)), "train.jsonl", in: folder)
+        let dev = try writeLines(Array(pairs.suffix(8)), "dev.jsonl", in: folder)
+        let arguments = ["dpo", "--model", base.path, "--train", train.path, "--dev", dev.path, "--epochs", "2", "--learning-rate", "1e-2",
+                         "--precision", "fp32", "--log-interval", "1"]
+        let single = folder.appendingPathComponent("single"), parallel = folder.appendingPathComponent("parallel")
+        try run(gpt, arguments + ["--batch-size", "8", "--out", single.path])
+        try run(mpirun, ["-np", "2", "--oversubscribe", "--allow-run-as-root", "-x", "SWIFTGPT_THREADS",
+                         "-x", "OMPI_MCA_btl_vader_single_copy_mechanism", gpt.path] + arguments + ["--batch-size", "4", "--out", parallel.path])
+        for key in ["train_loss", "val_loss", "val_margin"] {
+            let (a, b) = (try logged(key, single), try logged(key, parallel))
+            XCTAssertEqual(a.count, b.count, key)
+            XCTAssertFalse(a.isEmpty, key)
+            for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-4 * max(abs(x), 1e-3), key) }
+        }
+        XCTAssertNotEqual(try logged("val_loss", single).last, log(2.0), "the policy moved")
+    }
 }
