@@ -30,11 +30,10 @@ struct DPOCommand: ParsableCommand {
     static let commandLine = TrainingCommandLine<DirectPreferenceSettings>.trainingOnExamples(
         .dpo, batchItems: "Pairs", learningRate: 5e-6, batchSize: 8, dropout: "0, as in TRL")
 
-    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     func run() throws {
-        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
             settings.chatTemplate = try ChatTemplate.load(model: configuration.initFrom)

@@ -31,11 +31,10 @@ struct FinetuneCommand: ParsableCommand {
         .finetune, batchItems: "Examples", learningRate: 6.25e-5, batchSize: 32)
 
     @Option(help: "pretrained (the model's weights) or scratch (the same architecture from random weights).") var initialization = "pretrained"
-    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     func run() throws {
-        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             guard initialization == "pretrained" || initialization == "scratch" else {
                 throw ValidationError("--initialization is pretrained or scratch")
             }

@@ -56,11 +56,10 @@ struct PPOCommand: ParsableCommand {
     }()
 
     @Option(help: "A chat template for {\"messages\"} prompts (default: the policy's, else HH-RLHF's form).") var chatTemplate: String?
-    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     func run() throws {
-        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             var settings = settings
             settings.chatTemplate = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }
                 ?? ChatTemplate.load(model: configuration.initFrom)

@@ -31,11 +31,10 @@ struct RewardTrainCommand: ParsableCommand {
     static let commandLine = TrainingCommandLine<RewardModelingSettings>.trainingOnExamples(
         .reward, batchItems: "Pairs", learningRate: 1e-5, batchSize: 8)
 
-    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     func run() throws {
-        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
             configuration.objective = .rewardModeling(settings)

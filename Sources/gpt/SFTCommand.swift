@@ -30,12 +30,11 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "A chat template (JSON: system, user, assistant, generation_prompt, end_of_turn; default: the model's, else HH-RLHF's form).") var chatTemplate: String?
     @Option(help: "Dev prompts to answer with the trained model at the end.") var samples = 3
     @Option(help: "Longest sampled reply, in tokens.") var sampleTokens = 128
-    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
-        let trainer = try Self.commandLine.trainer(arguments: settingArguments, resume: resume) { configuration, settings in
+        let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
             settings.chatTemplate = try chatTemplate.map { try ChatTemplate.load(file: URL(fileURLWithPath: $0)) }

@@ -21,8 +21,7 @@ struct TrainCommand: ParsableCommand {
     )
 
     @Option(help: "JSON file with settings (the options override it).") var config: String?
-    @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var settingArguments: [String] = []
+    @OptionGroup var arguments: TrainingArguments
 
     /// The configuration of a new run: the defaults, then --config's file, then the options.
     func settings(_ options: SettingOptions) throws -> TrainingConfiguration {
@@ -40,8 +39,8 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let options = try SettingOptions(settingArguments, flags: SettingOptions.flags(TrainingConfiguration.settings))
-        let trainer = resume ? try TrainingCommand.train.resume(options) : try Trainer(configuration: settings(options))
+        let options = try SettingOptions(arguments.settings, flags: SettingOptions.flags(TrainingConfiguration.settings))
+        let trainer = arguments.resume ? try TrainingCommand.train.resume(options) : try Trainer(configuration: settings(options))
         try TrainingRun.run(trainer)
     }
 }

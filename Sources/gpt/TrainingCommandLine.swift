@@ -25,10 +25,10 @@ struct TrainingCommandLine<Settings: ObjectiveSettings> {
     /// The trainer that `arguments` (the command line's setting options) ask for: with `resume`, the run in `--out`
     /// continued; otherwise a new run from the start values with the options applied, the model to start from made
     /// absolute, and `newRun` setting the objective from its settings.
-    func trainer(arguments: [String], resume: Bool,
+    func trainer(arguments: TrainingArguments,
                  newRun: (inout TrainingConfiguration, Settings) throws -> Void) throws -> Trainer {
-        var options = try SettingOptions(arguments, flags: SettingOptions.flags(loop).union(SettingOptions.flags(objective)))
-        if resume { return try command.resume(options) }
+        var options = try SettingOptions(arguments.settings, flags: SettingOptions.flags(loop).union(SettingOptions.flags(objective)))
+        if arguments.resume { return try command.resume(options) }
         let missing = options.missing(objective) + options.missing(loop)
         if !missing.isEmpty { throw ValidationError("a new run needs \(missing.map { "--\($0)" }.joined(separator: ", "))") }
         var c = start, settings = Settings.blank
@@ -77,4 +77,11 @@ extension TrainingCommandLine {
     static var commonLoopSettings: [Setting<TrainingConfiguration>] {
         ["weightDecay", "gradientClip", "precision", "shardOptimizer", "rankTimeout", "keepCheckpoints"].map { TrainingConfiguration.settings[key: $0] }
     }
+}
+
+/// What every training command takes besides its own options: `--resume`, and the setting options, which
+/// ArgumentParser leaves unparsed for `SettingOptions` to read against the command's tables.
+struct TrainingArguments: ParsableArguments {
+    @Flag(help: "Continue the run in --out from its last checkpoint (its settings come from the checkpoint).") var resume = false
+    @Argument(parsing: .allUnrecognized, help: .hidden) var settings: [String] = []
 }
