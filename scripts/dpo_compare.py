@@ -72,7 +72,7 @@ def main():
     swift_out = os.path.join(args.out, "swiftgpt")
     subprocess.run(["rm", "-rf", swift_out], check=True)
     start = time.perf_counter()
-    result = subprocess.run([args.gpt, "dpo", "--model", args.model, "--train", data, "--dev", data, "--out", swift_out,
+    result = subprocess.run([args.gpt, "dpo", "--policy", args.model, "--train", data, "--dev", data, "--out", swift_out,
                              "--epochs", str(args.steps), "--batch-size", str(len(pairs)), "--learning-rate", str(args.learning_rate),
                              "--beta", str(args.beta), "--loss", args.loss, "--label-smoothing", str(args.label_smoothing),
                              "--warmup-fraction", "0", "--weight-decay", "0", "--gradient-clip", "1", "--schedule", "linear",

@@ -7,7 +7,7 @@
 # printed beside the reward model's. Stages whose output exists are skipped, so an interrupted run continues.
 #   usage: scripts/rlhf_demo.sh [OUT]   (default OUT: .build/rlhf-demo)
 # Settings (environment): PRETRAIN_STEPS (500), SFT_LIMIT (1500 demonstrations), RM_LIMIT (all 6478 pairs),
-# CLASSIFIER_LIMIT (10000 reviews), PPO_ITERATIONS (40), DPO_LEARNING_RATE (1e-4).
+# CLASSIFIER_LIMIT (10000 reviews), PPO_ITERATIONS (40), DPO_LEARNING_RATE (3e-5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPT=${GPT:-.build/release/gpt}
@@ -17,7 +17,7 @@ SFT_LIMIT=${SFT_LIMIT:-1500}
 RM_LIMIT=${RM_LIMIT:-6478}
 CLASSIFIER_LIMIT=${CLASSIFIER_LIMIT:-10000}
 PPO_ITERATIONS=${PPO_ITERATIONS:-40}
-DPO_LEARNING_RATE=${DPO_LEARNING_RATE:-1e-4}
+DPO_LEARNING_RATE=${DPO_LEARNING_RATE:-3e-5}
 FIELDS=instruction,input,response,prompt,chosen,text
 CORPUS="data/alpaca/train.jsonl data/hh-rlhf/train.jsonl data/sst2/train.jsonl"
 mkdir -p "$OUT/data"
@@ -68,12 +68,12 @@ head -n 3 "$OUT/ppo/samples.jsonl"
 tail -n 3 "$OUT/ppo/samples.jsonl"
 
 stage "5. DPO: the SFT policy learns from the reward model's preference pairs directly (no reward model, no sampling)"
-unless_done "$OUT/dpo/loss.svg" $GPT dpo --model "$OUT/sft/best" --train "$OUT/data/hh-train.jsonl" \
+unless_done "$OUT/dpo/loss.svg" $GPT dpo --policy "$OUT/sft/best" --train "$OUT/data/hh-train.jsonl" \
     --dev data/hh-rlhf/dev.jsonl --out "$OUT/dpo" --epochs 1 --learning-rate "$DPO_LEARNING_RATE" --batch-size 16 \
     --beta 0.1 --seed 1 --log-interval 50
-# The best dev evaluation of each (metrics.jsonl), on the same 436 pairs: the reward model counts a tie as half a
-# win, DPO as a loss (a tie is the policy before training, when every implicit reward is 0).
-best() { grep -o '"val_accuracy":[0-9.e-]*' "$1" | cut -d: -f2 | sort -g | tail -n 1; }
+# The best dev evaluation of each (metrics.jsonl), on the same 436 pairs, a tie counting half in both (DPO's
+# evaluation before training, when every implicit reward is 0, is all ties: 0.5).
+best() { grep -o '"val_accuracy":[0-9.e-]*' "$1" | cut -d: -f2 | sort -g | tail -n 1 | awk '{ printf "%.4f", $1 }'; }
 echo; echo "dev preference accuracy (HH-RLHF dev pairs, best evaluation): reward model $(best "$OUT/rm/metrics.jsonl"), DPO $(best "$OUT/dpo/metrics.jsonl")"
 
 echo; echo "done in $(( $(date +%s) - start )) s"

@@ -121,8 +121,9 @@ package final class DirectPreferenceObjective: TrainingObjective {
 
     /// The figures of pairs whose replies have log-probabilities `policy` and `reference` (chosen, rejected, …):
     /// the mean loss; the implicit rewards β·(log π − log π_ref) of the chosen and the rejected replies (means), their
-    /// mean margin and the share of pairs where the chosen reply's is the higher (accuracy, as TRL counts it: ties
-    /// lose); the policy's mean log-probabilities of both.
+    /// mean margin and the share of pairs where the chosen reply's is the higher (accuracy; a tie counts half, as
+    /// the reward model's accuracy counts it, so that the policy before training, whose rewards are all 0, is at
+    /// chance: TRL counts a tie as a loss); the policy's mean log-probabilities of both.
     package static func pairMetrics(policy: [Float], reference: [Float], settings: DirectPreferenceSettings) -> [String: Double] {
         let n = policy.count / 2, beta = Double(settings.beta)
         var loss = 0.0, chosen = 0.0, rejected = 0.0, wins = 0.0, logChosen = 0.0, logRejected = 0.0
@@ -132,7 +133,7 @@ package final class DirectPreferenceObjective: TrainingObjective {
             loss += settings.loss.value(margin: (c - r) / beta, beta: beta, labelSmoothing: Double(settings.labelSmoothing)).loss
             chosen += c
             rejected += r
-            wins += c > r ? 1 : 0
+            wins += c > r ? 1 : c == r ? 0.5 : 0
             logChosen += Double(policy[2 * k])
             logRejected += Double(policy[2 * k + 1])
         }

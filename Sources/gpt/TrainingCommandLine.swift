@@ -45,12 +45,13 @@ extension TrainingCommandLine {
     /// The command line of a command that trains on examples in epochs (`gpt finetune`, `gpt reward train`,
     /// `gpt sft`, `gpt dpo`): a micro-batch holds `batchItems` ("Examples", "Pairs"); a new run starts from AdamW (0.9,
     /// 0.999), weight decay 0.01, linear decay to 0 after warmup, and the command's learning rate and batch size; its
-    /// help gives `dropout` as the body's dropout when none is set.
+    /// help gives `dropout` as the body's dropout when none is set; the model it starts from is `--model` unless
+    /// `startingModel` names it otherwise.
     static func trainingOnExamples(_ command: TrainingCommand, batchItems: String, learningRate: Float, batchSize: Int,
-                                   dropout: String = "the model's own") -> Self {
+                                   dropout: String = "the model's own", startingModel: Setting<TrainingConfiguration>? = nil) -> Self {
         let table = TrainingConfiguration.settings
         let loop = [
-            table[key: "initFrom"].renamed("model", help: "Model to start from: a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).", isRequired: true),
+            startingModel ?? table[key: "initFrom"].renamed("model", help: "Model to start from: a SwiftGPT checkpoint or training output, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).", isRequired: true),
             table[key: "out"].renamed("out", isRequired: true),
             table[key: "learningRate"],
             table[key: "batchSize"].renamed("batch-size", help: "\(batchItems) per micro-batch."),

@@ -385,7 +385,7 @@ final class DataParallelTests: XCTestCase {
         let folder = try temporaryDirectory(self)
         let (base, train, dev) = try exampleRun("data/hh-rlhf/train.jsonl", in: folder)
         try assertTwoRanksOfFourMatchOneProcessOfEight(
-            ["dpo", "--model", base.path, "--train", train.path, "--dev", dev.path, "--epochs", "2", "--learning-rate", "1e-2",
+            ["dpo", "--policy", base.path, "--train", train.path, "--dev", dev.path, "--epochs", "2", "--learning-rate", "1e-2",
              "--precision", "fp32", "--log-interval", "1"],
             // The margin is a difference of rewards, which rounding moves relatively more.
             keys: ["train_loss", "val_loss", "val_margin"], tolerance: 1e-4, in: folder)

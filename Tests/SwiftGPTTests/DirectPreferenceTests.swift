@@ -139,7 +139,7 @@ final class DirectPreferenceTests: XCTestCase {
         var evaluations: [Evaluation] = []
         XCTAssertEqual(try whole.run(events: { if case .evaluation(_, let e) = $0 { evaluations.append(e) } }), .finished)
         XCTAssertEqual(evaluations.first?.metrics["val_loss"] ?? 0, log(2.0), accuracy: 1e-6, "the policy starts as its reference")
-        XCTAssertEqual(evaluations.first?.metrics["val_accuracy"], 0, "ties count as losses")
+        XCTAssertEqual(evaluations.first?.metrics["val_accuracy"], 0.5, "every pair a tie, which counts half")
         let last = try XCTUnwrap(evaluations.last?.metrics)
         XCTAssertGreaterThan(last["val_accuracy"]!, 0.9)
         XCTAssertGreaterThan(last["val_margin"]!, 0)
