@@ -62,7 +62,8 @@ finetune-demo: build
 	scripts/finetune_demo.sh
 
 # The ChatGPT pipeline at small scale: pretraining, SFT on Alpaca, a reward model on HH-RLHF, an SST-2 sentiment
-# classifier, then PPO that teaches the SFT policy to continue review openings positively (scripts/rlhf_demo.sh).
+# classifier, then PPO that teaches the SFT policy to continue review openings positively, and DPO of the SFT policy
+# on the reward model's pairs, its dev accuracy printed beside the reward model's (scripts/rlhf_demo.sh).
 rlhf-demo: build
 	scripts/rlhf_demo.sh
 
