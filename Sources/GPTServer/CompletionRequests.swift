@@ -24,6 +24,12 @@ package struct ServedModel {
     let chatTemplate: ChatTemplate
     /// Most completions one request may ask for (n), bounded by the batch.
     let maxChoices: Int
+
+    /// What the fuzz targets and the server build: the synthesized initializer is internal.
+    package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int) {
+        (self.name, self.tokenizer, self.contextLength) = (name, tokenizer, contextLength)
+        (self.vocabularySize, self.chatTemplate, self.maxChoices) = (vocabularySize, chatTemplate, maxChoices)
+    }
 }
 
 package enum CompletionRequests {
