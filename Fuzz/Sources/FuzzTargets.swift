@@ -14,6 +14,7 @@ import Tokenizers
 let targets: [String: (Data) throws -> Void] = [
     "safetensors": fuzzSafeTensors, "config": fuzzConfig, "tokenizer": fuzzTokenizerFiles, "tokenizer-json": fuzzTokenizerJSON,
     "chat-template": fuzzChatTemplate, "task-data": fuzzTaskData, "request": fuzzRequest, "hub-answer": fuzzHubAnswer,
+    "adapter": fuzzAdapter,
 ]
 
 nonisolated(unsafe) var chosen: ((Data) throws -> Void)?
@@ -82,6 +83,21 @@ func fuzzConfig(_ data: Data) throws {
     try data.write(to: folder.appendingPathComponent("config.json"))
     _ = try? HuggingFaceCheckpoint.readConfig(folder.appendingPathComponent("config.json"))
     _ = try HuggingFaceCheckpoint.load(from: folder)
+}
+
+/// A tiny GPT-2 (the seeds' configuration: 2 blocks, width 12, 23 tokens).
+let tinyBase = try! GPTModel(config: GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12), seed: 1)
+
+/// adapter_config.json, a zero byte, then adapter_model.safetensors: a LoRA adapter applied to the tiny GPT-2.
+func fuzzAdapter(_ data: Data) throws {
+    let folder = scratch.appendingPathComponent("adapter")
+    try? FileManager.default.removeItem(at: folder)
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let (first, second) = split(data)
+    try first.write(to: folder.appendingPathComponent("adapter_config.json"))
+    try (second ?? Data()).write(to: folder.appendingPathComponent("adapter_model.safetensors"))
+    let model = try LowRankAdapterFiles.load(from: folder, base: try tinyBase.adapted(vocabularySize: 23, taskHead: nil, seed: 0))
+    model.mergeAdapter()
 }
 
 /// vocab.json, a zero byte, then merges.txt; or, without a zero byte, char_tokenizer.json. The tokenizer read is

@@ -72,18 +72,20 @@ extension GPTModel {
 
     /// The LayerNorm `layer` applied to `x`.
     private func norm(_ x: Variable, _ layer: LayerName, tape: Tape) -> Variable {
-        tape.layerNorm(x, weight: parameters[layer.weight], bias: parameters[layer.bias], epsilon: config.layerNormEpsilon)
+        tape.layerNorm(x, weight: parameter(layer.weight), bias: parameter(layer.bias), epsilon: config.layerNormEpsilon)
     }
 }
 
 /// The forward pass of training and evaluation: every operation recorded on the tape (when it records), over
 /// `batch` right-padded rows of `length` tokens, or over their real tokens only (`real`, their indices in the rows).
 final class TrainingPass: ForwardPass {
-    private let parameters: ParameterSet
+    private let model: GPTModel
     private let config: GPTConfig
     private let tape: Tape
     /// The dropout probability: the model's in training, 0 in evaluation.
     private let probability: Float
+    /// The dropout probability on adapted layers' inputs: the adapter's in training, 0 in evaluation.
+    private let adapterProbability: Float
     /// Where dropout masks are drawn from; read back after the pass.
     private(set) var random: SeededRandom
     private let batch: Int, length: Int
@@ -93,13 +95,14 @@ final class TrainingPass: ForwardPass {
     private let real: [Int]?
     let positions: [Int]
 
-    init(model: GPTModel, tape: Tape, dropout probability: Float, random: SeededRandom, batch: Int, length: Int,
-         lengths: [Int]?, real: [Int]?) {
+    init(model: GPTModel, tape: Tape, dropout probability: Float, adapterDropout: Float, random: SeededRandom, batch: Int,
+         length: Int, lengths: [Int]?, real: [Int]?) {
         precondition(!model.isDecodingOnly, "a model loaded for decoding only has its matrices in its decoding weights")
-        parameters = model.parameters
+        self.model = model
         config = model.config
         self.tape = tape
         self.probability = probability
+        adapterProbability = adapterDropout
         self.random = random
         self.batch = batch
         self.length = length
@@ -109,7 +112,12 @@ final class TrainingPass: ForwardPass {
     }
 
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
-        tape.linear(x, weight: parameters[layer.weight], bias: parameters.contains(layer.bias) ? parameters[layer.bias] : nil)
+        let y = tape.linear(x, weight: model.parameter(layer.weight),
+                            bias: model.parameters.contains(layer.bias) ? model.parameter(layer.bias) : nil)
+        guard let adapter = model.adapter else { return y }
+        return adapter.adapt(y, input: x, layer: layer, tape: tape) { x in
+            adapterProbability > 0 ? tape.dropout(x, probability: adapterProbability, random: &random) : x
+        }
     }
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {

@@ -10,7 +10,10 @@ import TensorCore
 public final class GPTModel {
     /// The model's shape.
     public private(set) var config: GPTConfig
-    package let parameters: ParameterSet
+    /// Every parameter of the model (frozen, holding no gradients, under an adapter).
+    package private(set) var parameters: ParameterSet
+    /// The low-rank adapter trained or applied over the frozen `parameters`, if any.
+    package private(set) var adapter: LowRankAdapter?
     /// The task head beside the language-model head, if any; its parameters are in `parameters`.
     package let taskHead: TaskHead?
     /// How task inputs are laid out as token sequences, for a fine-tuned model (saved with it).
@@ -84,7 +87,45 @@ public final class GPTModel {
             target.pointer.update(from: source.pointer, count: source.count)
         }
         model.inputFormat = inputFormat
+        model.addedTokenRows = addedTokenRows + vocabularySize - config.vocabularySize
         return model
+    }
+
+    /// Rows of the token embedding that `adapted(vocabularySize:taskHead:seed:)` added to the model it was loaded as
+    /// (new tokens, untrained): an adapter trains the embedding whole when there are any.
+    package private(set) var addedTokenRows = 0
+
+    /// The parameters a low-rank adapter on this model trains whole: the task head's, and the token embedding (with
+    /// an untied output layer) when tokens were added.
+    package var parametersTrainedWhole: [String] {
+        var names = taskHead?.parameterShapes(width: config.embeddingWidth).map(\.name) ?? []
+        if addedTokenRows > 0 { names += [ParameterNames.tokenEmbedding] + (config.tiedOutputEmbedding ? [] : [ParameterNames.outputLayer]) }
+        return names
+    }
+
+    /// What training this model optimises: its adapter's parameters when it has one, else all of its own.
+    package var trainableParameters: ParameterSet { adapter?.parameters ?? parameters }
+
+    /// The parameter called `name` as the forward pass reads it: the adapter's copy when it holds one.
+    package func parameter(_ name: String) -> Variable {
+        if let adapter, adapter.parameters.contains(name) { return adapter.parameters[name] }
+        return parameters[name]
+    }
+
+    /// Freezes the model's parameters (from now on they take no gradients) and adds `adapter`, made for this model.
+    package func attach(_ adapter: LowRankAdapter) {
+        precondition(self.adapter == nil && !isDecodingOnly, "a model takes one adapter, over parameters of its own")
+        parameters = parameters.frozen()
+        self.adapter = adapter
+    }
+
+    /// Adds the adapter into the parameters it adapts and removes it: the same model as one set of weights, all
+    /// trainable again.
+    package func mergeAdapter() {
+        guard let adapter else { return }
+        adapter.merge(into: parameters)
+        parameters = parameters.thawed()
+        self.adapter = nil
     }
 
     /// Changes the dropout probability (the only setting that may differ between training runs of one model).
@@ -164,12 +205,13 @@ public final class GPTModel {
         // Without padding: the index in the padded rows of every real token.
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        let tokens = parameters[ParameterNames.tokenEmbedding]
+        let tokens = parameter(ParameterNames.tokenEmbedding)
         let positions = positionTable
         let embeddings = real.map { real in
             tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: tokens, positions: positions)
         } ?? tape.embed(ids: ids, batch: batch, tokens: tokens, positions: positions)
-        let pass = TrainingPass(model: self, tape: tape, dropout: applyDropout ? c.dropout : 0, random: random,
+        let pass = TrainingPass(model: self, tape: tape, dropout: applyDropout ? c.dropout : 0,
+                                adapterDropout: applyDropout ? adapter?.dropout ?? 0 : 0, random: random,
                                 batch: batch, length: length, lengths: lengths, real: real)
         defer { random = pass.random }
         return forward(embeddings, tape: tape, pass: pass)
@@ -187,7 +229,7 @@ public final class GPTModel {
     /// positions.
     var positionTable: Variable? {
         switch config.positions {
-        case .learned: parameters[ParameterNames.positionEmbedding]
+        case .learned: parameter(ParameterNames.positionEmbedding)
         case .sinusoidal: sinusoidalPositions
         case .rotary: nil
         }
@@ -195,9 +237,9 @@ public final class GPTModel {
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
     package func logits(_ hidden: Variable, tape: Tape) -> Variable {
-        let head = parameters[ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)]
+        let head = parameter(ParameterNames.outputLayer(tied: config.tiedOutputEmbedding))
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        return tape.linear(hidden, weight: head, bias: config.outputBias ? parameters[ParameterNames.outputBias] : nil,
+        return tape.linear(hidden, weight: head, bias: config.outputBias ? parameter(ParameterNames.outputBias) : nil,
                            transposedWeight: true)
     }
 

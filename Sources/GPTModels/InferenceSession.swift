@@ -118,7 +118,7 @@ package final class InferenceSession {
     private func pass(_ entries: [(sequence: Int, tokens: [Int32])], everyToken: Bool) throws -> Tensor {
         let c = model.config
         let final = try finalStates(entries, everyToken: everyToken)
-        let bias = c.outputBias ? model.parameters[ParameterNames.outputBias].value : nil
+        let bias = c.outputBias ? model.parameter(ParameterNames.outputBias).value : nil
         let outputRows = final.count / c.embeddingWidth
         let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
         MatrixVector.multiply(final.pointer, rows: outputRows, weights.head, bias: bias.map { UnsafePointer($0.pointer) },
@@ -178,7 +178,7 @@ private struct DecodingPass: ForwardPass {
 
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
         let w = weights.matrices[layer]!
-        let b = model.parameters.contains(layer.bias) ? model.parameters[layer.bias].value : nil
+        let b = model.parameters.contains(layer.bias) ? model.parameter(layer.bias).value : nil
         let rows = x.value.count / w.k
         let y = Tensor(uninitializedShape: [rows, w.n])
         MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
@@ -238,17 +238,18 @@ package final class DecodeWeights: @unchecked Sendable {
     /// computes what decoding computes.
     package init(model: GPTModel, format: WeightFormat = .float32) {
         precondition(!model.isDecodingOnly, "a model loaded for decoding only has its decoding weights already")
+        precondition(model.adapter == nil || format == .float32, "a model with an adapter decodes in fp32 (merge it first)")
         self.format = format
         let c = model.config
         if format != .float32 { model.roundDecodingWeights(to: format) }
         var matrices: [LayerName: MatrixVector.PackedMatrix] = [:]
         for layer in GPTModel.decodingMatrices(layers: c.layerCount) {
-            let w = model.parameters[layer.weight].value
+            let w = model.adapter?.mergedWeight(layer, base: model.parameters) ?? model.parameters[layer.weight].value
             matrices[layer] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
         }
         self.matrices = matrices
         func packed(_ name: String) -> MatrixVector.PackedMatrix {
-            MatrixVector.PackedMatrix(transposing: model.parameters[name].value.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+            MatrixVector.PackedMatrix(transposing: model.parameter(name).value.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
         }
         head = packed(ParameterNames.outputLayer(tied: c.tiedOutputEmbedding))
         tokenEmbedding = c.tiedOutputEmbedding ? head : packed(ParameterNames.tokenEmbedding)

@@ -79,12 +79,12 @@ extension GPTModel {
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
         switch taskHead {
         case .sequenceClassification:
-            return tape.linear(pooled, weight: parameters[TaskHead.scoreWeight], transposedWeight: true)
+            return tape.linear(pooled, weight: parameter(TaskHead.scoreWeight), transposedWeight: true)
         case .multipleChoice:
-            return tape.linear(pooled, weight: parameters[TaskHead.choiceWeight], bias: parameters[TaskHead.choiceBias],
+            return tape.linear(pooled, weight: parameter(TaskHead.choiceWeight), bias: parameter(TaskHead.choiceBias),
                                transposedWeight: true)
         case .value:
-            return tape.linear(pooled, weight: parameters[TaskHead.valueWeight], bias: parameters[TaskHead.valueBias],
+            return tape.linear(pooled, weight: parameter(TaskHead.valueWeight), bias: parameter(TaskHead.valueBias),
                                transposedWeight: true)
         }
     }

@@ -64,6 +64,13 @@ public final class Trainer {
     public convenience init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
         let (model, tokenizer) = try configuration.objective.startingModel(configuration)
+        if let rank = configuration.loraRank {
+            let targets = configuration.loraTargets.compactMap(LowRankAdapter.Target.init(rawValue:))
+            model.attach(LowRankAdapter(model: model, baseModel: configuration.initFrom, rank: rank, alpha: configuration.loraAlpha,
+                                        dropout: configuration.loraDropout,
+                                        layers: LowRankAdapter.layers(targets, layerCount: model.config.layerCount),
+                                        savedParameters: model.parametersTrainedWhole, seed: configuration.seed &+ 2))
+        }
         try self.init(configuration: configuration, model: model, tokenizer: tokenizer, state: nil)
     }
 
@@ -87,11 +94,11 @@ public final class Trainer {
             state.configuration.maxIterations = maxIterations
         }
         state.configuration.out = output.path
-        let model = try HuggingFaceCheckpoint.load(from: last)
+        let (model, _) = try ModelLoading.load(last.path, keepingAdapter: true)
         if let dropout = state.configuration.dropout { model.setDropout(dropout) }
         let tokenizer = try TokenizerLoading.load(directory: state.configuration.objective.tokenizerDirectory(state.configuration, checkpoint: last))
         let trainer = try Trainer(configuration: state.configuration, model: model, tokenizer: tokenizer, state: state)
-        try TrainingCheckpoint.loadOptimizer(trainer.optimizer, parameterCount: model.parameters.count, steps: state.optimizerSteps,
+        try TrainingCheckpoint.loadOptimizer(trainer.optimizer, parameterCount: model.trainableParameters.count, steps: state.optimizerSteps,
                                              from: last)
         try trainer.objective.restoreState(from: last)
         return trainer
@@ -113,12 +120,13 @@ public final class Trainer {
         self.configuration = configuration
         group.timeout = configuration.rankTimeout
         let sharded = configuration.shardOptimizer && group.size > 1
-        if sharded && model.parameters.count > Int(Int32.max) {
+        let trainable = model.trainableParameters
+        if sharded && trainable.count > Int(Int32.max) {
             throw ConfigurationError(.invalidSetting("shardOptimizer"), "--shard-optimizer handles models of fewer than 2³¹ parameters")
         }
-        optimizer = AdamW(parameters: model.parameters, settings: .init(
+        optimizer = AdamW(parameters: trainable, settings: .init(
             beta1: configuration.beta1, beta2: configuration.beta2, epsilon: configuration.epsilon,
-            weightDecay: configuration.weightDecay), range: sharded ? group.shares(of: model.parameters.count)[group.rank] : nil)
+            weightDecay: configuration.weightDecay), range: sharded ? group.shares(of: trainable.count)[group.rank] : nil)
         output = URL(fileURLWithPath: configuration.out)
         step = state?.step ?? 0
         dataRandom = state?.dataRandom ?? SeededRandom(seed: configuration.seed)
@@ -198,7 +206,7 @@ public final class Trainer {
     /// ranks (averaging gradients, and with a sharded optimizer gathering parameters; waiting for the slowest
     /// included).
     private func trainingStep() throws -> (Float, Float, Int, Double) {
-        let c = configuration, parameters = model.parameters
+        let c = configuration, parameters = model.trainableParameters
         let sharded = optimizer.range.count < parameters.count
         parameters.zeroGradients()
         // Ranks draw dropout masks from streams of their own, derived from the run's stream (which every rank
@@ -317,7 +325,7 @@ extension Trainer {
     /// AdamW's moments for a checkpoint. With a sharded optimizer rank 0 collects every rank's share as it writes
     /// the file, while the other ranks hand theirs over here (they get nil); every rank must call this.
     private func optimizerMoments() throws -> TrainingCheckpoint.OptimizerMoments? {
-        let count = model.parameters.count
+        let count = model.trainableParameters.count
         guard optimizer.range.count < count else { return .init(optimizer) }
         let shares = group.shares(of: count), group = group
         let moments = [optimizer.firstMoment, optimizer.secondMoment]

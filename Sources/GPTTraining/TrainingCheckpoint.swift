@@ -4,8 +4,8 @@ import GPTUtilities
 import TensorCore
 import Tokenizers
 
-/// A checkpoint directory: the model as a Hugging Face folder (config.json + model.safetensors), the tokenizer's
-/// files, and, for resuming, the optimizer moments (optimizer.safetensors) and the loop state (training_state.json).
+/// A checkpoint directory: the model as a Hugging Face folder (config.json + model.safetensors), or a run's low-rank
+/// adapter as a PEFT folder (`LowRankAdapterFiles`), the tokenizer's files, and, for resuming, the optimizer moments (optimizer.safetensors) and the loop state (training_state.json).
 /// A checkpoint is written into a temporary directory, flushed to the disk, then exchanged with the old one in one
 /// step, so that `last/` and `best/` always hold a complete checkpoint, whenever the process is killed.
 package enum TrainingCheckpoint {
@@ -57,7 +57,11 @@ package enum TrainingCheckpoint {
         try? fm.removeItem(at: partial)
         do {
             try fm.createDirectory(at: partial, withIntermediateDirectories: true)
-            try HuggingFaceCheckpoint.save(model, to: partial, as: dtype)
+            if model.adapter != nil {
+                try LowRankAdapterFiles.save(model, to: partial)
+            } else {
+                try HuggingFaceCheckpoint.save(model, to: partial, as: dtype)
+            }
             try tokenizer.save(to: partial)
             try extraFiles(partial)
             if let optimizer, let state {

@@ -81,6 +81,16 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// those of `last/` where the file system allows), and the oldest beyond this count are removed; 0 keeps
     /// `last/` (and `best/`) only.
     public var keepCheckpoints = 0
+    /// Train low-rank adapters (LoRA) of this rank on the frozen model instead of all of its weights; nil trains
+    /// every weight. Task heads, and token embeddings that gained rows, train whole beside the adapters.
+    public var loraRank: Int?
+    /// LoRA's α: the adapters' outputs are scaled by α / rank.
+    public var loraAlpha: Float = 16
+    /// Dropout on the adapted layers' inputs, before the adapters.
+    public var loraDropout: Float = 0.05
+    /// The layers of each block that get adapters: `attn` (the query/key/value projection), `proj` (the attention's
+    /// output projection), `mlp` (both MLP layers).
+    public var loraTargets = LowRankAdapter.Target.allCases.map(\.rawValue)
     /// What the run optimises: pretraining on `data` (the default), or fine-tuning, reward modelling, supervised
     /// fine-tuning or PPO of the model in `initFrom`, each with its settings.
     public var objective = Objective.pretraining
@@ -126,6 +136,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         Setting("precision", \.precision, "Matrix-product inputs: bf16 (mixed precision) or fp32 (default: bf16 where the CPU multiplies bf16 natively)."),
         Setting("shardOptimizer", \.shardOptimizer, "Under mpirun: each rank keeps AdamW's moments for its share of the parameters only (ZeRO stage 1)."),
         Setting("rankTimeout", \.rankTimeout, "Under mpirun: seconds to wait for the other ranks in a collective operation before stopping with an error."),
+        Setting("loraRank", \.loraRank, "Train low-rank adapters (LoRA) of this rank on the frozen model, not all its weights; checkpoints are then PEFT adapters (default: off)."),
+        Setting("loraAlpha", \.loraAlpha, "LoRA alpha: the adapters' outputs are scaled by alpha / rank."),
+        Setting("loraDropout", \.loraDropout, "Dropout on the adapted layers' inputs, before the adapters."),
+        Setting("loraTargets", \.loraTargets, "Layers that get adapters: attn (query/key/value), proj (attention output), mlp (both MLP layers)."),
         Setting("keepCheckpoints", \.keepCheckpoints, "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; 0: last/ and best/ only)."),
     ]
 
@@ -223,6 +237,15 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try check((0..<1).contains(dropout ?? 0), "dropout", "dropout must be in [0, 1)")
         try check(rankTimeout > 0, "rankTimeout", "the rank timeout must be positive")
         try check(keepCheckpoints >= 0, "keepCheckpoints", "the number of checkpoints to keep must not be negative")
+        if let loraRank {
+            try check((1...65536).contains(loraRank), "loraRank", "the LoRA rank must be between 1 and 65536")
+            try check(loraAlpha > 0 && loraAlpha.isFinite, "loraAlpha", "LoRA alpha must be finite and positive")
+            try check((0..<1).contains(loraDropout), "loraDropout", "LoRA dropout must be in [0, 1)")
+            let known = LowRankAdapter.Target.allCases.map(\.rawValue)
+            try check(!loraTargets.isEmpty && loraTargets.allSatisfy(known.contains) && Set(loraTargets).count == loraTargets.count,
+                      "loraTargets", "LoRA targets are some of \(known.joined(separator: ", ")), each once; got \(loraTargets.joined(separator: ","))")
+            try check(initFrom != "scratch", "loraRank", "adapters train on a model: give the model to start from")
+        }
         try objective.validate()
     }
 }

@@ -7,7 +7,7 @@ import GPTUtilities
 package final class ParameterSet {
     /// Every parameter's values, back to back.
     package let values: Tensor
-    /// Every parameter's gradient, in the same layout as `values`.
+    /// Every parameter's gradient, in the same layout as `values`; empty when the parameters are frozen.
     package let gradients: Tensor
     /// Parameter names in arena order.
     package let names: [String]
@@ -35,6 +35,32 @@ package final class ParameterSet {
         self.ranges = ranges
         self.variables = variables
     }
+
+    /// A set over the values of `other`: constants when `withGradients` is false (a frozen base under a low-rank
+    /// adapter: no gradient flows to them and none is kept), else trainable with a gradient arena of its own.
+    private init(sharing other: ParameterSet, withGradients: Bool) {
+        values = other.values
+        gradients = Tensor(zeroedShape: [withGradients ? other.count : 0])
+        names = other.names
+        ranges = other.ranges
+        var variables: [String: Variable] = [:]
+        for (name, variable) in other.variables {
+            let range = other.ranges[name]!
+            variables[name] = withGradients
+                ? Variable(variable.value, grad: Tensor(viewing: gradients.storage, offset: range.lowerBound, shape: variable.shape))
+                : Variable(variable.value)
+        }
+        self.variables = variables
+    }
+
+    /// These parameters as constants: the same values, with no gradients (see `isFrozen`).
+    package func frozen() -> ParameterSet { isFrozen ? self : ParameterSet(sharing: self, withGradients: false) }
+
+    /// These parameters trainable again: the same values, with gradients.
+    package func thawed() -> ParameterSet { isFrozen ? ParameterSet(sharing: self, withGradients: true) : self }
+
+    /// Whether the parameters are constants that hold no gradients.
+    package var isFrozen: Bool { gradients.count < values.count }
 
     /// The parameter called `name` (a programming error if absent).
     package subscript(name: String) -> Variable {

@@ -7,13 +7,14 @@ import Tokenizers
 struct DecodingModelOptions: ParsableArguments {
     @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).")
     var model: String
+    @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
     var precision = WeightFormat.float32
 
     /// The model with its tokenizer and the weights decoding streams, in `precision`.
     func load() throws -> (GPTModel, any Tokenizer, DecodeWeights) {
-        try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, format: precision)
+        try ModelLoading.loadForDecoding(model, tokenizer: tokenizer, adapter: adapter, format: precision)
     }
 
     /// The model's chat template (HH-RLHF's form when the folder has none).

@@ -12,12 +12,14 @@ struct ExportCommand: ParsableCommand {
         BF16 weights (rounded to nearest even) take half the space; SwiftGPT and transformers load them as they load \
         F32 ones. A BPE tokenizer is written as vocab.json + merges.txt and as tokenizer.json + tokenizer_config.json \
         (what transformers' AutoTokenizer reads); a chat model's template goes along, as chat_template.json and as \
-        the Jinja chat_template of tokenizer_config.json. The folder is written under a temporary name and renamed \
-        into place.
+        the Jinja chat_template of tokenizer_config.json. A low-rank adapter (an adapter folder as --model, or \
+        --adapter) is merged into the weights: the folder is the adapted model, for tools that read no adapters. \
+        The folder is written under a temporary name and renamed into place.
         """
     )
 
     @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
+    @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Output directory (replaced if it exists).") var out: String
     @Option(help: "Weight type: fp32 or bf16.") var dtype = "fp32"
@@ -25,7 +27,7 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         let types: [String: SafeTensors.DType] = ["fp32": .float32, "bf16": .bfloat16]
         guard let type = types[dtype] else { throw ValidationError("--dtype is fp32 or bf16, not '\(dtype)'") }
-        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer)
+        let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer, adapter: adapter)
         let target = URL(fileURLWithPath: out)
         // A chat model keeps its template (chat_template.json, and as Jinja in tokenizer_config.json).
         let source = try ModelLoading.resolve(model)

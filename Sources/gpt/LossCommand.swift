@@ -15,6 +15,7 @@ struct LossCommand: ParsableCommand {
     )
 
     @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
+    @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String
     @Option(help: "Which split: train or val.") var split = "val"
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?
@@ -24,7 +25,7 @@ struct LossCommand: ParsableCommand {
     func run() throws {
         guard split == "train" || split == "val" else { throw ValidationError("--split is train or val") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
-        let (gpt, _) = try ModelLoading.load(model)
+        let (gpt, _) = try ModelLoading.load(model, adapter: adapter)
         gpt.roundDecodingWeights(to: precision)
         let file = try TokenFile(contentsOf: URL(fileURLWithPath: data).appendingPathComponent("\(split).bin"))
         let length = context ?? gpt.config.contextLength

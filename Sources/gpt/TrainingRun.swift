@@ -16,6 +16,10 @@ enum TrainingRun {
         guard trainer.group.isMain else { return try trainer.run(shouldStop: { interruptRequested }) }
         let c = trainer.configuration, m = trainer.model.config
         print("model: \(m.layerCount) layers, \(m.headCount) heads, width \(m.embeddingWidth), context \(m.contextLength), vocabulary \(m.vocabularySize), \(trainer.model.parameters.count) parameters")
+        if let adapter = trainer.model.adapter {
+            let whole = adapter.savedParameters.isEmpty ? "" : " and \(adapter.savedParameters.joined(separator: ", ")) whole"
+            print("LoRA: rank \(adapter.rank), alpha \(adapter.alpha), dropout \(adapter.dropout) on \(adapter.layers.count) layers\(whole): \(adapter.parameters.count) parameters train, the rest are frozen")
+        }
         let ranks = trainer.group.size > 1 ? " × \(trainer.group.size) ranks" : ""
         print("training: batch \(c.batchSize) × \(c.gradientAccumulation)\(ranks), \(c.maxIterations) steps, lr \(c.learningRate) → \(c.minLearningRate), warmup \(c.warmupIterations), seed \(c.seed), precision \(c.resolvedPrecision.rawValue)")
         if let summary = trainer.objective.dataSummary { print(summary) }
