@@ -112,12 +112,11 @@ final class TrainingPass: ForwardPass {
     }
 
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
-        let y = tape.linear(x, weight: model.parameter(layer.weight),
-                            bias: model.parameters.contains(layer.bias) ? model.parameter(layer.bias) : nil)
-        guard let adapter = model.adapter else { return y }
-        return adapter.adapt(y, input: x, layer: layer, tape: tape) { x in
+        let weight = model.parameter(layer.weight), bias = model.parameters.contains(layer.bias) ? model.parameter(layer.bias) : nil
+        let adapted = model.adapter?.linear(x, weight: weight, bias: bias, layer: layer, tape: tape) { x in
             adapterProbability > 0 ? tape.dropout(x, probability: adapterProbability, random: &random) : x
         }
+        return adapted ?? tape.linear(x, weight: weight, bias: bias)
     }
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {

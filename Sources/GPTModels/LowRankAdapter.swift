@@ -105,12 +105,12 @@ package final class LowRankAdapter {
     /// Layer `layer`'s A and B, when it is adapted.
     package func matrices(of layer: LayerName) -> (a: Variable, b: Variable)? { matrices[layer] }
 
-    /// `y`, the output of layer `layer` for input `x`, plus the adapter's s·x·Aᵀ·Bᵀ (`x` through `dropout` first),
-    /// recorded on `tape`; `y` itself when the layer has no adapter.
-    func adapt(_ y: Variable, input x: Variable, layer: LayerName, tape: Tape, dropout: (Variable) -> Variable) -> Variable {
-        guard let (a, b) = matrices[layer] else { return y }
-        let down = tape.scale(tape.linear(dropout(x), weight: a, transposedWeight: true), by: scaling)
-        return tape.add(y, tape.linear(down, weight: b, transposedWeight: true))
+    /// Layer `layer` (its `weight` and `bias`) applied to `x` with its adapter, on `tape`: x·W + b + s·dropout(x)·Aᵀ·Bᵀ
+    /// in one operation (`Tape.lowRankLinear`); nil when the layer has no adapter.
+    func linear(_ x: Variable, weight: Variable, bias: Variable?, layer: LayerName, tape: Tape,
+                dropout: (Variable) -> Variable) -> Variable? {
+        guard let (a, b) = matrices[layer] else { return nil }
+        return tape.lowRankLinear(x, weight: weight, bias: bias, adapterInput: dropout(x), a: a, b: b, scale: scaling)
     }
 
     /// Layer `layer`'s weight in `weights` plus s·Aᵀ·Bᵀ, as a new tensor; nil when the layer has no adapter.

@@ -8,6 +8,66 @@ extension Tape {
     /// three products read bf16 copies of x, W and the output gradient (W's from `weight.bfloat16` when its owner
     /// keeps one), and accumulate in fp32.
     package func linear(_ x: Variable, weight: Variable, bias: Variable? = nil, transposedWeight: Bool = false) -> Variable {
+        let product = LinearProduct(x: x, weight: weight, bias: bias, transposedWeight: transposedWeight, precision: precision)
+        let out = output(product.y, inputs: [x, weight] + (bias.map { [$0] } ?? []))
+        record(out) { product.backward(out.grad!) }
+        return out
+    }
+
+    /// y = x · W + b + s · x_a · Aᵀ · Bᵀ: a Conv1D layer (`weight` `[in, out]`) with a low-rank adapter (LoRA) whose A
+    /// is `[rank, in]` and B `[out, rank]`, `adapterInput` being x or a dropout of it, in one output: besides y the
+    /// pass keeps only x_a · Aᵀ (`[rows, rank]`) for its backward. The base product runs in the tape's precision, the
+    /// adapter's (small) products in fp32. W and b are usually frozen, and then get no gradient.
+    package func lowRankLinear(_ x: Variable, weight: Variable, bias: Variable?, adapterInput: Variable, a: Variable, b: Variable,
+                               scale: Float) -> Variable {
+        let product = LinearProduct(x: x, weight: weight, bias: bias, transposedWeight: false, precision: precision)
+        let rank = a.shape[0], (inputs, outputs) = (weight.shape[0], weight.shape[1])
+        precondition(a.shape == [rank, inputs] && b.shape == [outputs, rank] && adapterInput.shape == x.shape,
+                     "lowRankLinear: A \(a.shape) and B \(b.shape) do not adapt a [\(inputs), \(outputs)] layer for input \(x.shape)")
+        let rows = product.rows, xa = adapterInput.value
+        // down = x_a · Aᵀ (rows × rank); y += s · down · Bᵀ.
+        let down = Tensor(uninitializedShape: [rows, rank])
+        BLAS.gemm(transposeB: true, m: rows, n: rank, k: inputs, a: xa.pointer, lda: inputs, b: a.value.pointer, ldb: inputs,
+                  c: down.pointer, ldc: rank)
+        BLAS.gemm(transposeB: true, m: rows, n: outputs, k: rank, alpha: scale, a: down.pointer, lda: rank, b: b.value.pointer,
+                  ldb: rank, beta: 1, c: product.y.pointer, ldc: outputs)
+        let out = output(product.y, inputs: [x, weight, adapterInput, a, b] + (bias.map { [$0] } ?? []))
+        record(out) {
+            let dy = out.grad!
+            product.backward(dy)
+            // g = dy · B (rows × rank): the gradient at `down`, over s.
+            let g = Tensor(uninitializedShape: [rows, rank])
+            BLAS.gemm(m: rows, n: rank, k: outputs, a: dy.pointer, lda: outputs, b: b.value.pointer, ldb: rank, c: g.pointer, ldc: rank)
+            if b.requiresGrad {
+                let (db, accumulate) = b.gradientTarget()
+                BLAS.gemm(transposeA: true, m: outputs, n: rank, k: rows, alpha: scale, a: dy.pointer, lda: outputs, b: down.pointer,
+                          ldb: rank, beta: accumulate ? 1 : 0, c: db.pointer, ldc: rank)
+            }
+            if a.requiresGrad {
+                let (da, accumulate) = a.gradientTarget()
+                BLAS.gemm(transposeA: true, m: rank, n: inputs, k: rows, alpha: scale, a: g.pointer, lda: rank, b: xa.pointer,
+                          ldb: inputs, beta: accumulate ? 1 : 0, c: da.pointer, ldc: inputs)
+            }
+            if adapterInput.requiresGrad {
+                let (dx, accumulate) = adapterInput.gradientTarget()
+                BLAS.gemm(m: rows, n: inputs, k: rank, alpha: scale, a: g.pointer, lda: rank, b: a.value.pointer, ldb: inputs,
+                          beta: accumulate ? 1 : 0, c: dx.pointer, ldc: inputs)
+            }
+        }
+        return out
+    }
+}
+
+/// y = x · W + b through BLAS, as `Tape.linear` computes it, with what its backward needs.
+private struct LinearProduct {
+    let x: Variable, weight: Variable, bias: Variable?
+    let transposedWeight: Bool
+    let rows: Int, inputs: Int, outputs: Int
+    /// The bf16 copies the products read under bf16 precision.
+    let operands: LinearOperands?
+    let y: Tensor
+
+    init(x: Variable, weight: Variable, bias: Variable?, transposedWeight: Bool, precision: ProductPrecision) {
         let w = weight.value
         precondition(w.rank == 2, "linear weight must be 2-D, got \(w.shape)")
         let (inputs, outputs) = transposedWeight ? (w.shape[1], w.shape[0]) : (w.shape[0], w.shape[1])
@@ -31,23 +91,24 @@ extension Tape {
             BLAS.gemm(transposeB: transposedWeight, m: rows, n: outputs, k: inputs, a: x.value.pointer, lda: inputs,
                       b: w.pointer, ldb: ldw, beta: bias == nil ? 0 : 1, c: y.pointer, ldc: outputs)
         }
-        let out = output(y, inputs: [x, weight] + (bias.map { [$0] } ?? []))
-        record(out) {
-            let dy = out.grad!
-            if let operands {
-                let dy16 = BFloat16Tensor(rounding: dy)
-                linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
-                               outputs: outputs, dy: dy16.pointer, xValues: operands.x.pointer, weightValues: operands.weight.pointer)
-            } else {
-                linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
-                               outputs: outputs, dy: dy.pointer, xValues: x.value.pointer, weightValues: w.pointer)
-            }
-            if let bias, bias.requiresGrad {
-                let (db, accumulate) = bias.gradientTarget()
-                sumRows(dy.pointer, rows: rows, columns: outputs, into: db.pointer, accumulate: accumulate)
-            }
+        (self.x, self.weight, self.bias, self.transposedWeight) = (x, weight, bias, transposedWeight)
+        (self.rows, self.inputs, self.outputs, self.operands, self.y) = (rows, inputs, outputs, operands, y)
+    }
+
+    /// The gradients of x, W and b for the output gradient `dy`.
+    func backward(_ dy: Tensor) {
+        if let operands {
+            let dy16 = BFloat16Tensor(rounding: dy)
+            linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
+                           outputs: outputs, dy: dy16.pointer, xValues: operands.x.pointer, weightValues: operands.weight.pointer)
+        } else {
+            linearBackward(x: x, weight: weight, transposedWeight: transposedWeight, rows: rows, inputs: inputs,
+                           outputs: outputs, dy: dy.pointer, xValues: x.value.pointer, weightValues: weight.value.pointer)
         }
-        return out
+        if let bias, bias.requiresGrad {
+            let (db, accumulate) = bias.gradientTarget()
+            sumRows(dy.pointer, rows: rows, columns: outputs, into: db.pointer, accumulate: accumulate)
+        }
     }
 }
 

@@ -154,6 +154,28 @@ final class DirectPreferenceTests: XCTestCase {
         XCTAssertEqual(resumed.model.parameters.values.scalars, whole.model.parameters.values.scalars)
     }
 
+    /// DPO with LoRA: the adapted policy starts as its reference (B = 0), learns the preference through its adapter
+    /// only, and resumes exactly.
+    func testDPOWithAnAdapter() throws {
+        let folder = try temporaryDirectory(self)
+        func lora(_ out: String) throws -> TrainingConfiguration {
+            var c = try configuration(in: folder, out: out)
+            (c.loraRank, c.loraAlpha, c.loraDropout, c.learningRate) = (4, 8, 0, 3e-2)
+            return c
+        }
+        let whole = try Trainer(configuration: try lora("whole"))
+        var evaluations: [Evaluation] = []
+        XCTAssertEqual(try whole.run(events: { if case .evaluation(_, let e) = $0 { evaluations.append(e) } }), .finished)
+        XCTAssertEqual(evaluations.first?.metrics["val_loss"] ?? 0, log(2.0), accuracy: 1e-6, "the policy starts as its reference")
+        XCTAssertGreaterThan(evaluations.last!.metrics["val_accuracy"]!, 0.8, evaluations.last!.summary)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("whole/best/adapter_config.json").path))
+        let first = try Trainer(configuration: try lora("parts"))
+        XCTAssertEqual(try first.run(shouldStop: { first.step == 7 }), .interrupted)
+        let resumed = try Trainer.resume(output: folder.appendingPathComponent("parts"))
+        XCTAssertEqual(try resumed.run(), .finished)
+        XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, whole.model.adapter!.parameters.values.scalars)
+    }
+
     func testBadPairsAreRefusedBeforeAnythingIsWritten() throws {
         let folder = try temporaryDirectory(self)
         var c = try configuration(in: folder)

@@ -280,6 +280,26 @@ final class PolicyOptimizationTests: XCTestCase {
         XCTAssertEqual(model.taskHead, .value)
     }
 
+    /// PPO with LoRA on the policy: rollouts sample from the adapted policy (its merged weights), the value head
+    /// trains whole beside the adapters, and the run raises the score and resumes exactly.
+    func testPPOWithAnAdapter() throws {
+        let folder = try temporaryDirectory(self)
+        var c = try Self.setup(in: folder)
+        (c.loraRank, c.loraAlpha, c.loraDropout, c.learningRate, c.minLearningRate) = (4, 8, 0, 3e-2, 3e-2)
+        c.policyOptimization!.iterations = 6
+        let whole = try Trainer(configuration: c)
+        XCTAssertEqual(whole.model.adapter?.savedParameters, ["v_head.summary.weight", "v_head.summary.bias"])
+        var scores: [Double] = []
+        XCTAssertEqual(try whole.run(events: { if case .evaluation(_, let e) = $0 { scores.append(e.metrics["score"]!) } }), .finished)
+        XCTAssertGreaterThan(scores.suffix(2).reduce(0, +) / 2, scores[0] + 0.3, "\(scores)")
+        c.out = folder.appendingPathComponent("ppo-interrupted").path
+        let first = try Trainer(configuration: c)
+        XCTAssertEqual(try first.run(shouldStop: { first.step == 5 }), .interrupted)
+        let resumed = try Trainer.resume(output: URL(fileURLWithPath: c.out))
+        XCTAssertEqual(try resumed.run(), .finished)
+        XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, whole.model.adapter!.parameters.values.scalars)
+    }
+
     /// A run interrupted in the middle of an iteration and resumed ends with the parameters of the uninterrupted run.
     func testResumedPPOIsBitIdentical() throws {
         let folder = try temporaryDirectory(self)

@@ -16,6 +16,28 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// The fused layer with a low-rank adapter: its output is x·W + b + s·x_a·Aᵀ·Bᵀ computed plainly, and its
+    /// gradients (x feeding both paths, or a separate adapter input) match finite differences.
+    func testLowRankLinear() {
+        for (rows, inputs, outputs, rank) in [(1, 3, 5, 1), (7, 19, 33, 4), (4, 16, 16, 8)] {
+            let x = randomTensor([rows, inputs], seed: 1), w = randomTensor([inputs, outputs], seed: 2), b = randomTensor([outputs], seed: 3)
+            let a = randomTensor([rank, inputs], seed: 4), bb = randomTensor([outputs, rank], seed: 5), xa = randomTensor([rows, inputs], seed: 6)
+            let plain = Tape(recording: false)
+            let expected = plain.add(plain.linear(Variable(x), weight: Variable(w), bias: Variable(b)),
+                                     plain.scale(plain.linear(plain.linear(Variable(xa), weight: Variable(a), transposedWeight: true),
+                                                              weight: Variable(bb), transposedWeight: true), by: 0.7))
+            let fused = Tape(recording: false).lowRankLinear(Variable(x), weight: Variable(w), bias: Variable(b), adapterInput: Variable(xa),
+                                                              a: Variable(a), b: Variable(bb), scale: 0.7)
+            for (u, v) in zip(fused.value.scalars, expected.value.scalars) { XCTAssertEqual(u, v, accuracy: 1e-5) }
+            checkGradients([x, w, b, a, bb]) { t, v in
+                t.lowRankLinear(v[0], weight: v[1], bias: v[2], adapterInput: v[0], a: v[3], b: v[4], scale: 0.7)
+            }
+            checkGradients([x, xa, a, bb]) { t, v in
+                t.lowRankLinear(v[0], weight: Variable(w), bias: nil, adapterInput: v[1], a: v[2], b: v[3], scale: 2)
+            }
+        }
+    }
+
     func testLayerNorm() {
         for (rows, width) in [(1, 5), (3, 37), (2, 64)] {
             checkGradients([randomTensor([rows, width], seed: 6), randomTensor([width], seed: 7), randomTensor([width], seed: 8)]) { t, v in
