@@ -148,7 +148,9 @@ def median(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Alpaca JSONL {instruction, input, response}")
-    parser.add_argument("--model", help="Hugging Face GPT-2 folder (default: a random GPT-2 124M)")
+    parser.add_argument("--model", help="Hugging Face GPT-2 folder (default: a random GPT-2 of --size)")
+    parser.add_argument("--size", default="124M", choices=["124M", "774M"], help="the random model's shape: GPT-2 or GPT-2 large")
+    parser.add_argument("--skip-peft", action="store_true", help="do not run PEFT (nor compare losses)")
     parser.add_argument("--tokenizer", default="../shared/data/gpt2", help="folder with GPT-2's vocab.json and merges.txt")
     parser.add_argument("--out", default=".build/lora-compare")
     parser.add_argument("--gpt", default=".build/release/gpt")
@@ -174,10 +176,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, {args.threads} threads")
     if not args.model:
-        args.model = os.path.join(args.out, "base")
+        args.model = os.path.join(args.out, f"base-{args.size}")
         if not os.path.exists(os.path.join(args.model, "model.safetensors")):
             torch.manual_seed(0)
-            GPT2LMHeadModel(GPT2Config()).save_pretrained(args.model)
+            shape = {"124M": {}, "774M": {"n_embd": 1280, "n_layer": 36, "n_head": 20}}[args.size]
+            GPT2LMHeadModel(GPT2Config(**shape)).save_pretrained(args.model)
             for name in ("vocab.json", "merges.txt"):
                 shutil.copy(os.path.join(args.tokenizer, name), args.model)
     tokenizer = GPT2TokenizerFast.from_pretrained(args.model)
@@ -213,32 +216,33 @@ def main():
         return losses, median(ms[1:]), rss, out
 
     swift_losses, swift_ms, swift_rss, swift_out = gpt_sft("swiftgpt-lora", True)
-    command = [sys.executable, __file__, "--torch-run", "--data", args.data, "--model", args.model, "--out", args.out,
-               "--steps", str(args.steps), "--learning-rate", str(args.learning_rate), "--rank", str(args.rank),
-               "--alpha", str(args.alpha), "--targets", args.targets, "--seed", str(args.seed), "--threads", str(args.threads)]
-    _, torch_rss = measured(command)
-    theirs = json.load(open(os.path.join(args.out, "torch.json")))
-
-    print(f"\n{'step':>4}  {'SwiftGPT':>10}  {'PEFT':>10}  {'difference':>10}")
-    worst = 0.0
-    for step in range(1, args.steps + 1):
-        ours, peft_loss = swift_losses[step], theirs["losses"][step - 1]
-        worst = max(worst, abs(ours - peft_loss))
-        print(f"{step:>4}  {ours:>10.6f}  {peft_loss:>10.6f}  {ours - peft_loss:>+10.2e}")
-    print(f"\nlargest loss difference over {args.steps} steps: {worst:.2e}")
+    if not args.skip_peft:
+        command = [sys.executable, __file__, "--torch-run", "--data", args.data, "--model", args.model, "--out", args.out,
+                   "--steps", str(args.steps), "--learning-rate", str(args.learning_rate), "--rank", str(args.rank),
+                   "--alpha", str(args.alpha), "--targets", args.targets, "--seed", str(args.seed), "--threads", str(args.threads)]
+        _, torch_rss = measured(command)
+        theirs = json.load(open(os.path.join(args.out, "torch.json")))
+        print(f"\n{'step':>4}  {'SwiftGPT':>10}  {'PEFT':>10}  {'difference':>10}")
+        worst = 0.0
+        for step in range(1, args.steps + 1):
+            ours, peft_loss = swift_losses[step], theirs["losses"][step - 1]
+            worst = max(worst, abs(ours - peft_loss))
+            print(f"{step:>4}  {ours:>10.6f}  {peft_loss:>10.6f}  {ours - peft_loss:>+10.2e}")
+        print(f"\nlargest loss difference over {args.steps} steps: {worst:.2e}")
     adapter = os.path.getsize(os.path.join(swift_out, "last", "adapter_model.safetensors"))
     model_bytes = os.path.getsize(os.path.join(args.model, "model.safetensors"))
-    print(f"adapter: {theirs['trainable']} trainable parameters (PEFT's count), adapter_model.safetensors {adapter / 1e6:.2f} MB, "
-          f"{100 * adapter / model_bytes:.2f}% of model.safetensors ({model_bytes / 1e6:.1f} MB)")
+    print(f"adapter_model.safetensors {adapter / 1e6:.2f} MB, {100 * adapter / model_bytes:.2f}% of model.safetensors "
+          f"({model_bytes / 1e6:.1f} MB)")
     print(f"\n{'run':<34} {'ms/step':>9} {'peak RSS MiB':>13}")
     print(f"{'gpt sft --lora-rank':<34} {swift_ms:>9.1f} {swift_rss:>13.0f}")
     if not args.skip_full:
         _, full_ms, full_rss, _ = gpt_sft("swiftgpt-full", False)
         print(f"{'gpt sft (every weight)':<34} {full_ms:>9.1f} {full_rss:>13.0f}")
         print(f"LoRA / full: step time {swift_ms / full_ms:.2f}, peak memory {swift_rss / full_rss:.2f}")
-    torch_ms = median(theirs["ms"])
-    print(f"{'PEFT + PyTorch loop':<34} {torch_ms:>9.1f} {torch_rss:>13.0f}")
-    print(f"PEFT / SwiftGPT step time: {torch_ms / swift_ms:.2f}")
+    if not args.skip_peft:
+        torch_ms = median(theirs["ms"])
+        print(f"{'PEFT + PyTorch loop':<34} {torch_ms:>9.1f} {torch_rss:>13.0f}")
+        print(f"PEFT / SwiftGPT step time: {torch_ms / swift_ms:.2f}")
 
 
 if __name__ == "__main__":

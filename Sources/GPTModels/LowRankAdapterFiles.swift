@@ -137,10 +137,18 @@ package enum LowRankAdapterFiles {
     /// The model type of `config` if adapters apply to it, else an error naming `url`.
     static func adaptableType(_ config: GPTConfig, url: URL) throws -> String {
         let type = try HuggingFaceCheckpoint.checkpointType(config)
-        guard supportedModelTypes.contains(type) else {
-            throw FileError(url: url, reason: .unsupported, message: "adapters apply to GPT-2 and OpenAI-GPT models (model_type gpt2, openai-gpt); this base is \(type)")
-        }
+        guard supportedModelTypes.contains(type) else { throw FileError(url: url, reason: .unsupported, message: unsupportedMessage(type)) }
         return type
+    }
+
+    /// Throws unless adapters apply to models of `config` (a run with `loraRank`, before it starts).
+    package static func checkAdaptable(_ config: GPTConfig) throws {
+        let type = try HuggingFaceCheckpoint.checkpointType(config)
+        guard supportedModelTypes.contains(type) else { throw ConfigurationError(.unsuitableModel, unsupportedMessage(type)) }
+    }
+
+    private static func unsupportedMessage(_ type: String) -> String {
+        "adapters apply to GPT-2 and OpenAI-GPT models (model_type gpt2, openai-gpt); this base is \(type)"
     }
 
     /// The adapter in `directory` applied to `base`: `base` itself, its parameters now frozen and the adapter

@@ -56,6 +56,9 @@ public final class Trainer {
     private let output: URL
     /// Whether this run created its output folder (removed again if the run fails before its first checkpoint).
     private var createdOutput = false
+    /// Whether each rank keeps the optimizer's moments for its share of the parameters only (its share may be all
+    /// or none of them when they are few).
+    private let sharded: Bool
     /// Seconds spent in training steps (evaluations and checkpoints excluded) by this process.
     package private(set) var trainingSeconds: Double = 0
 
@@ -65,6 +68,7 @@ public final class Trainer {
         try configuration.validate()
         let (model, tokenizer) = try configuration.objective.startingModel(configuration)
         if let rank = configuration.loraRank {
+            try LowRankAdapterFiles.checkAdaptable(model.config)
             let targets = configuration.loraTargets.compactMap(LowRankAdapter.Target.init(rawValue:))
             model.attach(LowRankAdapter(model: model, baseModel: configuration.initFrom, rank: rank, alpha: configuration.loraAlpha,
                                         dropout: configuration.loraDropout,
@@ -119,7 +123,7 @@ public final class Trainer {
         }
         self.configuration = configuration
         group.timeout = configuration.rankTimeout
-        let sharded = configuration.shardOptimizer && group.size > 1
+        sharded = configuration.shardOptimizer && group.size > 1
         let trainable = model.trainableParameters
         if sharded && trainable.count > Int(Int32.max) {
             throw ConfigurationError(.invalidSetting("shardOptimizer"), "--shard-optimizer handles models of fewer than 2³¹ parameters")
@@ -207,7 +211,6 @@ public final class Trainer {
     /// included).
     private func trainingStep() throws -> (Float, Float, Int, Double) {
         let c = configuration, parameters = model.trainableParameters
-        let sharded = optimizer.range.count < parameters.count
         parameters.zeroGradients()
         // Ranks draw dropout masks from streams of their own, derived from the run's stream (which every rank
         // advances alike, so a resumed run continues them exactly); one process uses the run's stream itself.
@@ -326,7 +329,7 @@ extension Trainer {
     /// the file, while the other ranks hand theirs over here (they get nil); every rank must call this.
     private func optimizerMoments() throws -> TrainingCheckpoint.OptimizerMoments? {
         let count = model.trainableParameters.count
-        guard optimizer.range.count < count else { return .init(optimizer) }
+        guard sharded else { return .init(optimizer) }
         let shares = group.shares(of: count), group = group
         let moments = [optimizer.firstMoment, optimizer.secondMoment]
         guard group.isMain else {

@@ -378,6 +378,19 @@ final class DataParallelTests: XCTestCase {
              "--dropout", "0", "--precision", "fp32", "--samples", "0", "--log-interval", "1"], keys: ["train_loss", "val_loss"], in: folder)
     }
 
+    /// LoRA under MPI: only the adapter's gradients are averaged (and, with --shard-optimizer, only its moments
+    /// shared out), and 2 ranks of batch 4 step as one process of batch 8.
+    func testLoRAOnTwoRanksEqualsOneProcess() throws {
+        _ = try mpirun()
+        let folder = try temporaryDirectory(self)
+        let (base, train, dev) = try exampleRun("data/alpaca/train.jsonl", in: folder)
+        try assertTwoRanksOfFourMatchOneProcessOfEight(
+            ["sft", "--model", base.path, "--train", train.path, "--dev", dev.path, "--epochs", "1", "--learning-rate", "1e-2",
+             "--dropout", "0", "--precision", "fp32", "--samples", "0", "--log-interval", "1", "--lora-rank", "4", "--lora-dropout", "0",
+             "--shard-optimizer"], keys: ["train_loss", "val_loss"], in: folder)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("parallel/last/adapter_model.safetensors").path))
+    }
+
     /// DPO: each rank computes the reference's log-probabilities of every pair, and 2 ranks of 4 pairs step as one
     /// process of 8.
     func testDPOOnTwoRanksEqualsOneProcess() throws {

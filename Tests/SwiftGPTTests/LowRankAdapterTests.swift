@@ -263,6 +263,14 @@ final class LowRankAdapterTests: XCTestCase {
         }
         c.loraRank = nil
         XCTAssertNoThrow(try c.validate())
+        // A model adapters do not apply to is refused before the run starts.
+        let neo = folder.appendingPathComponent("neo")
+        try TrainingCheckpoint.save(model: try GPTModel(config: { var n = tinyNeoConfig(); n.vocabularySize = 7; return n }(), seed: 1),
+                                    tokenizer: try CharacterTokenizer(characters: Array("abcUA;\n".unicodeScalars)), optimizer: nil, state: nil, to: neo)
+        (c.initFrom, c.loraRank, c.out) = (neo.path, 4, folder.appendingPathComponent("neo-run").path)
+        let error = assertThrows(ConfigurationError.self, .unsuitableModel, try Trainer(configuration: c))
+        XCTAssertTrue(error?.message.contains("this base is gpt_neo") ?? false, "\(String(describing: error))")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: c.out))
     }
 
     /// PEFT opens the adapters SwiftGPT writes, and SwiftGPT the adapters PEFT writes, with equal logits (a language
