@@ -42,7 +42,7 @@ docs: deps
 		--enable-experimental-combined-documentation --warnings-as-errors
 
 # libFuzzer targets for every parser of untrusted bytes (safetensors, config.json, tokenizer files, chat templates,
-# task data, API request bodies), each run FUZZ_SECONDS on the seeds in Fuzz/corpus; fails on a crash, leak or timeout.
+# task data, LoRA adapters, Hub answers, API request bodies), each run FUZZ_SECONDS on the seeds in Fuzz/corpus; fails on a crash, leak or timeout.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	SWIFTGPT_FUZZ=1 $(SWIFT) build -c release --scratch-path .build/fuzz --product swiftgpt-fuzz -Xswiftc -sanitize=fuzzer,address
