@@ -27,8 +27,12 @@ package struct ServedModel {
 
     /// What the fuzz targets and the server build: the synthesized initializer is internal.
     package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int) {
-        (self.name, self.tokenizer, self.contextLength) = (name, tokenizer, contextLength)
-        (self.vocabularySize, self.chatTemplate, self.maxChoices) = (vocabularySize, chatTemplate, maxChoices)
+        self.name = name
+        self.tokenizer = tokenizer
+        self.contextLength = contextLength
+        self.vocabularySize = vocabularySize
+        self.chatTemplate = chatTemplate
+        self.maxChoices = maxChoices
     }
 }
 

@@ -37,9 +37,6 @@ package final class DirectPreferenceObjective: TrainingObjective {
         self.settings = settings
         self.shard = shard
         precision = c.resolvedPrecision
-        guard model.taskHead == nil else {
-            throw ConfigurationError(.unsuitableModel, "DPO trains a language model; this model has a task head")
-        }
         let context = min(c.context ?? model.config.contextLength, model.config.contextLength)
         func read(_ path: String) throws -> [EncodedPreferencePair] {
             let url = URL(fileURLWithPath: path)
@@ -101,9 +98,7 @@ package final class DirectPreferenceObjective: TrainingObjective {
             var none: SeededRandom?
             let (logits, rows) = replyLogits(Array(pairs[start..<min(pairs.count, start + batches.batchSize)]), tape: tape, random: &none)
             let tokens = actionLogProbabilities(logits.value, actions: rows.targets).logProbabilities
-            for (span, normalizer) in zip(rows.spans, normalizers(rows.spans)) {
-                result.append(Float(span.reduce(0.0) { $0 + Double(tokens[$1]) } * Double(normalizer)))
-            }
+            result += replyLogProbabilities(tokens, spans: rows.spans, normalizers: normalizers(rows.spans))
         }
         return result
     }

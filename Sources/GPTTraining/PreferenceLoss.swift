@@ -43,8 +43,7 @@ extension Tape {
         let statistics = rowLogProbabilities.withUnsafeMutableBufferPointer { lp in
             rowLogSumExps(xp, rows: rows, classes: classes) { r, row, m, logSum in lp[r] = (row[Int(targets[r])] - m) - logSum }
         }
-        let replies = spans.map { span in span.reduce(0.0) { $0 + Double(rowLogProbabilities[$1]) } }
-        let logProbabilities = zip(replies, normalizers).map { Float($0 * Double($1)) }
+        let logProbabilities = replyLogProbabilities(rowLogProbabilities, spans: spans, normalizers: normalizers)
         let pairs = spans.count / 2
         var total = 0.0
         // d loss / d (log-probability of each reply), before the output's gradient.
@@ -76,4 +75,10 @@ extension Tape {
         }
         return (out, logProbabilities)
     }
+}
+
+/// Each reply's log-probability: the sum, over its `spans` entry, of its tokens' log-probabilities (`tokens`, one per
+/// scored row) times its `normalizers` entry (1, or 1/length for IPO's averages).
+func replyLogProbabilities(_ tokens: [Float], spans: [Range<Int>], normalizers: [Float]) -> [Float] {
+    zip(spans, normalizers).map { span, normalizer in Float(span.reduce(0.0) { $0 + Double(tokens[$1]) } * Double(normalizer)) }
 }
