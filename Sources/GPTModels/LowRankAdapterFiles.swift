@@ -178,16 +178,24 @@ package enum LowRankAdapterFiles {
         for (ours, key) in copies where !target.parameters.contains(ours) {
             throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' is no parameter of this \(modelType) model")
         }
-        let adapter = LowRankAdapter(model: target, baseModel: settings.base, rank: settings.rank, alpha: settings.alpha, rankStabilized: settings.rankStabilized,
-                                     dropout: settings.dropout, layers: layers, savedParameters: Array(copies.keys), seed: 0)
-        for name in adapter.parameters.names {
+        // Every shape is checked before anything is allocated: what the adapter holds is then what the file holds.
+        func check(_ name: String, _ shape: [Int]) throws {
             let key = copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType)
-            let variable = adapter.parameters[name]
             guard file.entries[key] != nil else {
                 throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(key)' (adapter_config.json's target_modules adapt \(LowRankAdapter.layerOf(matrix: name)?.name ?? name))")
             }
-            try file.checkShape(key, variable.shape)
-            try file.read(key, into: variable.value.pointer)
+            try file.checkShape(key, shape)
+        }
+        for layer in layers {
+            let shape = target.parameters[layer.weight].shape, names = LowRankAdapter.names(layer)
+            try check(names.a, [settings.rank, shape[0]])
+            try check(names.b, [shape[1], settings.rank])
+        }
+        for name in copies.keys { try check(name, target.parameters[name].shape) }
+        let adapter = LowRankAdapter(model: target, baseModel: settings.base, rank: settings.rank, alpha: settings.alpha, rankStabilized: settings.rankStabilized,
+                                     dropout: settings.dropout, layers: layers, savedParameters: Array(copies.keys), seed: 0)
+        for name in adapter.parameters.names {
+            try file.read(copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType), into: adapter.parameters[name].value.pointer)
         }
         target.attach(adapter)
         return target
