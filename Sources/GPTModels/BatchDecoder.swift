@@ -12,12 +12,15 @@ package struct GenerationRequest: Sendable {
     /// Random stream of the first completion; completion i draws from stream + i, so a seed gives the same
     /// completions whatever else is decoded in the same batch.
     package var stream: UInt64
+    /// The decoding weights' adapter to decode with (an index into `DecodeWeights.adapters`), or none.
+    package var adapter: Int?
 
-    package init(prompt: [Int32], options: SamplingOptions, index: Int = 0, stream: UInt64 = 0) {
+    package init(prompt: [Int32], options: SamplingOptions, index: Int = 0, stream: UInt64 = 0, adapter: Int? = nil) {
         self.prompt = prompt
         self.options = options
         self.index = index
         self.stream = stream
+        self.adapter = adapter
     }
 }
 
@@ -72,6 +75,9 @@ package final class BatchDecoder {
         if let bad = request.prompt.first(where: { $0 < 0 || Int($0) >= c.vocabularySize }) {
             throw GenerationError(.idOutsideVocabulary, "token id \(bad) is outside the vocabulary of \(c.vocabularySize)")
         }
+        if let adapter = request.adapter, !session.adapterIndices.contains(adapter) {
+            throw GenerationError(.invalidArgument, "no adapter \(adapter) (the decoding weights have \(session.adapterIndices.count))")
+        }
         guard o.count <= freeSlots.count else {
             throw GenerationError(.overCapacity, "\(o.count) completions need as many free slots; \(freeSlots.count) are free")
         }
@@ -80,7 +86,7 @@ package final class BatchDecoder {
         let slots = (0..<o.count).map { _ in freeSlots.removeLast() }
         let echoed = o.echo ? try tokenizer.decode(request.prompt) : ""
         let state = RequestState(request: request, slots: slots, echoed: echoed, onEvent: onEvent)
-        for slot in slots { session.reset(sequence: slot) }
+        for slot in slots { session.reset(sequence: slot, adapter: request.adapter) }
         requests[id] = state
         order.append(id)
         if o.echo {

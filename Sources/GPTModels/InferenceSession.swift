@@ -30,6 +30,7 @@ package final class InferenceSession {
         self.weights = weights ?? DecodeWeights(model: model)
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
+        adapters = [Int?](repeating: nil, count: sequences)
         let c = model.config
         let patterns = (0..<c.layerCount).map { c.attentionPattern(layer: $0) }
         chunk = patterns.map { CachedAttention.Cache.longestFeed(pattern: $0, contextLength: c.contextLength) }.min()!
@@ -46,8 +47,19 @@ package final class InferenceSession {
         }
     }
 
-    /// Empties a slot so it can hold a new sequence.
-    package func reset(sequence: Int) { lengths[sequence] = 0 }
+    /// Empties a slot so it can hold a new sequence, decoded with the weights' adapter `adapter` (an index into
+    /// `DecodeWeights.adapters`), or with none.
+    package func reset(sequence: Int, adapter: Int? = nil) {
+        precondition(adapter.map { weights.adapters.indices.contains($0) } ?? true, "no adapter \(adapter!)")
+        lengths[sequence] = 0
+        adapters[sequence] = adapter
+    }
+
+    /// The indices of the adapters sequences may be decoded with.
+    package var adapterIndices: Range<Int> { weights.adapters.indices }
+
+    /// Each slot's adapter, as `reset` set it.
+    private var adapters: [Int?]
 
     /// Writes the whole key/value cache once, so that its memory is resident from now on. The cache is otherwise
     /// mapped as slots first reach each position, and a long-running process's resident size creeps up for as long
@@ -62,6 +74,7 @@ package final class InferenceSession {
     package func copy(sequence source: Int, to target: Int) {
         for cache in caches { cache.copy(sequence: source, to: target, length: lengths[source]) }
         lengths[target] = lengths[source]
+        adapters[target] = adapters[source]
     }
 
     /// Feeds `tokens` to each listed slot (one entry per distinct slot, each with at least one token) and returns
@@ -154,7 +167,8 @@ package final class InferenceSession {
         var lastRows: [Int] = [], row = -1
         for entry in entries { row += entry.tokens.count; lastRows.append(row) }
         let pass = DecodingPass(model: model, weights: weights, caches: caches, sequences: rowSequence, positions: rowPosition,
-                                keptRows: everyToken || lastRows.count == ids.count ? nil : lastRows)
+                                keptRows: everyToken || lastRows.count == ids.count ? nil : lastRows,
+                                adapters: weights.adapters.isEmpty ? [] : rowSequence.map { adapters[$0] })
         let final = model.forward(embeddings, tape: tape, pass: pass, keepingBlockOutputs: false).final
         for entry in entries { lengths[entry.sequence] += entry.tokens.count }
         return final.value
@@ -172,6 +186,8 @@ private struct DecodingPass: ForwardPass {
     let positions: [Int]
     /// The rows that go on past the last block's attention (each sequence's last), or nil for all.
     let keptRows: [Int]?
+    /// Each row's adapter (an index into `weights.adapters`), when the weights have adapters.
+    let adapters: [Int?]
 
     private var width: Int { model.config.embeddingWidth }
     private var lastLayer: Int { model.config.layerCount - 1 }
@@ -182,7 +198,27 @@ private struct DecodingPass: ForwardPass {
         let rows = x.value.count / w.k
         let y = Tensor(uninitializedShape: [rows, w.n])
         MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
+        if !adapters.isEmpty { addAdapters(x.value, into: y, layer: layer) }
         return Variable(y)
+    }
+
+    /// y += s · x · Aᵀ · Bᵀ for the rows of each adapter, in fp32 (`rows` of x are this pass's rows, or the kept
+    /// ones past the last block's attention).
+    private func addAdapters(_ x: Tensor, into y: Tensor, layer: LayerName) {
+        let inputs = x.shape.last!, outputs = y.shape.last!, rows = x.count / inputs
+        let rowAdapters = rows == adapters.count ? adapters : keptRows!.map { adapters[$0] }
+        for (index, adapter) in weights.adapters.enumerated() {
+            guard let (a, b) = adapter.matrices(of: layer) else { continue }
+            let mine = rowAdapters.indices.filter { rowAdapters[$0] == index }
+            guard !mine.isEmpty else { continue }
+            let rank = adapter.rank, input = Self.rows(mine, of: x, width: inputs)
+            let down = Tensor(uninitializedShape: [mine.count, rank]), up = Tensor(uninitializedShape: [mine.count, outputs])
+            BLAS.gemm(transposeB: true, m: mine.count, n: rank, k: inputs, a: input.pointer, lda: inputs, b: a.value.pointer, ldb: inputs,
+                      c: down.pointer, ldc: rank)
+            BLAS.gemm(transposeB: true, m: mine.count, n: outputs, k: rank, alpha: adapter.scaling, a: down.pointer, lda: rank,
+                      b: b.value.pointer, ldb: rank, c: up.pointer, ldc: outputs)
+            for (i, r) in mine.enumerated() { (y.pointer + r * outputs).axpy(1, up.pointer + i * outputs, outputs) }
+        }
     }
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {
@@ -230,6 +266,9 @@ package final class DecodeWeights: @unchecked Sendable {
     /// The token embedding, transposed: each token's row is a column (the output layer itself when tied).
     let tokenEmbedding: MatrixVector.PackedMatrix
     package let format: WeightFormat
+    /// Low-rank adapters a sequence may be decoded with (`InferenceSession.reset(sequence:adapter:)`), each over
+    /// these weights: several fine-tunings served by one copy of the base.
+    package let adapters: [LowRankAdapter]
     /// Bytes of the packed matrices: what one decoding step reads.
     package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
@@ -253,16 +292,23 @@ package final class DecodeWeights: @unchecked Sendable {
         }
         head = packed(ParameterNames.outputLayer(tied: c.tiedOutputEmbedding))
         tokenEmbedding = c.tiedOutputEmbedding ? head : packed(ParameterNames.tokenEmbedding)
+        adapters = []
     }
 
     /// Weights already packed in `format`: every layer's matrices (`GPTModel.decodingMatrices`), the output layer,
     /// and the token embedding (the output layer when tied).
     init(matrices: [LayerName: MatrixVector.PackedMatrix], head: MatrixVector.PackedMatrix,
-         tokenEmbedding: MatrixVector.PackedMatrix, format: WeightFormat) {
+         tokenEmbedding: MatrixVector.PackedMatrix, format: WeightFormat, adapters: [LowRankAdapter] = []) {
         self.matrices = matrices
         self.head = head
         self.tokenEmbedding = tokenEmbedding
         self.format = format
+        self.adapters = adapters
+    }
+
+    /// The same weights (shared, not copied) with `adapters` that sequences may be decoded with.
+    package func serving(_ adapters: [LowRankAdapter]) -> DecodeWeights {
+        DecodeWeights(matrices: matrices, head: head, tokenEmbedding: tokenEmbedding, format: format, adapters: adapters)
     }
 }
 

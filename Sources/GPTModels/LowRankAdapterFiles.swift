@@ -155,6 +155,20 @@ package enum LowRankAdapterFiles {
     /// attached, or, when the adapter adds a task head or token rows, a copy of it with them (`base` unchanged).
     /// Every tensor of the file must be one the adapter needs, in the shape it needs.
     package static func load(from directory: URL, base: GPTModel) throws -> GPTModel {
+        let (target, adapter) = try read(from: directory, base: base, allowingCopies: true)
+        target.attach(adapter)
+        return target
+    }
+
+    /// The adapter in `directory` for `base` (which may hold its weights for decoding only), not attached: one of
+    /// several adapters a server applies per request over one base. An adapter that trains whole parameters (a task
+    /// head, added tokens) changes more than its layers and is refused.
+    package static func loadForServing(from directory: URL, base: GPTModel) throws -> LowRankAdapter {
+        try read(from: directory, base: base, allowingCopies: false).adapter
+    }
+
+    /// The adapter in `directory` made for `base`, and the model it applies to (see `load`).
+    private static func read(from directory: URL, base: GPTModel, allowingCopies: Bool) throws -> (model: GPTModel, adapter: LowRankAdapter) {
         let configURL = directory.appendingPathComponent(configFile), weightsURL = directory.appendingPathComponent(weightsFile)
         let settings = try settings(configURL)
         let modelType = try adaptableType(base.config, url: configURL)
@@ -173,6 +187,9 @@ package enum LowRankAdapterFiles {
             } else {
                 copies[ours] = key
             }
+        }
+        if !allowingCopies, let key = copies.values.sorted().first {
+            throw FileError(url: weightsURL, reason: .unsupported, message: "tensor '\(key)' trains a whole parameter (a task head or added tokens): such an adapter cannot be served beside others over one base (merge it into the model with --adapter)")
         }
         let target = try adaptedModel(base, copies: copies, directory: directory, file: file)
         for (ours, key) in copies where !target.parameters.contains(ours) {
@@ -197,8 +214,7 @@ package enum LowRankAdapterFiles {
         for name in adapter.parameters.names {
             try file.read(copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType), into: adapter.parameters[name].value.pointer)
         }
-        target.attach(adapter)
-        return target
+        return (target, adapter)
     }
 
     /// `base`, or a copy of it with the task head and vocabulary that the adapter's trained copies (`copies`: our

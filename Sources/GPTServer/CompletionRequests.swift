@@ -13,6 +13,8 @@ package struct ParsedRequest {
     var includeUsage: Bool
     /// Chat: the generated text opens with this (cut from replies).
     var replyPrefix: String = ""
+    /// The adapter the request's `model` names (an index into `ServedModel.adapters`), or none: the base model.
+    package var adapter: Int?
 }
 
 /// The model a server answers for: what request parsing needs to know of it.
@@ -24,15 +26,26 @@ package struct ServedModel {
     let chatTemplate: ChatTemplate
     /// Most completions one request may ask for (n), bounded by the batch.
     let maxChoices: Int
+    /// The names of the adapters served over the model, which a request's `model` may name instead of `name`.
+    let adapters: [String]
 
     /// What the fuzz targets and the server build: the synthesized initializer is internal.
-    package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int) {
+    package init(name: String, tokenizer: any Tokenizer, contextLength: Int, vocabularySize: Int, chatTemplate: ChatTemplate, maxChoices: Int,
+                 adapters: [String] = []) {
         self.name = name
         self.tokenizer = tokenizer
         self.contextLength = contextLength
         self.vocabularySize = vocabularySize
         self.chatTemplate = chatTemplate
         self.maxChoices = maxChoices
+        self.adapters = adapters
+    }
+
+    /// What a request's `model` names: the model itself (nil) or one of its adapters (its index).
+    func adapter(named name: String) throws -> Int? {
+        if name == self.name { return nil }
+        guard let index = adapters.firstIndex(of: name) else { throw APIError.modelNotFound(name) }
+        return index
     }
 }
 
@@ -40,7 +53,7 @@ package enum CompletionRequests {
     /// Reads `/v1/completions`' body.
     package static func completion(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
         var fields = try RequestFields(body)
-        try checkModel(&fields, model)
+        let adapter = try checkModel(&fields, model)
         let prompts = try promptTokens(fields.raw("prompt"), model: model)
         var options = try sampling(&fields, model: model)
         let maxTokens = try fields.integer("max_tokens", in: 0...model.contextLength) ?? 16
@@ -57,14 +70,14 @@ package enum CompletionRequests {
         let (stream, includeUsage) = try streaming(&fields)
         try fields.finish()
         for prompt in prompts { try checkLength(prompt: prompt.count, completion: maxTokens, field: "max_tokens", model: model) }
-        return ParsedRequest(prompts: prompts, options: options, stream: stream, includeUsage: includeUsage)
+        return ParsedRequest(prompts: prompts, options: options, stream: stream, includeUsage: includeUsage, adapter: adapter)
     }
 
     /// Reads `/v1/chat/completions`' body: the messages rendered with the model's chat template, generation stopping
     /// at the end of the assistant's turn.
     package static func chat(_ body: JSONValue, model: ServedModel) throws -> ParsedRequest {
         var fields = try RequestFields(body)
-        try checkModel(&fields, model)
+        let adapter = try checkModel(&fields, model)
         guard let messagesValue = fields.raw("messages") else { throw APIError.invalidRequest("'messages' is required", param: "messages") }
         let messages = try chatMessages(messagesValue)
         let template = model.chatTemplate
@@ -90,7 +103,7 @@ package enum CompletionRequests {
         let (stream, includeUsage) = try streaming(&fields)
         try fields.finish()
         return ParsedRequest(prompts: [prompt], options: options, stream: stream, includeUsage: includeUsage,
-                             replyPrefix: template.replyPrefix)
+                             replyPrefix: template.replyPrefix, adapter: adapter)
     }
 
     /// Reads `/tokenize`'s body: the text's tokens, after the end-of-text token when `add_special` is true.
@@ -122,9 +135,10 @@ package enum CompletionRequests {
         return try model.tokenizer.decode(ids)
     }
 
-    private static func checkModel(_ fields: inout RequestFields, _ model: ServedModel) throws {
-        if let name = try fields.string("model"), name != model.name { throw APIError.modelNotFound(name) }
+    /// The adapter the request's `model` names (nil: the model, or no `model`).
+    private static func checkModel(_ fields: inout RequestFields, _ model: ServedModel) throws -> Int? {
         fields.accept("user")
+        return try fields.string("model").flatMap { try model.adapter(named: $0) }
     }
 
     /// The sampling fields both endpoints share.

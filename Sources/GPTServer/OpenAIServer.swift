@@ -60,9 +60,10 @@ public final class OpenAIServer: Sendable {
     }
 
     /// A server of `model` with its decoding weights, whose format must be `configuration.precision` (see
-    /// `ModelLoading.loadForDecoding`).
+    /// `ModelLoading.loadForDecoding`), and of the low-rank `adapters` over it, each under its name (a request's
+    /// `model` picks one; see `LowRankAdapterFiles.loadForServing`).
     package init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration,
-                 weights: DecodeWeights) throws {
+                 weights: DecodeWeights, adapters: [(name: String, adapter: LowRankAdapter)] = []) throws {
         precondition(weights.format == configuration.precision, "decoding weights in \(weights.format), configured \(configuration.precision)")
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
               configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {
@@ -71,11 +72,16 @@ public final class OpenAIServer: Sendable {
         for (name, seconds) in [("request timeout", configuration.requestTimeout), ("receive timeout", configuration.receiveTimeout)] {
             guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError(.invalidArgument, "the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
         }
+        let names = [configuration.servedModelName] + adapters.map(\.name)
+        guard Set(names).count == names.count, !names.contains(where: \.isEmpty) else {
+            throw GenerationError(.invalidArgument, "the model and its adapters need names of their own, not empty: \(names)")
+        }
         self.configuration = configuration
         served = ServedModel(name: configuration.servedModelName, tokenizer: tokenizer, contextLength: model.config.contextLength,
-                             vocabularySize: model.config.vocabularySize, chatTemplate: chatTemplate, maxChoices: configuration.maxBatch)
+                             vocabularySize: model.config.vocabularySize, chatTemplate: chatTemplate, maxChoices: configuration.maxBatch,
+                             adapters: adapters.map(\.name))
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
-                                   weights: weights,
+                                   weights: adapters.isEmpty ? weights : weights.serving(adapters.map(\.adapter)),
                                    prefillBudget: configuration.prefillBudget)
         // The cache for every slot at full context is resident from the start: memory does not creep up under load.
         decoder.reserveCacheMemory()
@@ -92,11 +98,11 @@ public final class OpenAIServer: Sendable {
         router.get("/metrics") { [metrics] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
         }
-        router.get("/v1/models") { [self] _, _ in Self.json(["object": "list", "data": [modelObject]]) }
+        router.get("/v1/models") { [self] _, _ in
+            Self.json(["object": "list", "data": .array(([nil] + served.adapters.indices.map { $0 }).map(modelObject))])
+        }
         router.get("/v1/models/{id}") { [self] _, context in
-            let id = context.parameters.get("id") ?? ""
-            guard id == served.name else { throw APIError.modelNotFound(id) }
-            return Self.json(modelObject)
+            Self.json(modelObject(try served.adapter(named: context.parameters.get("id") ?? "")))
         }
         router.post("/v1/completions") { [self] request, _ in try await complete(request, chat: false) }
         router.post("/v1/chat/completions") { [self] request, _ in try await complete(request, chat: true) }
@@ -123,9 +129,13 @@ public final class OpenAIServer: Sendable {
         try await app.runService()
     }
 
-    private var modelObject: JSONValue {
-        ["id": .string(served.name), "object": "model", "created": JSONValue(started), "owned_by": "swiftgpt",
-         "context_length": JSONValue(served.contextLength), "swiftgpt_version": .string(swiftGPTVersion)]
+    /// `/v1/models`' entry for the model (nil) or one of its adapters, which names the model as its parent.
+    private func modelObject(_ adapter: Int?) -> JSONValue {
+        var object: [String: JSONValue] = ["id": .string(adapter.map { served.adapters[$0] } ?? served.name), "object": "model",
+                                           "created": JSONValue(started), "owned_by": "swiftgpt",
+                                           "context_length": JSONValue(served.contextLength), "swiftgpt_version": .string(swiftGPTVersion)]
+        if adapter != nil { object["parent"] = .string(served.name) }
+        return .object(object)
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
@@ -157,11 +167,12 @@ public final class OpenAIServer: Sendable {
         let parsed = chat ? try CompletionRequests.chat(body, model: served) : try CompletionRequests.completion(body, model: served)
         let n = parsed.options.count
         let requests = parsed.prompts.enumerated().map { index, prompt in
-            GenerationRequest(prompt: prompt, options: parsed.options, index: index, stream: 0)
+            GenerationRequest(prompt: prompt, options: parsed.options, index: index, stream: 0, adapter: parsed.adapter)
         }
         let (ticket, events) = try engine.submit(requests)
         let responses = CompletionResponses(id: (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""),
-                                            created: Int(Date().timeIntervalSince1970), model: served.name, choicesPerPrompt: n)
+                                            created: Int(Date().timeIntervalSince1970),
+                                            model: parsed.adapter.map { served.adapters[$0] } ?? served.name, choicesPerPrompt: n)
         let promptTokens = parsed.prompts.reduce(0) { $0 + $1.count }
         if parsed.stream {
             let stream = StreamWriter(responses: responses, chat: chat, parsed: parsed, promptTokens: promptTokens)

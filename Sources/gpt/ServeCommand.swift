@@ -13,7 +13,10 @@ struct ServeCommand: ParsableCommand {
         which the server answers 429. Chat messages are rendered with the model's chat_template.json (default: the \
         HH-RLHF form "\\n\\nHuman: …\\n\\nAssistant: …"). Request bodies must be JSON (Content-Type: \
         application/json or none; 415 otherwise). SIGINT or SIGTERM stops accepting connections, lets the \
-        requests in flight finish and exits 0.
+        requests in flight finish and exits 0. Low-rank adapters given with --lora-module NAME=DIR are served over the \
+        one copy of the model: a request whose "model" is NAME decodes with that adapter (applied beside the \
+        model's weights, in fp32, sequences of different adapters in one batch), and GET /v1/models lists them with \
+        the model as their parent. --adapter, by contrast, merges one adapter into the weights as they load.
         """
     )
 
@@ -24,6 +27,8 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Requests waiting at most before the server answers 429.") var maxQueue = 64
     @Option(help: "Require this key as 'Authorization: Bearer KEY' (also read from the GPT_API_KEY environment variable).") var apiKey: String?
     @Option(help: "The model name clients send (default: the model directory's name).") var servedModelName: String?
+    @Option(name: .customLong("lora-module"), help: "A low-rank adapter served beside the model, as NAME=DIR (a PEFT LoRA folder, such as a training run's with --lora-rank): requests whose 'model' is NAME decode with it (repeatable).")
+    var loraModules: [String] = []
     @Option(help: "Longest a request may take, in seconds.") var timeout: Double = 600
     @Option(help: "Largest request body, in bytes (413 beyond).") var maxBodyBytes = 8 << 20
     @Option(help: "Seconds a connection has to deliver a whole request, from its opening or the end of its previous response; slower or idle connections are closed.")
@@ -41,6 +46,13 @@ struct ServeCommand: ParsableCommand {
         TensorMemory.fixMappingThreshold(256 << 10)
         let (gpt, tok, weights) = try source.load()
         let template = try source.chatTemplate()
+        let adapters = try loraModules.map { module -> (name: String, adapter: LowRankAdapter) in
+            guard let equals = module.firstIndex(of: "="), equals != module.startIndex, module.index(after: equals) != module.endIndex else {
+                throw ValidationError("--lora-module takes NAME=DIR, got '\(module)'")
+            }
+            let folder = try ModelLoading.resolve(String(module[module.index(after: equals)...]))
+            return (String(module[..<equals]), try LowRankAdapterFiles.loadForServing(from: folder, base: gpt))
+        }
         var configuration = ServerConfiguration()
         configuration.host = host
         configuration.port = port
@@ -58,7 +70,8 @@ struct ServeCommand: ParsableCommand {
         configuration.precision = source.precision
         let server: OpenAIServer
         do {
-            server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights)
+            server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights,
+                                      adapters: adapters)
         } catch let error as GenerationError {
             throw ValidationError(error.message)
         }

@@ -85,6 +85,54 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(server.waitForExit(), 0)
     }
 
+    /// Adapters served over one model (`--lora-module NAME=DIR`): a request naming one decodes with it, in the same
+    /// batch as requests for the model and for the other adapter, and gets the greedy tokens of that adapter merged
+    /// into the weights (`gpt generate --adapter`).
+    func testServesSeveralAdaptersOverOneModel() async throws {
+        let directory = try modelDirectory()
+        var adapters: [String: URL] = [:]
+        for (name, targets, seed) in [("a", LowRankAdapter.Target.allCases, UInt64(1)), ("b", [.attention], 2)] {
+            let model = try HuggingFaceCheckpoint.load(from: directory)
+            model.attach(LowRankAdapter(model: model, baseModel: directory.path, rank: 4, alpha: 8, dropout: 0,
+                                        layers: LowRankAdapter.layers(targets, layerCount: 4), savedParameters: [], seed: seed))
+            var random = SeededRandom(seed: seed)
+            for layer in model.adapter!.layers { random.fillNormal(model.adapter!.matrices(of: layer)!.b.value.buffer, mean: 0, std: 0.5) }
+            adapters[name] = directory.deletingLastPathComponent().appendingPathComponent("adapter-\(name)")
+            try LowRankAdapterFiles.save(model, to: adapters[name]!)
+        }
+        let server = try ServerProcess(model: directory, arguments: ["--max-batch", "8", "--api-key", Self.apiKey,
+                                                                     "--lora-module", "a=\(adapters["a"]!.path)", "--lora-module", "b=\(adapters["b"]!.path)"])
+        defer { server.kill() }
+        let tokenizer = try TokenizerLoading.gpt2()
+        var options = SamplingOptions()
+        options.temperature = 0
+        options.maxNewTokens = 8
+        var expected: [String: String] = [:]
+        for name in ["tiny-gpt2", "a", "b"] {
+            let (model, _) = try ModelLoading.load(directory.path, adapter: adapters[name]?.path)
+            expected[name] = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode("Hello there")], options: options)[0].text
+        }
+        XCTAssertEqual(Set(expected.values).count, 3, "each adapter changes what the model says: \(expected)")
+        func complete(_ name: String) async throws -> [String: Any] {
+            let response = try await server.request("POST", "/v1/completions", json: #"{"model": "\#(name)", "prompt": "Hello there", "max_tokens": 8, "temperature": 0}"#)
+            XCTAssertEqual(response.status, 200, response.text)
+            return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(response.text.utf8)) as? [String: Any])
+        }
+        for _ in 0..<2 {
+            async let base = complete("tiny-gpt2"), a = complete("a"), b = complete("b")
+            for (name, object) in try await [("tiny-gpt2", base), ("a", a), ("b", b)] {
+                XCTAssertEqual(object["model"] as? String, name)
+                XCTAssertEqual(((object["choices"] as? [[String: Any]])?.first)?["text"] as? String, expected[name], name)
+            }
+        }
+        let models = try await server.request("GET", "/v1/models")
+        let listed = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(models.text.utf8)) as? [String: Any])?["data"] as? [[String: Any]])
+        XCTAssertEqual(listed.map { $0["id"] as? String }, ["tiny-gpt2", "a", "b"])
+        XCTAssertEqual(listed.map { $0["parent"] as? String }, [nil, "tiny-gpt2", "tiny-gpt2"])
+        let missing = try await server.request("POST", "/v1/completions", json: #"{"model": "c", "prompt": "x"}"#)
+        XCTAssertEqual(missing.status, 404, missing.text)
+    }
+
     /// What an attacker or a broken client can send: numbers of any magnitude in every range-checked field (they
     /// once trapped while the error was formatted), bodies that are not JSON, requests that never finish, idle
     /// sockets and more connections than allowed. Each gets a 4xx or 503 or is closed, and the server keeps serving.
