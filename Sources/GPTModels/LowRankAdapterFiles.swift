@@ -195,9 +195,11 @@ package enum LowRankAdapterFiles {
         for (ours, key) in copies where !target.parameters.contains(ours) {
             throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' is no parameter of this \(modelType) model")
         }
+        /// The file's key of the adapter parameter `name`.
+        func key(_ name: String) -> String { copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType) }
         // Every shape is checked before anything is allocated: what the adapter holds is then what the file holds.
         func check(_ name: String, _ shape: [Int]) throws {
-            let key = copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType)
+            let key = key(name)
             guard file.entries[key] != nil else {
                 throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(key)' (adapter_config.json's target_modules adapt \(LowRankAdapter.layerOf(matrix: name)?.name ?? name))")
             }
@@ -212,7 +214,7 @@ package enum LowRankAdapterFiles {
         let adapter = LowRankAdapter(model: target, baseModel: settings.base, rank: settings.rank, alpha: settings.alpha, rankStabilized: settings.rankStabilized,
                                      dropout: settings.dropout, layers: layers, savedParameters: Array(copies.keys), seed: 0)
         for name in adapter.parameters.names {
-            try file.read(copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType), into: adapter.parameters[name].value.pointer)
+            try file.read(key(name), into: adapter.parameters[name].value.pointer)
         }
         return (target, adapter)
     }
@@ -263,7 +265,7 @@ package enum LowRankAdapterFiles {
         }
         try SafeTensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent(weightsFile))
         let blocks = Set(adapter.layers.map { Int($0.name.split(separator: ".")[1])! })
-        let kinds = layerKinds.filter { kind in adapter.layers.contains { $0 == kind.layer(ParameterNames.Block(Int($0.name.split(separator: ".")[1])!)) } }
+        let kinds = layerKinds.filter { kind in blocks.contains { adapter.layers.contains(kind.layer(ParameterNames.Block($0))) } }
         // One list of module names when they adapt the same layers of every block they touch; else the exact names.
         let uniform = kinds.count * blocks.count == adapter.layers.count
         let targets: Any = uniform ? kinds.map(\.module)
