@@ -211,12 +211,10 @@ private struct DecodingPass: ForwardPass {
             guard let (a, b) = adapter.matrices(of: layer) else { continue }
             let mine = rowAdapters.indices.filter { rowAdapters[$0] == index }
             guard !mine.isEmpty else { continue }
-            let rank = adapter.rank, input = Self.rows(mine, of: x, width: inputs)
-            let down = Tensor(uninitializedShape: [mine.count, rank]), up = Tensor(uninitializedShape: [mine.count, outputs])
-            BLAS.gemm(transposeB: true, m: mine.count, n: rank, k: inputs, a: input.pointer, lda: inputs, b: a.value.pointer, ldb: inputs,
-                      c: down.pointer, ldc: rank)
-            BLAS.gemm(transposeB: true, m: mine.count, n: outputs, k: rank, alpha: adapter.scaling, a: down.pointer, lda: rank,
-                      b: b.value.pointer, ldb: rank, c: up.pointer, ldc: outputs)
+            let product = LowRankProduct(a: a.value, b: b.value, inputs: inputs, outputs: outputs)
+            let up = Tensor(uninitializedShape: [mine.count, outputs])
+            product.up(product.down(Self.rows(mine, of: x, width: inputs), a: a.value), b: b.value,
+                       scale: adapter.scaling, into: up.pointer, accumulate: false)
             for (i, r) in mine.enumerated() { (y.pointer + r * outputs).axpy(1, up.pointer + i * outputs, outputs) }
         }
     }

@@ -2,7 +2,8 @@ import GPTUtilities
 import TensorCore
 
 /// Low-rank adapters (LoRA: Hu et al. 2021) on a frozen model's Conv1D layers: an adapted layer computes
-/// x·W + b + s·dropout(x)·Aᵀ·Bᵀ, with A `[rank, in]` and B `[out, rank]` trained and W and b left as they are,
+/// x·W + b + s·dropout(x)·Aᵀ·Bᵀ, with A `[rank, in]` and B `[out, rank]` (on a fused query, key and value
+/// projection, one such pair for each of the three: `groups(_:config:)`) trained and W and b left as they are,
 /// s = α / rank (α / √rank with rank-stabilized scaling). Besides A and B, an adapter trains whole copies of the
 /// model parameters in `savedParameters` (PEFT's `modules_to_save`): a task head, or a token embedding that gained
 /// rows. Its files are Hugging Face PEFT's (`LowRankAdapterFiles`).
@@ -83,7 +84,7 @@ package final class LowRankAdapter {
         var specs: [(name: String, shape: [Int])] = []
         for layer in layers {
             let shape = base[layer.weight].shape, names = Self.names(layer)
-            specs += [(names.a, [rank, shape[0]]), (names.b, [shape[1], rank])]
+            specs += [(names.a, [Self.groups(layer, config: model.config) * rank, shape[0]]), (names.b, [shape[1], rank])]
         }
         specs += self.savedParameters.map { ($0, base[$0].shape) }
         parameters = ParameterSet(specs)
@@ -100,6 +101,14 @@ package final class LowRankAdapter {
         for name in self.savedParameters {
             parameters[name].value.pointer.update(from: base[name].value.pointer, count: base[name].value.count)
         }
+    }
+
+    /// How many adapters layer `layer` of a model of `config` holds, each on its own equal run of the layer's output
+    /// columns (`LowRankProduct`'s groups): three on the fused query, key and value projection of a model whose
+    /// checkpoints keep them as three layers (GPT-Neo, GPT-J), as PEFT adapts each of them; else one.
+    static func groups(_ layer: LayerName, config: GPTConfig) -> Int {
+        guard let type = try? HuggingFaceCheckpoint.checkpointType(config) else { return 1 }
+        return LowRankAdapterFiles.modules(layer, modelType: type).count
     }
 
     /// Layer `layer`'s A and B, when it is adapted.
@@ -122,11 +131,10 @@ package final class LowRankAdapter {
         return merged
     }
 
-    /// w (`[in, out]`) += s · A[r, in]ᵀ · B[out, r]ᵀ, for adapted layer `layer`.
+    /// w (`[in, out]`) += s · Aᵀ · Bᵀ, for adapted layer `layer`.
     private func addProduct(_ layer: LayerName, to w: Tensor) {
         let (a, b) = matrices[layer]!
-        BLAS.gemm(transposeA: true, transposeB: true, m: w.shape[0], n: w.shape[1], k: rank, alpha: scaling,
-                  a: a.value.pointer, lda: w.shape[0], b: b.value.pointer, ldb: rank, beta: 1, c: w.pointer, ldc: w.shape[1])
+        LowRankProduct(a: a.value, b: b.value, inputs: w.shape[0], outputs: w.shape[1]).merge(a: a.value, b: b.value, scale: scaling, into: w.pointer)
     }
 
     /// Adds s·Aᵀ·Bᵀ of every adapted layer to its weight in `weights` (`[in, out]` each), and writes the copies

@@ -8,20 +8,60 @@ import TensorCore
 /// trains and SwiftGPT loads what PEFT trains. Beside them SwiftGPT writes `adapted_config.json`: the config.json of
 /// the model the adapter applies to (its base with the task head and added tokens of the run), which PEFT ignores.
 ///
-/// Adapters apply to models stored as GPT-2 or OpenAI-GPT checkpoints, whose Conv1D layers SwiftGPT keeps as they
-/// are stored (PEFT's `fan_in_fan_out`).
+/// Adapters apply to every model type SwiftGPT reads. A layer is adapted as its checkpoint stores it: GPT-2's and
+/// OpenAI-GPT's Conv1D layers as they are (PEFT's `fan_in_fan_out`), the others' `nn.Linear` layers with the same A
+/// and B shapes; GPT-Neo's and GPT-J's separate query, key and value projections each get an adapter of their own
+/// over SwiftGPT's fused projection, and the rows of a B follow the output columns through any reordering the model's
+/// loading does (GPT-NeoX's per-head groups, GPT-J's rotary pairs).
 package enum LowRankAdapterFiles {
     static let configFile = "adapter_config.json"
     static let weightsFile = "adapter_model.safetensors"
     static let adaptedConfigFile = "adapted_config.json"
     /// The prefix of every tensor name PEFT writes for a model it wraps.
     static let prefix = "base_model.model."
-    /// The model types whose layers adapters apply to.
-    static let supportedModelTypes = ["gpt2", "openai-gpt"]
-    /// Each adaptable layer of a block, by the name PEFT's `target_modules` gives it, as it ends the layer's name.
-    static let layerKinds: [(module: String, layer: (ParameterNames.Block) -> LayerName)] = [
-        ("c_attn", \.queryKeyValue), ("attn.c_proj", \.attentionOutput), ("c_fc", \.mlpInput), ("mlp.c_proj", \.mlpOutput),
-    ]
+    /// The layers of a block that adapters apply to, in the block's order (`LowRankAdapter.Target` groups them).
+    static let layerKinds: [(ParameterNames.Block) -> LayerName] = [\.queryKeyValue, \.attentionOutput, \.mlpInput, \.mlpOutput]
+
+    /// The checkpoint modules (full names, as PEFT names the layers it wraps) that hold SwiftGPT's layer `layer` in a
+    /// `modelType` checkpoint: one, or the query, key and value projections of GPT-Neo and GPT-J for the fused one.
+    static func modules(_ layer: LayerName, modelType: String) -> [String] {
+        let weight = layer.weight, isQueryKeyValue = weight.hasSuffix("attn.c_attn.weight")
+        let names: [String]
+        switch modelType {
+        case "gpt_neo":
+            let name = HuggingFaceCheckpoint.hfName(weight, modelType: modelType)
+            names = isQueryKeyValue ? ["q_proj", "k_proj", "v_proj"].map { name.replacingOccurrences(of: "attn.c_attn.", with: "attn.attention.\($0).") }
+                : [name.replacingOccurrences(of: "attn.c_proj.", with: "attn.attention.out_proj.")]
+        case "gpt_neox", "gptj":
+            let name = HuggingFaceCheckpoint.hfName(weight, modelType: modelType)
+            names = isQueryKeyValue ? HuggingFaceCheckpoint.queryKeyValueNames(name, family: modelType) : [name]
+        default:
+            names = [HuggingFaceCheckpoint.hfName(weight, modelType: modelType)]
+        }
+        return names.map { String($0.dropLast(".weight".count)) }
+    }
+
+    /// For output column `column` of layer `layer` (`outputs` columns over `modules(layer)`): the module holding its
+    /// adapter (an index into `modules(layer)`) and the row of that module's B.
+    static func bRow(_ column: Int, of layer: LayerName, outputs: Int, config: GPTConfig, modelType: String) -> (module: Int, row: Int) {
+        if layer.name.hasSuffix("attn.c_attn"), ["gpt_neo", "gpt_neox", "gptj"].contains(modelType) {
+            let (part, row) = HuggingFaceCheckpoint.queryKeyValueSource(column, family: modelType, config: config)
+            return (part, row)
+        }
+        return (0, column)
+    }
+
+    /// The names `target_modules` gives the modules of layer kind `kind` (an index into `layerKinds`) in `modelType`
+    /// models: each module name's last part, or its last two where the last also ends another kind's module (GPT-2's
+    /// `attn.c_proj` and `mlp.c_proj`).
+    static func targetNames(kind: Int, modelType: String) -> [String] {
+        let all = layerKinds.map { modules($0(ParameterNames.Block(0)), modelType: modelType) }
+        return all[kind].map { module in
+            let parts = module.split(separator: "."), last = String(parts.last!)
+            let shared = all.indices.contains { $0 != kind && all[$0].contains { $0.hasSuffix("." + last) } }
+            return shared ? parts.suffix(2).joined(separator: ".") : last
+        }
+    }
 
     /// Whether `directory` holds an adapter.
     package static func isAdapter(_ directory: URL) -> Bool {
@@ -109,46 +149,39 @@ package enum LowRankAdapterFiles {
                         targets: targets, blocks: blocks, base: base?.isEmpty == false ? base : nil)
     }
 
-    /// The layers of a model of `layerCount` blocks (of `modelType`) that `settings` adapt, in the model's order.
-    static func layers(_ settings: Settings, layerCount: Int, modelType: String, url: URL) throws -> [LayerName] {
-        var matched: [LayerName] = [], used = Set<String>()
+    /// The layers of a model of `layerCount` blocks (of `modelType`) that `settings` adapt, in the model's order,
+    /// each with which of its modules (`modules(_:modelType:)`) the settings target.
+    static func layers(_ settings: Settings, layerCount: Int, modelType: String, url: URL) throws -> [(layer: LayerName, targeted: [Bool])] {
+        var matched: [(layer: LayerName, targeted: [Bool])] = [], used = Set<String>()
         for index in 0..<layerCount where settings.blocks?.contains(index) ?? true {
-            let block = ParameterNames.Block(index)
-            for (_, layerOf) in layerKinds {
-                let layer = layerOf(block), name = HuggingFaceCheckpoint.hfName(layer.weight, modelType: modelType).dropLast(7)
-                switch settings.targets {
-                case .names(let targets):
-                    let hits = targets.filter { name == $0 || name.hasSuffix("." + $0) }
-                    used.formUnion(hits)
-                    if !hits.isEmpty { matched.append(layer) }
-                case .pattern(let regex, _):
-                    let text = String(name), range = NSRange(text.startIndex..., in: text)
-                    if let hit = regex.firstMatch(in: text, options: [.anchored], range: range), hit.range == range { matched.append(layer) }
+            for kind in layerKinds {
+                let layer = kind(ParameterNames.Block(index))
+                let targeted = modules(layer, modelType: modelType).map { module in
+                    switch settings.targets {
+                    case .names(let targets):
+                        let hits = targets.filter { module == $0 || module.hasSuffix("." + $0) }
+                        used.formUnion(hits)
+                        return !hits.isEmpty
+                    case .pattern(let regex, _):
+                        let range = NSRange(module.startIndex..., in: module)
+                        return regex.firstMatch(in: module, options: [.anchored], range: range)?.range == range
+                    }
                 }
+                if targeted.contains(true) { matched.append((layer, targeted)) }
             }
         }
         guard !matched.isEmpty else { throw FileError(url: url, reason: .mismatched, message: "'target_modules' matches no layer of this \(modelType) model") }
         if case .names(let targets) = settings.targets, let stray = targets.first(where: { !used.contains($0) }) {
-            throw FileError(url: url, reason: .unsupported, message: "target module '\(stray)' is none of the layers SwiftGPT adapts in this \(modelType) model (\(layerKinds.map(\.module).joined(separator: ", ")))")
+            let known = layerKinds.indices.flatMap { targetNames(kind: $0, modelType: modelType) }
+            throw FileError(url: url, reason: .unsupported, message: "target module '\(stray)' is none of the layers SwiftGPT adapts in this \(modelType) model (\(known.joined(separator: ", ")))")
         }
         return matched
     }
 
-    /// The model type of `config` if adapters apply to it, else an error naming `url`.
-    static func adaptableType(_ config: GPTConfig, url: URL) throws -> String {
-        let type = try HuggingFaceCheckpoint.checkpointType(config)
-        guard supportedModelTypes.contains(type) else { throw FileError(url: url, reason: .unsupported, message: unsupportedMessage(type)) }
-        return type
-    }
-
-    /// Throws unless adapters apply to models of `config` (a run with `loraRank`, before it starts).
+    /// Throws unless adapters apply to models of `config` (a run with `loraRank`, before it starts): unless a Hugging
+    /// Face checkpoint format holds it.
     package static func checkAdaptable(_ config: GPTConfig) throws {
-        let type = try HuggingFaceCheckpoint.checkpointType(config)
-        guard supportedModelTypes.contains(type) else { throw ConfigurationError(.unsuitableModel, unsupportedMessage(type)) }
-    }
-
-    private static func unsupportedMessage(_ type: String) -> String {
-        "adapters apply to GPT-2 and OpenAI-GPT models (model_type gpt2, openai-gpt); this base is \(type)"
+        _ = try HuggingFaceCheckpoint.checkpointType(config)
     }
 
     /// The adapter in `directory` applied to `base`: `base` itself, its parameters now frozen and the adapter
@@ -171,21 +204,36 @@ package enum LowRankAdapterFiles {
     private static func read(from directory: URL, base: GPTModel, allowingCopies: Bool) throws -> (model: GPTModel, adapter: LowRankAdapter) {
         let configURL = directory.appendingPathComponent(configFile), weightsURL = directory.appendingPathComponent(weightsFile)
         let settings = try settings(configURL)
-        let modelType = try adaptableType(base.config, url: configURL)
+        let modelType = try HuggingFaceCheckpoint.checkpointType(base.config)
         let file = try SafeTensors(contentsOf: weightsURL)
         let layers = try layers(settings, layerCount: base.config.layerCount, modelType: modelType, url: configURL)
-        let matrixNames = Set(layers.flatMap { [LowRankAdapter.names($0).a, LowRankAdapter.names($0).b] })
+        let targeted = Dictionary(uniqueKeysWithValues: layers.map { ($0.layer, $0.targeted) })
+        // The key of each A and B of every layer an adapter could adapt, to the layer and module it adapts.
+        var adaptedModules: [String: (layer: LayerName, module: Int)] = [:]
+        for index in 0..<base.config.layerCount {
+            for kind in layerKinds {
+                let layer = kind(ParameterNames.Block(index))
+                for (module, name) in modules(layer, modelType: modelType).enumerated() {
+                    let keys = matrixKeys(name)
+                    for key in [keys.a, keys.b] { adaptedModules[prefix + key] = (layer, module) }
+                }
+            }
+        }
+        let checkpointNames = Dictionary(base.parameters.names.map { (HuggingFaceCheckpoint.hfName($0, modelType: modelType), $0) },
+                                         uniquingKeysWith: { first, _ in first })
         // Every other tensor is a trained copy of a model parameter, under its checkpoint name.
         var copies: [String: String] = [:]
         for key in file.names {
             guard key.hasPrefix(prefix) else { throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' is not named as PEFT names an adapter's tensors (\(prefix)…)") }
-            let theirs = String(key.dropFirst(prefix.count)), ours = HuggingFaceCheckpoint.ourName(theirs, modelType: modelType)
-            if let layer = LowRankAdapter.layerOf(matrix: ours) {
-                guard matrixNames.contains(ours) else {
-                    throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' adapts \(layer.name), which adapter_config.json's target_modules do not name")
+            if let (layer, module) = adaptedModules[key] {
+                guard targeted[layer]?[module] == true else {
+                    throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' adapts \(modules(layer, modelType: modelType)[module]), which adapter_config.json's target_modules do not name")
                 }
+            } else if key.hasSuffix(".lora_A.weight") || key.hasSuffix(".lora_B.weight") {
+                throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' adapts no layer SwiftGPT adapts in this \(modelType) model")
             } else {
-                copies[ours] = key
+                let theirs = String(key.dropFirst(prefix.count))
+                copies[TaskHead.isHeadParameter(theirs) ? theirs : checkpointNames[theirs] ?? theirs] = key
             }
         }
         if !allowingCopies, let key = copies.values.sorted().first {
@@ -195,29 +243,46 @@ package enum LowRankAdapterFiles {
         for (ours, key) in copies where !target.parameters.contains(ours) {
             throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(key)' is no parameter of this \(modelType) model")
         }
-        /// The file's key of the adapter parameter `name`.
-        func key(_ name: String) -> String { copies[name] ?? prefix + HuggingFaceCheckpoint.hfName(name, modelType: modelType) }
         // Every shape is checked before anything is allocated: what the adapter holds is then what the file holds.
-        func check(_ name: String, _ shape: [Int]) throws {
-            let key = key(name)
+        func check(_ key: String, _ shape: [Int], adapting layer: String) throws {
             guard file.entries[key] != nil else {
-                throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(key)' (adapter_config.json's target_modules adapt \(LowRankAdapter.layerOf(matrix: name)?.name ?? name))")
+                throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(key)' (adapter_config.json's target_modules adapt \(layer))")
             }
             try file.checkShape(key, shape)
         }
-        for layer in layers {
-            let shape = target.parameters[layer.weight].shape, names = LowRankAdapter.names(layer)
-            try check(names.a, [settings.rank, shape[0]])
-            try check(names.b, [shape[1], settings.rank])
+        for (layer, targeted) in layers {
+            let shape = target.parameters[layer.weight].shape, names = modules(layer, modelType: modelType)
+            for (name, isTargeted) in zip(names, targeted) where isTargeted {
+                let keys = matrixKeys(name)
+                try check(prefix + keys.a, [settings.rank, shape[0]], adapting: name)
+                try check(prefix + keys.b, [shape[1] / names.count, settings.rank], adapting: name)
+            }
         }
-        for name in copies.keys { try check(name, target.parameters[name].shape) }
+        for (name, key) in copies { try check(key, target.parameters[name].shape, adapting: name) }
         let adapter = LowRankAdapter(model: target, baseModel: settings.base, rank: settings.rank, alpha: settings.alpha, rankStabilized: settings.rankStabilized,
-                                     dropout: settings.dropout, layers: layers, savedParameters: Array(copies.keys), seed: 0)
-        for name in adapter.parameters.names {
-            try file.read(key(name), into: adapter.parameters[name].value.pointer)
+                                     dropout: settings.dropout, layers: layers.map(\.layer), savedParameters: Array(copies.keys), seed: 0)
+        for (layer, targeted) in layers {
+            let (a, b) = adapter.matrices(of: layer)!, names = modules(layer, modelType: modelType)
+            let outputs = b.shape[0], rank = settings.rank, inputs = a.shape[1]
+            a.value.fill(0)
+            var bs: [Tensor?] = []
+            for (module, (name, isTargeted)) in zip(names, targeted).enumerated() {
+                let keys = matrixKeys(name)
+                guard isTargeted else { bs.append(nil); continue }
+                try file.read(prefix + keys.a, into: a.value.pointer + module * rank * inputs)
+                bs.append(try file.checkedTensor(prefix + keys.b, shape: [outputs / names.count, rank]))
+            }
+            for column in 0..<outputs {
+                let (module, row) = bRow(column, of: layer, outputs: outputs, config: target.config, modelType: modelType)
+                if let part = bs[module] { (b.value.pointer + column * rank).update(from: part.pointer + row * rank, count: rank) }
+            }
         }
+        for (name, key) in copies { try file.read(key, into: adapter.parameters[name].value.pointer) }
         return (target, adapter)
     }
+
+    /// The file names (without PEFT's prefix) of the A and B adapting module `module`.
+    private static func matrixKeys(_ module: String) -> (a: String, b: String) { (module + ".lora_A.weight", module + ".lora_B.weight") }
 
     /// `base`, or a copy of it with the task head and vocabulary that the adapter's trained copies (`copies`: our
     /// names to the file's keys) and adapted_config.json describe.
@@ -257,19 +322,32 @@ package enum LowRankAdapterFiles {
     /// model), adapter_model.safetensors, and adapted_config.json. Each file is written atomically.
     package static func save(_ model: GPTModel, to directory: URL) throws {
         guard let adapter = model.adapter else { preconditionFailure("the model has no adapter") }
-        let modelType = try adaptableType(model.config, url: directory.appendingPathComponent(configFile))
+        let modelType = try HuggingFaceCheckpoint.checkpointType(model.config)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let tensors = adapter.parameters.names.map { name in
-            let theirs = HuggingFaceCheckpoint.hfName(name, modelType: modelType)
-            return (prefix + theirs, adapter.parameters[name].value)
+        var tensors: [(String, Tensor)] = []
+        for layer in adapter.layers {
+            let (a, b) = adapter.matrices(of: layer)!, names = modules(layer, modelType: modelType)
+            let outputs = b.shape[0], rank = adapter.rank, inputs = a.shape[1]
+            let bs = names.map { _ in Tensor(uninitializedShape: [outputs / names.count, rank]) }
+            for column in 0..<outputs {
+                let (module, row) = bRow(column, of: layer, outputs: outputs, config: model.config, modelType: modelType)
+                (bs[module].pointer + row * rank).update(from: b.value.pointer + column * rank, count: rank)
+            }
+            for (module, name) in names.enumerated() {
+                let part = Tensor(uninitializedShape: [rank, inputs])
+                part.pointer.update(from: a.value.pointer + module * rank * inputs, count: rank * inputs)
+                let keys = matrixKeys(name)
+                tensors += [(prefix + keys.a, part), (prefix + keys.b, bs[module])]
+            }
         }
+        tensors += adapter.savedParameters.map { (prefix + HuggingFaceCheckpoint.hfName($0, modelType: modelType), adapter.parameters[$0].value) }
         try SafeTensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent(weightsFile))
         let blocks = Set(adapter.layers.map { Int($0.name.split(separator: ".")[1])! })
-        let kinds = layerKinds.filter { kind in blocks.contains { adapter.layers.contains(kind.layer(ParameterNames.Block($0))) } }
+        let kinds = layerKinds.indices.filter { kind in blocks.contains { adapter.layers.contains(layerKinds[kind](ParameterNames.Block($0))) } }
         // One list of module names when they adapt the same layers of every block they touch; else the exact names.
         let uniform = kinds.count * blocks.count == adapter.layers.count
-        let targets: Any = uniform ? kinds.map(\.module)
-            : adapter.layers.map { NSRegularExpression.escapedPattern(for: String(HuggingFaceCheckpoint.hfName($0.weight, modelType: modelType).dropLast(7))) }.joined(separator: "|")
+        let targets: Any = uniform ? kinds.flatMap { targetNames(kind: $0, modelType: modelType) }
+            : adapter.layers.flatMap { modules($0, modelType: modelType) }.map(NSRegularExpression.escapedPattern(for:)).joined(separator: "|")
         let savedModules = adapter.savedParameters.map { String(HuggingFaceCheckpoint.hfName($0, modelType: modelType).split(separator: ".").dropLast().joined(separator: ".")) }
         let taskType: Any = switch model.taskHead {
         case nil: "CAUSAL_LM"
@@ -280,7 +358,7 @@ package enum LowRankAdapterFiles {
             "peft_type": "LORA", "task_type": taskType, "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
             "lora_dropout": Double(adapter.dropout), "use_rslora": adapter.rankStabilized, "target_modules": targets,
             "layers_to_transform": uniform && blocks.count < model.config.layerCount ? blocks.sorted() : NSNull(),
-            "fan_in_fan_out": true, "bias": "none", "modules_to_save": savedModules.isEmpty ? NSNull() : savedModules,
+            "fan_in_fan_out": ["gpt2", "openai-gpt"].contains(modelType), "bias": "none", "modules_to_save": savedModules.isEmpty ? NSNull() : savedModules,
             "base_model_name_or_path": adapter.baseModel ?? NSNull(), "inference_mode": true, "init_lora_weights": true, "use_dora": false,
             "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "revision": NSNull(),
         ]

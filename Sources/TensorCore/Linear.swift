@@ -15,43 +15,37 @@ extension Tape {
     }
 
     /// y = x · W + b + s · x_a · Aᵀ · Bᵀ: a Conv1D layer (`weight` `[in, out]`) with a low-rank adapter (LoRA) whose A
-    /// is `[rank, in]` and B `[out, rank]`, `adapterInput` being x or a dropout of it, in one output: besides y the
-    /// pass keeps only x_a · Aᵀ (`[rows, rank]`) for its backward. The base product runs in the tape's precision, the
-    /// adapter's (small) products in fp32. W and b are usually frozen, and then get no gradient.
+    /// is `[groups · rank, in]` and B `[out, rank]` (`LowRankProduct`: one group, or one per run of output columns),
+    /// `adapterInput` being x or a dropout of it, in one output: besides y the pass keeps only x_a · Aᵀ
+    /// (`[rows, groups · rank]`) for its backward. The base product runs in the tape's precision, the adapter's (small)
+    /// products in fp32. W and b are usually frozen, and then get no gradient.
     package func lowRankLinear(_ x: Variable, weight: Variable, bias: Variable?, adapterInput: Variable, a: Variable, b: Variable,
                                scale: Float) -> Variable {
         let product = LinearProduct(x: x, weight: weight, bias: bias, transposedWeight: false, precision: precision)
-        let rank = a.shape[0], (inputs, outputs) = (weight.shape[0], weight.shape[1])
-        precondition(a.shape == [rank, inputs] && b.shape == [outputs, rank] && adapterInput.shape == x.shape,
-                     "lowRankLinear: A \(a.shape) and B \(b.shape) do not adapt a [\(inputs), \(outputs)] layer for input \(x.shape)")
+        precondition(adapterInput.shape == x.shape, "lowRankLinear: adapter input \(adapterInput.shape) is not shaped as x \(x.shape)")
+        let adapter = LowRankProduct(a: a.value, b: b.value, inputs: product.inputs, outputs: product.outputs)
         let rows = product.rows, xa = adapterInput.value
-        // down = x_a · Aᵀ (rows × rank); y += s · down · Bᵀ.
-        let down = Tensor(uninitializedShape: [rows, rank])
-        BLAS.gemm(transposeB: true, m: rows, n: rank, k: inputs, a: xa.pointer, lda: inputs, b: a.value.pointer, ldb: inputs,
-                  c: down.pointer, ldc: rank)
-        BLAS.gemm(transposeB: true, m: rows, n: outputs, k: rank, alpha: scale, a: down.pointer, lda: rank, b: b.value.pointer,
-                  ldb: rank, beta: 1, c: product.y.pointer, ldc: outputs)
+        let down = adapter.down(xa, a: a.value)
+        adapter.up(down, b: b.value, scale: scale, into: product.y.pointer, accumulate: true)
         let out = output(product.y, inputs: [x, weight, adapterInput, a, b] + (bias.map { [$0] } ?? []))
         record(out) {
             let dy = out.grad!
             product.backward(dy)
-            // g = dy · B (rows × rank): the gradient at `down`, over s.
-            let g = Tensor(uninitializedShape: [rows, rank])
-            BLAS.gemm(m: rows, n: rank, k: outputs, a: dy.pointer, lda: outputs, b: b.value.pointer, ldb: rank, c: g.pointer, ldc: rank)
+            let g = adapter.downGradient(dy.pointer, rows: rows, b: b.value)
             if b.requiresGrad {
                 let (db, accumulate) = b.gradientTarget()
-                BLAS.gemm(transposeA: true, m: outputs, n: rank, k: rows, alpha: scale, a: dy.pointer, lda: outputs, b: down.pointer,
-                          ldb: rank, beta: accumulate ? 1 : 0, c: db.pointer, ldc: rank)
+                adapter.bGradient(dy.pointer, down: down, scale: scale, into: db.pointer, accumulate: accumulate)
             }
+            let width = g.shape[1]
             if a.requiresGrad {
                 let (da, accumulate) = a.gradientTarget()
-                BLAS.gemm(transposeA: true, m: rank, n: inputs, k: rows, alpha: scale, a: g.pointer, lda: rank, b: xa.pointer,
-                          ldb: inputs, beta: accumulate ? 1 : 0, c: da.pointer, ldc: inputs)
+                BLAS.gemm(transposeA: true, m: width, n: adapter.inputs, k: rows, alpha: scale, a: g.pointer, lda: width, b: xa.pointer,
+                          ldb: adapter.inputs, beta: accumulate ? 1 : 0, c: da.pointer, ldc: adapter.inputs)
             }
             if adapterInput.requiresGrad {
                 let (dx, accumulate) = adapterInput.gradientTarget()
-                BLAS.gemm(m: rows, n: inputs, k: rank, alpha: scale, a: g.pointer, lda: rank, b: a.value.pointer, ldb: inputs,
-                          beta: accumulate ? 1 : 0, c: dx.pointer, ldc: inputs)
+                BLAS.gemm(m: rows, n: adapter.inputs, k: width, alpha: scale, a: g.pointer, lda: width, b: a.value.pointer,
+                          ldb: adapter.inputs, beta: accumulate ? 1 : 0, c: dx.pointer, ldc: adapter.inputs)
             }
         }
         return out

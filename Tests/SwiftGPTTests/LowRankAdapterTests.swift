@@ -5,10 +5,10 @@ import TensorCore
 import XCTest
 
 final class LowRankAdapterTests: XCTestCase {
-    /// A tiny GPT-2 with an adapter of rank 3 on every adaptable layer whose B is drawn (a fresh adapter's B is 0).
-    private func adaptedModel(seed: UInt64 = 7, targets: [LowRankAdapter.Target] = LowRankAdapter.Target.allCases,
-                              drawingB: Bool = true) throws -> GPTModel {
-        let model = try GPTModel(config: tinyConfig(), seed: seed)
+    /// A tiny model (GPT-2 unless `config` says otherwise) with an adapter of rank 3 on every adaptable layer whose B is drawn (a fresh adapter's B is 0).
+    private func adaptedModel(_ config: GPTConfig = tinyConfig(), seed: UInt64 = 7,
+                              targets: [LowRankAdapter.Target] = LowRankAdapter.Target.allCases, drawingB: Bool = true) throws -> GPTModel {
+        let model = try GPTModel(config: config, seed: seed)
         model.attach(LowRankAdapter(model: model, baseModel: nil, rank: 3, alpha: 6, dropout: 0,
                                     layers: LowRankAdapter.layers(targets, layerCount: model.config.layerCount),
                                     savedParameters: [], seed: seed))
@@ -71,22 +71,65 @@ final class LowRankAdapterTests: XCTestCase {
     }
 
     /// Merging the adapter into the weights gives the logits of the unmerged model (1e-5), and the merged model
-    /// trains whole again.
+    /// trains whole again; for every model type, GPT-Neo's and GPT-J's three adapters on the fused q/k/v included.
     func testMergedAndUnmergedGiveTheSameLogits() throws {
-        for targets in [[LowRankAdapter.Target.attention], LowRankAdapter.Target.allCases] {
-            let model = try adaptedModel(targets: targets)
-            let unmerged = logits(model, ids, batch: 2).scalars
-            // Decoding packs the merged weights of a model that still has its adapter (PPO's rollouts).
-            let session = InferenceSession(model: model, sequences: 1)
-            let decoded = try session.feed([(0, Array(ids.prefix(6)))], everyToken: true).scalars
-            let merged = try GPTModel(config: tinyConfig(), seed: 7)
-            model.mergeAdapter()
-            XCTAssertNil(model.adapter)
-            XCTAssertFalse(model.parameters.isFrozen)
-            let after = logits(model, ids, batch: 2).scalars
-            for (x, y) in zip(unmerged, after) { XCTAssertEqual(x, y, accuracy: 1e-5) }
-            for (x, y) in zip(unmerged.prefix(decoded.count), decoded) { XCTAssertEqual(x, y, accuracy: 1e-4) }
-            XCTAssertNotEqual(logits(merged, ids, batch: 2).scalars, after, "the adapter changes the model")
+        for config in [tinyConfig(), tinyNeoConfig()] + tinyFamilyConfigs() {
+            for targets in [[LowRankAdapter.Target.attention], LowRankAdapter.Target.allCases] {
+                let model = try adaptedModel(config, targets: targets)
+                let unmerged = logits(model, ids, batch: 2).scalars
+                // Decoding packs the merged weights of a model that still has its adapter (PPO's rollouts).
+                let session = InferenceSession(model: model, sequences: 1)
+                let decoded = try session.feed([(0, Array(ids.prefix(6)))], everyToken: true).scalars
+                let merged = try GPTModel(config: config, seed: 7)
+                model.mergeAdapter()
+                XCTAssertNil(model.adapter)
+                XCTAssertFalse(model.parameters.isFrozen)
+                let after = logits(model, ids, batch: 2).scalars
+                for (x, y) in zip(unmerged, after) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+                for (x, y) in zip(unmerged.prefix(decoded.count), decoded) { XCTAssertEqual(x, y, accuracy: 1e-4) }
+                XCTAssertNotEqual(logits(merged, ids, batch: 2).scalars, after, "the adapter changes the model")
+            }
+        }
+    }
+
+    /// Every model type's adapter files read back to the same model, under the module names its checkpoints use:
+    /// GPT-Neo's and GPT-J's q_proj, k_proj and v_proj adapters (three groups over SwiftGPT's fused projection,
+    /// GPT-J's rows in its rotary order), GPT-NeoX's query_key_value (rows in its per-head order). An adapter on only
+    /// some of q, k and v (PEFT's default for GPT-Neo and GPT-J is q_proj and v_proj) reads as one whose other
+    /// projections add nothing.
+    func testEveryModelTypeSavesAndReadsItsAdapters() throws {
+        let folder = try temporaryDirectory(self)
+        let expectedTargets = [["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"], ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"],
+                               ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"], ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+                               ["q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"], ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]]
+        for (index, (config, targets)) in zip([tinyConfig(), tinyNeoConfig()] + tinyFamilyConfigs(), expectedTargets).enumerated() {
+            let model = try adaptedModel(config)
+            var random = SeededRandom(seed: 11)
+            for layer in model.adapter!.layers { random.fillNormal(model.adapter!.matrices(of: layer)!.a.value.buffer, mean: 0, std: 0.3) }
+            let saved = folder.appendingPathComponent("adapter-\(index)")
+            try LowRankAdapterFiles.save(model, to: saved)
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: saved.appendingPathComponent("adapter_config.json"))) as! [String: Any]
+            XCTAssertEqual(json["target_modules"] as? [String], targets)
+            let read = try LowRankAdapterFiles.load(from: saved, base: try GPTModel(config: config, seed: 7))
+            XCTAssertEqual(logits(read, ids, batch: 2).scalars, logits(model, ids, batch: 2).scalars)
+            guard targets.contains("q_proj") else { continue }
+            // Only q_proj and v_proj: the file without k_proj's tensors, against the model with k's rows of B zero.
+            let width = config.embeddingWidth
+            for layer in model.adapter!.layers where layer.name.hasSuffix("attn.c_attn") {
+                let b = model.adapter!.matrices(of: layer)!.b.value
+                for i in (width * b.shape[1])..<(2 * width * b.shape[1]) { b.pointer[i] = 0 }
+            }
+            let weights = saved.appendingPathComponent("adapter_model.safetensors"), file = try SafeTensors(contentsOf: weights)
+            let kept = try file.names.filter { $0.contains("q_proj") || $0.contains("v_proj") }.map { name in
+                (name, try file.checkedTensor(name, shape: file.entries[name]!.shape))
+            }
+            try SafeTensors.write(kept, to: weights)
+            var partial = json
+            partial["target_modules"] = ["q_proj", "v_proj"]
+            try JSONSerialization.data(withJSONObject: partial).write(to: saved.appendingPathComponent("adapter_config.json"))
+            let qv = try LowRankAdapterFiles.load(from: saved, base: try GPTModel(config: config, seed: 7))
+            model.adapter!.layers.filter { !$0.name.hasSuffix("attn.c_attn") }.forEach { layer in model.adapter!.matrices(of: layer)!.b.value.fill(0) }
+            for (x, y) in zip(logits(qv, ids, batch: 2).scalars, logits(model, ids, batch: 2).scalars) { XCTAssertEqual(x, y, accuracy: 1e-6) }
         }
     }
 
@@ -236,7 +279,7 @@ final class LowRankAdapterTests: XCTestCase {
             .message.contains("lora_A.weight' has shape") ?? false)
         let neo = try GPTModel(config: tinyNeoConfig(), seed: 1)
         XCTAssertTrue(assertFileError(.unsupported, "adapter_config.json", try LowRankAdapterFiles.load(from: saved, base: neo))?
-            .message.contains("this base is gpt_neo") ?? false)
+            .message.contains("target module 'c_attn' is none of the layers SwiftGPT adapts in this gpt_neo model (q_proj, k_proj, v_proj, out_proj, c_fc, c_proj)") ?? false)
         // A tensor the adapter does not need, and a truncated weights file.
         let weightsURL = saved.appendingPathComponent("adapter_model.safetensors")
         let good = try Data(contentsOf: weightsURL)
@@ -263,50 +306,67 @@ final class LowRankAdapterTests: XCTestCase {
         }
         c.loraRank = nil
         XCTAssertNoThrow(try c.validate())
-        // A model adapters do not apply to is refused before the run starts.
-        let neo = folder.appendingPathComponent("neo")
-        try TrainingCheckpoint.save(model: try GPTModel(config: { var n = tinyNeoConfig(); n.vocabularySize = 7; return n }(), seed: 1),
-                                    tokenizer: try CharacterTokenizer(characters: Array("abcUA;\n".unicodeScalars)), optimizer: nil, state: nil, to: neo)
-        (c.initFrom, c.loraRank, c.out) = (neo.path, 4, folder.appendingPathComponent("neo-run").path)
-        let error = assertThrows(ConfigurationError.self, .unsuitableModel, try Trainer(configuration: c))
-        XCTAssertTrue(error?.message.contains("this base is gpt_neo") ?? false, "\(String(describing: error))")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: c.out))
     }
 
-    /// PEFT opens the adapters SwiftGPT writes, and SwiftGPT the adapters PEFT writes, with equal logits (a language
-    /// model and a sequence classifier). Skips without torch, transformers and peft.
+    /// PEFT opens the adapters SwiftGPT writes, and SwiftGPT the adapters PEFT writes, with equal logits (1e-4): a
+    /// GPT-2 language model and sequence classifier, and every other model type (SwiftGPT's adapter on all its layers;
+    /// PEFT's on its default modules: GPT-Neo's and GPT-J's q_proj and v_proj, GPT-NeoX's query_key_value,
+    /// GPTBigCode's c_attn). One Python process runs every PEFT side. Skips without torch, transformers and peft.
     func testPEFTReadsAndWritesTheSameAdapters() throws {
         try requirePython("torch, transformers, peft", install: "pip install torch transformers peft")
         let folder = try temporaryDirectory(self)
-        let basePath = try savedBase(alphabet: "abcdefghij", width: 32, in: folder)
+        let ids: [Int32] = [1, 2, 3, 4]
+        // Each job for peft_check.py, with what SwiftGPT computes for it (nil: the adapter PEFT makes, read after).
+        var jobs: [(job: [String: Any], expected: [Float]?)] = []
+        let gpt2 = try savedBase(alphabet: "abcdefghij", width: 32, in: folder)
         for head in [false, true] {
-            var base = try HuggingFaceCheckpoint.load(from: basePath)
+            var base = try HuggingFaceCheckpoint.load(from: gpt2)
             if head {
                 base = try base.adapted(vocabularySize: base.config.vocabularySize, taskHead: .sequenceClassification(
                     SequenceClassification(labels: ["a", "b"], problem: .singleLabel, padTokenID: 0)), seed: 4)
             }
-            base.attach(LowRankAdapter(model: base, baseModel: basePath.path, rank: 4, alpha: 8, dropout: 0,
+            base.attach(LowRankAdapter(model: base, baseModel: gpt2.path, rank: 4, alpha: 8, dropout: 0,
                                        layers: LowRankAdapter.layers([.attention, .mlp], layerCount: 2),
                                        savedParameters: base.parametersTrainedWhole, seed: 3))
             var random = SeededRandom(seed: 9)
             for layer in base.adapter!.layers { random.fillNormal(base.adapter!.matrices(of: layer)!.b.value.buffer, mean: 0, std: 0.2) }
             let ours = folder.appendingPathComponent("ours-\(head)")
             try LowRankAdapterFiles.save(base, to: ours)
-            let expected = head ? base.taskOutputs(base.hidden(ids: [1, 2, 3, 4], batch: 1, tape: Tape(recording: false)).final,
+            let expected = head ? base.taskOutputs(base.hidden(ids: ids, batch: 1, tape: Tape(recording: false)).final,
                                                    rows: [3], tape: Tape(recording: false)).value.scalars
-                                : logits(base, [1, 2, 3, 4], batch: 1).scalars
-            let (status, output) = try runPythonScript("peft_check.py", ["logits", basePath.path, ours.path, "1,2,3,4"] + (head ? ["--classes", "2"] : []))
-            XCTAssertEqual(status, 0, output)
-            let theirs = try JSONSerialization.jsonObject(with: Data(output.split(separator: "\n").last!.utf8)) as! [Double]
-            XCTAssertEqual(theirs.count, expected.count)
-            for (x, y) in zip(expected, theirs) { XCTAssertEqual(Double(x), y, accuracy: 1e-4) }
+                                : logits(base, ids, batch: 1).scalars
+            jobs.append((["mode": "logits", "base": gpt2.path, "adapter": ours.path, "classes": head ? 2 : 0], expected))
         }
-        // PEFT's own adapter (B drawn nonzero by the script) opens in SwiftGPT with PEFT's logits.
-        let theirs = folder.appendingPathComponent("theirs")
-        let (status, output) = try runPythonScript("peft_check.py", ["make", basePath.path, theirs.path, "1,2,3,4"])
+        var bases = [gpt2]
+        jobs.append((["mode": "make", "base": gpt2.path, "adapter": folder.appendingPathComponent("theirs-0").path,
+                      "targets": ["c_attn", "mlp.c_proj"]], nil))
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz".unicodeScalars)
+        for (index, config) in ([tinyNeoConfig()] + tinyFamilyConfigs()).enumerated() {
+            let base = folder.appendingPathComponent("base-\(index)")
+            try TrainingCheckpoint.save(model: try GPTModel(config: config, seed: 5),
+                                        tokenizer: try CharacterTokenizer(characters: Array(alphabet.prefix(config.vocabularySize))),
+                                        optimizer: nil, state: nil, to: base)
+            let model = try adaptedModel(config, seed: 5), ours = folder.appendingPathComponent("ours-family-\(index)")
+            try LowRankAdapterFiles.save(model, to: ours)
+            jobs.append((["mode": "logits", "base": base.path, "adapter": ours.path], logits(model, ids, batch: 1).scalars))
+            bases.append(base)
+            jobs.append((["mode": "make", "base": base.path, "adapter": folder.appendingPathComponent("theirs-\(bases.count - 1)").path], nil))
+        }
+        let jobsFile = folder.appendingPathComponent("jobs.json")
+        try JSONSerialization.data(withJSONObject: jobs.map { $0.job.merging(["ids": ids.map(Int.init)]) { $1 } }).write(to: jobsFile)
+        let (status, output) = try runPythonScript("peft_check.py", [jobsFile.path])
         XCTAssertEqual(status, 0, output)
-        let expected = try JSONSerialization.jsonObject(with: Data(output.split(separator: "\n").last!.utf8)) as! [Double]
-        let model = try LowRankAdapterFiles.load(from: theirs, base: try HuggingFaceCheckpoint.load(from: basePath))
-        for (x, y) in zip(logits(model, [1, 2, 3, 4], batch: 1).scalars, expected) { XCTAssertEqual(Double(x), y, accuracy: 1e-4) }
+        let results = try JSONSerialization.jsonObject(with: Data(output.split(separator: "\n").last!.utf8)) as! [[Double]]
+        XCTAssertEqual(results.count, jobs.count)
+        for ((job, expected), theirs) in zip(jobs, results) {
+            var ours = expected
+            if ours == nil {
+                // PEFT's own adapter opens in SwiftGPT with PEFT's logits.
+                let adapter = URL(fileURLWithPath: job["adapter"] as! String)
+                ours = logits(try LowRankAdapterFiles.load(from: adapter, base: try ModelLoading.load(job["base"] as! String).0), ids, batch: 1).scalars
+            }
+            XCTAssertEqual(theirs.count, ours!.count, "\(job)")
+            for (x, y) in zip(ours!, theirs) { XCTAssertEqual(Double(x), y, accuracy: 1e-4, "\(job)") }
+        }
     }
 }

@@ -16,16 +16,22 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
-    /// The fused layer with a low-rank adapter: its output is x·W + b + s·x_a·Aᵀ·Bᵀ computed plainly, and its
-    /// gradients (x feeding both paths, or a separate adapter input) match finite differences.
+    /// The fused layer with a low-rank adapter: its output is x·W + b + s·x_a·Aᵀ·Bᵀ computed plainly (with B spread
+    /// block-diagonally over A's groups of rows when there are several), and its gradients (x feeding both paths, or
+    /// a separate adapter input) match finite differences.
     func testLowRankLinear() {
-        for (rows, inputs, outputs, rank) in [(1, 3, 5, 1), (7, 19, 33, 4), (4, 16, 16, 8)] {
+        for (rows, inputs, outputs, rank, groups) in [(1, 3, 5, 1, 1), (7, 19, 33, 4, 3), (4, 16, 16, 8, 1), (3, 8, 12, 2, 3)] {
             let x = randomTensor([rows, inputs], seed: 1), w = randomTensor([inputs, outputs], seed: 2), b = randomTensor([outputs], seed: 3)
-            let a = randomTensor([rank, inputs], seed: 4), bb = randomTensor([outputs, rank], seed: 5), xa = randomTensor([rows, inputs], seed: 6)
+            let a = randomTensor([groups * rank, inputs], seed: 4), bb = randomTensor([outputs, rank], seed: 5)
+            let xa = randomTensor([rows, inputs], seed: 6)
+            let spread = Tensor(shape: [outputs, groups * rank]), width = outputs / groups
+            for o in 0..<outputs {
+                for j in 0..<rank { spread.pointer[o * groups * rank + (o / width) * rank + j] = bb.pointer[o * rank + j] }
+            }
             let plain = Tape(recording: false)
             let expected = plain.add(plain.linear(Variable(x), weight: Variable(w), bias: Variable(b)),
                                      plain.scale(plain.linear(plain.linear(Variable(xa), weight: Variable(a), transposedWeight: true),
-                                                              weight: Variable(bb), transposedWeight: true), by: 0.7))
+                                                              weight: Variable(spread), transposedWeight: true), by: 0.7))
             let fused = Tape(recording: false).lowRankLinear(Variable(x), weight: Variable(w), bias: Variable(b), adapterInput: Variable(xa),
                                                               a: Variable(a), b: Variable(bb), scale: 0.7)
             for (u, v) in zip(fused.value.scalars, expected.value.scalars) { XCTAssertEqual(u, v, accuracy: 1e-5) }
