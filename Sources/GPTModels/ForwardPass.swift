@@ -111,12 +111,18 @@ final class TrainingPass: ForwardPass {
         positions = model.config.rotaryDimensions == nil ? [] : (real ?? Array(0..<(batch * length))).map { $0 % length }
     }
 
+    /// Layer `layer` applied to x: with its adapter in one operation (`Tape.lowRankLinear`: x·W + b + s·dropout(x)·Aᵀ·Bᵀ)
+    /// when it has one, over its weight as a parameter or, for a base held packed, as packed.
     func linear(_ x: Variable, _ layer: LayerName) -> Variable {
-        let weight = model.parameter(layer.weight), bias = model.parameters.contains(layer.bias) ? model.parameter(layer.bias) : nil
-        let adapted = model.adapter?.linear(x, weight: weight, bias: bias, layer: layer, tape: tape) { x in
-            adapterProbability > 0 ? tape.dropout(x, probability: adapterProbability, random: &random) : x
+        let bias = model.parameters.contains(layer.bias) ? model.parameter(layer.bias) : nil
+        let packed = model.packedBase?.matrices[layer]
+        if let adapter = model.adapter, let (a, b) = adapter.matrices(of: layer) {
+            let xa = adapterProbability > 0 ? tape.dropout(x, probability: adapterProbability, random: &random) : x
+            if let packed { return tape.lowRankLinear(x, packed: packed, bias: bias, adapterInput: xa, a: a, b: b, scale: adapter.scaling) }
+            return tape.lowRankLinear(x, weight: model.parameter(layer.weight), bias: bias, adapterInput: xa, a: a, b: b, scale: adapter.scaling)
         }
-        return adapted ?? tape.linear(x, weight: weight, bias: bias)
+        if let packed { return tape.linear(x, packed: packed, bias: bias) }
+        return tape.linear(x, weight: model.parameter(layer.weight), bias: bias)
     }
 
     func attend(_ qkv: Variable, layer: Int) -> Variable {

@@ -119,9 +119,30 @@ public final class GPTModel {
         self.adapter = adapter
     }
 
+    /// The frozen base's matrices, output layer and token embedding packed in a 16- or 8-bit format while an adapter
+    /// trains over them (`holdFrozenBase(in:)`), their fp32 values released; nil when the base is held in fp32.
+    package private(set) var packedBase: DecodeWeights?
+
+    /// Holds the frozen base under the adapter in `format` (QLoRA's idea at this project's precisions): the decoding
+    /// matrices, output layer and token embedding are packed as decoding packs them (`WeightFormat`) and their fp32
+    /// values released, so that the base takes half (bf16) or a quarter (int8) of its memory. The forward pass and
+    /// its backward then read them widened to fp32, and decoding applies the adapter over them. Refused when the
+    /// adapter trains the token embedding or the output layer (a run that added tokens).
+    package func holdFrozenBase(in format: WeightFormat) throws {
+        guard let adapter, format != .float32 else { return }
+        let tables = [ParameterNames.tokenEmbedding, ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)]
+        if let trained = tables.first(where: adapter.savedParameters.contains) {
+            throw ConfigurationError(.invalidSetting("loraBasePrecision"), "the run trains \(trained) whole (it added \(addedTokenRows) tokens), so its base cannot be held in \(format.rawValue): use fp32")
+        }
+        let packed = DecodeWeights(frozenBaseOf: self, format: format)
+        packedBase = packed
+        parameters.releaseValues(of: GPTModel.decodingMatrices(layers: config.layerCount).map(\.weight) + Array(Set(tables)))
+    }
+
     /// Adds the adapter into the parameters it adapts and removes it: the same model as one set of weights, all
     /// trainable again.
     package func mergeAdapter() {
+        precondition(packedBase == nil, "a base held packed has no fp32 weights to merge into")
         guard let adapter else { return }
         adapter.merge(into: parameters)
         parameters = parameters.thawed()
@@ -204,12 +225,18 @@ public final class GPTModel {
         precondition(!withoutPadding || lengths != nil, "running without padding needs the rows' lengths")
         // Without padding: the index in the padded rows of every real token.
         let real: [Int]? = withoutPadding ? lengths.map { GPTModel.realPositions(lengths: $0, length: length) } : nil
-        if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        let tokens = parameter(ParameterNames.tokenEmbedding)
+        if tape.precision == .bfloat16 && packedBase == nil { parameters.prepareBFloat16() }
         let positions = positionTable
+        var rowIDs = real.map { $0.map { ids[$0] } } ?? ids, tokens = parameter(ParameterNames.tokenEmbedding)
+        if let table = packedBase?.tokenEmbedding {
+            // The embedding held packed: the rows of these tokens, widened, are the (constant) table they index.
+            let rows = Tensor(uninitializedShape: [rowIDs.count, c.embeddingWidth])
+            for (r, id) in rowIDs.enumerated() { table.column(Int(id), into: rows.pointer + r * c.embeddingWidth) }
+            (tokens, rowIDs) = (Variable(rows), (0..<Int32(rowIDs.count)).map { $0 })
+        }
         let embeddings = real.map { real in
-            tape.embed(ids: real.map { ids[$0] }, at: real.map { $0 % length }, tokens: tokens, positions: positions)
-        } ?? tape.embed(ids: ids, batch: batch, tokens: tokens, positions: positions)
+            tape.embed(ids: rowIDs, at: real.map { $0 % length }, tokens: tokens, positions: positions)
+        } ?? tape.embed(ids: rowIDs, batch: batch, tokens: tokens, positions: positions)
         let pass = TrainingPass(model: self, tape: tape, dropout: applyDropout ? c.dropout : 0,
                                 adapterDropout: applyDropout ? adapter?.dropout ?? 0 : 0, random: random,
                                 batch: batch, length: length, lengths: lengths, real: real)
@@ -237,9 +264,10 @@ public final class GPTModel {
 
     /// Logits over the vocabulary for each row of `hidden` (`[..., width]` → `[..., vocabulary]`).
     package func logits(_ hidden: Variable, tape: Tape) -> Variable {
-        let head = parameter(ParameterNames.outputLayer(tied: config.tiedOutputEmbedding))
+        let bias = config.outputBias ? parameter(ParameterNames.outputBias) : nil
+        if let head = packedBase?.head { return tape.linear(hidden, packed: head, bias: bias) }
         if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
-        return tape.linear(hidden, weight: head, bias: config.outputBias ? parameter(ParameterNames.outputBias) : nil,
+        return tape.linear(hidden, weight: parameter(ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)), bias: bias,
                            transposedWeight: true)
     }
 

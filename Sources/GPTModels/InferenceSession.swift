@@ -27,7 +27,7 @@ package final class InferenceSession {
     /// shared by many sessions; they are made from the model's current values when not given.
     package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
         self.model = model
-        self.weights = weights ?? DecodeWeights(model: model)
+        self.weights = weights ?? model.packedBase ?? DecodeWeights(model: model)
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         adapters = [Int?](repeating: nil, count: sequences)
@@ -198,6 +198,10 @@ private struct DecodingPass: ForwardPass {
         let rows = x.value.count / w.k
         let y = Tensor(uninitializedShape: [rows, w.n])
         MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
+        if let adapter = weights.trainedAdapter, let (a, b) = adapter.matrices(of: layer) {
+            let product = LowRankProduct(a: a.value, b: b.value, inputs: w.k, outputs: w.n)
+            product.up(product.down(x.value, a: a.value), b: b.value, scale: adapter.scaling, into: y.pointer, accumulate: true)
+        }
         if !adapters.isEmpty { addAdapters(x.value, into: y, layer: layer) }
         return Variable(y)
     }
@@ -267,30 +271,46 @@ package final class DecodeWeights: @unchecked Sendable {
     /// Low-rank adapters a sequence may be decoded with (`InferenceSession.reset(sequence:adapter:)`), each over
     /// these weights: several fine-tunings served by one copy of the base.
     package let adapters: [LowRankAdapter]
+    /// The adapter trained over these weights when they hold a model's frozen base (`GPTModel.holdFrozenBase`): every
+    /// sequence is decoded with it.
+    let trainedAdapter: LowRankAdapter?
     /// Bytes of the packed matrices: what one decoding step reads.
     package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
     /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and its token
     /// embedding) are first rounded in place to the values the format holds, so that a model given these weights
     /// computes what decoding computes.
-    package init(model: GPTModel, format: WeightFormat = .float32) {
-        precondition(!model.isDecodingOnly, "a model loaded for decoding only has its decoding weights already")
+    package convenience init(model: GPTModel, format: WeightFormat = .float32) {
+        precondition(!model.isDecodingOnly && model.packedBase == nil, "a model loaded for decoding only has its decoding weights already")
         precondition(model.adapter == nil || format == .float32, "a model with an adapter decodes in fp32 (merge it first)")
+        if format != .float32 { model.roundDecodingWeights(to: format) }
+        self.init(packing: model, format: format, merged: true)
+    }
+
+    /// The frozen base of `model` (its parameters, without its adapter) packed in `format`, decoded with the adapter
+    /// applied beside it: what `GPTModel.holdFrozenBase(in:)` holds in place of the fp32 matrices.
+    convenience init(frozenBaseOf model: GPTModel, format: WeightFormat) {
+        self.init(packing: model, format: format, merged: false)
+    }
+
+    /// `model`'s matrices packed, the adapter merged into them when `merged`, else carried beside them.
+    private init(packing model: GPTModel, format: WeightFormat, merged: Bool) {
         self.format = format
         let c = model.config
-        if format != .float32 { model.roundDecodingWeights(to: format) }
         var matrices: [LayerName: MatrixVector.PackedMatrix] = [:]
         for layer in GPTModel.decodingMatrices(layers: c.layerCount) {
-            let w = model.adapter?.mergedWeight(layer, base: model.parameters) ?? model.parameters[layer.weight].value
+            let w = (merged ? model.adapter?.mergedWeight(layer, base: model.parameters) : nil) ?? model.parameters[layer.weight].value
             matrices[layer] = MatrixVector.PackedMatrix(w.pointer, k: w.shape[0], n: w.shape[1], format: format)
         }
         self.matrices = matrices
         func packed(_ name: String) -> MatrixVector.PackedMatrix {
-            MatrixVector.PackedMatrix(transposing: model.parameter(name).value.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
+            let table = merged ? model.parameter(name) : model.parameters[name]
+            return MatrixVector.PackedMatrix(transposing: table.value.pointer, n: c.vocabularySize, k: c.embeddingWidth, format: format)
         }
         head = packed(ParameterNames.outputLayer(tied: c.tiedOutputEmbedding))
         tokenEmbedding = c.tiedOutputEmbedding ? head : packed(ParameterNames.tokenEmbedding)
         adapters = []
+        trainedAdapter = merged ? nil : model.adapter
     }
 
     /// Weights already packed in `format`: every layer's matrices (`GPTModel.decodingMatrices`), the output layer,
@@ -302,6 +322,7 @@ package final class DecodeWeights: @unchecked Sendable {
         self.tokenEmbedding = tokenEmbedding
         self.format = format
         self.adapters = adapters
+        trainedAdapter = nil
     }
 
     /// The same weights (shared, not copied) with `adapters` that sequences may be decoded with.

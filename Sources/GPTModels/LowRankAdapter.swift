@@ -114,14 +114,6 @@ package final class LowRankAdapter {
     /// Layer `layer`'s A and B, when it is adapted.
     package func matrices(of layer: LayerName) -> (a: Variable, b: Variable)? { matrices[layer] }
 
-    /// Layer `layer` (its `weight` and `bias`) applied to `x` with its adapter, on `tape`: x·W + b + s·dropout(x)·Aᵀ·Bᵀ
-    /// in one operation (`Tape.lowRankLinear`); nil when the layer has no adapter.
-    func linear(_ x: Variable, weight: Variable, bias: Variable?, layer: LayerName, tape: Tape,
-                dropout: (Variable) -> Variable) -> Variable? {
-        guard let (a, b) = matrices[layer] else { return nil }
-        return tape.lowRankLinear(x, weight: weight, bias: bias, adapterInput: dropout(x), a: a, b: b, scale: scaling)
-    }
-
     /// Layer `layer`'s weight in `weights` plus s·Aᵀ·Bᵀ, as a new tensor; nil when the layer has no adapter.
     func mergedWeight(_ layer: LayerName, base weights: ParameterSet) -> Tensor? {
         guard matrices[layer] != nil else { return nil }

@@ -355,8 +355,8 @@ package enum LowRankAdapterFiles {
         case .multipleChoice, .value: NSNull()
         }
         let json: [String: Any] = [
-            "peft_type": "LORA", "task_type": taskType, "r": adapter.rank, "lora_alpha": Double(adapter.alpha),
-            "lora_dropout": Double(adapter.dropout), "use_rslora": adapter.rankStabilized, "target_modules": targets,
+            "peft_type": "LORA", "task_type": taskType, "r": adapter.rank, "lora_alpha": Double("\(adapter.alpha)")!,
+            "lora_dropout": Double("\(adapter.dropout)")!, "use_rslora": adapter.rankStabilized, "target_modules": targets,
             "layers_to_transform": uniform && blocks.count < model.config.layerCount ? blocks.sorted() : NSNull(),
             "fan_in_fan_out": ["gpt2", "openai-gpt"].contains(modelType), "bias": "none", "modules_to_save": savedModules.isEmpty ? NSNull() : savedModules,
             "base_model_name_or_path": adapter.baseModel ?? NSNull(), "inference_mode": true, "init_lora_weights": true, "use_dora": false,

@@ -76,7 +76,7 @@ extension GPTModel {
     /// The task head applied to pooled states `[rows, width]`.
     package func head(_ pooled: Variable, tape: Tape) -> Variable {
         guard let taskHead else { preconditionFailure("the model has no task head") }
-        if tape.precision == .bfloat16 { parameters.prepareBFloat16() }
+        if tape.precision == .bfloat16 && packedBase == nil { parameters.prepareBFloat16() }
         switch taskHead {
         case .sequenceClassification:
             return tape.linear(pooled, weight: parameter(TaskHead.scoreWeight), transposedWeight: true)

@@ -238,6 +238,7 @@ extension SettingValue where Self: RawRepresentable & CaseIterable, RawValue == 
 }
 
 extension ProductPrecision: SettingValue {}
+extension WeightFormat: SettingValue {}
 extension InputFormat.Task: SettingValue {}
 extension KLEstimator: SettingValue {}
 extension DirectPreferenceSettings.Loss: SettingValue {}

@@ -111,6 +111,7 @@ public final class Trainer {
     private init(configuration: TrainingConfiguration, model: GPTModel, tokenizer: any Tokenizer, state: TrainingCheckpoint.State?) throws {
         var configuration = configuration
         configuration.precision = configuration.resolvedPrecision
+        try model.holdFrozenBase(in: configuration.loraBasePrecision)
         self.model = model
         self.tokenizer = tokenizer
         objective = try configuration.objective.makeObjective(

@@ -91,6 +91,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// The layers of each block that get adapters: `attn` (the query/key/value projection), `proj` (the attention's
     /// output projection), `mlp` (both MLP layers).
     public var loraTargets = LowRankAdapter.Target.allCases.map(\.rawValue)
+    /// How a LoRA run holds its frozen base: fp32, or packed in bf16 or int8 as decoding packs weights (half or a
+    /// quarter of the memory; the products read the weights widened to fp32), QLoRA's idea.
+    public var loraBasePrecision = WeightFormat.float32
     /// What the run optimises: pretraining on `data` (the default), or fine-tuning, reward modelling, supervised
     /// fine-tuning or PPO of the model in `initFrom`, each with its settings.
     public var objective = Objective.pretraining
@@ -140,6 +143,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         Setting("loraAlpha", \.loraAlpha, "LoRA alpha: the adapters' outputs are scaled by alpha / rank."),
         Setting("loraDropout", \.loraDropout, "Dropout on the adapted layers' inputs, before the adapters."),
         Setting("loraTargets", \.loraTargets, "Layers that get adapters: attn (query/key/value), proj (attention output), mlp (both MLP layers)."),
+        Setting("loraBasePrecision", \.loraBasePrecision, "How the frozen model is held under LoRA: fp32, or packed in bf16 or int8 as decoding packs weights (half or a quarter of its memory; products in fp32 over the widened weights)."),
         Setting("keepCheckpoints", \.keepCheckpoints, "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; 0: last/ and best/ only)."),
     ]
 
@@ -245,6 +249,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             try check(!loraTargets.isEmpty && loraTargets.allSatisfy(known.contains) && Set(loraTargets).count == loraTargets.count,
                       "loraTargets", "LoRA targets are some of \(known.joined(separator: ", ")), each once; got \(loraTargets.joined(separator: ","))")
             try check(initFrom != "scratch", "loraRank", "adapters train on a model: give the model to start from")
+        } else {
+            try check(loraBasePrecision == .float32, "loraBasePrecision", "a base precision applies to LoRA runs (set loraRank)")
         }
         try objective.validate()
     }

@@ -287,6 +287,25 @@ package enum MatrixVector {
         }
     }
 
+    /// dx[r, :] (+)= dy[r, :] · wᵀ for any number of rows: the gradient at the input of `multiply`'s product (dy is
+    /// [rows, n], dx [rows, k]), w widened a group of blocks at a time as `multiply` widens it; added to dx's values
+    /// when `accumulate`. A frozen packed weight takes no gradient of its own.
+    package static func multiplyTransposed(_ dy: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
+                                           into dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let k = w.k, n = w.n, blocks = (n + 31) / 32
+        let groupBlocks = min(blocks, max(1, widenedFloats / (32 * k))), stride = 32 * groupBlocks
+        let widened = UnsafeMutablePointer<Float>.allocate(capacity: k * stride)
+        defer { widened.deallocate() }
+        var first = 0
+        while first < blocks {
+            let end = min(blocks, first + groupBlocks)
+            w.widen(blocks: first..<end, into: widened, stride: stride)
+            BLAS.gemm(transposeB: true, m: rows, n: k, k: min(n, end * 32) - first * 32, a: dy + first * 32, lda: n, b: widened,
+                      ldb: stride, beta: accumulate || first > 0 ? 1 : 0, c: dx, ldc: k)
+            first = end
+        }
+    }
+
     /// Rows one pass of `block` takes: its rows × 32 outputs stay in registers. 8 rows need 16 registers of 512
     /// bits (AVX-512 has 32); with 16 registers of 256 bits (AVX2) or 128-bit vectors that many spill, so 2 there.
     static let rowsPerPass: Int = {

@@ -62,6 +62,19 @@ package final class ParameterSet {
     /// Whether the parameters are constants that hold no gradients.
     package var isFrozen: Bool { gradients.count < values.count }
 
+    /// Hands the memory of the named parameters' values back to the system, whole pages within each one's range:
+    /// their values are gone (they read as zeros, or as the neighbours' values at the pages' edges) and take no
+    /// memory until written again. For a frozen base whose matrices are held elsewhere (`GPTModel.holdFrozenBase`).
+    package func releaseValues(of names: [String]) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), base = UnsafeMutableRawPointer(values.pointer)
+        for name in names {
+            let range = ranges[name]!, size = MemoryLayout<Float>.stride
+            let start = (range.lowerBound * size + Int(bitPattern: base) + page - 1) / page * page - Int(bitPattern: base)
+            let end = (range.upperBound * size + Int(bitPattern: base)) / page * page - Int(bitPattern: base)
+            if end > start { _ = madvise(base + start, end - start, Int32(MADV_DONTNEED)) }
+        }
+    }
+
     /// The parameter called `name` (a programming error if absent).
     package subscript(name: String) -> Variable {
         guard let v = variables[name] else { preconditionFailure("no parameter \(name)") }

@@ -34,6 +34,13 @@ struct SFTCommand: ParsableCommand {
 
     func run() throws {
         guard samples >= 0, sampleTokens > 0 else { throw ValidationError("--samples must not be negative and --sample-tokens must be positive") }
+        guard let (output, seed, settings) = try train() else { return }
+        try sampleReplies(output: output, seed: seed, settings: settings)
+    }
+
+    /// Runs the training; when it finished in the main process and replies are to be sampled, what sampling needs.
+    /// The trainer and its model are gone when this returns, so that sampling does not hold two models.
+    private func train() throws -> (output: URL, seed: UInt64, settings: SupervisedFineTuningSettings)? {
         let trainer = try Self.commandLine.trainer(arguments: arguments) { configuration, settings in
             var settings = settings
             (settings.train, settings.dev) = (absolutePath(settings.train), absolutePath(settings.dev))
@@ -42,13 +49,14 @@ struct SFTCommand: ParsableCommand {
             configuration.objective = .supervisedFineTuning(settings)
         }
         guard try TrainingRun.run(trainer) == .finished, trainer.group.isMain, samples > 0,
-              case .supervisedFineTuning(let settings) = trainer.configuration.objective else { return }
-        try sampleReplies(output: URL(fileURLWithPath: trainer.configuration.out), seed: trainer.configuration.seed, settings: settings)
+              case .supervisedFineTuning(let settings) = trainer.configuration.objective else { return nil }
+        return (URL(fileURLWithPath: trainer.configuration.out), trainer.configuration.seed, settings)
     }
 
     /// Replies of the best model to the first dev prompts (each demonstration up to its last reply), sampled at
     /// temperature 0.7 and top-p 0.9 with the run's seed.
     private func sampleReplies(output: URL, seed: UInt64, settings: SupervisedFineTuningSettings) throws {
+        TensorMemory.releasePooledBuffers()  // the training's activations, kept for reuse
         let (gpt, tokenizer) = try ModelLoading.load(output.path)
         let template = settings.chatTemplate
         let url = URL(fileURLWithPath: settings.dev)

@@ -76,7 +76,7 @@ extension TrainingCommandLine {
 
     /// The loop's settings that every command starting from a model (all but `gpt train`) takes as they are.
     static var commonLoopSettings: [Setting<TrainingConfiguration>] {
-        ["weightDecay", "gradientClip", "precision", "loraRank", "loraAlpha", "loraDropout", "loraTargets", "shardOptimizer", "rankTimeout",
+        ["weightDecay", "gradientClip", "precision", "loraRank", "loraAlpha", "loraDropout", "loraTargets", "loraBasePrecision", "shardOptimizer", "rankTimeout",
          "keepCheckpoints"].map { TrainingConfiguration.settings[key: $0] }
     }
 }

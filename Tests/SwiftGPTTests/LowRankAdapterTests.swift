@@ -213,6 +213,51 @@ final class LowRankAdapterTests: XCTestCase {
         XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, trainer.model.adapter!.parameters.values.scalars)
     }
 
+    /// A LoRA run over a base held in bf16 or int8 (`loraBasePrecision`) learns the task; its model computes what the
+    /// base rounded to the format with the trained adapter computes, and decodes the same (the adapter applied beside
+    /// the packed weights); it resumes exactly. A run that trains the token embedding, or a base precision without
+    /// LoRA, is refused before anything is written.
+    func testALoRARunOverABaseHeldInSixteenOrEightBits() throws {
+        let folder = try temporaryDirectory(self)
+        for format in [WeightFormat.bfloat16, .int8] {
+            var c = try loraRun(in: folder, out: format.rawValue)
+            c.loraBasePrecision = format
+            let trainer = try Trainer(configuration: c)
+            XCTAssertEqual(trainer.model.packedBase?.format, format)
+            var last: Evaluation?
+            XCTAssertEqual(try trainer.run(events: { if case .evaluation(_, let e) = $0 { last = e } }), .finished)
+            XCTAssertLessThan(last!.metrics["val_loss"]!, 0.1, last!.summary)
+            let (reference, _) = try ModelLoading.load(c.initFrom)
+            reference.roundDecodingWeights(to: format)
+            let adapted = try LowRankAdapterFiles.load(from: URL(fileURLWithPath: c.out).appendingPathComponent("last"), base: reference)
+            let ids: [Int32] = [3, 0, 1, 2, 4, 5, 0]
+            let expected = logits(adapted, ids, batch: 1).scalars, ours = logits(trainer.model, ids, batch: 1).scalars
+            for (x, y) in zip(ours, expected) { XCTAssertEqual(x, y, accuracy: 1e-4, "\(format)") }
+            let decoded = try InferenceSession(model: trainer.model, sequences: 1).feed([(0, ids)], everyToken: true).scalars
+            for (x, y) in zip(decoded, expected) { XCTAssertEqual(x, y, accuracy: 1e-4, "\(format) decoded") }
+            guard format == .int8 else { continue }
+            var d = c
+            d.out = folder.appendingPathComponent("int8-interrupted").path
+            var steps = 0
+            XCTAssertEqual(try Trainer(configuration: d).run(shouldStop: { steps += 1; return steps == 9 }), .interrupted)
+            let resumed = try Trainer.resume(output: URL(fileURLWithPath: d.out))
+            XCTAssertNotNil(resumed.model.packedBase)
+            XCTAssertEqual(try resumed.run(), .finished)
+            XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, trainer.model.adapter!.parameters.values.scalars)
+        }
+        var withoutLoRA = try loraRun(in: folder, out: "no-lora")
+        (withoutLoRA.loraRank, withoutLoRA.loraBasePrecision) = (nil, .int8)
+        assertThrows(ConfigurationError.self, .invalidSetting("loraBasePrecision"), try Trainer(configuration: withoutLoRA))
+        // A reward model over a character tokenizer adds a padding token, whose embedding row trains.
+        let pairs = try writeLines([#"{"prompt": "UaA", "chosen": "aa", "rejected": "cc"}"#], "pair.jsonl", in: folder)
+        var reward = TrainingConfiguration.exampleRun(.rewardModeling(RewardModelingSettings(train: pairs.path, dev: pairs.path)),
+                                                      from: try savedBase(alphabet: "abcUA;\n", in: folder), into: folder.appendingPathComponent("rm"))
+        (reward.loraRank, reward.loraBasePrecision) = (2, .bfloat16)
+        let error = assertThrows(ConfigurationError.self, .invalidSetting("loraBasePrecision"), try Trainer(configuration: reward))
+        XCTAssertTrue(error?.message.contains("trains wte.weight whole") ?? false, "\(String(describing: error))")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: reward.out))
+    }
+
     /// A reward model trained with LoRA keeps its score head (and the token embedding, which gained a row) as trained
     /// copies (PEFT's modules_to_save) and opens with them.
     func testAHeadTrainsWholeBesideTheAdapter() throws {

@@ -34,7 +34,7 @@ final class SettingTests: XCTestCase {
         (c.beta1, c.beta2, c.epsilon, c.weightDecay, c.gradientClip) = (0.8, 0.9, 1e-6, 0.2, 0.5)
         (c.evalInterval, c.evalIterations, c.logInterval, c.seed, c.precision) = (5, 2, 1, 42, .float32)
         (c.shardOptimizer, c.rankTimeout, c.keepCheckpoints) = (true, 12.5, 3)
-        (c.loraRank, c.loraAlpha, c.loraDropout, c.loraTargets) = (4, 8, 0.1, ["attn", "mlp"])
+        (c.loraRank, c.loraAlpha, c.loraDropout, c.loraTargets, c.loraBasePrecision) = (4, 8, 0.1, ["attn", "mlp"], .int8)
         var ppo = PolicyOptimizationSettings(prompts: "p", reward: "r", chatTemplate: .default)
         (ppo.iterations, ppo.targetKL, ppo.klEstimator, ppo.whitenScores, ppo.pretrainingData, ppo.heldOutPrompts) = (3, 6, .k3, true, "ptx", 2)
         c.objective = .policyOptimization(ppo)

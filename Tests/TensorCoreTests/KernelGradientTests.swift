@@ -44,6 +44,33 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// A linear layer over a weight packed in each decoding format (a frozen base held in 32, 16 or 8 bits): its
+    /// output is that of the layer over the weight rounded to the format, also under bf16 tape precision, and its
+    /// input's gradient (through the widened weight, a group of blocks at a time), the bias's and, with a low-rank
+    /// adapter, A's and B's match finite differences. Row counts on both sides of the streamed-rows limit, and widths
+    /// that leave a partial block.
+    func testLinearOverAPackedWeight() {
+        for format in WeightFormat.allCases {
+            for (rows, inputs, outputs) in [(1, 19, 33), (5, 40, 70), (MatrixVector.streamedRows + 3, 24, 40)] {
+                let x = randomTensor([rows, inputs], seed: 1), w = randomTensor([inputs, outputs], seed: 2), b = randomTensor([outputs], seed: 3)
+                let packed = MatrixVector.PackedMatrix(w.pointer, k: inputs, n: outputs, format: format)
+                let rounded = w.copy()
+                format.round(rounded.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: false)
+                for precision in [ProductPrecision.float32, .bfloat16] {
+                    let tape = Tape(recording: false, precision: precision)
+                    let ours = tape.linear(Variable(x), packed: packed, bias: Variable(b)).value.scalars
+                    let plain = Tape(recording: false).linear(Variable(x), weight: Variable(rounded), bias: Variable(b)).value.scalars
+                    for (u, v) in zip(ours, plain) { XCTAssertEqual(u, v, accuracy: 1e-4 * max(1, abs(v)), "\(format) \(rows)×\(inputs)×\(outputs)") }
+                }
+                checkGradients([x, b]) { t, v in t.linear(v[0], packed: packed, bias: v[1]) }
+                let a = randomTensor([2, inputs], seed: 4), bb = randomTensor([outputs, 2], seed: 5)
+                checkGradients([x, a, bb]) { t, v in
+                    t.lowRankLinear(v[0], packed: packed, bias: nil, adapterInput: v[0], a: v[1], b: v[2], scale: 0.5)
+                }
+            }
+        }
+    }
+
     func testLayerNorm() {
         for (rows, width) in [(1, 5), (3, 37), (2, 64)] {
             checkGradients([randomTensor([rows, width], seed: 6), randomTensor([width], seed: 7), randomTensor([width], seed: 8)]) { t, v in
