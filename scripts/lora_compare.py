@@ -12,8 +12,9 @@ draws (the script draws them with SwiftGPT's generator, xoshiro256** seeded by S
 from the same weights.
 
 Printed: both losses at every step and their largest difference; ms per step (median after the first) of
-`gpt sft --lora-rank`, of `gpt sft` training every weight, and of PEFT + PyTorch; each process's peak resident
-memory; the adapter file's size beside the model's.
+`gpt sft --lora-rank`, of the same over the base held in bf16 and int8 (`--lora-base-precision`, with their largest
+loss difference from the fp32 base's run), of `gpt sft` training every weight, and of PEFT + PyTorch; each process's
+peak resident memory; the adapter file's size beside the model's.
 
 Needs: torch, transformers, peft (pip). usage:
   python3 scripts/lora_compare.py --data data/alpaca/dev.jsonl [--model DIR] [--steps 20] [--out DIR]
@@ -164,6 +165,8 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-full", action="store_true", help="do not time full fine-tuning")
+    parser.add_argument("--base-precisions", default="bf16,int8",
+                        help="also run LoRA over the base held in these precisions (comma-separated; empty: none)")
     parser.add_argument("--torch-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_run:
@@ -200,11 +203,11 @@ def main():
     print(f"{len(examples)} demonstrations, {tokens} tokens, {args.steps} steps of all of them, lr {args.learning_rate}, "
           f"LoRA rank {args.rank} alpha {args.alpha} on {args.targets}")
 
-    def gpt_sft(name, lora):
+    def gpt_sft(name, lora, base_precision="fp32"):
         out = os.path.join(args.out, name)
         shutil.rmtree(out, ignore_errors=True)
         options = ["--lora-rank", str(args.rank), "--lora-alpha", str(args.alpha), "--lora-dropout", "0",
-                   "--lora-targets", args.targets] if lora else []
+                   "--lora-targets", args.targets, "--lora-base-precision", base_precision] if lora else []
         output, rss = measured([args.gpt, "sft", "--model", args.model, "--train", data, "--dev", data, "--out", out,
                                 "--epochs", str(args.steps), "--batch-size", str(len(examples)), "--learning-rate", str(args.learning_rate),
                                 "--warmup-fraction", "0", "--weight-decay", "0", "--gradient-clip", "1", "--schedule", "linear",
@@ -235,10 +238,19 @@ def main():
           f"({model_bytes / 1e6:.1f} MB)")
     print(f"\n{'run':<34} {'ms/step':>9} {'peak RSS MiB':>13}")
     print(f"{'gpt sft --lora-rank':<34} {swift_ms:>9.1f} {swift_rss:>13.0f}")
+    held = {}
+    for precision in filter(None, args.base_precisions.split(",")):
+        losses, ms, rss, _ = gpt_sft(f"swiftgpt-lora-{precision}", True, precision)
+        held[precision] = (ms, rss)
+        worst = max(abs(losses[step] - swift_losses[step]) for step in range(1, args.steps + 1))
+        print(f"{'  --lora-base-precision ' + precision:<34} {ms:>9.1f} {rss:>13.0f}   "
+              f"(largest loss difference from the fp32 base: {worst:.2e})")
     if not args.skip_full:
         _, full_ms, full_rss, _ = gpt_sft("swiftgpt-full", False)
         print(f"{'gpt sft (every weight)':<34} {full_ms:>9.1f} {full_rss:>13.0f}")
         print(f"LoRA / full: step time {swift_ms / full_ms:.2f}, peak memory {swift_rss / full_rss:.2f}")
+        for precision, (ms, rss) in held.items():
+            print(f"LoRA over a {precision} base / full: step time {ms / full_ms:.2f}, peak memory {rss / full_rss:.2f}")
     if not args.skip_peft:
         torch_ms = median(theirs["ms"])
         print(f"{'PEFT + PyTorch loop':<34} {torch_ms:>9.1f} {torch_rss:>13.0f}")
