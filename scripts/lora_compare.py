@@ -131,14 +131,28 @@ def torch_run(args):
               open(os.path.join(args.out, "torch.json"), "w"))
 
 
+# Runs its arguments as a command and reports that command's peak resident memory on standard error. A process's peak
+# counts the pages of the process it was forked from (Linux keeps the high-water mark across exec), so the commands
+# measured are forked from this small interpreter rather than from the script, which holds torch and a model.
+PEAK_RUNNER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak-rss-kib {usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measured(command):
-    """Runs `command` to its end: its output and its peak resident memory in MiB (the child's own)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{output}")
-    return output, usage.ru_maxrss / 1024
+    """Runs `command` to its end: its output and its own peak resident memory in MiB."""
+    process = subprocess.run([sys.executable, "-c", PEAK_RUNNER] + command, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lines = process.stdout.rstrip("\n").split("\n")
+    if process.returncode != 0 or not lines[-1].startswith("peak-rss-kib "):
+        sys.exit(f"{' '.join(command)} failed:\n{process.stdout}")
+    return "\n".join(lines[:-1]), int(lines[-1].split()[1]) / 1024
 
 
 def median(values):
