@@ -44,7 +44,7 @@ package final class Evaluator {
 
     /// An evaluator of `model` as it is now (its weights are packed for decoding in fp32).
     package convenience init(model: GPTModel, tokenizer: any Tokenizer) {
-        self.init(model: model, tokenizer: tokenizer, weights: DecodeWeights(model: model))
+        self.init(model: model, tokenizer: tokenizer, weights: model.decodingWeights())
     }
 
     /// An evaluator of `model` with its decoding weights, which scoring and generation share (see

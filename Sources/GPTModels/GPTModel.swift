@@ -130,6 +130,7 @@ public final class GPTModel {
     /// adapter trains the token embedding or the output layer (a run that added tokens).
     package func holdFrozenBase(in format: WeightFormat) throws {
         guard let adapter, format != .float32 else { return }
+        precondition(packedBase == nil, "the frozen base is held packed already")
         let tables = [ParameterNames.tokenEmbedding, ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)]
         if let trained = tables.first(where: adapter.savedParameters.contains) {
             throw ConfigurationError(.invalidSetting("loraBasePrecision"), "the run trains \(trained) whole (it added \(addedTokenRows) tokens), so its base cannot be held in \(format.rawValue): use fp32")
@@ -137,6 +138,13 @@ public final class GPTModel {
         let packed = DecodeWeights(frozenBaseOf: self, format: format)
         packedBase = packed
         parameters.releaseValues(of: GPTModel.decodingMatrices(layers: config.layerCount).map(\.weight) + Array(Set(tables)))
+    }
+
+    /// The weights decoding reads for this model as it is now: the frozen base it holds packed (`holdFrozenBase(in:)`,
+    /// in that base's format), decoded with its adapter beside, else its matrices packed in `format` (see
+    /// `DecodeWeights.init(model:format:)`).
+    package func decodingWeights(format: WeightFormat = .float32) -> DecodeWeights {
+        packedBase ?? DecodeWeights(model: self, format: format)
     }
 
     /// Adds the adapter into the parameters it adapts and removes it: the same model as one set of weights, all

@@ -67,9 +67,9 @@ package final class Generator: @unchecked Sendable {
     private let weights: DecodeWeights
 
     /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16- or 8-bit
-    /// format rounds the model's matrices in place, see `DecodeWeights`).
+    /// format rounds the model's matrices in place, see `DecodeWeights`), or over the frozen base it holds packed.
     package convenience init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
-        self.init(model: model, tokenizer: tokenizer, weights: DecodeWeights(model: model, format: format))
+        self.init(model: model, tokenizer: tokenizer, weights: model.decodingWeights(format: format))
     }
 
     /// A generator for `model` with its decoding weights (see `ModelLoading.loadForDecoding`).

@@ -27,7 +27,7 @@ package final class InferenceSession {
     /// shared by many sessions; they are made from the model's current values when not given.
     package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
         self.model = model
-        self.weights = weights ?? model.packedBase ?? DecodeWeights(model: model)
+        self.weights = weights ?? model.decodingWeights()
         capacity = sequences
         lengths = [Int](repeating: 0, count: sequences)
         adapters = [Int?](repeating: nil, count: sequences)

@@ -62,9 +62,9 @@ package final class ParameterSet {
     /// Whether the parameters are constants that hold no gradients.
     package var isFrozen: Bool { gradients.count < values.count }
 
-    /// Hands the memory of the named parameters' values back to the system, whole pages within each one's range:
-    /// their values are gone (they read as zeros, or as the neighbours' values at the pages' edges) and take no
-    /// memory until written again. For a frozen base whose matrices are held elsewhere (`GPTModel.holdFrozenBase`).
+    /// Hands the memory of the named parameters' values back to the system, the whole pages within each one's range:
+    /// those values are gone (they read as zeros) and take no memory until written again; the few on pages shared with
+    /// a neighbour stay. For a frozen base whose matrices are held elsewhere (`GPTModel.holdFrozenBase`).
     package func releaseValues(of names: [String]) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE))), base = UnsafeMutableRawPointer(values.pointer)
         for name in names {

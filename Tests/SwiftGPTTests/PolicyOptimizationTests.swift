@@ -298,6 +298,13 @@ final class PolicyOptimizationTests: XCTestCase {
         let resumed = try Trainer.resume(output: URL(fileURLWithPath: c.out))
         XCTAssertEqual(try resumed.run(), .finished)
         XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, whole.model.adapter!.parameters.values.scalars)
+        // Over a base held in int8: the rollouts decode with the adapter beside the packed weights.
+        (c.out, c.loraBasePrecision, c.policyOptimization!.iterations) = (folder.appendingPathComponent("ppo-int8").path, .int8, 6)
+        let packed = try Trainer(configuration: c)
+        XCTAssertEqual(packed.model.packedBase?.format, .int8)
+        scores = []
+        XCTAssertEqual(try packed.run(events: { if case .evaluation(_, let e) = $0 { scores.append(e.metrics["score"]!) } }), .finished)
+        XCTAssertGreaterThan(scores.suffix(2).reduce(0, +) / 2, scores[0] + 0.3, "\(scores)")
     }
 
     /// A run interrupted in the middle of an iteration and resumed ends with the parameters of the uninterrupted run.

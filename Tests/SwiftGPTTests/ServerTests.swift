@@ -113,7 +113,7 @@ final class ServerTests: XCTestCase {
             expected[name] = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode("Hello there")], options: options)[0].text
         }
         XCTAssertEqual(Set(expected.values).count, 3, "each adapter changes what the model says: \(expected)")
-        func complete(_ name: String) async throws -> [String: Any] {
+        @Sendable func complete(_ name: String) async throws -> [String: Any] {
             let response = try await server.request("POST", "/v1/completions", json: #"{"model": "\#(name)", "prompt": "Hello there", "max_tokens": 8, "temperature": 0}"#)
             XCTAssertEqual(response.status, 200, response.text)
             return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(response.text.utf8)) as? [String: Any])
