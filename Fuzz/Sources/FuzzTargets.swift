@@ -88,7 +88,16 @@ func fuzzConfig(_ data: Data) throws {
 /// A tiny GPT-2 (the seeds' configuration: 2 blocks, width 12, 23 tokens).
 let tinyBase = try! GPTModel(config: GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12), seed: 1)
 
-/// adapter_config.json, a zero byte, then adapter_model.safetensors: a LoRA adapter applied to the tiny GPT-2.
+/// A tiny GPT-J of the same size: rotary positions, and separate q/k/v projections in its checkpoints (and adapters).
+let tinyGPTJ: GPTModel = {
+    var config = GPTConfig(vocabularySize: 23, contextLength: 16, layerCount: 2, headCount: 2, embeddingWidth: 12,
+                           positions: .rotary, layout: .parallelSharedNorm, tiedOutputEmbedding: false)
+    (config.rotaryDimensions, config.attentionBias, config.attentionOutputBias, config.outputBias) = (4, false, false, true)
+    return try! GPTModel(config: config, seed: 1)
+}()
+
+/// adapter_config.json, a zero byte, then adapter_model.safetensors: a LoRA adapter applied to the tiny GPT-2 and to
+/// the tiny GPT-J.
 func fuzzAdapter(_ data: Data) throws {
     let folder = scratch.appendingPathComponent("adapter")
     try? FileManager.default.removeItem(at: folder)
@@ -96,8 +105,12 @@ func fuzzAdapter(_ data: Data) throws {
     let (first, second) = split(data)
     try first.write(to: folder.appendingPathComponent("adapter_config.json"))
     try (second ?? Data()).write(to: folder.appendingPathComponent("adapter_model.safetensors"))
-    let model = try LowRankAdapterFiles.load(from: folder, base: try tinyBase.adapted(vocabularySize: 23, taskHead: nil, seed: 0))
-    model.mergeAdapter()
+    for base in [tinyBase, tinyGPTJ] {
+        let config = base.config
+        if let model = try? LowRankAdapterFiles.load(from: folder, base: try base.adapted(vocabularySize: config.vocabularySize, taskHead: nil, seed: 0)) {
+            model.mergeAdapter()
+        }
+    }
 }
 
 /// vocab.json, a zero byte, then merges.txt; or, without a zero byte, char_tokenizer.json. The tokenizer read is
