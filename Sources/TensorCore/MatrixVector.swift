@@ -270,19 +270,29 @@ package enum MatrixVector {
     /// `multiply` for many rows: groups of blocks widened into one scratch matrix, each multiplied by the BLAS.
     private static func multiplyThroughBLAS(_ x: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
                                             bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-        let k = w.k, n = w.n, blocks = (n + 31) / 32
-        let groupBlocks = min(blocks, max(1, widenedFloats / (32 * k))), stride = 32 * groupBlocks
-        let widened = UnsafeMutablePointer<Float>.allocate(capacity: k * stride)
-        defer { widened.deallocate() }
+        let n = w.n
         for r in 0..<rows {
             if let bias { (out + r * n).update(from: bias, count: n) } else { (out + r * n).update(repeating: 0, count: n) }
         }
+        forEachWidenedGroup(of: w) { columns, widened, stride in
+            BLAS.gemm(m: rows, n: columns.count, k: w.k, a: x, lda: w.k, b: widened, ldb: stride, beta: 1, c: out + columns.lowerBound, ldc: n)
+        }
+    }
+
+    /// Calls `body` with each group of `w`'s column blocks widened to floats (`widenedFloats` at most, as a
+    /// [k, stride] matrix of which the group's columns are the first ones), group after group: the products of many
+    /// rows read a packed matrix this way.
+    private static func forEachWidenedGroup(of w: PackedMatrix,
+                                            _ body: (_ columns: Range<Int>, _ widened: UnsafePointer<Float>, _ stride: Int) -> Void) {
+        let k = w.k, blocks = (w.n + 31) / 32
+        let groupBlocks = min(blocks, max(1, widenedFloats / (32 * k))), stride = 32 * groupBlocks
+        let widened = UnsafeMutablePointer<Float>.allocate(capacity: k * stride)
+        defer { widened.deallocate() }
         var first = 0
         while first < blocks {
             let end = min(blocks, first + groupBlocks)
             w.widen(blocks: first..<end, into: widened, stride: stride)
-            BLAS.gemm(m: rows, n: min(n, end * 32) - first * 32, k: k, a: x, lda: k, b: widened, ldb: stride,
-                      beta: 1, c: out + first * 32, ldc: n)
+            body((first * 32)..<min(w.n, end * 32), widened, stride)
             first = end
         }
     }
@@ -292,17 +302,9 @@ package enum MatrixVector {
     /// when `accumulate`. A frozen packed weight takes no gradient of its own.
     package static func multiplyTransposed(_ dy: UnsafePointer<Float>, rows: Int, _ w: PackedMatrix,
                                            into dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        let k = w.k, n = w.n, blocks = (n + 31) / 32
-        let groupBlocks = min(blocks, max(1, widenedFloats / (32 * k))), stride = 32 * groupBlocks
-        let widened = UnsafeMutablePointer<Float>.allocate(capacity: k * stride)
-        defer { widened.deallocate() }
-        var first = 0
-        while first < blocks {
-            let end = min(blocks, first + groupBlocks)
-            w.widen(blocks: first..<end, into: widened, stride: stride)
-            BLAS.gemm(transposeB: true, m: rows, n: k, k: min(n, end * 32) - first * 32, a: dy + first * 32, lda: n, b: widened,
-                      ldb: stride, beta: accumulate || first > 0 ? 1 : 0, c: dx, ldc: k)
-            first = end
+        forEachWidenedGroup(of: w) { columns, widened, stride in
+            BLAS.gemm(transposeB: true, m: rows, n: w.k, k: columns.count, a: dy + columns.lowerBound, lda: w.n, b: widened,
+                      ldb: stride, beta: accumulate || columns.lowerBound > 0 ? 1 : 0, c: dx, ldc: w.k)
         }
     }
 
