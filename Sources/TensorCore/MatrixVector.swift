@@ -6,13 +6,16 @@ import GPTUtilities
 package enum MatrixVector {
     /// A [k, n] weight matrix repacked for `multiply`: column blocks of 32, each stored as k contiguous rows of 32
     /// weights, so that one block streams from memory in order (the last block is zero-padded). The weights are
-    /// stored in `format`; 8-bit blocks keep one scale per column.
+    /// stored in `format`; 8-bit blocks keep one scale per column; a 4-bit block is a run of groups of 32 rows, each
+    /// group 32 rows of 16 bytes (`WeightFormat.widenInt4`'s layout) followed by its 32 columns' bfloat16 scales.
     package struct PackedMatrix: @unchecked Sendable {
         package let k: Int
         package let n: Int
         package let format: WeightFormat
-        /// The blocks: k × 32 weights each, `format.bytesPerWeight` bytes a weight.
+        /// The blocks, `blockBytes` bytes each.
         let storage: UnsafeMutableRawPointer
+        /// Bytes of one block (8-bit scales apart).
+        let blockBytes: Int
         /// One scale per column, padding included (int8 only).
         let scales: UnsafeMutablePointer<Float>?
         private let owner: Allocation
@@ -53,27 +56,30 @@ package enum MatrixVector {
             self.n = n
             self.format = format
             let blocks = (n + 31) / 32
-            owner = Allocation(bytes: blocks * k * 32 * format.bytesPerWeight + (format == .int8 ? blocks * 32 * 4 : 0))
+            let blockBytes = Self.blockBytes(k: k, format: format)
+            self.blockBytes = blockBytes
+            owner = Allocation(bytes: blocks * blockBytes + (format == .int8 ? blocks * 32 * 4 : 0))
             storage = owner.pointer
-            let scales = format == .int8 ? (owner.pointer + blocks * k * 32).assumingMemoryBound(to: Float.self) : nil
+            let scales = format == .int8 ? (owner.pointer + blocks * blockBytes).assumingMemoryBound(to: Float.self) : nil
             self.scales = scales
             let storage = storage
             Parallel.forEach(blocks, costPerItem: 32 * k) { range in
                 let floats = UnsafeMutablePointer<Float>.allocate(capacity: k * 32)
-                defer { floats.deallocate() }
+                let groupScales = UnsafeMutablePointer<Float>.allocate(capacity: 32)
+                defer { floats.deallocate(); groupScales.deallocate() }
                 for b in range {
                     floats.update(repeating: 0, count: k * 32)
                     fill(floats, b, min(32, n - b * 32))
                     switch format {
                     case .float32:
-                        (storage + b * k * 32 * 4).assumingMemoryBound(to: Float.self).update(from: floats, count: k * 32)
+                        (storage + b * blockBytes).assumingMemoryBound(to: Float.self).update(from: floats, count: k * 32)
                     case .bfloat16:
-                        let target = (storage + b * k * 32 * 2).assumingMemoryBound(to: BFloat16.self)
+                        let target = (storage + b * blockBytes).assumingMemoryBound(to: BFloat16.self)
                         for i in 0..<(k * 32) { target[i] = BFloat16(floats[i]) }
                     case .int8:
                         // Each column's scale from its largest magnitude, then every weight quantized, row by row,
                         // sixteen columns at a time: the values of `WeightFormat.int8Scale` and `WeightFormat.int8`.
-                        let target = UnsafeMutableRawPointer(storage + b * k * 32)
+                        let target = UnsafeMutableRawPointer(storage + b * blockBytes)
                         var largest = (Float16x(), Float16x())
                         for i in 0..<k {
                             let low = Self.magnitude(load(floats + i * 32)), high = Self.magnitude(load(floats + i * 32 + 16))
@@ -88,6 +94,33 @@ package enum MatrixVector {
                         for i in 0..<k {
                             target.storeBytes(of: Self.int8(load(floats + i * 32) / scale.0), toByteOffset: i * 32, as: SIMD16<Int8>.self)
                             target.storeBytes(of: Self.int8(load(floats + i * 32 + 16) / scale.1), toByteOffset: i * 32 + 16, as: SIMD16<Int8>.self)
+                        }
+                    case .int4:
+                        // Per group, each column's scale from its weight of largest magnitude, then the codes, two a
+                        // byte: the values of `WeightFormat.int4Scale` and `WeightFormat.int4Code`.
+                        for g in 0..<Self.int4Groups(k) {
+                            let group = storage + b * blockBytes + g * Self.int4GroupBytes, first = g * WeightFormat.int4Group
+                            let rows = min(WeightFormat.int4Group, k - first)
+                            let scales = groupScales
+                            scales.update(repeating: 0, count: 32)
+                            for i in 0..<rows {
+                                let row = floats + (first + i) * 32
+                                for c in 0..<32 where abs(row[c]) > abs(scales[c]) { scales[c] = row[c] }
+                            }
+                            let stored = (group + Self.int4CodeBytes).assumingMemoryBound(to: BFloat16.self)
+                            for c in 0..<32 {
+                                stored[c] = WeightFormat.int4Scale(extreme: scales[c])
+                                scales[c] = stored[c].float
+                            }
+                            let codes = group.assumingMemoryBound(to: UInt8.self)
+                            codes.update(repeating: 0x88, count: Self.int4CodeBytes)
+                            for i in 0..<rows {
+                                let row = floats + (first + i) * 32
+                                for c in 0..<16 {
+                                    codes[i * 16 + c] = WeightFormat.int4Code(row[c], scale: scales[c])
+                                        | WeightFormat.int4Code(row[c + 16], scale: scales[c + 16]) << 4
+                                }
+                            }
                         }
                     }
                 }
@@ -116,13 +149,64 @@ package enum MatrixVector {
         }
 
         /// Bytes the packed weights take, scales included.
-        package var bytes: Int { (n + 31) / 32 * 32 * (k * format.bytesPerWeight + (format == .int8 ? 4 : 0)) }
+        package var bytes: Int { (n + 31) / 32 * (blockBytes + (format == .int8 ? 32 * 4 : 0)) }
+
+        /// Bytes of one block of k rows in `format` (8-bit scales apart).
+        static func blockBytes(k: Int, format: WeightFormat) -> Int {
+            switch format {
+            case .float32: k * 32 * 4
+            case .bfloat16: k * 32 * 2
+            case .int8: k * 32
+            case .int4: int4Groups(k) * int4GroupBytes
+            }
+        }
+
+        /// Groups of 4-bit rows in a block of k rows (the last one zero-padded).
+        static func int4Groups(_ k: Int) -> Int { (k + WeightFormat.int4Group - 1) / WeightFormat.int4Group }
+        /// Bytes of a 4-bit group's codes: 32 rows of 32 codes.
+        static let int4CodeBytes = WeightFormat.int4Group * 16
+        /// Bytes of a 4-bit group: its codes, then 32 bfloat16 scales.
+        static let int4GroupBytes = int4CodeBytes + 32 * 2
+
+        /// Rows `rows` (within one 4-bit group `g`) of 4-bit block `b` as floats: 32 a row, rows `stride` floats apart.
+        @inline(__always)
+        func widenInt4(block b: Int, group g: Int, rows: Range<Int>, into target: UnsafeMutablePointer<Float>, stride: Int) {
+            let group = UnsafeRawPointer(storage + b * blockBytes + g * Self.int4GroupBytes)
+            let scale0 = WeightFormat.widenBFloat16(group + Self.int4CodeBytes), scale1 = WeightFormat.widenBFloat16(group + Self.int4CodeBytes + 32)
+            let eight = SIMD16<Float>(repeating: 8)
+            for (t, i) in rows.enumerated() {
+                let (low, high) = WeightFormat.widenInt4(group + (i - g * WeightFormat.int4Group) * 16)
+                store((low - eight) * scale0, target + t * stride)
+                store((high - eight) * scale1, target + t * stride + 16)
+            }
+        }
+
+        /// `widenInt4` over rows `rows` of block b, whichever groups they span.
+        @inline(__always)
+        func widenInt4(block b: Int, rows: Range<Int>, into target: UnsafeMutablePointer<Float>, stride: Int) {
+            var i = rows.lowerBound
+            while i < rows.upperBound {
+                let g = i / WeightFormat.int4Group, end = min(rows.upperBound, (g + 1) * WeightFormat.int4Group)
+                widenInt4(block: b, group: g, rows: i..<end, into: target + (i - rows.lowerBound) * stride, stride: stride)
+                i = end
+            }
+        }
 
         /// The k weights of output `j` as floats (a token's row, for a packed token embedding).
         package func column(_ j: Int, into target: UnsafeMutablePointer<Float>) {
             precondition(j >= 0 && j < n, "column \(j) outside 0..<\(n)")
             let first = j / 32 * k * 32 + j % 32
             switch format {
+            case .int4:
+                let b = j / 32, c = j % 32
+                for g in 0..<Self.int4Groups(k) {
+                    let group = UnsafeRawPointer(storage + b * blockBytes + g * Self.int4GroupBytes)
+                    let scale = group.load(fromByteOffset: Self.int4CodeBytes + c * 2, as: BFloat16.self).float
+                    for i in (g * WeightFormat.int4Group)..<min(k, (g + 1) * WeightFormat.int4Group) {
+                        let byte = group.load(fromByteOffset: (i - g * WeightFormat.int4Group) * 16 + c % 16, as: UInt8.self)
+                        target[i] = WeightFormat.int4Value(c < 16 ? byte & 15 : byte >> 4, scale: scale)
+                    }
+                }
             case .float32:
                 let source = (storage + first * 4).assumingMemoryBound(to: Float.self)
                 for i in 0..<k { target[i] = source[i * 32] }
@@ -143,21 +227,23 @@ package enum MatrixVector {
                     let b = blocks.lowerBound + j, out = target + j * 32
                     switch format {
                     case .float32:
-                        let source = (storage + b * k * 32 * 4).assumingMemoryBound(to: Float.self)
+                        let source = (storage + b * blockBytes).assumingMemoryBound(to: Float.self)
                         for i in 0..<k { (out + i * stride).update(from: source + i * 32, count: 32) }
                     case .bfloat16:
-                        let source = UnsafeRawPointer(storage + b * k * 64)
+                        let source = UnsafeRawPointer(storage + b * blockBytes)
                         for i in 0..<k {
                             store(WeightFormat.widenBFloat16(source + i * 64), out + i * stride)
                             store(WeightFormat.widenBFloat16(source + i * 64 + 32), out + i * stride + 16)
                         }
                     case .int8:
-                        let source = UnsafeRawPointer(storage + b * k * 32)
+                        let source = UnsafeRawPointer(storage + b * blockBytes)
                         let scale0 = load(scales! + b * 32), scale1 = load(scales! + b * 32 + 16)
                         for i in 0..<k {
                             store(WeightFormat.widenInt8(source + i * 32) * scale0, out + i * stride)
                             store(WeightFormat.widenInt8(source + i * 32 + 16) * scale1, out + i * stride + 16)
                         }
+                    case .int4:
+                        widenInt4(block: b, rows: 0..<k, into: out, stride: stride)
                     }
                 }
             }
@@ -179,6 +265,8 @@ package enum MatrixVector {
                     store(WeightFormat.widenInt8(source + i * 32) * scale0, scratch + i * 32)
                     store(WeightFormat.widenInt8(source + i * 32 + 16) * scale1, scratch + i * 32 + 16)
                 }
+            case .int4:
+                widenInt4(block: b, rows: k0..<(k0 + length), into: scratch, stride: 32)
             }
             return UnsafePointer(scratch)
         }
@@ -210,9 +298,16 @@ package enum MatrixVector {
         if rows > streamedRows { return multiplyThroughBLAS(x, rows: rows, w, bias: bias, into: out) }
         let k = w.k, n = w.n, blocks = (n + 31) / 32
         let nextLines = w.format == .float32 ? kChunk * 32 * 4 / 64 : 0
+        // One row over 4-bit weights: the sums of x over each group of inputs (`singleRow`).
+        let groupSums = rows == 1 && w.format == .int4 ? PackedMatrix.int4Groups(k) : 0
         Parallel.forEach(blocks, costPerItem: 32 * k * max(rows, 2) / 2) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32 + kChunk * 32) { scratch in
-                let widened = scratch.baseAddress! + rows * 32
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 32 + kChunk * 32 + groupSums) { scratch in
+                let widened = scratch.baseAddress! + rows * 32, sums = widened + kChunk * 32
+                for g in 0..<groupSums {
+                    var sum: Float = 0
+                    for i in (g * WeightFormat.int4Group)..<min(k, (g + 1) * WeightFormat.int4Group) { sum += x[i] }
+                    sums[g] = sum
+                }
                 for b in range {
                     let width = min(32, n - b * 32)
                     let direct = width == 32
@@ -224,13 +319,13 @@ package enum MatrixVector {
                         if !direct { (o + width).update(repeating: 0, count: 32 - width) }
                     }
                     if rows == 1 && w.format != .float32 {
-                        // One row: 16- and 8-bit weights are widened in registers as they stream.
-                        singleRow(x, w, block: b, into: target)
+                        // One row: 16-, 8- and 4-bit weights are widened in registers as they stream.
+                        singleRow(x, w, block: b, groupSums: sums, into: target)
                         if !direct { (out + b * 32).update(from: target, count: width) }
                         continue
                     }
                     // Rows in groups that keep their outputs in registers, over chunks of the block small enough to
-                    // stay in the first-level cache for the groups after the first (16- and 8-bit weights are widened
+                    // stay in the first-level cache for the groups after the first (16-, 8- and 4-bit weights are widened
                     // into `widened` once for all the groups).
                     // Only the first group's pass reads an fp32 chunk from memory; the later ones compute from the
                     // cache and would leave memory idle. So the passes ask for the next chunk (after a block's last,
@@ -241,7 +336,7 @@ package enum MatrixVector {
                     while k0 < k {
                         let length = min(kChunk, k - k0)
                         let weights = w.floats(block: b, from: k0, length: length, scratch: widened)
-                        let next = UnsafeRawPointer(w.storage + (b * k + k0 + length) * 32 * w.format.bytesPerWeight)
+                        let next = UnsafeRawPointer(w.storage + b * w.blockBytes + (k0 + length) * 32 * 4)
                         var first = 0, pass = 0
                         while first < rows {
                             let count = min(rowsPerPass, rows - first)
@@ -321,19 +416,32 @@ package enum MatrixVector {
     /// groups of rows pass over them.
     static let kChunk = 128
 
-    /// out[0..<32] += x · block b of `w` for a 16- or 8-bit `w`, widening each weight in registers; 8-bit sums are
-    /// scaled once at the end.
+    /// out[0..<32] += x · block b of `w` for a 16-, 8- or 4-bit `w`, widening each weight in registers; 8-bit sums are
+    /// scaled once at the end, 4-bit ones once a group (`groupSums`: x summed over each group of inputs, 4-bit only).
     @inline(__always)
-    private static func singleRow(_ x: UnsafePointer<Float>, _ w: PackedMatrix, block b: Int, into out: UnsafeMutablePointer<Float>) {
+    private static func singleRow(_ x: UnsafePointer<Float>, _ w: PackedMatrix, block b: Int, groupSums: UnsafePointer<Float>,
+                                  into out: UnsafeMutablePointer<Float>) {
         let k = w.k
         switch w.format {
         case .bfloat16:
-            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * k * 64), rowBytes: 64, WeightFormat.widenBFloat16)
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 64, WeightFormat.widenBFloat16)
             store(load(out) + low, out); store(load(out + 16) + high, out + 16)
         case .int8:
-            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * k * 32), rowBytes: 32, WeightFormat.widenInt8)
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 32, WeightFormat.widenInt8)
             let scales = w.scales! + b * 32
             store(load(out) + low * load(scales), out); store(load(out + 16) + high * load(scales + 16), out + 16)
+        case .int4:
+            var low = load(out), high = load(out + 16)
+            for g in 0..<PackedMatrix.int4Groups(k) {
+                let first = g * WeightFormat.int4Group, rows = min(WeightFormat.int4Group, k - first)
+                let group = UnsafeRawPointer(w.storage + b * w.blockBytes + g * PackedMatrix.int4GroupBytes)
+                // Σ x · (code − 8) = Σ x · code − 8 Σ x: the codes are multiplied as they are, the offset once.
+                let (a, c) = int4Product(x + first, rows, group)
+                let offset = SIMD16<Float>(repeating: 8 * groupSums[g])
+                low.addProduct(a - offset, WeightFormat.widenBFloat16(group + PackedMatrix.int4CodeBytes))
+                high.addProduct(c - offset, WeightFormat.widenBFloat16(group + PackedMatrix.int4CodeBytes + 32))
+            }
+            store(low, out); store(high, out + 16)
         case .float32:
             preconditionFailure("fp32 blocks take the general path")
         }
@@ -357,6 +465,27 @@ package enum MatrixVector {
         if i < k {
             let xa = SIMD16<Float>(repeating: x[i]), row = block + i * rowBytes
             a0.addProduct(xa, widen(row)); a1.addProduct(xa, widen(row + half))
+        }
+        return (a0 + c0, a1 + c1)
+    }
+
+    /// Σ_i x[i] · codes of row i, for the `rows` ≤ 32 rows of a 4-bit group: the sums of columns 0..<16 and 16..<32.
+    /// Two sets of accumulators (even and odd rows) keep two chains of additions in flight.
+    @inline(__always)
+    private static func int4Product(_ x: UnsafePointer<Float>, _ rows: Int, _ group: UnsafeRawPointer) -> (SIMD16<Float>, SIMD16<Float>) {
+        let zero = SIMD16<Float>()
+        var a0 = zero, a1 = zero, c0 = zero, c1 = zero
+        var i = 0
+        while i + 2 <= rows {
+            let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1])
+            let (l0, h0) = WeightFormat.widenInt4(group + i * 16), (l1, h1) = WeightFormat.widenInt4(group + i * 16 + 16)
+            a0.addProduct(xa, l0); a1.addProduct(xa, h0)
+            c0.addProduct(xc, l1); c1.addProduct(xc, h1)
+            i += 2
+        }
+        if i < rows {
+            let xa = SIMD16<Float>(repeating: x[i]), (l0, h0) = WeightFormat.widenInt4(group + i * 16)
+            a0.addProduct(xa, l0); a1.addProduct(xa, h0)
         }
         return (a0 + c0, a1 + c1)
     }

@@ -4,22 +4,20 @@ import _Builtin_intrinsics.intel
 #endif
 
 /// How the decoding kernels store a weight matrix: 32-bit floats, bfloat16 (the upper half of each float, rounded to
-/// nearest even), or 8-bit integers with one float scale per output channel (symmetric: w ≈ q · scale with q in
-/// −127…127 and scale = max |w| / 127 over the channel). Decoding streams every weight once a token, so 16-bit
-/// weights halve and 8-bit ones quarter the bytes it reads; products are still taken in fp32.
+/// nearest even), 8-bit integers with one float scale per output channel (symmetric: w ≈ q · scale with q in
+/// −127…127 and scale = max |w| / 127 over the channel), or 4-bit integers in groups of 32 inputs of one output
+/// channel, each group with a bfloat16 scale (w ≈ q · scale with q in −8…7; the group's weight of largest magnitude
+/// is −8 · scale, as llama.cpp's q4_0 stores it). Decoding streams every weight once a token, so 16-bit weights halve,
+/// 8-bit ones quarter and 4-bit ones (4.5 bits with the scales) divide by seven the bytes it reads; products are still
+/// taken in fp32.
 public enum WeightFormat: String, CaseIterable, Sendable {
     case float32 = "fp32"
     case bfloat16 = "bf16"
     case int8
+    case int4
 
-    /// Bytes one weight takes.
-    package var bytesPerWeight: Int {
-        switch self {
-        case .float32: 4
-        case .bfloat16: 2
-        case .int8: 1
-        }
-    }
+    /// Inputs of one output channel that share a 4-bit scale.
+    package static let int4Group = 32
 
     /// Rounds a matrix in place to the values this format represents, so that products with the fp32 matrix (prompt
     /// passes, training-style forwards) use exactly the weights decoding streams. The matrix is [inputs, outputs]
@@ -41,6 +39,40 @@ public enum WeightFormat: String, CaseIterable, Sendable {
                     for i in 0..<inputs { largest = max(largest, abs(channel[i])) }
                     let scale = Self.int8Scale(largest: largest)
                     for i in 0..<inputs { channel[i] = Float(Self.int8(channel[i], scale: scale)) * scale }
+                }
+            }
+        case .int4 where oneRowPerOutput:
+            // Output j's channel is the row j * inputs ..< (j + 1) * inputs, its groups consecutive runs of it.
+            Parallel.forEach(outputs, costPerItem: inputs) { range in
+                for j in range {
+                    var first = 0
+                    while first < inputs {
+                        let group = w + j * inputs + first, count = min(Self.int4Group, inputs - first)
+                        var extreme: Float = 0
+                        for i in 0..<count where abs(group[i]) > abs(extreme) { extreme = group[i] }
+                        let scale = Self.int4Scale(extreme: extreme).float
+                        for i in 0..<count { group[i] = Self.int4Value(Self.int4Code(group[i], scale: scale), scale: scale) }
+                        first += count
+                    }
+                }
+            }
+        case .int4:
+            // A group is `int4Group` consecutive rows of `outputs`: one group of every channel at a time.
+            let groups = (inputs + Self.int4Group - 1) / Self.int4Group
+            Parallel.forEach(groups, costPerItem: Self.int4Group * outputs) { range in
+                var scales = [Float](repeating: 0, count: outputs)
+                for g in range {
+                    let rows = (g * Self.int4Group)..<min(inputs, (g + 1) * Self.int4Group)
+                    for j in 0..<outputs { scales[j] = 0 }
+                    for i in rows {
+                        let row = w + i * outputs
+                        for j in 0..<outputs where abs(row[j]) > abs(scales[j]) { scales[j] = row[j] }
+                    }
+                    for j in 0..<outputs { scales[j] = Self.int4Scale(extreme: scales[j]).float }
+                    for i in rows {
+                        let row = w + i * outputs
+                        for j in 0..<outputs { row[j] = Self.int4Value(Self.int4Code(row[j], scale: scales[j]), scale: scales[j]) }
+                    }
                 }
             }
         case .int8:
@@ -78,6 +110,43 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         let x = max(-127, min(127, value / scale))
         let whole = Int32(x), part = x - Float(whole)
         return Int8(truncatingIfNeeded: whole + (part >= 0.5 ? 1 : part <= -0.5 ? -1 : 0))
+    }
+
+    /// The scale of a 4-bit group whose weight of largest magnitude (the first such) is `extreme`: extreme / −8, so
+    /// that it is stored as −8 and the group's other weights spread over −8…7. A group of zeros has scale 0.
+    @inline(__always)
+    static func int4Scale(extreme: Float) -> BFloat16 { BFloat16(extreme / -8) }
+
+    /// The stored code (q + 8, in 0…15) of `value` in a group of scale `scale`: q = value / scale rounded to the nearest
+    /// integer, ties away from zero, clamped to −8…7 (a NaN becomes 7); every weight of a group of scale 0 is 0.
+    @inline(__always)
+    static func int4Code(_ value: Float, scale: Float) -> UInt8 {
+        guard scale != 0 else { return 8 }
+        let x = max(-8, min(7, value / scale))
+        let whole = Int32(x), part = x - Float(whole)
+        return UInt8(truncatingIfNeeded: whole + (part >= 0.5 ? 1 : part <= -0.5 ? -1 : 0) + 8)
+    }
+
+    /// The weight a 4-bit `code` stands for in a group of scale `scale`.
+    @inline(__always)
+    static func int4Value(_ code: UInt8, scale: Float) -> Float { Float(Int32(code) - 8) * scale }
+
+    /// The codes of 32 weights in the 16 bytes at `p` as floats, codes 0…15 (not yet less 8): byte c holds the code of
+    /// weight c in its low four bits and that of weight c + 16 in its high four.
+    @inline(__always)
+    static func widenInt4(_ p: UnsafeRawPointer) -> (low: SIMD16<Float>, high: SIMD16<Float>) {
+        #if arch(x86_64)
+        // Zero-extend eight bytes to 32-bit lanes at a time, then split each lane's two codes.
+        let first = unsafeBitCast(_mm256_cvtepu8_epi32(SIMD2<Int64>(p.loadUnaligned(as: Int64.self), 0)), to: SIMD8<UInt32>.self)
+        let second = unsafeBitCast(_mm256_cvtepu8_epi32(SIMD2<Int64>(p.loadUnaligned(fromByteOffset: 8, as: Int64.self), 0)),
+                                   to: SIMD8<UInt32>.self)
+        func floats(_ v: SIMD8<UInt32>) -> SIMD8<Float> { _mm256_cvtepi32_ps(unsafeBitCast(v, to: SIMD4<Int64>.self)) }
+        return (SIMD16(lowHalf: floats(first & 15), highHalf: floats(second & 15)),
+                SIMD16(lowHalf: floats(first &>> 4), highHalf: floats(second &>> 4)))
+        #else
+        let bytes = SIMD16<Int32>(truncatingIfNeeded: p.loadUnaligned(as: SIMD16<UInt8>.self))
+        return (SIMD16<Float>(bytes & 15), SIMD16<Float>(bytes &>> 4))
+        #endif
     }
 
     /// The 16 bfloat16 values at `p` as floats (exact).

@@ -271,8 +271,8 @@ struct GenerateBench: ParsableCommand {
         let gpt = try GPTModel(config: c, seed: model.seed)
         let weights = DecodeWeights(model: gpt, format: precision)
         let weightBytes = Double(weights.bytes)
-        print(String(format: "model: %@, %d parameters (%.0f MB of %@ weights read per decoding step)", model.preset,
-                     gpt.parameters.count, weightBytes / 1e6, precision.rawValue))
+        print("model: \(model.preset), \(gpt.parameters.count) parameters ("
+              + String(format: "%.0f", weightBytes / 1e6) + " MB of \(precision.rawValue) weights read per decoding step)")
         for b in batches {
             let session = InferenceSession(model: gpt, sequences: b, weights: weights)
             let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }

@@ -242,6 +242,65 @@ final class GenerationTests: XCTestCase {
         }
     }
 
+    func testFourBitWeightsRoundPerGroupOfThirtyTwoInputs() {
+        // Groups of 32 inputs of one output channel, the last group short (50 = 32 + 18); a group of zeros; one whose
+        // extreme is negative with its opposite just below it (clamped to +7); ties away from zero.
+        var random = SeededRandom(seed: 13)
+        let inputs = 50, outputs = 7
+        let original = Tensor.normal(shape: [inputs, outputs], using: &random)
+        for i in 0..<inputs { original.pointer[i * outputs + 5] = 0 }
+        original.pointer[3 * outputs + 2] = -4
+        original.pointer[4 * outputs + 2] = 3.999
+        for oneRowPerOutput in [false, true] {
+            // The same weights with one row per output when `oneRowPerOutput`.
+            let w = oneRowPerOutput ? Tensor(shape: [outputs, inputs], values: (0..<(outputs * inputs)).map { original.pointer[($0 % inputs) * outputs + $0 / inputs] })
+                                    : original.copy()
+            let index = { (i: Int, j: Int) in oneRowPerOutput ? j * inputs + i : i * outputs + j }
+            let rounded = w.copy()
+            WeightFormat.int4.round(rounded.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
+            for j in 0..<outputs {
+                for group in [0..<32, 32..<inputs] {
+                    var extreme: Float = 0
+                    for i in group where abs(w.pointer[index(i, j)]) > abs(extreme) { extreme = w.pointer[index(i, j)] }
+                    let scale = BFloat16(extreme / -8).float
+                    for i in group {
+                        let value = w.pointer[index(i, j)], r = rounded.pointer[index(i, j)]
+                        if scale == 0 { XCTAssertEqual(r, 0); continue }
+                        let q = r / scale
+                        XCTAssertEqual(q, q.rounded(), "a multiple of the group's scale")
+                        XCTAssertTrue(q >= -8 && q <= 7, "\(q)")
+                        // Rounding to the nearest step; only a weight near the extreme's opposite is clamped to +7.
+                        let bound = q == 7 ? abs(scale) * 1.0001 : abs(scale) / 2 * 1.0001
+                        XCTAssertLessThanOrEqual(abs(r - value), bound, "channel \(j) input \(i)")
+                        if value == extreme { XCTAssertEqual(q, -8, "the extreme is stored as -8") }
+                    }
+                }
+            }
+            XCTAssertEqual(rounded.pointer[index(3, 2)], -4)
+            XCTAssertEqual(rounded.pointer[index(4, 2)], 3.5, "3.999 is clamped to 7 steps of 0.5")
+            // Packing gives the same values (the transposed packing reads one row per output).
+            let packed = oneRowPerOutput ? MatrixVector.PackedMatrix(transposing: w.pointer, n: outputs, k: inputs, format: .int4)
+                                         : MatrixVector.PackedMatrix(w.pointer, k: inputs, n: outputs, format: .int4)
+            let column = Tensor(shape: [inputs])
+            for j in 0..<outputs {
+                packed.column(j, into: column.pointer)
+                XCTAssertEqual(column.scalars, (0..<inputs).map { rounded.pointer[index($0, j)] }, "packed column \(j)")
+            }
+            // Rounding rounded weights changes nothing.
+            let again = rounded.copy()
+            WeightFormat.int4.round(again.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
+            XCTAssertEqual(again.scalars, rounded.scalars)
+        }
+        // Quotients at ties round away from zero; a NaN is clamped to +7, as 8-bit rounding clamps it.
+        let values: [Float] = [-8, 2.5, -2.5, 0.5, -0.5, 6.5, -7.5, 0.49999997, .nan, 7.9]
+        let expected: [Float] = [-8, 3, -3, 1, -1, 7, -8, 0, 7, 7]
+        let w = Tensor(shape: [1, values.count], values: values), column = Tensor(shape: [values.count])
+        MatrixVector.PackedMatrix(transposing: w.pointer, n: 1, k: values.count, format: .int4).column(0, into: column.pointer)
+        XCTAssertEqual(column.scalars, expected, "packed")
+        WeightFormat.int4.round(w.pointer, inputs: values.count, outputs: 1, oneRowPerOutput: true)
+        XCTAssertEqual(w.scalars, expected, "rounded")
+    }
+
     /// A GPT-2-vocabulary model small enough for tests, with the GPT-2 tokenizer.
     func gpt2Sized() throws -> Generator {
         var config = tinyConfig()
