@@ -45,8 +45,8 @@ final class TransferProgress: @unchecked Sendable {
         let elapsed = max(now.timeIntervalSince(start), 1e-3)
         let rate = Double(done) / elapsed
         let left = done >= total ? "done" : rate > 0 ? durationText(Double(total - done) / rate) + " left" : "time left unknown"
-        let text = String(format: "%@ %3.0f%% %@/%@ %@/s, %@", label, 100 * Double(done) / Double(total),
-                          Self.bytes(done), Self.bytes(total), Self.bytes(Int(rate)), left)
+        let text = "\(label) " + String(format: "%3.0f%%", 100 * Double(done) / Double(total))
+            + " \(Self.bytes(done))/\(Self.bytes(total)) \(Self.bytes(Int(rate)))/s, \(left)"
         FileHandle.standardError.write(Data((isTerminal ? "\r" + text + "\u{1B}[K" : text + "\n").utf8))
     }
 

@@ -34,8 +34,8 @@ public struct ServerConfiguration: Sendable {
     /// Bytes of released tensor buffers kept for reuse while serving (more are returned to the system; all of them
     /// when the server is idle). The limit is the process's (`TensorMemory.poolLimitBytes`), set when `run` starts.
     public var poolBytes = 32 << 20
-    /// Format of the weights decoding streams: fp32, bf16, or int8 with one scale per output channel (a 16- or 8-bit
-    /// one rounds the model's own matrices to the values it holds).
+    /// Format of the weights decoding streams: fp32, bf16, int8 with one scale per output channel, or int4 with one
+    /// per 32 inputs of an output channel (a 16-, 8- or 4-bit one rounds the model's own matrices to the values it holds).
     public var precision = WeightFormat.float32
 
     /// The defaults each field states.

@@ -106,7 +106,7 @@ package final class FineTuningObjective: TrainingObjective {
         let scores = TaskMetrics.compute(predictions, labels: dev.map(\.label), choices: format.task == .multipleChoice)
         for (name, value) in scores { metrics["val_" + name] = value }
         let primary = TaskMetrics.primary(scores)
-        let figures = scores.keys.sorted().map { String(format: "%@ %.4f", $0, scores[$0]!) }.joined(separator: ", ")
+        let figures = scores.keys.sorted().map { $0 + String(format: " %.4f", scores[$0]!) }.joined(separator: ", ")
         return Evaluation(metrics: metrics, score: primary?.value ?? -Double(loss ?? .infinity),
                           summary: String(format: "epoch %.2f: dev loss %.4f, ", batches.epoch(afterSteps: step), loss ?? .nan) + figures)
     }

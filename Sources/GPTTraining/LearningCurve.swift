@@ -65,7 +65,7 @@ package enum LearningCurve {
             svg += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(bottom)\" stroke=\"black\"/>\n"
             for value in ticks {
                 svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>", left, y(value), width - right, y(value))
-                svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%@</text>\n", left - 6, y(value) + 4, label(value, step: ticks[1] - ticks[0]))
+                svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">", left - 6, y(value) + 4) + label(value, step: ticks[1] - ticks[0]) + "</text>\n"
             }
             for step in stepTicks.map({ Int($0) }) {
                 svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", x(step), bottom + 16, step)
@@ -76,7 +76,7 @@ package enum LearningCurve {
                 svg += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\" points=\"\(coordinates)\"/>\n"
                 if series.dots || series.points.count == 1 {
                     for point in series.points {
-                        svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n", x(point.step), y(point.value), color)
+                        svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"", x(point.step), y(point.value)) + color + "\"/>\n"
                     }
                 }
             }

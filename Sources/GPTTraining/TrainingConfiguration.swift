@@ -143,7 +143,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         Setting("loraAlpha", \.loraAlpha, "LoRA alpha: the adapters' outputs are scaled by alpha / rank."),
         Setting("loraDropout", \.loraDropout, "Dropout on the adapted layers' inputs, before the adapters."),
         Setting("loraTargets", \.loraTargets, "Layers that get adapters: attn (query/key/value), proj (attention output), mlp (both MLP layers)."),
-        Setting("loraBasePrecision", \.loraBasePrecision, "How the frozen model is held under LoRA: fp32, or packed in bf16 or int8 as decoding packs weights (half or a quarter of its memory; products in fp32 over the widened weights)."),
+        Setting("loraBasePrecision", \.loraBasePrecision, "How the frozen model is held under LoRA: fp32, or packed in bf16, int8 or int4 as decoding packs weights (a half, a quarter or about a seventh of its memory; products in fp32 over the widened weights)."),
         Setting("keepCheckpoints", \.keepCheckpoints, "Keep the checkpoints of the last K saves too, as step-NNNNNNNN/ folders beside last/ (their files hard links to last/'s; 0: last/ and best/ only)."),
     ]
 

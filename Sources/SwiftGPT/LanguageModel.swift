@@ -39,8 +39,8 @@ public final class LanguageModel: @unchecked Sendable {
     /// when it has none and its vocabulary is GPT-2's).
     /// - Parameters:
     ///   - directory: the model folder.
-    ///   - precision: the weights generation, scoring and embedding compute with: `.float32`, `.bfloat16`, or `.int8`
-    ///     (per output channel). The model holds its matrices once, in this precision.
+    ///   - precision: the weights generation, scoring and embedding compute with: `.float32`, `.bfloat16`, `.int8`
+    ///     (per output channel) or `.int4` (per 32 inputs of an output channel). The model holds its matrices once, in this precision.
     ///   - concurrentSequences: completions decoded together at most; more wait their turn.
     ///   - maxWaiting: generations waiting for a slot at most; one more fails with a `GenerationError` of reason `.queueFull`.
     public init(directory: URL, precision: WeightFormat = .float32, concurrentSequences: Int = 8, maxWaiting: Int = 256) throws {

@@ -130,12 +130,12 @@ struct TrainBench: ParsableCommand {
                 optimizer.step(learningRate: 1e-4, gradientScale: gpt.parameters.gradientClipping(maximum: 1).scale)
             }
             if step > 0 { times.append(t) }
-            print(String(format: "step %d: %.1f ms, loss %.4f%@", step, t * 1000, loss, step == 0 ? " (warm-up)" : ""))
+            print(String(format: "step %d: %.1f ms, loss %.4f", step, t * 1000, loss) + (step == 0 ? " (warm-up)" : ""))
         }
         // Measured before and after the steps: on a shared machine one measurement alone can land in a slow spell.
         let peak = max(peakBefore, Benchmark.peakGEMM(precision: passes.precision))
-        print(String(format: "peak %@ matrix product: %.1f GFLOP/s (2048³, %d threads, best before and after the steps)",
-                     passes.precision.rawValue, peak, Parallel.threadCount))
+        print("peak \(passes.precision.rawValue) matrix product: "
+              + String(format: "%.1f GFLOP/s (2048³, %d threads, best before and after the steps)", peak, Parallel.threadCount))
         let seconds = Benchmark.median(times)
         let tokens = batch * passes.seq
         let flops = Benchmark.trainingFLOPs(gpt.config, tokens: tokens, length: passes.seq)
@@ -165,8 +165,8 @@ struct ForwardBench: ParsableCommand {
             if step > 0 { times.append(t) }
         }
         let seconds = Benchmark.median(times)
-        print(String(format: "forward %@ %@ batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
-                     model.preset, passes.precision.rawValue, batch, passes.seq, seconds * 1000, Double(batch * passes.seq) / seconds,
+        print("forward \(model.preset) \(passes.precision.rawValue) " + String(format: "batch %d × seq %d: median %.1f ms, %.0f tokens/s, peak RSS %.0f MiB",
+                     batch, passes.seq, seconds * 1000, Double(batch * passes.seq) / seconds,
                      Double(Benchmark.peakResidentBytes()) / 1_048_576))
     }
 }
@@ -237,8 +237,8 @@ struct AttentionBench: ParsableCommand {
             case .strided(let window, let stride): "local+strided (w=\(window), s=\(stride))"
             case .fixed(let block, let summaries): "fixed (l=\(block), c=\(summaries))"
             }
-            print(String(format: "attention %@ B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
-                         name, heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
+            print("attention \(name) " + String(format: "B1 H%d d%d T=%d: forward %.1f ms, forward+backward %.1f ms, memory %.1f MiB",
+                         heads, headWidth, length, Benchmark.median(forward) * 1000, Benchmark.median(both) * 1000,
                          Double(held) / 1_048_576))
         }
     }
@@ -254,7 +254,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Batch sizes to measure, comma-separated.") var batch = "1,8"
     @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
     var temperature: Float = 0
-    @Option(help: "Format of the weights decoding streams: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
+    @Option(help: "Format of the weights decoding streams: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).") var precision = WeightFormat.float32
     @Option(help: "Bytes of released tensor buffers kept for reuse, as gpt serve --pool-bytes (default: the library's bound, 8 GiB).")
     var poolBytes: Int?
 

@@ -9,7 +9,7 @@ struct DecodingModelOptions: ParsableArguments {
     var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
-    @Option(help: "Weights to decode with: fp32, bf16, or int8 (per output channel); 16 and 8 bits read less memory a token.")
+    @Option(help: "Weights to decode with: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs); fewer bits read less memory a token.")
     var precision = WeightFormat.float32
 
     /// The model with its tokenizer and the weights decoding streams, in `precision`.

@@ -64,8 +64,8 @@ struct EvalCommand: ParsableCommand {
                 samples += evaluation.samples
                 speeds.append(["task": task.name, "shots": count, "examples": examples.count,
                                "seconds": evaluation.seconds, "examples_per_second": evaluation.examplesPerSecond])
-                var line = String(format: "%@ %d-shot: %d examples in %.2f s (%.1f examples/s)", task.name, count,
-                                  examples.count, evaluation.seconds, evaluation.examplesPerSecond)
+                var line = "\(task.name) \(count)-shot: " + String(format: "%d examples in %.2f s (%.1f examples/s)",
+                                                                    examples.count, evaluation.seconds, evaluation.examplesPerSecond)
                 if let truncated = evaluation.results.first?.truncated, truncated > 0 {
                     line += ", \(truncated) prompt\(truncated == 1 ? "" : "s") cut to fit the context of \(gpt.config.contextLength)"
                 }
@@ -101,9 +101,9 @@ struct EvalCommand: ParsableCommand {
     /// demonstrations were dropped to fit the context.
     static func shortfallWarning(_ result: EvaluationResult?, contextLength: Int) -> String? {
         guard let result, result.shots > 0, result.meanDemonstrations < Double(result.shots) else { return nil }
-        return String(format: "WARNING: %@ %d-shot: the prompts held %.2f demonstrations on average, not %d (%d of %d prompts lost "
+        return "WARNING: \(result.task) " + String(format: "%d-shot: the prompts held %.2f demonstrations on average, not %d (%d of %d prompts lost "
                       + "demonstrations to the context of %d tokens); this row measures fewer shots than it is labelled with",
-                      result.task, result.shots, result.meanDemonstrations, result.shots, result.truncated, result.examples, contextLength)
+                      result.shots, result.meanDemonstrations, result.shots, result.truncated, result.examples, contextLength)
     }
 
     /// The figures as an aligned text table; "demos" is the mean number of demonstrations the prompts held.

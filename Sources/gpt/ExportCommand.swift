@@ -37,7 +37,7 @@ struct ExportCommand: ParsableCommand {
             try template?.save(to: $0)
         }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: target.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
-        print(String(format: "wrote %@ (%d parameters, %@ weights, model.safetensors %.1f MB)", out, gpt.parameters.count,
-                     type.rawValue, Double(bytes) / 1e6))
+        print("wrote \(out) (\(gpt.parameters.count) parameters, \(type.rawValue) weights, model.safetensors "
+              + String(format: "%.1f MB)", Double(bytes) / 1e6))
     }
 }

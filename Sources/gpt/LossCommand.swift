@@ -20,7 +20,7 @@ struct LossCommand: ParsableCommand {
     @Option(help: "Which split: train or val.") var split = "val"
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?
     @Option(help: "Windows per forward pass.") var batchSize = 16
-    @Option(help: "Weights as decoding holds them: fp32, bf16, or int8 (per output channel).") var precision = WeightFormat.float32
+    @Option(help: "Weights as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).") var precision = WeightFormat.float32
 
     func run() throws {
         guard split == "train" || split == "val" else { throw ValidationError("--split is train or val") }
@@ -32,7 +32,7 @@ struct LossCommand: ParsableCommand {
         let bar = ProgressBar(total: max(file.count - 1, 1), label: "evaluating")
         let result = try DatasetLoss.evaluate(gpt, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
         bar.finish()
-        print(String(format: "%@ loss %.4f, perplexity %.3f, over %d tokens in windows of %d, %@ weights", split, result.loss,
-                     result.perplexity, result.tokens, length, precision.rawValue))
+        print(split + String(format: " loss %.4f, perplexity %.3f, over %d tokens in windows of %d, ", result.loss, result.perplexity,
+                             result.tokens, length) + "\(precision.rawValue) weights")
     }
 }

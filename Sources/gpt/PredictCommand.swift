@@ -53,7 +53,7 @@ struct PredictCommand: ParsableCommand {
         if truncation.count > 0 { summary += "; cut to fit the context: \(truncation)" }
         if let loss { summary += String(format: ", loss %.4f", loss) }
         let metrics = TaskMetrics.compute(predictions, labels: examples.map(\.label), choices: format.task == .multipleChoice)
-        for name in metrics.keys.sorted() { summary += String(format: ", %@ %.4f", name, metrics[name]!) }
+        for name in metrics.keys.sorted() { summary += ", \(name) " + String(format: "%.4f", metrics[name]!) }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
 }

@@ -29,15 +29,15 @@ final class ProgressBar {
             let elapsed = now.timeIntervalSince(start)
             let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-            let line = String(format: "\r%@ %@ %3.0f%% %d/%d %@ ETA %@\u{1B}[K", label, bar, fraction * 100, done, total,
-                              detail, durationText(eta))
+            let line = "\r\(label) \(bar) " + String(format: "%3.0f%% %d/%d ", fraction * 100, done, total)
+                + "\(detail) ETA \(durationText(eta))\u{1B}[K"
             FileHandle.standardError.write(Data(line.utf8))
         } else {
             let now = Date()
             guard done >= total ? !finishedPlainLine : now.timeIntervalSince(lastPlainLine) >= Self.plainInterval else { return }
             lastPlainLine = now
             finishedPlainLine = done >= total
-            FileHandle.standardError.write(Data(String(format: "%@: %.0f%% (%d/%d) %@\n", label, fraction * 100, done, total, detail).utf8))
+            FileHandle.standardError.write(Data(("\(label): " + String(format: "%.0f%% (%d/%d) ", fraction * 100, done, total) + "\(detail)\n").utf8))
         }
     }
 

@@ -50,7 +50,7 @@ struct ModelsCommand: ParsableCommand {
             let parts = remove.split(separator: "@", maxSplits: 1).map(String.init)
             guard HubCache.Reference(remove) != nil else { throw ValidationError("'\(remove)' is not a Hub name (ORG/NAME or ORG/NAME@REVISION)") }
             let freed = try HubCache.remove(parts[0], revision: parts.count == 2 ? parts[1] : nil, in: cache)
-            print(String(format: "removed %@ (%.1f MB freed)", remove, Double(freed) / 1e6))
+            print("removed \(remove) (" + String(format: "%.1f", Double(freed) / 1e6) + " MB freed)")
             return
         }
         let entries = HubCache.entries(in: cache)

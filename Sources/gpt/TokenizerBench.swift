@@ -27,7 +27,7 @@ struct TokenizerBench: ParsableCommand {
             for _ in 0..<runs { times.append(try Benchmark.time { try body() }) }
             return Benchmark.median(times)
         }
-        print(String(format: "%@: %.2f MB, tokenizer %@", file, megabytes, tokenizerOption.tokenizer))
+        print("\(file): " + String(format: "%.2f MB", megabytes) + ", tokenizer \(tokenizerOption.tokenizer)")
         Parallel.threadCount = 1
         let single = try measure { ids = try tokenizer.encode(bytes: bytes) }
         Parallel.threadCount = threads

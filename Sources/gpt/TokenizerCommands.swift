@@ -162,7 +162,7 @@ struct TrainTokenizer: ParsableCommand {
         let tokenizer = try trainer.train(words) { done, _ in bar.update(done) }
         bar.finish()
         try tokenizer.save(to: URL(fileURLWithPath: out))
-        print(String(format: "learned %d merges from %d bytes in %.2f s; wrote %@/vocab.json and merges.txt (%d tokens)",
-                     tokenizer.merges.count, bytes, Date().timeIntervalSince(start), out, tokenizer.vocabularySize))
+        print(String(format: "learned %d merges from %d bytes in %.2f s; ", tokenizer.merges.count, bytes, Date().timeIntervalSince(start))
+              + "wrote \(out)/vocab.json and merges.txt (\(tokenizer.vocabularySize) tokens)")
     }
 }

@@ -31,11 +31,11 @@ enum TrainingRun {
                 let detail = String(format: "loss %.4f, %.0f tokens/s, %.1f ms/step (last %d steps)", r.loss, r.tokensPerSecond, r.milliseconds,
                                     min(r.step - firstStep, Trainer.speedWindow))
                 if let bar { bar.update(r.step, detail: detail) } else if r.step % c.logInterval == 0 {
-                    print(String(format: "step %d/%d: %@, lr %.2e", r.step, c.maxIterations, detail, r.learningRate))
+                    print("step \(r.step)/\(c.maxIterations): \(detail), " + String(format: "lr %.2e", r.learningRate))
                 }
             case .evaluation(let step, let evaluation):
                 if bar != nil { print("") }
-                print(String(format: "step %d: %@ (%.1f s)", step, evaluation.summary, Date().timeIntervalSince(start)))
+                print("step \(step): \(evaluation.summary) " + String(format: "(%.1f s)", Date().timeIntervalSince(start)))
             case .checkpoint:
                 break
             }
@@ -45,8 +45,8 @@ enum TrainingRun {
         let outDir = c.out
         switch outcome {
         case .finished:
-            print(String(format: "done in %.1f s; checkpoints in %@/last and %@/best, metrics in %@/metrics.jsonl, curve in %@/loss.svg",
-                         Date().timeIntervalSince(start), outDir, outDir, outDir, outDir))
+            print(String(format: "done in %.1f s; ", Date().timeIntervalSince(start))
+                  + "checkpoints in \(outDir)/last and \(outDir)/best, metrics in \(outDir)/metrics.jsonl, curve in \(outDir)/loss.svg")
         case .interrupted:
             print("interrupted at step \(trainer.step); checkpoint written to \(outDir)/last (continue with --resume --out \(outDir))")
         }

@@ -44,14 +44,14 @@ final class GenerationTests: XCTestCase {
         for (a, b) in zip(cached, expected) { XCTAssertEqual(a, b, accuracy: 1e-4, message) }
     }
 
-    func testSixteenAndEightBitDecodingComputesWithTheRoundedModel() throws {
+    func testSixteenEightAndFourBitDecodingComputesWithTheRoundedModel() throws {
         var config = tinyConfig()  // head width 64, and an untied output layer in the second model
         config.embeddingWidth = 128
         config.mlpWidth = 512
         for base in [config, tinyConfig(layout: .postNorm, tied: false)] {
             let ids = randomIDs(12, vocabulary: base.vocabularySize, seed: 6)
             let exact = logits(try GPTModel(config: base, seed: 9), ids, batch: 1)
-            for format in [WeightFormat.bfloat16, .int8] {
+            for format in [WeightFormat.bfloat16, .int8, .int4] {
                 let model = try GPTModel(config: base, seed: 9)
                 let weights = DecodeWeights(model: model, format: format)  // rounds the model's matrices
                 let full = logits(model, ids, batch: 1)

@@ -213,13 +213,13 @@ final class LowRankAdapterTests: XCTestCase {
         XCTAssertEqual(resumed.model.adapter!.parameters.values.scalars, trainer.model.adapter!.parameters.values.scalars)
     }
 
-    /// A LoRA run over a base held in bf16 or int8 (`loraBasePrecision`) learns the task; its model computes what the
+    /// A LoRA run over a base held in bf16, int8 or int4 (`loraBasePrecision`) learns the task; its model computes what the
     /// base rounded to the format with the trained adapter computes, and decodes the same (the adapter applied beside
     /// the packed weights); it resumes exactly. A run that trains the token embedding, or a base precision without
     /// LoRA, is refused before anything is written.
-    func testALoRARunOverABaseHeldInSixteenOrEightBits() throws {
+    func testALoRARunOverABaseHeldInSixteenEightOrFourBits() throws {
         let folder = try temporaryDirectory(self)
-        for format in [WeightFormat.bfloat16, .int8] {
+        for format in [WeightFormat.bfloat16, .int8, .int4] {
             var c = try loraRun(in: folder, out: format.rawValue)
             c.loraBasePrecision = format
             let trainer = try Trainer(configuration: c)
