@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, llama-cli, llama-server, llama-perplexity and llama-quantize from the llama.cpp tree
+# Builds llama.cpp's llama-bench, llama-cli, llama-completion, llama-server, llama-perplexity and llama-quantize from the llama.cpp tree
 # vendored in the llama_cpp_python source distribution on PyPI, for side-by-side runs (scripts/bench_llamacpp.sh and
 # the GGUF tests). Nothing is downloaded at build time (no curl, no web UI); the build is cached.
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 home="${LLAMACPP_HOME:-$(cd "$(dirname "$0")/.." && pwd)/.build/llama.cpp}"
 mkdir -p "$home"
 bins="$home/build/bin"
-if [[ -x "$bins/llama-bench" && -x "$bins/llama-server" && -x "$bins/llama-perplexity" && -x "$bins/llama-quantize" && -x "$bins/llama-cli" ]]; then
+if [[ -x "$bins/llama-bench" && -x "$bins/llama-server" && -x "$bins/llama-perplexity" && -x "$bins/llama-quantize" && -x "$bins/llama-cli" && -x "$bins/llama-completion" ]]; then
     echo "$bins"
     exit 0
 fi
@@ -47,6 +47,6 @@ fi
 cmake -S "$src" -B "$home/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DBUILD_SHARED_LIBS=OFF > "$home/cmake.log" 2>&1 || { tail -20 "$home/cmake.log" >&2; exit 1; }
-cmake --build "$home/build" -j "$(nproc)" --target llama-bench llama-cli llama-server llama-perplexity llama-quantize \
+cmake --build "$home/build" -j "$(nproc)" --target llama-bench llama-cli llama-completion llama-server llama-perplexity llama-quantize \
     > "$home/build.log" 2>&1 || { tail -30 "$home/build.log" >&2; exit 1; }
 echo "$bins"

@@ -119,7 +119,7 @@ public final class GPTModel {
         self.adapter = adapter
     }
 
-    /// The frozen base's matrices, output layer and token embedding packed in a 16- or 8-bit format while an adapter
+    /// The frozen base's matrices, output layer and token embedding packed in a 16-, 8- or 4-bit format while an adapter
     /// trains over them (`holdFrozenBase(in:)`), their fp32 values released; nil when the base is held in fp32.
     package private(set) var packedBase: DecodeWeights?
 

@@ -66,7 +66,7 @@ package final class Generator: @unchecked Sendable {
     /// The decoding copy of the weights, shared by every call.
     private let weights: DecodeWeights
 
-    /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16- or 8-bit
+    /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16-, 8- or 4-bit
     /// format rounds the model's matrices in place, see `DecodeWeights`), or over the frozen base it holds packed.
     package convenience init(model: GPTModel, tokenizer: any Tokenizer, format: WeightFormat = .float32) {
         self.init(model: model, tokenizer: tokenizer, weights: model.decodingWeights(format: format))

@@ -277,7 +277,7 @@ package final class DecodeWeights: @unchecked Sendable {
     /// Bytes of the packed matrices: what one decoding step reads.
     package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 
-    /// Packs the model's matrices in `format`. For a 16- or 8-bit format the model's own matrices (and its token
+    /// Packs the model's matrices in `format`. For a 16-, 8- or 4-bit format the model's own matrices (and its token
     /// embedding) are first rounded in place to the values the format holds, so that a model given these weights
     /// computes what decoding computes.
     package convenience init(model: GPTModel, format: WeightFormat = .float32) {
@@ -338,8 +338,9 @@ extension GPTModel {
     }
 
     /// Rounds the weights decoding packs — every layer's four Conv1D matrices, the output layer and the token
-    /// embedding — to the values `format` holds (per output channel, and per token, for int8), in place. A model so
-    /// rounded computes, in fp32, what 16- or 8-bit decoding computes: `gpt loss --precision` measures it this way.
+    /// embedding — to the values `format` holds (per output channel, and per token, for int8; per 32 inputs of each for
+    /// int4), in place. A model so rounded computes, in fp32, what 16-, 8- or 4-bit decoding computes: `gpt loss
+    /// --precision` measures it this way.
     package func roundDecodingWeights(to format: WeightFormat) {
         guard format != .float32 else { return }
         for layer in Self.decodingMatrices(layers: config.layerCount) {

@@ -91,8 +91,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// The layers of each block that get adapters: `attn` (the query/key/value projection), `proj` (the attention's
     /// output projection), `mlp` (both MLP layers).
     public var loraTargets = LowRankAdapter.Target.allCases.map(\.rawValue)
-    /// How a LoRA run holds its frozen base: fp32, or packed in bf16 or int8 as decoding packs weights (half or a
-    /// quarter of the memory; the products read the weights widened to fp32), QLoRA's idea.
+    /// How a LoRA run holds its frozen base: fp32, or packed in bf16, int8 or int4 as decoding packs weights (a half, a
+    /// quarter or about a seventh of the memory; the products read the weights widened to fp32), QLoRA's idea.
     public var loraBasePrecision = WeightFormat.float32
     /// What the run optimises: pretraining on `data` (the default), or fine-tuning, reward modelling, supervised
     /// fine-tuning or PPO of the model in `initFrom`, each with its settings.

@@ -137,17 +137,18 @@ extension BPETokenizer {
 
     /// Each token's byte-level text (special tokens by name) and its id, as both file formats store the vocabulary.
     func vocabularyTable() -> [String: Int] {
-        var vocabulary: [String: Int] = [:]
-        // Added tokens are stored as the text of their bytes, as GPT-NeoX's files store them.
+        Dictionary(tokenTexts().enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { $1 })
+    }
+
+    /// Each token's byte-level text, special tokens by name, in id order (added tokens are stored as the text of
+    /// their bytes, as GPT-NeoX's files store them).
+    package func tokenTexts() -> [String] {
         let specialIDs = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
-        for id in 0..<vocabularySize {
-            vocabulary[specialIDs[Int32(id)] ?? ByteLevel.encode(bytes(of: Int32(id)))] = id
-        }
-        return vocabulary
+        return (0..<vocabularySize).map { specialIDs[Int32($0)] ?? ByteLevel.encode(bytes(of: Int32($0))) }
     }
 
     /// The merges in rank order, each as its two parts' byte-level texts separated by a space.
-    func mergeLines() -> [String] {
+    package func mergeLines() -> [String] {
         merges.map { ByteLevel.encode(bytes(of: $0.0)) + " " + ByteLevel.encode(bytes(of: $0.1)) }
     }
 }

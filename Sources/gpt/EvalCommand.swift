@@ -20,6 +20,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
+    @Option(help: "Weights to score with, as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).")
+    var precision = WeightFormat.float32
     @Option(help: "Task: a built-in name or a task file (repeatable; or comma-separated).") var task: [String]
     @Option(help: "Numbers of demonstrations, comma-separated.") var shots = "0"
     @Option(help: "Evaluate only the first N examples.") var limit: Int?
@@ -46,7 +48,7 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("--data and --fewshot-data apply to a single task")
         }
         let tasks = try names.map { try EvaluationTask.load($0) }
-        let (gpt, tokenizer, weights) = try ModelLoading.loadForDecoding(model, tokenizer: self.tokenizer, adapter: adapter, format: .float32)
+        let (gpt, tokenizer, weights) = try ModelLoading.loadForDecoding(model, tokenizer: self.tokenizer, adapter: adapter, format: precision)
         let evaluator = Evaluator(model: gpt, tokenizer: tokenizer, weights: weights)
         var results: [EvaluationResult] = [], speeds: [[String: Any]] = [], samples: [[String: Any]] = []
         for var task in tasks {

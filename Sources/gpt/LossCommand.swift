@@ -9,8 +9,8 @@ struct LossCommand: ParsableCommand {
         discussion: """
         Every token of DATA/SPLIT.bin after the first is predicted once, in consecutive windows of --context tokens, \
         so the figure has none of the sampling noise of a training run's evaluation on random batches. \
-        --precision bf16 or int8 first rounds the matrices and embeddings decoding packs to what that format holds (as `gpt generate \
-        --precision` decodes with), so the loss shows what 16- or 8-bit weights cost.
+        --precision bf16, int8 or int4 first rounds the matrices and embeddings decoding packs to what that format holds (as `gpt generate \
+        --precision` decodes with), so the loss shows what 16-, 8- or 4-bit weights cost.
         """
     )
 
