@@ -63,8 +63,8 @@ if [[ ! -s "$work/gpt2-124m/model.safetensors" ]]; then
     mkdir -p "$work/tiny"
     head -c 200000 "$root/data/tinyshakespeare/input.txt" > "$work/tiny.txt"
     "$gpt" prepare --tokenizer gpt2 --out "$work/tiny" "$work/tiny.txt" > /dev/null
-    "$gpt" train --preset gpt2 --data "$work/tiny" --out "$work/gpt2-run" --max-iterations 1 --batch-size 1 --context 64 \
-        --eval-interval 1000 > "$work/gpt2-run.log" 2>&1
+    "$gpt" train --preset gpt2 --data "$work/tiny" --out "$work/gpt2-run" --max-iterations 1 --batch-size 1 \
+        --eval-interval 1000 --eval-iterations 1 > "$work/gpt2-run.log" 2>&1
     "$gpt" export --model "$work/gpt2-run/last" --out "$work/gpt2-124m" > /dev/null
 fi
 convert "$work/gpt2-124m" gpt2

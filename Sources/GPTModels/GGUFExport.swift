@@ -73,6 +73,7 @@ package enum GGUFExport {
         key("general.name") { $0.value(name) }
         key("general.file_type") { $0.value(type.fileType) }
         key("general.alignment") { $0.value(UInt32(alignment)) }
+        key("general.quantization_version") { $0.value(UInt32(2)) }
         key("gpt2.context_length") { $0.value(UInt32(c.contextLength)) }
         key("gpt2.embedding_length") { $0.value(UInt32(c.embeddingWidth)) }
         key("gpt2.feed_forward_length") { $0.value(UInt32(c.mlpWidth)) }
@@ -88,7 +89,11 @@ package enum GGUFExport {
         if let end = bpe.endOfText {
             key("tokenizer.ggml.bos_token_id") { $0.value(UInt32(end)) }
             key("tokenizer.ggml.eos_token_id") { $0.value(UInt32(end)) }
+            key("tokenizer.ggml.unknown_token_id") { $0.value(UInt32(end)) }
         }
+        // GPT-2 puts no token before or after a text.
+        key("tokenizer.ggml.add_bos_token") { $0.value(false) }
+        key("tokenizer.ggml.add_eos_token") { $0.value(false) }
         if let chatTemplate { key("tokenizer.chat_template") { $0.value(chatTemplate) } }
 
         // Tensors in llama.cpp's names, each [rows, row length] with ne0 = the row length; Conv1D weights ([in, out])
@@ -245,6 +250,7 @@ package enum GGUFExport {
         }
         mutating func value(_ v: UInt32) { raw(UInt32(4)); raw(v) }
         mutating func value(_ v: Float) { raw(UInt32(6)); raw(v.bitPattern) }
+        mutating func value(_ v: Bool) { raw(UInt32(7)); bytes.append(v ? 1 : 0) }
         mutating func value(_ text: String) { raw(UInt32(8)); string(text) }
         mutating func value(_ texts: [String]) {
             raw(UInt32(9)); raw(UInt32(8)); raw(UInt64(texts.count))

@@ -413,6 +413,8 @@ public enum HuggingFaceCheckpoint {
         if modelType == "gpt2" {
             json["activation_function"] = activation
             json["n_inner"] = c.mlpWidth
+            // The context again under the name OpenAI's GPT-2 configs carry it; llama.cpp's converter reads this one.
+            json["n_ctx"] = c.contextLength
             // GPT-2's end-of-text id, where the vocabulary has it (a vocabulary trained here numbers it otherwise).
             if c.vocabularySize > gpt2EndOfText { json["bos_token_id"] = gpt2EndOfText; json["eos_token_id"] = gpt2EndOfText }
         } else {

@@ -43,7 +43,9 @@ struct ExportCommand: ParsableCommand {
         let template = FileManager.default.fileExists(atPath: source.appendingPathComponent(ChatTemplate.fileName).path)
             ? try ChatTemplate.load(modelDirectory: source) : nil
         if let ggufType {
-            try GGUFExport.write(gpt, tokenizer: tok, chatTemplate: template?.jinja, name: source.lastPathComponent, type: ggufType, to: target)
+            // A run's checkpoint (runs/NAME/last) is named after its run.
+            let name = ["last", "best"].contains(source.lastPathComponent) ? source.deletingLastPathComponent().lastPathComponent : source.lastPathComponent
+            try GGUFExport.write(gpt, tokenizer: tok, chatTemplate: template?.jinja, name: name, type: ggufType, to: target)
             let bytes = (try? FileManager.default.attributesOfItem(atPath: target.path)[.size] as? Int) ?? 0
             print("wrote \(out) (\(gpt.parameters.count) parameters, \(ggufType.rawValue) matrices, " + String(format: "%.1f MB)", Double(bytes) / 1e6))
             return

@@ -41,6 +41,7 @@ final class GGUFExportTests: XCTestCase {
                 XCTAssertEqual((file.values["tokenizer.ggml.token_type"] as? [Int32])?[50256], 3, "a control token")
                 XCTAssertEqual((file.values["tokenizer.ggml.merges"] as? [String])?.first, "Ġ t")
                 XCTAssertEqual(file.values["tokenizer.ggml.eos_token_id"] as? UInt32, 50256)
+                XCTAssertEqual(file.values["tokenizer.ggml.add_bos_token"] as? Bool, false)
                 XCTAssertEqual(file.values["tokenizer.chat_template"] as? String, tied ? "{{ messages }}" : nil)
                 XCTAssertEqual(file.tensors.count, 2 + 2 * 12 + 2 + (tied ? 0 : 1))
 
@@ -97,6 +98,44 @@ final class GGUFExportTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// llama.cpp's `llama-completion` (built by scripts/build_llamacpp.sh; skipped when absent) continues a prompt
+    /// greedily with an exported F32 file as `gpt` does: the same tokens. The model's weights are scaled up so that
+    /// its next-token distributions are peaked (a random model's near-ties would compare rounding, not the format).
+    func testLlamaCppContinuesAnExportedModelAsGPTDoes() throws {
+        let binary = ProcessInfo.processInfo.environment["LLAMACPP_BIN"].map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/llama.cpp/build/bin")
+        let completion = binary.appendingPathComponent("llama-completion")
+        guard FileManager.default.isExecutableFile(atPath: completion.path) else {
+            throw XCTSkip("llama.cpp is not built (scripts/build_llamacpp.sh, or LLAMACPP_BIN=folder of llama-completion)")
+        }
+        let folder = try temporaryDirectory(self), url = folder.appendingPathComponent("m.gguf")
+        let tokenizer = try TokenizerLoading.gpt2()
+        var config = tinyConfig()
+        (config.vocabularySize, config.embeddingWidth, config.mlpWidth, config.contextLength) = (50257, 64, 256, 64)
+        let model = try GPTModel(config: config, seed: 11)
+        let values = model.parameters.values
+        for i in 0..<values.count { values.pointer[i] *= 4 }
+        model.parameters.valuesDidChange()
+        try GGUFExport.write(model, tokenizer: tokenizer, chatTemplate: nil, name: "tiny", type: .f32, to: url)
+        let prompt = "The quick brown fox"
+        var options = SamplingOptions()
+        (options.temperature, options.maxNewTokens) = (0, 12)
+        let ours = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode(prompt)], options: options)[0]
+        let process = Process()
+        process.executableURL = completion
+        process.arguments = ["-m", url.path, "-p", prompt, "-n", "12", "--temp", "0", "-no-cnv", "--no-display-prompt",
+                             "-t", "2", "-c", "64", "--ignore-eos", "--no-warmup"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        XCTAssertEqual(text.trimmingCharacters(in: .whitespacesAndNewlines), ours.text.trimmingCharacters(in: .whitespacesAndNewlines),
+                       "tokens \(ours.tokens)")
     }
 
     func testHalfPrecisionRoundsToNearestEven() {
@@ -158,6 +197,7 @@ struct ParsedGGUF {
             case 4: return read(UInt32.self)
             case 5: return read(Int32.self)
             case 6: return Float(bitPattern: read(UInt32.self))
+            case 7: return read(UInt8.self) != 0
             case 8: return string()
             case 9:
                 let element = read(UInt32.self), count = Int(read(UInt64.self))
