@@ -2,13 +2,13 @@
 # SwiftGPT and llama.cpp side by side on one machine, in one run: decoding tokens/s at batch 1 and prompt processing
 # of 512 tokens per precision (GPT-2 124M shape), and the perplexity each weight precision costs on a trained model.
 #
-#   scripts/bench_llamacpp.sh [--model DIR] [--data PREPARED] [--threads N]
+#   scripts/bench_llamacpp.sh [--model DIR --data PREPARED [--perplexity-only]] [--threads N]
 #
 # --model: a GPT-2 model folder (SwiftGPT or Hugging Face, GPT-2 tokenizer) whose perplexity is measured over --data's
 # val split (a `gpt prepare --tokenizer gpt2` folder); without them only speeds are measured. Speeds use GPT-2 124M with
 # random weights (speed does not depend on their values), written by `gpt` and converted by llama.cpp's own
 # convert_hf_to_gguf.py; q8_0 and q4_0 files are made by llama-quantize. llama.cpp is built by
-# scripts/build_llamacpp.sh (cached). Python needs numpy, torch, transformers and tiktoken. Not part of CI.
+# scripts/build_llamacpp.sh (cached). Python needs numpy, torch and transformers. Not part of CI.
 #
 # llama.cpp's spinning threads collapse when another process takes a core, so each measurement waits for a 1-minute
 # load average below 0.5 (up to 3 minutes, then says so). Only ratios within one run compare: memory bandwidth on a
@@ -16,12 +16,13 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-model="" data="" threads=2
+model="" data="" threads=2 speeds=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --model) model="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
+        --perplexity-only) speeds=0; shift ;;
         *) echo "usage: $0 [--model DIR --data PREPARED] [--threads N]" >&2; exit 2 ;;
     esac
 done
@@ -56,7 +57,8 @@ convert() {
 }
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $threads threads; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "llama.cpp: $(cd "$src" && git describe --tags 2>/dev/null || basename "$(dirname "$(dirname "$src")")")"
+echo "llama.cpp: $(cat "$(dirname "$src")/VERSION" 2>/dev/null || echo "version unknown")"
+if [[ "$speeds" == 1 ]]; then
 
 # GPT-2 124M with random weights, as a Hugging Face folder with the GPT-2 tokenizer.
 if [[ ! -s "$work/gpt2-124m/model.safetensors" ]]; then
@@ -76,10 +78,11 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for pair in fp32:f32 int8:q8_0 int4:q4_0; do
     ours="${pair%%:*}" theirs="${pair##*:}"
     quiet
-    decode=$("$gpt" bench generate --preset gpt2 --prompt-tokens 16 --new-tokens 128 --batch 1 --precision "$ours" \
-        | sed -n 's/^batch 1: \([0-9.]*\) tokens\/s.*/\1/p')
-    prompt=$("$gpt" bench generate --preset gpt2 --prompt-tokens 512 --new-tokens 1 --batch 1 --precision "$ours" \
-        | sed -n 's/.*prefill of 512 tokens \([0-9.]*\) ms.*/\1/p')
+    # The median of three runs each, as llama-bench reports the mean of three after a warm-up run.
+    decode=$(for _ in 1 2 3; do "$gpt" bench generate --preset gpt2 --prompt-tokens 16 --new-tokens 128 --batch 1 --precision "$ours" \
+        | sed -n 's/^batch 1: \([0-9.]*\) tokens\/s.*/\1/p'; done | sort -n | sed -n 2p)
+    prompt=$(for _ in 1 2 3; do "$gpt" bench generate --preset gpt2 --prompt-tokens 512 --new-tokens 1 --batch 1 --precision "$ours" \
+        | sed -n 's/.*prefill of 512 tokens \([0-9.]*\) ms.*/\1/p'; done | sort -n | sed -n 2p)
     quiet
     json=$("$bins/llama-bench" -m "$work/gpt2-$theirs.gguf" -t "$threads" -p 512 -n 128 -r 3 -o json 2> /dev/null)
     read -r ltg lpp < <(python3 -c '
@@ -95,6 +98,7 @@ pp = 512 / (float(prompt_ms) / 1000)
 print(f"| {ours} / {theirs} | {float(decode):.1f} | {float(ltg):.1f} | {float(decode) / float(ltg):.2f} | {pp:.0f} | {float(lpp):.0f} | {pp / float(lpp):.2f} |")' \
         "$ours" "$theirs" "$decode" "$prompt" "$ltg" "$lpp"
 done
+fi
 
 [[ -n "$model" ]] || exit 0
 echo
@@ -105,11 +109,14 @@ convert "$work/$name-hf" "$name"
 context=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c.get("n_positions") or c.get("n_ctx"))' "$work/$name-hf/config.json")
 # The val split as text, for llama-perplexity (it tokenizes it again with the same GPT-2 vocabulary).
 python3 -c '
-import numpy, sys, tiktoken, json
-meta = json.load(open(sys.argv[1] + "/meta.json"))
-dtype = numpy.uint16 if meta.get("dtype", "uint16") == "uint16" else numpy.uint32
-ids = numpy.fromfile(sys.argv[1] + "/val.bin", dtype=dtype)
-open(sys.argv[2], "w").write(tiktoken.get_encoding("gpt2").decode(ids.tolist()))' "$data" "$work/val.txt"
+import numpy, sys
+from transformers import AutoTokenizer
+raw = open(sys.argv[1] + "/val.bin", "rb").read()
+# A SwiftGPT token file: a 32-byte header (magic, version, bytes per token, count), then the ids.
+assert raw[:8] == b"SGPTTOKS", "not a gpt prepare token file"
+width = int.from_bytes(raw[12:16], "little")
+ids = numpy.frombuffer(raw[32:], dtype=numpy.uint16 if width == 2 else numpy.uint32)
+open(sys.argv[3], "w").write(AutoTokenizer.from_pretrained(sys.argv[2]).decode(ids.tolist()))' "$data" "$work/$name-hf" "$work/val.txt"
 echo "SwiftGPT: windows of $context tokens, every token after the first scored; llama.cpp: llama-perplexity -c $context (the second half of each window scored)."
 echo "Each tool's own fp32 figure is its baseline: compare the ratios."
 echo "| weights | SwiftGPT perplexity | ratio to fp32 | llama.cpp perplexity | ratio to f32 |"

@@ -41,6 +41,7 @@ if [[ ! -f "$src/CMakeLists.txt" ]]; then
     tree=$(find "$home/unpacked" -maxdepth 3 -type d -path '*/vendor/llama.cpp' | head -1)
     [[ -n "$tree" ]] || { echo "error: $sdist holds no vendor/llama.cpp tree" >&2; exit 1; }
     rm -rf "$src" && mv "$tree" "$src"
+    basename "$(dirname "$(dirname "$tree")")" > "$home/VERSION"
     rm -rf "$home/unpacked"
 fi
 
