@@ -424,10 +424,14 @@ package enum MatrixVector {
         let k = w.k
         switch w.format {
         case .bfloat16:
-            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 64, WeightFormat.widenBFloat16)
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 64) {
+                (WeightFormat.widenBFloat16($0), WeightFormat.widenBFloat16($0 + 32))
+            }
             store(load(out) + low, out); store(load(out + 16) + high, out + 16)
         case .int8:
-            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 32, WeightFormat.widenInt8)
+            let (low, high) = widenedProduct(x, k, UnsafeRawPointer(w.storage + b * w.blockBytes), rowBytes: 32) {
+                (WeightFormat.widenInt8($0), WeightFormat.widenInt8($0 + 16))
+            }
             let scales = w.scales! + b * 32
             store(load(out) + low * load(scales), out); store(load(out + 16) + high * load(scales + 16), out + 16)
         case .int4:
@@ -436,7 +440,7 @@ package enum MatrixVector {
                 let first = g * WeightFormat.int4Group, rows = min(WeightFormat.int4Group, k - first)
                 let group = UnsafeRawPointer(w.storage + b * w.blockBytes + g * PackedMatrix.int4GroupBytes)
                 // Σ x · (code − 8) = Σ x · code − 8 Σ x: the codes are multiplied as they are, the offset once.
-                let (a, c) = int4Product(x + first, rows, group)
+                let (a, c) = widenedProduct(x + first, rows, group, rowBytes: 16, WeightFormat.widenInt4)
                 let offset = SIMD16<Float>(repeating: 8 * groupSums[g])
                 low.addProduct(a - offset, WeightFormat.widenBFloat16(group + PackedMatrix.int4CodeBytes))
                 high.addProduct(c - offset, WeightFormat.widenBFloat16(group + PackedMatrix.int4CodeBytes + 32))
@@ -447,44 +451,24 @@ package enum MatrixVector {
         }
     }
 
-    /// Σ_i x[i] · row i of a block of `k` rows of 32 weights, `rowBytes` bytes each, that `widen` turns into floats 16
-    /// at a time: the sums of columns 0..<16 and 16..<32. Two sets of accumulators (even and odd rows) keep two chains
-    /// of additions in flight.
+    /// Σ_i x[i] · row i of `k` rows of 32 weights, `rowBytes` bytes each, that `widenRow` turns into floats (columns
+    /// 0..<16 and 16..<32): the sums of those columns. Two sets of accumulators (even and odd rows) keep two chains of
+    /// additions in flight. 16- and 8-bit rows widen as two runs of 16 weights; a 4-bit row's 16 bytes hold both halves.
     @inline(__always)
     private static func widenedProduct(_ x: UnsafePointer<Float>, _ k: Int, _ block: UnsafeRawPointer, rowBytes: Int,
-                                       _ widen: (UnsafeRawPointer) -> SIMD16<Float>) -> (SIMD16<Float>, SIMD16<Float>) {
-        let half = rowBytes / 2, zero = SIMD16<Float>()
+                                       _ widenRow: (UnsafeRawPointer) -> (SIMD16<Float>, SIMD16<Float>)) -> (SIMD16<Float>, SIMD16<Float>) {
+        let zero = SIMD16<Float>()
         var a0 = zero, a1 = zero, c0 = zero, c1 = zero
         var i = 0
         while i + 2 <= k {
             let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1]), row = block + i * rowBytes
-            a0.addProduct(xa, widen(row)); a1.addProduct(xa, widen(row + half))
-            c0.addProduct(xc, widen(row + rowBytes)); c1.addProduct(xc, widen(row + rowBytes + half))
-            i += 2
-        }
-        if i < k {
-            let xa = SIMD16<Float>(repeating: x[i]), row = block + i * rowBytes
-            a0.addProduct(xa, widen(row)); a1.addProduct(xa, widen(row + half))
-        }
-        return (a0 + c0, a1 + c1)
-    }
-
-    /// Σ_i x[i] · codes of row i, for the `rows` ≤ 32 rows of a 4-bit group: the sums of columns 0..<16 and 16..<32.
-    /// Two sets of accumulators (even and odd rows) keep two chains of additions in flight.
-    @inline(__always)
-    private static func int4Product(_ x: UnsafePointer<Float>, _ rows: Int, _ group: UnsafeRawPointer) -> (SIMD16<Float>, SIMD16<Float>) {
-        let zero = SIMD16<Float>()
-        var a0 = zero, a1 = zero, c0 = zero, c1 = zero
-        var i = 0
-        while i + 2 <= rows {
-            let xa = SIMD16<Float>(repeating: x[i]), xc = SIMD16<Float>(repeating: x[i + 1])
-            let (l0, h0) = WeightFormat.widenInt4(group + i * 16), (l1, h1) = WeightFormat.widenInt4(group + i * 16 + 16)
+            let (l0, h0) = widenRow(row), (l1, h1) = widenRow(row + rowBytes)
             a0.addProduct(xa, l0); a1.addProduct(xa, h0)
             c0.addProduct(xc, l1); c1.addProduct(xc, h1)
             i += 2
         }
-        if i < rows {
-            let xa = SIMD16<Float>(repeating: x[i]), (l0, h0) = WeightFormat.widenInt4(group + i * 16)
+        if i < k {
+            let xa = SIMD16<Float>(repeating: x[i]), (l0, h0) = widenRow(block + i * rowBytes)
             a0.addProduct(xa, l0); a1.addProduct(xa, h0)
         }
         return (a0 + c0, a1 + c1)
