@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
-TARGETS=${2:-"safetensors config tokenizer tokenizer-json chat-template task-data request hub-answer adapter"}
+TARGETS=${2:-"safetensors config tokenizer tokenizer-json chat-template task-data request hub-answer adapter gguf"}
 FUZZER=${FUZZER:-.build/fuzz/release/swiftgpt-fuzz}
 WORK=${WORK:-.build/fuzz-work}
 [ -x "$FUZZER" ] || { echo "no fuzzing build at $FUZZER (make fuzz builds it)"; exit 1; }

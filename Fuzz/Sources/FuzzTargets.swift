@@ -14,7 +14,7 @@ import Tokenizers
 let targets: [String: (Data) throws -> Void] = [
     "safetensors": fuzzSafeTensors, "config": fuzzConfig, "tokenizer": fuzzTokenizerFiles, "tokenizer-json": fuzzTokenizerJSON,
     "chat-template": fuzzChatTemplate, "task-data": fuzzTaskData, "request": fuzzRequest, "hub-answer": fuzzHubAnswer,
-    "adapter": fuzzAdapter,
+    "adapter": fuzzAdapter, "gguf": fuzzGGUF,
 ]
 
 nonisolated(unsafe) var chosen: ((Data) throws -> Void)?
@@ -71,6 +71,18 @@ func fuzzSafeTensors(_ data: Data) throws {
         _ = try? tensors.tensor(name)
         _ = try? tensors.integers(name)
     }
+}
+
+/// A GGUF file: parsed, every tensor SwiftGPT reads decoded, then opened as a GPT-2 with its tokenizer.
+func fuzzGGUF(_ data: Data) throws {
+    let url = try file("model.gguf", data)
+    if let parsed = try? GGUFFile(contentsOf: url) {
+        for tensor in parsed.tensors where tensor.type != nil {
+            let values = Tensor(uninitializedShape: [tensor.rowLength * tensor.rowCount])
+            try? parsed.read(tensor.name, into: values.pointer)
+        }
+    }
+    _ = try GGUFImport.load(from: url)
 }
 
 /// A config.json beside the weights of a tiny GPT-2 (the seeds' configuration), loaded as a model folder.

@@ -5,42 +5,10 @@ import Tokenizers
 
 /// Writes a GPT-2 model as a GGUF file (version 3), the format llama.cpp and ollama load: the `gpt2` architecture's
 /// keys and tensor names, GPT-2's byte-level BPE vocabulary and merges, the chat template when the model has one, and
-/// the weights in F32, F16, Q8_0 or Q4_0 (llama.cpp's block formats, quantized as its reference quantizer does).
+/// the weights in F32, F16, BF16, Q8_0 or Q4_0 (llama.cpp's block formats, quantized as its reference quantizer does).
 package enum GGUFExport {
-    /// How the matrices are stored; LayerNorm parameters, biases and the position embedding stay F32.
-    package enum TensorType: String, CaseIterable, Sendable {
-        case f32, f16, q8_0, q4_0
-
-        /// ggml's number for the type.
-        package var ggmlType: UInt32 {
-            switch self {
-            case .f32: 0
-            case .f16: 1
-            case .q4_0: 2
-            case .q8_0: 8
-            }
-        }
-
-        /// `general.file_type`: llama.cpp's name for a file whose matrices are mostly of this type.
-        var fileType: UInt32 {
-            switch self {
-            case .f32: 0
-            case .f16: 1
-            case .q4_0: 2
-            case .q8_0: 7
-            }
-        }
-
-        /// Bytes of a row of `count` values (a multiple of 32 for the block types).
-        func rowBytes(_ count: Int) -> Int {
-            switch self {
-            case .f32: count * 4
-            case .f16: count * 2
-            case .q8_0: count / 32 * 34
-            case .q4_0: count / 32 * 18
-            }
-        }
-    }
+    /// The types it writes matrices in.
+    package static let types: [GGUFTensorType] = [.f32, .f16, .bf16, .q8_0, .q4_0]
 
     /// Why a model cannot be written as GGUF: llama.cpp's `gpt2` architecture has no place for it.
     package static func unsupportedReason(_ config: GPTConfig, tokenizer: any Tokenizer) -> String? {
@@ -60,7 +28,8 @@ package enum GGUFExport {
 
     /// Writes `model` (GPT-2 shaped, with GPT-2's byte-level BPE `tokenizer`) to `url` as GGUF, atomically.
     package static func write(_ model: GPTModel, tokenizer: any Tokenizer, chatTemplate: String?, name: String,
-                              type: TensorType, to url: URL) throws {
+                              type: GGUFTensorType, to url: URL) throws {
+        precondition(types.contains(type), "GGUF export writes \(types)")
         let c = model.config
         if let reason = unsupportedReason(c, tokenizer: tokenizer) {
             throw FileError(url: url, reason: .unsupported, message: "cannot write this model as GGUF: \(reason)")
@@ -102,7 +71,7 @@ package enum GGUFExport {
         func add(_ name: String, _ parameter: String, transposed: Bool = false, quantized: Bool = true) {
             let value = model.parameters[parameter].value
             let (rows, length) = value.shape.count == 1 ? (1, value.shape[0]) : transposed ? (value.shape[1], value.shape[0]) : (value.shape[0], value.shape[1])
-            let storedType = !quantized || value.shape.count == 1 ? .f32 : (length % 32 == 0 || type == .f32 || type == .f16) ? type : .f16
+            let storedType = !quantized || value.shape.count == 1 ? .f32 : length % type.blockLength == 0 ? type : .f16
             tensors.append(FileTensor(name: name, parameter: parameter, rows: rows, length: length, transposed: transposed,
                                   isVector: value.shape.count == 1, type: storedType))
         }
@@ -166,7 +135,7 @@ package enum GGUFExport {
         let length: Int
         let transposed: Bool
         let isVector: Bool
-        let type: TensorType
+        let type: GGUFTensorType
 
         /// The tensor's rows in its type.
         func encoded(_ value: Tensor) -> [UInt8] {
@@ -184,12 +153,14 @@ package enum GGUFExport {
     /// Appends `row` in `type`: F32, F16, or blocks of 32 as llama.cpp's reference quantizers make them (Q8_0: scale
     /// max |x| / 127, q = round(x / scale); Q4_0: the block's value of largest magnitude m stored as −8, scale
     /// m / −8, q = min(15, ⌊x / scale + 8.5⌋)), each block's scale as F16 before its codes.
-    static func append(_ row: [Float], as type: TensorType, to bytes: inout [UInt8]) {
+    static func append(_ row: [Float], as type: GGUFTensorType, to bytes: inout [UInt8]) {
         switch type {
         case .f32:
             for x in row { bytes.append(littleEndian: x.bitPattern) }
         case .f16:
             for x in row { bytes.append(littleEndian: halfBits(x)) }
+        case .bf16:
+            for x in row { bytes.append(littleEndian: BFloat16(x).bitPattern) }
         case .q8_0:
             for block in stride(from: 0, to: row.count, by: 32) {
                 var largest: Float = 0
@@ -210,6 +181,8 @@ package enum GGUFExport {
                 }
                 for j in 0..<16 { bytes.append(code(row[block + j]) | code(row[block + j + 16]) << 4) }
             }
+        case .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k:
+            preconditionFailure("GGUF export writes \(types)")
         }
     }
 
@@ -259,6 +232,20 @@ package enum GGUFExport {
         mutating func value(_ numbers: [Int32]) {
             raw(UInt32(9)); raw(UInt32(5)); raw(UInt64(numbers.count))
             for number in numbers { raw(number) }
+        }
+    }
+}
+
+extension GGUFTensorType {
+    /// `general.file_type`: llama.cpp's name for a file whose matrices are mostly of this type.
+    fileprivate var fileType: UInt32 {
+        switch self {
+        case .f32: 0
+        case .f16: 1
+        case .q4_0: 2
+        case .q8_0: 7
+        case .bf16: 32
+        case .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k: preconditionFailure("GGUF export writes \(GGUFExport.types)")
         }
     }
 }

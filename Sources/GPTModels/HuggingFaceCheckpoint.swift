@@ -44,11 +44,34 @@ public enum HuggingFaceCheckpoint {
             taskHead = .sequenceClassification(try readClassification(configURL, labelCount: score.shape.first ?? 0,
                                                                      vocabularySize: config.vocabularySize))
         }
-        let model = try GPTModel(config: config, seed: 0, taskHead: taskHead, initializeWeights: false)
-        model.inputFormat = try readInputFormat(configURL)
-        if let format = model.inputFormat, let id = [format.start, format.delimiter, format.extract].first(where: { !(0..<Int32(config.vocabularySize)).contains($0) }) {
+        let inputFormat = try readInputFormat(configURL)
+        if let format = inputFormat, let id = [format.start, format.delimiter, format.extract].first(where: { !(0..<Int32(config.vocabularySize)).contains($0) }) {
             throw FileError(url: configURL, reason: .mismatched, message: "'\(inputFormatKey)' names token \(id), not a token of the model (0..<\(config.vocabularySize))")
         }
+        return try model(config: config, taskHead: taskHead, inputFormat: inputFormat, tensors: stored, file: weightsURL,
+                         nameInFile: { hfName($0, modelType: modelType) }, releasePages: file.releaseMappedPages, packingIn: format)
+    }
+
+    /// A model of `config` with the weights `tensors` holds under SwiftGPT's names (read from the weights file
+    /// `file`, which errors name, under the names `nameInFile` gives), each read once, then `releasePages` called:
+    /// with a `format`, the matrices decoding streams, the output layer and the token embedding go straight into
+    /// decoding weights (see `loadForDecoding(from:format:)`). A tensor missing, extra or of another shape than the
+    /// config needs is an error.
+    static func model(config: GPTConfig, taskHead: TaskHead?, inputFormat: InputFormat?, tensors stored: [String: StoredTensor],
+                      file weightsURL: URL, nameInFile: (String) -> String, releasePages: () -> Void,
+                      packingIn format: WeightFormat?) throws -> (model: GPTModel, weights: DecodeWeights?) {
+        // The tensors the config needs, each of its shape, before the model's memory is allocated: a config that
+        // claims more than its file holds is refused, never allocated.
+        for (name, shape) in GPTModel.parameterShapes(config) {
+            guard let tensor = stored[name] else {
+                throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(nameInFile(name))'")
+            }
+            guard tensor.shape == shape else {
+                throw FileError(url: weightsURL, reason: .mismatched, message: "tensor '\(nameInFile(name))' has shape \(tensor.shape), the config needs \(shape)")
+            }
+        }
+        let model = try GPTModel(config: config, seed: 0, taskHead: taskHead, initializeWeights: false)
+        model.inputFormat = inputFormat
         var expected = Set(model.parameters.names)
         if config.positions == .sinusoidal { expected.remove(ParameterNames.positionEmbedding) }
         let headName = ParameterNames.outputLayer(tied: config.tiedOutputEmbedding)
@@ -60,9 +83,9 @@ public enum HuggingFaceCheckpoint {
         for (ours, tensor) in stored.sorted(by: { $0.key < $1.key }) {
             if ours == ParameterNames.outputLayer && config.tiedOutputEmbedding { continue }
             if ours == ParameterNames.positionEmbedding && config.positions == .sinusoidal { continue }
-            let theirs = hfName(ours, modelType: modelType)
+            let theirs = nameInFile(ours)
             guard model.parameters.contains(ours) else {
-                throw FileError(url: weightsURL, reason: .mismatched, message: "unexpected tensor '\(theirs)' for a \(modelType) model of this configuration")
+                throw FileError(url: weightsURL, reason: .mismatched, message: "unexpected tensor '\(theirs)' for a model of this configuration")
             }
             let target = model.parameters[ours].value
             guard tensor.shape == target.shape else {
@@ -76,10 +99,10 @@ public enum HuggingFaceCheckpoint {
             } else {
                 try tensor.fill(target.pointer)
             }
-            file.releaseMappedPages()
+            releasePages()
         }
         if let missing = expected.sorted().first {
-            throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(hfName(missing, modelType: modelType))' (\(expected.count) missing in all)")
+            throw FileError(url: weightsURL, reason: .mismatched, message: "missing tensor '\(nameInFile(missing))' (\(expected.count) missing in all)")
         }
         model.parameters.valuesDidChange()
         guard let format, let head = tables[headName], let tokenEmbedding = tables[ParameterNames.tokenEmbedding] else { return (model, nil) }
@@ -463,10 +486,11 @@ public enum HuggingFaceCheckpoint {
             columnReader = nil
         }
 
-        init(shape: [Int], columnReader: (() throws -> RowReader)? = nil, fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
+        init(shape: [Int], rowReader: (() throws -> RowReader)? = nil, columnReader: (() throws -> RowReader)? = nil,
+             fill: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
             self.shape = shape
             self.fill = fill
-            rowReader = nil
+            self.rowReader = rowReader
             self.columnReader = columnReader
         }
 

@@ -5,7 +5,7 @@ import TensorCore
 import Tokenizers
 
 /// Opens a model for inference, with the tokenizer it carries: a SwiftGPT checkpoint, a training output directory
-/// (its best/ or last/ model), a Hugging Face model folder, or a Hub name (`ORG/NAME[@REVISION]`), downloaded into
+/// (its best/ or last/ model), a Hugging Face model folder, a GGUF file of a GPT-2 (see `GGUFImport`), or a Hub name (`ORG/NAME[@REVISION]`), downloaded into
 /// Hugging Face's cache unless it is there already.
 package enum ModelLoading {
     /// The model `path` names with its tokenizer. A folder that holds a low-rank adapter (adapter_config.json) opens
@@ -19,9 +19,13 @@ package enum ModelLoading {
 
     private static func load(_ path: String, tokenizer tokenizerOverride: String?, adapter: String?, keepingAdapter: Bool,
                              depth: Int) throws -> (GPTModel, any Tokenizer) {
-        let directory = try modelFolder(path)
-        var model: GPTModel, folders = [directory]
-        if LowRankAdapterFiles.isAdapter(directory) {
+        let isGGUF = GGUFImport.isGGUF(path)
+        let directory = isGGUF ? URL(fileURLWithPath: path) : try modelFolder(path)
+        var model: GPTModel, folders = [directory], carried: (any Tokenizer)?
+        if isGGUF {
+            let loaded = try GGUFImport.load(from: directory)
+            (model, carried) = (loaded.model, loaded.tokenizer)
+        } else if LowRankAdapterFiles.isAdapter(directory) {
             guard depth < 8 else { throw FileError(url: directory, reason: .unsupported, message: "adapters on adapters more than 8 deep (does an adapter name itself as its base?)") }
             guard let base = try LowRankAdapterFiles.baseModel(of: directory) else {
                 throw FileError(url: directory.appendingPathComponent(LowRankAdapterFiles.configFile), reason: .missing,
@@ -43,7 +47,7 @@ package enum ModelLoading {
             folders.insert(folder, at: 0)
         }
         if !keepingAdapter { model.mergeAdapter() }
-        return (model, try tokenizer(of: model, in: folders, override: tokenizerOverride))
+        return (model, try tokenizer(of: model, in: folders, carried: carried, override: tokenizerOverride))
     }
 
     /// `load`, for decoding in `format` only (see `HuggingFaceCheckpoint.loadForDecoding`): the model holds its
@@ -51,13 +55,18 @@ package enum ModelLoading {
     /// weights beside the decoding ones).
     package static func loadForDecoding(_ path: String, tokenizer tokenizerOverride: String? = nil, adapter: String? = nil,
                                         format: WeightFormat) throws -> (GPTModel, any Tokenizer, DecodeWeights) {
-        let directory = try modelFolder(path)
+        let isGGUF = GGUFImport.isGGUF(path)
+        let directory = isGGUF ? URL(fileURLWithPath: path) : try modelFolder(path)
         if adapter != nil || LowRankAdapterFiles.isAdapter(directory) {
             let (model, tokenizer) = try load(path, tokenizer: tokenizerOverride, adapter: adapter)
             return (model, tokenizer, DecodeWeights(model: model, format: format))
         }
+        if isGGUF {
+            let (model, weights, carried) = try GGUFImport.load(from: directory, packingIn: format)
+            return (model, try tokenizer(of: model, in: [directory], carried: carried, override: tokenizerOverride), weights!)
+        }
         let (model, weights) = try HuggingFaceCheckpoint.loadForDecoding(from: directory, format: format)
-        return (model, try tokenizer(of: model, in: [directory], override: tokenizerOverride), weights)
+        return (model, try tokenizer(of: model, in: [directory], carried: nil, override: tokenizerOverride), weights)
     }
 
     /// The model folder `path` names, which must hold a config.json or an adapter_config.json.
@@ -75,12 +84,14 @@ package enum ModelLoading {
     }
 
     /// The tokenizer `override` names, else the one the first of the model's `folders` that carries one carries (an
-    /// adapter's, then its base's), else GPT-2's for a vocabulary of its size.
-    private static func tokenizer(of model: GPTModel, in folders: [URL], override tokenizerOverride: String?) throws -> any Tokenizer {
+    /// adapter's, then its base's), else the one its file `carried` (a GGUF file's), else GPT-2's for a vocabulary of
+    /// its size.
+    private static func tokenizer(of model: GPTModel, in folders: [URL], carried fileTokenizer: (any Tokenizer)?,
+                                  override tokenizerOverride: String?) throws -> any Tokenizer {
         let tokenizer: any Tokenizer, directory = folders[0]
         if let tokenizerOverride {
             tokenizer = try TokenizerLoading.load(tokenizerOverride)
-        } else if let carried = folders.lazy.compactMap({ try? TokenizerLoading.load(directory: $0) }).first {
+        } else if let carried = folders.lazy.compactMap({ try? TokenizerLoading.load(directory: $0) }).first ?? fileTokenizer {
             tokenizer = carried
         } else if model.config.vocabularySize == 50257 {
             tokenizer = try TokenizerLoading.gpt2()

@@ -17,33 +17,51 @@ extension BPETokenizer {
         if let hole = tokens.firstIndex(of: nil) {
             throw FileError(url: vocabularyURL, reason: .malformed(line: nil), message: "no token has id \(hole); ids must be 0..<\(tokens.count)")
         }
-        let mergeLines = try readMerges(mergesURL)
+        return try byteLevel(tokens: tokens.map { $0! }, merges: try readMerges(mergesURL), kind: kind,
+                             vocabularyError: { FileError(url: vocabularyURL, reason: .malformed(line: nil), message: $0) },
+                             mergeError: { line, message in
+                                 FileError(url: mergesURL, reason: .malformed(line: line), message: (line.map { "line \($0): " } ?? "") + message)
+                             })
+    }
+
+    /// A byte-level BPE from its tokens' texts in id order (bytes as GPT-2's byte-to-character table writes them) and
+    /// its merges ("left right", in rank order, `line` what errors name). A token that is neither one byte nor made by
+    /// a merge is a special token (`<|endoftext|>`). Errors are made by `vocabularyError` and `mergeError`.
+    package static func byteLevel(tokens: [String], merges mergeLines: [(line: Int, left: String, right: String)], kind: String,
+                                  vocabularyError: (String) -> FileError, mergeError: (Int?, String) -> FileError) throws -> BPETokenizer {
+        var vocabulary: [String: Int] = [:]
+        vocabulary.reserveCapacity(tokens.count)
+        for (id, token) in tokens.enumerated() {
+            if let other = vocabulary.updateValue(id, forKey: token) {
+                throw vocabularyError("token \(token.debugDescription) has two ids, \(other) and \(id)")
+            }
+        }
         var merges: [(Int32, Int32)] = []
         var madeByMerge = Set<Int>()
         for (line, left, right) in mergeLines {
             guard let a = vocabulary[left], let b = vocabulary[right] else {
-                throw FileError(url: mergesURL, reason: .malformed(line: line), message: "line \(line): \"\(left) \(right)\" uses a token missing from \(vocabularyURL.lastPathComponent)")
+                throw mergeError(line, "\"\(left) \(right)\" uses a token missing from the vocabulary")
             }
             guard let c = vocabulary[left + right] else {
-                throw FileError(url: mergesURL, reason: .malformed(line: line), message: "line \(line): the merge of \"\(left) \(right)\" is missing from \(vocabularyURL.lastPathComponent)")
+                throw mergeError(line, "the merge of \"\(left) \(right)\" is missing from the vocabulary")
             }
             merges.append((Int32(a), Int32(b)))
             madeByMerge.insert(c)
         }
         var bytes: [[UInt8]?] = [], specials: [String: Int32] = [:]
         for (id, token) in tokens.enumerated() {
-            let decoded = ByteLevel.decode(token!)
+            let decoded = ByteLevel.decode(token)
             if let decoded, decoded.count == 1 || madeByMerge.contains(id) {
                 bytes.append(decoded)
             } else {
                 bytes.append(nil)
-                specials[token!] = Int32(id)
+                specials[token] = Int32(id)
             }
         }
         do {
             return try BPETokenizer(tokens: bytes, specialTokens: specials, merges: merges, kind: kind)
         } catch let error as TokenizerError {
-            throw FileError(url: mergesURL, reason: .malformed(line: nil), message: error.message)
+            throw mergeError(nil, error.message)
         }
     }
 

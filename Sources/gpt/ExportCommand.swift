@@ -17,23 +17,25 @@ struct ExportCommand: ParsableCommand {
         The folder is written under a temporary name and renamed into place.
 
         --format gguf writes one file that llama.cpp (llama-cli, llama-server) and ollama load: a GPT-2 model with \
-        GPT-2's byte-level BPE, its matrices in --dtype f32, f16, q8_0 or q4_0 (llama.cpp's block formats), \
+        GPT-2's byte-level BPE, its matrices in --dtype f32, f16, bf16, q8_0 or q4_0 (llama.cpp's block formats), \
         LayerNorms, biases and the position embedding in F32, and the chat template when the model has one. Other \
         architectures and tokenizers are refused with the reason.
         """
     )
 
-    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
+    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), a GGUF file of a GPT-2, or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Output directory (replaced if it exists), or the GGUF file.") var out: String
     @Option(help: "hf (a Hugging Face folder) or gguf (one file for llama.cpp).") var format = "hf"
-    @Option(help: "Weight type: fp32 or bf16 (hf); f32, f16, q8_0 or q4_0 (gguf; default f32).") var dtype: String?
+    @Option(help: "Weight type: fp32 or bf16 (hf); f32, f16, bf16, q8_0 or q4_0 (gguf; default f32).") var dtype: String?
 
     func run() throws {
         guard format == "hf" || format == "gguf" else { throw ValidationError("--format is hf or gguf, not '\(format)'") }
-        let ggufType = format == "gguf" ? GGUFExport.TensorType(rawValue: dtype ?? "f32") : nil
-        if format == "gguf", ggufType == nil { throw ValidationError("--dtype of a GGUF file is f32, f16, q8_0 or q4_0, not '\(dtype!)'") }
+        let ggufType = format == "gguf" ? GGUFExport.types.first { $0.rawValue == dtype ?? "f32" } : nil
+        if format == "gguf", ggufType == nil {
+            throw ValidationError("--dtype of a GGUF file is \(GGUFExport.types.map(\.rawValue).joined(separator: ", ")), not '\(dtype!)'")
+        }
         let types: [String: SafeTensors.DType] = ["fp32": .float32, "bf16": .bfloat16]
         if format == "hf", types[dtype ?? "fp32"] == nil { throw ValidationError("--dtype is fp32 or bf16, not '\(dtype!)'") }
         let (gpt, tok) = try ModelLoading.load(model, tokenizer: tokenizer, adapter: adapter)

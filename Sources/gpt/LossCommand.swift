@@ -14,7 +14,7 @@ struct LossCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
+    @Option(help: "Model directory (a checkpoint, a training output directory, or a Hugging Face folder), a GGUF file of a GPT-2, or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).") var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String
     @Option(help: "Which split: train or val.") var split = "val"

@@ -22,12 +22,12 @@ final class GGUFExportTests: XCTestCase {
         let tokenizer = try TokenizerLoading.gpt2()
         for (width, tied) in [(64, true), (40, false)] {
             let model = try gpt2(width: width, tied: tied), c = model.config
-            for type in GGUFExport.TensorType.allCases {
+            for type in GGUFExport.types {
                 let url = folder.appendingPathComponent("m\(width)-\(type.rawValue).gguf")
                 try GGUFExport.write(model, tokenizer: tokenizer, chatTemplate: tied ? "{{ messages }}" : nil, name: "tiny", type: type, to: url)
                 let file = try ParsedGGUF(Data(contentsOf: url))
                 XCTAssertEqual(file.values["general.architecture"] as? String, "gpt2")
-                XCTAssertEqual(file.values["general.file_type"] as? UInt32, ["f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2][type.rawValue])
+                XCTAssertEqual(file.values["general.file_type"] as? UInt32, ["f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2][type.rawValue])
                 XCTAssertEqual(file.values["gpt2.embedding_length"] as? UInt32, UInt32(width))
                 XCTAssertEqual(file.values["gpt2.feed_forward_length"] as? UInt32, UInt32(4 * width))
                 XCTAssertEqual(file.values["gpt2.block_count"] as? UInt32, 2)
@@ -60,7 +60,7 @@ final class GGUFExportTests: XCTestCase {
                     let (rows, length) = value.shape.count == 1 ? (1, value.shape[0]) : transposed ? (value.shape[1], value.shape[0]) : (value.shape[0], value.shape[1])
                     XCTAssertEqual(tensor.shape, value.shape.count == 1 ? [length] : [length, rows], name)
                     let isMatrix = value.shape.count == 2 && name != "position_embd.weight"
-                    let expectedType = !isMatrix ? .f32 : (length % 32 == 0 || type == .f32) ? type : .f16
+                    let expectedType = !isMatrix ? .f32 : length % type.blockLength == 0 ? type : .f16
                     XCTAssertEqual(tensor.type, expectedType.ggmlType, "\(name) \(type)")
                     for r in [0, rows / 2, rows - 1] {
                         let row = (0..<length).map { transposed ? value.pointer[$0 * rows + r] : value.pointer[r * length + $0] }
@@ -72,9 +72,9 @@ final class GGUFExportTests: XCTestCase {
         }
     }
 
-    /// `stored` is `row` in `type`: exactly for F32, the nearest half for F16, and for the block types the values of
+    /// `stored` is `row` in `type`: exactly for F32, the nearest half for F16 (bfloat16 for BF16), and for the block types the values of
     /// llama.cpp's reference quantizers (within half a step of the original, the block's extreme exact for Q4_0).
-    func assertStored(_ stored: [Float], _ row: [Float], as type: GGUFExport.TensorType, _ message: String) {
+    func assertStored(_ stored: [Float], _ row: [Float], as type: GGUFTensorType, _ message: String) {
         XCTAssertEqual(stored.count, row.count, message)
         switch type {
         case .f32:
@@ -83,6 +83,10 @@ final class GGUFExportTests: XCTestCase {
             #if !(os(macOS) && arch(x86_64))
             XCTAssertEqual(stored, row.map { Float(Float16($0)) }, message)
             #endif
+        case .bf16:
+            XCTAssertEqual(stored, row.map { BFloat16($0).float }, message)
+        case .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k:
+            XCTFail("\(message): SwiftGPT writes no \(type)")
         case .q8_0, .q4_0:
             for block in stride(from: 0, to: row.count, by: 32) {
                 let values = Array(row[block..<(block + 32)]), decoded = Array(stored[block..<(block + 32)])
@@ -233,6 +237,8 @@ struct ParsedGGUF {
                 return (0..<length).map { Float(bitPattern: bytes.loadUnaligned(fromByteOffset: base + (r * length + $0) * 4, as: UInt32.self)) }
             case 1:
                 return (0..<length).map { halfValue(bytes.loadUnaligned(fromByteOffset: base + (r * length + $0) * 2, as: UInt16.self)) }
+            case 30:
+                return (0..<length).map { Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: base + (r * length + $0) * 2, as: UInt16.self)) << 16) }
             case 8, 2:
                 let blockBytes = tensor.type == 8 ? 34 : 18, rowStart = base + r * length / 32 * blockBytes
                 return (0..<length).map { i in
