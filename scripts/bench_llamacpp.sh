@@ -2,13 +2,15 @@
 # SwiftGPT and llama.cpp side by side on one machine, in one run: decoding tokens/s at batch 1 and prompt processing
 # of 512 tokens per precision (GPT-2 124M shape), and the perplexity each weight precision costs on a trained model.
 #
-#   scripts/bench_llamacpp.sh [--model DIR --data PREPARED [--perplexity-only]] [--threads N]
+#   scripts/bench_llamacpp.sh [--model DIR --data PREPARED [--perplexity-only]] [--server-only] [--threads N]
 #
 # --model: a GPT-2 model folder (SwiftGPT or Hugging Face, GPT-2 tokenizer) whose perplexity is measured over --data's
 # val split (a `gpt prepare --tokenizer gpt2` folder); without them only speeds are measured. Speeds use GPT-2 124M with
 # random weights (speed does not depend on their values), written by `gpt` and converted by llama.cpp's own
-# convert_hf_to_gguf.py; q8_0 and q4_0 files are made by llama-quantize. llama.cpp is built by
-# scripts/build_llamacpp.sh (cached). Python needs numpy, torch and transformers. Not part of CI.
+# convert_hf_to_gguf.py; q8_0 and q4_0 files are made by llama-quantize. Then both servers under 1, 8 and 32 streaming
+# clients (scripts/serve_load.py: `gpt serve` on the fp32 model, `llama-server` on the f32 file, 32 slots each, 30 s a
+# level): tokens/s, time to first token, resident memory. llama.cpp is built by scripts/build_llamacpp.sh (cached).
+# Python needs numpy, torch, transformers and httpx. Not part of CI.
 #
 # llama.cpp's spinning threads collapse when another process takes a core, so each measurement waits for a 1-minute
 # load average below 0.5 (up to 3 minutes, then says so). Only ratios within one run compare: memory bandwidth on a
@@ -16,13 +18,14 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-model="" data="" threads=2 speeds=1
+model="" data="" threads=2 speeds=1 server=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --model) model="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
-        --perplexity-only) speeds=0; shift ;;
+        --perplexity-only) speeds=0; server=0; shift ;;
+        --server-only) speeds=0; server=1; shift ;;
         *) echo "usage: $0 [--model DIR --data PREPARED] [--threads N]" >&2; exit 2 ;;
     esac
 done
@@ -58,7 +61,7 @@ convert() {
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $threads threads; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "llama.cpp: $(cat "$(dirname "$src")/VERSION" 2>/dev/null || echo "version unknown")"
-if [[ "$speeds" == 1 ]]; then
+if [[ "$speeds" == 1 || "$server" == 1 ]]; then
 
 # GPT-2 124M with random weights, as a Hugging Face folder with the GPT-2 tokenizer.
 if [[ ! -s "$work/gpt2-124m/model.safetensors" ]]; then
@@ -70,7 +73,9 @@ if [[ ! -s "$work/gpt2-124m/model.safetensors" ]]; then
     "$gpt" export --model "$work/gpt2-run/last" --out "$work/gpt2-124m" > /dev/null
 fi
 convert "$work/gpt2-124m" gpt2
+fi
 
+if [[ "$speeds" == 1 ]]; then
 echo
 echo "## Decoding, batch 1 (128 new tokens), and prompt processing (512 tokens), GPT-2 124M"
 echo "| weights | SwiftGPT decode tok/s | llama.cpp | ratio | SwiftGPT prompt 512 tok/s | llama.cpp | ratio |"
@@ -98,6 +103,30 @@ pp = 512 / (float(prompt_ms) / 1000)
 print(f"| {ours} / {theirs} | {float(decode):.1f} | {float(ltg):.1f} | {float(decode) / float(ltg):.2f} | {pp:.0f} | {float(lpp):.0f} | {pp / float(lpp):.2f} |")' \
         "$ours" "$theirs" "$decode" "$prompt" "$ltg" "$lpp"
 done
+fi
+
+if [[ "$server" == 1 ]]; then
+echo
+echo "## Server, GPT-2 124M fp32 / f32: streaming clients sending 32-token prompts for 128 tokens each, 30 s a level"
+quiet
+python3 "$root/scripts/serve_load.py" --model "$work/gpt2-124m" --clients 1,8,32 --seconds 30 --new-connections \
+    --output "$work/serve-gpt.json" > "$work/serve-gpt.log"
+quiet
+python3 "$root/scripts/serve_load.py" --llama-server "$bins/llama-server" --gguf "$work/gpt2-f32.gguf" --threads "$threads" \
+    --clients 1,8,32 --seconds 30 --new-connections --output "$work/serve-llama.json" > "$work/serve-llama.log"
+python3 - "$work/serve-gpt.json" "$work/serve-llama.json" <<'PY'
+import json, sys
+ours, theirs = (json.load(open(f)) for f in sys.argv[1:])
+print("| clients | SwiftGPT tok/s | llama-server tok/s | ratio | first token p50 / p99 ms, SwiftGPT | llama-server | RSS peak MiB, SwiftGPT | llama-server |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for o, t in zip(ours, theirs):
+    ms = lambda row: f"{row['ttft_p50_s'] * 1000:.0f} / {row['ttft_p99_s'] * 1000:.0f}"
+    print(f"| {o['clients']} | {o['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | {o['tokens_per_s'] / t['tokens_per_s']:.2f} "
+          f"| {ms(o)} | {ms(t)} | {o['rss_peak_mib']:.0f} | {t['rss_peak_mib']:.0f} |")
+    for name, row in (("SwiftGPT", o), ("llama-server", t)):
+        if row["errors"]:
+            print(f"  {name}, {row['clients']} clients: {row['errors']} errors, e.g. {row['error_examples'][0]}")
+PY
 fi
 
 [[ -n "$model" ]] || exit 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test of `gpt serve` on loopback: for each concurrency level, that many streaming clients send completions
+"""Load test of `gpt serve` (or, with --llama-server, of llama.cpp's `llama-server` on a GGUF file) on loopback: for each concurrency level, that many streaming clients send completions
 back to back for a fixed time; reports total generated tokens/s while every client streams (the tokens that arrived
 before the deadline; the requests still running then finish, and the figure over the whole run, tail included, is shown
 beside it), time to first token (p50/p99), errors, the server's resident memory over the run and the CPU time the load
@@ -8,10 +8,11 @@ client itself took from the same cores.
 Without --model it makes GPT-2 124M with random weights (one training step of `gpt train --preset gpt2` on Tiny
 Shakespeare), which decodes exactly as fast as the trained model.
 
-usage: scripts/serve_load.py [--model DIR] [--clients 1,8,32] [--seconds 60] [--prompt-tokens 32] [--max-tokens 128]
+usage: scripts/serve_load.py [--model DIR | --llama-server BIN --gguf FILE] [--clients 1,8,32] [--seconds 60]
+                             [--prompt-tokens 32] [--max-tokens 128]
 needs: pip install httpx (the openai package brings it)
 """
-import argparse, asyncio, json, os, random, re, statistics, subprocess, sys, tempfile, time
+import argparse, asyncio, json, os, random, re, socket, statistics, subprocess, sys, tempfile, threading, time
 
 import httpx
 
@@ -38,7 +39,36 @@ def start_server(gpt, model, max_batch):
         if not line:
             raise SystemExit(f"gpt serve did not start: {seen}")
         seen += line
+    drain(process)
     return process, match.group(1)
+
+
+def drain(process):
+    """Reads the server's output from here on (a server blocks, and its measurements with it, once the pipe it logs to
+    is full)."""
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+
+
+def start_llama_server(binary, gguf, max_batch, threads):
+    """llama-server with --max-batch slots of 1,024 tokens each (GPT-2's context), continuous batching (its default)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
+                                "-np", str(max_batch), "-c", str(1024 * max_batch), "--no-webui"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"llama-server did not start: {process.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                drain(process)
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("llama-server did not answer /health in 120 s")
 
 
 def rss_mib(pid):
@@ -59,7 +89,8 @@ async def client(http, url, prompts, args, deadline, results):
     arrived by then), so that the figure covers only the time when every client is streaming."""
     while time.monotonic() < deadline:
         prompt = random.choice(prompts)
-        body = {"model": "load", "prompt": [prompt], "max_tokens": args.max_tokens, "temperature": 0.8, "stream": True,
+        # llama-server reads a list of token lists as several prompts; a list of token ids is one prompt to both.
+        body = {"model": "load", "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0.8, "stream": True,
                 "stream_options": {"include_usage": True}, "logit_bias": {"50256": -100}}
         start = time.monotonic()
         first, tokens, chunks, chunks_in_time = None, None, 0, 0
@@ -106,7 +137,10 @@ async def level(url, prompts, clients, args, pid):
             memory.append((time.monotonic() - start, rss_mib(pid)))
             await asyncio.sleep(0.5)
     sampler = asyncio.create_task(sample_memory())
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    # llama-server (cpp-httplib) closes a kept-alive connection after a few requests, which a client can meet as an
+    # error; --new-connections opens one a request, for both servers alike.
+    keepalive = 0 if args.new_connections else clients + 4
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=keepalive)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await asyncio.gather(*(client(http, url, prompts, args, deadline, results) for _ in range(clients)))
     wall = time.monotonic() - start
@@ -147,13 +181,23 @@ def main():
     parser.add_argument("--seconds", type=float, default=60, help="duration of each level")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
-    parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
+    parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch (llama-server's -np slots)")
+    parser.add_argument("--llama-server", help="measure this llama-server binary instead, on --gguf")
+    parser.add_argument("--gguf", help="the GGUF file llama-server serves")
+    parser.add_argument("--new-connections", action="store_true", help="a new connection for each request (no keep-alive)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="llama-server's -t")
     parser.add_argument("--output", help="write the figures here as JSON")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
-        model = args.model or make_model(args.gpt, work)
-        process, url = start_server(args.gpt, model, args.max_batch)
+        if args.llama_server:
+            if not args.gguf:
+                raise SystemExit("--llama-server needs --gguf")
+            model = args.gguf
+            process, url = start_llama_server(args.llama_server, args.gguf, args.max_batch, args.threads)
+        else:
+            model = args.model or make_model(args.gpt, work)
+            process, url = start_server(args.gpt, model, args.max_batch)
         try:
             # Prompts of exactly --prompt-tokens tokens from Tiny Shakespeare.
             text = open(os.path.join(ROOT, "data/tinyshakespeare/input.txt")).read()
@@ -161,7 +205,8 @@ def main():
             rng = random.Random(0)
             prompts = [ids[s:s + args.prompt_tokens] for s in (rng.randrange(len(ids) - args.prompt_tokens) for _ in range(256))]
             random.seed(0)
-            print(f"gpt serve on {model}: {args.seconds:g} s per level, {args.prompt_tokens}-token prompts, "
+            server = "llama-server" if args.llama_server else "gpt serve"
+            print(f"{server} on {model}: {args.seconds:g} s per level, {args.prompt_tokens}-token prompts, "
                   f"{args.max_tokens} tokens per request, --max-batch {args.max_batch}", flush=True)
             rows = asyncio.run(measure(url, prompts, args, process.pid))
         finally:

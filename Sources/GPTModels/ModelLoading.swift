@@ -5,8 +5,8 @@ import TensorCore
 import Tokenizers
 
 /// Opens a model for inference, with the tokenizer it carries: a SwiftGPT checkpoint, a training output directory
-/// (its best/ or last/ model), a Hugging Face model folder, a GGUF file of a GPT-2 (see `GGUFImport`), or a Hub name (`ORG/NAME[@REVISION]`), downloaded into
-/// Hugging Face's cache unless it is there already.
+/// (its best/ or last/ model), a Hugging Face model folder, a GGUF file of a GPT-2 (see `GGUFImport`), or a Hub name
+/// (`ORG/NAME[@REVISION]`), downloaded into Hugging Face's cache unless it is there already.
 package enum ModelLoading {
     /// The model `path` names with its tokenizer. A folder that holds a low-rank adapter (adapter_config.json) opens
     /// as the base model its adapter_config.json names with the adapter applied; `adapter` names one more to apply.
