@@ -117,9 +117,7 @@ package struct GGUFFile {
     package init(contentsOf url: URL) throws {
         self.url = url
         func fail(_ message: String) -> FileError { FileError(url: url, reason: .malformed(line: nil), message: message) }
-        guard FileManager.default.fileExists(atPath: url.path) else { throw FileError(url: url, reason: .missing, message: "no such file") }
-        let file: FileMapping
-        do { file = try FileMapping(url) } catch { throw FileError(url: url, reason: .unreadable, message: "cannot read: \(error)") }
+        let file = try FileMapping.opening(url)
         var reader = Reader(bytes: file.bytes, fail: fail)
         guard file.bytes.count >= 4, Array(file.bytes[0..<4]) == Array("GGUF".utf8) else { throw fail("not a GGUF file (it does not start with 'GGUF')") }
         reader.position = 4
