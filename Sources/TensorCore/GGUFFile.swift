@@ -112,6 +112,8 @@ package struct GGUFFile {
     static let arrayLimit = 1 << 24
     /// Dimensions a tensor may have (ggml's limit).
     static let dimensionLimit = 4
+    /// The largest size of one dimension.
+    static let dimensionBound = 1 << 48
 
     /// Opens and validates `url`; every problem is a `FileError` that names the file and the field.
     package init(contentsOf url: URL) throws {
@@ -162,7 +164,10 @@ package struct GGUFFile {
             var dimensions: [Int] = []
             for d in 0..<Int(dimensionCount) {
                 let size = try reader.integer(UInt64.self, "dimension \(d) of tensor '\(name)'")
-                guard size >= 1, size <= UInt64(Int.max) else { throw fail("tensor '\(name)' has dimension \(d) of \(size), not a positive size") }
+                // Bounded so that a row's bytes cannot overflow; the product of the dimensions is checked below.
+                guard size >= 1, size <= UInt64(Self.dimensionBound) else {
+                    throw fail("tensor '\(name)' has dimension \(d) of \(size), not a positive size up to 2^48")
+                }
                 dimensions.append(Int(size))
             }
             let type = try reader.integer(UInt32.self, "the type of tensor '\(name)'")
