@@ -5,7 +5,7 @@ import Tokenizers
 
 /// The model a decoding command (`generate`, `chat`, `serve`) opens: its folder or Hub name, tokenizer and weight format.
 struct DecodingModelOptions: ParsableArguments {
-    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), a GGUF file of a GPT-2 (F32, F16, BF16, Q8_0 or Q4_0), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).")
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory or a Hugging Face folder), a GGUF file of a GPT-2 (llama.cpp's format), or a Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there (see gpt pull).")
     var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?

@@ -17,7 +17,7 @@ struct EvalCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name; or a GGUF file of a GPT-2 (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull).") var model: String
+    @Option(help: "Model directory (a SwiftGPT checkpoint, a training output directory, a Hugging Face folder of a GPT-2, OpenAI-GPT, GPT-Neo, GPT-NeoX, GPT-J or GPTBigCode model, or its Hub name (ORG/NAME[@REVISION]), downloaded into Hugging Face's cache unless it is there; see gpt pull), or a GGUF file of a GPT-2.") var model: String
     @Option(help: "A low-rank adapter to apply to the model: a PEFT LoRA folder, such as a training run's with --lora-rank (merged into the weights as they load).") var adapter: String?
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Weights to score with, as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).")
