@@ -68,30 +68,16 @@ package enum GGUFExport {
         // Tensors in llama.cpp's names, each [rows, row length] with ne0 = the row length; Conv1D weights ([in, out])
         // are written transposed, one row per output, as llama.cpp multiplies.
         var tensors: [FileTensor] = []
-        func add(_ name: String, _ parameter: String, transposed: Bool = false, quantized: Bool = true) {
+        func add(_ name: String, _ parameter: String, transposed: Bool, quantized: Bool) {
             let value = model.parameters[parameter].value
             let (rows, length) = value.shape.count == 1 ? (1, value.shape[0]) : transposed ? (value.shape[1], value.shape[0]) : (value.shape[0], value.shape[1])
             let storedType = !quantized || value.shape.count == 1 ? .f32 : length % type.blockLength == 0 ? type : .f16
             tensors.append(FileTensor(name: name, parameter: parameter, rows: rows, length: length, transposed: transposed,
                                   isVector: value.shape.count == 1, type: storedType))
         }
-        add("token_embd.weight", ParameterNames.tokenEmbedding)
-        add("position_embd.weight", ParameterNames.positionEmbedding, quantized: false)
-        for layer in 0..<c.layerCount {
-            let block = ParameterNames.Block(layer), prefix = "blk.\(layer)."
-            for (ours, theirs) in [(block.attentionNorm, "attn_norm"), (block.mlpNorm, "ffn_norm")] {
-                add(prefix + theirs + ".weight", ours.weight)
-                add(prefix + theirs + ".bias", ours.bias)
-            }
-            for (ours, theirs) in [(block.queryKeyValue, "attn_qkv"), (block.attentionOutput, "attn_output"),
-                                   (block.mlpInput, "ffn_up"), (block.mlpOutput, "ffn_down")] {
-                add(prefix + theirs + ".weight", ours.weight, transposed: true)
-                add(prefix + theirs + ".bias", ours.bias)
-            }
+        for tensor in tensorNames(layers: c.layerCount, output: !c.tiedOutputEmbedding) {
+            add(tensor.file, tensor.parameter, transposed: tensor.transposed, quantized: tensor.parameter != ParameterNames.positionEmbedding)
         }
-        add("output_norm.weight", ParameterNames.finalNorm.weight)
-        add("output_norm.bias", ParameterNames.finalNorm.bias)
-        if !c.tiedOutputEmbedding { add("output.weight", ParameterNames.outputLayer) }
 
         var offset = 0
         for tensor in tensors {
@@ -119,6 +105,26 @@ package enum GGUFExport {
                 try handle.write(contentsOf: bytes)
             }
         }
+    }
+
+    /// llama.cpp's `gpt2` tensors of a model of `layers` blocks (with an untied `output` layer), in the order of the
+    /// file: each with SwiftGPT's parameter, and whether the file holds it transposed (a Conv1D weight, [in, out] here,
+    /// is stored one row per output, as llama.cpp multiplies).
+    static func tensorNames(layers: Int, output: Bool) -> [(file: String, parameter: String, transposed: Bool)] {
+        var names = [("token_embd.weight", ParameterNames.tokenEmbedding, false), ("position_embd.weight", ParameterNames.positionEmbedding, false)]
+        for layer in 0..<layers {
+            let block = ParameterNames.Block(layer), prefix = "blk.\(layer)."
+            for (ours, theirs) in [(block.attentionNorm, "attn_norm"), (block.mlpNorm, "ffn_norm")] {
+                names += [(prefix + theirs + ".weight", ours.weight, false), (prefix + theirs + ".bias", ours.bias, false)]
+            }
+            for (ours, theirs) in [(block.queryKeyValue, "attn_qkv"), (block.attentionOutput, "attn_output"),
+                                   (block.mlpInput, "ffn_up"), (block.mlpOutput, "ffn_down")] {
+                names += [(prefix + theirs + ".weight", ours.weight, true), (prefix + theirs + ".bias", ours.bias, false)]
+            }
+        }
+        names += [("output_norm.weight", ParameterNames.finalNorm.weight, false), ("output_norm.bias", ParameterNames.finalNorm.bias, false)]
+        if output { names.append(("output.weight", ParameterNames.outputLayer, false)) }
+        return names
     }
 
     /// The alignment of the tensor data (GGUF's default).

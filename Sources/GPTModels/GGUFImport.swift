@@ -4,8 +4,8 @@ import TensorCore
 import Tokenizers
 
 /// Reads a GPT-2 model from a GGUF file (llama.cpp's format; what `GGUFExport` writes, and what llama.cpp's
-/// `convert_hf_to_gguf.py` and `llama-quantize` make of a GPT-2): the `gpt2` architecture's keys and tensors in F32,
-/// F16, BF16, Q8_0 or Q4_0, with the byte-level BPE tokenizer the file carries. Quantized tensors are decoded to the
+/// `convert_hf_to_gguf.py` and `llama-quantize` make of a GPT-2): the `gpt2` architecture's keys and tensors (in the
+/// types `GGUFTensorType` lists), with the byte-level BPE tokenizer the file carries. Quantized tensors are decoded to the
 /// values they stand for. Other architectures, tokenizers and tensor types are refused by name.
 package enum GGUFImport {
     /// Whether `path` names a file (not a folder) that starts as GGUF files do.
@@ -46,21 +46,9 @@ package enum GGUFImport {
             positions: .learned, layout: .preNorm, tiedOutputEmbedding: !hasOutput), fail: fail)
         let tokenizer = try readTokenizer(file)
 
-        // llama.cpp's names; its matrices are stored one row per output (SwiftGPT's [in, out] transposed), vectors and
-        // embeddings as SwiftGPT holds them.
-        var names: [String: String] = ["token_embd.weight": ParameterNames.tokenEmbedding, "position_embd.weight": ParameterNames.positionEmbedding,
-                                       "output_norm.weight": ParameterNames.finalNorm.weight, "output_norm.bias": ParameterNames.finalNorm.bias]
-        if hasOutput { names["output.weight"] = ParameterNames.outputLayer }
-        var transposed = Set<String>()
-        for layer in 0..<config.layerCount {
-            let block = ParameterNames.Block(layer), prefix = "blk.\(layer)."
-            for (ours, theirs) in [(block.attentionNorm, "attn_norm"), (block.mlpNorm, "ffn_norm"), (block.queryKeyValue, "attn_qkv"),
-                                   (block.attentionOutput, "attn_output"), (block.mlpInput, "ffn_up"), (block.mlpOutput, "ffn_down")] {
-                names[prefix + theirs + ".weight"] = ours.weight
-                names[prefix + theirs + ".bias"] = ours.bias
-                if theirs != "attn_norm" && theirs != "ffn_norm" { transposed.insert(ours.weight) }
-            }
-        }
+        let layout = GGUFExport.tensorNames(layers: config.layerCount, output: hasOutput)
+        let names = Dictionary(uniqueKeysWithValues: layout.map { ($0.file, $0.parameter) })
+        let transposed = Set(layout.filter(\.transposed).map(\.parameter))
         var stored: [String: HuggingFaceCheckpoint.StoredTensor] = [:]
         for tensor in file.tensors {
             guard let ours = names[tensor.name] else { throw FileError(url: url, reason: .mismatched, message: "unexpected tensor '\(tensor.name)' for a gpt2 model") }
@@ -75,9 +63,9 @@ package enum GGUFImport {
                 stored[ours] = .init(shape: dimensions.reversed(), rowReader: { try file.rowReader(name) }) { try file.read(name, into: $0) }
             }
         }
-        let reversedNames = Dictionary(uniqueKeysWithValues: names.map { ($0.value, $0.key) })
+        let fileNames = Dictionary(uniqueKeysWithValues: layout.map { ($0.parameter, $0.file) })
         let (model, weights) = try HuggingFaceCheckpoint.model(config: config, taskHead: nil, inputFormat: nil, tensors: stored, file: url,
-                                                              nameInFile: { reversedNames[$0] ?? $0 }, releasePages: file.releaseMappedPages,
+                                                              nameInFile: { fileNames[$0] ?? $0 }, releasePages: file.releaseMappedPages,
                                                               packingIn: format)
         return (model, weights, tokenizer)
     }
