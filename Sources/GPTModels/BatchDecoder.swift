@@ -29,12 +29,15 @@ package struct GenerationRequest: Sendable {
 /// read (chunked prefill, so that a long prompt never stalls the running streams for long), then samples.
 ///
 /// A request with n completions reads its prompt once: the cache is copied to the other n − 1 slots when the
-/// prompt is done. Not thread-safe: one owner calls it.
+/// prompt is done. With a prompt cache, a prompt that begins with a sequence decoded before starts from its keys and
+/// values, and each request's sequence joins the cache when it ends. Not thread-safe: one owner calls it.
 package final class BatchDecoder {
     package let model: GPTModel
     package let tokenizer: any Tokenizer
     /// Most prompt tokens read in one step, over all requests (nil: every waiting prompt whole).
     package let prefillBudget: Int?
+    /// Keys and values of sequences decoded before, which prompts that begin with them reuse (nil: none kept).
+    package let promptCache: PromptCache?
     private let session: InferenceSession
     private var freeSlots: [Int]
     private var requests: [Int: RequestState] = [:]
@@ -43,10 +46,12 @@ package final class BatchDecoder {
     private var nextID = 0
 
     /// A decoder with `slots` sequence slots (each completion of a running request holds one).
-    package init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil) {
+    package init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil,
+                 promptCache: PromptCache? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.prefillBudget = prefillBudget
+        self.promptCache = promptCache
         session = InferenceSession(model: model, sequences: slots, weights: weights)
         freeSlots = Array((0..<slots).reversed())
     }
@@ -87,6 +92,15 @@ package final class BatchDecoder {
         let echoed = o.echo ? try tokenizer.decode(request.prompt) : ""
         let state = RequestState(request: request, slots: slots, echoed: echoed, onEvent: onEvent)
         for slot in slots { session.reset(sequence: slot, adapter: request.adapter) }
+        // The longest prefix decoded before, less the prompt's last token (whose logits are needed); not when every
+        // prompt token's log-probability is asked for.
+        let reusable = min(request.prompt.count - 1, session.reusablePositions)
+        if let promptCache, !o.promptLogprobs, reusable > 0,
+           let (entry, length) = promptCache.longestPrefix(of: Array(request.prompt[..<reusable]), adapter: request.adapter) {
+            session.restorePrefix(entry.states, count: length, into: slots[0], adapter: request.adapter)
+            state.prefilled = length
+            state.cachedTokens = length
+        }
         requests[id] = state
         order.append(id)
         if o.echo {
@@ -98,6 +112,9 @@ package final class BatchDecoder {
         }
         return id
     }
+
+    /// Prompt tokens of request `id` whose keys and values came from the prompt cache.
+    package func cachedPromptTokens(of id: Int) -> Int { requests[id]?.cachedTokens ?? 0 }
 
     /// Drops a request without further events and frees its slots.
     package func cancel(_ id: Int) {
@@ -118,7 +135,7 @@ package final class BatchDecoder {
             let state = requests[id]!
             if state.prefilled < state.request.prompt.count {
                 guard budget > 0 else { continue }
-                let end = min(state.request.prompt.count, state.prefilled + budget)
+                let end = state.prefilled + min(budget, state.request.prompt.count - state.prefilled)
                 let part = Array(state.request.prompt[state.prefilled..<end])
                 budget -= part.count
                 let feed = Feed(id: id, sequence: nil, slot: state.slots[0], tokens: part, start: state.prefilled)
@@ -192,7 +209,19 @@ package final class BatchDecoder {
                                         promptLogprobs: o.promptLogprobs ? state.promptLogprobs : nil)
             state.onEvent(.finished(completion))
         }
+        keepInPromptCache(state)
         cancel(id)
+    }
+
+    /// Puts the keys and values of a request's first completion (prompt and generated tokens, as far as they were
+    /// fed) into the prompt cache, unless an entry holds them already.
+    private func keepInPromptCache(_ state: RequestState) {
+        let first = state.sequences[0]
+        let held = session.lengths[first.slot]
+        guard let promptCache, !first.restarted, held > 0, held <= session.reusablePositions else { return }
+        let tokens = Array((state.request.prompt + first.tokens).prefix(held))
+        guard !promptCache.covers(tokens, adapter: state.request.adapter) else { return }
+        promptCache.insert(tokens, adapter: state.request.adapter, states: session.prefixStates(of: first.slot, count: held))
     }
 
     /// Samples a sequence's next token, emits the text that became final and decides whether it ends.
@@ -219,7 +248,8 @@ package final class BatchDecoder {
                 s.finish = .length
             } else if session.lengths[s.slot] >= model.config.contextLength {
                 if o.slidingWindow {
-                    session.reset(sequence: s.slot)
+                    session.reset(sequence: s.slot, adapter: state.request.adapter)
+                    s.restarted = true
                     s.nextInput = Array((state.request.prompt + s.tokens).suffix(max(1, model.config.contextLength / 2)))
                 } else {
                     s.finish = .length
@@ -277,6 +307,8 @@ private final class RequestState {
     let echoed: String
     /// Prompt tokens read so far.
     var prefilled = 0
+    /// Prompt tokens whose keys and values came from the prompt cache.
+    var cachedTokens = 0
     /// Log-probabilities of the prompt's tokens after the first, when asked for.
     var promptLogprobs: [TokenLogprob] = []
 
@@ -308,6 +340,8 @@ private final class SequenceState {
     var stopAt: Int?
     /// What the next step feeds.
     var nextInput: [Int32] = []
+    /// Whether its slot was emptied to go on past the context (a sliding window): it no longer holds the prompt.
+    var restarted = false
 
     init(choice: Int, slot: Int, sampler: TokenSampler) {
         self.choice = choice

@@ -7,7 +7,10 @@ import TensorCore
 package protocol GenerationMonitor: Sendable {
     func queueDepthChanged(to depth: Int)
     func batchSizeChanged(to size: Int)
-    func promptAdmitted(tokens: Int)
+    /// A prompt of `tokens` tokens joined the batch, `cached` of them from the prompt cache.
+    func promptAdmitted(tokens: Int, cached: Int)
+    /// The prompt cache now holds `bytes` bytes of keys and values in `entries` sequences.
+    func promptCacheChanged(bytes: Int, entries: Int)
     func firstToken(after wait: Duration)
     func stepFinished(after duration: Duration)
     func completionFinished(tokens: Int)
@@ -19,7 +22,8 @@ package struct NoGenerationMonitor: GenerationMonitor {
     package init() {}
     package func queueDepthChanged(to depth: Int) {}
     package func batchSizeChanged(to size: Int) {}
-    package func promptAdmitted(tokens: Int) {}
+    package func promptAdmitted(tokens: Int, cached: Int) {}
+    package func promptCacheChanged(bytes: Int, entries: Int) {}
     package func firstToken(after wait: Duration) {}
     package func stepFinished(after duration: Duration) {}
     package func completionFinished(tokens: Int) {}
@@ -155,6 +159,7 @@ package final class GenerationEngine: @unchecked Sendable {
                 for ticket in running { fail(ticket, GenerationError(.failed, "generation failed: \(error)")) }
             }
             monitor.stepFinished(after: ContinuousClock.now - start)
+            if let cache = decoder.promptCache { monitor.promptCacheChanged(bytes: cache.bytes, entries: cache.count) }
             if ContinuousClock.now - lastTrim > .seconds(1) {
                 // Under steady load too, memory freed after a large batch goes back to the system.
                 TensorMemory.returnFreedMemory()
@@ -170,8 +175,8 @@ package final class GenerationEngine: @unchecked Sendable {
             pending.removeFirst()
             guard running.contains(where: { $0 === ticket }) else { continue }
             do {
-                monitor.promptAdmitted(tokens: request.prompt.count)
                 let id = try decoder.add(request) { [unowned self] event in handle(event, of: ticket) }
+                monitor.promptAdmitted(tokens: request.prompt.count, cached: decoder.cachedPromptTokens(of: id))
                 ticket.decoderIDs.append(id)
             } catch {
                 fail(ticket, error as? GenerationError ?? GenerationError(.invalidArgument, "\(error)"))

@@ -77,6 +77,46 @@ package final class InferenceSession {
         adapters[target] = adapters[source]
     }
 
+    /// The most positions of a sequence whose keys and values `prefixStates` can copy out and `restorePrefix` put
+    /// back: the context, or the shortest ring of a local layer; 0 when a layer keeps block summaries.
+    package var reusablePositions: Int { caches.map(\.positionsInOrder).min() ?? 0 }
+
+    /// Floats of keys and values one position holds over all layers.
+    package var statesPerPosition: Int { caches.reduce(0) { $0 + 2 * $1.heads * $1.headWidth } }
+
+    /// The keys and values of the first `count` positions of slot `sequence` (at most `reusablePositions`, at most
+    /// what it holds), every layer's in turn, `count × statesPerPosition` floats.
+    package func prefixStates(of sequence: Int, count: Int) -> [Float] {
+        precondition(count <= min(lengths[sequence], reusablePositions), "slot \(sequence) cannot give back \(count) positions")
+        return [Float](unsafeUninitializedCapacity: count * statesPerPosition) { buffer, initialized in
+            transferPrefix(buffer.baseAddress!, positions: count, sequence: sequence, count: count, restoring: false)
+            initialized = count * statesPerPosition
+        }
+    }
+
+    /// Empties slot `sequence` for a sequence decoded with `adapter` that begins with the first `count` of the
+    /// positions whose keys and values `states` holds (as `prefixStates` gave them, computed with the same adapter).
+    package func restorePrefix(_ states: [Float], count: Int, into sequence: Int, adapter: Int?) {
+        let positions = states.count / statesPerPosition
+        precondition(count <= min(positions, reusablePositions) && states.count == positions * statesPerPosition, "no \(count) positions to restore")
+        reset(sequence: sequence, adapter: adapter)
+        states.withUnsafeBufferPointer {
+            // Restoring only reads the states.
+            transferPrefix(UnsafeMutablePointer(mutating: $0.baseAddress!), positions: positions, sequence: sequence, count: count, restoring: true)
+        }
+        lengths[sequence] = count
+    }
+
+    /// Copies positions 0..<count of slot `sequence` to or from `states`, which holds `positions` of each layer.
+    private func transferPrefix(_ states: UnsafeMutablePointer<Float>, positions: Int, sequence: Int, count: Int, restoring: Bool) {
+        var at = states
+        for cache in caches {
+            let floats = cache.heads * positions * cache.headWidth
+            cache.transfer(sequence: sequence, count: count, keys: at, values: at + floats, positions: positions, restoring: restoring)
+            at += 2 * floats
+        }
+    }
+
     /// Feeds `tokens` to each listed slot (one entry per distinct slot, each with at least one token) and returns
     /// the logits [entries, vocabulary] after each entry's last token, or with `everyToken` the logits
     /// [tokens, vocabulary] after every token fed, in the order of the entries.

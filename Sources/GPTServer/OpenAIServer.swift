@@ -26,6 +26,9 @@ public struct ServerConfiguration: Sendable {
     public var requestTimeout: Double = 600
     /// Prompt tokens read per decoding step at most (chunked prefill).
     public var prefillBudget = 256
+    /// Bytes of keys and values the prompt cache keeps at most (0: no prompt cache). A prompt that begins with a
+    /// sequence decoded before — a chat's earlier turns, a shared system prompt — computes only its other tokens.
+    public var promptCacheBytes = 512 << 20
     /// Longest a connection may take to deliver a whole request (headers and body), counted from its opening or
     /// from the end of its previous response, in seconds; a slower or idle connection is closed.
     public var receiveTimeout: Double = 30
@@ -66,8 +69,8 @@ public final class OpenAIServer: Sendable {
                  weights: DecodeWeights, adapters: [(name: String, adapter: LowRankAdapter)] = []) throws {
         precondition(weights.format == configuration.precision, "decoding weights in \(weights.format), configured \(configuration.precision)")
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
-              configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0 else {
-            throw GenerationError(.invalidArgument, "max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes not negative")
+              configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0, configuration.promptCacheBytes >= 0 else {
+            throw GenerationError(.invalidArgument, "max batch, max queue, prefill budget, max connections and max body bytes must be positive, pool bytes and cache bytes not negative")
         }
         for (name, seconds) in [("request timeout", configuration.requestTimeout), ("receive timeout", configuration.receiveTimeout)] {
             guard seconds.isFinite, seconds > 0, seconds <= 1e6 else { throw GenerationError(.invalidArgument, "the \(name) must be between 0 and 10⁶ seconds, got \(seconds)") }
@@ -82,7 +85,8 @@ public final class OpenAIServer: Sendable {
                              adapters: adapters.map(\.name))
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
                                    weights: adapters.isEmpty ? weights : weights.serving(adapters.map(\.adapter)),
-                                   prefillBudget: configuration.prefillBudget)
+                                   prefillBudget: configuration.prefillBudget,
+                                   promptCache: configuration.promptCacheBytes > 0 ? PromptCache(byteLimit: configuration.promptCacheBytes) : nil)
         // The cache for every slot at full context is resident from the start: memory does not creep up under load.
         decoder.reserveCacheMemory()
         engine = GenerationEngine(decoder: decoder, monitor: metrics, maxQueue: configuration.maxQueue,

@@ -103,6 +103,28 @@ package enum CachedAttention {
             }
         }
 
+        /// Positions 0..<n of a sequence lie in slots 0..<n, whole, for every n up to this: the ring's length when the
+        /// layer keeps no summaries, 0 when it does (its summary slots mix positions beyond the ring).
+        package var positionsInOrder: Int { ring < capacity ? 0 : ring }
+
+        /// Copies the keys and values of positions 0..<count of `sequence` (at most `positionsInOrder`) to `keys`
+        /// and `values`, or back from them with `restoring`; those hold `heads × positions × headWidth` floats each
+        /// (positions ≥ count).
+        package func transfer(sequence: Int, count: Int, keys outsideKeys: UnsafeMutablePointer<Float>,
+                              values outsideValues: UnsafeMutablePointer<Float>, positions: Int, restoring: Bool) {
+            precondition(count <= min(positions, positionsInOrder), "positions 0..<\(count) are not all in this cache's slots")
+            for h in 0..<heads {
+                let inside = offset(sequence, h, slot: 0), outside = h * positions * headWidth
+                if restoring {
+                    (keys + inside).update(from: outsideKeys + outside, count: count * headWidth)
+                    (values + inside).update(from: outsideValues + outside, count: count * headWidth)
+                } else {
+                    (outsideKeys + outside).update(from: keys + inside, count: count * headWidth)
+                    (outsideValues + outside).update(from: values + inside, count: count * headWidth)
+                }
+            }
+        }
+
         /// Makes sequence `target` hold what sequence `source` holds (`length` positions).
         package func copy(sequence source: Int, to target: Int, length: Int) {
             // Slots fill in order up to the ring; a fixed layer's summary slots lie beyond it.

@@ -37,6 +37,8 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Bytes of released tensor buffers kept for reuse while serving (all are returned to the system when idle).")
     var poolBytes = 32 << 20
     @Option(help: "Prompt tokens read per decoding step at most, so that long prompts do not stall running streams.") var prefillBudget = 256
+    @Option(help: "Bytes of keys and values kept for prompts that begin with a sequence decoded before (a chat's earlier turns, a shared system prompt), which then compute only their other tokens; 0 turns the prompt cache off.")
+    var cacheBytes = 512 << 20
 
     func run() throws {
         // A server runs for weeks: two malloc arenas fragment less than glibc's default of eight per core, and
@@ -67,6 +69,7 @@ struct ServeCommand: ParsableCommand {
         configuration.poolBytes = poolBytes
         raiseOpenFileLimit(toServe: maxConnections)
         configuration.prefillBudget = prefillBudget
+        configuration.promptCacheBytes = cacheBytes
         configuration.precision = source.precision
         let server: OpenAIServer
         do {

@@ -116,6 +116,117 @@ final class BatchDecoderTests: XCTestCase {
         }
     }
 
+    /// Runs a request alone to its end; returns its completion and how many of its prompt tokens came from the
+    /// prompt cache.
+    private func complete(_ request: GenerationRequest, with decoder: BatchDecoder) throws -> (Completion, cached: Int) {
+        var completion: Completion?
+        let id = try decoder.add(request) { event in
+            if case .finished(let c) = event { completion = c }
+        }
+        let cached = decoder.cachedPromptTokens(of: id)
+        while !decoder.isIdle { try decoder.step() }
+        return (try XCTUnwrap(completion), cached)
+    }
+
+    /// A chat's turns, each prompt the previous prompt, its reply and a new message: with a prompt cache each turn
+    /// computes only its new tokens, and gets exactly the tokens it gets without one, greedy and sampled with a seed.
+    /// Read in chunks of a few tokens (the decoding kernels' streamed rows, with or without the cache) its
+    /// log-probabilities are the same floats. Read in one pass, a cold prompt of more than 64 tokens goes through the
+    /// BLAS, which sums in another order than the streamed rows of a short remainder: the same values to rounding
+    /// (a request served cold differs as much with the number of rows other requests bring to its step).
+    func testPromptCacheGivesExactlyWhatAColdRequestGets() throws {
+        var config = tinyConfig()
+        config.contextLength = 200
+        config.embeddingWidth = 96
+        let model = try GPTModel(config: config, seed: 21)
+        var sampled = SamplingOptions()
+        sampled.maxNewTokens = 7
+        sampled.seed = 3
+        sampled.stopAtEndOfText = false
+        for var options in [greedy(7), sampled] {
+            options.logprobs = 2
+            for budget in [nil, 5] {
+                let cache = PromptCache(byteLimit: 1 << 20)
+                let cached = BatchDecoder(model: model, tokenizer: tokenizer, slots: 2, prefillBudget: budget, promptCache: cache)
+                var prompt: [Int32] = (0..<70).map { Int32($0 * 7 % 23) }
+                var held = 0
+                for turn in 0..<4 {
+                    let (warm, fromCache) = try complete(GenerationRequest(prompt: prompt, options: options), with: cached)
+                    let (cold, _) = try complete(GenerationRequest(prompt: prompt, options: options),
+                                                 with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 2, prefillBudget: budget))
+                    let what = "turn \(turn), temperature \(options.temperature), budget \(budget ?? 0)"
+                    // The previous turn's prompt and reply but its last token (sampled, never fed).
+                    XCTAssertEqual(fromCache, held, what)
+                    held = prompt.count + warm.tokens.count - 1
+                    XCTAssertEqual(warm.tokens, cold.tokens, what)
+                    let (warmLogprobs, coldLogprobs) = (try XCTUnwrap(warm.logprobs).map(\.logprob), try XCTUnwrap(cold.logprobs).map(\.logprob))
+                    if budget == nil {
+                        for (w, c) in zip(warmLogprobs, coldLogprobs) { XCTAssertEqual(w, c, accuracy: 4e-6 * max(1, abs(c)), what) }
+                    } else {
+                        XCTAssertEqual(warmLogprobs, coldLogprobs, what)
+                    }
+                    XCTAssertEqual(warm.logprobs?.map { $0.alternatives.map(\.token) }, cold.logprobs?.map { $0.alternatives.map(\.token) }, what)
+                    XCTAssertEqual(cache.count, 1, "each turn's sequence replaces the one it extends")
+                    prompt += warm.tokens + [Int32(turn + 1), 2, 3]
+                }
+            }
+        }
+    }
+
+    /// The cache keeps its bytes within the limit by dropping the least recently used sequences whole; a sequence
+    /// that extends an entry replaces it; entries of another adapter never match.
+    func testPromptCacheEvictsTheLeastRecentlyUsedWithinItsBytes() {
+        let floats = 100, entryBytes = floats * 4
+        let cache = PromptCache(byteLimit: 3 * entryBytes)
+        func states(_ value: Float) -> [Float] { [Float](repeating: value, count: floats) }
+        cache.insert([1, 2, 3], adapter: nil, states: states(1))
+        cache.insert([4, 5], adapter: nil, states: states(2))
+        cache.insert([6], adapter: nil, states: states(3))
+        XCTAssertEqual(cache.bytes, 3 * entryBytes)
+        XCTAssertEqual(cache.longestPrefix(of: [1, 2, 9], adapter: nil)?.length, 2)
+        XCTAssertNil(cache.longestPrefix(of: [1, 2, 3], adapter: 0), "another adapter's keys and values")
+        cache.insert([7], adapter: nil, states: states(4))
+        XCTAssertEqual(cache.count, 3)
+        XCTAssertNil(cache.longestPrefix(of: [4, 5], adapter: nil), "[4, 5] was the least recently used")
+        XCTAssertEqual(cache.longestPrefix(of: [6], adapter: nil)?.entry.states.first, 3)
+        cache.insert([1, 2, 3, 8], adapter: nil, states: states(5))
+        XCTAssertEqual(cache.count, 3, "[1, 2, 3, 8] replaces [1, 2, 3]")
+        XCTAssertEqual(cache.longestPrefix(of: [1, 2, 3], adapter: nil)?.entry.tokens, [1, 2, 3, 8])
+        cache.insert([1, 2], adapter: nil, states: states(6))
+        XCTAssertEqual(cache.count, 3, "an entry holds [1, 2] already")
+        cache.insert([9], adapter: nil, states: [Float](repeating: 0, count: 4 * floats))
+        XCTAssertEqual(cache.count, 3, "a sequence larger than the whole cache is not kept")
+        XCTAssertLessThanOrEqual(cache.bytes, cache.byteLimit)
+    }
+
+    /// Conversations that take turns through a cache with room for about one of them: each turn reuses what is left
+    /// (sometimes nothing) and gets the same tokens and log-probabilities as cold. A model with a local layer (a
+    /// ring of 6 positions) reuses only sequences that fit the ring.
+    func testPromptCacheUnderEvictionNeverServesAStalePrefix() throws {
+        for (config, length) in [(tinyConfig(), 3), (tinyNeoConfig(), 2)] {
+            let model = try GPTModel(config: config, seed: 22)
+            let session = InferenceSession(model: model, sequences: 1)
+            var options = greedy(2)
+            options.logprobs = 1
+            let cache = PromptCache(byteLimit: 9 * session.statesPerPosition * 4)
+            let cached = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, prefillBudget: 2, promptCache: cache)
+            var chats: [[Int32]] = [[1, 2], [1, 3], [5]]
+            var reused: [Int] = []
+            for turn in 0..<9 {
+                let chat = turn % chats.count
+                let request = GenerationRequest(prompt: chats[chat], options: options)
+                let (warm, fromCache) = try complete(request, with: cached)
+                let (cold, _) = try complete(request, with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, prefillBudget: 2))
+                XCTAssertEqual(warm.tokens, cold.tokens, "turn \(turn)")
+                XCTAssertEqual(warm.logprobs?.map(\.logprob), cold.logprobs?.map(\.logprob), "turn \(turn)")
+                XCTAssertLessThanOrEqual(cache.bytes, cache.byteLimit)
+                reused.append(fromCache)
+                chats[chat] = Array((chats[chat] + warm.tokens + [Int32(turn % 20)]).suffix(length * 3 - 1))
+            }
+            XCTAssertTrue(reused.contains(0) && reused.contains { $0 > 1 }, "\(reused)")
+        }
+    }
+
     func testChatTemplateRendersTurnsAndItsOwnEndOfTurnToken() throws {
         let tokenizer = try TokenizerLoading.gpt2()
         let template = ChatTemplate.default

@@ -51,6 +51,13 @@ final class ServerTests: XCTestCase {
         options.maxNewTokens = 5
         let expected = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode("Hello")], options: options)[0]
         XCTAssertEqual(((object["choices"] as? [[String: Any]])?.first)?["text"] as? String, expected.text)
+        // The next turn begins with that prompt and reply: its keys and values come from the prompt cache, and its
+        // greedy text is still the one `Generator` gives cold.
+        let nextPrompt = "Hello" + expected.text + " and"
+        let next = try await server.request("POST", "/v1/completions", json: #"{"model": "tiny-gpt2", "prompt": "\#(nextPrompt)", "max_tokens": 5, "temperature": 0}"#)
+        let nextExpected = try Generator(model: model, tokenizer: tokenizer).generate(prompts: [try tokenizer.encode(nextPrompt)], options: options)[0]
+        let nextObject = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(next.text.utf8)) as? [String: Any])
+        XCTAssertEqual(((nextObject["choices"] as? [[String: Any]])?.first)?["text"] as? String, nextExpected.text)
 
         // Bad input: 4xx with OpenAI's error body naming the problem; the server keeps serving.
         for (body, status, needle) in [(#"{"model": "tiny-gpt2", "prompt": "x", "max_tokens": 2, "temperatur": 1}"#, 400, "temperatur"),
@@ -71,9 +78,12 @@ final class ServerTests: XCTestCase {
 
         let metrics = try await server.request("GET", "/metrics")
         for name in ["gpt_prompt_tokens_total", "gpt_generated_tokens_total", "gpt_queue_depth", "gpt_batch_size",
-                     "gpt_time_to_first_token_seconds_bucket", "gpt_time_per_output_token_seconds_bucket", "gpt_requests_total"] {
+                     "gpt_time_to_first_token_seconds_bucket", "gpt_time_per_output_token_seconds_bucket", "gpt_requests_total",
+                     "gpt_prompt_cache_bytes", "gpt_prompt_cache_entries"] {
             XCTAssertTrue(metrics.text.contains(name), "\(name) in /metrics")
         }
+        let cachedLine = metrics.text.split(separator: "\n").first { $0.hasPrefix("gpt_prompt_cached_tokens_total ") }
+        XCTAssertGreaterThan(cachedLine.flatMap { Double($0.split(separator: " ").last!) } ?? 0, 0, "the second turn's prompt tokens from the cache")
 
         // SIGTERM: stop accepting, let the stream in flight finish, exit 0.
         let stream = Task { try await server.request("POST", "/v1/completions", json: #"{"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 300, "stream": true, "temperature": 0}"#) }
