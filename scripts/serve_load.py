@@ -29,9 +29,9 @@ def make_model(gpt, work):
     return os.path.join(run, "last")
 
 
-def start_server(gpt, model, max_batch):
+def start_server(gpt, model, max_batch, options=("--served-model-name", "load")):
     process = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--max-batch", str(max_batch),
-                                "--max-queue", "256", "--served-model-name", "load"],
+                                "--max-queue", "256", *options],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = ""
     while not (match := re.search(r"Serving .* on (http://127\.0\.0\.1:\d+)", seen)):
