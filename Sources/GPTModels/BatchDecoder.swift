@@ -56,9 +56,6 @@ package final class BatchDecoder {
         freeSlots = Array((0..<slots).reversed())
     }
 
-    /// Makes the key/value cache of every slot resident now (see `InferenceSession.reserveCacheMemory()`).
-    package func reserveCacheMemory() { session.reserveCacheMemory() }
-
     /// Slots not held by a running request.
     package var availableSlots: Int { freeSlots.count }
     /// Completions being generated.
@@ -120,6 +117,7 @@ package final class BatchDecoder {
     package func cancel(_ id: Int) {
         guard let state = requests.removeValue(forKey: id) else { return }
         order.removeAll { $0 == id }
+        for slot in state.slots { session.release(sequence: slot) }
         freeSlots += state.slots
     }
 

@@ -37,8 +37,9 @@ package final class InferenceSession {
         let slots = patterns.map { CachedAttention.Cache.capacity(pattern: $0, contextLength: c.contextLength) }
         // Only the key/value heads are kept: a head's worth per layer under multi-query attention.
         let kvHeads = c.attentionRows.keyValueHeads
-        let keys = slots.map { Tensor(uninitializedShape: [sequences, kvHeads, $0, c.headWidth]) }
-        let values = slots.map { Tensor(uninitializedShape: [sequences, kvHeads, $0, c.headWidth]) }
+        // Mappings of their own, which take memory page by page as sequences grow (and give it back when `release`d).
+        let keys = slots.map { Tensor(zeroedShape: [sequences, kvHeads, $0, c.headWidth]) }
+        let values = slots.map { Tensor(zeroedShape: [sequences, kvHeads, $0, c.headWidth]) }
         self.keys = keys
         self.values = values
         caches = patterns.indices.map { layer in
@@ -61,12 +62,13 @@ package final class InferenceSession {
     /// Each slot's adapter, as `reset` set it.
     private var adapters: [Int?]
 
-    /// Writes the whole key/value cache once, so that its memory is resident from now on. The cache is otherwise
-    /// mapped as slots first reach each position, and a long-running process's resident size creeps up for as long
-    /// as there are slots and positions not yet reached; a server reserves it at start instead (as llama.cpp does),
-    /// and fails then rather than under load when it does not fit.
-    package func reserveCacheMemory() {
-        for tensor in keys + values { tensor.pointer.update(repeating: 0, count: tensor.count) }
+    /// Empties slot `sequence` and hands the memory of its keys and values back to the system. The cache takes
+    /// memory page by page as a sequence reaches new positions (4 KiB holds a head's keys, or values, of 4096 / (4 d)
+    /// positions), so that the memory of a slot follows the length of the sequence it holds, and a server's follows
+    /// the sequences it is decoding rather than its slots at full context.
+    package func release(sequence: Int) {
+        for cache in caches { cache.release(sequence: sequence) }
+        reset(sequence: sequence)
     }
 
     /// Makes slot `target` hold the same tokens as slot `source` (its cache is copied), so that several

@@ -87,8 +87,6 @@ public final class OpenAIServer: Sendable {
                                    weights: adapters.isEmpty ? weights : weights.serving(adapters.map(\.adapter)),
                                    prefillBudget: configuration.prefillBudget,
                                    promptCache: configuration.promptCacheBytes > 0 ? PromptCache(byteLimit: configuration.promptCacheBytes) : nil)
-        // The cache for every slot at full context is resident from the start: memory does not creep up under load.
-        decoder.reserveCacheMemory()
         engine = GenerationEngine(decoder: decoder, monitor: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }

@@ -125,6 +125,14 @@ package enum CachedAttention {
             }
         }
 
+        /// Hands the pages of `sequence`'s keys and values back to the system (see `TensorMemory.releasePages`): the
+        /// slots hold nothing a sequence still reads, and take memory again only as a new one is stored.
+        package func release(sequence: Int) {
+            let floats = heads * capacity * headWidth
+            TensorMemory.releasePages(keys + sequence * floats, count: floats)
+            TensorMemory.releasePages(values + sequence * floats, count: floats)
+        }
+
         /// Makes sequence `target` hold what sequence `source` holds (`length` positions).
         package func copy(sequence source: Int, to target: Int, length: Int) {
             // Slots fill in order up to the ring; a fixed layer's summary slots lie beyond it.

@@ -66,12 +66,9 @@ package final class ParameterSet {
     /// those values are gone (they read as zeros) and take no memory until written again; the few on pages shared with
     /// a neighbour stay. For a frozen base whose matrices are held elsewhere (`GPTModel.holdFrozenBase`).
     package func releaseValues(of names: [String]) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE))), base = UnsafeMutableRawPointer(values.pointer)
         for name in names {
-            let range = ranges[name]!, size = MemoryLayout<Float>.stride
-            let start = (range.lowerBound * size + Int(bitPattern: base) + page - 1) / page * page - Int(bitPattern: base)
-            let end = (range.upperBound * size + Int(bitPattern: base)) / page * page - Int(bitPattern: base)
-            if end > start { _ = madvise(base + start, end - start, Int32(MADV_DONTNEED)) }
+            let range = ranges[name]!
+            TensorMemory.releasePages(values.pointer + range.lowerBound, count: range.count)
         }
     }
 

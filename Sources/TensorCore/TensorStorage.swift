@@ -172,6 +172,16 @@ package enum TensorMemory {
     package static func fixMappingThreshold(_ bytes: Int) {
         CMemoryHints.fixMappingThreshold(Int32(bytes))
     }
+    /// Hands the whole pages within `count` floats at `pointer` back to the system: they read as zeros from now on and
+    /// take no memory until written again (the floats on pages shared with memory outside the range keep their
+    /// values). For memory of mappings of its own (`TensorStorage(zeroedCount:)`).
+    package static func releasePages(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: pointer) + page - 1) / page * page
+        let end = (Int(bitPattern: pointer + count)) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+    }
+
     /// The most bytes of released buffers kept for reuse (8 GiB unless set; a server that stays up sets less).
     package static var poolLimitBytes: Int {
         get { BufferPool.shared.poolLimit * MemoryLayout<Float>.stride }

@@ -143,23 +143,39 @@ final class GenerationTests: XCTestCase {
         for (x, y) in zip(second, expectedB2 + expectedA2) { XCTAssertEqual(x, y, accuracy: 1e-5) }
     }
 
-    func testReservedCacheIsResidentAndDecodesTheSame() throws {
+    /// The key/value cache takes memory as sequences grow, and gives it back when a sequence is released: a session of
+    /// 32 slots at full context holds little until used; a slot filled to its context holds one slot's worth.
+    func testCacheMemoryFollowsTheSequencesAndIsGivenBack() throws {
         var config = tinyConfig()
         config.contextLength = 1024
         config.embeddingWidth = 64
         let model = try GPTModel(config: config, seed: 4)
         let ids = randomIDs(9, vocabulary: config.vocabularySize, seed: 6)
+        let long = randomIDs(1000, vocabulary: config.vocabularySize, seed: 7)
         let expected = try InferenceSession(model: model, sequences: 1).feed([(0, ids)]).scalars
-        // 32 slots × 2 heads × 1024 positions × 32 floats, keys and values, 2 layers: 32 MiB of cache.
-        let cacheBytes = 32 * 2 * 1024 * 32 * 4 * 2 * 2
+        // One slot: 2 heads × 1024 positions × 32 floats, keys and values, 2 layers: 1 MiB; 32 slots: 32 MiB.
+        let slotBytes = 2 * 1024 * 32 * 4 * 2 * 2
         TensorMemory.releasePooledBuffers()
-        let session = InferenceSession(model: model, sequences: 32)
         let before = residentBytes()
-        session.reserveCacheMemory()
-        if let before, let after = residentBytes() {
-            XCTAssertGreaterThan(after - before, cacheBytes * 9 / 10, "the reserved cache is resident")
-        }
+        let session = InferenceSession(model: model, sequences: 32)
         XCTAssertEqual(try session.feed([(31, ids)]).scalars, expected)
+        // (The passes' activations go back to the system before each reading.)
+        TensorMemory.releasePooledBuffers()
+        let afterShort = residentBytes()
+        for slot in 0..<8 { _ = try session.feed([(slot, long)]) }
+        TensorMemory.releasePooledBuffers()
+        let afterLong = residentBytes()
+        for slot in 0..<8 { session.release(sequence: slot) }
+        TensorMemory.releasePooledBuffers()
+        let afterRelease = residentBytes()
+        if let before, let afterShort, let afterLong, let afterRelease {
+            XCTAssertLessThan(afterShort - before, 4 * slotBytes, "32 slots, one with 9 tokens, hold little")
+            XCTAssertGreaterThan(afterLong - afterShort, 8 * slotBytes * 8 / 10, "8 slots of 1,000 tokens are resident")
+            XCTAssertGreaterThan(afterLong - afterRelease, 8 * slotBytes * 8 / 10, "released slots give their memory back")
+        }
+        XCTAssertEqual(session.lengths[0], 0)
+        XCTAssertEqual(try session.feed([(0, ids)]).scalars, expected, "a released slot decodes as a new one")
+        XCTAssertEqual(try session.feed([(31, [ids[0]])]).scalars.count, config.vocabularySize, "the other slots keep their sequences")
     }
 
     func testMatrixVectorKernelsMatchAReference() {
