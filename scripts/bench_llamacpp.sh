@@ -117,6 +117,7 @@ python3 "$root/scripts/serve_load.py" --llama-server "$bins/llama-server" --gguf
 python3 - "$work/serve-gpt.json" "$work/serve-llama.json" <<'PY'
 import json, sys
 ours, theirs = (json.load(open(f)) for f in sys.argv[1:])
+print(f"RSS after loading, before any request: SwiftGPT {ours[0]['rss_loaded_mib']:.0f} MiB, llama-server {theirs[0]['rss_loaded_mib']:.0f} MiB")
 print("| clients | SwiftGPT tok/s | llama-server tok/s | ratio | first token p50 / p99 ms, SwiftGPT | llama-server | RSS peak MiB, SwiftGPT | llama-server |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for o, t in zip(ours, theirs):

@@ -2,7 +2,7 @@
 """Load test of `gpt serve` (or, with --llama-server, of llama.cpp's `llama-server` on a GGUF file) on loopback: for each concurrency level, that many streaming clients send completions
 back to back for a fixed time; reports total generated tokens/s while every client streams (the tokens that arrived
 before the deadline; the requests still running then finish, and the figure over the whole run, tail included, is shown
-beside it), time to first token (p50/p99), errors, the server's resident memory over the run and the CPU time the load
+beside it), time to first token (p50/p99), errors, the server's resident memory once loaded and over the run and the CPU time the load
 client itself took from the same cores.
 
 Without --model it makes GPT-2 124M with random weights (one training step of `gpt train --preset gpt2` on Tiny
@@ -199,6 +199,8 @@ def main():
             model = args.model or make_model(args.gpt, work)
             process, url = start_server(args.gpt, model, args.max_batch)
         try:
+            time.sleep(2)
+            loaded = rss_mib(process.pid)
             # Prompts of exactly --prompt-tokens tokens from Tiny Shakespeare.
             text = open(os.path.join(ROOT, "data/tinyshakespeare/input.txt")).read()
             ids = httpx.post(url + "/tokenize", json={"content": text[:200_000]}, timeout=60).json()["tokens"]
@@ -208,7 +210,10 @@ def main():
             server = "llama-server" if args.llama_server else "gpt serve"
             print(f"{server} on {model}: {args.seconds:g} s per level, {args.prompt_tokens}-token prompts, "
                   f"{args.max_tokens} tokens per request, --max-batch {args.max_batch}", flush=True)
+            print(f"RSS after loading: {loaded:.0f} MiB", flush=True)
             rows = asyncio.run(measure(url, prompts, args, process.pid))
+            for row in rows:
+                row["rss_loaded_mib"] = loaded
         finally:
             process.terminate()
             process.wait(timeout=120)

@@ -38,7 +38,13 @@ package final class BatchDecoder {
     package let prefillBudget: Int?
     /// Keys and values of sequences decoded before, which prompts that begin with them reuse (nil: none kept).
     package let promptCache: PromptCache?
-    private let session: InferenceSession
+    /// The model that proposes tokens for this one to check (speculative decoding), or none.
+    package let draft: DraftModel?
+    let session: InferenceSession
+    /// The draft's cache, a slot for each of `session`'s.
+    let draftSession: InferenceSession?
+    /// When speculation pays (see `SpeculationControl`), and what it did.
+    var speculation: SpeculationControl
     private var freeSlots: [Int]
     private var requests: [Int: RequestState] = [:]
     /// Request ids in arrival order: prefill goes first come, first served.
@@ -46,13 +52,19 @@ package final class BatchDecoder {
     private var nextID = 0
 
     /// A decoder with `slots` sequence slots (each completion of a running request holds one).
+    /// With a `draft`, decoding sequences are speculated (see `DraftModel`).
     package init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil,
-                 promptCache: PromptCache? = nil) {
+                 promptCache: PromptCache? = nil, draft: DraftModel? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.prefillBudget = prefillBudget
         self.promptCache = promptCache
-        session = InferenceSession(model: model, sequences: slots, weights: weights)
+        self.draft = draft
+        let session = InferenceSession(model: model, sequences: slots, weights: weights)
+        self.session = session
+        draftSession = draft.map { InferenceSession(model: $0.model, sequences: slots, weights: $0.weights) }
+        speculation = SpeculationControl(draftTokens: draft?.tokens ?? 0,
+                                         bytesRatio: draft.map { Double($0.weights.bytes) / Double(session.weights.bytes) } ?? 0)
         freeSlots = Array((0..<slots).reversed())
     }
 
@@ -87,7 +99,7 @@ package final class BatchDecoder {
         nextID += 1
         let slots = (0..<o.count).map { _ in freeSlots.removeLast() }
         let echoed = o.echo ? try tokenizer.decode(request.prompt) : ""
-        let state = RequestState(request: request, slots: slots, echoed: echoed, onEvent: onEvent)
+        let state = RequestState(id: id, request: request, slots: slots, echoed: echoed, onEvent: onEvent)
         for slot in slots { session.reset(sequence: slot, adapter: request.adapter) }
         // The longest prefix decoded before, less the prompt's last token (whose logits are needed); not when every
         // prompt token's log-probability is asked for.
@@ -117,7 +129,10 @@ package final class BatchDecoder {
     package func cancel(_ id: Int) {
         guard let state = requests.removeValue(forKey: id) else { return }
         order.removeAll { $0 == id }
-        for slot in state.slots { session.release(sequence: slot) }
+        for slot in state.slots {
+            session.release(sequence: slot)
+            draftSession?.release(sequence: slot)
+        }
         freeSlots += state.slots
     }
 
@@ -128,6 +143,8 @@ package final class BatchDecoder {
         // What each sequence reads this step: decoding ones their last token, prefilling ones a part of the prompt
         // (rows for every token when the prompt's own log-probabilities are wanted, a separate pass).
         var lastRow: [Feed] = [], everyRow: [Feed] = []
+        var speculated: [(state: RequestState, sequence: SequenceState)] = []
+        let speculating = speculation.shouldSpeculate()
         var budget = prefillBudget ?? Int.max
         for id in order {
             let state = requests[id]!
@@ -141,7 +158,11 @@ package final class BatchDecoder {
                 state.prefilled = end
             } else {
                 for s in state.sequences where s.finish == nil {
-                    lastRow.append(Feed(id: id, sequence: s.choice, slot: s.slot, tokens: s.nextInput, start: 0))
+                    if speculating, canSpeculate(s) {
+                        speculated.append((state, s))
+                    } else {
+                        lastRow.append(Feed(id: id, sequence: s.choice, slot: s.slot, tokens: s.nextInput, start: 0))
+                    }
                 }
             }
         }
@@ -181,6 +202,9 @@ package final class BatchDecoder {
             }
             touched.append(feed.id)
         }
+        try speculate(speculated)
+        touched += speculated.map(\.state.id)
+        if draft != nil, !speculating, lastRow.contains(where: { $0.sequence != nil }) { speculation.countPlainStep() }
         for id in Set(touched) where requests[id]!.sequences.allSatisfy({ $0.finish != nil }) { end(id) }
     }
 
@@ -224,9 +248,14 @@ package final class BatchDecoder {
 
     /// Samples a sequence's next token, emits the text that became final and decides whether it ends.
     private func sample(_ s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>) throws {
+        let token = s.sampler.next(logits, vocabulary: model.config.vocabularySize, context: state.request.prompt + s.tokens, generated: s.counts)
+        try take(token, for: s, of: state, from: logits)
+    }
+
+    /// Adds `token`, chosen from `logits`, to a sequence: reports its log-probability, emits the text that became
+    /// final and decides whether the sequence ends.
+    func take(_ token: Int32, for s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>) throws {
         let o = state.request.options
-        let vocabulary = model.config.vocabularySize
-        let token = s.sampler.next(logits, vocabulary: vocabulary, context: state.request.prompt + s.tokens, generated: s.counts)
         if let n = o.logprobs {
             let logprob = try logprob(of: token, in: logits, alternatives: n)
             s.logprobs.append(logprob)
@@ -294,7 +323,9 @@ package final class BatchDecoder {
 }
 
 /// A running request: its prompt's progress and its completions.
-private final class RequestState {
+final class RequestState {
+    /// Its id in the decoder.
+    let id: Int
     let request: GenerationRequest
     let slots: [Int]
     let sequences: [SequenceState]
@@ -310,7 +341,8 @@ private final class RequestState {
     /// Log-probabilities of the prompt's tokens after the first, when asked for.
     var promptLogprobs: [TokenLogprob] = []
 
-    init(request: GenerationRequest, slots: [Int], echoed: String, onEvent: @escaping (GenerationEvent) -> Void) {
+    init(id: Int, request: GenerationRequest, slots: [Int], echoed: String, onEvent: @escaping (GenerationEvent) -> Void) {
+        self.id = id
         self.request = request
         self.slots = slots
         self.echoed = echoed
@@ -325,7 +357,7 @@ private final class RequestState {
 }
 
 /// One completion being generated.
-private final class SequenceState {
+final class SequenceState {
     let choice: Int, slot: Int
     var tokens: [Int32] = []
     var counts: [Int32: Int] = [:]
@@ -340,6 +372,8 @@ private final class SequenceState {
     var nextInput: [Int32] = []
     /// Whether its slot was emptied to go on past the context (a sliding window): it no longer holds the prompt.
     var restarted = false
+    /// Tokens of its prompt and output the draft's cache holds (speculative decoding).
+    var draftHeld = 0
 
     init(choice: Int, slot: Int, sampler: TokenSampler) {
         self.choice = choice

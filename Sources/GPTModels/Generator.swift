@@ -65,6 +65,10 @@ package final class Generator: @unchecked Sendable {
 
     /// The decoding copy of the weights, shared by every call.
     private let weights: DecodeWeights
+    /// The model that proposes tokens to check (speculative decoding), or none.
+    private let draft: DraftModel?
+    /// What speculative decoding did in the last `generate` (nil without a draft).
+    package private(set) var lastSpeculation: SpeculationStatistics?
 
     /// A generator for `model` as it is now (its weights are copied for decoding, in `format`; a 16-, 8- or 4-bit
     /// format rounds the model's matrices in place, see `DecodeWeights`), or over the frozen base it holds packed.
@@ -72,11 +76,13 @@ package final class Generator: @unchecked Sendable {
         self.init(model: model, tokenizer: tokenizer, weights: model.decodingWeights(format: format))
     }
 
-    /// A generator for `model` with its decoding weights (see `ModelLoading.loadForDecoding`).
-    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights) {
+    /// A generator for `model` with its decoding weights (see `ModelLoading.loadForDecoding`), speculating with
+    /// `draft` when one is given.
+    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights, draft: DraftModel? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.weights = weights
+        self.draft = draft
     }
 
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.
@@ -97,7 +103,9 @@ package final class Generator: @unchecked Sendable {
             }
             requests.append(GenerationRequest(prompt: input, options: options, index: index, stream: UInt64((firstStream + index) * options.count)))
         }
-        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: max(1, requests.count * options.count), weights: weights)
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: max(1, requests.count * options.count), weights: weights,
+                                   draft: draft)
+        defer { lastSpeculation = draft == nil ? nil : decoder.speculationStatistics }
         var results: [Completion?] = Array(repeating: nil, count: requests.count * options.count)
         try withoutActuallyEscaping(onEvent) { onEvent in
             for request in requests {

@@ -21,7 +21,7 @@ package final class InferenceSession {
     private let caches: [CachedAttention.Cache]
     /// The most tokens of one sequence a single pass may take (the smallest local window or fixed block, or the context).
     private let chunk: Int
-    private let weights: DecodeWeights
+    let weights: DecodeWeights
 
     /// A session with room for `sequences` sequences. `weights` (the model's matrices repacked for decoding) may be
     /// shared by many sessions; they are made from the model's current values when not given.
@@ -82,6 +82,13 @@ package final class InferenceSession {
     /// The most positions of a sequence whose keys and values `prefixStates` can copy out and `restorePrefix` put
     /// back: the context, or the shortest ring of a local layer; 0 when a layer keeps block summaries.
     package var reusablePositions: Int { caches.map(\.positionsInOrder).min() ?? 0 }
+
+    /// Drops the positions of slot `sequence` from `length` on (at most `reusablePositions`), as if it had been fed only
+    /// its first `length` tokens: the tokens a draft proposed and the model did not accept (speculative decoding).
+    package func truncate(sequence: Int, to length: Int) {
+        precondition(length <= min(lengths[sequence], reusablePositions), "slot \(sequence) holds no \(length) positions to keep")
+        lengths[sequence] = length
+    }
 
     /// Floats of keys and values one position holds over all layers.
     package var statesPerPosition: Int { caches.reduce(0) { $0 + 2 * $1.heads * $1.headWidth } }

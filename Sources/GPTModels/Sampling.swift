@@ -80,6 +80,53 @@ package struct TokenSampler {
 
     /// Picks a token from `logits` (count = vocabulary) given the tokens of the prompt and of the output so far.
     package mutating func next(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Int32 {
+        switch prepare(logits, vocabulary: vocabulary, context: context, generated: generated) {
+        case .token(let token):
+            return token
+        case .everyToken(let total):
+            return draw(total: total, vocabulary: vocabulary)
+        case .candidates(let candidateTotal):
+            var u = random.nextDouble() * candidateTotal
+            for token in order {
+                u -= Double(scratch[Int(token)])
+                if u < 0 { return token }
+            }
+            return order.last!
+        }
+    }
+
+    /// The distribution `next` draws from: each token's probability after the options' adjustments (bias,
+    /// penalties, temperature, top-k, top-p, min-p), zero outside the candidates; at temperature 0, all of it on the
+    /// token `next` picks. Draws nothing from the random stream.
+    package mutating func probabilities(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> [Double] {
+        var result = [Double](repeating: 0, count: vocabulary)
+        switch prepare(logits, vocabulary: vocabulary, context: context, generated: generated) {
+        case .token(let token):
+            result[Int(token)] = 1
+        case .everyToken(let total):
+            for i in 0..<vocabulary { result[i] = Double(scratch[i]) / total }
+        case .candidates(let total):
+            for token in order { result[Int(token)] = Double(scratch[Int(token)]) / total }
+        }
+        return result
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's random stream.
+    package mutating func uniform() -> Double { random.nextDouble() }
+
+    /// What `prepare` leaves for a draw.
+    private enum Prepared {
+        /// The token (temperature 0).
+        case token(Int32)
+        /// Every token, with the weights in `scratch` summing to this.
+        case everyToken(Double)
+        /// The tokens in `order`, with the weights in `scratch` summing over them to this.
+        case candidates(Double)
+    }
+
+    /// The options' adjustments of a row of logits: the most likely token at temperature 0; else unnormalised
+    /// probabilities in `scratch`, over every token or over the candidates in `order`.
+    private mutating func prepare(_ logits: UnsafePointer<Float>, vocabulary: Int, context: [Int32], generated: [Int32: Int]) -> Prepared {
         let o = options
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: UnsafeBufferPointer(start: logits, count: vocabulary))
@@ -94,13 +141,13 @@ package struct TokenSampler {
             for (token, n) in generated { scratch[Int(token)] -= o.presencePenalty + o.frequencyPenalty * Float(n) }
         }
         if o.temperature == 0 {
-            return Int32(scratch.withUnsafeBufferPointer { firstIndexOfMaximum($0.baseAddress!, vocabulary) })
+            return .token(Int32(scratch.withUnsafeBufferPointer { firstIndexOfMaximum($0.baseAddress!, vocabulary) }))
         }
         // Probabilities at the temperature (unnormalised), with their sums per block of 16 for the draw.
         let total = exponentiate(temperature: o.temperature, vocabulary: vocabulary)
         let needsOrder = o.topK != nil || o.topP < 1
         if !needsOrder && o.minP == 0 {
-            return draw(total: total, vocabulary: vocabulary)
+            return .everyToken(total)
         }
         let threshold = Float(Double(o.minP))  // relative to the top probability, which is exp(0) = 1
         order.removeAll(keepingCapacity: true)
@@ -135,12 +182,7 @@ package struct TokenSampler {
         }
         var candidateTotal: Double = 0
         for token in order { candidateTotal += Double(scratch[Int(token)]) }
-        var u = random.nextDouble() * candidateTotal
-        for token in order {
-            u -= Double(scratch[Int(token)])
-            if u < 0 { return token }
-        }
-        return order.last!
+        return .candidates(candidateTotal)
     }
 
     /// Replaces `scratch` by exp((logit − max) / temperature) and `blockSums` by the sums of its blocks of 16

@@ -64,9 +64,9 @@ public final class OpenAIServer: Sendable {
 
     /// A server of `model` with its decoding weights, whose format must be `configuration.precision` (see
     /// `ModelLoading.loadForDecoding`), and of the low-rank `adapters` over it, each under its name (a request's
-    /// `model` picks one; see `LowRankAdapterFiles.loadForServing`).
+    /// `model` picks one; see `LowRankAdapterFiles.loadForServing`), speculating with `draft` when one is given.
     package init(model: GPTModel, tokenizer: any Tokenizer, chatTemplate: ChatTemplate, configuration: ServerConfiguration,
-                 weights: DecodeWeights, adapters: [(name: String, adapter: LowRankAdapter)] = []) throws {
+                 weights: DecodeWeights, adapters: [(name: String, adapter: LowRankAdapter)] = [], draft: DraftModel? = nil) throws {
         precondition(weights.format == configuration.precision, "decoding weights in \(weights.format), configured \(configuration.precision)")
         guard configuration.maxBatch >= 1, configuration.maxQueue >= 1, configuration.prefillBudget >= 1, configuration.maxConnections >= 1,
               configuration.maxBodyBytes >= 1, configuration.poolBytes >= 0, configuration.promptCacheBytes >= 0 else {
@@ -86,7 +86,8 @@ public final class OpenAIServer: Sendable {
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: configuration.maxBatch,
                                    weights: adapters.isEmpty ? weights : weights.serving(adapters.map(\.adapter)),
                                    prefillBudget: configuration.prefillBudget,
-                                   promptCache: configuration.promptCacheBytes > 0 ? PromptCache(byteLimit: configuration.promptCacheBytes) : nil)
+                                   promptCache: configuration.promptCacheBytes > 0 ? PromptCache(byteLimit: configuration.promptCacheBytes) : nil,
+                                   draft: draft)
         engine = GenerationEngine(decoder: decoder, monitor: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }

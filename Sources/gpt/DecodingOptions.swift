@@ -21,6 +21,28 @@ struct DecodingModelOptions: ParsableArguments {
     func chatTemplate() throws -> ChatTemplate { try ChatTemplate.load(model: model) }
 }
 
+/// A draft model for speculative decoding (`gpt generate` and `gpt serve`).
+struct DraftModelOptions: ParsableArguments {
+    @Option(help: "A smaller model with the same tokenizer that proposes tokens for --model to check (speculative decoding: the tokens are --model's; faster when the draft guesses well, and plain decoding when it does not). Loaded in --precision.")
+    var draftModel: String?
+    @Option(help: "Tokens the draft proposes a step (1-16).") var draftTokens = 4
+
+    /// The --draft-model in `precision`, checked against the model and its tokenizer; nil without one.
+    func load(for target: GPTModel, tokenizer: any Tokenizer, precision: WeightFormat) throws -> DraftModel? {
+        guard let draftModel else { return nil }
+        let (model, draftTokenizer, weights) = try ModelLoading.loadForDecoding(draftModel, tokenizer: nil, adapter: nil, format: precision)
+        do {
+            let draft = try DraftModel(model: model, weights: weights, tokens: draftTokens, for: target)
+            if let difference = DraftModel.tokenizerDifference(draftTokenizer, tokenizer, vocabulary: target.config.vocabularySize) {
+                throw ValidationError("--draft-model \(draftModel): its tokenizer is not the model's: \(difference)")
+            }
+            return draft
+        } catch let error as GenerationError {
+            throw ValidationError("--draft-model \(draftModel): \(error.message)")
+        }
+    }
+}
+
 /// The start values of the sampling options of one command: `gpt generate` starts from the OpenAI API's,
 /// `gpt chat` from values suited to conversation.
 protocol SamplingDefaults {

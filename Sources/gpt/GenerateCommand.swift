@@ -34,6 +34,7 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "When the context is full, continue from its last half instead of stopping.") var slidingWindow = false
     @Flag(help: "Print one JSON object per completion.") var json = false
     @Flag(help: "Treat each prompt as a user's message in the model's chat template.") var chat = false
+    @OptionGroup var draft: DraftModelOptions
 
     struct PromptLine: Decodable { var prompt: String }
 
@@ -77,8 +78,9 @@ struct GenerateCommand: ParsableCommand {
             FileHandle.standardError.write(Data("note: \(note)\n".utf8))
         }
         let streaming = !json && texts.count == 1 && n == 1
+        let generator = Generator(model: gpt, tokenizer: tok, weights: weights, draft: try draft.load(for: gpt, tokenizer: tok, precision: source.precision))
         let start = Date()
-        let completions = try Generator(model: gpt, tokenizer: tok, weights: weights).generate(prompts: prompts, options: options) { event in
+        let completions = try generator.generate(prompts: prompts, options: options) { event in
             if streaming, case .text(_, _, let delta) = event {
                 FileHandle.standardOutput.write(Data(delta.utf8))
             }
@@ -106,7 +108,13 @@ struct GenerateCommand: ParsableCommand {
         fflush(stdout)  // the completions come before the summary, also when both streams go to one file
         FileHandle.standardError.write(Data(String(format: "%d tokens in %.2f s (%.1f tokens/s)\n", generated, seconds,
                                                    Double(generated) / seconds).utf8))
+        if let s = generator.lastSpeculation {
+            FileHandle.standardError.write(Data(String(format: "speculative decoding: %d tokens proposed a step, %.1f%% of %d kept; %d speculative steps made %d tokens (%.2f a step); %d plain steps\n",
+                                                       draft.draftTokens, s.acceptanceRate * 100, s.proposed, s.speculativeSteps, s.speculativeTokens,
+                                                       s.speculativeSteps == 0 ? 0 : Double(s.speculativeTokens) / Double(s.speculativeSteps), s.plainSteps).utf8))
+        }
     }
+
 
     /// The prompt on standard input: all of it, less one final line break (as `echo` adds).
     static func standardInputPrompt() throws -> String {

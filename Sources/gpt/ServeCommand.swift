@@ -21,6 +21,7 @@ struct ServeCommand: ParsableCommand {
     )
 
     @OptionGroup var source: DecodingModelOptions
+    @OptionGroup var draft: DraftModelOptions
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port (0: any free one; the address is printed).") var port = 8080
     @Option(help: "Completions decoding together at most.") var maxBatch = 16
@@ -74,7 +75,7 @@ struct ServeCommand: ParsableCommand {
         let server: OpenAIServer
         do {
             server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights,
-                                      adapters: adapters)
+                                      adapters: adapters, draft: try draft.load(for: gpt, tokenizer: tok, precision: source.precision))
         } catch let error as GenerationError {
             throw ValidationError(error.message)
         }
