@@ -249,12 +249,12 @@ package final class BatchDecoder {
     /// Samples a sequence's next token, emits the text that became final and decides whether it ends.
     private func sample(_ s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>) throws {
         let token = s.sampler.next(logits, vocabulary: model.config.vocabularySize, context: state.request.prompt + s.tokens, generated: s.counts)
-        try take(token, for: s, of: state, from: logits)
+        try take(token, for: s, of: state, from: logits, held: session.lengths[s.slot])
     }
 
-    /// Adds `token`, chosen from `logits`, to a sequence: reports its log-probability, emits the text that became
-    /// final and decides whether the sequence ends.
-    func take(_ token: Int32, for s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>) throws {
+    /// Adds `token`, chosen from `logits`, to a sequence whose slot holds `held` positions before it: reports its
+    /// log-probability, emits the text that became final and decides whether the sequence ends.
+    func take(_ token: Int32, for s: SequenceState, of state: RequestState, from logits: UnsafePointer<Float>, held: Int) throws {
         let o = state.request.options
         if let n = o.logprobs {
             let logprob = try logprob(of: token, in: logits, alternatives: n)
@@ -273,7 +273,7 @@ package final class BatchDecoder {
                 s.finish = .stop
             } else if s.tokens.count >= o.maxNewTokens {
                 s.finish = .length
-            } else if session.lengths[s.slot] >= model.config.contextLength {
+            } else if held >= model.config.contextLength {
                 if o.slidingWindow {
                     session.reset(sequence: s.slot, adapter: state.request.adapter)
                     s.restarted = true

@@ -148,6 +148,9 @@ extension BatchDecoder {
         let logits = try session.feed(batch.indices.map { (batch[$0].sequence.slot, batch[$0].sequence.nextInput + proposals[$0]) }, everyToken: true)
         for (i, (state, s)) in batch.enumerated() {
             var accepted = 0, taken = 0
+            // Positions the slot held before this pass; before the token of row r, its last token and r accepted
+            // proposals count too.
+            let held = session.lengths[s.slot] - (k + 1)
             for r in 0...k {
                 let row = UnsafePointer(logits.pointer + (i * (k + 1) + r) * vocabulary)
                 let p = s.sampler.probabilities(row, vocabulary: vocabulary, context: state.request.prompt + s.tokens, generated: s.counts)
@@ -166,14 +169,15 @@ extension BatchDecoder {
                 } else {
                     token = Self.draw(from: p, uniform: s.sampler.uniform())
                 }
-                try take(token, for: s, of: state, from: row)
+                try take(token, for: s, of: state, from: row, held: held + 1 + r)
                 taken += 1
-                if s.finish != nil || rejected { break }
+                if s.finish != nil || rejected || s.restarted { break }
             }
             speculation.count(proposed: k, accepted: accepted, produced: taken)
-            guard s.finish == nil else { continue }
+            // (A sequence that went on past the context with a sliding window decodes plainly from now on.)
+            guard s.finish == nil, !s.restarted else { continue }
             // The model keeps what its sequence holds but the token just taken; the draft the accepted proposals it read.
-            session.truncate(sequence: s.slot, to: state.request.prompt.count + s.tokens.count - 1)
+            session.truncate(sequence: s.slot, to: held + taken)
             s.draftHeld = contexts[i].count + min(accepted, k - 1)
             draftSession.truncate(sequence: s.slot, to: s.draftHeld)
         }

@@ -58,6 +58,28 @@ final class SpeculativeDecodingTests: XCTestCase {
         }
     }
 
+    /// Up to the context's end: speculation stops where the proposals no longer fit, a completion ends at the context
+    /// as a plain one does, and one that goes on with a sliding window continues as the plain one.
+    func testSpeculationUpToTheContextsEnd() throws {
+        let model = try GPTModel(config: config(layers: 2), seed: 33)
+        let draft = try DraftModel(model: model, weights: model.decodingWeights(), tokens: 5, for: model)
+        let prompt = (0..<40).map { Int32($0 % 23) }
+        for sliding in [false, true] {
+            var options = SamplingOptions()
+            options.temperature = 0
+            options.maxNewTokens = 90
+            options.stopAtEndOfText = false
+            options.slidingWindow = sliding
+            let plain = try complete([prompt], options: options, with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 1))[0]
+            let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, draft: draft)
+            let speculated = try complete([prompt], options: options, with: decoder)[0]
+            XCTAssertGreaterThanOrEqual(decoder.speculationStatistics.speculativeSteps, 4)
+            XCTAssertEqual(speculated.tokens, plain.tokens, "sliding window: \(sliding)")
+            XCTAssertEqual(speculated.finishReason, plain.finishReason)
+            XCTAssertEqual(speculated.tokens.count, sliding ? 90 : 25, "the context of 64 holds 40 + 24 fed tokens, and a 25th sampled")
+        }
+    }
+
     /// Sampled speculation draws from the model's distribution, not the draft's: the second and third tokens of many
     /// completions (the first is drawn after the prompt, plainly) follow the model's exact marginal distributions
     /// (chi-square, 22 degrees of freedom, below the 0.1% critical value 48.3), though the draft's differ.
