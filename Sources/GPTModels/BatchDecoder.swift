@@ -240,7 +240,7 @@ package final class BatchDecoder {
     private func keepInPromptCache(_ state: RequestState) {
         let first = state.sequences[0]
         let held = session.lengths[first.slot]
-        guard let promptCache, !first.restarted, held > 0, held <= session.reusablePositions else { return }
+        guard let promptCache, first.windowStart == 0, held > 0, held <= session.reusablePositions else { return }
         let tokens = Array((state.request.prompt + first.tokens).prefix(held))
         guard !promptCache.covers(tokens, adapter: state.request.adapter) else { return }
         promptCache.insert(tokens, adapter: state.request.adapter, states: session.prefixStates(of: first.slot, count: held))
@@ -276,8 +276,10 @@ package final class BatchDecoder {
             } else if held >= model.config.contextLength {
                 if o.slidingWindow {
                     session.reset(sequence: s.slot, adapter: state.request.adapter)
-                    s.restarted = true
                     s.nextInput = Array((state.request.prompt + s.tokens).suffix(max(1, model.config.contextLength / 2)))
+                    s.windowStart = state.request.prompt.count + s.tokens.count - s.nextInput.count
+                    draftSession?.reset(sequence: s.slot)
+                    s.draftHeld = 0
                 } else {
                     s.finish = .length
                 }
@@ -370,9 +372,10 @@ final class SequenceState {
     var stopAt: Int?
     /// What the next step feeds.
     var nextInput: [Int32] = []
-    /// Whether its slot was emptied to go on past the context (a sliding window): it no longer holds the prompt.
-    var restarted = false
-    /// Tokens of its prompt and output the draft's cache holds (speculative decoding).
+    /// Where in its prompt and output the slot's sequence begins: 0 until the slot is emptied to go on past the
+    /// context (a sliding window), then the first token it was given again.
+    var windowStart = 0
+    /// Tokens of its sequence (from `windowStart`) the draft's cache holds (speculative decoding).
     var draftHeld = 0
 
     init(choice: Int, slot: Int, sampler: TokenSampler) {

@@ -69,8 +69,9 @@ package struct SpeculationStatistics: Sendable {
 /// Decides step by step whether to speculate, the same way for the same tokens (no clock: a seed gives the same
 /// completions every run). Decoding one token is bound by reading the weights, so a speculative step costs about
 /// 1 + k·r plain steps, r the draft's bytes of weights over the model's (plus a tenth for the model's pass over k + 1
-/// tokens). While the tokens a speculative step produces (an average over the last steps) fall below that cost — a
-/// draft that guesses badly — the next 64 steps are plain, then speculation is tried again.
+/// tokens). When the tokens a speculative step produces (an average over the last steps, from the fourth on) fall below
+/// that cost — a draft that guesses badly — the next steps are plain, 64 of them, then speculation is tried again; each
+/// failed try doubles the plain steps that follow (up to 1,024), and a try that pays brings them back to 64.
 struct SpeculationControl {
     private(set) var statistics = SpeculationStatistics()
     /// A speculative step's cost in plain steps.
@@ -79,6 +80,8 @@ struct SpeculationControl {
     private var tokensPerStep: Double?
     private var stepsMeasured = 0
     private var plainStepsLeft = 0
+    /// Plain steps after the next failed try.
+    private var backoff = 64
 
     init(draftTokens: Int = 0, bytesRatio: Double = 0) {
         stepCost = 1.1 + Double(draftTokens) * bytesRatio
@@ -98,12 +101,16 @@ struct SpeculationControl {
         statistics.accepted += accepted
         statistics.speculativeSteps += 1
         statistics.speculativeTokens += produced
-        tokensPerStep = tokensPerStep.map { 0.9 * $0 + 0.1 * Double(produced) } ?? Double(produced)
+        tokensPerStep = tokensPerStep.map { 0.8 * $0 + 0.2 * Double(produced) } ?? Double(produced)
         stepsMeasured += 1
-        if stepsMeasured >= 8, let tokensPerStep, tokensPerStep < stepCost {
-            plainStepsLeft = 64
+        guard stepsMeasured >= 4, let tokensPerStep else { return }
+        if tokensPerStep < stepCost {
+            plainStepsLeft = backoff
+            backoff = min(2 * backoff, 1024)
             self.tokensPerStep = nil
             stepsMeasured = 0
+        } else if stepsMeasured >= 16 {
+            backoff = 64
         }
     }
 }
@@ -115,7 +122,7 @@ extension BatchDecoder {
     /// Whether a decoding sequence can be speculated this step: one token to feed, room for the proposals in both
     /// contexts.
     func canSpeculate(_ s: SequenceState) -> Bool {
-        guard let draft, !s.restarted, s.nextInput.count == 1 else { return false }
+        guard let draft, s.nextInput.count == 1 else { return false }
         let context = min(model.config.contextLength, draft.model.config.contextLength)
         return session.lengths[s.slot] + draft.tokens + 1 <= context
     }
@@ -125,8 +132,8 @@ extension BatchDecoder {
     func speculate(_ batch: [(state: RequestState, sequence: SequenceState)]) throws {
         guard let draft, let draftSession, !batch.isEmpty else { return }
         let k = draft.tokens, vocabulary = model.config.vocabularySize
-        // Each sequence's tokens so far (its last one not yet fed to the model), and the draft's proposals.
-        let contexts = batch.map { $0.state.request.prompt + $0.sequence.tokens }
+        // Each sequence's tokens so far in its slot (its last one not yet fed to the model), and the draft's proposals.
+        let contexts = batch.map { Array(($0.state.request.prompt + $0.sequence.tokens)[$0.sequence.windowStart...]) }
         var proposals = [[Int32]](repeating: [], count: batch.count)
         var proposalDistributions = [[[Double]]](repeating: [], count: batch.count)
         var counts = batch.map(\.sequence.counts)
@@ -138,7 +145,7 @@ extension BatchDecoder {
             })
             for (i, (_, s)) in batch.enumerated() {
                 let q = s.sampler.probabilities(logits.pointer + i * vocabulary, vocabulary: vocabulary,
-                                                context: contexts[i] + proposals[i], generated: counts[i])
+                                                context: batch[i].state.request.prompt + s.tokens + proposals[i], generated: counts[i])
                 let token = Self.draw(from: q, uniform: s.sampler.uniform())
                 proposals[i].append(token)
                 proposalDistributions[i].append(q)
@@ -150,7 +157,7 @@ extension BatchDecoder {
             var accepted = 0, taken = 0
             // Positions the slot held before this pass; before the token of row r, its last token and r accepted
             // proposals count too.
-            let held = session.lengths[s.slot] - (k + 1)
+            let held = session.lengths[s.slot] - (k + 1), window = s.windowStart
             for r in 0...k {
                 let row = UnsafePointer(logits.pointer + (i * (k + 1) + r) * vocabulary)
                 let p = s.sampler.probabilities(row, vocabulary: vocabulary, context: state.request.prompt + s.tokens, generated: s.counts)
@@ -171,11 +178,11 @@ extension BatchDecoder {
                 }
                 try take(token, for: s, of: state, from: row, held: held + 1 + r)
                 taken += 1
-                if s.finish != nil || rejected || s.restarted { break }
+                if s.finish != nil || rejected || s.windowStart != window { break }
             }
             speculation.count(proposed: k, accepted: accepted, produced: taken)
-            // (A sequence that went on past the context with a sliding window decodes plainly from now on.)
-            guard s.finish == nil, !s.restarted else { continue }
+            // (A sequence that went on past the context with a sliding window starts again in both caches.)
+            guard s.finish == nil, s.windowStart == window else { continue }
             // The model keeps what its sequence holds but the token just taken; the draft the accepted proposals it read.
             session.truncate(sequence: s.slot, to: held + taken)
             s.draftHeld = contexts[i].count + min(accepted, k - 1)
