@@ -182,9 +182,11 @@ extension BatchDecoder {
             }
             speculation.count(proposed: k, accepted: accepted, produced: taken)
             // (A sequence that went on past the context with a sliding window starts again in both caches.)
-            guard s.finish == nil, s.windowStart == window else { continue }
-            // The model keeps what its sequence holds but the token just taken; the draft the accepted proposals it read.
+            guard s.windowStart == window else { continue }
+            // The model keeps what its sequence holds but the token just taken (also when it ends: the prompt cache
+            // keeps what the slot holds); the draft the accepted proposals it read.
             session.truncate(sequence: s.slot, to: held + taken)
+            guard s.finish == nil else { continue }
             s.draftHeld = contexts[i].count + min(accepted, k - 1)
             draftSession.truncate(sequence: s.slot, to: s.draftHeld)
         }

@@ -15,6 +15,15 @@ final class SpeculativeDecodingTests: XCTestCase {
         return config
     }
 
+    /// Sampling `tokens` tokens at `temperature`, past any end-of-text.
+    func sampling(_ tokens: Int, temperature: Float) -> SamplingOptions {
+        var options = SamplingOptions()
+        options.temperature = temperature
+        options.maxNewTokens = tokens
+        options.stopAtEndOfText = false
+        return options
+    }
+
     /// The completions of `prompts` decoded together by `decoder`, in prompt order.
     func complete(_ prompts: [[Int32]], options: SamplingOptions, with decoder: BatchDecoder) throws -> [Completion] {
         var completions: [Int: Completion] = [:]
@@ -33,10 +42,7 @@ final class SpeculativeDecodingTests: XCTestCase {
     func testGreedySpeculationGivesThePlainTokens() throws {
         let model = try GPTModel(config: config(layers: 2), seed: 31)
         let other = try GPTModel(config: config(layers: 1), seed: 32)
-        var options = SamplingOptions()
-        options.temperature = 0
-        options.maxNewTokens = 40
-        options.stopAtEndOfText = false
+        var options = sampling(40, temperature: 0)
         options.logprobs = 0
         let prompts: [[Int32]] = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
         let plain = try complete(prompts, options: options, with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 3))
@@ -65,10 +71,7 @@ final class SpeculativeDecodingTests: XCTestCase {
         let draft = try DraftModel(model: model, weights: model.decodingWeights(), tokens: 5, for: model)
         let prompt = (0..<40).map { Int32($0 % 23) }
         for sliding in [false, true] {
-            var options = SamplingOptions()
-            options.temperature = 0
-            options.maxNewTokens = 90
-            options.stopAtEndOfText = false
+            var options = sampling(90, temperature: 0)
             options.slidingWindow = sliding
             let plain = try complete([prompt], options: options, with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 1))[0]
             let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, draft: draft)
@@ -80,16 +83,33 @@ final class SpeculativeDecodingTests: XCTestCase {
         }
     }
 
+    /// A sequence that ends within a speculative step leaves in the prompt cache only what the model read and kept:
+    /// the next turn, served from the cache, gets what it gets cold.
+    func testThePromptCacheKeepsOnlyTheKeptTokensOfASpeculatedSequence() throws {
+        let model = try GPTModel(config: config(layers: 2), seed: 34)
+        let draftModel = try GPTModel(config: config(layers: 1), seed: 35)
+        let draft = try DraftModel(model: draftModel, weights: draftModel.decodingWeights(), tokens: 4, for: model)
+        var options = sampling(7, temperature: 0)
+        options.logprobs = 0
+        for first in 1...9 {
+            let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, promptCache: PromptCache(byteLimit: 1 << 20), draft: draft)
+            let prompt = (0..<first).map { Int32($0 * 5 % 23) }
+            let turn = try complete([prompt], options: options, with: decoder)[0]
+            let next = prompt + turn.tokens + [1, 2]
+            let warm = try complete([next], options: options, with: decoder)[0]
+            let cold = try complete([next], options: options, with: BatchDecoder(model: model, tokenizer: tokenizer, slots: 1))[0]
+            XCTAssertEqual(warm.tokens, cold.tokens, "prompt of \(first)")
+            XCTAssertEqual(warm.logprobs!.map(\.logprob), cold.logprobs!.map(\.logprob), "prompt of \(first)")
+        }
+    }
+
     /// Sampled speculation draws from the model's distribution, not the draft's: the second and third tokens of many
     /// completions (the first is drawn after the prompt, plainly) follow the model's exact marginal distributions
     /// (chi-square, 22 degrees of freedom, below the 0.1% critical value 48.3), though the draft's differ.
     func testSampledTokensFollowTheModelsDistribution() throws {
         let model = try GPTModel(config: config(layers: 2), seed: 41)
         let draftModel = try GPTModel(config: config(layers: 1), seed: 42)
-        var options = SamplingOptions()
-        options.temperature = 0.02  // the random models' logits differ by hundredths
-        options.maxNewTokens = 3
-        options.stopAtEndOfText = false
+        var options = sampling(3, temperature: 0.02)  // the random models' logits differ by hundredths
         options.seed = 7
         let prompt: [Int32] = [3, 1, 4]
         let draft = try DraftModel(model: draftModel, weights: draftModel.decodingWeights(), tokens: 3, for: model)
@@ -146,10 +166,7 @@ final class SpeculativeDecodingTests: XCTestCase {
     func testABadDraftFallsBackToPlainDecoding() throws {
         let model = try GPTModel(config: config(layers: 2), seed: 51)
         let draftModel = try GPTModel(config: config(layers: 2), seed: 52)
-        var options = SamplingOptions()
-        options.temperature = 0
-        options.maxNewTokens = 50
-        options.stopAtEndOfText = false
+        let options = sampling(50, temperature: 0)
         let draft = try DraftModel(model: draftModel, weights: draftModel.decodingWeights(), tokens: 4, for: model)
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, draft: draft)
         let tokens = try complete([[1, 2]], options: options, with: decoder)[0].tokens
