@@ -11,7 +11,7 @@ timeout plus 10 s, while requests are served meanwhile), and sends FUZZ raw requ
 false Content-Length, broken chunking), 64 connections at a time, each of which must be answered or closed by the
 server within the receive timeout plus 10 s, and checks that the server still serves.
 
-Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--idle-interval 300] [--stalled 1000] [--fuzz 10000] [--pool-bytes N]
+Standard library only. usage: scripts/serve_soak.py [--model DIR] [--clients 8] [--seconds 300] [--idle-interval 300] [--stalled 1000] [--fuzz 10000] [--pool-bytes N] [--cache-bytes N]
 Without --model it makes a small random GPT-2-vocabulary model (4 layers, width 128).
 """
 import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
@@ -284,6 +284,7 @@ def main():
     parser.add_argument("--stalled", type=int, default=1000, help="stalled connections opened at once after the load")
     parser.add_argument("--receive-timeout", type=float, default=5)
     parser.add_argument("--pool-bytes", type=int, default=32 << 20, help="the server's --pool-bytes")
+    parser.add_argument("--cache-bytes", type=int, default=512 << 20, help="the server's --cache-bytes (its prompt cache; 0: none)")
     parser.add_argument("--sample", type=float, default=10, help="seconds between RSS samples")
     parser.add_argument("--idle-interval", type=float, default=300,
                         help="seconds between holds of the clients (the first after one minute) to sample RSS with nothing in flight")
@@ -292,7 +293,8 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         model = args.model or make_model(gpt, work)
         server = subprocess.Popen([gpt, "serve", "--model", model, "--port", "0", "--max-batch", "16", "--max-queue", "64",
-                                   "--receive-timeout", str(args.receive_timeout), "--pool-bytes", str(args.pool_bytes)],
+                                   "--receive-timeout", str(args.receive_timeout), "--pool-bytes", str(args.pool_bytes),
+                                   "--cache-bytes", str(args.cache_bytes)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seen = ""
         while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", seen)):
