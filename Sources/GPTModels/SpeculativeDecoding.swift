@@ -43,11 +43,15 @@ package struct DraftModel {
     /// Nil when `draft` encodes every token id as `target` does (the same bytes, the same end-of-text id), else the
     /// first difference, to refuse a draft with.
     package static func tokenizerDifference(_ draft: any Tokenizer, _ target: any Tokenizer, vocabulary: Int) -> String? {
+        func endOfText(_ tokenizer: any Tokenizer) -> String { tokenizer.endOfText.map { "token \($0)" } ?? "none" }
+        func text(_ id: Int32, _ tokenizer: any Tokenizer) -> String {
+            (try? tokenizer.decodeBytes([id])).map { "\(String(reflecting: String(decoding: $0, as: UTF8.self))) (\($0.count) byte\($0.count == 1 ? "" : "s"))" } ?? "no token"
+        }
         guard draft.endOfText == target.endOfText else {
-            return "the end-of-text token is \(draft.endOfText) in the draft's tokenizer and \(target.endOfText) in the model's"
+            return "the end of text is \(endOfText(draft)) to the draft's tokenizer and \(endOfText(target)) to the model's"
         }
         for id in 0..<Int32(vocabulary) where (try? draft.decodeBytes([id])) != (try? target.decodeBytes([id])) {
-            return "token \(id) is \(String(describing: try? draft.decode([id]))) to the draft's tokenizer and \(String(describing: try? target.decode([id]))) to the model's"
+            return "token \(id) is \(text(id, draft)) to the draft's tokenizer and \(text(id, target)) to the model's"
         }
         return nil
     }
