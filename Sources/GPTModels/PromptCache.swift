@@ -21,13 +21,12 @@ package final class PromptCache {
         package let tokens: [Int32]
         package let adapter: Int?
         package let states: [Float]
-        fileprivate var lastUse: UInt64
+        fileprivate var lastUse: UInt64 = 0
 
-        fileprivate init(tokens: [Int32], adapter: Int?, states: [Float], lastUse: UInt64) {
+        fileprivate init(tokens: [Int32], adapter: Int?, states: [Float]) {
             self.tokens = tokens
             self.adapter = adapter
             self.states = states
-            self.lastUse = lastUse
         }
 
         fileprivate var bytes: Int { states.count * MemoryLayout<Float>.stride }
@@ -64,7 +63,7 @@ package final class PromptCache {
     /// bytes are within the limit.
     package func insert(_ tokens: [Int32], adapter: Int?, states: [Float]) {
         guard !tokens.isEmpty, !covers(tokens, adapter: adapter) else { return }
-        let entry = Entry(tokens: tokens, adapter: adapter, states: states, lastUse: 0)
+        let entry = Entry(tokens: tokens, adapter: adapter, states: states)
         guard entry.bytes <= byteLimit else { return }
         touch(entry)
         for old in entries where old.adapter == adapter && Self.commonPrefixLength(old.tokens, tokens) == old.tokens.count {
