@@ -184,7 +184,7 @@ package final class InferenceSession {
         let outputRows = final.count / c.embeddingWidth
         let logits = Tensor(uninitializedShape: [outputRows, c.vocabularySize])
         MatrixVector.multiply(final.pointer, rows: outputRows, weights.head, bias: bias.map { UnsafePointer($0.pointer) },
-                              into: logits.pointer)
+                              into: logits.pointer, exactInput: weights.exactInput)
         return logits
     }
 
@@ -246,7 +246,8 @@ private struct DecodingPass: ForwardPass {
         let b = model.parameters.contains(layer.bias) ? model.parameter(layer.bias).value : nil
         let rows = x.value.count / w.k
         let y = Tensor(uninitializedShape: [rows, w.n])
-        MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer)
+        MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: b.map { UnsafePointer($0.pointer) }, into: y.pointer,
+                              exactInput: weights.exactInput)
         if let adapter = weights.trainedAdapter, let (a, b) = adapter.matrices(of: layer) {
             let product = LowRankProduct(a: a.value, b: b.value, inputs: w.k, outputs: w.n)
             product.up(product.down(x.value, a: a.value), b: b.value, scale: adapter.scaling, into: y.pointer, accumulate: true)
@@ -323,6 +324,9 @@ package final class DecodeWeights: @unchecked Sendable {
     /// The adapter trained over these weights when they hold a model's frozen base (`GPTModel.holdFrozenBase`): every
     /// sequence is decoded with it.
     let trainedAdapter: LowRankAdapter?
+    /// Whether 4-bit products take their input as it is rather than rounded to 8 bits (`MatrixVector.multiply`): for
+    /// the frozen base of a training run, so that its samples and rollouts compute what its training forward does.
+    var exactInput: Bool { trainedAdapter != nil }
     /// Bytes of the packed matrices: what one decoding step reads.
     package var bytes: Int { (matrices.values.map(\.bytes) + [head.bytes]).reduce(0, +) }
 

@@ -122,7 +122,8 @@ private struct LinearProduct {
                           b: w.pointer, ldb: ldw, beta: bias == nil ? 0 : 1, c: y.pointer, ldc: outputs)
             }
         case .packed(let w):
-            if rows > 0 { MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: bias.map { UnsafePointer($0.value.pointer) }, into: y.pointer) }
+            if rows > 0 { MatrixVector.multiply(x.value.pointer, rows: rows, w, bias: bias.map { UnsafePointer($0.value.pointer) },
+                                             into: y.pointer, exactInput: true) }
         }
         (self.x, self.weight, self.bias) = (x, weight, bias)
         (self.rows, self.inputs, self.outputs, self.operands, self.y) = (rows, inputs, outputs, operands, y)

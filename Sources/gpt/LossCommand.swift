@@ -9,8 +9,9 @@ struct LossCommand: ParsableCommand {
         discussion: """
         Every token of DATA/SPLIT.bin after the first is predicted once, in consecutive windows of --context tokens, \
         so the figure has none of the sampling noise of a training run's evaluation on random batches. \
-        --precision bf16, int8 or int4 first rounds the matrices and embeddings decoding packs to what that format holds (as `gpt generate \
-        --precision` decodes with), so the loss shows what 16-, 8- or 4-bit weights cost.
+        --precision bf16, int8 or int4 reads every window through the decoding kernels over weights packed in that format \
+        (as `gpt generate --precision` decodes), so the loss shows what 16-, 8- or 4-bit decoding costs: the weights' \
+        rounding and, for int4, each product's input rounded to 8 bits.
         """
     )
 
@@ -19,18 +20,18 @@ struct LossCommand: ParsableCommand {
     @Option(help: "Prepared data directory (from `gpt prepare`).") var data: String
     @Option(help: "Which split: train or val.") var split = "val"
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?
-    @Option(help: "Windows per forward pass.") var batchSize = 16
+    @Option(help: "Windows per forward pass (fp32; the other precisions read one window at a time).") var batchSize = 16
     @Option(help: "Weights as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).") var precision = WeightFormat.float32
 
     func run() throws {
         guard split == "train" || split == "val" else { throw ValidationError("--split is train or val") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         let (gpt, _) = try ModelLoading.load(model, adapter: adapter)
-        gpt.roundDecodingWeights(to: precision)
+        let weights = precision == .float32 ? nil : DecodeWeights(model: gpt, format: precision)
         let file = try TokenFile(contentsOf: URL(fileURLWithPath: data).appendingPathComponent("\(split).bin"))
         let length = context ?? gpt.config.contextLength
         let bar = ProgressBar(total: max(file.count - 1, 1), label: "evaluating")
-        let result = try DatasetLoss.evaluate(gpt, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
+        let result = try DatasetLoss.evaluate(gpt, weights: weights, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
         bar.finish()
         print(split + String(format: " loss %.4f, perplexity %.3f, over %d tokens in windows of %d, ", result.loss, result.perplexity,
                              result.tokens, length) + "\(precision.rawValue) weights")

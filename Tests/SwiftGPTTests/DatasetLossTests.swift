@@ -37,6 +37,17 @@ final class DatasetLossTests: XCTestCase {
         XCTAssertEqual(predicted, 74)
         XCTAssertEqual(result.loss, sum / Double(predicted), accuracy: 1e-5)
         XCTAssertEqual(result.perplexity, exp(result.loss), accuracy: 1e-9)
+        // Through the decoding kernels (`gpt loss --precision`): fp32 weights give the same loss; 4-bit weights give
+        // the rounded model's loss, near but not equal (their products also round their input to 8 bits).
+        let decoded = try DatasetLoss.evaluate(model, weights: DecodeWeights(model: model, format: .float32), on: file, length: 10, batch: 3)
+        XCTAssertEqual(decoded.tokens, 74)
+        XCTAssertEqual(decoded.loss, result.loss, accuracy: 1e-5)
+        let int4Weights = DecodeWeights(model: model, format: .int4)  // rounds the model's matrices
+        let rounded = try DatasetLoss.evaluate(model, on: file, length: 10, batch: 3).loss
+        let int4 = try DatasetLoss.evaluate(model, weights: int4Weights, on: file, length: 10, batch: 3).loss
+        XCTAssertNotEqual(rounded, result.loss, accuracy: 1e-5)
+        XCTAssertNotEqual(int4, rounded, accuracy: 1e-6)
+        XCTAssertEqual(int4, rounded, accuracy: 1e-2)
     }
 
     func testRejectsWindowsBeyondTheContextAndIdsBeyondTheVocabulary() throws {

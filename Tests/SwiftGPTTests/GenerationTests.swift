@@ -56,7 +56,17 @@ final class GenerationTests: XCTestCase {
                 let weights = DecodeWeights(model: model, format: format)  // rounds the model's matrices
                 let full = logits(model, ids, batch: 1)
                 XCTAssertGreaterThan(zip(full.scalars, exact.scalars).map { abs($0 - $1) }.max()!, 1e-4, "\(format) rounds the weights")
-                try assertDecodingMatches(model, weights: weights, ids: ids, prompt: 10, full: full, "\(format), \(base.layout)")
+                guard format == .int4 else {
+                    try assertDecodingMatches(model, weights: weights, ids: ids, prompt: 10, full: full, "\(format), \(base.layout)")
+                    continue
+                }
+                // 4-bit products also round their input to 8 bits: one token at a time (integer dot products) gives
+                // what the whole sequence in one pass gives (floats), and both stay near the rounded model's logits.
+                let pass = try InferenceSession(model: model, sequences: 1, weights: weights).feed([(0, ids)], everyToken: true)
+                try assertDecodingMatches(model, weights: weights, ids: ids, prompt: 10, full: pass, "\(format), \(base.layout)")
+                let error = zip(pass.scalars, full.scalars).map { abs($0 - $1) }.max()!
+                XCTAssertGreaterThan(error, 1e-4, "int4 rounds its inputs")
+                XCTAssertLessThan(error, 2e-2, "int4, \(base.layout)")
             }
         }
     }
@@ -178,9 +188,21 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(try session.feed([(31, [ids[0]])]).scalars.count, config.vocabularySize, "the other slots keep their sequences")
     }
 
+    /// A row as a product with 4-bit weights reads it: each group of 32 inputs as codes x / s rounded to nearest (ties
+    /// away from zero), s = max |x| / 127 over the group, times s.
+    private func roundedForInt4(_ x: UnsafePointer<Float>, count: Int) -> [Float] {
+        stride(from: 0, to: count, by: 32).flatMap { first -> [Float] in
+            let group = (first..<min(count, first + 32)).map { x[$0] }
+            let scale = group.map(abs).max()! / 127
+            return group.map { scale == 0 ? 0 : max(-127, min(127, ($0 / scale).rounded(.toNearestOrAwayFromZero))) * scale }
+        }
+    }
+
     func testMatrixVectorKernelsMatchAReference() {
         var random = SeededRandom(seed: 8)
-        // Every format against a double-precision product with the weights the format holds (rounded copies).
+        // Every format against a double-precision product with the weights the format holds (rounded copies), and
+        // 4-bit products with their input rounded to 8 bits as well (one row by integer dot products, more as floats),
+        // or as it is when asked (`exactInput`).
         for format in WeightFormat.allCases {
             // Up to 64 rows the streaming kernels, more through the BLAS (the last case widens two groups of blocks).
             for (rows, k, n) in [(1, 37, 53), (2, 64, 64), (3, 64, 100), (8, 19, 16), (5, 128, 129), (7, 8, 200), (13, 300, 70),
@@ -192,6 +214,18 @@ final class GenerationTests: XCTestCase {
                                       bias: bias.pointer, into: y.pointer)
                 MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(transposing: wt.pointer, n: n, k: k, format: format),
                                       bias: nil, into: yt.pointer)
+                let exact = Tensor(shape: [rows, n])
+                MatrixVector.multiply(x.pointer, rows: rows, MatrixVector.PackedMatrix(w.pointer, k: k, n: n, format: format),
+                                      bias: bias.pointer, into: exact.pointer, exactInput: true)
+                let input = format == .int4 ? (0..<rows).flatMap { roundedForInt4(x.pointer + $0 * k, count: k) } : x.scalars
+                if format == .int4 && rows == 1 {
+                    // The portable integer product (CPUs without AVX2) gives exactly the same floats.
+                    let portable = Tensor(shape: [n]), unbiased = Tensor(shape: [n])
+                    let packed = MatrixVector.PackedMatrix(w.pointer, k: k, n: n, format: format)
+                    MatrixVector.multiplyOneInt4RowPortably(x.pointer, packed, into: portable.pointer)
+                    MatrixVector.multiply(x.pointer, rows: 1, packed, bias: nil, into: unbiased.pointer)
+                    XCTAssertEqual(portable.scalars, unbiased.scalars, "int4 1×\(k)×\(n) portable")
+                }
                 format.round(w.pointer, inputs: k, outputs: n, oneRowPerOutput: false)
                 format.round(wt.pointer, inputs: k, outputs: n, oneRowPerOutput: true)
                 // A transposed matrix's columns are the rows it was packed from (a tied embedding's token rows).
@@ -202,14 +236,16 @@ final class GenerationTests: XCTestCase {
                 }
                 for r in 0..<rows {
                     for j in 0..<n {
-                        var s = Double(bias.pointer[j]), st = 0.0
+                        var s = Double(bias.pointer[j]), st = 0.0, se = Double(bias.pointer[j])
                         for i in 0..<k {
-                            s += Double(x.pointer[r * k + i]) * Double(w.pointer[i * n + j])
-                            st += Double(x.pointer[r * k + i]) * Double(wt.pointer[j * k + i])
+                            s += Double(input[r * k + i]) * Double(w.pointer[i * n + j])
+                            st += Double(input[r * k + i]) * Double(wt.pointer[j * k + i])
+                            se += Double(x.pointer[r * k + i]) * Double(w.pointer[i * n + j])
                         }
                         // fp32 sums of 2100 terms near 100 differ from double's by about 1e-4.
                         XCTAssertEqual(Double(y.pointer[r * n + j]), s, accuracy: 1e-4 * max(1, abs(s) / 10), "\(format) \(rows)×\(k)×\(n)")
                         XCTAssertEqual(Double(yt.pointer[r * n + j]), st, accuracy: 1e-4 * max(1, abs(st) / 10), "\(format) \(rows)×\(k)×\(n) transposed")
+                        XCTAssertEqual(Double(exact.pointer[r * n + j]), se, accuracy: 1e-4 * max(1, abs(se) / 10), "\(format) \(rows)×\(k)×\(n) exact input")
                     }
                 }
             }
