@@ -2,7 +2,7 @@
 # SwiftGPT and llama.cpp side by side on one machine, in one run: decoding tokens/s at batch 1 and prompt processing
 # of 512 tokens per precision (GPT-2 124M shape), and the perplexity each weight precision costs on a trained model.
 #
-#   scripts/bench_llamacpp.sh [--model DIR --data PREPARED [--perplexity-only]] [--server-only] [--threads N]
+#   scripts/bench_llamacpp.sh [--model DIR --data PREPARED [--perplexity-only]] [--server-only | --speeds-only] [--threads N]
 #
 # --model: a GPT-2 model folder (SwiftGPT or Hugging Face, GPT-2 tokenizer) whose perplexity is measured over --data's
 # val split (a `gpt prepare --tokenizer gpt2` folder); without them only speeds are measured. Speeds use GPT-2 124M with
@@ -26,6 +26,7 @@ while [[ $# -gt 0 ]]; do
         --threads) threads="$2"; shift 2 ;;
         --perplexity-only) speeds=0; server=0; shift ;;
         --server-only) speeds=0; server=1; shift ;;
+        --speeds-only) speeds=1; server=0; shift ;;
         *) echo "usage: $0 [--model DIR --data PREPARED] [--threads N]" >&2; exit 2 ;;
     esac
 done

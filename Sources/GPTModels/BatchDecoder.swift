@@ -51,18 +51,18 @@ package final class BatchDecoder {
     private var order: [Int] = []
     private var nextID = 0
 
-    /// A decoder with `slots` sequence slots (each completion of a running request holds one).
-    /// With a `draft`, decoding sequences are speculated (see `DraftModel`).
+    /// A decoder with `slots` sequence slots (each completion of a running request holds one), whose keys and
+    /// values are kept in `cachePrecision`. With a `draft`, decoding sequences are speculated (see `DraftModel`).
     package init(model: GPTModel, tokenizer: any Tokenizer, slots: Int, weights: DecodeWeights? = nil, prefillBudget: Int? = nil,
-                 promptCache: PromptCache? = nil, draft: DraftModel? = nil) {
+                 promptCache: PromptCache? = nil, draft: DraftModel? = nil, cachePrecision: CachedAttention.Cache.Precision = .float32) {
         self.model = model
         self.tokenizer = tokenizer
         self.prefillBudget = prefillBudget
         self.promptCache = promptCache
         self.draft = draft
-        let session = InferenceSession(model: model, sequences: slots, weights: weights)
+        let session = InferenceSession(model: model, sequences: slots, weights: weights, cachePrecision: cachePrecision)
         self.session = session
-        draftSession = draft.map { InferenceSession(model: $0.model, sequences: slots, weights: $0.weights) }
+        draftSession = draft.map { InferenceSession(model: $0.model, sequences: slots, weights: $0.weights, cachePrecision: cachePrecision) }
         speculation = SpeculationControl(draftTokens: draft?.tokens ?? 0,
                                          bytesRatio: draft.map { Double($0.weights.bytes) / Double(session.weights.bytes) } ?? 0)
         freeSlots = Array((0..<slots).reversed())

@@ -67,6 +67,8 @@ package final class Generator: @unchecked Sendable {
     private let weights: DecodeWeights
     /// The model that proposes tokens to check (speculative decoding), or none.
     private let draft: DraftModel?
+    /// How the keys and values are kept.
+    let cachePrecision: CachedAttention.Cache.Precision
     /// What speculative decoding did in the last `generate` (nil without a draft).
     package private(set) var lastSpeculation: SpeculationStatistics?
 
@@ -77,12 +79,14 @@ package final class Generator: @unchecked Sendable {
     }
 
     /// A generator for `model` with its decoding weights (see `ModelLoading.loadForDecoding`), speculating with
-    /// `draft` when one is given.
-    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights, draft: DraftModel? = nil) {
+    /// `draft` when one is given, keeping keys and values in `cachePrecision`.
+    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights, draft: DraftModel? = nil,
+                 cachePrecision: CachedAttention.Cache.Precision = .float32) {
         self.model = model
         self.tokenizer = tokenizer
         self.weights = weights
         self.draft = draft
+        self.cachePrecision = cachePrecision
     }
 
     /// Generates `options.count` completions for each prompt (token ids), calling `onEvent` as text is produced.
@@ -104,7 +108,7 @@ package final class Generator: @unchecked Sendable {
             requests.append(GenerationRequest(prompt: input, options: options, index: index, stream: UInt64((firstStream + index) * options.count)))
         }
         let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: max(1, requests.count * options.count), weights: weights,
-                                   draft: draft)
+                                   draft: draft, cachePrecision: cachePrecision)
         defer { lastSpeculation = draft == nil ? nil : decoder.speculationStatistics }
         var results: [Completion?] = Array(repeating: nil, count: requests.count * options.count)
         try withoutActuallyEscaping(onEvent) { onEvent in

@@ -24,8 +24,10 @@ package final class InferenceSession {
     let weights: DecodeWeights
 
     /// A session with room for `sequences` sequences. `weights` (the model's matrices repacked for decoding) may be
-    /// shared by many sessions; they are made from the model's current values when not given.
-    package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil) {
+    /// shared by many sessions; they are made from the model's current values when not given. The keys and values
+    /// are kept in `cachePrecision`.
+    package init(model: GPTModel, sequences: Int, weights: DecodeWeights? = nil,
+                 cachePrecision: CachedAttention.Cache.Precision = .float32) {
         self.model = model
         self.weights = weights ?? model.decodingWeights()
         capacity = sequences
@@ -37,14 +39,16 @@ package final class InferenceSession {
         let slots = patterns.map { CachedAttention.Cache.capacity(pattern: $0, contextLength: c.contextLength) }
         // Only the key/value heads are kept: a head's worth per layer under multi-query attention.
         let kvHeads = c.attentionRows.keyValueHeads
-        // Mappings of their own, which take memory page by page as sequences grow (and give it back when `release`d).
-        let keys = slots.map { Tensor(zeroedShape: [sequences, kvHeads, $0, c.headWidth]) }
-        let values = slots.map { Tensor(zeroedShape: [sequences, kvHeads, $0, c.headWidth]) }
+        // Mappings of their own, which take memory page by page as sequences grow (and give it back when `release`d),
+        // of as many floats as the values take bytes of them.
+        let floats = slots.map { (sequences * kvHeads * $0 * c.headWidth * cachePrecision.bytes + 3) / 4 }
+        let keys = floats.map { Tensor(zeroedShape: [$0]) }
+        let values = floats.map { Tensor(zeroedShape: [$0]) }
         self.keys = keys
         self.values = values
         caches = patterns.indices.map { layer in
-            CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer, heads: kvHeads, queryHeads: c.headCount,
-                                  headWidth: c.headWidth, pattern: patterns[layer], contextLength: c.contextLength)
+            CachedAttention.Cache(keys: keys[layer].pointer, values: values[layer].pointer, precision: cachePrecision, heads: kvHeads,
+                                  queryHeads: c.headCount, headWidth: c.headWidth, pattern: patterns[layer], contextLength: c.contextLength)
         }
     }
 

@@ -40,6 +40,8 @@ public struct ServerConfiguration: Sendable {
     /// Format of the weights decoding streams: fp32, bf16, int8 with one scale per output channel, or int4 with one
     /// per 32 inputs of an output channel (a 16-, 8- or 4-bit one rounds the model's own matrices to the values it holds).
     public var precision = WeightFormat.float32
+    /// How the key/value cache keeps keys and values: fp32, or bf16 (half the memory).
+    package var cachePrecision = CachedAttention.Cache.Precision.float32
 
     /// The defaults each field states.
     public init() {}
@@ -87,7 +89,7 @@ public final class OpenAIServer: Sendable {
                                    weights: adapters.isEmpty ? weights : weights.serving(adapters.map(\.adapter)),
                                    prefillBudget: configuration.prefillBudget,
                                    promptCache: configuration.promptCacheBytes > 0 ? PromptCache(byteLimit: configuration.promptCacheBytes) : nil,
-                                   draft: draft)
+                                   draft: draft, cachePrecision: configuration.cachePrecision)
         engine = GenerationEngine(decoder: decoder, monitor: metrics, maxQueue: configuration.maxQueue,
                                   timeout: .milliseconds(Int64(configuration.requestTimeout * 1000)))
     }

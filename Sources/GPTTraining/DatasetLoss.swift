@@ -17,9 +17,10 @@ package enum DatasetLoss {
 
     /// Evaluates `model` on `file` in windows of `length` (at most the model's context), `batch` windows per
     /// forward pass; `progress` is told how many of the predictions are done. With `weights`, each window is read
-    /// by the decoding kernels over them (an `InferenceSession`, one window at a time), so that the loss is what
-    /// decoding with those weights computes, rounding included.
-    package static func evaluate(_ model: GPTModel, weights: DecodeWeights? = nil, on file: TokenFile, length: Int, batch: Int,
+    /// by the decoding kernels over them (an `InferenceSession` whose cache keeps `cachePrecision`, one window at a
+    /// time), so that the loss is what decoding with those weights computes, rounding included.
+    package static func evaluate(_ model: GPTModel, weights: DecodeWeights? = nil, cachePrecision: CachedAttention.Cache.Precision = .float32,
+                                on file: TokenFile, length: Int, batch: Int,
                                 progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Result {
         guard length > 0, length <= model.config.contextLength else {
             throw FileError(url: file.url, reason: .mismatched, message: "window of \(length) tokens does not fit the model's context of \(model.config.contextLength)")
@@ -30,7 +31,7 @@ package enum DatasetLoss {
         let full = predictions / length
         var total = 0.0, done = 0
         let dataset = TokenDataset(file: file)
-        let session = weights.map { InferenceSession(model: model, sequences: 1, weights: $0) }
+        let session = weights.map { InferenceSession(model: model, sequences: 1, weights: $0, cachePrecision: cachePrecision) }
         let inVocabulary = { (id: Int32) in id >= 0 && Int(id) < model.config.vocabularySize }
         /// Loss summed over `count` windows of `size` inputs starting at window `first` (size ≤ length).
         func run(first: Int, count: Int, size: Int) throws {

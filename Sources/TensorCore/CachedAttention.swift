@@ -16,9 +16,22 @@ package enum CachedAttention {
     /// last 2l positions for its bands, and the summaries of every block in slots of their own after the ring.
     /// A ring of twice what a band reads lets one pass store up to `longestFeed` positions a sequence before
     /// reading: none overwrites a key a query of the same pass still reads.
+    ///
+    /// Keys and values are held in `precision`: fp32 as computed, or bfloat16 (half the memory, and half the bytes
+    /// attention reads a position; each value rounded to 8 significant bits).
     package struct Cache {
-        package let keys: UnsafeMutablePointer<Float>
-        package let values: UnsafeMutablePointer<Float>
+        /// How the keys and values are stored.
+        package enum Precision: String, CaseIterable, Sendable {
+            case float32 = "fp32"
+            case bfloat16 = "bf16"
+
+            /// Bytes of one value.
+            package var bytes: Int { self == .float32 ? 4 : 2 }
+        }
+
+        package let keys: UnsafeMutableRawPointer
+        package let values: UnsafeMutableRawPointer
+        package let precision: Precision
         /// Key and value heads held.
         package let heads: Int
         /// Query heads that read them, in equal groups.
@@ -32,13 +45,14 @@ package enum CachedAttention {
         private let ring: Int
 
         /// A cache for sequences of up to `contextLength` positions at `keys` and `values`, each
-        /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` floats, read by `queryHeads`
-        /// query heads (default: `heads`).
-        package init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, heads: Int, queryHeads: Int? = nil,
-                    headWidth: Int, pattern: AttentionPattern, contextLength: Int) {
+        /// `sequences × heads × Cache.capacity(pattern:contextLength:) × headWidth` values in `precision`, read by
+        /// `queryHeads` query heads (default: `heads`).
+        package init(keys: UnsafeMutableRawPointer, values: UnsafeMutableRawPointer, precision: Precision = .float32, heads: Int,
+                     queryHeads: Int? = nil, headWidth: Int, pattern: AttentionPattern, contextLength: Int) {
             precondition((queryHeads ?? heads) % heads == 0, "\(queryHeads ?? heads) query heads do not share \(heads) key/value heads evenly")
             self.keys = keys
             self.values = values
+            self.precision = precision
             self.heads = heads
             self.queryHeads = queryHeads ?? heads
             self.headWidth = headWidth
@@ -73,9 +87,29 @@ package enum CachedAttention {
             }
         }
 
-        /// Offset of (sequence, head, slot).
+        /// Offset of (sequence, head, slot), in values.
         @inline(__always) func offset(_ sequence: Int, _ head: Int, slot: Int) -> Int {
             ((sequence * heads + head) * capacity + slot) * headWidth
+        }
+
+        /// Writes `count` floats at `rows` as values of this cache's precision at value offset `offset` of `base`.
+        @inline(__always) private func put(_ rows: UnsafePointer<Float>, count: Int, into base: UnsafeMutableRawPointer, at offset: Int) {
+            switch precision {
+            case .float32: (base.assumingMemoryBound(to: Float.self) + offset).update(from: rows, count: count)
+            case .bfloat16:
+                let target = base.assumingMemoryBound(to: BFloat16.self) + offset
+                for i in 0..<count { target[i] = BFloat16(rows[i]) }
+            }
+        }
+
+        /// Reads `count` values at value offset `offset` of `base` as floats into `rows`.
+        @inline(__always) func get(_ base: UnsafeMutableRawPointer, at offset: Int, count: Int, into rows: UnsafeMutablePointer<Float>) {
+            switch precision {
+            case .float32: rows.update(from: base.assumingMemoryBound(to: Float.self) + offset, count: count)
+            case .bfloat16:
+                let source = base.assumingMemoryBound(to: BFloat16.self) + offset
+                for i in 0..<count { rows[i] = source[i].float }
+            }
         }
 
         /// The slot a band reads position p from.
@@ -93,8 +127,8 @@ package enum CachedAttention {
             func write(_ slot: Int) {
                 for h in 0..<heads {
                     let o = offset(sequence, h, slot: slot)
-                    (keys + o).update(from: key + h * headWidth, count: headWidth)
-                    (values + o).update(from: value + h * headWidth, count: headWidth)
+                    put(key + h * headWidth, count: headWidth, into: keys, at: o)
+                    put(value + h * headWidth, count: headWidth, into: values, at: o)
                 }
             }
             write(bandSlot(position))
@@ -109,18 +143,18 @@ package enum CachedAttention {
 
         /// Copies the keys and values of positions 0..<count of `sequence` (at most `positionsInOrder`) to `keys`
         /// and `values`, or back from them with `restoring`; those hold `heads × positions × headWidth` floats each
-        /// (positions ≥ count).
+        /// (positions ≥ count). Values copied out of a 16-bit cache and restored are the same values.
         package func transfer(sequence: Int, count: Int, keys outsideKeys: UnsafeMutablePointer<Float>,
                               values outsideValues: UnsafeMutablePointer<Float>, positions: Int, restoring: Bool) {
             precondition(count <= min(positions, positionsInOrder), "positions 0..<\(count) are not all in this cache's slots")
             for h in 0..<heads {
                 let inside = offset(sequence, h, slot: 0), outside = h * positions * headWidth
                 if restoring {
-                    (keys + inside).update(from: outsideKeys + outside, count: count * headWidth)
-                    (values + inside).update(from: outsideValues + outside, count: count * headWidth)
+                    put(outsideKeys + outside, count: count * headWidth, into: keys, at: inside)
+                    put(outsideValues + outside, count: count * headWidth, into: values, at: inside)
                 } else {
-                    (outsideKeys + outside).update(from: keys + inside, count: count * headWidth)
-                    (outsideValues + outside).update(from: values + inside, count: count * headWidth)
+                    get(keys, at: inside, count: count * headWidth, into: outsideKeys + outside)
+                    get(values, at: inside, count: count * headWidth, into: outsideValues + outside)
                 }
             }
         }
@@ -128,19 +162,19 @@ package enum CachedAttention {
         /// Hands the pages of `sequence`'s keys and values back to the system (see `TensorMemory.releasePages`): the
         /// slots hold nothing a sequence still reads, and take memory again only as a new one is stored.
         package func release(sequence: Int) {
-            let floats = heads * capacity * headWidth
-            TensorMemory.releasePages(keys + sequence * floats, count: floats)
-            TensorMemory.releasePages(values + sequence * floats, count: floats)
+            let bytes = heads * capacity * headWidth * precision.bytes
+            TensorMemory.releasePages(keys + sequence * bytes, bytes: bytes)
+            TensorMemory.releasePages(values + sequence * bytes, bytes: bytes)
         }
 
         /// Makes sequence `target` hold what sequence `source` holds (`length` positions).
         package func copy(sequence source: Int, to target: Int, length: Int) {
             // Slots fill in order up to the ring; a fixed layer's summary slots lie beyond it.
-            let slots = ring < capacity ? capacity : min(length, capacity)
+            let slots = ring < capacity ? capacity : min(length, capacity), size = precision.bytes
             for h in 0..<heads {
-                let from = offset(source, h, slot: 0), to = offset(target, h, slot: 0)
-                (keys + to).update(from: keys + from, count: slots * headWidth)
-                (values + to).update(from: values + from, count: slots * headWidth)
+                let from = offset(source, h, slot: 0) * size, to = offset(target, h, slot: 0) * size
+                (keys + to).copyMemory(from: keys + from, byteCount: slots * headWidth * size)
+                (values + to).copyMemory(from: values + from, byteCount: slots * headWidth * size)
             }
         }
     }
@@ -156,8 +190,15 @@ package enum CachedAttention {
         sequences.withUnsafeBufferPointer { sequences in
             positions.withUnsafeBufferPointer { positions in
                 Parallel.forEach(rows * heads, costPerItem: 4 * d * longest) { range in
-                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: longest)
+                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: longest + d)
                     defer { scores.deallocate() }
+                    // A key or value of a 16-bit cache as floats, for the general loop.
+                    let widened = scores + longest
+                    func row(_ base: UnsafeMutableRawPointer, _ offset: Int) -> UnsafePointer<Float> {
+                        if cache.precision == .float32 { return UnsafePointer(base.assumingMemoryBound(to: Float.self) + offset) }
+                        cache.get(base, at: offset, count: d, into: widened)
+                        return UnsafePointer(widened)
+                    }
                     for item in range {
                         let r = item / heads, h = item % heads, p = positions[r]
                         let q = queries + r * queryStride + h * d
@@ -168,15 +209,19 @@ package enum CachedAttention {
                         if earlier.isEmpty, first + count <= cache.capacity {
                             // The band lies in consecutive slots.
                             let base = cache.offset(sequences[r], h / group, slot: first)
-                            let k = UnsafePointer(cache.keys + base), v = UnsafePointer(cache.values + base)
                             if d == 64 {
-                                attend64(q, k, v, count, scale, scores, o)
+                                let bytes = base * cache.precision.bytes
+                                let (k, v) = (UnsafeRawPointer(cache.keys + bytes), UnsafeRawPointer(cache.values + bytes))
+                                switch cache.precision {
+                                case .float32: attend64(q, k, v, count, scale, scores, o, Float.self)
+                                case .bfloat16: attend64(q, k, v, count, scale, scores, o, BFloat16.self)
+                                }
                                 continue
                             }
-                            for j in 0..<count { scores[j] = q.dot(k + j * d, d) * scale }
+                            for j in 0..<count { scores[j] = q.dot(row(cache.keys, base + j * d), d) * scale }
                             causalSoftmaxRow(scores, valid: count, length: count)
                             o.update(repeating: 0, count: d)
-                            for j in 0..<count { o.axpy(scores[j], v + j * d, d) }
+                            for j in 0..<count { o.axpy(scores[j], row(cache.values, base + j * d), d) }
                             continue
                         }
                         // The keys before the band, then the band (which may wrap around its ring), slot by slot.
@@ -185,31 +230,36 @@ package enum CachedAttention {
                             head + (t < earlier.count ? cache.earlierSlot(earlier[t]) : cache.bandSlot(start + t - earlier.count)) * d
                         }
                         let total = earlier.count + count
-                        for t in 0..<total { scores[t] = q.dot(cache.keys + slot(t), d) * scale }
+                        for t in 0..<total { scores[t] = q.dot(row(cache.keys, slot(t)), d) * scale }
                         causalSoftmaxRow(scores, valid: total, length: total)
                         o.update(repeating: 0, count: d)
-                        for t in 0..<total { o.axpy(scores[t], cache.values + slot(t), d) }
+                        for t in 0..<total { o.axpy(scores[t], row(cache.values, slot(t)), d) }
                     }
                 }
             }
         }
     }
 
-    /// The same for a head width of 64 (every GPT-2 size), with the query and the output held in registers. Scores
-    /// are taken eight keys at a time: each key's products are summed to eight lanes, and the eight keys' lanes are
-    /// then reduced together (`totals`), instead of one horizontal sum a key.
+    /// The same for a head width of 64 (every GPT-2 size), with the query and the output held in registers, over keys
+    /// and values of type `Value` (a cache's precision). Scores are taken eight keys at a time: each key's products
+    /// are summed to eight lanes, and the eight keys' lanes are then reduced together (`totals`), instead of one
+    /// horizontal sum a key.
     @inline(__always)
-    private static func attend64(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ count: Int,
-                                 _ scale: Float, _ scores: UnsafeMutablePointer<Float>, _ o: UnsafeMutablePointer<Float>) {
+    private static func attend64<Value: CachedValue>(_ q: UnsafePointer<Float>, _ k: UnsafeRawPointer, _ v: UnsafeRawPointer, _ count: Int,
+                                                     _ scale: Float, _ scores: UnsafeMutablePointer<Float>, _ o: UnsafeMutablePointer<Float>,
+                                                     _: Value.Type) {
         typealias V = SIMD16<Float>
         let q0 = load(q) * scale, q1 = load(q + 16) * scale, q2 = load(q + 32) * scale, q3 = load(q + 48) * scale
+        let rowBytes = 64 * MemoryLayout<Value>.stride
+        /// Values 16i..<16i + 16 of the row at `p`.
+        @inline(__always) func sixteen(_ p: UnsafeRawPointer, _ i: Int) -> V { Value.sixteen(p + i * 16 * MemoryLayout<Value>.stride) }
         /// q · key j, summed to eight lanes.
         @inline(__always) func partial(_ j: Int) -> SIMD8<Float> {
-            let kj = k + j * 64
-            var a = q0 * load(kj)
-            a.addProduct(q1, load(kj + 16))
-            a.addProduct(q2, load(kj + 32))
-            a.addProduct(q3, load(kj + 48))
+            let kj = k + j * rowBytes
+            var a = q0 * sixteen(kj, 0)
+            a.addProduct(q1, sixteen(kj, 1))
+            a.addProduct(q2, sixteen(kj, 2))
+            a.addProduct(q3, sixteen(kj, 3))
             return a.lowHalf + a.highHalf
         }
         var j = 0
@@ -227,9 +277,9 @@ package enum CachedAttention {
         causalSoftmaxRow(scores, valid: count, length: count)
         var o0 = V(), o1 = V(), o2 = V(), o3 = V()
         for j in 0..<count {
-            let p = V(repeating: scores[j]), vj = v + j * 64
-            o0.addProduct(p, load(vj)); o1.addProduct(p, load(vj + 16))
-            o2.addProduct(p, load(vj + 32)); o3.addProduct(p, load(vj + 48))
+            let p = V(repeating: scores[j]), vj = v + j * rowBytes
+            o0.addProduct(p, sixteen(vj, 0)); o1.addProduct(p, sixteen(vj, 1))
+            o2.addProduct(p, sixteen(vj, 2)); o3.addProduct(p, sixteen(vj, 3))
         }
         store(o0, o); store(o1, o + 16); store(o2, o + 32); store(o3, o + 48)
     }
@@ -247,4 +297,18 @@ package enum CachedAttention {
         return SIMD8(r0.sum(), r1.sum(), r2.sum(), r3.sum(), r4.sum(), r5.sum(), r6.sum(), r7.sum())
         #endif
     }
+}
+
+/// A type a key/value cache stores its values in.
+protocol CachedValue {
+    /// The 16 values at `p` as floats.
+    static func sixteen(_ p: UnsafeRawPointer) -> SIMD16<Float>
+}
+
+extension Float: CachedValue {
+    @inline(__always) static func sixteen(_ p: UnsafeRawPointer) -> SIMD16<Float> { p.loadUnaligned(as: SIMD16<Float>.self) }
+}
+
+extension BFloat16: CachedValue {
+    @inline(__always) static func sixteen(_ p: UnsafeRawPointer) -> SIMD16<Float> { WeightFormat.widenBFloat16(p) }
 }

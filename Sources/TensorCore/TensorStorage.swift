@@ -176,9 +176,14 @@ package enum TensorMemory {
     /// take no memory until written again (the floats on pages shared with memory outside the range keep their
     /// values). For memory of mappings of its own (`TensorStorage(zeroedCount:)`).
     package static func releasePages(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+        releasePages(UnsafeMutableRawPointer(pointer), bytes: count * MemoryLayout<Float>.stride)
+    }
+
+    /// `releasePages` over `bytes` bytes at `pointer`.
+    package static func releasePages(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (Int(bitPattern: pointer) + page - 1) / page * page
-        let end = (Int(bitPattern: pointer + count)) / page * page
+        let end = (Int(bitPattern: pointer + bytes)) / page * page
         if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
     }
 

@@ -8,8 +8,9 @@ import _Builtin_intrinsics.intel
 /// −127…127 and scale = max |w| / 127 over the channel), or 4-bit integers in groups of 32 inputs of one output
 /// channel, each group with a bfloat16 scale (w ≈ q · scale with q in −8…7; the group's weight of largest magnitude
 /// is −8 · scale, as llama.cpp's q4_0 stores it). Decoding streams every weight once a token, so 16-bit weights halve,
-/// 8-bit ones quarter and 4-bit ones (4.5 bits with the scales) divide by seven the bytes it reads; products are still
-/// taken in fp32.
+/// 8-bit ones quarter and 4-bit ones (4.5 bits with the scales) divide by seven the bytes it reads. Products are taken
+/// in fp32, except that decoding's 4-bit products first round their input to 8 bits per group of 32 (as llama.cpp's
+/// q4_0 does) and multiply one row by integer dot products.
 public enum WeightFormat: String, CaseIterable, Sendable {
     case float32 = "fp32"
     case bfloat16 = "bf16"

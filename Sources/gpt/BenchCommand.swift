@@ -255,6 +255,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Sampling temperature of the next tokens (0: the most likely), chosen within the timed step as a server does.")
     var temperature: Float = 0
     @Option(help: "Format of the weights decoding streams: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).") var precision = WeightFormat.float32
+    @Option(help: "Keys and values the cache keeps: fp32 or bf16.") var cachePrecision = CachedAttention.Cache.Precision.float32
     @Option(help: "Bytes of released tensor buffers kept for reuse, as gpt serve --pool-bytes (default: the library's bound, 8 GiB).")
     var poolBytes: Int?
 
@@ -274,7 +275,7 @@ struct GenerateBench: ParsableCommand {
         print("model: \(model.preset), \(gpt.parameters.count) parameters ("
               + String(format: "%.0f", weightBytes / 1e6) + " MB of \(precision.rawValue) weights read per decoding step)")
         for b in batches {
-            let session = InferenceSession(model: gpt, sequences: b, weights: weights)
+            let session = InferenceSession(model: gpt, sequences: b, weights: weights, cachePrecision: cachePrecision)
             let prompts = (0..<b).map { s in (sequence: s, tokens: model.randomIDs(count: promptTokens, vocabulary: c.vocabularySize)) }
             let prefill = try Benchmark.time { _ = try session.feed(prompts) }
             var options = SamplingOptions()
@@ -307,3 +308,4 @@ func positiveIntegers(_ list: String, option: String) throws -> [Int] {
 
 extension ProductPrecision: ExpressibleByArgument {}
 extension WeightFormat: ExpressibleByArgument {}
+extension CachedAttention.Cache.Precision: ExpressibleByArgument {}

@@ -78,7 +78,7 @@ struct ChatCommand: ParsableCommand {
     /// Streams the reply to `prompt` to standard output; SIGINT stops it. Returns its text.
     private func reply(to prompt: [Int32], options: SamplingOptions, model: GPTModel, tokenizer: any Tokenizer,
                        weights: DecodeWeights) throws -> String {
-        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, weights: weights)
+        let decoder = BatchDecoder(model: model, tokenizer: tokenizer, slots: 1, weights: weights, cachePrecision: source.cachePrecision)
         var text = ""
         let id = try decoder.add(GenerationRequest(prompt: prompt, options: options)) { event in
             if case .text(_, _, let delta) = event {

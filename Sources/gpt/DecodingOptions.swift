@@ -11,6 +11,8 @@ struct DecodingModelOptions: ParsableArguments {
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Weights to decode with: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs); fewer bits read less memory a token.")
     var precision = WeightFormat.float32
+    @Option(help: "Keys and values the cache keeps: fp32, or bf16 (half the memory, and half the bytes attention reads).")
+    var cachePrecision = CachedAttention.Cache.Precision.float32
 
     /// The model with its tokenizer and the weights decoding streams, in `precision`.
     func load() throws -> (GPTModel, any Tokenizer, DecodeWeights) {

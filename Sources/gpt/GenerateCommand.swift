@@ -78,7 +78,8 @@ struct GenerateCommand: ParsableCommand {
             FileHandle.standardError.write(Data("note: \(note)\n".utf8))
         }
         let streaming = !json && texts.count == 1 && n == 1
-        let generator = Generator(model: gpt, tokenizer: tok, weights: weights, draft: try draft.load(for: gpt, tokenizer: tok, precision: source.precision))
+        let generator = Generator(model: gpt, tokenizer: tok, weights: weights, draft: try draft.load(for: gpt, tokenizer: tok, precision: source.precision),
+                                  cachePrecision: source.cachePrecision)
         let start = Date()
         let completions = try generator.generate(prompts: prompts, options: options) { event in
             if streaming, case .text(_, _, let delta) = event {

@@ -11,7 +11,8 @@ struct LossCommand: ParsableCommand {
         so the figure has none of the sampling noise of a training run's evaluation on random batches. \
         --precision bf16, int8 or int4 reads every window through the decoding kernels over weights packed in that format \
         (as `gpt generate --precision` decodes), so the loss shows what 16-, 8- or 4-bit decoding costs: the weights' \
-        rounding and, for int4, each product's input rounded to 8 bits.
+        rounding and, for int4, each product's input rounded to 8 bits. --cache-precision bf16 does the same with the \
+        keys and values kept in 16 bits, as `gpt generate --cache-precision bf16` keeps them.
         """
     )
 
@@ -22,18 +23,20 @@ struct LossCommand: ParsableCommand {
     @Option(help: "Window length in tokens (default: the model's context).") var context: Int?
     @Option(help: "Windows per forward pass (fp32; the other precisions read one window at a time).") var batchSize = 16
     @Option(help: "Weights as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).") var precision = WeightFormat.float32
+    @Option(help: "Keys and values as decoding's cache keeps them: fp32 or bf16.") var cachePrecision = CachedAttention.Cache.Precision.float32
 
     func run() throws {
         guard split == "train" || split == "val" else { throw ValidationError("--split is train or val") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         let (gpt, _) = try ModelLoading.load(model, adapter: adapter)
-        let weights = precision == .float32 ? nil : DecodeWeights(model: gpt, format: precision)
+        let throughDecoding = precision != .float32 || cachePrecision != .float32
+        let weights = throughDecoding ? DecodeWeights(model: gpt, format: precision) : nil
         let file = try TokenFile(contentsOf: URL(fileURLWithPath: data).appendingPathComponent("\(split).bin"))
         let length = context ?? gpt.config.contextLength
         let bar = ProgressBar(total: max(file.count - 1, 1), label: "evaluating")
-        let result = try DatasetLoss.evaluate(gpt, weights: weights, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
+        let result = try DatasetLoss.evaluate(gpt, weights: weights, cachePrecision: cachePrecision, on: file, length: length, batch: batchSize) { done, _ in bar.update(done) }
         bar.finish()
         print(split + String(format: " loss %.4f, perplexity %.3f, over %d tokens in windows of %d, ", result.loss, result.perplexity,
-                             result.tokens, length) + "\(precision.rawValue) weights")
+                             result.tokens, length) + "\(precision.rawValue) weights, \(cachePrecision.rawValue) cache" + (throughDecoding ? " (decoding kernels)" : ""))
     }
 }

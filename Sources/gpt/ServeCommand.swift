@@ -72,6 +72,7 @@ struct ServeCommand: ParsableCommand {
         configuration.prefillBudget = prefillBudget
         configuration.promptCacheBytes = cacheBytes
         configuration.precision = source.precision
+        configuration.cachePrecision = source.cachePrecision
         let server: OpenAIServer
         do {
             server = try OpenAIServer(model: gpt, tokenizer: tok, chatTemplate: template, configuration: configuration, weights: weights,

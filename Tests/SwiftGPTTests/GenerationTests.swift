@@ -188,6 +188,39 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(try session.feed([(31, [ids[0]])]).scalars.count, config.vocabularySize, "the other slots keep their sequences")
     }
 
+    /// A bfloat16 cache decodes near an fp32 one (the same greedy tokens here, logits within the rounding) and its
+    /// sequences take half the memory.
+    func testBFloat16CacheDecodesNearFP32InHalfTheMemory() throws {
+        var config = tinyConfig()
+        config.contextLength = 1024
+        config.embeddingWidth = 64
+        let model = try GPTModel(config: config, seed: 4)
+        let prompt = randomIDs(100, vocabulary: config.vocabularySize, seed: 8)
+        let full = InferenceSession(model: model, sequences: 1), half = InferenceSession(model: model, sequences: 1, cachePrecision: .bfloat16)
+        var a = try full.feed([(0, prompt)], everyToken: true).scalars, b = try half.feed([(0, prompt)], everyToken: true).scalars
+        var next = Int32(0)
+        for _ in 0..<20 {
+            let (x, y) = (try full.feed([(0, [next])]).scalars, try half.feed([(0, [next])]).scalars)
+            XCTAssertEqual(x.indices.max { x[$0] < x[$1] }, y.indices.max { y[$0] < y[$1] }, "greedy token")
+            next = Int32(x.indices.max { x[$0] < x[$1] }!)
+            a += x
+            b += y
+        }
+        let error = zip(a, b).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(error, 0, "the keys and values are rounded")
+        XCTAssertLessThan(error, 1e-2)
+        // 8 slots of 1,000 tokens: 2 heads × 32 floats, keys and values, 2 layers, in 2 bytes each.
+        let long = randomIDs(1000, vocabulary: config.vocabularySize, seed: 7), bytes = 8 * 1000 * 2 * 32 * 2 * 2 * 2
+        TensorMemory.releasePooledBuffers()
+        guard let before = residentBytes() else { return }
+        let session = InferenceSession(model: model, sequences: 8, cachePrecision: .bfloat16)
+        for slot in 0..<8 { _ = try session.feed([(slot, long)]) }
+        TensorMemory.releasePooledBuffers()
+        let grown = residentBytes()! - before
+        XCTAssertGreaterThan(grown, bytes * 8 / 10)
+        XCTAssertLessThan(grown, bytes * 14 / 10, "about half of an fp32 cache's \(2 * bytes) bytes")
+    }
+
     /// A row as a product with 4-bit weights reads it: each group of 32 inputs as codes x / s rounded to nearest (ties
     /// away from zero), s = max |x| / 127 over the group, times s.
     private func roundedForInt4(_ x: UnsafePointer<Float>, count: Int) -> [Float] {
