@@ -153,13 +153,18 @@ final class GenerationTests: XCTestCase {
         for (x, y) in zip(second, expectedB2 + expectedA2) { XCTAssertEqual(x, y, accuracy: 1e-5) }
     }
 
-    /// The key/value cache takes memory as sequences grow, and gives it back when a sequence is released: a session of
-    /// 32 slots at full context holds little until used; a slot filled to its context holds one slot's worth.
-    func testCacheMemoryFollowsTheSequencesAndIsGivenBack() throws {
+    /// A model of 2 layers, width 64 (2 heads of 32) and context 1,024, for the key/value cache's memory.
+    private func longContextModel() throws -> GPTModel {
         var config = tinyConfig()
         config.contextLength = 1024
         config.embeddingWidth = 64
-        let model = try GPTModel(config: config, seed: 4)
+        return try GPTModel(config: config, seed: 4)
+    }
+
+    /// The key/value cache takes memory as sequences grow, and gives it back when a sequence is released: a session of
+    /// 32 slots at full context holds little until used; a slot filled to its context holds one slot's worth.
+    func testCacheMemoryFollowsTheSequencesAndIsGivenBack() throws {
+        let model = try longContextModel(), config = model.config
         let ids = randomIDs(9, vocabulary: config.vocabularySize, seed: 6)
         let long = randomIDs(1000, vocabulary: config.vocabularySize, seed: 7)
         let expected = try InferenceSession(model: model, sequences: 1).feed([(0, ids)]).scalars
@@ -191,10 +196,7 @@ final class GenerationTests: XCTestCase {
     /// A bfloat16 cache decodes near an fp32 one (the same greedy tokens here, logits within the rounding) and its
     /// sequences take half the memory.
     func testBFloat16CacheDecodesNearFP32InHalfTheMemory() throws {
-        var config = tinyConfig()
-        config.contextLength = 1024
-        config.embeddingWidth = 64
-        let model = try GPTModel(config: config, seed: 4)
+        let model = try longContextModel(), config = model.config
         let prompt = randomIDs(100, vocabulary: config.vocabularySize, seed: 8)
         let full = InferenceSession(model: model, sequences: 1), half = InferenceSession(model: model, sequences: 1, cachePrecision: .bfloat16)
         var a = try full.feed([(0, prompt)], everyToken: true).scalars, b = try half.feed([(0, prompt)], everyToken: true).scalars
