@@ -6,8 +6,8 @@ import _Builtin_intrinsics.intel
 /// Attention of new query rows over a key/value cache, for incremental decoding (no gradient).
 package enum CachedAttention {
     /// Where the cache lives: layout [sequence, head, slot, d], so that one head's keys (and values) are
-    /// contiguous and stream in order. The key of sequence s, head h in slot n is the d floats at
-    /// `keys + ((s * heads + h) * capacity + n) * d`. With shared key/value heads (multi-query or grouped-query
+    /// contiguous and stream in order. The key of sequence s, head h in slot n is the d values (of `precision`) from
+    /// value ((s * heads + h) * capacity + n) * d of `keys` on. With shared key/value heads (multi-query or grouped-query
     /// attention) the cache holds those only, and `queryHeads / heads` query heads read each.
     ///
     /// The cache holds only what later queries of its pattern can still read. Dense and strided layers keep every

@@ -108,10 +108,8 @@ extension MatrixVector {
                     let low4 = _mm256_and_si256(rows, nibbles), high4 = _mm256_and_si256(_mm256_srli_epi16(rows, 4), nibbles)
                     let pair = unsafeBitCast(SIMD16<Int16>(repeating: codes.loadUnaligned(
                         fromByteOffset: g * WeightFormat.int4Group + 2 * p, as: Int16.self)), to: SIMD4<Int64>.self)
-                    low &+= unsafeBitCast(_mm256_maddubs_epi16(low4, pair),
-                                          to: SIMD16<Int16>.self)
-                    high &+= unsafeBitCast(_mm256_maddubs_epi16(high4, pair),
-                                           to: SIMD16<Int16>.self)
+                    low &+= unsafeBitCast(_mm256_maddubs_epi16(low4, pair), to: SIMD16<Int16>.self)
+                    high &+= unsafeBitCast(_mm256_maddubs_epi16(high4, pair), to: SIMD16<Int16>.self)
                 }
                 sum0 &+= SIMD8<Int32>(truncatingIfNeeded: low.lowHalf)
                 sum1 &+= SIMD8<Int32>(truncatingIfNeeded: low.highHalf)
