@@ -96,9 +96,7 @@ package enum CachedAttention {
         @inline(__always) private func put(_ rows: UnsafePointer<Float>, count: Int, into base: UnsafeMutableRawPointer, at offset: Int) {
             switch precision {
             case .float32: (base.assumingMemoryBound(to: Float.self) + offset).update(from: rows, count: count)
-            case .bfloat16:
-                let target = base.assumingMemoryBound(to: BFloat16.self) + offset
-                for i in 0..<count { target[i] = BFloat16(rows[i]) }
+            case .bfloat16: BFloat16Conversion.round(rows, into: base.assumingMemoryBound(to: BFloat16.self) + offset, count: count)
             }
         }
 
@@ -106,9 +104,7 @@ package enum CachedAttention {
         @inline(__always) func get(_ base: UnsafeMutableRawPointer, at offset: Int, count: Int, into rows: UnsafeMutablePointer<Float>) {
             switch precision {
             case .float32: rows.update(from: base.assumingMemoryBound(to: Float.self) + offset, count: count)
-            case .bfloat16:
-                let source = base.assumingMemoryBound(to: BFloat16.self) + offset
-                for i in 0..<count { rows[i] = source[i].float }
+            case .bfloat16: BFloat16Conversion.widen(base.assumingMemoryBound(to: BFloat16.self) + offset, into: rows, count: count)
             }
         }
 

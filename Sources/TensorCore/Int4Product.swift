@@ -31,7 +31,7 @@ struct Int4Input {
             scales[g] = scale
             var sum: Int32 = 0
             for i in first..<(first + count) {
-                let q = scale == 0 ? 0 : WeightFormat.int8(x[i], scale: scale)
+                let q = Self.code(x[i], scale: scale)
                 codes[i] = q
                 sum += Int32(q)
             }
@@ -48,13 +48,15 @@ struct Int4Input {
             for r in range {
                 let row = x + r * k, out = target + r * k
                 forEachGroup(row, k: k) { _, first, count, scale in
-                    for i in first..<(first + count) {
-                        out[i] = scale == 0 ? 0 : Float(WeightFormat.int8(row[i], scale: scale)) * scale
-                    }
+                    for i in first..<(first + count) { out[i] = Float(code(row[i], scale: scale)) * scale }
                 }
             }
         }
     }
+
+    /// The code of input `x` in a group of scale `scale` (0 in a group of zeros).
+    @inline(__always)
+    private static func code(_ x: Float, scale: Float) -> Int8 { scale == 0 ? 0 : WeightFormat.int8(x, scale: scale) }
 
     /// Calls `body(group, first input, inputs, scale)` for each group of the k inputs at `x`.
     @inline(__always)
