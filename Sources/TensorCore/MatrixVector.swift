@@ -96,21 +96,16 @@ package enum MatrixVector {
                             target.storeBytes(of: Self.int8(load(floats + i * 32 + 16) / scale.1), toByteOffset: i * 32 + 16, as: SIMD16<Int8>.self)
                         }
                     case .int4:
-                        // Per group, each column's scale from its weight of largest magnitude, then the codes, two a
-                        // byte: the values of `WeightFormat.int4Scale` and `WeightFormat.int4Code`.
+                        // Per group, each column's scale (16 columns at a time), then the codes, two a byte: the
+                        // values of `WeightFormat.int4Scales` and `WeightFormat.int4Code`.
                         for g in 0..<Self.int4Groups(k) {
                             let group = storage + b * blockBytes + g * Self.int4GroupBytes, first = g * WeightFormat.int4Group
                             let rows = min(WeightFormat.int4Group, k - first)
                             let scales = groupScales
-                            scales.update(repeating: 0, count: 32)
-                            for i in 0..<rows {
-                                let row = floats + (first + i) * 32
-                                for c in 0..<32 where abs(row[c]) > abs(scales[c]) { scales[c] = row[c] }
-                            }
-                            let stored = (group + Self.int4CodeBytes).assumingMemoryBound(to: BFloat16.self)
-                            for c in 0..<32 {
-                                stored[c] = WeightFormat.int4Scale(extreme: scales[c])
-                                scales[c] = stored[c].float
+                            for half in [0, 16] {
+                                let halfScales = WeightFormat.int4Scales(count: rows) { load(floats + (first + $0) * 32 + half) }
+                                store(halfScales, scales + half)
+                                (group + Self.int4CodeBytes + half * 2).storeBytes(of: BFloat16Conversion.rounded(halfScales), as: SIMD16<UInt16>.self)
                             }
                             let codes = group.assumingMemoryBound(to: UInt8.self)
                             codes.update(repeating: 0x88, count: Self.int4CodeBytes)

@@ -330,10 +330,10 @@ final class GenerationTests: XCTestCase {
     }
 
     func testFourBitWeightsRoundPerGroupOfThirtyTwoInputs() {
-        // Groups of 32 inputs of one output channel, the last group short (50 = 32 + 18); a group of zeros; one whose
-        // extreme is negative with its opposite just below it (clamped to +7); ties away from zero.
+        // Groups of 32 inputs of one output channel, the last group short (50 = 32 + 18), 19 channels (16 at a time,
+        // then 3); a group of zeros; one whose extreme is negative with its opposite just below it; ties away from zero.
         var random = SeededRandom(seed: 13)
-        let inputs = 50, outputs = 7
+        let inputs = 50, outputs = 19
         let original = Tensor.normal(shape: [inputs, outputs], using: &random)
         for i in 0..<inputs { original.pointer[i * outputs + 5] = 0 }
         original.pointer[3 * outputs + 2] = -4
@@ -345,26 +345,21 @@ final class GenerationTests: XCTestCase {
             let index = { (i: Int, j: Int) in oneRowPerOutput ? j * inputs + i : i * outputs + j }
             let rounded = w.copy()
             WeightFormat.int4.round(rounded.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
+            var error: Double = 0, errorOfLargestOverEight: Double = 0
             for j in 0..<outputs {
                 for group in [0..<32, 32..<inputs] {
-                    var extreme: Float = 0
-                    for i in group where abs(w.pointer[index(i, j)]) > abs(extreme) { extreme = w.pointer[index(i, j)] }
-                    let scale = BFloat16(extreme / -8).float
-                    for i in group {
-                        let value = w.pointer[index(i, j)], r = rounded.pointer[index(i, j)]
-                        if scale == 0 { XCTAssertEqual(r, 0); continue }
-                        let q = r / scale
-                        XCTAssertEqual(q, q.rounded(), "a multiple of the group's scale")
-                        XCTAssertTrue(q >= -8 && q <= 7, "\(q)")
-                        // Rounding to the nearest step; only a weight near the extreme's opposite is clamped to +7.
-                        let bound = q == 7 ? abs(scale) * 1.0001 : abs(scale) / 2 * 1.0001
-                        XCTAssertLessThanOrEqual(abs(r - value), bound, "channel \(j) input \(i)")
-                        if value == extreme { XCTAssertEqual(q, -8, "the extreme is stored as -8") }
-                    }
+                    let values = group.map { w.pointer[index($0, j)] }, result = group.map { rounded.pointer[index($0, j)] }
+                    XCTAssertEqual(result, Self.int4Rounded(values, scale: Self.int4ReferenceScale(values)), "channel \(j), inputs \(group)")
+                    let extreme = values.max { abs($0) < abs($1) }!
+                    let baseline = Self.int4Rounded(values, scale: BFloat16(extreme / -8).float)
+                    func squaredError(_ r: [Float]) -> Double { zip(values, r).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +) }
+                    XCTAssertLessThanOrEqual(squaredError(result), squaredError(baseline), "never worse than largest / -8")
+                    error += squaredError(result)
+                    errorOfLargestOverEight += squaredError(baseline)
                 }
             }
-            XCTAssertEqual(rounded.pointer[index(3, 2)], -4)
-            XCTAssertEqual(rounded.pointer[index(4, 2)], 3.5, "3.999 is clamped to 7 steps of 0.5")
+            XCTAssertLessThan(error, 0.95 * errorOfLargestOverEight, "the search finds better scales")
+            XCTAssertEqual((0..<inputs).map { rounded.pointer[index($0, 5)] }, [Float](repeating: 0, count: inputs), "a group of zeros")
             // Packing gives the same values (the transposed packing reads one row per output).
             let packed = oneRowPerOutput ? MatrixVector.PackedMatrix(transposing: w.pointer, n: outputs, k: inputs, format: .int4)
                                          : MatrixVector.PackedMatrix(w.pointer, k: inputs, n: outputs, format: .int4)
@@ -373,12 +368,19 @@ final class GenerationTests: XCTestCase {
                 packed.column(j, into: column.pointer)
                 XCTAssertEqual(column.scalars, (0..<inputs).map { rounded.pointer[index($0, j)] }, "packed column \(j)")
             }
-            // Rounding rounded weights changes nothing.
+            // Rounding rounded weights, or packing them (as `DecodeWeights(model:format:)` does), changes nothing.
             let again = rounded.copy()
             WeightFormat.int4.round(again.pointer, inputs: inputs, outputs: outputs, oneRowPerOutput: oneRowPerOutput)
             XCTAssertEqual(again.scalars, rounded.scalars)
+            let repacked = oneRowPerOutput ? MatrixVector.PackedMatrix(transposing: rounded.pointer, n: outputs, k: inputs, format: .int4)
+                                           : MatrixVector.PackedMatrix(rounded.pointer, k: inputs, n: outputs, format: .int4)
+            for j in 0..<outputs {
+                repacked.column(j, into: column.pointer)
+                XCTAssertEqual(column.scalars, (0..<inputs).map { rounded.pointer[index($0, j)] }, "repacked column \(j)")
+            }
         }
-        // Quotients at ties round away from zero; a NaN is clamped to +7, as 8-bit rounding clamps it.
+        // Quotients at ties round away from zero; a NaN is clamped to +7, as 8-bit rounding clamps it (its group keeps
+        // largest / -8: its errors are not finite).
         let values: [Float] = [-8, 2.5, -2.5, 0.5, -0.5, 6.5, -7.5, 0.49999997, .nan, 7.9]
         let expected: [Float] = [-8, 3, -3, 1, -1, 7, -8, 0, 7, 7]
         let w = Tensor(shape: [1, values.count], values: values), column = Tensor(shape: [values.count])
@@ -386,6 +388,42 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(column.scalars, expected, "packed")
         WeightFormat.int4.round(w.pointer, inputs: values.count, outputs: 1, oneRowPerOutput: true)
         XCTAssertEqual(w.scalars, expected, "rounded")
+    }
+
+    /// A 4-bit group's scale, one candidate at a time (what `WeightFormat.int4Scales` computes 16 groups at a time):
+    /// of largest / -8, largest / d for d in -9, -8.75 … -7 and each one's least-squares refit, all in bfloat16, the
+    /// first with the least squared error whose code for the largest is -7 or -8.
+    static func int4ReferenceScale(_ values: [Float]) -> Float {
+        let extreme = values.reduce(Float(0)) { abs($1) > abs($0) ? $1 : $0 }
+        func code(_ x: Float, _ scale: Float) -> Float { int4Code(x, scale: scale) }
+        func error(_ scale: Float) -> Float {
+            var e: Float = 0
+            for x in values { let d = x - code(x, scale) * scale; e += d * d }
+            return e
+        }
+        func refit(_ scale: Float) -> Float {
+            var xq: Float = 0, qq: Float = 0
+            for x in values { let q = code(x, scale); xq += x * q; qq += q * q }
+            return qq == 0 ? scale : xq / qq
+        }
+        var best = BFloat16(extreme / -8).float, least = error(best)
+        for step in 0...8 {
+            let candidate = BFloat16(extreme / (-9 + 0.25 * Float(step))).float
+            for scale in [candidate, BFloat16(refit(candidate)).float] where error(scale) < least && code(extreme, scale) <= -7 {
+                (best, least) = (scale, error(scale))
+            }
+        }
+        return extreme == 0 ? 0 : best
+    }
+
+    /// Each value as its 4-bit code times `scale`.
+    static func int4Rounded(_ values: [Float], scale: Float) -> [Float] { values.map { int4Code($0, scale: scale) * scale } }
+
+    /// x / scale to the nearest integer, ties away from zero, clamped to -8…7 (a NaN to 7); 0 when the scale is 0.
+    static func int4Code(_ x: Float, scale: Float) -> Float {
+        guard scale != 0 else { return 0 }
+        let q = x / scale
+        return q.isNaN ? 7 : min(7, max(-8, q.rounded(.toNearestOrAwayFromZero)))
     }
 
     /// A GPT-2-vocabulary model small enough for tests, with the GPT-2 tokenizer.
