@@ -155,7 +155,9 @@ echo "| --- | --- | --- | --- | --- |"
 base_ours="" base_theirs=""
 for pair in fp32:f32 bf16:- int8:q8_0 int4:q4_0; do
     ours="${pair%%:*}" theirs="${pair##*:}"
-    p=$("$gpt" loss --model "$model" --data "$data" --split val --precision "$ours" | sed -n 's/.*perplexity \([0-9.]*\),.*/\1/p')
+    # (its progress lines left out of the table; errors still shown)
+    p=$("$gpt" loss --model "$model" --data "$data" --split val --precision "$ours" 2> >(grep -v '^evaluating' >&2) \
+        | sed -n 's/.*perplexity \([0-9.]*\),.*/\1/p')
     base_ours="${base_ours:-$p}"
     l="—"
     if [[ "$theirs" != "-" ]]; then
