@@ -27,4 +27,29 @@ public enum Parallel {
             if lo < hi { body(lo..<hi) }
         }
     }
+
+    /// `forEach` over items of unequal cost (`cost(i)` element-operations for item i): the subranges are cut where the
+    /// running cost reaches each core's share, so that each gets about the same work (in causal attention over a
+    /// prompt a late position reads many more keys than an early one; equal counts gave one core three times the other's).
+    package static func forEach(_ count: Int, cost: (Int) -> Int, _ body: (Range<Int>) -> Void) {
+        var total = 0
+        for i in 0..<count { total += cost(i) }
+        let tasks = min(threadCount, count, max(1, total / minimumParallelWork))
+        if tasks <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        // Task t takes the items from the first whose running cost before it reaches t/tasks of the total.
+        var cuts = [Int](repeating: count, count: tasks + 1), running = 0, t = 1
+        cuts[0] = 0
+        for i in 0..<count {
+            while t < tasks && running * tasks >= total * t { cuts[t] = i; t += 1 }
+            running += cost(i)
+        }
+        cuts.withUnsafeBufferPointer { cuts in
+            WorkerPool.shared.run(tasks) { t in
+                if cuts[t] < cuts[t + 1] { body(cuts[t]..<cuts[t + 1]) }
+            }
+        }
+    }
 }

@@ -185,7 +185,12 @@ package enum CachedAttention {
         let longest = (positions.max() ?? 0) + 1
         sequences.withUnsafeBufferPointer { sequences in
             positions.withUnsafeBufferPointer { positions in
-                Parallel.forEach(rows * heads, costPerItem: 4 * d * longest) { range in
+                // Each row's keys: the cost of its items, which grows along a prompt.
+                let cost = { (item: Int) in
+                    let p = positions[item / heads]
+                    return 4 * d * (p + 1 - cache.pattern.bandStart(p) + cache.pattern.keysBeforeBand(p, limit: p + 1).count)
+                }
+                Parallel.forEach(rows * heads, cost: cost) { range in
                     let scores = UnsafeMutablePointer<Float>.allocate(capacity: longest + d)
                     defer { scores.deallocate() }
                     // A key or value of a 16-bit cache as floats, for the general loop.

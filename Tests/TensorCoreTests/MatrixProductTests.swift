@@ -93,6 +93,30 @@ final class MatrixProductTests: XCTestCase {
         for t in 0..<64 { assertClose(Array(results.scalars[(t * size * size)..<((t + 1) * size * size)]), expected, 1e-4, "task \(t)") }
     }
 
+    /// Items of unequal cost are split where the running cost reaches each core's share: every item once, and each
+    /// core's work within one item of the others'.
+    func testUnequalItemsAreSplitByCost() {
+        let saved = Parallel.threadCount
+        defer { Parallel.threadCount = saved }
+        let cost = { (i: Int) in (i + 1) * 100_000 }, count = 100, total = (0..<count).map(cost).reduce(0, +)
+        for threads in [1, 2, 3] {
+            Parallel.threadCount = threads
+            let visits = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+            let work = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+            defer { visits.deallocate(); work.deallocate() }
+            visits.initialize(repeating: 0)
+            work.initialize(repeating: 0)
+            Parallel.forEach(count, cost: cost) { range in
+                for i in range { visits[i] += 1 }
+                work[range.lowerBound] = range.map(cost).reduce(0, +)  // each range's cost, at its first item
+            }
+            XCTAssertEqual(Array(visits), [Int](repeating: 1, count: count), "\(threads) threads")
+            let shares = work.filter { $0 > 0 }
+            XCTAssertEqual(shares.count, threads)
+            for share in shares { XCTAssertLessThanOrEqual(abs(share - total / threads), cost(count - 1), "\(threads) threads: \(shares)") }
+        }
+    }
+
     func testBFloat16RoundsToNearestEven() {
         XCTAssertEqual(BFloat16(1).bitPattern, 0x3F80)
         XCTAssertEqual(BFloat16(Float(bitPattern: 0x3F80_8000)).bitPattern, 0x3F80)  // tie, even below
