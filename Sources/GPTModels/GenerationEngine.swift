@@ -66,6 +66,8 @@ package final class GenerationEngine: @unchecked Sendable {
     private let maxQueue: Int
     private let timeout: Duration?
     private let condition = NSCondition()
+    /// Seconds idle before the pooled buffers go back to the system.
+    private let idleRelease: TimeInterval = 1
     // Guarded by `condition`:
     private var waiting: [Ticket] = []
     private var stopping = false
@@ -127,10 +129,14 @@ package final class GenerationEngine: @unchecked Sendable {
             monitor.batchSizeChanged(to: decoder.runningSequences)
             condition.lock()
             if !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
-                // Idle: the buffers pooled while serving go back to the system.
-                condition.unlock()
-                TensorMemory.releasePooledBuffers()
-                condition.lock()
+                // Idle for a second: the buffers pooled while serving go back to the system. Not at once: requests
+                // that arrive one after another would each fault in every buffer of a pass again.
+                _ = condition.wait(until: Date(timeIntervalSinceNow: idleRelease))
+                if !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {
+                    condition.unlock()
+                    TensorMemory.releasePooledBuffers()
+                    condition.lock()
+                }
             }
             while !stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle { condition.wait() }
             if stopping && waiting.isEmpty && pending.isEmpty && decoder.isIdle {

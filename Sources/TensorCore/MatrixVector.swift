@@ -299,8 +299,8 @@ package enum MatrixVector {
                     streamed(x, rows: 1, w, int4Input: Int4Input(x, k: k, storage: storage.baseAddress!), bias: bias, into: out)
                 }
             }
-            let rounded = UnsafeMutablePointer<Float>.allocate(capacity: rows * k)
-            defer { rounded.deallocate() }
+            let buffer = Tensor(uninitializedShape: [rows * k]), rounded = buffer.pointer
+            defer { withExtendedLifetime(buffer) {} }
             Int4Input.round(x, rows: rows, k: k, into: rounded)
             if rows > streamedRows { return multiplyThroughBLAS(rounded, rows: rows, w, bias: bias, into: out) }
             return streamed(rounded, rows: rows, w, int4Input: nil, bias: bias, into: out)
@@ -395,8 +395,10 @@ package enum MatrixVector {
                                             _ body: (_ columns: Range<Int>, _ widened: UnsafePointer<Float>, _ stride: Int) -> Void) {
         let k = w.k, blocks = (w.n + 31) / 32
         let groupBlocks = min(blocks, max(1, widenedFloats / (32 * k))), stride = 32 * groupBlocks
-        let widened = UnsafeMutablePointer<Float>.allocate(capacity: k * stride)
-        defer { widened.deallocate() }
+        // From the tensor pool: a server maps every large allocation afresh (`TensorMemory.fixMappingThreshold`),
+        // and faulting in 8 MiB for each product of a prompt pass cost more than its arithmetic on short prompts.
+        let buffer = Tensor(uninitializedShape: [k * stride]), widened = buffer.pointer
+        defer { withExtendedLifetime(buffer) {} }
         var first = 0
         while first < blocks {
             let end = min(blocks, first + groupBlocks)
