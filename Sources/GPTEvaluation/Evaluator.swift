@@ -39,8 +39,9 @@ package final class Evaluator {
     package let model: GPTModel
     package let tokenizer: any Tokenizer
     private let weights: DecodeWeights
-    private lazy var scorer = LoglikelihoodScorer(model: model, weights: weights)
-    private lazy var generator = Generator(model: model, tokenizer: tokenizer, weights: weights)
+    private let cachePrecision: CachedAttention.Cache.Precision
+    private lazy var scorer = LoglikelihoodScorer(model: model, weights: weights, cachePrecision: cachePrecision)
+    private lazy var generator = Generator(model: model, tokenizer: tokenizer, weights: weights, cachePrecision: cachePrecision)
 
     /// An evaluator of `model` as it is now (its weights are packed for decoding in fp32).
     package convenience init(model: GPTModel, tokenizer: any Tokenizer) {
@@ -48,11 +49,13 @@ package final class Evaluator {
     }
 
     /// An evaluator of `model` with its decoding weights, which scoring and generation share (see
-    /// `ModelLoading.loadForDecoding`).
-    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights) {
+    /// `ModelLoading.loadForDecoding`), keeping keys and values in `cachePrecision`.
+    package init(model: GPTModel, tokenizer: any Tokenizer, weights: DecodeWeights,
+                 cachePrecision: CachedAttention.Cache.Precision = .float32) {
         self.model = model
         self.tokenizer = tokenizer
         self.weights = weights
+        self.cachePrecision = cachePrecision
     }
 
     /// Scores `examples` of `task` with `shots` demonstrations each, drawn by `seed` from `pool` (the examples of

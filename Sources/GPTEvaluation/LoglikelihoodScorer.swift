@@ -33,13 +33,15 @@ package final class LoglikelihoodScorer {
     /// larger than that goes alone).
     private let contextTokensPerBatch = 8192, continuationTokensPerBatch = 2048
 
-    /// A scorer holding `slots` sequences at once (default: as many as fit in about 2 GiB of cache, at most 64).
-    package init(model: GPTModel, slots: Int? = nil, weights: DecodeWeights? = nil) {
+    /// A scorer holding `slots` sequences at once (default: as many as fit in about 2 GiB of cache, at most 64), their
+    /// keys and values in `cachePrecision`.
+    package init(model: GPTModel, slots: Int? = nil, weights: DecodeWeights? = nil,
+                 cachePrecision: CachedAttention.Cache.Precision = .float32) {
         self.model = model
         let c = model.config
-        let bytesPerSlot = 2 * c.layerCount * c.contextLength * c.embeddingWidth * MemoryLayout<Float>.size
+        let bytesPerSlot = 2 * c.layerCount * c.contextLength * c.embeddingWidth * cachePrecision.bytes
         let capacity = slots ?? max(1, min(64, (2 << 30) / max(bytesPerSlot, 1)))
-        session = InferenceSession(model: model, sequences: capacity, weights: weights)
+        session = InferenceSession(model: model, sequences: capacity, weights: weights, cachePrecision: cachePrecision)
     }
 
     /// One score per continuation of each request, in order. A context must not be empty, a continuation must not

@@ -22,6 +22,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Tokenizer (default: the one in the model directory, or gpt2).") var tokenizer: String?
     @Option(help: "Weights to score with, as decoding holds them: fp32, bf16, int8 (per output channel) or int4 (per 32 inputs).")
     var precision = WeightFormat.float32
+    @Option(help: "Keys and values the cache keeps: fp32, or bf16 (half the memory, and half the bytes attention reads).")
+    var cachePrecision = CachedAttention.Cache.Precision.float32
     @Option(help: "Task: a built-in name or a task file (repeatable; or comma-separated).") var task: [String]
     @Option(help: "Numbers of demonstrations, comma-separated.") var shots = "0"
     @Option(help: "Evaluate only the first N examples.") var limit: Int?
@@ -49,7 +51,7 @@ struct EvalCommand: ParsableCommand {
         }
         let tasks = try names.map { try EvaluationTask.load($0) }
         let (gpt, tokenizer, weights) = try ModelLoading.loadForDecoding(model, tokenizer: self.tokenizer, adapter: adapter, format: precision)
-        let evaluator = Evaluator(model: gpt, tokenizer: tokenizer, weights: weights)
+        let evaluator = Evaluator(model: gpt, tokenizer: tokenizer, weights: weights, cachePrecision: cachePrecision)
         var results: [EvaluationResult] = [], speeds: [[String: Any]] = [], samples: [[String: Any]] = []
         for var task in tasks {
             if let data { task.data = URL(fileURLWithPath: data) }
