@@ -105,7 +105,8 @@ package enum MatrixVector {
                             for half in [0, 16] {
                                 let halfScales = WeightFormat.int4Scales(count: rows) { load(floats + (first + $0) * 32 + half) }
                                 store(halfScales, scales + half)
-                                (group + Self.int4CodeBytes + half * 2).storeBytes(of: BFloat16Conversion.rounded(halfScales), as: SIMD16<UInt16>.self)
+                                (group + Self.int4CodeBytes + half * 2).storeBytes(of: BFloat16Conversion.rounded(halfScales),
+                                                                                   as: SIMD16<UInt16>.self)
                             }
                             let codes = group.assumingMemoryBound(to: UInt8.self)
                             codes.update(repeating: 0x88, count: Self.int4CodeBytes)

@@ -183,7 +183,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         // Nearest, ties to even (by the magic number), then ties moved away from zero.
         let even = (x + magic) - magic, difference = x - even
         let half = unsafeBitCast((unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000) | 0x3F00_0000, to: Float16x.self)
-        return even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5)).replacing(with: 0, where: scale .== 0)
+        let rounded = even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5))
+        return rounded.replacing(with: 0, where: scale .== 0)
     }
 
     /// The stored code (q + 8, in 0…15) of `value` in a group of scale `scale`: q = value / scale rounded to the nearest

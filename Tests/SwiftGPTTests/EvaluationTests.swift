@@ -138,7 +138,8 @@ final class EvaluationTests: XCTestCase {
         let alone = try LoglikelihoodScorer(model: model, slots: 3).score(choices.map { ScoringRequest(context: context, continuations: [$0]) })
         for i in choices.indices { XCTAssertEqual(alone[i][0].logLikelihood, scored[0][i].logLikelihood, accuracy: 1e-5) }
         // A bfloat16 cache (`gpt eval --cache-precision bf16`) scores from rounded keys and values: near, not equal.
-        let rounded = try LoglikelihoodScorer(model: model, slots: 4, cachePrecision: .bfloat16).score([ScoringRequest(context: context, continuations: choices)])
+        let rounded = try LoglikelihoodScorer(model: model, slots: 4, cachePrecision: .bfloat16)
+            .score([ScoringRequest(context: context, continuations: choices)])
         for i in choices.indices {
             XCTAssertNotEqual(rounded[0][i].logLikelihood, scored[0][i].logLikelihood)
             XCTAssertEqual(rounded[0][i].logLikelihood, scored[0][i].logLikelihood, accuracy: 2e-2)
