@@ -82,7 +82,8 @@ package enum MatrixVector {
                         let target = UnsafeMutableRawPointer(storage + b * blockBytes)
                         var largest = (Float16x(), Float16x())
                         for i in 0..<k {
-                            let low = Self.magnitude(load(floats + i * 32)), high = Self.magnitude(load(floats + i * 32 + 16))
+                            let low = WeightFormat.magnitude(load(floats + i * 32))
+                            let high = WeightFormat.magnitude(load(floats + i * 32 + 16))
                             largest.0 = largest.0.replacing(with: low, where: low .> largest.0)
                             largest.1 = largest.1.replacing(with: high, where: high .> largest.1)
                         }
@@ -123,25 +124,12 @@ package enum MatrixVector {
             }
         }
 
-        /// |v|, lane by lane.
-        @inline(__always)
-        private static func magnitude(_ v: Float16x) -> Float16x {
-            unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
-        }
-
-        /// `WeightFormat.int8` of sixteen quotients: clamped to −127…127 as its `min` and `max` clamp (a NaN becomes
-        /// 127), rounded to the nearest integer, ties away from zero. Adding and subtracting 1.5 · 2²³ rounds to the
-        /// nearest (ties to even) exactly at these magnitudes; a tie is then moved away from zero; the integer is
-        /// read from the low bits of its sum with 1.5 · 2²³.
+        /// `WeightFormat.int8` of sixteen quotients (`WeightFormat.nearestInteger` within −127…127), the integer read
+        /// from the low bits of its sum with 1.5 · 2²³.
         @inline(__always)
         private static func int8(_ quotient: Float16x) -> SIMD16<Int8> {
-            let bound = Float16x(repeating: 127), magic = Float16x(repeating: 12_582_912)
-            var x = quotient.replacing(with: bound, where: .!(quotient .< bound))
-            x = x.replacing(with: -bound, where: .!(x .>= -bound))
-            let even = (x + magic) - magic, difference = x - even
-            let half = unsafeBitCast((unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000) | 0x3F00_0000, to: Float16x.self)
-            let rounded = even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5))
-            return SIMD16<Int8>(truncatingIfNeeded: unsafeBitCast(rounded + magic, to: SIMD16<Int32>.self) &- 0x4B40_0000)
+            let rounded = WeightFormat.nearestInteger(quotient, low: -127, high: 127)
+            return SIMD16<Int8>(truncatingIfNeeded: unsafeBitCast(rounded + 12_582_912, to: SIMD16<Int32>.self) &- 0x4B40_0000)
         }
 
         /// Bytes the packed weights take, scales included.

@@ -134,9 +134,6 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     @inline(__always)
     static func int4Scales(count: Int, _ weight: (Int) -> Float16x) -> Float16x {
         func bfloat16(_ v: Float16x) -> Float16x { BFloat16Conversion.widened(BFloat16Conversion.rounded(v)) }
-        func magnitude(_ v: Float16x) -> Float16x {
-            unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
-        }
         var extreme = Float16x()
         for i in 0..<count {
             let x = weight(i)
@@ -176,15 +173,26 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     /// `int4Code` less 8 (q in −8…7), lane by lane, as floats; a lane of scale 0 gives 0.
     @inline(__always)
     static func int4Codes(_ value: Float16x, scale: Float16x) -> Float16x {
-        let low = Float16x(repeating: -8), high = Float16x(repeating: 7), magic = Float16x(repeating: 12_582_912)
-        var x = value / scale
-        x.replace(with: high, where: .!(x .< high))
-        x.replace(with: low, where: .!(x .>= low))
-        // Nearest, ties to even (by the magic number), then ties moved away from zero.
+        nearestInteger(value / scale, low: -8, high: 7).replacing(with: 0, where: scale .== 0)
+    }
+
+    /// Sixteen quotients clamped to low…high as the scalar codes' `min` and `max` clamp (a NaN becomes `high`), then
+    /// rounded to the nearest integer, ties away from zero, as floats. Adding and subtracting 1.5 · 2²³ rounds to the
+    /// nearest (ties to even) exactly at magnitudes below 2²²; a tie is then moved away from zero.
+    @inline(__always)
+    static func nearestInteger(_ quotient: Float16x, low: Float, high: Float) -> Float16x {
+        let magic = Float16x(repeating: 12_582_912)
+        var x = quotient.replacing(with: Float16x(repeating: high), where: .!(quotient .< Float16x(repeating: high)))
+        x.replace(with: Float16x(repeating: low), where: .!(x .>= Float16x(repeating: low)))
         let even = (x + magic) - magic, difference = x - even
         let half = unsafeBitCast((unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000) | 0x3F00_0000, to: Float16x.self)
-        let rounded = even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5))
-        return rounded.replacing(with: 0, where: scale .== 0)
+        return even.replacing(with: x + half, where: (difference .== 0.5) .| (difference .== -0.5))
+    }
+
+    /// |v|, lane by lane.
+    @inline(__always)
+    static func magnitude(_ v: Float16x) -> Float16x {
+        unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
     }
 
     /// The stored code (q + 8, in 0…15) of `value` in a group of scale `scale`: q = value / scale rounded to the nearest
